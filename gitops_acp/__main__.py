@@ -1,0 +1,5 @@
+"""`python -m gitops_acp` runs the command line."""
+
+from gitops_acp.cli.main import main
+
+raise SystemExit(main())

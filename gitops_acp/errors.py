@@ -1,0 +1,74 @@
+"""The exception tree of gitops-acp.
+
+Every error the program raises on purpose is an ``ACPError``; the command line prints its message
+as one line (``error: ...``) and exits 1. Whether an error is worth retrying is in its type, not in
+string matching at the call site::
+
+    ACPError
+    ├── UserError                 bad input from a person: a command-line argument, a repository path
+    ├── ResourceError             a resource file that cannot be used (file, line, field, what to do)
+    ├── SecretError               a secretKeyRef that does not resolve (never carries the value)
+    ├── StoreError                the git store cannot do what was asked
+    │   └── ConflictError         a compare-and-swap on a ref lost the race: re-read and retry
+    └── LLMError                  a chat completion failed
+        ├── TemporaryLLMError     408/409/429/5xx, timeouts, connection errors: back off and retry
+        └── PermanentLLMError     any other 4xx: fail the task with the provider's message
+"""
+
+from __future__ import annotations
+
+
+class ACPError(Exception):
+    """Base of every error gitops-acp raises on purpose."""
+
+
+class UserError(ACPError):
+    """Bad input from a person: an argument, a path, a name."""
+
+
+class ResourceError(ACPError):
+    """A resource file that cannot be used; the message names file, line, field and the fix."""
+
+    def __init__(self, message: str, *, path: str = "", line: int = 0) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        if self.path:
+            return f"{self.path}:{self.line}: {message}" if self.line else f"{self.path}: {message}"
+        return message
+
+
+class SecretError(ACPError):
+    """A secretKeyRef that does not resolve. The message never carries a secret value."""
+
+
+class StoreError(ACPError):
+    """The git store cannot do what was asked."""
+
+
+class ConflictError(StoreError):
+    """A compare-and-swap on a ref lost the race: re-read the tip and retry."""
+
+
+class LLMError(ACPError):
+    """A chat completion failed."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, status_code: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class TemporaryLLMError(LLMError):
+    """Worth retrying with backoff: 408/409/429/5xx, timeouts, connection errors."""
+
+    retryable = True
+
+
+class PermanentLLMError(LLMError):
+    """Not worth retrying: any other 4xx. The message is the provider's."""
