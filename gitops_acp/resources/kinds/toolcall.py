@@ -1,0 +1,80 @@
+"""The `ToolCall` kind: one tool invocation the LLM asked for; status branch only.
+
+The reconciler writes these (never people): `Running` with `attempt` is committed before the tool
+runs, the result after, so a crash never repeats a non-idempotent call.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from gitops_acp.resources.common import (
+    LocalObjectReference,
+    Resource,
+    SpecModel,
+    StatusModel,
+)
+from gitops_acp.resources.meta import Condition, ToolCallPhase, ToolType
+
+__all__ = ["ToolCall", "ToolCallApproval", "ToolCallSpec", "ToolCallStatus"]
+
+
+class ToolCallSpec(SpecModel):
+    """One tool invocation the LLM asked for; written by the reconciler, never by people."""
+
+    tool_call_id: str
+    """The LLM's id for the call, to pair the result with it."""
+    task_ref: LocalObjectReference
+    """The Task that asked for it."""
+    tool_ref: LocalObjectReference
+    """The function name the LLM called, e.g. `fetch__fetch` (not an object reference)."""
+    tool_type: ToolType
+    """Which executor runs it, decided by the function name's shape (ACP's naming scheme)."""
+    arguments: str
+    """The arguments as the LLM sent them: a JSON string, possibly invalid."""
+
+
+class ToolCallApproval(StatusModel):
+    """The human decision on a call that needed approval."""
+
+    branch: str | None = None
+    """The approval branch, `acp/approvals/<toolcall>`."""
+    pull_request: int | None = None
+    """The forge's pull request number, when one was opened."""
+    decided_by: str | None = None
+    """Who approved or rejected (the merge's author, or the CLI user)."""
+    decided_at: str | None = None
+    """When (RFC 3339)."""
+    comment: str | None = None
+    """The human's comment; the model reads it on a rejection."""
+
+
+class ToolCallStatus(StatusModel):
+    """The durable state of one tool invocation."""
+
+    phase: ToolCallPhase | None = None
+    """Where the call is."""
+    status: Condition | None = None
+    """Pending, Ready, Succeeded or Error."""
+    status_detail: str | None = None
+    """What is happening, in words."""
+    result: str | None = None
+    """The tool's output, as the model will read it."""
+    error: str | None = None
+    """Why it failed."""
+    start_time: str | None = None
+    """When the call was recorded (RFC 3339)."""
+    completion_time: str | None = None
+    """When it reached a terminal phase."""
+    attempt: int = 0
+    """How many times the tool was invoked (committed before each invocation)."""
+    approval: ToolCallApproval | None = None
+    """The approval request and decision, when the call needed one."""
+
+
+class ToolCall(Resource):
+    """A `ToolCall` resource (status branch only)."""
+
+    kind: Literal["ToolCall"] = "ToolCall"
+    spec: ToolCallSpec
+    status: ToolCallStatus | None = None

@@ -1,0 +1,255 @@
+"""Names shared by every layer: API versions, kinds, phases, labels, paths, durations and timestamps.
+
+This module is the vocabulary of the resource schema without the schema itself, so the CLI, the
+store and the controllers can agree on a kind's plural or a phase's spelling without importing
+pydantic models. Everything here is pure: no I/O, no git.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from gitops_acp.errors import UserError
+
+__all__ = [
+    "ACCEPTED_API_VERSIONS",
+    "ANNOTATION_SOURCE",
+    "ANNOTATION_SPEC_COMMIT",
+    "API_GROUPS",
+    "API_VERSION",
+    "LABEL_PARENT_TOOLCALL",
+    "LABEL_TASK",
+    "LABEL_TOOLCALL_REQUEST",
+    "NAME_MAX_LENGTH",
+    "NAME_RE",
+    "PLURALS",
+    "TERMINAL_TASK_PHASES",
+    "TERMINAL_TOOLCALL_PHASES",
+    "Condition",
+    "Kind",
+    "TaskPhase",
+    "ToolCallPhase",
+    "ToolType",
+    "check_name",
+    "format_time",
+    "parse_duration",
+    "parse_status_path",
+    "parse_time",
+    "resolve_kind",
+    "status_path",
+]
+
+# The apiVersion this project writes. The two HumanLayer groups are read unchanged so ACP and
+# KubeChain manifests work as they are; everything we write (status files) uses ours.
+API_VERSION = "acp.gitops.dev/v1alpha1"
+ACCEPTED_API_VERSIONS = frozenset(
+    {API_VERSION, "acp.humanlayer.dev/v1alpha1", "kubechain.humanlayer.dev/v1alpha1"}
+)
+# Groups we recognise, so `acp.humanlayer.dev/v1beta1` is an error instead of a silently ignored file.
+API_GROUPS = frozenset(version.split("/", 1)[0] for version in ACCEPTED_API_VERSIONS)
+
+
+# Enum members are named like their values (`Kind.MCPServer`, `TaskPhase.ReadyForLLM`), so code
+# reads like the YAML and the phase names people see in `get` are the ones they grep for.
+
+
+class Kind(StrEnum):
+    """The resource kinds; the values are the `kind:` strings of the YAML."""
+
+    LLM = "LLM"
+    Agent = "Agent"
+    MCPServer = "MCPServer"
+    ContactChannel = "ContactChannel"
+    Task = "Task"
+    ToolCall = "ToolCall"
+
+
+# Plurals name the status directories (`status/<plural>/`) and are accepted on the command line.
+PLURALS: dict[Kind, str] = {
+    Kind.LLM: "llms",
+    Kind.Agent: "agents",
+    Kind.MCPServer: "mcpservers",
+    Kind.ContactChannel: "contactchannels",
+    Kind.Task: "tasks",
+    Kind.ToolCall: "toolcalls",
+}
+_KINDS_BY_PLURAL = {plural: kind for kind, plural in PLURALS.items()}
+_SHORT_NAMES: dict[Kind, tuple[str, ...]] = {
+    Kind.MCPServer: ("mcp",),
+    Kind.ContactChannel: ("cc",),
+    Kind.ToolCall: ("tc",),
+}
+_KIND_WORDS: dict[str, Kind] = {
+    **{kind.value.lower(): kind for kind in Kind},
+    **_KINDS_BY_PLURAL,
+    **{short: kind for kind, shorts in _SHORT_NAMES.items() for short in shorts},
+}
+
+
+def resolve_kind(text: str) -> Kind:
+    """Return the kind a person meant by `text`: singular, plural or short name, any case."""
+    kind = _KIND_WORDS.get(text.strip().lower())
+    if kind is None:
+        accepted = ", ".join(
+            "/".join((kind.value.lower(), PLURALS[kind], *_SHORT_NAMES.get(kind, ()))) for kind in Kind
+        )
+        raise UserError(f"unknown kind {text!r}: use one of {accepted}")
+    return kind
+
+
+def status_path(kind: Kind, name: str) -> str:
+    """Return the path of a resource's file on the status branch."""
+    return f"status/{PLURALS[kind]}/{name}.yaml"
+
+
+def parse_status_path(path: str) -> tuple[Kind, str] | None:
+    """Return `(kind, name)` for a path laid out by `status_path`, or None for any other path."""
+    parts = path.split("/")
+    if len(parts) != 3 or parts[0] != "status" or not parts[2].endswith(".yaml"):
+        return None
+    kind = _KINDS_BY_PLURAL.get(parts[1])
+    name = parts[2].removesuffix(".yaml")
+    if kind is None or check_name(name) is not None:
+        return None
+    return kind, name
+
+
+# A DNS-1123 label, as Kubernetes requires of these names. Names become file names, branch names
+# (`acp/approvals/<name>`) and parts of tool names (`<server>__<tool>`, unambiguous because names
+# never contain `_`), so the rule is load-bearing, not cosmetic.
+NAME_MAX_LENGTH = 63
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def check_name(name: str) -> str | None:
+    """Return why `name` is not a valid resource name, or None when it is."""
+    if len(name) > NAME_MAX_LENGTH:
+        return f'name "{name[:20]}..." is {len(name)} characters long: at most {NAME_MAX_LENGTH} are allowed'
+    if not NAME_RE.match(name):
+        return (
+            f'name "{name}" is not a DNS-1123 label: use lowercase letters, digits and "-", '
+            f"starting and ending with a letter or digit, at most {NAME_MAX_LENGTH} characters"
+        )
+    return None
+
+
+# Go's duration units (what ACP users know from Kubernetes), plus `d` for approval timeouts.
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
+_DURATION_RE = re.compile(rf"(?:{_DURATION_PART.pattern})+")
+_DURATION_HELP = 'use seconds or a duration such as "30s", "5m", "1h30m", "250ms"'
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Return a duration in seconds from a number of seconds or a string like "1h30m" or "250ms"."""
+    # bool is an int subclass; `timeout: true` is a mistake, not one second.
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"invalid duration: expected a string or a number, got {type(value).__name__}")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            if not _DURATION_RE.fullmatch(text):
+                raise ValueError(f"invalid duration {value!r}: {_DURATION_HELP}") from None
+            seconds = sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+    else:
+        seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+        raise ValueError(f"invalid duration {value!r}: must be a finite number of seconds, not negative")
+    return seconds
+
+
+def format_time(moment: datetime) -> str:
+    """Return `moment` as the RFC 3339 text status files use: UTC, microseconds, `Z`."""
+    if moment.tzinfo is None:
+        raise ValueError("format_time needs an aware datetime (naive times are ambiguous)")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Return the aware datetime of an RFC 3339 timestamp such as `format_time` writes."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no time zone")
+    return moment
+
+
+class TaskPhase(StrEnum):
+    """Where a Task is in its loop (ACP's names; only the phases this reconciler sets)."""
+
+    Pending = "Pending"  # waiting for a dependency (agent, LLM) to exist or be ready
+    ReadyForLLM = "ReadyForLLM"  # the context window is ready to be sent to the model
+    ToolCallsPending = "ToolCallsPending"  # waiting for this turn's ToolCalls to finish
+    FinalAnswer = "FinalAnswer"  # the model answered without tools: `output` holds the answer
+    Failed = "Failed"  # a permanent error: `error` says which
+    ErrorBackoff = "ErrorBackoff"  # a retryable LLM error: retried at `nextAttemptTime`
+    Cancelled = "Cancelled"  # removed from main, or its limits were exceeded: `statusDetail` says which
+
+
+TERMINAL_TASK_PHASES = frozenset({TaskPhase.FinalAnswer, TaskPhase.Failed, TaskPhase.Cancelled})
+
+
+class ToolCallPhase(StrEnum):
+    """Where one tool invocation is (ACP's names, plus `Running` which ACP declared but never set)."""
+
+    Pending = "Pending"  # recorded, not started
+    Running = "Running"  # committed before the tool is invoked: intent before effect
+    Succeeded = "Succeeded"  # the tool returned; `result` holds its output
+    Failed = "Failed"  # the tool failed or was interrupted; `error` holds why
+    AwaitingHumanInput = "AwaitingHumanInput"  # a question to a human is open
+    AwaitingSubAgent = "AwaitingSubAgent"  # a delegated child task is running
+    AwaitingHumanApproval = "AwaitingHumanApproval"  # an approval branch / pull request is open
+    ReadyToExecuteApprovedTool = "ReadyToExecuteApprovedTool"  # approved, not yet started
+    ToolCallRejected = "ToolCallRejected"  # a human said no; `result` is "Rejected: <comment>"
+    ErrorRequestingHumanApproval = "ErrorRequestingHumanApproval"  # the approval could not be requested
+    ErrorRequestingHumanInput = "ErrorRequestingHumanInput"  # the question could not be asked
+
+
+TERMINAL_TOOLCALL_PHASES = frozenset(
+    {
+        ToolCallPhase.Succeeded,
+        ToolCallPhase.Failed,
+        ToolCallPhase.ToolCallRejected,
+        ToolCallPhase.ErrorRequestingHumanApproval,
+        ToolCallPhase.ErrorRequestingHumanInput,
+    }
+)
+
+
+class ToolType(StrEnum):
+    """Which executor a tool call goes to; decided by the tool's name when the call is recorded."""
+
+    MCP = "MCP"  # `<mcpserver>__<tool>`
+    HumanContact = "HumanContact"  # `<channel>__human_contact`
+    DelegateToAgent = "DelegateToAgent"  # `delegate_to_agent__<agent>`
+
+
+class Condition(StrEnum):
+    """The coarse `status` field every kind shares with ACP (`kubectl get`'s STATUS column)."""
+
+    Ready = "Ready"
+    Error = "Error"
+    Pending = "Pending"
+    Succeeded = "Succeeded"
+
+
+# Labels and annotations the reconciler puts on the objects it writes. Ours, not ACP's
+# `acp.humanlayer.dev/...`, because these objects only ever exist on our status branch.
+LABEL_TASK = "acp.gitops.dev/task"  # on a ToolCall: the Task that requested it
+LABEL_TOOLCALL_REQUEST = "acp.gitops.dev/toolcallrequest"  # on a ToolCall: the LLM response it came from
+LABEL_PARENT_TOOLCALL = "acp.gitops.dev/parent-toolcall"  # on a delegated child Task: its ToolCall
+ANNOTATION_SOURCE = "acp.gitops.dev/source"  # the file on main that declared the resource
+ANNOTATION_SPEC_COMMIT = "acp.gitops.dev/spec-commit"  # the commit of main that was reconciled
