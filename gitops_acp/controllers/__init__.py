@@ -1,0 +1,27 @@
+"""Controllers, one module per kind, all of the shape in `base`; `registry()` is the visible list."""
+
+from __future__ import annotations
+
+from gitops_acp.controllers.agent import AgentController
+from gitops_acp.controllers.base import Controller
+from gitops_acp.controllers.contactchannel import ContactChannelController
+from gitops_acp.controllers.llm import LLMController
+from gitops_acp.controllers.mcpserver import MCPServerController
+from gitops_acp.controllers.task import TaskController
+from gitops_acp.controllers.toolcall import ToolCallController
+from gitops_acp.resources.meta import Kind
+
+__all__ = ["registry"]
+
+
+def registry() -> dict[Kind, Controller]:
+    """A fresh set of controllers (they keep small in-memory caches), keyed by the kind they own."""
+    controllers: list[Controller] = [
+        LLMController(),
+        AgentController(),
+        MCPServerController(),
+        ContactChannelController(),
+        TaskController(),
+        ToolCallController(),
+    ]
+    return {controller.kind: controller for controller in controllers}

@@ -1,0 +1,114 @@
+"""`gitops-acp demo`: an offline end-to-end run in a temporary repository.
+
+Starts the scripted OpenAI-compatible stub on a free 127.0.0.1 port, creates a repository from the
+offline example (its LLM pointed at the stub), runs the reconciler until nothing can progress, and
+shows what a user sees: `get`, `describe`, `history` and the status branch's log. One task hits a
+scripted 503 first, so the run also shows ErrorBackoff recovering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from gitops_acp.cli.commands import describe, get, history
+from gitops_acp.cli.examples import example_files
+from gitops_acp.controllers.base import Settings
+from gitops_acp.llm.openai_client import OpenAIClient
+from gitops_acp.llm.stub import StubServer
+from gitops_acp.reactor.manager import Manager, ServeOptions
+from gitops_acp.secrets import SecretResolver
+from gitops_acp.store.gitrepo import init_repository
+
+DEMO_SCRIPT: dict[str, Any] = {
+    "rules": [
+        {
+            "match": "capital of the moon",
+            "content": "The Moon has no capital: it has no government and no permanent residents.",
+        },
+        {
+            "match": "Name a planet",
+            "times": 1,
+            "status": 503,
+            "message": "upstream overloaded (scripted by the demo)",
+        },
+        {"match": "Name a planet", "content": "Saturn: its rings are the brightest in the solar system."},
+    ]
+}
+
+
+def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        name,
+        parents=[common],
+        help="an offline end-to-end run in a temporary repository",
+        description="Run an offline end-to-end demo: a temporary repository, a local OpenAI-compatible stub.",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary repository and print its path"
+    )
+    parser.add_argument(
+        "--dir", type=Path, help="create the demo repository here instead of a temporary directory"
+    )
+    parser.set_defaults(run=run)
+
+
+def _section(title: str) -> None:
+    print(f"\n=== {title}")
+
+
+def run(args: argparse.Namespace) -> int:
+    base = args.dir or Path(tempfile.mkdtemp(prefix="gitops-acp-demo-"))
+    repo, secrets = base / "repo", base / "secrets"
+    (secrets / "local-stub").mkdir(parents=True, exist_ok=True)
+    (secrets / "local-stub" / "LOCAL_STUB_API_KEY").write_text("demo-key-not-a-secret\n")
+    try:
+        with StubServer(DEMO_SCRIPT) as stub:
+            files = {
+                path: data.replace(b"http://127.0.0.1:8765/v1", stub.url.encode())
+                for path, data in example_files("offline").items()
+            }
+            init_repository(repo, files=files, message="Add the offline example resources")
+            _section(f"repository {repo} (main)")
+            print(
+                subprocess.run(
+                    ["git", "-C", str(repo), "ls-files"], capture_output=True, text=True
+                ).stdout.strip()
+            )
+            _section(f"gitops-acp serve --once  (LLM stub at {stub.url})")
+            options = ServeOptions(repo=repo, once=True, settings=Settings(backoff_base=0.2))
+            manager = Manager(options, llm=OpenAIClient(), secrets=SecretResolver(secrets))
+            asyncio.run(manager.run())
+            stats = manager.writer.stats
+            print(
+                f"done: {stats.checkpoints} checkpoints in {stats.commits} commits; "
+                f"{len(stub.requests())} requests to the LLM stub"
+            )
+        view = argparse.Namespace(repo=str(repo), output=None, name=None)
+        for kind in ("llms", "agents", "tasks"):
+            _section(f"gitops-acp get {kind}")
+            get.run(argparse.Namespace(**{**vars(view), "kind": kind}))
+        _section("gitops-acp get tasks -o wide")
+        get.run(argparse.Namespace(**{**vars(view), "kind": "tasks", "output": "wide"}))
+        _section("gitops-acp describe task continue-conversation")
+        describe.run(argparse.Namespace(repo=str(repo), kind="task", name="continue-conversation"))
+        _section("gitops-acp history task continue-conversation")
+        history.run(
+            argparse.Namespace(repo=str(repo), kind="task", name="continue-conversation", max_count=100)
+        )
+        _section("git log --oneline acp/status")
+        log = subprocess.run(
+            ["git", "-C", str(repo), "log", "--format=%h %s", "acp/status"], capture_output=True, text=True
+        )
+        print(log.stdout.strip())
+    finally:
+        if args.keep or args.dir:
+            print(f"\nthe demo repository is kept at {repo}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0

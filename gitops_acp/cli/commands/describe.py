@@ -1,0 +1,90 @@
+"""`gitops-acp describe KIND NAME`: the object, its context window, and its events.
+
+Events are the checkpoint commits that touched the resource on the status branch (newest 20),
+which, unlike Kubernetes events, never expire.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+from gitops_acp.cli import views
+from gitops_acp.errors import UserError
+from gitops_acp.resources.meta import Kind, resolve_kind
+from gitops_acp.store import history, yamlio
+
+
+def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        name,
+        parents=[common],
+        help="show one resource in detail: spec, status, context window, events",
+        description="Show one resource: spec, status, context window and events (checkpoint commits).",
+    )
+    parser.add_argument("kind")
+    parser.add_argument("name")
+    parser.set_defaults(run=run)
+
+
+def _indent(text: str, by: int = 2) -> str:
+    return "\n".join((" " * by + line) if line else line for line in text.splitlines())
+
+
+def run(args: argparse.Namespace) -> int:
+    kind = resolve_kind(args.kind)
+    repo = views.open_repo(args.repo)
+    try:
+        snap = views.snapshot(repo)
+        document = snap.objects.get((kind, args.name))
+        if document is None:
+            raise UserError(f'{kind} "{args.name}" not found (neither on main nor on the status branch)')
+        events = history.events(repo, branch="acp/status", kind=str(kind), name=args.name, n=20)
+    finally:
+        repo.close()
+    metadata = document.get("metadata") or {}
+    status = dict(document.get("status") or {})
+    window = status.pop("contextWindow", None) if kind == Kind.Task else None
+    lines = [
+        f"Name:         {args.name}",
+        f"Kind:         {kind}",
+        f"API Version:  {document.get('apiVersion', '')}",
+        f"Labels:       {_pairs(metadata.get('labels'))}",
+        f"Annotations:  {_pairs(metadata.get('annotations'))}",
+        "Spec:",
+        _indent(yamlio.dump(document.get("spec") or {}).decode().rstrip()),
+        "Status:",
+        _indent(yamlio.dump(status).decode().rstrip()) if status else "  <none: not reconciled yet>",
+    ]
+    if window is not None:
+        lines.append("Context Window:")
+        for index, message in enumerate(window, start=1):
+            lines.append(
+                f"  [{index}] {message.get('role', '?')}"
+                + (f" (tool call {message['toolCallId']})" if message.get("toolCallId") else "")
+            )
+            if message.get("content"):
+                lines.append(_indent(str(message["content"]), 6))
+            for call in message.get("toolCalls") or []:
+                function = call.get("function") or {}
+                lines.append(
+                    f"      -> {function.get('name')}({function.get('arguments')})  id={call.get('id')}"
+                )
+    lines.append("Events:")
+    if not events:
+        lines.append("  <none>")
+    else:
+        rows = [["TIME", "FROM", "TO", "COMMIT", "DETAIL"]]
+        for event in reversed(events):
+            when = datetime.fromtimestamp(event.timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            rows.append([when, event.old_phase, event.new_phase, event.sha[:10], event.detail or ""])
+        lines.append(_indent(views.render_table(rows)))
+    print("\n".join(lines))
+    return 0
+
+
+def _pairs(mapping: object) -> str:
+    if not isinstance(mapping, dict) or not mapping:
+        return "<none>"
+    return ", ".join(f"{k}={v}" for k, v in sorted(mapping.items()))

@@ -1,0 +1,55 @@
+"""`gitops-acp get KIND [NAME] [-o wide|yaml|json]`: a kubectl-style view of declared and observed state."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from gitops_acp.cli import views
+from gitops_acp.errors import UserError
+from gitops_acp.resources.meta import API_VERSION, resolve_kind
+from gitops_acp.store import yamlio
+
+
+def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        name,
+        parents=[common],
+        help="list resources with their status (llm, agent, mcpserver, contactchannel, task, toolcall)",
+        description="List resources declared on main with their status from the status branch.",
+    )
+    parser.add_argument(
+        "kind", help="llm(s), agent(s), mcpserver(s), contactchannel(s)/cc, task(s), toolcall(s)/tc"
+    )
+    parser.add_argument("name", nargs="?", help="one resource by name")
+    parser.add_argument("-o", "--output", choices=["wide", "yaml", "json"], help="output format")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    kind = resolve_kind(args.kind)
+    repo = views.open_repo(args.repo)
+    try:
+        snap = views.snapshot(repo)
+    finally:
+        repo.close()
+    documents = snap.of_kind(kind)
+    if args.name:
+        documents = [d for d in documents if d.get("metadata", {}).get("name") == args.name]
+        if not documents:
+            raise UserError(f'{kind} "{args.name}" not found (neither on main nor on the status branch)')
+    if args.output in ("yaml", "json"):
+        payload: dict[str, Any] = (
+            documents[0] if args.name else {"apiVersion": API_VERSION, "kind": "List", "items": documents}
+        )
+        if args.output == "json":
+            print(json.dumps(payload, indent=2))
+        else:
+            print(yamlio.dump(payload).decode(), end="")
+        return 0
+    if not documents:
+        print(f"No {kind} resources found.")
+        return 0
+    print(views.render_table(views.table_rows(kind, documents, wide=args.output == "wide")))
+    return 0

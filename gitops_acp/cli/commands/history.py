@@ -1,0 +1,43 @@
+"""`gitops-acp history KIND NAME`: one line per checkpoint commit of a resource, oldest first."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+from gitops_acp.cli import views
+from gitops_acp.errors import UserError
+from gitops_acp.resources.meta import resolve_kind
+from gitops_acp.store import history
+
+
+def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        name,
+        parents=[common],
+        help="one line per checkpoint commit of a resource (e.g. `history task hello`)",
+        description="Show the checkpoint commits of one resource on the status branch, oldest first.",
+    )
+    parser.add_argument("kind", help="task, toolcall, agent, llm, ...")
+    parser.add_argument("name")
+    parser.add_argument(
+        "-n", "--max-count", type=int, default=100, help="at most this many (the newest); default 100"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    kind = resolve_kind(args.kind)
+    repo = views.open_repo(args.repo)
+    try:
+        events = history.events(repo, branch="acp/status", kind=str(kind), name=args.name, n=args.max_count)
+    finally:
+        repo.close()
+    if not events:
+        raise UserError(f'{kind} "{args.name}" has no checkpoints on the status branch')
+    for event in reversed(events):
+        when = datetime.fromtimestamp(event.timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        detail = f"  {event.detail}" if event.detail else ""
+        print(f"{event.sha[:10]}  {when}  {event.old_phase} -> {event.new_phase}{detail}")
+    return 0

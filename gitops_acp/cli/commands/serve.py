@@ -1,0 +1,105 @@
+"""`gitops-acp serve`: run the reconciler over the repository.
+
+`--once` runs until nothing can progress without an outside change (a new commit, a human's
+decision, a missing dependency appearing), then exits 0; a backoff timer keeps it running.
+SIGINT/SIGTERM finish the checkpoint in flight and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from gitops_acp.controllers.base import Settings
+from gitops_acp.errors import UserError
+from gitops_acp.llm.openai_client import OpenAIClient
+from gitops_acp.reactor.manager import Manager, ServeOptions
+from gitops_acp.secrets import SecretResolver
+
+
+def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        name,
+        parents=[common],
+        help="run the reconciler (`--once`: until nothing can progress, then exit)",
+        description=(
+            "Run the reconciler: watch main, run every task's agent loop, commit checkpoints to acp/status."
+        ),
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="exit 0 once nothing can progress without an outside change"
+    )
+    parser.add_argument(
+        "--secrets-dir", type=Path, help="secrets as <dir>/<name>/<key> files (a mounted Kubernetes secret)"
+    )
+    parser.add_argument(
+        "--branch", default="main", help="the branch holding the desired state (default: main)"
+    )
+    parser.add_argument(
+        "--status-branch", default="acp/status", help="the reconciler's branch (default: acp/status)"
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=2.0, help="safety poll of main, seconds (default: 2)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=512, help="resources reconciled at once (default: 512)"
+    )
+    parser.add_argument(
+        "--backoff-base", type=float, default=1.0, help="first LLM retry delay, seconds (default: 1)"
+    )
+    parser.add_argument(
+        "--backoff-cap", type=float, default=300.0, help="longest LLM retry delay, seconds (default: 300)"
+    )
+    parser.add_argument(
+        "--max-llm-attempts",
+        type=int,
+        default=10,
+        help="transient LLM failures before a task fails (default: 10)",
+    )
+    parser.add_argument(
+        "--llm-timeout", type=float, default=120.0, help="seconds per LLM request (default: 120)"
+    )
+    parser.add_argument(
+        "--identity", default="gitops-acp <gitops-acp@localhost>", help="author of checkpoint commits"
+    )
+    parser.set_defaults(run=run)
+
+
+def parse_identity(text: str) -> tuple[str, str]:
+    """`Name <email>` → (name, email)."""
+    name, _, rest = text.partition("<")
+    email = rest.rstrip().rstrip(">")
+    if not name.strip() or not email:
+        raise UserError(f'--identity "{text}": expected "Name <email>"')
+    return name.strip(), email
+
+
+def options_from(args: argparse.Namespace) -> ServeOptions:
+    """Serve options from parsed arguments (shared with `demo`)."""
+    if args.secrets_dir is not None and not args.secrets_dir.is_dir():
+        raise UserError(f"--secrets-dir {args.secrets_dir}: not a directory")
+    if args.concurrency < 1:
+        raise UserError("--concurrency must be at least 1")
+    return ServeOptions(
+        repo=Path(args.repo),
+        branch=args.branch,
+        status_branch=args.status_branch,
+        once=args.once,
+        poll_interval=args.poll_interval,
+        concurrency=args.concurrency,
+        identity=parse_identity(args.identity),
+        settings=Settings(
+            backoff_base=args.backoff_base,
+            backoff_cap=args.backoff_cap,
+            max_llm_attempts=args.max_llm_attempts,
+            llm_timeout=args.llm_timeout,
+        ),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from(args)
+    manager = Manager(options, llm=OpenAIClient(), secrets=SecretResolver(args.secrets_dir))
+    return asyncio.run(manager.run())

@@ -1,0 +1,176 @@
+"""What the read-only commands show: objects merged from `main` and `acp/status`, and their tables.
+
+`get` and `describe` show what kubectl would: every declared resource, with its status from the tip
+of the status branch (a resource committed a moment ago shows up at once, with empty status), plus
+the resources that exist only on the status branch (tool calls, delegated tasks). The columns are
+ACP's printer columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gitops_acp.errors import UserError
+from gitops_acp.resources.meta import Kind
+from gitops_acp.resources.models import AnyResource, from_document, to_document
+from gitops_acp.store.desired import DesiredReader
+from gitops_acp.store.gitrepo import GitRepo
+from gitops_acp.store.status import read_tip
+
+__all__ = ["Snapshot", "render_table", "snapshot", "table_rows"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Declared and observed resources of one repository, merged by (kind, name)."""
+
+    objects: dict[tuple[Kind, str], dict[str, Any]]
+    status_commit: str | None
+    main_commit: str | None
+
+    def of_kind(self, kind: Kind) -> list[dict[str, Any]]:
+        """Documents of one kind, sorted by name."""
+        return [
+            doc for (k, name), doc in sorted(self.objects.items(), key=lambda item: item[0][1]) if k == kind
+        ]
+
+
+def open_repo(path: str) -> GitRepo:
+    """Open the repository named by --repo, with a message that says what to do."""
+    try:
+        return GitRepo.open(Path(path))
+    except Exception as exc:
+        raise UserError(
+            f"{path}: not a git repository (pass --repo PATH, or run `gitops-acp init DIR`)"
+        ) from exc
+
+
+def snapshot(repo: GitRepo, *, branch: str = "main", status_branch: str = "acp/status") -> Snapshot:
+    """Read `main` and the tip of the status branch once and merge them."""
+    main_commit = repo.resolve(f"refs/heads/{branch}")
+    desired = DesiredReader(repo).read(main_commit)
+    status_commit, documents = read_tip(repo, status_branch)
+    objects: dict[tuple[Kind, str], dict[str, Any]] = {}
+    for key, loaded in desired.resources.items():
+        objects[key] = to_document(loaded.resource)
+    for (kind_text, name), document in documents.items():
+        key = (Kind(kind_text), name)
+        if key in objects:
+            # The spec as declared now, the status (and its annotations) as last reconciled.
+            metadata = {**objects[key].get("metadata", {})}
+            annotations = (document.get("metadata") or {}).get("annotations")
+            if annotations:
+                metadata["annotations"] = annotations
+            objects[key] = {**objects[key], "metadata": metadata, "status": document.get("status")}
+        else:
+            objects[key] = document
+    return Snapshot(objects=objects, status_commit=status_commit, main_commit=main_commit)
+
+
+def parse(document: dict[str, Any]) -> AnyResource | None:
+    """The typed object of a document, or None when it cannot be read."""
+    try:
+        return from_document(document)
+    except Exception:
+        return None
+
+
+def _one_line(text: object, width: int | None) -> str:
+    value = "" if text is None else str(text)
+    value = " ".join(value.split())
+    if width is not None and len(value) > width:
+        return value[: width - 3] + "..."
+    return value
+
+
+def _s(doc: dict[str, Any], *path: str) -> Any:
+    node: Any = doc
+    for part in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _bool(value: object) -> str:
+    return "" if value is None else str(bool(value)).lower()
+
+
+Column = tuple[str, Callable[[dict[str, Any]], object], bool]  # header, getter, wide-only
+
+COLUMNS: dict[Kind, list[Column]] = {
+    Kind.LLM: [
+        ("PROVIDER", lambda d: _s(d, "spec", "provider"), False),
+        ("READY", lambda d: _bool(_s(d, "status", "ready")), False),
+        ("STATUS", lambda d: _s(d, "status", "status"), False),
+        ("DETAIL", lambda d: _s(d, "status", "statusDetail"), True),
+    ],
+    Kind.Agent: [
+        ("READY", lambda d: _bool(_s(d, "status", "ready")), False),
+        ("STATUS", lambda d: _s(d, "status", "status"), False),
+        ("DETAIL", lambda d: _s(d, "status", "statusDetail"), True),
+    ],
+    Kind.MCPServer: [
+        ("CONNECTED", lambda d: _bool(_s(d, "status", "connected")), False),
+        ("STATUS", lambda d: _s(d, "status", "status"), False),
+        ("DETAIL", lambda d: _s(d, "status", "statusDetail"), True),
+    ],
+    Kind.ContactChannel: [
+        ("TYPE", lambda d: _s(d, "spec", "type") or "git", False),
+        ("READY", lambda d: _bool(_s(d, "status", "ready")), False),
+        ("STATUS", lambda d: _s(d, "status", "status"), False),
+        ("DETAIL", lambda d: _s(d, "status", "statusDetail"), True),
+    ],
+    Kind.Task: [
+        ("AGENT", lambda d: _s(d, "spec", "agentRef", "name"), False),
+        ("READY", lambda d: _bool(_s(d, "status", "ready")), False),
+        ("STATUS", lambda d: _s(d, "status", "status"), False),
+        ("PHASE", lambda d: _s(d, "status", "phase"), False),
+        ("PREVIEW", lambda d: _s(d, "status", "userMsgPreview") or _s(d, "spec", "userMessage"), False),
+        ("OUTPUT", lambda d: _s(d, "status", "output"), False),
+        ("DETAIL", lambda d: _s(d, "status", "statusDetail"), True),
+        ("ERROR", lambda d: _s(d, "status", "error"), True),
+        ("TURNS", lambda d: _s(d, "status", "turns"), True),
+        ("TOKENS", lambda d: _tokens(d), True),
+        ("STARTED", lambda d: _s(d, "status", "startTime"), True),
+        ("COMPLETED", lambda d: _s(d, "status", "completionTime"), True),
+    ],
+    Kind.ToolCall: [
+        ("PHASE", lambda d: _s(d, "status", "phase"), False),
+        ("TASK", lambda d: _s(d, "spec", "taskRef", "name"), False),
+        ("TOOL", lambda d: _s(d, "spec", "toolRef", "name"), False),
+        ("STARTED", lambda d: _s(d, "status", "startTime"), True),
+        ("COMPLETED", lambda d: _s(d, "status", "completionTime"), True),
+        ("ERROR", lambda d: _s(d, "status", "error"), True),
+    ],
+}
+
+
+def _tokens(doc: dict[str, Any]) -> str:
+    usage = _s(doc, "status", "usage")
+    if not isinstance(usage, dict):
+        return ""
+    return str(int(usage.get("promptTokens") or 0) + int(usage.get("completionTokens") or 0))
+
+
+def table_rows(kind: Kind, documents: Iterable[dict[str, Any]], *, wide: bool) -> list[list[str]]:
+    """The header and one row per document, with ACP's columns (more with `wide`)."""
+    columns = [c for c in COLUMNS[kind] if wide or not c[2]]
+    width = None if wide else 60
+    rows = [["NAME", *(header for header, _, _ in columns)]]
+    for doc in documents:
+        name = _s(doc, "metadata", "name")
+        rows.append([str(name), *(_one_line(get(doc), width) for _, get, _ in columns)])
+    return rows
+
+
+def render_table(rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded kubectl-style (three spaces between columns)."""
+    if not rows:
+        return ""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["   ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""What every controller sees and returns.
+
+A controller reconciles one resource, named by its key, against the world: the desired state read
+from a commit of `main` and the observed state read from the tip of `acp/status`. It makes progress
+in checkpoints: ``ctx.checkpoint(obj)`` returns once the commit that records the new status is on the
+status branch, so a controller never advances past a checkpoint that is not committed.
+
+Controllers share one shape (after flux's source-controller): ``reconcile(name, ctx) -> Result``
+running private steps in order. They never touch git, files or the clock directly: everything
+outside goes through the ``Context`` (implemented by the reactor) so the transition tables can be
+tested with fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from gitops_acp.llm.client import LLMClient
+from gitops_acp.resources.loader import Loaded
+from gitops_acp.resources.meta import Kind
+from gitops_acp.resources.models import AnyResource
+from gitops_acp.secrets import SecretResolver
+
+__all__ = ["DONE", "Context", "Controller", "Key", "Result", "Settings", "parse_rfc3339", "rfc3339"]
+
+Key = tuple[Kind, str]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the reactor should do next with this key.
+
+    ``requeue_after`` None: wait for an event (a new commit, a dependency changing).
+    ``progress``: whether the timed wait counts as work for ``serve --once`` (a backoff the task
+    passes by itself) or is only a watchdog (re-validating something in Error).
+    """
+
+    requeue_after: float | None = None
+    progress: bool = True
+
+
+DONE = Result()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tunables of the controllers, from the command line."""
+
+    backoff_base: float = 1.0  # first ErrorBackoff delay, seconds; doubles per attempt
+    backoff_cap: float = 300.0  # longest ErrorBackoff delay, seconds
+    max_llm_attempts: int = 10  # transient LLM failures in a row before a task is Failed
+    revalidate_interval: float = 300.0  # how often a Ready LLM checks whether its secret rotated
+    error_retry: float = 30.0  # how soon an LLM or channel in Error is validated again
+    llm_timeout: float = 120.0  # seconds per LLM request
+
+
+class Context(Protocol):
+    """The world as one reconcile sees it, and the only way to change it."""
+
+    @property
+    def spec_commit(self) -> str:
+        """The commit of `main` being reconciled."""
+        ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def llm(self) -> LLMClient: ...
+
+    @property
+    def secrets(self) -> SecretResolver: ...
+
+    def now(self) -> float:
+        """Seconds since the epoch (a fake clock in tests)."""
+        ...
+
+    def desired(self, kind: Kind, name: str) -> Loaded | None:
+        """The resource as declared on `main`, or None."""
+        ...
+
+    def observed(self, kind: Kind, name: str) -> AnyResource | None:
+        """The resource as last committed to the status branch, or None."""
+        ...
+
+    def observed_all(self, kind: Kind) -> Iterable[AnyResource]:
+        """Every resource of `kind` on the status branch."""
+        ...
+
+    async def checkpoint(self, *objects: AnyResource) -> None:
+        """Commit the objects' new state in one commit; return once it is on the status branch."""
+        ...
+
+    async def remove(self, kind: Kind, name: str, *, reason: str) -> None:
+        """Delete the resource's status file (the resource left `main`)."""
+        ...
+
+    def wake(self, kind: Kind, name: str) -> None:
+        """Ask for a reconcile of another resource."""
+        ...
+
+
+class Controller(Protocol):
+    """One module per kind, each with this shape."""
+
+    kind: Kind
+
+    async def reconcile(self, name: str, ctx: Context) -> Result:
+        """Move the named resource one or more committed checkpoints forward."""
+        ...
+
+    def dependencies(self, obj: AnyResource) -> Iterable[Key]:
+        """The resources whose changes must wake this one."""
+        ...
+
+
+def rfc3339(ts: float) -> str:
+    """Format epoch seconds the way status files carry times: `2026-11-22T10:00:00.123456Z`."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_rfc3339(text: str) -> float:
+    """Parse a time written by `rfc3339` (or any ISO 8601 time with a zone) to epoch seconds."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,484 @@
+"""Task controller: the agent loop, one committed checkpoint per step (contract §4).
+
+    Pending ──► ReadyForLLM ──► FinalAnswer
+       ▲            │  ▲  └────► ToolCallsPending ──► (all tool calls terminal) ──► ReadyForLLM
+       │            │  └───────── ErrorBackoff (408/409/429/5xx, timeouts; bounded, with jitter)
+       │            ├──────────► Failed (other 4xx, with the provider's message; or too many attempts)
+       │            └──────────► Cancelled (limits exceeded, or the Task left `main`)
+       └── the agent is missing or not ready (the context window is kept, never rebuilt)
+
+Each step is a private method returning either the task to continue with or a `Result` to stop on.
+The LLM answer that asks for tools is ONE commit: the assistant message, the phase and every
+ToolCall file, so a crash can never leave a task waiting for tool calls that were never recorded.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Awaitable, Callable, Iterable
+
+from gitops_acp.controllers.base import DONE, Context, Key, Result, parse_rfc3339, rfc3339
+from gitops_acp.controllers.llm import llm_config
+from gitops_acp.errors import LLMError, SecretError
+from gitops_acp.llm.client import Completion
+from gitops_acp.resources.meta import (
+    LABEL_PARENT_TOOLCALL,
+    LABEL_TASK,
+    LABEL_TOOLCALL_REQUEST,
+    TERMINAL_TASK_PHASES,
+    TERMINAL_TOOLCALL_PHASES,
+    Condition,
+    Kind,
+    TaskPhase,
+    ToolCallPhase,
+    ToolType,
+)
+from gitops_acp.resources.models import (
+    LLM,
+    Agent,
+    AnyResource,
+    LocalObjectReference,
+    Message,
+    ObjectMeta,
+    Task,
+    TaskStatus,
+    ToolCall,
+    ToolCallSpec,
+    ToolCallStatus,
+    Usage,
+    user_msg_preview,
+)
+
+__all__ = ["TaskController", "tool_type_of", "toolcall_name"]
+
+_RNG = random.SystemRandom()
+
+Step = Callable[[Task, Context], Awaitable["Task | Result"]]
+
+
+def request_id() -> str:
+    """A k8s-style random id, as ACP uses for a batch of tool calls: a letter, then [a-z0-9]."""
+    alphabet = string.ascii_lowercase + string.digits
+    return _RNG.choice(string.ascii_lowercase) + "".join(_RNG.choice(alphabet) for _ in range(6))
+
+
+def toolcall_name(task: str, request: str, index: int) -> str:
+    """ACP's deterministic ToolCall name: `<task>-<requestId>-tc-<NN>`, NN 1-based in the LLM's order."""
+    return f"{task}-{request}-tc-{index:02d}"
+
+
+def tool_type_of(function_name: str) -> ToolType:
+    """The tool type from ACP's naming scheme (`__` cannot occur in resource names)."""
+    if function_name.startswith("delegate_to_agent__"):
+        return ToolType.DelegateToAgent
+    if function_name.endswith("__human_contact") or "__human_contact_" in function_name:
+        return ToolType.HumanContact
+    return ToolType.MCP
+
+
+class TaskController:
+    """Runs each task's agent loop."""
+
+    kind = Kind.Task
+
+    def dependencies(self, obj: AnyResource) -> Iterable[Key]:
+        assert isinstance(obj, Task)
+        yield (Kind.Agent, obj.spec.agent_ref.name)
+        if obj.spec.contact_channel_ref is not None:
+            yield (Kind.ContactChannel, obj.spec.contact_channel_ref.name)
+
+    async def reconcile(self, name: str, ctx: Context) -> Result:
+        task = _current(name, ctx)
+        if task is None:
+            return DONE
+        steps: dict[TaskPhase | None, Step] = {
+            None: self._initialize,
+            TaskPhase.Pending: self._initialize,
+            TaskPhase.ReadyForLLM: self._call_llm,
+            TaskPhase.ErrorBackoff: self._wait_backoff,
+            TaskPhase.ToolCallsPending: self._collect_tool_results,
+        }
+        while True:
+            status = task.status or TaskStatus()
+            if status.phase in TERMINAL_TASK_PHASES:
+                return DONE
+            if _removed(task, ctx):
+                await _cancel(task, ctx, "Task removed from main")
+                return DONE
+            step = steps.get(status.phase)
+            if step is None:  # a phase this version does not know: say so instead of guessing
+                return DONE
+            outcome = await step(task, ctx)
+            if isinstance(outcome, Result):
+                return outcome
+            task = outcome
+
+    # -- steps, in the order a task passes them -----------------------------------------------
+
+    async def _initialize(self, task: Task, ctx: Context) -> Task | Result:
+        """Wait for the agent; then build the initial context window (only once) → ReadyForLLM."""
+        status = task.status or TaskStatus()
+        waiting = _waiting_for(task, ctx)
+        if waiting is not None:
+            new = status.model_copy(
+                update={
+                    "phase": TaskPhase.Pending,
+                    "ready": False,
+                    "status": Condition.Pending,
+                    "status_detail": waiting,
+                }
+            )
+            if new != status:
+                await ctx.checkpoint(task.model_copy(update={"status": new}))
+            return DONE
+        agent = _agent(task, ctx)
+        assert agent is not None
+        window = status.context_window or _initial_context(task, agent)
+        new = status.model_copy(
+            update={
+                "phase": TaskPhase.ReadyForLLM,
+                "ready": True,
+                "status": Condition.Ready,
+                "status_detail": "Ready to send to LLM",
+                "context_window": window,
+                "user_msg_preview": status.user_msg_preview or _preview(window),
+                "start_time": status.start_time or rfc3339(ctx.now()),
+                "error": None,
+            }
+        )
+        updated = task.model_copy(update={"status": new})
+        await ctx.checkpoint(updated)
+        return updated
+
+    async def _call_llm(self, task: Task, ctx: Context) -> Task | Result:
+        """Send the context window to the LLM; record the answer, the tool calls or the error."""
+        status = task.status or TaskStatus()
+        limit = _limit_exceeded(task, ctx)
+        if limit is not None:
+            await _cancel(task, ctx, limit)
+            return DONE
+        if _waiting_for(task, ctx) is not None:  # the agent went away: wait, keeping the context window
+            return await self._initialize(task, ctx)
+        agent = _agent(task, ctx)
+        llm = ctx.observed(Kind.LLM, agent.spec.llm_ref.name) if agent else None
+        if not isinstance(llm, LLM):
+            return await self._initialize(task, ctx)
+        try:
+            config = llm_config(llm, ctx.secrets, timeout=ctx.settings.llm_timeout)
+            messages = [m.model_dump(by_alias=True, exclude_none=True) for m in status.context_window]
+            completion = await ctx.llm.complete(config, messages, ())
+        except LLMError as exc:
+            return await self._llm_failed(task, ctx, exc)
+        except SecretError as exc:  # rotated away between validation and now: retry like a transient error
+            return await self._llm_failed(task, ctx, LLMError(str(exc)), retryable=True)
+        if _removed(task, ctx):
+            await _cancel(task, ctx, "Task removed from main")
+            return DONE
+        return await self._record_answer(task, ctx, completion)
+
+    async def _record_answer(self, task: Task, ctx: Context, completion: Completion) -> Task | Result:
+        status = task.status or TaskStatus()
+        usage = status.usage or Usage()
+        common = {
+            "turns": status.turns + 1,
+            "usage": Usage(
+                prompt_tokens=usage.prompt_tokens + completion.prompt_tokens,
+                completion_tokens=usage.completion_tokens + completion.completion_tokens,
+            ),
+            "attempts": 0,
+            "next_attempt_time": None,
+            "error": None,
+            "context_window": [*status.context_window, Message.model_validate(completion.message)],
+        }
+        if not completion.tool_calls:
+            final = status.model_copy(
+                update={
+                    **common,
+                    "phase": TaskPhase.FinalAnswer,
+                    "ready": True,
+                    "status": Condition.Ready,
+                    "status_detail": "LLM final response received",
+                    "output": completion.content or "",
+                    "completion_time": rfc3339(ctx.now()),
+                }
+            )
+            await ctx.checkpoint(task.model_copy(update={"status": final}))
+            return DONE
+
+        request = request_id()
+        name = task.metadata.name
+        tool_calls = [
+            ToolCall(
+                api_version=task.api_version,
+                kind="ToolCall",
+                metadata=ObjectMeta(
+                    name=toolcall_name(name, request, index),
+                    labels={LABEL_TASK: name, LABEL_TOOLCALL_REQUEST: request},
+                ),
+                spec=ToolCallSpec(
+                    tool_call_id=call.id,
+                    task_ref=LocalObjectReference(name=name),
+                    tool_ref=LocalObjectReference(name=call.name),
+                    tool_type=tool_type_of(call.name),
+                    arguments=call.arguments,
+                ),
+                status=ToolCallStatus(
+                    phase=ToolCallPhase.Pending, status=Condition.Pending, status_detail="Waiting to run"
+                ),
+            )
+            for index, call in enumerate(completion.tool_calls, start=1)
+        ]
+        pending = status.model_copy(
+            update={
+                **common,
+                "phase": TaskPhase.ToolCallsPending,
+                "status_detail": f"Waiting for {len(tool_calls)} tool call(s)",
+                "tool_call_request_id": request,
+            }
+        )
+        updated = task.model_copy(update={"status": pending})
+        await ctx.checkpoint(updated, *tool_calls)
+        for call in tool_calls:
+            ctx.wake(Kind.ToolCall, call.metadata.name)
+        return updated
+
+    async def _llm_failed(
+        self, task: Task, ctx: Context, exc: LLMError, *, retryable: bool | None = None
+    ) -> Result:
+        """Temporary errors back off (bounded, with jitter); permanent ones fail the task at once."""
+        status = task.status or TaskStatus()
+        settings = ctx.settings
+        attempts = status.attempts + 1
+        message = str(exc)
+        if not (exc.retryable if retryable is None else retryable) or attempts >= settings.max_llm_attempts:
+            if attempts >= settings.max_llm_attempts and exc.retryable:
+                message = f"giving up after {attempts} attempts: {message}"
+            failed = status.model_copy(
+                update={
+                    "phase": TaskPhase.Failed,
+                    "ready": False,
+                    "status": Condition.Error,
+                    "status_detail": f"LLM request failed: {message}",
+                    "error": message,
+                    "attempts": attempts,
+                    "next_attempt_time": None,
+                    "completion_time": rfc3339(ctx.now()),
+                }
+            )
+            await ctx.checkpoint(task.model_copy(update={"status": failed}))
+            return DONE
+        delay = min(settings.backoff_cap, settings.backoff_base * 2 ** (attempts - 1))
+        delay *= _RNG.uniform(0.5, 1.0)  # full jitter on the upper half: retries of many tasks spread out
+        if exc.retry_after is not None:
+            delay = min(settings.backoff_cap, max(delay, exc.retry_after))
+        backoff = status.model_copy(
+            update={
+                "phase": TaskPhase.ErrorBackoff,
+                "ready": True,
+                "status": Condition.Error,
+                "status_detail": f"LLM request failed, retrying in {delay:.1f}s (attempt {attempts})",
+                "error": message,
+                "attempts": attempts,
+                "next_attempt_time": rfc3339(ctx.now() + delay),
+            }
+        )
+        await ctx.checkpoint(task.model_copy(update={"status": backoff}))
+        return Result(delay, progress=True)
+
+    async def _wait_backoff(self, task: Task, ctx: Context) -> Task | Result:
+        """Stay in ErrorBackoff until nextAttemptTime, then return to ReadyForLLM."""
+        status = task.status or TaskStatus()
+        due = parse_rfc3339(status.next_attempt_time) if status.next_attempt_time else 0.0
+        remaining = due - ctx.now()
+        if remaining > 0:
+            return Result(remaining, progress=True)
+        ready = status.model_copy(
+            update={
+                "phase": TaskPhase.ReadyForLLM,
+                "status": Condition.Ready,
+                "status_detail": f"Retrying LLM request (attempt {status.attempts + 1})",
+            }
+        )
+        updated = task.model_copy(update={"status": ready})
+        await ctx.checkpoint(updated)
+        return updated
+
+    async def _collect_tool_results(self, task: Task, ctx: Context) -> Task | Result:
+        """When every tool call of the request is terminal, append their results in the LLM's order."""
+        status = task.status or TaskStatus()
+        limit = _limit_exceeded(task, ctx)
+        if limit is not None:
+            await _cancel(task, ctx, limit)
+            return DONE
+        calls = _pending_calls(task)
+        results: list[Message] = []
+        for index, call_id in enumerate(calls, start=1):
+            name = toolcall_name(task.metadata.name, status.tool_call_request_id or "", index)
+            call = ctx.observed(Kind.ToolCall, name)
+            if not isinstance(call, ToolCall) or call.status is None:
+                return _timeout_result(task, ctx)
+            if call.status.phase not in TERMINAL_TOOLCALL_PHASES:
+                return _timeout_result(task, ctx)
+            results.append(Message(role="tool", tool_call_id=call_id, content=tool_message(call)))
+        ready = status.model_copy(
+            update={
+                "phase": TaskPhase.ReadyForLLM,
+                "status": Condition.Ready,
+                "status_detail": "All tool calls completed, ready to send tool results to LLM",
+                "context_window": [*status.context_window, *results],
+            }
+        )
+        updated = task.model_copy(update={"status": ready})
+        await ctx.checkpoint(updated)
+        return updated
+
+
+def tool_message(call: ToolCall) -> str:
+    """The text the model reads for a finished tool call: its result, or its error (never hidden)."""
+    status = call.status or ToolCallStatus()
+    if status.phase == ToolCallPhase.Succeeded:
+        return status.result or ""
+    if status.phase == ToolCallPhase.ToolCallRejected:
+        return status.result or f"Rejected: {status.error or ''}".rstrip()
+    return f"Error: {status.error or status.status_detail or 'tool call failed'}"
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _current(name: str, ctx: Context) -> Task | None:
+    """The task as the loop sees it: the spec from `main` (or the status branch for children)."""
+    loaded = ctx.desired(Kind.Task, name)
+    observed = ctx.observed(Kind.Task, name)
+    if loaded is not None:
+        assert isinstance(loaded.resource, Task)
+        status = observed.status if isinstance(observed, Task) else None
+        return loaded.resource.model_copy(update={"status": status})
+    return observed if isinstance(observed, Task) else None
+
+
+def _created_by_reconciler(task: Task) -> bool:
+    """Delegated child tasks live only on the status branch."""
+    return LABEL_PARENT_TOOLCALL in task.metadata.labels
+
+
+def _removed(task: Task, ctx: Context) -> bool:
+    return not _created_by_reconciler(task) and ctx.desired(Kind.Task, task.metadata.name) is None
+
+
+def _agent(task: Task, ctx: Context) -> Agent | None:
+    loaded = ctx.desired(Kind.Agent, task.spec.agent_ref.name)
+    return loaded.resource if loaded is not None and isinstance(loaded.resource, Agent) else None
+
+
+def _waiting_for(task: Task, ctx: Context) -> str | None:
+    """What the task waits for before it can talk to its LLM, or None."""
+    name = task.spec.agent_ref.name
+    if _agent(task, ctx) is None:
+        return f'Waiting for Agent "{name}" to exist'
+    agent = ctx.observed(Kind.Agent, name)
+    if not isinstance(agent, Agent) or agent.status is None or agent.status.status != Condition.Ready:
+        detail = agent.status.status_detail if isinstance(agent, Agent) and agent.status else None
+        return f'Waiting for agent "{name}" to become ready' + (f" ({detail})" if detail else "")
+    return None
+
+
+def _initial_context(task: Task, agent: Agent) -> list[Message]:
+    """[system, user], or the given window with the agent's system prompt prepended when it has none."""
+    system = Message(role="system", content=agent.spec.system)
+    if task.spec.context_window:
+        window = list(task.spec.context_window)
+        return window if any(m.role == "system" for m in window) else [system, *window]
+    return [system, Message(role="user", content=task.spec.user_message or "")]
+
+
+def _preview(window: list[Message]) -> str:
+    users = [m.content for m in window if m.role == "user"]
+    return user_msg_preview(users[-1]) if users else ""
+
+
+def _pending_calls(task: Task) -> list[str]:
+    """The tool_call ids of the last assistant message, in the LLM's order."""
+    status = task.status or TaskStatus()
+    for message in reversed(status.context_window):
+        if message.role == "assistant":
+            return [call.id for call in message.tool_calls]
+    return []
+
+
+def _limit_exceeded(task: Task, ctx: Context) -> str | None:
+    """The reason the task must stop, from the agent's `limits`, or None."""
+    agent = _agent(task, ctx)
+    limits = agent.spec.limits if agent is not None else None
+    if limits is None:
+        return None
+    status = task.status or TaskStatus()
+    if limits.max_turns is not None and status.turns >= limits.max_turns:
+        return f"limit exceeded: maxTurns {limits.max_turns} reached after {status.turns} LLM turns"
+    usage = status.usage or Usage()
+    used = usage.prompt_tokens + usage.completion_tokens
+    if limits.max_tokens is not None and used >= limits.max_tokens:
+        return f"limit exceeded: maxTokens {limits.max_tokens} reached ({used} tokens used)"
+    timeout = limits.timeout_seconds
+    if timeout is not None and status.start_time:
+        elapsed = ctx.now() - parse_rfc3339(status.start_time)
+        if elapsed >= timeout:
+            return f"limit exceeded: timeout {limits.timeout} reached after {elapsed:.1f}s"
+    return None
+
+
+def _timeout_result(task: Task, ctx: Context) -> Result:
+    """While waiting on others, come back when the task's timeout would expire (a watchdog only)."""
+    agent = _agent(task, ctx)
+    timeout = agent.spec.limits.timeout_seconds if agent is not None and agent.spec.limits else None
+    status = task.status or TaskStatus()
+    if timeout is None or not status.start_time:
+        return DONE
+    remaining = parse_rfc3339(status.start_time) + timeout - ctx.now()
+    return Result(max(remaining, 0.0), progress=False)
+
+
+async def _cancel(task: Task, ctx: Context, reason: str) -> None:
+    """Cancel the task and, in the same commit, its tool calls that have not finished."""
+    status = task.status or TaskStatus()
+    cancelled = status.model_copy(
+        update={
+            "phase": TaskPhase.Cancelled,
+            "ready": False,
+            "status": Condition.Error,
+            "status_detail": reason,
+            "error": reason,
+            "next_attempt_time": None,
+            "completion_time": rfc3339(ctx.now()),
+        }
+    )
+    children: list[AnyResource] = []
+    if status.phase == TaskPhase.ToolCallsPending and status.tool_call_request_id:
+        for index, _ in enumerate(_pending_calls(task), start=1):
+            call = ctx.observed(
+                Kind.ToolCall, toolcall_name(task.metadata.name, status.tool_call_request_id, index)
+            )
+            if (
+                isinstance(call, ToolCall)
+                and call.status
+                and call.status.phase not in TERMINAL_TOOLCALL_PHASES
+            ):
+                children.append(
+                    call.model_copy(
+                        update={
+                            "status": call.status.model_copy(
+                                update={
+                                    "phase": ToolCallPhase.Failed,
+                                    "status": Condition.Error,
+                                    "status_detail": f"cancelled: {reason}",
+                                    "error": f"cancelled: {reason}",
+                                    "completion_time": rfc3339(ctx.now()),
+                                }
+                            )
+                        }
+                    )
+                )
+    await ctx.checkpoint(task.model_copy(update={"status": cancelled}), *children)
+    for child in children:
+        ctx.wake(Kind.ToolCall, child.metadata.name)

@@ -1,0 +1,364 @@
+"""The manager: start-up recovery, the main loop, and the controllers' view of the world.
+
+    start: read every status file at the tip of acp/status (observed), read main (desired),
+           enqueue every resource of both ── recovery is just reconciling everything once
+    loop:  watcher wakes ──► main moved? ──► read the new commit ──► enqueue the changed keys
+           and their dependents
+    stop:  SIGINT/SIGTERM: stop the workers; the status writer still commits every checkpoint
+           already handed to it, then the process exits 0
+
+The manager is also the `Context` the controllers see: desired state from `main`, observed state
+from the status branch (kept in memory, updated on every committed checkpoint), and
+``checkpoint()``, which returns only once the checkpoint's commit is on the status branch. After a
+checkpoint, the resources that depend on the changed one are woken (a finished tool call wakes its
+task, a ready LLM its agents, a ready agent its tasks): no polling on the happy path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gitops_acp.controllers import registry
+from gitops_acp.controllers.base import Controller, Key, Settings
+from gitops_acp.llm.client import LLMClient
+from gitops_acp.reactor.queue import Requeue, WorkQueue
+from gitops_acp.reactor.watcher import RefWatcher
+from gitops_acp.resources.loader import Loaded
+from gitops_acp.resources.meta import (
+    ANNOTATION_SOURCE,
+    ANNOTATION_SPEC_COMMIT,
+    API_VERSION,
+    LABEL_PARENT_TOOLCALL,
+    LABEL_TASK,
+    Kind,
+)
+from gitops_acp.resources.models import AnyResource, from_document, to_document
+from gitops_acp.secrets import SecretResolver
+from gitops_acp.store.desired import DesiredReader, DesiredState, changed_keys
+from gitops_acp.store.gitrepo import GitRepo
+from gitops_acp.store.status import Change, StatusWriter
+
+__all__ = ["Manager", "ServeOptions"]
+
+log = logging.getLogger("gitops_acp")
+
+#: Kinds in the order start-up enqueues them: dependencies before their dependents.
+START_ORDER = (Kind.LLM, Kind.ContactChannel, Kind.MCPServer, Kind.Agent, Kind.Task, Kind.ToolCall)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `gitops-acp serve` was asked to do."""
+
+    repo: Path
+    branch: str = "main"
+    status_branch: str = "acp/status"
+    once: bool = False
+    poll_interval: float = 2.0
+    concurrency: int = 512
+    identity: tuple[str, str] = ("gitops-acp", "gitops-acp@localhost")
+    settings: Settings = field(default_factory=Settings)
+
+
+def phase_of(obj: AnyResource | None) -> str:
+    """The word a commit subject uses for a resource's state: its phase, else its condition."""
+    if obj is None:
+        return "-"
+    status = obj.status
+    if status is None:
+        return "-"
+    phase = getattr(status, "phase", None)
+    if phase:
+        return str(phase)
+    condition = getattr(status, "status", None)
+    return str(condition) if condition else "-"
+
+
+def _signature(obj: AnyResource | None) -> tuple[object, ...]:
+    """What dependents care about: readiness and phase (not, e.g., a retry counter)."""
+    if obj is None or obj.status is None:
+        return ()
+    status = obj.status
+    return (getattr(status, "phase", None), getattr(status, "status", None), getattr(status, "ready", None))
+
+
+class Manager:
+    """Runs the reconciler over one repository until stopped (or, with --once, until idle)."""
+
+    def __init__(
+        self,
+        options: ServeOptions,
+        *,
+        llm: LLMClient,
+        secrets: SecretResolver,
+        clock: Callable[[], float] = time.time,
+        controllers: dict[Kind, Controller] | None = None,
+    ) -> None:
+        self.options = options
+        self._llm = llm
+        self._secrets = secrets
+        self._clock = clock
+        self._controllers = controllers if controllers is not None else registry()
+        self._git = ThreadPoolExecutor(max_workers=1, thread_name_prefix="git-reader")
+        self._repo: GitRepo | None = None
+        self._reader: DesiredReader | None = None
+        self._writer = StatusWriter(options.repo, branch=options.status_branch, identity=options.identity)
+        self._desired = DesiredState(commit=None)
+        self._observed: dict[Key, AnyResource] = {}
+        self._dependents: dict[Key, set[Key]] = defaultdict(set)
+        self._reported_errors: set[str] = set()
+        self._queue = WorkQueue(self._reconcile, concurrency=options.concurrency)
+        self._watcher: RefWatcher | None = None
+        self._stop = asyncio.Event()
+
+    # -- Context (what controllers see) --------------------------------------------------------
+
+    @property
+    def spec_commit(self) -> str:
+        return self._desired.commit or ""
+
+    @property
+    def settings(self) -> Settings:
+        return self.options.settings
+
+    @property
+    def llm(self) -> LLMClient:
+        return self._llm
+
+    @property
+    def secrets(self) -> SecretResolver:
+        return self._secrets
+
+    def now(self) -> float:
+        return self._clock()
+
+    def desired(self, kind: Kind, name: str) -> Loaded | None:
+        return self._desired.get(kind, name)
+
+    def observed(self, kind: Kind, name: str) -> AnyResource | None:
+        return self._observed.get((kind, name))
+
+    def observed_all(self, kind: Kind) -> Iterable[AnyResource]:
+        return [obj for (k, _), obj in list(self._observed.items()) if k == kind]
+
+    def wake(self, kind: Kind, name: str) -> None:
+        self._queue.add((kind, name))
+
+    async def checkpoint(self, *objects: AnyResource) -> None:
+        changes: list[Change] = []
+        committed: list[tuple[Key, AnyResource, AnyResource | None]] = []
+        for obj in objects:
+            key = (Kind(obj.kind), obj.metadata.name)
+            old = self._observed.get(key)
+            if old is not None and _same_state(old, obj):
+                continue
+            stamped = self._stamp(key, obj)
+            changes.append(
+                Change(
+                    kind=key[0],
+                    name=key[1],
+                    document=to_document(stamped),
+                    old_phase=phase_of(old),
+                    new_phase=phase_of(stamped),
+                )
+            )
+            committed.append((key, stamped, old))
+        if not changes:
+            return
+        await self._writer.commit(changes, spec_commit=self.spec_commit)
+        for key, obj, old in committed:
+            self._observed[key] = obj
+            if log.isEnabledFor(logging.INFO) and phase_of(old) != phase_of(obj):
+                log.info("%s/%s: %s -> %s", key[0], key[1], phase_of(old), phase_of(obj))
+            if _signature(old) != _signature(obj):
+                self._wake_dependents(key, obj)
+
+    async def remove(self, kind: Kind, name: str, *, reason: str) -> None:
+        old = self._observed.get((kind, name))
+        change = Change(kind=kind, name=name, document=None, old_phase=phase_of(old), new_phase="Deleted")
+        await self._writer.commit([change], spec_commit=self.spec_commit)
+        self._observed.pop((kind, name), None)
+        log.info("%s/%s: %s", kind, name, reason)
+        if old is not None:
+            self._wake_dependents((kind, name), old)
+
+    def _stamp(self, key: Key, obj: AnyResource) -> AnyResource:
+        """Record where the declaration came from: the file on main and the commit reconciled."""
+        annotations = dict(obj.metadata.annotations)
+        loaded = self._desired.get(*key)
+        if loaded is not None:
+            annotations[ANNOTATION_SOURCE] = loaded.path
+        if self.spec_commit:
+            annotations[ANNOTATION_SPEC_COMMIT] = self.spec_commit
+        metadata = obj.metadata.model_copy(update={"annotations": annotations})
+        # Status files carry this project's apiVersion whatever the manifest used (ACP's are accepted).
+        return obj.model_copy(update={"metadata": metadata, "api_version": API_VERSION})
+
+    def _wake_dependents(self, key: Key, obj: AnyResource) -> None:
+        for dependent in self._dependents.get(key, ()):
+            self._queue.add(dependent)
+        labels = obj.metadata.labels
+        if key[0] == Kind.ToolCall and LABEL_TASK in labels:
+            self._queue.add((Kind.Task, labels[LABEL_TASK]))
+        if key[0] == Kind.Task and LABEL_PARENT_TOOLCALL in labels:
+            self._queue.add((Kind.ToolCall, labels[LABEL_PARENT_TOOLCALL]))
+
+    # -- the reactor ---------------------------------------------------------------------------
+
+    async def _reconcile(self, item: Hashable) -> Requeue | None:
+        assert isinstance(item, tuple)
+        kind, name = item
+        controller = self._controllers.get(kind)
+        if controller is None:
+            return None
+        result = await controller.reconcile(name, self)
+        if result.requeue_after is None:
+            return None
+        return Requeue(result.requeue_after, progress=result.progress)
+
+    def _reindex(self) -> None:
+        """Rebuild dependency → dependents from every declared (and reconciler-created) resource."""
+        dependents: dict[Key, set[Key]] = defaultdict(set)
+        objects: list[tuple[Key, AnyResource]] = [
+            (k, loaded.resource) for k, loaded in self._desired.resources.items()
+        ]
+        objects += [
+            (k, obj)
+            for k, obj in self._observed.items()
+            if k[0] == Kind.Task and LABEL_PARENT_TOOLCALL in obj.metadata.labels
+        ]
+        for key, obj in objects:
+            controller = self._controllers.get(key[0])
+            if controller is None:
+                continue
+            for dependency in controller.dependencies(obj):
+                dependents[dependency].add(key)
+        self._dependents = dependents
+
+    async def _read_main(self) -> bool:
+        """Read `main` if it moved; enqueue what changed. Returns whether it moved."""
+        loop = asyncio.get_running_loop()
+        assert self._repo is not None
+        assert self._reader is not None
+        repo, reader = self._repo, self._reader
+        ref = f"refs/heads/{self.options.branch}"
+        commit = await loop.run_in_executor(self._git, repo.resolve, ref)
+        if commit == self._desired.commit:
+            return False
+        previous = self._desired
+        state = await loop.run_in_executor(self._git, lambda: reader.read(commit, previous=previous))
+        self._desired = state
+        self._report_errors(state)
+        self._reindex()
+        changed = changed_keys(previous, state)
+        for key in _ordered(changed):
+            self._queue.add(key)
+            for dependent in self._dependents.get(key, ()):
+                self._queue.add(dependent)
+        log.debug(
+            "main at %s: %d resources, %d changed", (commit or "")[:12], len(state.resources), len(changed)
+        )
+        return True
+
+    def _report_errors(self, state: DesiredState) -> None:
+        if state.load is None:
+            return
+        current = {str(error) for error in state.load.errors}
+        for line in sorted(current - self._reported_errors):
+            log.error("%s", line)
+        self._reported_errors = current
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._repo = await loop.run_in_executor(self._git, GitRepo.open, self.options.repo)
+        self._reader = DesiredReader(self._repo)
+        documents = await self._writer.start()
+        for (kind_text, name), document in documents.items():
+            try:
+                self._observed[(Kind(kind_text), name)] = from_document(document)
+            except Exception as exc:  # one unreadable status file must not stop the others
+                log.error("status of %s/%s: unreadable status file, ignored: %s", kind_text, name, exc)
+        await self._read_main()
+        for key in _ordered(set(self._desired.resources) | set(self._observed)):
+            self._queue.add(key)
+        self._watcher = RefWatcher(
+            self._repo.git_dir if self._repo.common_dir is None else self._repo.common_dir,
+            poll_interval=self.options.poll_interval,
+            ignore_prefixes=("heads/" + self.options.status_branch,),
+        )
+        self._watcher.start()
+        self._queue.start()
+        log.info(
+            "serving %s: %d resources on %s, %d status files on %s",
+            self.options.repo,
+            len(self._desired.resources),
+            self.options.branch,
+            len(self._observed),
+            self.options.status_branch,
+        )
+
+    async def run(self) -> int:
+        """Reconcile until stopped by a signal (or, with `once`, until nothing can progress)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        try:
+            await self._start()
+            assert self._watcher is not None
+            while not self._stop.is_set():
+                await self._read_main()
+                if self.options.once and self._queue.is_idle():
+                    break
+                waiters = [
+                    asyncio.ensure_future(self._watcher.wait()),
+                    asyncio.ensure_future(self._stop.wait()),
+                ]
+                if self.options.once:
+                    waiters.append(asyncio.ensure_future(self._queue.wait_idle()))
+                _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in pending:
+                    waiter.cancel()
+        finally:
+            await self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        """Ask `run` to return (as SIGTERM does)."""
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        await self._queue.stop()
+        if self._watcher is not None:
+            await self._watcher.stop()
+        await self._writer.close()  # commits every checkpoint already handed to it
+        await self._llm.aclose()
+        if self._repo is not None:
+            repo = self._repo
+            await asyncio.get_running_loop().run_in_executor(self._git, repo.close)
+        self._git.shutdown(wait=True)
+        log.info("stopped")
+
+    @property
+    def writer(self) -> StatusWriter:
+        """The status writer (its stats feed the benchmarks)."""
+        return self._writer
+
+
+def _ordered(keys: Iterable[Key]) -> list[Key]:
+    rank = {kind: i for i, kind in enumerate(START_ORDER)}
+    return sorted(keys, key=lambda key: (rank.get(key[0], len(rank)), key[1]))
+
+
+def _same_state(old: AnyResource, new: AnyResource) -> bool:
+    """A checkpoint that changes nothing is not committed (annotations alone are not a change)."""
+    return old.spec == new.spec and old.status == new.status and old.metadata.labels == new.metadata.labels
