@@ -1,0 +1,68 @@
+"""A resource's events: the checkpoint commits on the status branch that touched its file.
+
+`gitops-acp describe` and `gitops-acp history` show these. The status writer puts the phase move
+of every resource in the commit message (the subject for one resource, a body line each for a
+group commit), and the file at that commit holds the detail. Reads are always bounded with
+`git log -n`: a path-limited log over a whole long history is slow (GIT-NOTES "History").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gitops_acp.errors import StoreError
+from gitops_acp.store import yamlio
+from gitops_acp.store.gitrepo import CommitInfo, GitRepo
+from gitops_acp.store.status import DEFAULT_BRANCH, status_path
+
+__all__ = ["Event", "events"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One checkpoint of one resource."""
+
+    sha: str  # the checkpoint commit
+    timestamp: float  # its committer time, seconds since the epoch
+    old_phase: str  # "-" when the message does not say
+    new_phase: str
+    detail: str  # status.statusDetail at that commit (plus status.error); "deleted" if the file went
+
+
+def events(repo: GitRepo, *, branch: str = DEFAULT_BRANCH, kind: str, name: str, n: int = 20) -> list[Event]:
+    """Return the newest `n` checkpoints of resource (kind, name) on `branch`, newest first."""
+    path = status_path(kind, name)
+    ref = branch if branch.startswith("refs/") else f"refs/heads/{branch}"
+    found: list[Event] = []
+    for commit in repo.log(ref, path=path, n=n):
+        old, new = _phases(commit, f"{kind}/{name}: ")
+        found.append(Event(commit.sha, commit.timestamp, old, new, _detail(repo, commit.sha, path)))
+    return found
+
+
+def _phases(commit: CommitInfo, prefix: str) -> tuple[str, str]:
+    """Find "<Kind>/<name>: <old> -> <new>" for this resource in the subject or the body."""
+    for line in [commit.subject, *commit.body.splitlines()]:
+        if line.startswith(prefix):
+            old, arrow, new = line[len(prefix) :].partition(" -> ")
+            if arrow:
+                return old.strip() or "-", new.strip() or "-"
+    return "-", "-"
+
+
+def _detail(repo: GitRepo, sha: str, path: str) -> str:
+    data = repo.read_file(sha, path)
+    if data is None:
+        return "deleted"
+    try:
+        doc = yamlio.load(data)
+    except StoreError as exc:
+        return f"unreadable: {exc}"
+    status: Any = doc.get("status")
+    if not isinstance(status, dict):
+        return ""
+    parts = [str(status["statusDetail"])] if status.get("statusDetail") else []
+    if status.get("error"):
+        parts.append(f"error: {status['error']}")
+    return "; ".join(parts)

@@ -1,0 +1,508 @@
+"""The status branch: its single writer (group commit, compare-and-swap) and the reader of its tip.
+
+Controllers end every reconcile with `await writer.commit([Change(...)], spec_commit=...)`; the
+call returns once a commit on `acp/status` records the checkpoint (DESIGN §1 "Commits": a task
+never advances past a checkpoint until the commit that records it exists). Start-up recovery and
+`gitops-acp get` read the same files back with `read_tip`.
+
+How a checkpoint becomes a commit:
+
+- All git work runs in one dedicated thread that owns its own `GitRepo` (GitPython objects must not
+  be shared across threads), so the event loop never blocks on git.
+- Group commit: callers that arrive while a commit is being written are batched into the next one
+  (one commit of 100 checkpoints costs about what one checkpoint does). A batch never holds two
+  checkpoints of the same resource: the later one waits for the following commit, so one resource's
+  successive checkpoints stay distinct commits, in order. One call's changes always share a commit
+  (a task and the tool calls it creates are recorded atomically).
+- The tree is kept in memory as plural -> {file name: blob}, each directory already serialized; a
+  commit rewrites only the plural directories it touched, then `status/` and the root. Identical
+  blobs are not committed.
+- The ref moves by compare-and-swap (`update-ref <new> <old>`). If someone else moved it, the tip
+  is re-read, the batch re-applied on top of it, and the commit retried with backoff.
+- A caller hears "done" only once the ref points at a commit holding its checkpoint; on failure
+  every caller in the batch gets the exception. A caller cancelled after submitting still gets its
+  checkpoint committed (shutdown relies on it: the checkpoint in flight is finished).
+
+The writer never touches `main`, the index or any working tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gitops_acp.errors import ConflictError, StoreError
+from gitops_acp.resources.meta import PLURALS, Kind
+from gitops_acp.store import yamlio
+from gitops_acp.store.gitrepo import TREE_MODE, GitRepo, RefConflictError, TreeBuilder
+
+__all__ = [
+    "DEFAULT_BRANCH",
+    "DEFAULT_IDENTITY",
+    "STATUS_DIR",
+    "Change",
+    "StatusWriter",
+    "WriterStats",
+    "read_tip",
+    "status_path",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BRANCH = "refs/heads/acp/status"
+DEFAULT_IDENTITY = ("gitops-acp", "gitops-acp@localhost")
+STATUS_DIR = "status"
+FILE_MODE = "100644"
+
+Key = tuple[str, str]  # (kind, name)
+Entries = dict[str, tuple[str, str]]  # one tree level: name -> (mode, sha)
+CommitHook = Callable[[str], Awaitable[None]]
+
+_KIND_BY_PLURAL = {plural: kind for kind, plural in PLURALS.items()}
+
+
+def status_path(kind: str, name: str) -> str:
+    """Return the path of a resource's file on the status branch: `status/<plural>/<name>.yaml`."""
+    return f"{STATUS_DIR}/{_plural(kind)}/{name}.yaml"
+
+
+def _plural(kind: str) -> str:
+    try:
+        return PLURALS[Kind(kind)]
+    except ValueError:
+        raise StoreError(f"unknown kind {kind!r}: expected one of {', '.join(PLURALS)}") from None
+
+
+def _branch_ref(branch: str) -> str:
+    return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
+
+
+def _phase(text: str) -> str:
+    # Phases go into one-line commit subjects and body lines.
+    return " ".join(text.split()) or "-"
+
+
+def _blob_sha(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One resource's checkpoint: its full object (None deletes its file) and the phase move."""
+
+    kind: str  # "Task", "ToolCall", ... (a `Kind` value)
+    name: str
+    document: dict[str, Any] | None  # apiVersion, kind, metadata, spec, status; None: delete the file
+    old_phase: str = "-"  # shown in the commit message: "<Kind>/<name>: <old> -> <new>"
+    new_phase: str = "-"
+
+    @property
+    def key(self) -> Key:
+        """The resource's identity, (kind, name)."""
+        return (self.kind, self.name)
+
+    @property
+    def line(self) -> str:
+        """The commit message line for this change."""
+        return f"{self.kind}/{self.name}: {_phase(self.old_phase)} -> {_phase(self.new_phase)}"
+
+
+@dataclass
+class WriterStats:
+    """Counters of a StatusWriter, for logs and the benchmark."""
+
+    commits: int = 0  # commits the writer put on the branch
+    checkpoints: int = 0  # commit() calls recorded in those commits (no-ops excluded)
+    resources: int = 0  # resource files written or deleted by them
+    conflicts: int = 0  # lost compare-and-swap races, each retried on the new tip
+    durations_ms: list[float] = field(default_factory=list)  # per commit: batch start to ref moved
+
+
+# -- the tree model ---------------------------------------------------------------------------
+
+
+@dataclass
+class _StatusTree:
+    """The status branch's tip as three tree levels, so a commit rewrites only what it touched."""
+
+    tip: str | None
+    root: Entries  # the root tree; anything besides `status/` is carried over untouched
+    status: Entries  # `status/`: one tree per plural (plus anything unknown, carried over)
+    plurals: dict[str, TreeBuilder]  # plural -> `status/<plural>/`, kept serialized
+
+    @classmethod
+    def load(cls, repo: GitRepo, tip: str | None) -> _StatusTree:
+        """Read the tree levels of commit `tip` (None: an empty branch)."""
+        if tip is None:
+            return cls(None, {}, {}, {})
+        root = repo.read_tree(tip) or {}
+        status: Entries = {}
+        plurals: dict[str, TreeBuilder] = {}
+        if STATUS_DIR in root:
+            mode, sha = root[STATUS_DIR]
+            if mode != TREE_MODE:
+                raise StoreError(f"{STATUS_DIR} at {tip[:12]} is a file, not a directory")
+            status = repo.read_tree(sha) or {}
+            for plural, (mode, sha) in status.items():
+                if mode == TREE_MODE and plural in _KIND_BY_PLURAL:
+                    plurals[plural] = TreeBuilder(repo.read_tree(sha))
+        return cls(tip, root, status, plurals)
+
+    def documents(self, repo: GitRepo) -> dict[Key, dict[str, Any]]:
+        """Read and parse every status file, keyed (kind, name)."""
+        docs: dict[Key, dict[str, Any]] = {}
+        for plural, level in self.plurals.items():
+            kind = _KIND_BY_PLURAL[plural]
+            for filename, (mode, sha) in level.entries().items():
+                if mode != FILE_MODE or not filename.endswith(".yaml"):
+                    continue
+                try:
+                    docs[(kind, filename.removesuffix(".yaml"))] = yamlio.load(repo.read_blob(sha))
+                except StoreError as exc:
+                    path = f"{STATUS_DIR}/{plural}/{filename}"
+                    raise StoreError(f"{path} at {self.tip and self.tip[:12]}: {exc}") from exc
+        return docs
+
+
+def read_tip(repo: GitRepo, branch: str = DEFAULT_BRANCH) -> tuple[str | None, dict[Key, dict[str, Any]]]:
+    """Return the status branch's tip and every status document there, keyed (kind, name)."""
+    tip = repo.resolve(_branch_ref(branch))
+    tree = _StatusTree.load(repo, tip)
+    return tip, tree.documents(repo)
+
+
+# -- the writer -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One change ready for the writer thread: its file serialized and hashed on the caller's side."""
+
+    change: Change
+    plural: str
+    filename: str
+    data: bytes | None
+    sha: str | None
+
+
+@dataclass
+class _Pending:
+    """One commit() call waiting for its commit."""
+
+    changes: list[_Prepared]
+    spec_commit: str
+    future: asyncio.Future[str | None]
+    keys: frozenset[Key]
+
+
+@dataclass
+class _Outcome:
+    """What the writer thread did with one batch."""
+
+    sha: str | None
+    landed: list[bool]  # per call of the batch: did it change anything
+    resources: int
+    conflicts: int
+    duration_ms: float
+
+
+def _consume(future: asyncio.Future[str | None]) -> None:
+    # The caller stopped waiting: read the outcome so asyncio does not log it as never retrieved.
+    if not future.cancelled():
+        future.exception()
+
+
+class StatusWriter:
+    """The single writer of the status branch (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        branch: str = DEFAULT_BRANCH,
+        identity: tuple[str, str] = DEFAULT_IDENTITY,
+        max_attempts: int = 8,
+        max_batch: int = 2000,
+    ) -> None:
+        """Prepare a writer for the repository at `path`; nothing happens until `start()`.
+
+        `max_attempts` bounds the compare-and-swap retries of one commit; `max_batch` the number of
+        resources in one group commit (a single call with more still goes in one commit).
+        """
+        self.path = Path(path)
+        self.branch = _branch_ref(branch)
+        self.identity = identity
+        self.max_attempts = max_attempts
+        self.max_batch = max_batch
+        self.stats = WriterStats()
+        # Awaited in order after each commit, before its callers are released (a remote pusher
+        # will hang here). A hook's exception is given to that commit's callers.
+        self.on_commit: list[CommitHook] = []
+        self._queue: deque[_Pending] = deque()
+        self._wake = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
+        # Owned by the writer thread only:
+        self._repo: GitRepo | None = None
+        self._tree: _StatusTree | None = None
+        self._stale = False
+
+    # -- asyncio side ---------------------------------------------------------------------
+
+    async def start(self) -> dict[Key, dict[str, Any]]:
+        """Open the repository, load the branch's tip and return every status document there."""
+        if self._executor is not None:
+            raise StoreError("status writer already started")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="acp-status-writer")
+        loop = asyncio.get_running_loop()
+        try:
+            docs = await loop.run_in_executor(self._executor, self._open)
+        except BaseException:
+            await loop.run_in_executor(self._executor, self._close_repo)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+        self._flusher = asyncio.create_task(self._flush_loop(), name="status-writer")
+        return docs
+
+    async def commit(self, changes: Sequence[Change], *, spec_commit: str) -> str | None:
+        """Record `changes` (one checkpoint) in one commit; return its sha, or None if nothing changed.
+
+        Returns once the branch points at that commit. Raises StoreError if it could not be
+        written (nothing of this checkpoint is then reported as committed).
+        """
+        if self._flusher is None or self._closing:
+            raise StoreError("the status writer is not running (call start(), and not after close())")
+        prepared = self._prepare(changes)
+        if not prepared:
+            return None
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(prepared, spec_commit, future, frozenset(p.change.key for p in prepared)))
+        self._wake.set()
+        try:
+            # Shielded: cancelling the caller must not cancel the checkpoint it already handed over.
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_consume)
+            raise
+
+    def _prepare(self, changes: Sequence[Change]) -> list[_Prepared]:
+        """Check and serialize a call's changes now, so later mutation by the caller cannot leak in."""
+        prepared: list[_Prepared] = []
+        seen: set[Key] = set()
+        for change in changes:
+            if change.key in seen:
+                raise ValueError(f"{change.kind}/{change.name} appears twice in one checkpoint")
+            seen.add(change.key)
+            name = change.name
+            if not name or "/" in name or name.startswith(".") or any(c in name for c in "\0\n\r "):
+                raise StoreError(f"invalid resource name {name!r} for a status file")
+            data = None if change.document is None else yamlio.dump(change.document)
+            prepared.append(
+                _Prepared(
+                    change=change,
+                    plural=_plural(change.kind),
+                    filename=f"{name}.yaml",
+                    data=data,
+                    sha=None if data is None else _blob_sha(data),
+                )
+            )
+        return prepared
+
+    def _take_batch(self) -> list[_Pending]:
+        """Take the next group commit's calls off the queue, keeping each resource's order."""
+        batch: list[_Pending] = []
+        keys: set[Key] = set()
+        # Keys of calls left waiting: a later call touching them must wait too, or it would
+        # overtake an earlier checkpoint of the same resource.
+        blocked: set[Key] = set()
+        rest: deque[_Pending] = deque()
+        full = False
+        for item in self._queue:
+            if batch and len(keys) + len(item.keys) > self.max_batch:
+                full = True
+            if full or item.keys & keys or item.keys & blocked:
+                blocked |= item.keys
+                rest.append(item)
+            else:
+                batch.append(item)
+                keys |= item.keys
+        self._queue = rest
+        return batch
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._executor is not None
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            batch = self._take_batch()
+            try:
+                outcome = await loop.run_in_executor(self._executor, self._write_batch, batch)
+                self._record(outcome)
+                if outcome.sha is not None:
+                    for hook in list(self.on_commit):
+                        await hook(outcome.sha)
+            except asyncio.CancelledError:
+                # The loop is going away under us: nobody will be told "done" for a commit we cannot
+                # confirm, and nothing queued is left hanging.
+                error = StoreError("the status writer was stopped before this checkpoint was confirmed")
+                for item in [*batch, *self._queue]:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                self._queue.clear()
+                raise
+            except Exception as exc:
+                log.error("status commit of %d checkpoint(s) failed: %s", len(batch), exc)
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            for item, landed in zip(batch, outcome.landed, strict=True):
+                if not item.future.done():
+                    item.future.set_result(outcome.sha if landed else None)
+
+    def _record(self, outcome: _Outcome) -> None:
+        self.stats.conflicts += outcome.conflicts
+        if outcome.sha is None:
+            return
+        self.stats.commits += 1
+        self.stats.checkpoints += sum(outcome.landed)
+        self.stats.resources += outcome.resources
+        self.stats.durations_ms.append(outcome.duration_ms)
+
+    async def close(self) -> None:
+        """Commit everything already submitted, then stop the writer thread and close the repository."""
+        if self._executor is None or self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._flusher is not None and not self._flusher.done():  # done: cancelled with the loop
+            await self._flusher
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_repo)
+        self._executor.shutdown(wait=True)  # idle by now: returns at once
+
+    # -- writer thread ----------------------------------------------------------------------
+
+    def _open(self) -> dict[Key, dict[str, Any]]:
+        self._repo = GitRepo.open(self.path)
+        self._tree = _StatusTree.load(self._repo, self._repo.resolve(self.branch))
+        return self._tree.documents(self._repo)
+
+    def _close_repo(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    def _write_batch(self, batch: list[_Pending]) -> _Outcome:
+        """Commit one batch on the current tip, retrying on a lost compare-and-swap."""
+        assert self._repo is not None
+        assert self._tree is not None
+        started = time.perf_counter()
+        repo = self._repo
+        if self._stale:
+            # An earlier batch failed in a way that may have left the model behind the branch.
+            self._tree = _StatusTree.load(repo, repo.resolve(self.branch))
+            self._stale = False
+        conflicts = 0
+        for attempt in range(self.max_attempts):
+            try:
+                sha, landed, resources = self._commit_on_tip(repo, batch)
+                return _Outcome(sha, landed, resources, conflicts, (time.perf_counter() - started) * 1000)
+            except ConflictError as exc:
+                conflicts += 1
+                actual = exc.actual if isinstance(exc, RefConflictError) else repo.resolve(self.branch)
+                log.info("%s moved to %s behind the writer; re-applying the batch", self.branch, actual)
+                self._tree = _StatusTree.load(repo, actual)
+                # Exponential backoff with jitter, so two writers in a tug of war desynchronize.
+                time.sleep(min(0.005 * 2**attempt, 0.5) * (0.5 + random.random()))
+            except BaseException:
+                self._stale = True
+                raise
+        raise StoreError(f"{self.branch} kept moving: gave up after {self.max_attempts} attempts")
+
+    def _commit_on_tip(self, repo: GitRepo, batch: list[_Pending]) -> tuple[str | None, list[bool], int]:
+        """Apply the batch to the in-memory tip, write the objects, move the ref; return what landed.
+
+        The model is changed in place; if anything fails before the ref moves, the caller reloads
+        it from the branch (on a lost race at once, otherwise before the next batch).
+        """
+        tree = self._tree
+        assert tree is not None
+        touched: set[str] = set()
+        landed: list[bool] = []
+        lines: list[str] = []
+        resources: list[str] = []
+        spec_commits: list[str] = []
+        for item in batch:
+            changed = False
+            for prepared in item.changes:
+                level = tree.plurals.get(prepared.plural)
+                if level is None:
+                    level = tree.plurals[prepared.plural] = TreeBuilder()
+                if prepared.sha is None:
+                    if not level.remove(prepared.filename):
+                        continue
+                else:
+                    if level.get(prepared.filename) == (FILE_MODE, prepared.sha):
+                        continue
+                    assert prepared.data is not None
+                    repo.write_blob(prepared.data)
+                    level.set(prepared.filename, FILE_MODE, prepared.sha)
+                touched.add(prepared.plural)
+                changed = True
+                lines.append(prepared.change.line)
+                resources.append(f"{prepared.change.kind}/{prepared.change.name}")
+            landed.append(changed)
+            if changed and item.spec_commit and item.spec_commit not in spec_commits:
+                spec_commits.append(item.spec_commit)
+        if not lines:
+            return None, landed, 0
+
+        status = dict(tree.status)
+        for plural in sorted(touched):
+            level = tree.plurals[plural]
+            if len(level):
+                status[plural] = (TREE_MODE, repo.write_tree(level))
+            else:
+                status.pop(plural, None)  # git has no empty directories
+                del tree.plurals[plural]
+        root = dict(tree.root)
+        if status:
+            root[STATUS_DIR] = (TREE_MODE, repo.write_tree(status))
+        else:
+            root.pop(STATUS_DIR, None)
+        sha = repo.write_commit(
+            tree=repo.write_tree(root),
+            parents=[tree.tip] if tree.tip else [],
+            message=_message(lines, spec_commits, resources),
+            author=self.identity,
+            committer=self.identity,
+        )
+        repo.update_ref(self.branch, sha, tree.tip, message=f"gitops-acp: {lines[0]}")
+        tree.tip, tree.status, tree.root = sha, status, root
+        return sha, landed, len(lines)
+
+
+def _message(lines: Sequence[str], spec_commits: Sequence[str], resources: Sequence[str]) -> str:
+    """Build a checkpoint commit message (the format is part of the contract: DESIGN §1)."""
+    trailers = [f"Spec-Commit: {sha}" for sha in spec_commits]
+    trailers += [f"ACP-Resource: {resource}" for resource in resources]
+    if len(lines) == 1:
+        return f"{lines[0]}\n\n" + "\n".join(trailers) + "\n"
+    return f"checkpoint: {len(lines)} resources\n\n" + "\n".join(lines) + "\n\n" + "\n".join(trailers) + "\n"

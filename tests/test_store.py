@@ -1,0 +1,666 @@
+"""The git store on real repositories: objects and refs, the status writer, history, commits for people."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from gitops_acp.errors import ConflictError, StoreError
+from gitops_acp.store import history, yamlio
+from gitops_acp.store.gitrepo import (
+    EMPTY_TREE,
+    GitRepo,
+    RefConflictError,
+    TreeBuilder,
+    commit_as_user,
+    init_repository,
+)
+from gitops_acp.store.status import Change, StatusWriter, read_tip, status_path
+from tests.conftest import commit_files, git
+
+T = TypeVar("T")
+BRANCH = "refs/heads/acp/status"
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def task_doc(name: str, phase: str, **status: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "acp.gitops.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": name},
+        "spec": {"agentRef": {"name": "a"}, "userMessage": "What time is it?\nIn Tokyo."},
+        "status": {"phase": phase, "statusDetail": f"now {phase}", **status},
+    }
+
+
+def task_change(name: str, old: str, new: str, **status: Any) -> Change:
+    return Change("Task", name, task_doc(name, new, **status), old, new)
+
+
+def status_files(repo: Path, ref: str = "acp/status") -> list[str]:
+    return sorted(git(repo, "ls-tree", "-r", "--name-only", ref).splitlines())
+
+
+def message(repo: Path, sha: str) -> str:
+    return git(repo, "log", "-1", "--format=%B", sha)
+
+
+def move_ref_behind_back(repo: Path, path: str, content: bytes, *, ref: str = BRANCH) -> str:
+    """Commit `path` on top of `ref` with git plumbing (another writer), return the new tip."""
+    env = {**os.environ, "GIT_INDEX_FILE": str(repo / ".git" / "other-writer-index")}
+
+    def plumbing(*args: str, stdin: bytes | None = None) -> str:
+        out = subprocess.run(["git", *args], cwd=repo, env=env, input=stdin, capture_output=True, check=True)
+        return out.stdout.decode().strip()
+
+    old = plumbing("rev-parse", ref)
+    plumbing("read-tree", old)
+    blob = plumbing("hash-object", "-w", "--stdin", stdin=content)
+    plumbing("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+    new = plumbing("commit-tree", plumbing("write-tree"), "-p", old, "-m", "another writer")
+    plumbing("update-ref", ref, new, old)
+    os.unlink(env["GIT_INDEX_FILE"])
+    return new
+
+
+# -- yamlio -----------------------------------------------------------------------------------
+
+
+def test_yaml_round_trip_keeps_order_and_writes_literal_blocks() -> None:
+    doc = {
+        "apiVersion": "acp.gitops.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": "x"},
+        "status": {
+            "output": "line one\nline two\n",
+            "long": "word " * 100,
+            "tricky": ["trailing \nspace", "\tlead", "yes", "2026-01-01T00:00:00Z", "", "naïve ✓"],
+            "n": 3,
+            "none": None,
+        },
+    }
+    text = yamlio.dump(doc)
+    assert yamlio.load(text) == doc
+    assert list(yamlio.load(text)) == ["apiVersion", "kind", "metadata", "status"]
+    assert b"output: |\n    line one\n    line two\n" in text
+    assert "naïve ✓".encode() in text  # unicode stays readable
+    assert len([line for line in text.splitlines() if line.strip().startswith(b"long:")]) == 1
+
+
+def test_yaml_load_rejects_non_mappings() -> None:
+    with pytest.raises(StoreError, match="mapping"):
+        yamlio.load(b"- a\n")
+    with pytest.raises(StoreError, match="invalid YAML"):
+        yamlio.load(b"a: [\n")
+
+
+# -- GitRepo ----------------------------------------------------------------------------------
+
+
+def test_open_work_tree_git_dir_bare_and_linked_worktree(repo: Path, tmp_path: Path) -> None:
+    with GitRepo.open(repo) as r:
+        assert r.work_tree == repo.resolve()
+        assert r.git_dir == r.common_dir == (repo / ".git").resolve()
+        assert not r.is_bare
+    with GitRepo.open(repo / ".git") as r:
+        assert r.work_tree == repo.resolve()
+    git(repo, "worktree", "add", "-q", str(tmp_path / "linked"), "-b", "feature")
+    with GitRepo.open(tmp_path / "linked") as r:
+        assert r.common_dir == (repo / ".git").resolve()
+        assert r.git_dir != r.common_dir
+        assert r.resolve("HEAD") == r.resolve("refs/heads/feature") == git(repo, "rev-parse", "main")
+    git(tmp_path, "init", "-q", "--bare", "bare.git")
+    with GitRepo.open(tmp_path / "bare.git") as r:
+        assert r.is_bare
+        assert r.work_tree is None
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(StoreError, match="not a git repository"):
+        GitRepo.open(tmp_path / "plain")
+    with pytest.raises(StoreError, match="not a git repository"):
+        GitRepo.open(tmp_path / "missing")
+
+
+def test_resolve_loose_packed_symbolic_and_missing(repo: Path) -> None:
+    main = git(repo, "rev-parse", "main")
+    git(repo, "branch", "acp/status")
+    git(repo, "tag", "v1")
+    with GitRepo.open(repo) as r:
+        for name in ("main", "refs/heads/main", "HEAD", "acp/status", "v1", main[:10], "HEAD~0"):
+            assert r.resolve(name) == main, name
+        assert r.resolve("refs/heads/nope") is None
+        assert r.resolve("nope") is None
+        assert r.resolve("refs/heads/acp") is None  # a directory of refs, not a ref
+        git(repo, "pack-refs", "--all")
+        assert not (repo / ".git" / "refs" / "heads" / "main").exists()
+        assert r.resolve("refs/heads/main") == r.resolve("acp/status") == main
+        second = commit_files(repo, {"f.txt": "x"})  # a loose ref again, shadowing the packed one
+        assert r.resolve("main") == second
+
+
+def test_objects_round_trip_sorted_like_git_and_fsck_clean(repo: Path) -> None:
+    main = git(repo, "rev-parse", "main")
+    with GitRepo.open(repo) as r:
+        blob = r.write_blob(b"hello\n")
+        assert blob == hashlib.sha1(b"blob 6\0hello\n").hexdigest()
+        inner = r.write_tree({"f.yaml": ("100644", blob)})
+        # "a.b" (file) sorts before "a" (directory, compared as "a/"), the order git itself uses.
+        tree = r.write_tree({"a": ("40000", inner), "a.b": ("100644", blob), "b": ("100644", blob)})
+        commit = r.write_commit(
+            tree=tree,
+            parents=[main],
+            message="Task/x: A -> B\n\nSpec-Commit: abc\nACP-Resource: Task/x",
+            author=("bot", "bot@example.com"),
+            timestamp=1_700_000_000.5,
+        )
+        r.update_ref("refs/heads/side", commit, None, message="test")
+        assert r.resolve("side") == commit
+        assert r.read_file(commit, "a/f.yaml") == b"hello\n"
+        assert r.read_file(commit, "a/missing.yaml") is None
+        with pytest.raises(StoreError, match="not a file"):
+            r.read_file(commit, "a")
+        assert r.read_blob(blob) == b"hello\n"
+        assert r.list_tree(commit) == {"a/f.yaml": blob, "a.b": blob, "b": blob}
+        assert r.read_tree(commit) == {"a": ("40000", inner), "a.b": ("100644", blob), "b": ("100644", blob)}
+        assert r.read_tree(commit, "nope") is None
+        assert r.commit_time(commit) == 1_700_000_000.0
+        (info,) = r.log("side", n=1)
+        assert (info.sha, info.subject, info.body, info.author) == (
+            commit,
+            "Task/x: A -> B",
+            "",
+            "bot <bot@example.com>",
+        )
+        assert info.trailers == (("Spec-Commit", "abc"), ("ACP-Resource", "Task/x"))
+        assert r.write_tree({}) == EMPTY_TREE
+        with pytest.raises(StoreError, match="invalid tree entry"):
+            r.write_tree({"a/b": ("100644", blob)})
+    assert git(repo, "ls-tree", "--name-only", "side") == "a.b\na\nb"
+    subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)
+
+
+def test_tree_builder_edits_match_git_mktree(repo: Path) -> None:
+    with GitRepo.open(repo) as r:
+        blob = r.write_blob(b"x")
+        sub = r.write_tree({"f": ("100644", blob)})
+        builder = TreeBuilder({f"n{i}.yaml": ("100644", blob) for i in range(0, 40, 3)})
+        builder.data()  # from here on edits keep the serialized order up to date
+        builder.set("a", "100644", blob)
+        builder.set("a.b", "100644", blob)
+        builder.set("a", "040000", sub)  # a file becomes a directory: it moves in the order
+        builder.set("n7.yaml", "100755", blob)
+        assert builder.remove("n3.yaml")
+        assert not builder.remove("n4.yaml")
+        assert builder.get("a") == ("40000", sub)
+        assert "a.b" in builder
+        mktree = "".join(
+            f"{mode} {'tree' if mode == '40000' else 'blob'} {sha}\t{name}\n"
+            for name, (mode, sha) in builder.entries().items()
+        )
+        expected = subprocess.run(["git", "mktree"], cwd=repo, input=mktree, capture_output=True, text=True)
+        assert r.write_tree(builder) == expected.stdout.strip()
+        assert r.write_tree(builder.entries()) == expected.stdout.strip()
+
+
+def test_list_tree_walk_and_ls_tree_agree_on_deep_trees(repo: Path) -> None:
+    files = {f"d{i}/e{j}/f.yaml": f"{i}-{j}" for i in range(6) for j in range(4)}
+    commit = commit_files(repo, files)
+    with GitRepo.open(repo) as r:
+        listed = r.list_tree(commit)  # more directories than the walk limit: switches to ls-tree
+        assert listed == r.list_tree(commit)
+    assert set(listed) == set(files)
+    assert listed["d0/e0/f.yaml"] == git(repo, "rev-parse", f"{commit}:d0/e0/f.yaml")
+
+
+def test_update_ref_conflict_carries_the_actual_value(repo: Path) -> None:
+    main = git(repo, "rev-parse", "main")
+    other = commit_files(repo, {"x": "1"})
+    with GitRepo.open(repo) as r:
+        with pytest.raises(RefConflictError) as lost:
+            r.update_ref("refs/heads/main", main, main, message="stale")
+        assert lost.value.actual == other
+        assert isinstance(lost.value, ConflictError)
+        with pytest.raises(ConflictError) as exists:
+            r.update_ref("refs/heads/main", main, None, message="create")
+        assert exists.value.actual == other  # type: ignore[attr-defined]
+        with pytest.raises(ConflictError) as missing:
+            r.update_ref("refs/heads/nope", main, other, message="missing")
+        assert missing.value.actual is None  # type: ignore[attr-defined]
+        with pytest.raises(StoreError, match="full ref name"):
+            r.update_ref("main", main, other, message="short")
+    assert git(repo, "rev-parse", "main") == other
+
+
+def test_a_repo_used_from_two_threads_at_once_refuses(repo: Path) -> None:
+    import threading
+
+    with GitRepo.open(repo) as r:
+        holding = threading.Event()
+        release = threading.Event()
+
+        def hold() -> None:
+            with r._busy:  # what any call does for its duration
+                holding.set()
+                release.wait(5)
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        holding.wait(5)
+        try:
+            with pytest.raises(StoreError, match="two threads"):
+                r.resolve("main")
+        finally:
+            release.set()
+            thread.join()
+        assert r.resolve("main") is not None
+
+
+# -- StatusWriter -----------------------------------------------------------------------------
+
+
+def test_write_then_read_back_and_restart(repo: Path) -> None:
+    async def scenario() -> tuple[str | None, dict[Any, Any]]:
+        writer = StatusWriter(repo)
+        assert await writer.start() == {}
+        sha = await writer.commit([task_change("hello", "-", "Pending")], spec_commit="a" * 40)
+        await writer.close()
+        again = StatusWriter(repo)
+        docs = await again.start()
+        await again.close()
+        return sha, docs
+
+    sha, docs = run(scenario())
+    assert sha == git(repo, "rev-parse", "acp/status")
+    assert docs == {("Task", "hello"): task_doc("hello", "Pending")}
+    assert status_files(repo) == ["status/tasks/hello.yaml"]
+    assert (
+        message(repo, sha) == f"Task/hello: - -> Pending\n\nSpec-Commit: {'a' * 40}\nACP-Resource: Task/hello"
+    )
+    assert git(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>", sha) == (
+        "gitops-acp <gitops-acp@localhost>|gitops-acp <gitops-acp@localhost>"
+    )
+    with GitRepo.open(repo) as r:
+        tip, read = read_tip(r)
+    assert tip == sha
+    assert read == docs
+
+
+def test_concurrent_checkpoints_share_group_commits(repo: Path) -> None:
+    names = [f"task-{i:02d}" for i in range(50)]
+
+    async def scenario() -> tuple[list[str | None], StatusWriter]:
+        writer = StatusWriter(repo)
+        await writer.start()
+        shas = await asyncio.gather(
+            *(
+                writer.commit([task_change(name, "-", "Pending")], spec_commit=f"spec{i % 2}")
+                for i, name in enumerate(names)
+            )
+        )
+        await writer.close()
+        return shas, writer
+
+    shas, writer = run(scenario())
+    commits = git(repo, "rev-list", "acp/status").splitlines()
+    assert len(commits) == writer.stats.commits < 10
+    assert writer.stats.checkpoints == writer.stats.resources == 50
+    assert set(shas) <= set(commits)
+    assert status_files(repo) == [f"status/tasks/{name}.yaml" for name in names]
+    resources: list[str] = []
+    for sha in commits:
+        with GitRepo.open(repo) as r:
+            (info,) = r.log(sha, n=1)
+        listed = info.trailer("ACP-Resource")
+        resources += listed
+        if len(listed) > 1:
+            assert info.subject == f"checkpoint: {len(listed)} resources"
+            assert info.body.splitlines() == [f"{res}: - -> Pending" for res in listed]
+        assert set(info.trailer("Spec-Commit")) <= {"spec0", "spec1"}
+    assert sorted(resources) == [f"Task/{name}" for name in names]
+
+
+def test_two_checkpoints_of_one_resource_never_share_a_commit(repo: Path) -> None:
+    async def scenario() -> list[str | None]:
+        writer = StatusWriter(repo)
+        await writer.start()
+        shas = await asyncio.gather(
+            writer.commit([task_change("t", "-", "Pending")], spec_commit="s"),
+            writer.commit(
+                [task_change("t", "Pending", "ReadyForLLM"), task_change("u", "-", "Pending")],
+                spec_commit="s",
+            ),
+            writer.commit([task_change("v", "-", "Pending")], spec_commit="s"),
+            writer.commit([task_change("t", "ReadyForLLM", "FinalAnswer")], spec_commit="s"),
+        )
+        await writer.close()
+        return list(shas)
+
+    first, second, third, fourth = run(scenario())
+    assert len({first, second, fourth}) == 3
+    assert third == first  # a different resource rides along with the first commit
+    assert git(repo, "rev-list", "--reverse", "acp/status").splitlines() == [first, second, fourth]
+    assert git(repo, "log", "--format=%s", "acp/status").splitlines() == [
+        "Task/t: ReadyForLLM -> FinalAnswer",
+        "checkpoint: 2 resources",
+        "checkpoint: 2 resources",
+    ]
+
+    def phase_at(rev: str) -> str:
+        return str(yamlio.load(git(repo, "show", f"{rev}:status/tasks/t.yaml").encode())["status"]["phase"])
+
+    assert phase_at(str(second)) == "ReadyForLLM"
+    assert phase_at("acp/status") == "FinalAnswer"
+
+
+def test_one_call_is_one_commit(repo: Path) -> None:
+    pending = {"kind": "ToolCall", "status": {"phase": "Pending"}}
+    changes = [
+        task_change("hello", "ReadyForLLM", "ToolCallsPending"),
+        Change("ToolCall", "hello-k3-tc-01", pending, "-", "Pending"),
+        Change("ToolCall", "hello-k3-tc-02", pending, "-", "Pending"),
+    ]
+
+    async def scenario() -> str | None:
+        writer = StatusWriter(repo)
+        await writer.start()
+        sha = await writer.commit(changes, spec_commit="c0ffee")
+        await writer.close()
+        return sha
+
+    sha = run(scenario())
+    assert git(repo, "rev-list", "--count", "acp/status") == "1"
+    assert message(repo, str(sha)) == "\n".join(
+        [
+            "checkpoint: 3 resources",
+            "",
+            "Task/hello: ReadyForLLM -> ToolCallsPending",
+            "ToolCall/hello-k3-tc-01: - -> Pending",
+            "ToolCall/hello-k3-tc-02: - -> Pending",
+            "",
+            "Spec-Commit: c0ffee",
+            "ACP-Resource: Task/hello",
+            "ACP-Resource: ToolCall/hello-k3-tc-01",
+            "ACP-Resource: ToolCall/hello-k3-tc-02",
+        ]
+    )
+    assert status_files(repo) == [
+        "status/tasks/hello.yaml",
+        "status/toolcalls/hello-k3-tc-01.yaml",
+        "status/toolcalls/hello-k3-tc-02.yaml",
+    ]
+
+
+def test_no_op_checkpoints_write_nothing_and_deletes_remove_files(repo: Path) -> None:
+    async def scenario() -> list[str | None]:
+        writer = StatusWriter(repo)
+        await writer.start()
+        first = await writer.commit([task_change("t", "-", "Pending")], spec_commit="s")
+        same = await writer.commit([task_change("t", "Pending", "Pending")], spec_commit="s")
+        gone_already = await writer.commit([Change("Task", "never", None, "Pending", "-")], spec_commit="s")
+        deleted = await writer.commit([Change("Task", "t", None, "Pending", "Cancelled")], spec_commit="s")
+        await writer.close()
+        assert writer.stats.commits == 2
+        return [first, same, gone_already, deleted]
+
+    first, same, gone_already, deleted = run(scenario())
+    assert same is None
+    assert gone_already is None
+    assert git(repo, "rev-list", "acp/status").splitlines() == [deleted, first]
+    assert status_files(repo) == []  # the empty directories went with the last file
+
+
+def test_lost_race_is_retried_on_the_new_tip(repo: Path) -> None:
+    async def scenario() -> tuple[str | None, str, StatusWriter]:
+        writer = StatusWriter(repo)
+        await writer.start()
+        await writer.commit([task_change("mine", "-", "Pending")], spec_commit="s")
+        theirs = move_ref_behind_back(repo, "status/tasks/theirs.yaml", b"kind: Task\n")
+        sha = await writer.commit([task_change("mine", "Pending", "ReadyForLLM")], spec_commit="s")
+        await writer.close()
+        return sha, theirs, writer
+
+    sha, theirs, writer = run(scenario())
+    assert writer.stats.conflicts == 1
+    assert git(repo, "rev-parse", "acp/status") == sha
+    assert git(repo, "rev-parse", f"{sha}^") == theirs
+    assert status_files(repo) == ["status/tasks/mine.yaml", "status/tasks/theirs.yaml"]
+    assert "ReadyForLLM" in git(repo, "show", "acp/status:status/tasks/mine.yaml")
+
+
+def test_a_batch_that_cannot_be_written_fails_its_callers(repo: Path) -> None:
+    lock = repo / ".git" / "refs" / "heads" / "acp" / "status.lock"
+
+    async def scenario() -> tuple[list[Any], str | None]:
+        writer = StatusWriter(repo, max_attempts=3)
+        await writer.start()
+        lock.parent.mkdir(parents=True)
+        lock.write_text("held by someone else")
+        results = await asyncio.gather(
+            writer.commit([task_change("a", "-", "Pending")], spec_commit="s"),
+            writer.commit([task_change("b", "-", "Pending")], spec_commit="s"),
+            return_exceptions=True,
+        )
+        lock.unlink()
+        after = await writer.commit([task_change("a", "-", "Pending")], spec_commit="s")
+        await writer.close()
+        return list(results), after
+
+    results, after = run(scenario())
+    assert all(isinstance(result, StoreError) for result in results), results
+    assert "gave up after 3 attempts" in str(results[0])
+    assert after == git(repo, "rev-parse", "acp/status")
+    assert git(repo, "rev-list", "--count", "acp/status") == "1"
+
+
+def test_a_cancelled_caller_still_gets_its_checkpoint_committed(repo: Path) -> None:
+    async def scenario() -> None:
+        writer = StatusWriter(repo)
+        await writer.start()
+        pending = asyncio.ensure_future(writer.commit([task_change("t", "-", "Pending")], spec_commit="s"))
+        await asyncio.sleep(0)  # submitted
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        await writer.close()  # flushes what was submitted
+
+    run(scenario())
+    assert status_files(repo) == ["status/tasks/t.yaml"]
+
+
+def test_on_commit_hooks_see_each_commit_before_callers_do(repo: Path) -> None:
+    seen: list[str] = []
+
+    async def scenario() -> str | None:
+        writer = StatusWriter(repo)
+
+        async def hook(sha: str) -> None:
+            seen.append(sha)
+
+        writer.on_commit.append(hook)
+        await writer.start()
+        sha = await writer.commit([task_change("t", "-", "Pending")], spec_commit="s")
+        assert seen == [sha]
+        await writer.close()
+        return sha
+
+    assert seen == [run(scenario())]
+
+
+def test_bad_input_is_refused_at_the_call(repo: Path) -> None:
+    async def scenario() -> None:
+        writer = StatusWriter(repo)
+        with pytest.raises(StoreError, match="not running"):
+            await writer.commit([task_change("t", "-", "Pending")], spec_commit="s")
+        await writer.start()
+        with pytest.raises(StoreError, match="unknown kind"):
+            await writer.commit([Change("Pod", "p", {}, "-", "-")], spec_commit="s")
+        with pytest.raises(StoreError, match="invalid resource name"):
+            await writer.commit([Change("Task", "../x", {}, "-", "-")], spec_commit="s")
+        with pytest.raises(ValueError, match="twice"):
+            await writer.commit([task_change("t", "-", "A"), task_change("t", "A", "B")], spec_commit="s")
+        await writer.close()
+
+    run(scenario())
+    assert git(repo, "branch", "--list", "acp/status") == ""
+
+
+def test_the_writer_never_touches_main_the_index_or_the_work_tree(repo: Path) -> None:
+    commit_files(repo, {"tasks/hello.yaml": "kind: Task\n", "notes.txt": "a\n"})
+    (repo / "notes.txt").write_text("edited, not committed\n")
+    (repo / "untracked.txt").write_text("new\n")
+    git(repo, "add", "tasks/hello.yaml")  # a staged no-op, the index is written
+    index = repo / ".git" / "index"
+
+    def snapshot() -> tuple[object, ...]:
+        # Index first, and a status that may not refresh it: the check itself must not write it.
+        return (
+            index.stat().st_mtime_ns,
+            hashlib.sha256(index.read_bytes()).hexdigest(),
+            git(repo, "--no-optional-locks", "status", "--porcelain"),
+            git(repo, "rev-parse", "main"),
+            sorted(p.name for p in repo.iterdir()),
+        )
+
+    before = snapshot()
+
+    async def scenario() -> None:
+        writer = StatusWriter(repo)
+        await writer.start()
+        for turn in range(10):
+            await asyncio.gather(
+                *(writer.commit([task_change(f"t{i}", "-", f"P{turn}")], spec_commit="s") for i in range(5))
+            )
+        await writer.close()
+
+    run(scenario())
+    assert snapshot() == before
+    assert git(repo, "symbolic-ref", "HEAD") == "refs/heads/main"
+    fsck = subprocess.run(
+        ["git", "fsck", "--strict", "--no-dangling"], cwd=repo, capture_output=True, text=True
+    )
+    assert fsck.returncode == 0, fsck.stderr
+    assert fsck.stdout == ""
+
+
+def test_history_events_newest_first_with_phases_and_detail(repo: Path) -> None:
+    async def scenario() -> None:
+        writer = StatusWriter(repo)
+        await writer.start()
+        await writer.commit([task_change("t", "-", "Pending")], spec_commit="s")
+        await writer.commit(
+            [task_change("t", "Pending", "ReadyForLLM"), task_change("u", "-", "Pending")], spec_commit="s"
+        )
+        await writer.commit([task_change("u", "Pending", "ReadyForLLM")], spec_commit="s")
+        await writer.commit(
+            [task_change("t", "ReadyForLLM", "Failed", error="HTTP 401: bad key")], spec_commit="s"
+        )
+        await writer.close()
+
+    run(scenario())
+    with GitRepo.open(repo) as r:
+        events = history.events(r, branch="acp/status", kind="Task", name="t")
+        limited = history.events(r, kind="Task", name="t", n=1)
+        none = history.events(r, kind="Task", name="nobody")
+    shas = git(repo, "log", "--format=%H", "acp/status", "--", status_path("Task", "t")).splitlines()
+    assert [e.sha for e in events] == shas
+    assert [(e.old_phase, e.new_phase, e.detail) for e in events] == [
+        ("ReadyForLLM", "Failed", "now Failed; error: HTTP 401: bad key"),
+        ("Pending", "ReadyForLLM", "now ReadyForLLM"),
+        ("-", "Pending", "now Pending"),
+    ]
+    assert events[0].timestamp > 0
+    assert limited == events[:1]
+    assert none == []
+
+
+# -- commits made for a person ----------------------------------------------------------------
+
+
+def test_commit_as_user_through_the_work_tree(repo: Path) -> None:
+    commit_files(repo, {"tasks/old.yaml": "kind: Task\n"})
+    (repo / "elsewhere.txt").write_text("someone's unrelated, unstaged work\n")
+    sha = commit_as_user(
+        repo,
+        files={"tasks/new.yaml": b"kind: Task\nmetadata: {name: new}\n", "tasks/old.yaml": None},
+        message="Create task new",
+    )
+    assert sha == git(repo, "rev-parse", "main")
+    assert (
+        git(repo, "log", "-1", "--format=%an <%ae>|%s", sha)
+        == "Test Human <human@example.com>|Create task new"
+    )
+    assert git(repo, "show", "--name-status", "--format=", sha).splitlines() == [
+        "A\ttasks/new.yaml",
+        "D\ttasks/old.yaml",
+    ]
+    assert git(repo, "status", "--porcelain") == "?? elsewhere.txt"
+    # Same content again: nothing to commit, the tip is returned.
+    assert (
+        commit_as_user(repo, files={"tasks/new.yaml": b"kind: Task\nmetadata: {name: new}\n"}, message="x")
+        == sha
+    )
+
+
+def test_commit_as_user_refuses_to_mix_in_uncommitted_changes(repo: Path) -> None:
+    commit_files(repo, {"approvals/a.yaml": "decision: approved\n"})
+    main = git(repo, "rev-parse", "main")
+    (repo / "approvals" / "a.yaml").write_text("decision: rejected\n")
+    with pytest.raises(StoreError, match=r"uncommitted changes to approvals/a.yaml"):
+        commit_as_user(
+            repo, files={"approvals/a.yaml": b"decision: approved\ncomment: ok\n"}, message="approve"
+        )
+    assert (repo / "approvals" / "a.yaml").read_text() == "decision: rejected\n"  # the person's edit survives
+    git(repo, "checkout", "--", "approvals/a.yaml")
+    (repo / "staged.txt").write_text("half done\n")
+    git(repo, "add", "staged.txt")
+    with pytest.raises(StoreError, match=r"staged changes \(staged.txt\)"):
+        commit_as_user(repo, files={"approvals/b.yaml": b"x: 1\n"}, message="approve")
+    git(repo, "reset", "-q", "staged.txt")
+    (repo / ".git" / "MERGE_HEAD").write_text(main + "\n")
+    with pytest.raises(StoreError, match="a merge is in progress"):
+        commit_as_user(repo, files={"approvals/b.yaml": b"x: 1\n"}, message="approve")
+    assert git(repo, "rev-parse", "main") == main
+    assert not (repo / "approvals" / "b.yaml").exists()
+
+
+def test_commit_as_user_on_a_bare_repository_goes_through_a_clone(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        monkeypatch.delenv(var)  # so the repository's own config decides, as for a person
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
+    git(bare, "config", "user.name", "Local Config Person")
+    before = git(bare, "rev-parse", "main")
+    sha = commit_as_user(bare, files={"tasks/t.yaml": b"kind: Task\n"}, message="Create task t")
+    assert git(bare, "rev-parse", "main") == sha
+    assert git(bare, "rev-parse", f"{sha}^") == before
+    assert git(bare, "show", f"{sha}:tasks/t.yaml") == "kind: Task"
+    assert git(bare, "log", "-1", "--format=%an", sha) == "Local Config Person"
+    # A branch that is not checked out anywhere takes the same road, even in a non-bare repository.
+    side = commit_as_user(repo, files={"a.txt": b"a\n"}, message="side", branch="side")
+    assert git(repo, "rev-parse", "side") == side
+    assert git(repo, "status", "--porcelain") == ""
+    assert not (repo / "a.txt").exists()
+
+
+def test_init_repository(tmp_path: Path) -> None:
+    target = tmp_path / "new"
+    sha = init_repository(
+        target, files={"llms/openai.yaml": b"kind: LLM\n", "README.md": b"hi\n"}, message="init"
+    )
+    assert git(target, "rev-parse", "main") == sha
+    assert git(target, "symbolic-ref", "HEAD") == "refs/heads/main"
+    assert git(target, "ls-tree", "-r", "--name-only", sha).splitlines() == ["README.md", "llms/openai.yaml"]
+    assert git(target, "status", "--porcelain") == ""
+    with pytest.raises(StoreError, match="not an empty directory"):
+        init_repository(target, files={}, message="again")
