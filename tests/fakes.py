@@ -1,0 +1,184 @@
+"""Fakes at the controllers' boundary: an in-memory Context and a scripted LLM client.
+
+Controller transition tables run against these: given the observed status and the LLM's replies,
+which phase, which files and how many checkpoints. End-to-end tests use the real reactor, a real
+git repository and the HTTP stub instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gitops_acp.controllers.base import Settings
+from gitops_acp.errors import LLMError
+from gitops_acp.llm.client import Completion, LLMConfig, ToolCallRequest, ToolSpec
+from gitops_acp.resources.loader import Loaded, load_file
+from gitops_acp.resources.meta import Kind
+from gitops_acp.resources.models import AnyResource
+from gitops_acp.secrets import SecretResolver
+
+
+def final(text: str, prompt: int = 10, completion: int = 5) -> Completion:
+    """A final answer."""
+    return Completion(
+        content=text,
+        tool_calls=(),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        message={"role": "assistant", "content": text},
+    )
+
+
+def tool_calls(*calls: tuple[str, str]) -> Completion:
+    """An answer asking for tools: (function name, JSON arguments) each."""
+    requests = tuple(
+        ToolCallRequest(id=f"call_{i}", name=n, arguments=a) for i, (n, a) in enumerate(calls, 1)
+    )
+    return Completion(
+        content=None,
+        tool_calls=requests,
+        prompt_tokens=10,
+        completion_tokens=5,
+        message={
+            "role": "assistant",
+            "content": "",
+            "toolCalls": [
+                {"id": r.id, "type": "function", "function": {"name": r.name, "arguments": r.arguments}}
+                for r in requests
+            ],
+        },
+    )
+
+
+@dataclass
+class FakeLLM:
+    """Replies from a list, one per request; an LLMError in the list is raised instead."""
+
+    replies: list[Completion | LLMError] = field(default_factory=list)
+    requests: list[tuple[LLMConfig, list[Mapping[str, Any]], tuple[ToolSpec, ...]]] = field(
+        default_factory=list
+    )
+
+    async def complete(
+        self, config: LLMConfig, messages: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec] = ()
+    ) -> Completion:
+        self.requests.append((config, list(messages), tuple(tools)))
+        reply = self.replies.pop(0) if self.replies else final("ok")
+        if isinstance(reply, LLMError):
+            raise reply
+        return reply
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FakeContext:
+    """Desired state from YAML text, observed state in a dict, checkpoints recorded in order."""
+
+    def __init__(
+        self,
+        yaml_text: str = "",
+        *,
+        llm: FakeLLM | None = None,
+        environ: Mapping[str, str] | None = None,
+        now: float = 1_800_000_000.0,
+        settings: Settings | None = None,
+    ) -> None:
+        self._desired: dict[tuple[Kind, str], Loaded] = {}
+        if yaml_text:
+            self.declare(yaml_text)
+        self._observed: dict[tuple[Kind, str], AnyResource] = {}
+        self.checkpoints: list[tuple[AnyResource, ...]] = []
+        self.removed: list[tuple[Kind, str]] = []
+        self.woken: list[tuple[Kind, str]] = []
+        self._llm = llm or FakeLLM()
+        self._secrets = SecretResolver(None, environ=environ or {"API_KEY": "test-key"})
+        self.clock = now
+        self._settings = settings or Settings(backoff_base=1.0, max_llm_attempts=3)
+
+    def declare(self, yaml_text: str, path: str = "resources.yaml") -> None:
+        """Put resources on the fake `main`."""
+        result = load_file(path, yaml_text.encode())
+        assert not result.errors, [str(e) for e in result.errors]
+        for loaded in result.loaded:
+            self._desired[(Kind(loaded.resource.kind), loaded.resource.metadata.name)] = loaded
+
+    def undeclare(self, kind: Kind, name: str) -> None:
+        """Remove a resource from the fake `main`."""
+        self._desired.pop((kind, name), None)
+
+    def observe(self, obj: AnyResource) -> None:
+        """Put an object on the fake status branch."""
+        self._observed[(Kind(obj.kind), obj.metadata.name)] = obj
+
+    # Context protocol
+    @property
+    def spec_commit(self) -> str:
+        return "0" * 40
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def llm(self) -> FakeLLM:
+        return self._llm
+
+    @property
+    def secrets(self) -> SecretResolver:
+        return self._secrets
+
+    def now(self) -> float:
+        return self.clock
+
+    def desired(self, kind: Kind, name: str) -> Loaded | None:
+        return self._desired.get((kind, name))
+
+    def observed(self, kind: Kind, name: str) -> AnyResource | None:
+        return self._observed.get((kind, name))
+
+    def observed_all(self, kind: Kind) -> Iterable[AnyResource]:
+        return [o for (k, _), o in self._observed.items() if k == kind]
+
+    async def checkpoint(self, *objects: AnyResource) -> None:
+        self.checkpoints.append(objects)
+        for obj in objects:
+            self.observe(obj)
+
+    async def remove(self, kind: Kind, name: str, *, reason: str) -> None:
+        self.removed.append((kind, name))
+        self._observed.pop((kind, name), None)
+
+    def wake(self, kind: Kind, name: str) -> None:
+        self.woken.append((kind, name))
+
+    # helpers for assertions
+    def phases(self, kind: Kind, name: str) -> list[str]:
+        """The phase (or condition) of each checkpoint that touched the resource, in order."""
+        out = []
+        for objects in self.checkpoints:
+            for obj in objects:
+                if Kind(obj.kind) == kind and obj.metadata.name == name and obj.status is not None:
+                    out.append(str(getattr(obj.status, "phase", None) or getattr(obj.status, "status", None)))
+        return out
+
+
+def ready(ctx: FakeContext, kind: Kind, name: str) -> None:
+    """Mark a declared resource Ready on the fake status branch."""
+    from gitops_acp.resources.models import MODELS
+
+    loaded = ctx.desired(kind, name)
+    assert loaded is not None
+    status_model = MODELS[kind].model_fields["status"].annotation
+    fields: dict[str, Any] = {"ready": True, "status": "Ready"}
+    if kind == Kind.MCPServer:
+        fields = {"connected": True, "status": "Ready"}
+    status = _status_class(status_model).model_validate(fields)
+    ctx.observe(loaded.resource.model_copy(update={"status": status}))
+
+
+def _status_class(annotation: Any) -> Any:
+    # `XStatus | None` → XStatus
+    return next(a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None))
