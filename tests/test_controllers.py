@@ -100,7 +100,8 @@ def test_task_runs_to_final_answer_with_one_checkpoint_per_step() -> None:
     ]
     assert status.turns == 1
     assert (status.usage.prompt_tokens, status.usage.completion_tokens) == (12, 3)
-    assert status.start_time and status.completion_time
+    assert status.start_time
+    assert status.completion_time
     assert status.user_msg_preview == "What is 2+2?"
     config, messages, _ = ctx.llm.requests[0]
     assert (config.model, config.temperature, config.max_tokens) == ("gpt-test", 0.3, 77)
