@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,7 +48,7 @@ def _problems(output: str, path: str) -> list[tuple[int, str]]:
 
 
 def test_a_broken_file_does_not_stop_a_good_task_and_validate_finds_it(
-    acp_repo: AcpRepo, tmp_path: Path, serve_once: Callable[..., object]
+    acp_repo: AcpRepo, tmp_path: Path
 ) -> None:
     acp_repo.add_task("good", "Still answered?")
     clean = tmp_path / "clean"
