@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Give every test its own HOME, git config and identity, so the developer's config never leaks in."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
@@ -24,12 +23,13 @@ def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     (home / ".gitconfig").write_text(
         "[user]\n\tname = Test Human\n\temail = human@example.com\n[init]\n\tdefaultBranch = main\n"
     )
-    yield
 
 
 def git(cwd: Path, *args: str) -> str:
     """Run git in `cwd` and return its stdout (raises on failure)."""
-    out = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=os.environ.copy())
+    out = subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=os.environ.copy()
+    )
     return out.stdout.strip()
 
 

@@ -367,3 +367,20 @@ def test_sub_agent_cycle_is_an_error() -> None:
     status = ctx.observed(Kind.Agent, "a").status
     assert status.status == "Error"
     assert status.status_detail == "sub-agent cycle: a -> b -> a"
+
+
+def test_timeout_cancels_a_task_still_waiting_on_its_tool_calls() -> None:
+    agent = AGENT_YAML + "  limits: {timeout: 30s}\n"
+    ctx = ready_world(FakeLLM([tool_calls(("x__y", "{}"))]), agent=agent)
+    controller = TaskController()
+    run(controller.reconcile("t1", ctx))
+    waiting = run(controller.reconcile("t1", ctx))
+    assert waiting.requeue_after == pytest.approx(30.0, abs=0.01)  # a watchdog at the deadline
+    assert not waiting.progress
+    ctx.clock += 31
+    run(controller.reconcile("t1", ctx))
+    status = task(ctx).status
+    assert status.phase == "Cancelled"
+    assert "timeout 30s" in status.error
+    call = ctx.observed(Kind.ToolCall, toolcall_name("t1", status.tool_call_request_id, 1))
+    assert call.status.phase == "Failed"

@@ -131,3 +131,28 @@ def test_handler_exception_is_retried_with_backoff() -> None:
 
     run(main())
     assert calls == 2
+
+
+def test_interrupt_cancels_the_reconcile_in_flight_and_reruns_it() -> None:
+    started: list[int] = []
+    finished: list[int] = []
+
+    async def handler(key: Hashable) -> Requeue | None:
+        started.append(len(started))
+        if len(started) == 1:
+            await asyncio.sleep(30)  # an LLM call nobody will read
+        finished.append(len(started))
+        return None
+
+    async def main() -> None:
+        queue = WorkQueue(handler, concurrency=2)
+        queue.start()
+        queue.add("task")
+        await asyncio.sleep(0.01)
+        queue.interrupt("task")
+        await asyncio.wait_for(queue.wait_idle(), 5)
+        await queue.stop()
+
+    run(main())
+    assert started == [0, 1]
+    assert finished == [2]

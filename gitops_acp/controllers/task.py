@@ -259,7 +259,7 @@ class TaskController:
                     "phase": TaskPhase.Failed,
                     "ready": False,
                     "status": Condition.Error,
-                    "status_detail": f"LLM request failed: {message}",
+                    "status_detail": message,
                     "error": message,
                     "attempts": attempts,
                     "next_attempt_time": None,
@@ -305,20 +305,27 @@ class TaskController:
         return updated
 
     async def _collect_tool_results(self, task: Task, ctx: Context) -> Task | Result:
-        """When every tool call of the request is terminal, append their results in the LLM's order."""
+        """When every tool call of the request is terminal, append their results in the LLM's order.
+
+        Results that exist are always recorded before a limit stops the task (the ReadyForLLM step
+        checks limits), so the context window never ends on an unanswered tool call; only a task
+        still waiting on its tool calls is cancelled here (its timeout).
+        """
         status = task.status or TaskStatus()
-        limit = _limit_exceeded(task, ctx)
-        if limit is not None:
-            await _cancel(task, ctx, limit)
-            return DONE
         calls = _pending_calls(task)
         results: list[Message] = []
         for index, call_id in enumerate(calls, start=1):
             name = toolcall_name(task.metadata.name, status.tool_call_request_id or "", index)
             call = ctx.observed(Kind.ToolCall, name)
-            if not isinstance(call, ToolCall) or call.status is None:
-                return _timeout_result(task, ctx)
-            if call.status.phase not in TERMINAL_TOOLCALL_PHASES:
+            if (
+                not isinstance(call, ToolCall)
+                or call.status is None
+                or call.status.phase not in TERMINAL_TOOLCALL_PHASES
+            ):
+                limit = _limit_exceeded(task, ctx)
+                if limit is not None:
+                    await _cancel(task, ctx, limit)
+                    return DONE
                 return _timeout_result(task, ctx)
             results.append(Message(role="tool", tool_call_id=call_id, content=tool_message(call)))
         ready = status.model_copy(

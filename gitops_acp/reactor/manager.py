@@ -155,7 +155,7 @@ class Manager:
 
     async def checkpoint(self, *objects: AnyResource) -> None:
         changes: list[Change] = []
-        committed: list[tuple[Key, AnyResource, AnyResource | None]] = []
+        committed: list[tuple[Key, AnyResource | None, AnyResource | None]] = []
         for obj in objects:
             key = (Kind(obj.kind), obj.metadata.name)
             old = self._observed.get(key)
@@ -174,22 +174,39 @@ class Manager:
             committed.append((key, stamped, old))
         if not changes:
             return
-        await self._writer.commit(changes, spec_commit=self.spec_commit)
-        for key, obj, old in committed:
-            self._observed[key] = obj
-            if log.isEnabledFor(logging.INFO) and phase_of(old) != phase_of(obj):
-                log.info("%s/%s: %s -> %s", key[0], key[1], phase_of(old), phase_of(obj))
-            if _signature(old) != _signature(obj):
-                self._wake_dependents(key, obj)
+        await self._commit(changes, committed)
+
+    async def _commit(
+        self, changes: list[Change], committed: list[tuple[Key, AnyResource | None, AnyResource | None]]
+    ) -> None:
+        """Hand the changes to the writer; apply them in memory once (and only once) they landed.
+
+        Shielded: a reconcile interrupted while waiting (shutdown, a task removed mid-call) does not
+        lose a checkpoint the writer is committing, and memory never disagrees with the branch.
+        """
+        landing = asyncio.ensure_future(self._writer.commit(changes, spec_commit=self.spec_commit))
+
+        def landed(future: asyncio.Future[str | None]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            for key, obj, old in committed:
+                if obj is None:
+                    self._observed.pop(key, None)
+                else:
+                    self._observed[key] = obj
+                if log.isEnabledFor(logging.INFO) and phase_of(old) != phase_of(obj):
+                    log.info("%s/%s: %s -> %s", key[0], key[1], phase_of(old), phase_of(obj))
+                if _signature(old) != _signature(obj):
+                    self._wake_dependents(key, obj if obj is not None else old)
+
+        landing.add_done_callback(landed)
+        await asyncio.shield(landing)
 
     async def remove(self, kind: Kind, name: str, *, reason: str) -> None:
         old = self._observed.get((kind, name))
         change = Change(kind=kind, name=name, document=None, old_phase=phase_of(old), new_phase="Deleted")
-        await self._writer.commit([change], spec_commit=self.spec_commit)
-        self._observed.pop((kind, name), None)
         log.info("%s/%s: %s", kind, name, reason)
-        if old is not None:
-            self._wake_dependents((kind, name), old)
+        await self._commit([change], [((kind, name), None, old)])
 
     def _stamp(self, key: Key, obj: AnyResource) -> AnyResource:
         """Record where the declaration came from: the file on main and the commit reconciled."""
@@ -203,9 +220,11 @@ class Manager:
         # Status files carry this project's apiVersion whatever the manifest used (ACP's are accepted).
         return obj.model_copy(update={"metadata": metadata, "api_version": API_VERSION})
 
-    def _wake_dependents(self, key: Key, obj: AnyResource) -> None:
+    def _wake_dependents(self, key: Key, obj: AnyResource | None) -> None:
         for dependent in self._dependents.get(key, ()):
             self._queue.add(dependent)
+        if obj is None:
+            return
         labels = obj.metadata.labels
         if key[0] == Kind.ToolCall and LABEL_TASK in labels:
             self._queue.add((Kind.Task, labels[LABEL_TASK]))
@@ -260,6 +279,9 @@ class Manager:
         self._report_errors(state)
         self._reindex()
         changed = changed_keys(previous, state)
+        for key in changed:
+            if key[0] == Kind.Task and key not in state.resources:
+                self._queue.interrupt(key)  # don't wait for an LLM answer nobody will read
         for key in _ordered(changed):
             self._queue.add(key)
             for dependent in self._dependents.get(key, ()):

@@ -54,6 +54,8 @@ class WorkQueue:
         self._dirty: set[Hashable] = set()
         self._timers: dict[Hashable, tuple[float, asyncio.TimerHandle, bool]] = {}
         self._failures: dict[Hashable, int] = {}
+        self._inflight: dict[Hashable, asyncio.Future[Requeue | None]] = {}
+        self._interrupted: set[Hashable] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
@@ -113,11 +115,18 @@ class WorkQueue:
             key = await self._ready.get()
             self._queued.discard(key)
             self._running.add(key)
+            inflight = asyncio.ensure_future(self._handler(key))
+            self._inflight[key] = inflight
             try:
-                requeue = await self._handler(key)
+                requeue = await inflight
             except asyncio.CancelledError:
-                self._running.discard(key)
-                raise
+                if key not in self._interrupted or self._stopping:
+                    self._running.discard(key)
+                    self._inflight.pop(key, None)
+                    raise
+                self._interrupted.discard(key)
+                self._dirty.add(key)  # interrupted on purpose: reconcile again at once
+                requeue = None
             except Exception:
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
@@ -126,6 +135,7 @@ class WorkQueue:
                 requeue = Requeue(delay, progress=True)
             else:
                 self._failures.pop(key, None)
+            self._inflight.pop(key, None)
             self._running.discard(key)
             if key in self._dirty:
                 self._dirty.discard(key)
@@ -133,6 +143,17 @@ class WorkQueue:
             elif requeue is not None:
                 self.add_after(key, requeue.after, progress=requeue.progress)
             self._check_idle()
+
+    def interrupt(self, key: Hashable) -> None:
+        """Cancel the reconcile of `key` in flight (e.g. an LLM call of a task just removed) and rerun it.
+
+        Safe because controllers only make progress through committed checkpoints, and the manager
+        shields those from cancellation: what was handed to the status writer still lands.
+        """
+        inflight = self._inflight.get(key)
+        if inflight is not None and not inflight.done():
+            self._interrupted.add(key)
+            inflight.cancel()
 
     def _check_idle(self) -> None:
         if self._queued or self._running or any(progress for _, _, progress in self._timers.values()):

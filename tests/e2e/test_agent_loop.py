@@ -226,7 +226,6 @@ def test_the_key_is_nowhere_even_when_the_provider_echoes_it(run: Run) -> None:
     assert run.secret not in run.serve.stdout
 
 
-@pytest.mark.xfail(strict=True, reason='product bug: statusDetail says "LLM request failed: " twice')
 def test_a_failed_task_says_what_failed_once(run: Run) -> None:
     detail = run.status("refused")["statusDetail"]
     assert PROVIDER_400 in detail

@@ -18,11 +18,6 @@ from typing import Any
 
 from gitops_acp.cli.commands import describe, get, history
 from gitops_acp.cli.examples import example_files
-from gitops_acp.controllers.base import Settings
-from gitops_acp.llm.openai_client import OpenAIClient
-from gitops_acp.llm.stub import StubServer
-from gitops_acp.reactor.manager import Manager, ServeOptions
-from gitops_acp.secrets import SecretResolver
 from gitops_acp.store.gitrepo import init_repository
 
 DEMO_SCRIPT: dict[str, Any] = {
@@ -63,6 +58,13 @@ def _section(title: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: openai, uvicorn and the reactor are slow to import and only the demo needs them.
+    from gitops_acp.controllers.base import Settings
+    from gitops_acp.llm.openai_client import OpenAIClient
+    from gitops_acp.llm.stub import StubServer
+    from gitops_acp.reactor.manager import Manager, ServeOptions
+    from gitops_acp.secrets import SecretResolver
+
     base = args.dir or Path(tempfile.mkdtemp(prefix="gitops-acp-demo-"))
     repo, secrets = base / "repo", base / "secrets"
     (secrets / "local-stub").mkdir(parents=True, exist_ok=True)

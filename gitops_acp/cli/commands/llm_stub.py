@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gitops_acp.llm import stub
-
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
@@ -22,6 +20,8 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
 
 
 def run(args: argparse.Namespace) -> int:
+    from gitops_acp.llm import stub  # uvicorn and starlette load only when the stub runs
+
     argv = ["--port", str(args.port)]
     if args.script:
         argv += ["--script", args.script]

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gitops_acp.controllers.base import Settings
 from gitops_acp.errors import UserError
-from gitops_acp.llm.openai_client import OpenAIClient
-from gitops_acp.reactor.manager import Manager, ServeOptions
-from gitops_acp.secrets import SecretResolver
+
+if TYPE_CHECKING:
+    from gitops_acp.reactor.manager import ServeOptions
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -77,7 +76,10 @@ def parse_identity(text: str) -> tuple[str, str]:
 
 
 def options_from(args: argparse.Namespace) -> ServeOptions:
-    """Serve options from parsed arguments (shared with `demo`)."""
+    """Serve options from parsed arguments."""
+    from gitops_acp.controllers.base import Settings
+    from gitops_acp.reactor.manager import ServeOptions
+
     if args.secrets_dir is not None and not args.secrets_dir.is_dir():
         raise UserError(f"--secrets-dir {args.secrets_dir}: not a directory")
     if args.concurrency < 1:
@@ -100,6 +102,11 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: openai and the reactor take a second to import, and `--help` or `get` need neither.
+    from gitops_acp.llm.openai_client import OpenAIClient
+    from gitops_acp.reactor.manager import Manager
+    from gitops_acp.secrets import SecretResolver
+
     options = options_from(args)
     manager = Manager(options, llm=OpenAIClient(), secrets=SecretResolver(args.secrets_dir))
     return asyncio.run(manager.run())

@@ -1,0 +1,243 @@
+"""Throughput and reaction benchmarks of the reconciler against the local LLM stub at 0 ms.
+
+    python benchmarks/bench_tasks.py                 # N = 1, 100, 1000 and the reaction latency
+    python benchmarks/bench_tasks.py --n 100 --skip-reaction
+
+Throughput: N single-turn tasks committed to `main` in one commit; `serve --once` (the Manager, in a
+fresh child process so that its peak RSS is its own) runs them all to FinalAnswer. Printed: tasks/s
+(from start-up to idle, start-up included), checkpoint commit time p50/p99 (one commit of the status
+writer, which may carry many checkpoints), amortized cost per checkpoint, commits and checkpoints
+written, peak RSS of the reconciler process.
+
+Reaction: `serve` runs in the background on a repository whose LLM and agent are Ready; a task is
+committed to `main` (`git commit` in the work tree) and the time until the stub receives that
+task's first LLM request is measured, 30 times. The stub runs in its own process and stamps each
+request on arrival.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def start_stub(script: Path | None = None) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-m", "gitops_acp", "llm-stub", "--port", "0", "--max-seconds", "1800"]
+    if script is not None:
+        cmd += ["--script", str(script)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    return proc, url
+
+
+def make_repo(base: Path, url: str, n_tasks: int) -> tuple[Path, Path]:
+    repo, secrets = base / "repo", base / "secrets"
+    (secrets / "bench").mkdir(parents=True)
+    (secrets / "bench" / "API_KEY").write_text("bench-key\n")
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "Bench")
+    git(repo, "config", "user.email", "bench@example.com")
+    (repo / "llm.yaml").write_text(
+        "apiVersion: acp.gitops.dev/v1alpha1\nkind: LLM\nmetadata: {name: bench}\n"
+        "spec:\n  provider: openai\n  apiKeyFrom: {secretKeyRef: {name: bench, key: API_KEY}}\n"
+        f"  parameters: {{model: stub, baseUrl: '{url}'}}\n"
+    )
+    (repo / "agent.yaml").write_text(
+        "apiVersion: acp.gitops.dev/v1alpha1\nkind: Agent\nmetadata: {name: bench}\n"
+        "spec:\n  llmRef: {name: bench}\n  system: You are a benchmark.\n"
+    )
+    tasks = repo / "tasks"
+    tasks.mkdir()
+    for i in range(n_tasks):
+        write_task(tasks, f"task-{i:05d}")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", f"{n_tasks} tasks")
+    return repo, secrets
+
+
+def write_task(folder: Path, name: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        "apiVersion: acp.gitops.dev/v1alpha1\nkind: Task\n"
+        f"metadata: {{name: {name}}}\nspec:\n  agentRef: {{name: bench}}\n  userMessage: Benchmark {name}\n"
+    )
+    return path
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# -- throughput: runs in a child process ---------------------------------------------------------
+
+
+def child(repo: Path, secrets: Path) -> None:
+    """Run the Manager once over `repo` and print its figures as JSON."""
+    from gitops_acp.llm.openai_client import OpenAIClient
+    from gitops_acp.reactor.manager import Manager, ServeOptions
+    from gitops_acp.secrets import SecretResolver
+
+    manager = Manager(ServeOptions(repo=repo, once=True), llm=OpenAIClient(), secrets=SecretResolver(secrets))
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    asyncio.run(manager.run())
+    elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    stats = manager.writer.stats
+    durations = list(stats.durations_ms)
+    print(
+        json.dumps(
+            {
+                "seconds": elapsed,
+                "cpu_seconds": cpu,
+                "commits": stats.commits,
+                "checkpoints": stats.resources,
+                "commit_p50_ms": percentile(durations, 50),
+                "commit_p99_ms": percentile(durations, 99),
+                "commit_total_ms": sum(durations),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def throughput(n: int, url: str) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="bench-acp-") as tmp:
+        repo, secrets = make_repo(Path(tmp), url, n)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(repo), str(secrets)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+        phases = git(repo, "grep", "-c", "phase: FinalAnswer", "acp/status", "--", "status/tasks/")
+        done = sum(int(line.rsplit(":", 1)[1]) for line in phases.splitlines() if line)
+        if done != n:
+            raise SystemExit(f"only {done} of {n} tasks reached FinalAnswer")
+        figures["size_kb"] = sum(f.stat().st_size for f in (repo / ".git").rglob("*") if f.is_file()) / 1024
+        return figures
+
+
+# -- reaction: serve in the background ------------------------------------------------------------
+
+
+def stub_requests(url: str) -> list[dict[str, object]]:
+    root = url.rsplit("/v1", 1)[0]
+    with urllib.request.urlopen(f"{root}/_stub/requests", timeout=10) as response:
+        data = json.load(response)
+    return data if isinstance(data, list) else list(data.get("requests", []))
+
+
+def first_request_time(url: str, marker: str) -> float | None:
+    for record in stub_requests(url):
+        body = record.get("body")
+        if isinstance(body, dict) and marker in json.dumps(body.get("messages", [])):
+            stamp = record.get("time")
+            return float(stamp) if isinstance(stamp, int | float) else None
+    return None
+
+
+def reaction(url: str, trials: int = 30) -> list[float]:
+    latencies: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-acp-") as tmp:
+        repo, secrets = make_repo(Path(tmp), url, 0)
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "gitops_acp", "--repo", str(repo), "serve", "--secrets-dir", str(secrets)],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.time() + 30
+            while time.time() < deadline:  # wait until the agent is Ready
+                status = subprocess.run(
+                    ["git", "show", "acp/status:status/agents/bench.yaml"],
+                    cwd=repo,
+                    capture_output=True,
+                    text=True,
+                )
+                if "status: Ready" in status.stdout:
+                    break
+                time.sleep(0.05)
+            for i in range(trials):
+                name = f"react-{i:03d}"
+                write_task(repo / "tasks", name)
+                git(repo, "add", "tasks")
+                subprocess.run(["git", "commit", "-q", "-m", name], cwd=repo, check=True)
+                committed = time.time()
+                deadline = time.time() + 10
+                seen = None
+                while seen is None and time.time() < deadline:
+                    time.sleep(0.01)
+                    seen = first_request_time(url, f"Benchmark {name}")
+                if seen is None:
+                    raise SystemExit(f"no LLM request for {name} within 10 s")
+                latencies.append((seen - committed) * 1000)
+                time.sleep(0.05)
+        finally:
+            serve.terminate()
+            serve.wait(10)
+    return latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, action="append", help="task counts (default: 1, 100, 1000)")
+    parser.add_argument("--skip-reaction", action="store_true")
+    parser.add_argument("--child", nargs=2, metavar=("REPO", "SECRETS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(Path(args.child[0]), Path(args.child[1]))
+        return 0
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {git(ROOT, '--version')}")
+    stub, url = start_stub()
+    try:
+        print(
+            f"{'N':>6} {'tasks/s':>8} {'seconds':>8} {'cpu s':>7} {'commits':>8} {'checkpoints':>11} "
+            f"{'commit p50':>10} {'p99 ms':>7} {'ms/ckpt':>8} {'RSS MB':>7} {'repo KB':>8}"
+        )
+        for n in args.n or [1, 100, 1000]:
+            f = throughput(n, url)
+            print(
+                f"{n:>6} {n / f['seconds']:>8.1f} {f['seconds']:>8.2f} {f['cpu_seconds']:>7.2f} "
+                f"{int(f['commits']):>8} {int(f['checkpoints']):>11} {f['commit_p50_ms']:>10.2f} "
+                f"{f['commit_p99_ms']:>7.2f} {f['commit_total_ms'] / max(f['checkpoints'], 1):>8.3f} "
+                f"{f['peak_rss_mb']:>7.1f} {f['size_kb']:>8.0f}"
+            )
+        if not args.skip_reaction:
+            latencies = reaction(url)
+            print(
+                f"reaction (commit on main -> first LLM request), {len(latencies)} trials: "
+                f"p50 {percentile(latencies, 50):.1f} ms, p90 {percentile(latencies, 90):.1f} ms, "
+                f"min {min(latencies):.1f} ms, max {max(latencies):.1f} ms, "
+                f"mean {statistics.mean(latencies):.1f} ms"
+            )
+    finally:
+        stub.terminate()
+        stub.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
