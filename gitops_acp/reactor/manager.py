@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import watchfiles
+
 from gitops_acp.controllers import registry
 from gitops_acp.controllers.base import Controller, Key, Settings
 from gitops_acp.llm.client import LLMClient
@@ -50,6 +52,9 @@ from gitops_acp.store.status import Change, StatusWriter
 __all__ = ["Manager", "ServeOptions"]
 
 log = logging.getLogger("gitops_acp")
+
+#: Kinds whose controllers resolve secrets: a change under --secrets-dir wakes them.
+SECRET_USERS = (Kind.LLM, Kind.MCPServer, Kind.ContactChannel)
 
 #: Kinds in the order start-up enqueues them: dependencies before their dependents.
 START_ORDER = (Kind.LLM, Kind.ContactChannel, Kind.MCPServer, Kind.Agent, Kind.Task, Kind.ToolCall)
@@ -119,6 +124,7 @@ class Manager:
         self._queue = WorkQueue(self._reconcile, concurrency=options.concurrency)
         self._watcher: RefWatcher | None = None
         self._stop = asyncio.Event()
+        self._secrets_watch: asyncio.Task[None] | None = None
 
     # -- Context (what controllers see) --------------------------------------------------------
 
@@ -318,6 +324,8 @@ class Manager:
             ignore_prefixes=("heads/" + self.options.status_branch,),
         )
         self._watcher.start()
+        if self._secrets.secrets_dir is not None:
+            self._secrets_watch = asyncio.create_task(self._watch_secrets(self._secrets.secrets_dir))
         self._queue.start()
         log.info(
             "serving %s: %d resources on %s, %d status files on %s",
@@ -327,6 +335,20 @@ class Manager:
             len(self._observed),
             self.options.status_branch,
         )
+
+    async def _watch_secrets(self, directory: Path) -> None:
+        """A rotated secret (a mounted Kubernetes secret is swapped by symlink) re-validates what uses it."""
+        try:
+            async for _ in watchfiles.awatch(
+                directory, stop_event=self._stop, debounce=200, watch_filter=None
+            ):
+                for kind, name in list(self._desired.resources):
+                    if kind in SECRET_USERS:
+                        self._queue.add((kind, name))
+        except Exception:  # the periodic re-validation still notices, only later
+            log.warning(
+                "watching --secrets-dir %s failed; rotated secrets are noticed within minutes", directory
+            )
 
     async def run(self) -> int:
         """Reconcile until stopped by a signal (or, with `once`, until nothing can progress)."""
@@ -360,6 +382,9 @@ class Manager:
 
     async def _shutdown(self) -> None:
         await self._queue.stop()
+        if self._secrets_watch is not None:
+            self._secrets_watch.cancel()
+            await asyncio.gather(self._secrets_watch, return_exceptions=True)
         if self._watcher is not None:
             await self._watcher.stop()
         await self._writer.close()  # commits every checkpoint already handed to it

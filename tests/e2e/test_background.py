@@ -13,6 +13,10 @@ from collections.abc import Callable
 import pytest
 
 from tests.e2e.conftest import (
+    AGENT_NAME,
+    LLM_NAME,
+    SECRET_KEY,
+    SECRET_NAME,
     AcpRepo,
     Background,
     Stub,
@@ -119,4 +123,27 @@ def test_an_agent_committed_before_its_llm_waits_then_runs_its_task(
     assert _ready(acp_repo, "agents", "early-agent")
     moves = [(old, new) for old, new, _ in acp_repo.transitions("Task", "patient")]
     assert moves[-2:] == [("Pending", "ReadyForLLM"), ("ReadyForLLM", "FinalAnswer")]
+    _stop(background)
+
+
+def test_a_rotated_secret_revalidates_the_llm_without_a_commit(
+    acp_repo: AcpRepo, stub: Stub, secret_value: str, serve_bg: Callable[..., Background]
+) -> None:
+    key_file = acp_repo.secrets / SECRET_NAME / SECRET_KEY
+    assert key_file.exists(), "the fixture's secret layout changed"
+    key_file.write_text("a-wrong-key\n")  # the stub demands `secret_value`: 401 until rotated
+    background = serve_bg(acp_repo, *SLOW_POLL)
+    wait_for(
+        lambda: ((acp_repo.status("llms", LLM_NAME) or {}).get("status") or {}).get("status") == "Error",
+        timeout=60,
+        what="the LLM in Error (wrong key)",
+    )
+    commits = acp_repo.status_commit_count()
+    key_file.write_text(secret_value + "\n")  # rotate: no commit on main
+    wait_for(lambda: _ready(acp_repo, "llms", LLM_NAME), timeout=REACTION, what="the LLM Ready again")
+    wait_for(lambda: _ready(acp_repo, "agents", AGENT_NAME), timeout=REACTION, what="its agent Ready")
+    assert acp_repo.status_commit_count() > commits
+    log = "\n".join(c.subject for c in acp_repo.commits())
+    assert secret_value not in log
+    assert "a-wrong-key" not in background.stderr()
     _stop(background)
