@@ -99,7 +99,9 @@ def child(repo: Path, secrets: Path) -> None:
     from gitops_acp.reactor.manager import Manager, ServeOptions
     from gitops_acp.secrets import SecretResolver
 
-    manager = Manager(ServeOptions(repo=repo, once=True), llm=OpenAIClient(), secrets=SecretResolver(secrets))
+    # 16 in flight: the stub answers at once, so more in flight only adds connection-pool CPU.
+    llm = OpenAIClient(max_concurrent_requests=16)
+    manager = Manager(ServeOptions(repo=repo, once=True), llm=llm, secrets=SecretResolver(secrets))
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     asyncio.run(manager.run())

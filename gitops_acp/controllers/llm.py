@@ -95,7 +95,7 @@ class LLMController:
     async def _validate(self, llm: LLM, ctx: Context) -> tuple[LLMStatus, Result]:
         try:
             config = llm_config(llm, ctx.secrets, timeout=ctx.settings.llm_timeout)
-        except SecretError as exc:
+        except (SecretError, ValueError) as exc:  # ValueError: LLMConfigError, e.g. vertex without baseUrl
             return _error(str(exc)), Result(ctx.settings.error_retry, progress=False)
         try:
             await ctx.llm.complete(replace(config, max_tokens=1), [{"role": "user", "content": "test"}])
@@ -103,8 +103,6 @@ class LLMController:
             return _error(f"validation request failed: {exc}"), Result(
                 ctx.settings.error_retry, progress=False
             )
-        except ValueError as exc:  # a configuration the client refuses (e.g. vertex without baseUrl)
-            return _error(str(exc)), Result(ctx.settings.error_retry, progress=False)
         detail = f"{llm.spec.provider} provider validated successfully"
         return (
             LLMStatus(ready=True, status=Condition.Ready, status_detail=detail),

@@ -27,6 +27,7 @@ temporary clone exactly as that person would. The reconciler never calls them.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import io
 import os
@@ -330,6 +331,7 @@ class GitRepo:
         self._packed_key: tuple[int, int, int] | None = None
         self._packed: dict[str, str] = {}
         self._prefer_ls_tree = False
+        self._updater: subprocess.Popen[bytes] | None = None  # a long-lived `git update-ref --stdin`
         # Our subprocesses get the repository explicitly, so stray GIT_DIR & co never redirect them;
         # the same for GitPython's persistent cat-file.
         repo.git.update_environment(**{k: None for k in _REPO_ENV_VARS if k in os.environ})
@@ -371,7 +373,8 @@ class GitRepo:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the persistent `git cat-file` processes (each holds a few MB until closed)."""
+        """Stop the persistent `git cat-file` and `update-ref` processes (a few MB each until closed)."""
+        self._stop_updater()
         self._repo.close()
 
     def __enter__(self) -> Self:
@@ -461,11 +464,15 @@ class GitRepo:
         """Move `ref` from `old` (None: it must not exist) to `new` atomically, or raise RefConflictError."""
         if not ref.startswith("refs/"):
             raise StoreError(f"refusing to update {ref!r}: give a full ref name (refs/...)")
-        reflog = message.splitlines()[0] if message else "gitops-acp"
-        proc = self._git("update-ref", "-m", reflog, ref, new, old or ZERO_OID, check=False)
-        if proc.returncode == 0:
+        done, err = self._update_via_stdin(ref, new, old)
+        if done:
             return
-        err = proc.stderr.decode("utf-8", "replace")
+        if err is None:  # the persistent process is unusable: one process for this update
+            reflog = message.splitlines()[0] if message else "gitops-acp"
+            proc = self._git("update-ref", "-m", reflog, ref, new, old or ZERO_OID, check=False)
+            if proc.returncode == 0:
+                return
+            err = proc.stderr.decode("utf-8", "replace")
         if match := _CONFLICT_AT.search(err):
             raise RefConflictError(ref, expected=old, actual=match.group(1))
         actual = self.resolve(ref)
@@ -474,7 +481,71 @@ class GitRepo:
         # when someone else is moving it right now.
         if actual != old or "cannot lock ref" in err:
             raise RefConflictError(ref, expected=old, actual=actual)
-        raise StoreError(f"git update-ref {ref} failed: {_tail(proc)}")
+        raise StoreError(f"git update-ref {ref} failed: {err.strip()[-500:]}")
+
+    def _update_via_stdin(self, ref: str, new: str, old: str | None) -> tuple[bool, str | None]:
+        """Move the ref in a transaction of one long-lived `git update-ref --stdin`.
+
+        The same compare-and-swap as `git update-ref <ref> <new> <old>` (git locks the ref and
+        checks `old` in `prepare`), without a process start per checkpoint: 0.5 ms instead of 2-3 ms,
+        most of a single checkpoint's cost. Returns (True, None) when the ref moved; (False, stderr)
+        when git refused (the process then exits and is restarted on next use); (False, None) when
+        the process could not be used at all.
+        """
+        proc = self._updater
+        if proc is None or proc.poll() is not None:
+            try:
+                proc = self._updater = subprocess.Popen(
+                    [
+                        "git",
+                        f"--git-dir={self._git_dir}",
+                        "update-ref",
+                        "--stdin",
+                        "-m",
+                        "gitops-acp checkpoint",
+                    ],
+                    cwd=self._git_dir,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=_git_env(),
+                )
+            except OSError:
+                return False, None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        try:
+            proc.stdin.write(f"start\nupdate {ref} {new} {old or ZERO_OID}\nprepare\ncommit\n".encode())
+            proc.stdin.flush()
+            replies = [proc.stdout.readline() for _ in range(3)]
+        except OSError:
+            replies = []
+        if replies == [b"start: ok\n", b"prepare: ok\n", b"commit: ok\n"]:
+            return True, None
+        err = self._stop_updater()
+        return False, (err or None)
+
+    def _stop_updater(self) -> str:
+        """Stop the `update-ref --stdin` process; return what it wrote on stderr."""
+        proc, self._updater = self._updater, None
+        if proc is None:
+            return ""
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        err = b""
+        if proc.stderr is not None:
+            err = proc.stderr.read()
+            proc.stderr.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        return err.decode("utf-8", "replace")
 
     # -- reading objects ----------------------------------------------------------------------
 

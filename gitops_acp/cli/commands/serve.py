@@ -58,6 +58,12 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
         help="transient LLM failures before a task fails (default: 10)",
     )
     parser.add_argument(
+        "--llm-concurrency",
+        type=int,
+        default=128,
+        help="LLM requests in flight per endpoint (default: 128)",
+    )
+    parser.add_argument(
         "--llm-timeout", type=float, default=120.0, help="seconds per LLM request (default: 120)"
     )
     parser.add_argument(
@@ -108,5 +114,8 @@ def run(args: argparse.Namespace) -> int:
     from gitops_acp.secrets import SecretResolver
 
     options = options_from(args)
-    manager = Manager(options, llm=OpenAIClient(), secrets=SecretResolver(args.secrets_dir))
+    if args.llm_concurrency < 1:
+        raise UserError("--llm-concurrency must be at least 1")
+    llm = OpenAIClient(max_concurrent_requests=args.llm_concurrency)
+    manager = Manager(options, llm=llm, secrets=SecretResolver(args.secrets_dir))
     return asyncio.run(manager.run())

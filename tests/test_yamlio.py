@@ -1,0 +1,109 @@
+"""Status files: whatever `yamlio.dump` writes loads back as exactly the data it was given."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import pytest
+import yaml
+
+from gitops_acp.store import yamlio
+
+ALPHABET = string.printable + "é✓\u2028\x85\x00\ufeff"
+
+
+def _text(rnd: random.Random) -> str:
+    return "".join(rnd.choice(ALPHABET) for _ in range(rnd.randint(0, 12)))
+
+
+def _value(rnd: random.Random, depth: int = 0) -> object:
+    choice = rnd.randint(0, 7 if depth < 3 else 4)
+    if choice in (0, 3):
+        return _text(rnd)
+    if choice == 1:
+        return rnd.randint(-(10**20), 10**20)
+    if choice == 2:
+        return rnd.choice([True, False, None, 0.5, -1e300, 1e-7, 3.0, float("inf")])
+    if choice == 4:
+        return _text(rnd) + "\n" + _text(rnd)
+    if choice == 5:
+        return [_value(rnd, depth + 1) for _ in range(rnd.randint(0, 3))]
+    return {_text(rnd): _value(rnd, depth + 1) for _ in range(rnd.randint(0, 3))}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_documents_round_trip(seed: int) -> None:
+    rnd = random.Random(seed)
+    for _ in range(1500):
+        doc = {_text(rnd): _value(rnd) for _ in range(rnd.randint(1, 4))}
+        assert yaml.load(yamlio.dump(doc), Loader=yaml.CSafeLoader) == doc
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "yes",
+        "No",
+        "1.0",
+        "0x1F",
+        "2026-11-22T10:00:00Z",
+        "null",
+        "~",
+        "",
+        " lead",
+        "trail ",
+        "a: b",
+        "a #b",
+        "-x",
+        "*ref",
+        "&anchor",
+        "!tag",
+        "%x",
+        "@x",
+        "`x",
+        "'q'",
+        '"q"',
+        "{x}",
+        "[x]",
+        "1e3",
+        ".inf",
+        "=",
+        "<<",
+    ],
+)
+def test_strings_that_look_like_something_else_stay_strings(value: str) -> None:
+    assert yamlio.load(yamlio.dump({"k": value})) == {"k": value}
+
+
+def test_status_style_output_is_readable() -> None:
+    doc = {
+        "apiVersion": "acp.gitops.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": "hello", "labels": {}},
+        "status": {
+            "phase": "FinalAnswer",
+            "turns": 2,
+            "contextWindow": [
+                {"role": "system", "content": "You help.\nBe brief.\n"},
+                {"role": "user", "content": "Hi"},
+            ],
+        },
+    }
+    assert yamlio.dump(doc).decode() == (
+        "apiVersion: acp.gitops.dev/v1alpha1\n"
+        "kind: Task\n"
+        "metadata:\n"
+        "  name: hello\n"
+        "  labels: {}\n"
+        "status:\n"
+        "  phase: FinalAnswer\n"
+        "  turns: 2\n"
+        "  contextWindow:\n"
+        "  - role: system\n"
+        "    content: |\n"
+        "      You help.\n"
+        "      Be brief.\n"
+        "  - role: user\n"
+        "    content: Hi\n"
+    )
