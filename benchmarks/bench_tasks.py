@@ -47,7 +47,19 @@ def start_stub(script: Path | None = None) -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
-def make_repo(base: Path, url: str, n_tasks: int) -> tuple[Path, Path]:
+TOOL_SCRIPT = {
+    "rules": [
+        {
+            "match": "^Benchmark",
+            "when": "first",
+            "toolCalls": [{"name": "tools__echo", "arguments": {"text": "{user}"}}],
+        },
+        {"match": "^Benchmark", "when": "tool", "content": "The tool said: {tool}"},
+    ]
+}
+
+
+def make_repo(base: Path, url: str, n_tasks: int, *, tools: bool = False) -> tuple[Path, Path]:
     repo, secrets = base / "repo", base / "secrets"
     (secrets / "bench").mkdir(parents=True)
     (secrets / "bench" / "API_KEY").write_text("bench-key\n")
@@ -63,7 +75,14 @@ def make_repo(base: Path, url: str, n_tasks: int) -> tuple[Path, Path]:
     (repo / "agent.yaml").write_text(
         "apiVersion: acp.gitops.dev/v1alpha1\nkind: Agent\nmetadata: {name: bench}\n"
         "spec:\n  llmRef: {name: bench}\n  system: You are a benchmark.\n"
+        + ("  mcpServers: [{name: tools}]\n" if tools else "")
     )
+    if tools:  # the project's MCP test server over stdio: one persistent session for every call
+        (repo / "mcp.yaml").write_text(
+            "apiVersion: acp.gitops.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: tools}\n"
+            f"spec:\n  transport: stdio\n  command: {sys.executable}\n"
+            "  args: [-m, gitops_acp.mcp.testserver]\n"
+        )
     tasks = repo / "tasks"
     tasks.mkdir()
     for i in range(n_tasks):
@@ -91,6 +110,22 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # -- throughput: runs in a child process ---------------------------------------------------------
+
+
+def task_latencies(repo: Path) -> list[float]:
+    """Seconds from startTime to completionTime of every task, read from the status branch."""
+    from gitops_acp.controllers.base import parse_rfc3339
+    from gitops_acp.store.gitrepo import GitRepo
+    from gitops_acp.store.status import read_tip
+
+    with GitRepo.open(repo) as git_repo:
+        _, documents = read_tip(git_repo, "acp/status")
+    latencies = []
+    for (kind, _), doc in documents.items():
+        status = doc.get("status") or {}
+        if kind == "Task" and status.get("startTime") and status.get("completionTime"):
+            latencies.append(parse_rfc3339(status["completionTime"]) - parse_rfc3339(status["startTime"]))
+    return latencies
 
 
 def child(repo: Path, secrets: Path) -> None:
@@ -125,9 +160,9 @@ def child(repo: Path, secrets: Path) -> None:
     )
 
 
-def throughput(n: int, url: str) -> dict[str, float]:
+def throughput(n: int, url: str, *, tools: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-acp-") as tmp:
-        repo, secrets = make_repo(Path(tmp), url, n)
+        repo, secrets = make_repo(Path(tmp), url, n, tools=tools)
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(repo), str(secrets)],
             check=True,
@@ -140,6 +175,9 @@ def throughput(n: int, url: str) -> dict[str, float]:
         if done != n:
             raise SystemExit(f"only {done} of {n} tasks reached FinalAnswer")
         figures["size_kb"] = sum(f.stat().st_size for f in (repo / ".git").rglob("*") if f.is_file()) / 1024
+        latencies = task_latencies(repo)
+        figures["latency_p50"] = percentile(latencies, 50)
+        figures["latency_p95"] = percentile(latencies, 95)
         return figures
 
 
@@ -207,27 +245,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, action="append", help="task counts (default: 1, 100, 1000)")
     parser.add_argument("--skip-reaction", action="store_true")
+    parser.add_argument(
+        "--tools",
+        action="store_true",
+        help="two LLM turns and one MCP tool call per task (instead of one turn)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("REPO", "SECRETS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(Path(args.child[0]), Path(args.child[1]))
         return 0
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {git(ROOT, '--version')}")
-    stub, url = start_stub()
+    script = None
+    if args.tools:
+        script = Path(tempfile.mkdtemp(prefix="bench-acp-")) / "script.json"
+        script.write_text(json.dumps(TOOL_SCRIPT))
+    stub, url = start_stub(script)
+    turns = 2 if args.tools else 1
+    print("workload:", "2 LLM turns + 1 MCP tool call per task" if args.tools else "1 LLM turn per task")
     try:
         print(
-            f"{'N':>6} {'tasks/s':>8} {'seconds':>8} {'cpu s':>7} {'commits':>8} {'checkpoints':>11} "
-            f"{'commit p50':>10} {'p99 ms':>7} {'ms/ckpt':>8} {'RSS MB':>7} {'repo KB':>8}"
+            f"{'N':>6} {'tasks/s':>8} {'seconds':>8} {'cpu ms/turn':>11} {'lat p50':>8} {'p95 s':>6} "
+            f"{'commits':>8} {'checkpoints':>11} {'commit p50':>10} {'p99 ms':>7} {'ms/ckpt':>8} "
+            f"{'RSS MB':>7} {'repo KB':>8}"
         )
         for n in args.n or [1, 100, 1000]:
-            f = throughput(n, url)
+            f = throughput(n, url, tools=args.tools)
             print(
-                f"{n:>6} {n / f['seconds']:>8.1f} {f['seconds']:>8.2f} {f['cpu_seconds']:>7.2f} "
+                f"{n:>6} {n / f['seconds']:>8.1f} {f['seconds']:>8.2f} "
+                f"{f['cpu_seconds'] * 1000 / (n * turns):>11.2f} "
+                f"{f['latency_p50']:>8.2f} {f['latency_p95']:>6.2f} "
                 f"{int(f['commits']):>8} {int(f['checkpoints']):>11} {f['commit_p50_ms']:>10.2f} "
                 f"{f['commit_p99_ms']:>7.2f} {f['commit_total_ms'] / max(f['checkpoints'], 1):>8.3f} "
                 f"{f['peak_rss_mb']:>7.1f} {f['size_kb']:>8.0f}"
             )
-        if not args.skip_reaction:
+        if not args.skip_reaction and not args.tools:
             latencies = reaction(url)
             print(
                 f"reaction (commit on main -> first LLM request), {len(latencies)} trials: "

@@ -10,9 +10,11 @@ string matching at the call site::
     ├── SecretError               a secretKeyRef that does not resolve (never carries the value)
     ├── StoreError                the git store cannot do what was asked
     │   └── ConflictError         a compare-and-swap on a ref lost the race: re-read and retry
-    └── LLMError                  a chat completion failed
-        ├── TemporaryLLMError     408/409/429/5xx, timeouts, connection errors: back off and retry
-        └── PermanentLLMError     any other 4xx: fail the task with the provider's message
+    ├── LLMError                  a chat completion failed
+    │   ├── TemporaryLLMError     408/409/429/5xx, timeouts, connection errors: back off and retry
+    │   └── PermanentLLMError     any other 4xx: fail the task with the provider's message
+    └── MCPError                  an MCP server could not run a tool call: a JSON-RPC error, a timeout,
+                                  a server that is not connected or crashed (the text goes to the model)
 """
 
 from __future__ import annotations
@@ -74,3 +76,7 @@ class TemporaryLLMError(LLMError):
 
 class PermanentLLMError(LLMError):
     """Not worth retrying: any other 4xx. The message is the provider's."""
+
+
+class MCPError(ACPError):
+    """An MCP server could not run a tool call; the message says why and is shown to the model."""

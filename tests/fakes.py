@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitops_acp.controllers.base import Settings
-from gitops_acp.errors import LLMError
+from gitops_acp.errors import LLMError, MCPError
 from gitops_acp.llm.client import Completion, LLMConfig, ToolCallRequest, ToolSpec
+from gitops_acp.mcp import ServerConfig, ServerState, ToolInfo, ToolResult
 from gitops_acp.resources.loader import Loaded, load_file
 from gitops_acp.resources.meta import Kind
 from gitops_acp.resources.models import AnyResource
@@ -74,6 +75,44 @@ class FakeLLM:
         return None
 
 
+@dataclass
+class FakeMCP:
+    """MCP sessions as a dict: connected servers with tools, and a scripted reply per tool."""
+
+    servers: dict[str, ServerState] = field(default_factory=dict)
+    replies: dict[str, ToolResult | MCPError] = field(default_factory=dict)
+    calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    ensured: list[ServerConfig] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+
+    def connect(self, name: str, *tools: ToolInfo) -> None:
+        self.servers[name] = ServerState(
+            connected=True, tools=tools, error=None, restarts=0, protocol_version="x"
+        )
+
+    def ensure(self, config: ServerConfig) -> None:
+        self.ensured.append(config)
+
+    def state(self, name: str) -> ServerState | None:
+        return self.servers.get(name)
+
+    async def call_tool(
+        self, server: str, tool: str, arguments: dict[str, Any], *, timeout: float
+    ) -> ToolResult:
+        self.calls.append((server, tool, arguments))
+        reply = self.replies.get(tool, ToolResult(text=f"{tool} ok", is_error=False))
+        if isinstance(reply, MCPError):
+            raise reply
+        return reply
+
+    async def stop(self, name: str) -> None:
+        self.stopped.append(name)
+        self.servers.pop(name, None)
+
+    async def aclose(self) -> None:
+        self.servers.clear()
+
+
 class FakeContext:
     """Desired state from YAML text, observed state in a dict, checkpoints recorded in order."""
 
@@ -82,6 +121,7 @@ class FakeContext:
         yaml_text: str = "",
         *,
         llm: FakeLLM | None = None,
+        mcp: FakeMCP | None = None,
         environ: Mapping[str, str] | None = None,
         now: float = 1_800_000_000.0,
         settings: Settings | None = None,
@@ -94,6 +134,7 @@ class FakeContext:
         self.removed: list[tuple[Kind, str]] = []
         self.woken: list[tuple[Kind, str]] = []
         self._llm = llm or FakeLLM()
+        self._mcp = mcp or FakeMCP()
         self._secrets = SecretResolver(None, environ=environ or {"API_KEY": "test-key"})
         self.clock = now
         self._settings = settings or Settings(backoff_base=1.0, max_llm_attempts=3)
@@ -129,6 +170,10 @@ class FakeContext:
     @property
     def secrets(self) -> SecretResolver:
         return self._secrets
+
+    @property
+    def mcp(self) -> FakeMCP:
+        return self._mcp
 
     def now(self) -> float:
         return self.clock

@@ -5,11 +5,13 @@ from __future__ import annotations
 from gitops_acp.controllers.agent import AgentController
 from gitops_acp.controllers.base import Controller
 from gitops_acp.controllers.contactchannel import ContactChannelController
+from gitops_acp.controllers.delegation import DelegationExecutor
 from gitops_acp.controllers.llm import LLMController
 from gitops_acp.controllers.mcpserver import MCPServerController
+from gitops_acp.controllers.mcptools import MCPExecutor
 from gitops_acp.controllers.task import TaskController
 from gitops_acp.controllers.toolcall import ToolCallController
-from gitops_acp.resources.meta import Kind
+from gitops_acp.resources.meta import Kind, ToolType
 
 __all__ = ["registry"]
 
@@ -22,6 +24,6 @@ def registry() -> dict[Kind, Controller]:
         MCPServerController(),
         ContactChannelController(),
         TaskController(),
-        ToolCallController(),
+        ToolCallController({ToolType.MCP: MCPExecutor(), ToolType.DelegateToAgent: DelegationExecutor()}),
     ]
     return {controller.kind: controller for controller in controllers}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gitops_acp.controllers.base import DONE, Context, Key, Result
+from gitops_acp.controllers.catalog import DELEGATE_PREFIX, name_problem
 from gitops_acp.resources.meta import Condition, Kind
 from gitops_acp.resources.models import (
     LLM,
@@ -99,6 +100,12 @@ class AgentController:
                     f'waiting for ContactChannel "{ref.name}" to become ready{_why(channel)}',
                 )
             channels.append(ValidContactChannel(name=ref.name, type=str(channel.spec.type)))
+
+        names = [f"{s.name}__{tool}" for s in servers for tool in s.tools]
+        names += [DELEGATE_PREFIX + s.name for s in sub_agents]
+        problems = [p for p in map(name_problem, names) if p]
+        if problems:
+            return _status(Condition.Error, "; ".join(problems))
 
         return AgentStatus(
             ready=True,

@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 from gitops_acp.llm.client import LLMClient
+from gitops_acp.mcp import MCPManager
 from gitops_acp.resources.loader import Loaded
 from gitops_acp.resources.meta import Kind
 from gitops_acp.resources.models import AnyResource
@@ -55,6 +57,9 @@ class Settings:
     revalidate_interval: float = 300.0  # how often a Ready LLM checks whether its secret rotated
     error_retry: float = 30.0  # how soon an LLM or channel in Error is validated again
     llm_timeout: float = 120.0  # seconds per LLM request
+    tool_timeout: float = 60.0  # seconds per MCP tool call when the MCPServer sets no `timeout`
+    log_dir: Path | None = None  # where stdio MCP servers' stderr goes (one file per server)
+    max_delegation_depth: int = 5  # sub-agent chains longer than this are refused
 
 
 class Context(Protocol):
@@ -73,6 +78,11 @@ class Context(Protocol):
 
     @property
     def secrets(self) -> SecretResolver: ...
+
+    @property
+    def mcp(self) -> MCPManager:
+        """The MCP sessions of this process (one per MCPServer)."""
+        ...
 
     def now(self) -> float:
         """Seconds since the epoch (a fake clock in tests)."""

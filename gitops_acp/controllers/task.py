@@ -14,11 +14,14 @@ ToolCall file, so a crash can never leave a task waiting for tool calls that wer
 
 from __future__ import annotations
 
+import hashlib
 import random
 import string
 from collections.abc import Awaitable, Callable, Iterable
 
 from gitops_acp.controllers.base import DONE, Context, Key, Result, parse_rfc3339, rfc3339
+from gitops_acp.controllers.catalog import agent_catalog
+from gitops_acp.controllers.delegation import child_task_name
 from gitops_acp.controllers.llm import llm_config
 from gitops_acp.errors import LLMError, SecretError
 from gitops_acp.llm.client import Completion
@@ -64,8 +67,14 @@ def request_id() -> str:
 
 
 def toolcall_name(task: str, request: str, index: int) -> str:
-    """ACP's deterministic ToolCall name: `<task>-<requestId>-tc-<NN>`, NN 1-based in the LLM's order."""
-    return f"{task}-{request}-tc-{index:02d}"
+    """ACP's deterministic ToolCall name: `<task>-<requestId>-tc-<NN>`, NN 1-based in the LLM's order.
+
+    Names are at most 63 characters; a long task name is cut and a digest of it keeps it unique.
+    """
+    suffix = f"-{request}-tc-{index:02d}"
+    if len(task) + len(suffix) > 63:
+        task = f"{task[: 62 - len(suffix) - 9].rstrip('-')}-{hashlib.sha256(task.encode()).hexdigest()[:8]}"
+    return task + suffix
 
 
 def tool_type_of(function_name: str) -> ToolType:
@@ -167,7 +176,8 @@ class TaskController:
         try:
             config = llm_config(llm, ctx.secrets, timeout=ctx.settings.llm_timeout)
             messages = [m.model_dump(by_alias=True, exclude_none=True) for m in status.context_window]
-            completion = await ctx.llm.complete(config, messages, ())
+            tools = [entry.spec() for entry in agent_catalog(agent, ctx).values()] if agent else []
+            completion = await ctx.llm.complete(config, messages, tools)
         except LLMError as exc:
             return await self._llm_failed(task, ctx, exc)
         except SecretError as exc:  # rotated away between validation and now: retry like a transient error
@@ -208,6 +218,8 @@ class TaskController:
 
         request = request_id()
         name = task.metadata.name
+        agent = _agent(task, ctx)
+        offered = agent_catalog(agent, ctx) if agent is not None else {}
         tool_calls = [
             ToolCall(
                 api_version=task.api_version,
@@ -220,7 +232,7 @@ class TaskController:
                     tool_call_id=call.id,
                     task_ref=LocalObjectReference(name=name),
                     tool_ref=LocalObjectReference(name=call.name),
-                    tool_type=tool_type_of(call.name),
+                    tool_type=offered[call.name].type if call.name in offered else tool_type_of(call.name),
                     arguments=call.arguments,
                 ),
                 status=ToolCallStatus(
@@ -447,7 +459,16 @@ def _timeout_result(task: Task, ctx: Context) -> Result:
 
 
 async def _cancel(task: Task, ctx: Context, reason: str) -> None:
-    """Cancel the task and, in the same commit, its tool calls that have not finished."""
+    """Cancel the task and, in the same commit, its unfinished tool calls and their sub-agent tasks."""
+    objects = _cancelled_tree(task, ctx, reason)
+    await ctx.checkpoint(*objects)
+    for obj in objects[1:]:
+        ctx.wake(Kind(obj.kind), obj.metadata.name)
+
+
+def _cancelled_tree(task: Task, ctx: Context, reason: str, depth: int = 0) -> list[AnyResource]:
+    """The task cancelled, then each unfinished tool call failed and each child task cancelled."""
+    now = rfc3339(ctx.now())
     status = task.status or TaskStatus()
     cancelled = status.model_copy(
         update={
@@ -457,35 +478,37 @@ async def _cancel(task: Task, ctx: Context, reason: str) -> None:
             "status_detail": reason,
             "error": reason,
             "next_attempt_time": None,
-            "completion_time": rfc3339(ctx.now()),
+            "completion_time": now,
         }
     )
-    children: list[AnyResource] = []
-    if status.phase == TaskPhase.ToolCallsPending and status.tool_call_request_id:
-        for index, _ in enumerate(_pending_calls(task), start=1):
-            call = ctx.observed(
-                Kind.ToolCall, toolcall_name(task.metadata.name, status.tool_call_request_id, index)
-            )
-            if (
-                isinstance(call, ToolCall)
-                and call.status
-                and call.status.phase not in TERMINAL_TOOLCALL_PHASES
-            ):
-                children.append(
-                    call.model_copy(
-                        update={
-                            "status": call.status.model_copy(
-                                update={
-                                    "phase": ToolCallPhase.Failed,
-                                    "status": Condition.Error,
-                                    "status_detail": f"cancelled: {reason}",
-                                    "error": f"cancelled: {reason}",
-                                    "completion_time": rfc3339(ctx.now()),
-                                }
-                            )
-                        }
-                    )
-                )
-    await ctx.checkpoint(task.model_copy(update={"status": cancelled}), *children)
-    for child in children:
-        ctx.wake(Kind.ToolCall, child.metadata.name)
+    objects: list[AnyResource] = [task.model_copy(update={"status": cancelled})]
+    if status.phase != TaskPhase.ToolCallsPending or not status.tool_call_request_id or depth > 20:
+        return objects
+    for index, _ in enumerate(_pending_calls(task), start=1):
+        name = toolcall_name(task.metadata.name, status.tool_call_request_id, index)
+        call = ctx.observed(Kind.ToolCall, name)
+        if (
+            not isinstance(call, ToolCall)
+            or call.status is None
+            or call.status.phase in TERMINAL_TOOLCALL_PHASES
+        ):
+            continue
+        error = f"cancelled: {reason}"
+        failed = call.status.model_copy(
+            update={
+                "phase": ToolCallPhase.Failed,
+                "status": Condition.Error,
+                "status_detail": error,
+                "error": error,
+                "completion_time": now,
+            }
+        )
+        objects.append(call.model_copy(update={"status": failed}))
+        child = ctx.observed(Kind.Task, child_task_name(name))
+        if (
+            isinstance(child, Task)
+            and child.metadata.labels.get(LABEL_PARENT_TOOLCALL) == name
+            and (child.status is None or child.status.phase not in TERMINAL_TASK_PHASES)
+        ):
+            objects += _cancelled_tree(child, ctx, f"parent task {task.metadata.name} cancelled", depth + 1)
+    return objects

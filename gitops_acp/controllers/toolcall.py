@@ -1,12 +1,12 @@
 """ToolCall controller: run one tool call durably, and tell the model what happened.
 
 ToolCalls exist only on the status branch: the task controller creates them, in the same commit
-as the assistant message that asked for them. This controller moves each one to a terminal phase;
-every terminal checkpoint wakes the task, which appends the results in the LLM's order.
+as the assistant message that asked for them. This controller moves each one to a terminal phase
+through the executor of its type (MCP tools, sub-agents; humans come with approvals); every
+checkpoint wakes the task, which appends the results in the LLM's order once all are terminal.
 
-Execution goes through executors registered per tool type (MCP, sub-agents, humans). A call whose
-tool is not offered to the agent, or whose arguments are not a JSON object, fails with a message the
-model can read and act on (ACP handed the model an empty string instead).
+A call whose tool the agent does not offer, or whose arguments are not a JSON object, fails with a
+message the model can read and act on (ACP handed the model an empty string instead).
 """
 
 from __future__ import annotations
@@ -15,22 +15,24 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from gitops_acp.controllers.base import DONE, Context, Key, Result, rfc3339
-from gitops_acp.resources.meta import TERMINAL_TOOLCALL_PHASES, Condition, Kind, ToolCallPhase, ToolType
-from gitops_acp.resources.models import AnyResource, ToolCall, ToolCallStatus
+from gitops_acp.controllers.base import DONE, Context, Key, Result
+from gitops_acp.controllers.calls import finish
+from gitops_acp.controllers.catalog import split_mcp_name
+from gitops_acp.resources.meta import TERMINAL_TOOLCALL_PHASES, Kind, ToolCallPhase, ToolType
+from gitops_acp.resources.models import AnyResource, ToolCall
 
 __all__ = ["Executor", "ToolCallController"]
 
 
 class Executor(Protocol):
-    """Runs tool calls of one tool type; returns the call with its next status."""
+    """Runs tool calls of one tool type, committing each checkpoint through `ctx`."""
 
     def offers(self, call: ToolCall, ctx: Context) -> bool:
         """Whether the call's tool is available to the task's agent."""
         ...
 
     async def execute(self, call: ToolCall, ctx: Context) -> Result:
-        """Move the call forward, committing each checkpoint through `ctx`."""
+        """Move the call forward (it is known to be offered, with valid arguments, when Pending)."""
         ...
 
 
@@ -43,7 +45,9 @@ class ToolCallController:
         self._executors = dict(executors or {})
 
     def dependencies(self, obj: AnyResource) -> Iterable[Key]:
-        return ()
+        assert isinstance(obj, ToolCall)
+        if obj.spec.tool_type == ToolType.MCP:
+            yield (Kind.MCPServer, split_mcp_name(obj.spec.tool_ref.name)[0])
 
     async def reconcile(self, name: str, ctx: Context) -> Result:
         call = ctx.observed(Kind.ToolCall, name)
@@ -53,32 +57,20 @@ class ToolCallController:
             return DONE
         executor = self._executors.get(call.spec.tool_type)
         tool = call.spec.tool_ref.name
-        if executor is None or not executor.offers(call, ctx):
-            await _fail(call, ctx, f'unknown tool "{tool}": the agent has no tool of that name')
-            return DONE
-        if not _is_json_object(call.spec.arguments):
-            await _fail(
-                call,
-                ctx,
-                f'invalid arguments for "{tool}": expected a JSON object, got {call.spec.arguments!r}',
-            )
+        if call.status.phase == ToolCallPhase.Pending:
+            if executor is None or not executor.offers(call, ctx):
+                await finish(call, ctx, error=f'unknown tool "{tool}": the agent has no tool of that name')
+                return DONE
+            if not _is_json_object(call.spec.arguments):
+                got = call.spec.arguments[:500]
+                await finish(
+                    call, ctx, error=f'invalid arguments for "{tool}": expected a JSON object, got {got!r}'
+                )
+                return DONE
+        if executor is None:
+            await finish(call, ctx, error=f"no executor for tool type {call.spec.tool_type}")
             return DONE
         return await executor.execute(call, ctx)
-
-
-async def _fail(call: ToolCall, ctx: Context, error: str) -> None:
-    status = call.status or ToolCallStatus()
-    failed = status.model_copy(
-        update={
-            "phase": ToolCallPhase.Failed,
-            "status": Condition.Error,
-            "status_detail": error,
-            "error": error,
-            "start_time": status.start_time or rfc3339(ctx.now()),
-            "completion_time": rfc3339(ctx.now()),
-        }
-    )
-    await ctx.checkpoint(call.model_copy(update={"status": failed}))  # the reactor wakes the task
 
 
 def _is_json_object(arguments: str) -> bool:

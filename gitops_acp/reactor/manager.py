@@ -32,6 +32,7 @@ import watchfiles
 from gitops_acp.controllers import registry
 from gitops_acp.controllers.base import Controller, Key, Settings
 from gitops_acp.llm.client import LLMClient
+from gitops_acp.mcp import MCPManager
 from gitops_acp.reactor.queue import Requeue, WorkQueue
 from gitops_acp.reactor.watcher import RefWatcher
 from gitops_acp.resources.loader import Loaded
@@ -41,6 +42,8 @@ from gitops_acp.resources.meta import (
     API_VERSION,
     LABEL_PARENT_TOOLCALL,
     LABEL_TASK,
+    TERMINAL_TASK_PHASES,
+    TERMINAL_TOOLCALL_PHASES,
     Kind,
 )
 from gitops_acp.resources.models import AnyResource, from_document, to_document
@@ -89,11 +92,18 @@ def phase_of(obj: AnyResource | None) -> str:
 
 
 def _signature(obj: AnyResource | None) -> tuple[object, ...]:
-    """What dependents care about: readiness and phase (not, e.g., a retry counter)."""
+    """What dependents care about: readiness, phase, an MCP server's tools (not, e.g., a retry counter)."""
     if obj is None or obj.status is None:
         return ()
     status = obj.status
-    return (getattr(status, "phase", None), getattr(status, "status", None), getattr(status, "ready", None))
+    tools = tuple(tool.name for tool in getattr(status, "tools", ()))
+    return (
+        getattr(status, "phase", None),
+        getattr(status, "status", None),
+        getattr(status, "ready", None),
+        getattr(status, "connected", None),
+        tools,
+    )
 
 
 class Manager:
@@ -107,6 +117,7 @@ class Manager:
         secrets: SecretResolver,
         clock: Callable[[], float] = time.time,
         controllers: dict[Kind, Controller] | None = None,
+        mcp: MCPManager | None = None,
     ) -> None:
         self.options = options
         self._llm = llm
@@ -124,6 +135,7 @@ class Manager:
         self._queue = WorkQueue(self._reconcile, concurrency=options.concurrency)
         self._watcher: RefWatcher | None = None
         self._stop = asyncio.Event()
+        self._mcp = mcp if mcp is not None else MCPManager(on_change=self._mcp_changed)
         self._secrets_watch: asyncio.Task[None] | None = None
 
     # -- Context (what controllers see) --------------------------------------------------------
@@ -143,6 +155,23 @@ class Manager:
     @property
     def secrets(self) -> SecretResolver:
         return self._secrets
+
+    @property
+    def mcp(self) -> MCPManager:
+        return self._mcp
+
+    def _mcp_changed(self, name: str) -> None:
+        """A session connected, dropped or changed its tools: commit the MCPServer's new state."""
+        self._queue.add((Kind.MCPServer, name))
+
+    def _mcp_connecting(self) -> bool:
+        """Whether a declared MCP server is still starting (work in progress for `serve --once`)."""
+        for kind, name in self._desired.resources:
+            if kind == Kind.MCPServer:
+                state = self._mcp.state(name)
+                if state is None or (not state.connected and state.error is None):
+                    return True
+        return False
 
     def now(self) -> float:
         return self._clock()
@@ -200,6 +229,12 @@ class Manager:
                     self._observed.pop(key, None)
                 else:
                     self._observed[key] = obj
+                    if (
+                        old is None
+                        and key[0] in (Kind.ToolCall, Kind.Task)
+                        and key not in self._desired.resources
+                    ):
+                        self._index(key, obj, self._dependents)  # created by the reconciler: index it now
                 if log.isEnabledFor(logging.INFO) and phase_of(old) != phase_of(obj):
                     log.info("%s/%s: %s -> %s", key[0], key[1], phase_of(old), phase_of(obj))
                 if _signature(old) != _signature(obj):
@@ -259,15 +294,19 @@ class Manager:
         objects += [
             (k, obj)
             for k, obj in self._observed.items()
-            if k[0] == Kind.Task and LABEL_PARENT_TOOLCALL in obj.metadata.labels
+            if (k[0] == Kind.Task and LABEL_PARENT_TOOLCALL in obj.metadata.labels)
+            or (k[0] == Kind.ToolCall and _unfinished(obj))
         ]
         for key, obj in objects:
-            controller = self._controllers.get(key[0])
-            if controller is None:
-                continue
+            self._index(key, obj, dependents)
+        self._dependents = dependents
+
+    def _index(self, key: Key, obj: AnyResource, dependents: dict[Key, set[Key]]) -> None:
+        """Record what `obj` depends on."""
+        controller = self._controllers.get(key[0])
+        if controller is not None:
             for dependency in controller.dependencies(obj):
                 dependents[dependency].add(key)
-        self._dependents = dependents
 
     async def _read_main(self) -> bool:
         """Read `main` if it moved; enqueue what changed. Returns whether it moved."""
@@ -362,7 +401,10 @@ class Manager:
             while not self._stop.is_set():
                 await self._read_main()
                 if self.options.once and self._queue.is_idle():
-                    break
+                    if not self._mcp_connecting():
+                        break
+                    await asyncio.sleep(0.05)  # a session is starting: its state change wakes the queue
+                    continue
                 waiters = [
                     asyncio.ensure_future(self._watcher.wait()),
                     asyncio.ensure_future(self._stop.wait()),
@@ -382,6 +424,7 @@ class Manager:
 
     async def _shutdown(self) -> None:
         await self._queue.stop()
+        await self._mcp.aclose()  # no MCP server process outlives serve
         if self._secrets_watch is not None:
             self._secrets_watch.cancel()
             await asyncio.gather(self._secrets_watch, return_exceptions=True)
@@ -399,6 +442,11 @@ class Manager:
     def writer(self) -> StatusWriter:
         """The status writer (its stats feed the benchmarks)."""
         return self._writer
+
+
+def _unfinished(obj: AnyResource) -> bool:
+    phase = getattr(obj.status, "phase", None)
+    return phase not in TERMINAL_TOOLCALL_PHASES and phase not in TERMINAL_TASK_PHASES
 
 
 def _ordered(keys: Iterable[Key]) -> list[Key]:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,12 @@ DEMO_SCRIPT: dict[str, Any] = {
             "message": "upstream overloaded (scripted by the demo)",
         },
         {"match": "Name a planet", "content": "Saturn: its rings are the brightest in the solar system."},
+        {
+            "match": r"19\.5 \+ 22\.5",
+            "when": "first",
+            "toolCalls": [{"name": "tools__add", "arguments": {"a": 19.5, "b": 22.5}}],
+        },
+        {"match": r"19\.5 \+ 22\.5", "when": "tool", "content": "19.5 + 22.5 = {tool}, says the add tool."},
     ]
 }
 
@@ -71,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
     (secrets / "local-stub" / "LOCAL_STUB_API_KEY").write_text("demo-key-not-a-secret\n")
     try:
         with StubServer(DEMO_SCRIPT) as stub:
+            # The example's LLM points at the stub's port, its MCP server runs with this Python.
             files = {
-                path: data.replace(b"http://127.0.0.1:8765/v1", stub.url.encode())
+                path: data.replace(b"http://127.0.0.1:8765/v1", stub.url.encode()).replace(
+                    b"command: python3", b"command: " + sys.executable.encode()
+                )
                 for path, data in example_files("offline").items()
             }
             init_repository(repo, files=files, message="Add the offline example resources")
@@ -83,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
                 ).stdout.strip()
             )
             _section(f"gitops-acp serve --once  (LLM stub at {stub.url})")
-            options = ServeOptions(repo=repo, once=True, settings=Settings(backoff_base=0.2))
+            options = ServeOptions(
+                repo=repo, once=True, settings=Settings(backoff_base=0.2, log_dir=base / "logs")
+            )
             manager = Manager(options, llm=OpenAIClient(), secrets=SecretResolver(secrets))
             asyncio.run(manager.run())
             stats = manager.writer.stats
@@ -97,12 +109,15 @@ def run(args: argparse.Namespace) -> int:
             get.run(argparse.Namespace(**{**vars(view), "kind": kind}))
         _section("gitops-acp get tasks -o wide")
         get.run(argparse.Namespace(**{**vars(view), "kind": "tasks", "output": "wide"}))
-        _section("gitops-acp describe task continue-conversation")
-        describe.run(argparse.Namespace(repo=str(repo), kind="task", name="continue-conversation"))
-        _section("gitops-acp history task continue-conversation")
-        history.run(
-            argparse.Namespace(repo=str(repo), kind="task", name="continue-conversation", max_count=100)
-        )
+        _section("gitops-acp get mcpservers -o wide")
+        get.run(argparse.Namespace(**{**vars(view), "kind": "mcpservers", "output": "wide"}))
+        _section("gitops-acp get toolcalls")
+        get.run(argparse.Namespace(**{**vars(view), "kind": "toolcalls"}))
+        _section("gitops-acp describe task add-numbers")
+        describe.run(argparse.Namespace(repo=str(repo), kind="task", name="add-numbers"))
+        for task in ("add-numbers", "continue-conversation"):
+            _section(f"gitops-acp history task {task}")
+            history.run(argparse.Namespace(repo=str(repo), kind="task", name=task, max_count=100))
         _section("git log --oneline acp/status")
         log = subprocess.run(
             ["git", "-C", str(repo), "log", "--format=%h %s", "acp/status"], capture_output=True, text=True

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +69,17 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
         "--llm-timeout", type=float, default=120.0, help="seconds per LLM request (default: 120)"
     )
     parser.add_argument(
+        "--log-dir",
+        type=Path,
+        help="where MCP servers' stderr goes, one file per server (default: ~/.cache/gitops-acp/<repo>/logs)",
+    )
+    parser.add_argument(
+        "--tool-timeout",
+        type=float,
+        default=60.0,
+        help="seconds per MCP tool call unless the server sets one",
+    )
+    parser.add_argument(
         "--identity", default="gitops-acp <gitops-acp@localhost>", help="author of checkpoint commits"
     )
     parser.set_defaults(run=run)
@@ -103,8 +116,18 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
             backoff_cap=args.backoff_cap,
             max_llm_attempts=args.max_llm_attempts,
             llm_timeout=args.llm_timeout,
+            tool_timeout=args.tool_timeout,
+            log_dir=args.log_dir or default_log_dir(Path(args.repo)),
         ),
     )
+
+
+def default_log_dir(repo: Path) -> Path:
+    """`$XDG_CACHE_HOME/gitops-acp/<repo name>-<digest of its path>/logs`: outside the repository."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    resolved = repo.resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
+    return cache / "gitops-acp" / f"{resolved.name}-{digest}" / "logs"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,34 @@
+"""Ending a tool call: the one place that writes a terminal ToolCall status."""
+
+from __future__ import annotations
+
+from gitops_acp.controllers.base import Context, rfc3339
+from gitops_acp.resources.meta import Condition, ToolCallPhase
+from gitops_acp.resources.models import ToolCall, ToolCallStatus
+
+__all__ = ["finish"]
+
+
+async def finish(
+    call: ToolCall,
+    ctx: Context,
+    *,
+    result: str | None = None,
+    error: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Commit the call as Succeeded (with `result`) or, when `error` is given, Failed; the task is woken."""
+    status = call.status or ToolCallStatus()
+    ok = error is None
+    done = status.model_copy(
+        update={
+            "phase": ToolCallPhase.Succeeded if ok else ToolCallPhase.Failed,
+            "status": Condition.Succeeded if ok else Condition.Error,
+            "status_detail": error if not ok else (detail or "Tool call succeeded"),
+            "result": result,
+            "error": error,
+            "start_time": status.start_time or rfc3339(ctx.now()),
+            "completion_time": rfc3339(ctx.now()),
+        }
+    )
+    await ctx.checkpoint(call.model_copy(update={"status": done}))

@@ -1,0 +1,96 @@
+"""Running MCP tool calls durably: intent before effect, and never a non-idempotent tool twice.
+
+    Pending ──(server connected)──► Running (attempt n, committed) ──► call ──► Succeeded | Failed
+                                      │
+       found Running at a reconcile ──┤ the last invocation was interrupted (a crash, a shutdown):
+                                      ├─ tool annotated readOnlyHint/idempotentHint: run again, attempt n+1
+                                      └─ otherwise: Failed "interrupted: outcome unknown, not re-run"
+
+A key is reconciled by one worker at a time, so a call found `Running` is never one still running in
+this process. Every failure — isError, a JSON-RPC error, a timeout, a crashed server — ends `Failed`
+with the error text, which is what the model reads (ACP gave it an empty string).
+"""
+
+from __future__ import annotations
+
+import json
+
+from gitops_acp.controllers.base import DONE, Context, Result, rfc3339
+from gitops_acp.controllers.calls import finish
+from gitops_acp.controllers.catalog import Entry, entry_for_call
+from gitops_acp.errors import MCPError
+from gitops_acp.resources.meta import Condition, Kind, ToolCallPhase
+from gitops_acp.resources.models import MCPServer, ToolCall, ToolCallStatus
+
+__all__ = ["INTERRUPTED", "MCPExecutor"]
+
+INTERRUPTED = "interrupted: outcome unknown, not re-run"
+
+
+class MCPExecutor:
+    """Executes `<server>__<tool>` calls through the MCP manager's sessions."""
+
+    def entry(self, call: ToolCall, ctx: Context) -> Entry | None:
+        """The catalog entry of the call, or None when the task's agent has no such MCP tool."""
+        entry = entry_for_call(call.spec.task_ref.name, call.spec.tool_ref.name, ctx)
+        return entry if entry is not None and entry.type == "MCP" else None
+
+    def offers(self, call: ToolCall, ctx: Context) -> bool:
+        return self.entry(call, ctx) is not None
+
+    async def execute(self, call: ToolCall, ctx: Context) -> Result:
+        entry = self.entry(call, ctx)
+        status = call.status or ToolCallStatus()
+        if entry is None:  # the agent stopped offering the tool while the call waited
+            interrupted = status.phase == ToolCallPhase.Running
+            await finish(
+                call, ctx, error=INTERRUPTED if interrupted else f'unknown tool "{call.spec.tool_ref.name}"'
+            )
+            return DONE
+        if status.phase == ToolCallPhase.Running and not entry.idempotent:
+            await finish(call, ctx, error=INTERRUPTED)
+            return DONE
+        state = ctx.mcp.state(entry.target)
+        if state is None or not state.connected:
+            why = (state.error if state is not None else None) or "starting"
+            waiting = status.model_copy(
+                update={"status_detail": f'Waiting for MCP server "{entry.target}" to connect ({why})'}
+            )
+            if waiting != status:
+                await ctx.checkpoint(call.model_copy(update={"status": waiting}))
+            return DONE  # the server's status change wakes this call (dependency index)
+        running = status.model_copy(
+            update={
+                "phase": ToolCallPhase.Running,
+                "status": Condition.Pending,
+                "status_detail": f"Calling {entry.tool} on MCP server {entry.target}"
+                + (
+                    f" (attempt {status.attempt + 1}, the previous one was interrupted)"
+                    if status.attempt
+                    else ""
+                ),
+                "attempt": status.attempt + 1,
+                "start_time": status.start_time or rfc3339(ctx.now()),
+            }
+        )
+        call = call.model_copy(update={"status": running})
+        await ctx.checkpoint(call)  # intent before effect
+        arguments = json.loads(call.spec.arguments or "{}")
+        timeout = _timeout(entry, ctx)
+        try:
+            result = await ctx.mcp.call_tool(entry.target, entry.tool, arguments, timeout=timeout)
+        except MCPError as exc:
+            await finish(call, ctx, error=str(exc))
+            return DONE
+        if result.is_error:
+            await finish(call, ctx, error=result.text or "the tool reported an error")
+        else:
+            await finish(call, ctx, result=result.text)
+        return DONE
+
+
+def _timeout(entry: Entry, ctx: Context) -> float:
+    loaded = ctx.desired(Kind.MCPServer, entry.target)
+    server = loaded.resource if loaded is not None else None
+    seconds = server.spec.timeout_seconds if isinstance(server, MCPServer) else None
+    return seconds if seconds is not None else ctx.settings.tool_timeout
