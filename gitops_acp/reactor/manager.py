@@ -165,11 +165,20 @@ class Manager:
         self._queue.add((Kind.MCPServer, name))
 
     def _mcp_connecting(self) -> bool:
-        """Whether a declared MCP server is still starting (work in progress for `serve --once`)."""
+        """Whether an MCP server is (re)starting in a way `serve --once` should wait for.
+
+        A server still on its first start counts; so does one restarting after a crash while tool
+        calls wait for it (for its first few restarts: a server that keeps failing needs a person).
+        """
         for kind, name in self._desired.resources:
-            if kind == Kind.MCPServer:
-                state = self._mcp.state(name)
-                if state is None or (not state.connected and state.error is None):
+            if kind != Kind.MCPServer:
+                continue
+            state = self._mcp.state(name)
+            if state is None or (not state.connected and state.error is None):
+                return True
+            if not state.connected and state.restarts < 5 and self._dependents.get((Kind.MCPServer, name)):
+                waiting = [k for k in self._dependents[(Kind.MCPServer, name)] if k[0] == Kind.ToolCall]
+                if any(_unfinished(obj) for k in waiting if (obj := self._observed.get(k)) is not None):
                     return True
         return False
 
