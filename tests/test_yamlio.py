@@ -107,3 +107,11 @@ def test_status_style_output_is_readable() -> None:
         "  - role: user\n"
         "    content: Hi\n"
     )
+
+
+def test_other_types_fall_back_to_pyyaml() -> None:
+    from gitops_acp.errors import StoreError
+
+    assert yamlio.load(yamlio.dump({"pair": (1, 2)})) == {"pair": [1, 2]}  # PyYAML writes tuples as lists
+    with pytest.raises(StoreError, match="cannot write as YAML"):
+        yamlio.dump({"when": object()})  # and refuses what it cannot represent, with our error

@@ -6,10 +6,19 @@ spec, status, like `kubectl get -o yaml`), no line folding, and multi-line strin
 results, model answers) as literal blocks so a diff shows the lines that changed. `load` is the
 matching reader for the store's own files; resource files written by people are parsed with line
 numbers in `gitops_acp.resources`.
+
+Status documents are plain JSON-shaped data (dicts, lists, strings, numbers, booleans, None), and
+PyYAML's representer, written in Python, is the largest single cost of the write path at 1000
+tasks (0.25 ms a task file against 0.18 ms here). `dump` therefore emits such data directly, in
+the same style, and falls back to PyYAML for anything else. tests/test_yamlio.py checks that what
+it writes loads back as exactly the data it was given (random documents included).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import Any
 
 import yaml
@@ -35,6 +44,123 @@ _Dumper.add_representer(str, _represent_str)
 
 def dump(doc: dict[str, Any]) -> bytes:
     """Serialize `doc` as UTF-8 YAML: insertion order, no folding, literal blocks for multi-line text."""
+    lines: list[str] = []
+    try:
+        _emit_mapping(doc, 0, lines)
+    except _NotPlain:
+        return _dump_pyyaml(doc)
+    return ("\n".join(lines) + "\n").encode()
+
+
+# -- the direct emitter for JSON-shaped data ----------------------------------------------------
+
+
+class _NotPlain(Exception):
+    """A value the direct emitter does not handle: PyYAML writes the whole document instead."""
+
+
+# Plain (unquoted) scalars: a conservative character set, then PyYAML's own resolver must agree
+# that the text reads back as a string (not a number, boolean, null or timestamp).
+_PLAIN = re.compile(r"[A-Za-z0-9_./()+=;~^$\\][A-Za-z0-9 _./()+=;~^$\\,@-]*")
+_NEEDS_QUOTES = re.compile(r"(^|\s)#|:(\s|$)|\s$")
+# Characters YAML allows raw in a document (no control characters, no line separators, no BOM).
+_RAW_OK = re.compile(
+    r"[\x09\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*"
+)
+_resolver = yaml.resolver.Resolver()
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _is_plain(text: str) -> bool:
+    if not _PLAIN.fullmatch(text) or _NEEDS_QUOTES.search(text):
+        return False
+    tag: str = _resolver.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+    return tag == _STR_TAG
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value)
+        if "." not in text and "e" in text:  # YAML 1.1 floats need a dot: 1e+300 would read as a string
+            mantissa, _, exponent = text.partition("e")
+            text = f"{mantissa}.0e{exponent}"
+        return text
+    if isinstance(value, str):
+        if _is_plain(value):
+            return value
+        # JSON's escapes are a subset of YAML's double-quoted ones; non-ASCII stays readable when
+        # every character may appear raw.
+        return json.dumps(value, ensure_ascii=not _RAW_OK.fullmatch(value))
+    raise _NotPlain
+
+
+def _block(text: str, indent: int) -> list[str] | None:
+    """A literal block for multi-line text, or None when one cannot hold it exactly."""
+    if "\r" in text or not _RAW_OK.fullmatch(text) or text[:1] in (" ", "\t", "\n"):
+        return None
+    body = text.rstrip("\n")
+    trailing = len(text) - len(body)
+    chomp = "-" if trailing == 0 else ("" if trailing == 1 else "+")
+    pad = " " * (indent + 2)
+    lines = [pad + line if line else "" for line in body.split("\n")]
+    lines.extend([""] * (trailing - 1))
+    return ["|" + chomp, *lines]
+
+
+def _emit_value(prefix: str, value: Any, indent: int, lines: list[str], *, in_list: bool) -> None:
+    """Emit `prefix` (a key with its colon, or a list dash) followed by `value`."""
+    if isinstance(value, dict):
+        if not value:
+            lines.append(prefix + " {}")
+        elif in_list:
+            _emit_mapping(value, indent + 2, lines, first_prefix=prefix + " ")
+        else:
+            lines.append(prefix)
+            _emit_mapping(value, indent + 2, lines)
+    elif isinstance(value, list):
+        if not value:
+            lines.append(prefix + " []")
+        else:
+            lines.append(prefix)
+            # PyYAML's style: "- item" at the key's own indentation
+            _emit_sequence(value, indent + 2 if in_list else indent, lines)
+    elif isinstance(value, str) and "\n" in value and (block := _block(value, indent)) is not None:
+        lines.append(f"{prefix} {block[0]}")
+        lines.extend(block[1:])
+    else:
+        lines.append(f"{prefix} {_scalar(value)}")
+
+
+def _emit_mapping(
+    mapping: dict[Any, Any], indent: int, lines: list[str], first_prefix: str | None = None
+) -> None:
+    pad = " " * indent
+    for index, (key, value) in enumerate(mapping.items()):
+        if not isinstance(key, str):
+            raise _NotPlain
+        head = first_prefix if index == 0 and first_prefix is not None else pad
+        _emit_value(f"{head}{_scalar(key)}:", value, indent, lines, in_list=False)
+
+
+def _emit_sequence(items: list[Any], indent: int, lines: list[str]) -> None:
+    pad = " " * indent
+    for item in items:
+        _emit_value(f"{pad}-", item, indent, lines, in_list=True)
+
+
+def _dump_pyyaml(doc: dict[str, Any]) -> bytes:
     try:
         text: bytes = yaml.dump(
             doc,
