@@ -300,9 +300,12 @@ def _locate(root: yaml.Node, loc: Loc) -> tuple[int, Loc]:
     return line, tuple(shown)
 
 
-def _duplicate_keys(root: yaml.Node) -> list[_DuplicateKey]:
-    """Return keys that appear twice in one mapping: YAML keeps the last silently, kubectl refuses."""
-    found: list[_DuplicateKey] = []
+def _walk(root: yaml.Node) -> Iterator[tuple[yaml.Node, Loc]]:
+    """Yield every node of a document with its path, each once, in document order.
+
+    Aliases share nodes: visiting each once also defuses "billion laughs". An explicit stack, not
+    recursion: a hostile file may nest deeper than Python's stack.
+    """
     seen: set[int] = set()
     stack: list[tuple[yaml.Node, Loc]] = [(root, ())]
     while stack:
@@ -310,46 +313,44 @@ def _duplicate_keys(root: yaml.Node) -> list[_DuplicateKey]:
         if id(node) in seen:
             continue
         seen.add(id(node))
+        yield node, loc
         if isinstance(node, yaml.MappingNode):
-            first: dict[str, int] = {}
-            for key, value in node.value:
-                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
-                    continue
-                line = key.start_mark.line + 1
-                if key.value in first:
-                    found.append((line, (*loc, key.value), first[key.value]))
-                else:
-                    first[key.value] = line
-                stack.append((value, (*loc, key.value)))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, (*loc, index)) for index, item in enumerate(node.value))
-    return found
-
-
-def _scan_tokens(root: yaml.Node, label: str) -> Problems:
-    """Return a problem for every string value shaped like a credential, at its line, naming its field."""
-    problems: Problems = []
-    seen: set[int] = set()  # aliases share nodes; visiting each once also defuses "billion laughs"
-    # An explicit stack, not recursion: a hostile file may nest deeper than Python's stack.
-    stack: list[tuple[yaml.Node, Loc]] = [(root, ())]
-    while stack:
-        node, loc = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.ScalarNode):
-            what = secretscan.find_token(str(node.value))
-            if what is not None:
-                where = diagnostics.format_loc(loc) or "value"
-                message = f"{label}: {where}: looks like {what}; {_SECRET_DOC}, referenced with secretKeyRef"
-                problems.append((node.start_mark.line + 1, loc, message))
-        elif isinstance(node, yaml.MappingNode):
             stack.extend(
                 (value, (*loc, str(key.value) if isinstance(key, yaml.ScalarNode) else "?"))
                 for key, value in reversed(node.value)
             )
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((item, (*loc, index)) for index, item in reversed(list(enumerate(node.value))))
+
+
+def _duplicate_keys(root: yaml.Node) -> list[_DuplicateKey]:
+    """Return keys that appear twice in one mapping: YAML keeps the last silently, kubectl refuses."""
+    found: list[_DuplicateKey] = []
+    for node, loc in _walk(root):
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first: dict[str, int] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = key.start_mark.line + 1
+            if key.value in first:
+                found.append((line, (*loc, key.value), first[key.value]))
+            else:
+                first[key.value] = line
+    return found
+
+
+def _scan_tokens(root: yaml.Node, label: str) -> Problems:
+    """Return a problem for every string value shaped like a credential, at its line, naming its field."""
+    problems: Problems = []
+    for node, loc in _walk(root):
+        if isinstance(node, yaml.ScalarNode):
+            what = secretscan.find_token(str(node.value))
+            if what is not None:
+                where = diagnostics.format_loc(loc) or "value"
+                message = f"{label}: {where}: looks like {what}; {_SECRET_DOC}, referenced with secretKeyRef"
+                problems.append((node.start_mark.line + 1, loc, message))
     return problems
 
 
