@@ -550,3 +550,223 @@ def serve_bg() -> Iterator[Callable[..., Background]]:
     finally:
         for background in started:
             _stop(background.proc)
+
+
+# -- tools: MCP servers, tool-using agents, the status branch read in bulk (tests of DESIGN §4) ----
+
+#: Marks every MCP test server a test starts (in its environment), so a test can find them all,
+#: orphans included, and nobody else's.
+MARKER_ENV = "ACP_E2E_MARKER"
+TESTSERVER = [sys.executable, "-m", "gitops_acp.mcp.testserver"]
+INTERRUPTED = "interrupted: outcome unknown, not re-run"
+
+
+def mcpserver_yaml(
+    name: str,
+    *,
+    marker: str,
+    counter: Path | None = None,
+    url: str | None = None,
+    timeout: str | None = None,
+) -> str:
+    """An MCPServer: the project's test server over stdio (or `url` over Streamable HTTP)."""
+    if url is not None:
+        body = f"  transport: http\n  url: {url}\n"
+    else:
+        env = [(MARKER_ENV, marker)] + ([("ACP_TEST_COUNTER_FILE", str(counter))] if counter else [])
+        body = (
+            f"  transport: stdio\n  command: {json.dumps(sys.executable)}\n"
+            '  args: ["-m", "gitops_acp.mcp.testserver"]\n  env:\n'
+            + "".join(f"    - name: {k}\n      value: {json.dumps(v)}\n" for k, v in env)
+        )
+    if timeout is not None:
+        body += f"  timeout: {timeout}\n"
+    return f"apiVersion: {API}\nkind: MCPServer\nmetadata:\n  name: {name}\nspec:\n{body}"
+
+
+def tool_agent_yaml(
+    name: str,
+    *,
+    servers: tuple[str, ...] = (),
+    sub_agents: tuple[str, ...] = (),
+    max_turns: int | None = None,
+    description: str | None = None,
+) -> str:
+    """An Agent on the stub LLM with MCP servers, sub-agents and a maxTurns limit."""
+    text = agent_yaml(name)
+    if description is not None:
+        text += f"  description: {json.dumps(description)}\n"
+    if servers:
+        text += "  mcpServers:\n" + "".join(f"    - name: {s}\n" for s in servers)
+    if sub_agents:
+        text += "  subAgents:\n" + "".join(f"    - name: {a}\n" for a in sub_agents)
+    if max_turns is not None:
+        text += f"  limits:\n    maxTurns: {max_turns}\n"
+    return text
+
+
+def call(name: str, **arguments: Any) -> dict[str, Any]:
+    """A tool call for a stub rule's `toolCalls`."""
+    return {"name": name, "arguments": arguments}
+
+
+def status_files(repo: AcpRepo, rev: str = STATUS_BRANCH) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every status file at `rev`, parsed, by (plural, name): two git processes, however many files."""
+    if rev == STATUS_BRANCH and not repo.has_status_branch():
+        return {}
+    listing = git(repo.path, "ls-tree", "-r", rev, "--", "status/")
+    paths = [line.split("\t", 1)[1] for line in listing.splitlines()]
+    if not paths:
+        return {}
+    out = subprocess.run(
+        ["git", "cat-file", "--batch"],
+        cwd=repo.path,
+        input="".join(f"{rev}:{p}\n" for p in paths).encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    offset = 0
+    for path in paths:
+        header_end = out.index(b"\n", offset)
+        size = int(out[offset:header_end].split()[2])
+        body = out[header_end + 1 : header_end + 1 + size]
+        offset = header_end + 1 + size + 1
+        plural, name = path.removeprefix("status/").removesuffix(".yaml").split("/")
+        found[(plural, name)] = yaml.safe_load(body)
+    return found
+
+
+def toolcalls_of(repo: AcpRepo, task: str, rev: str = STATUS_BRANCH) -> list[dict[str, Any]]:
+    """The task's ToolCalls at `rev` (by its label), in name order (= request, then the LLM's order)."""
+    return [
+        doc
+        for (plural, name), doc in sorted(status_files(repo, rev).items())
+        if plural == "toolcalls" and doc["metadata"].get("labels", {}).get("acp.gitops.dev/task") == task
+    ]
+
+
+def moves_of(repo: AcpRepo, kind: str, plural: str, name: str) -> list[tuple[str, str, Commit]]:
+    """(old, new, commit) of every checkpoint of any kind of resource, oldest first."""
+    found = []
+    for commit in repo.commits(f"status/{plural}/{name}.yaml"):
+        found += [(old, new, commit) for k, n, old, new in commit.moves() if (k, n) == (kind, name)]
+    return found
+
+
+def assert_status_consistent(repo: AcpRepo) -> None:
+    """Every status file at the tip parses as a full object; `git fsck` is clean; no lock is left."""
+    files = status_files(repo)
+    assert files
+    for (plural, name), document in files.items():
+        assert isinstance(document, dict), (plural, name)
+        assert {"apiVersion", "kind", "metadata", "spec"} <= set(document), (plural, name)
+        assert document["metadata"]["name"] == name
+        if plural == "tasks":
+            assert (document.get("status") or {}).get("phase", "-") in TASK_PHASES, name
+    fsck = subprocess.run(
+        ["git", "fsck", "--no-dangling", "--no-progress"], cwd=repo.path, capture_output=True, text=True
+    )
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    assert not list((repo.path / ".git").rglob("*.lock")), "a lock file was left behind"
+
+
+def marked_servers(marker: str) -> list[Any]:
+    """Live MCP test server processes whose environment carries `marker` (psutil.Process objects)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if "gitops_acp.mcp.testserver" not in " ".join(proc.info["cmdline"] or ()):
+                continue
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get(MARKER_ENV) == marker:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@contextlib.contextmanager
+def no_servers_left() -> Iterator[str]:
+    """Yield a new marker for MCP test servers' environment; on exit none of them may be alive."""
+    value = f"e2e-{uuid.uuid4().hex[:12]}"
+    try:
+        yield value
+    finally:
+        # A server whose serve was SIGKILLed notices within ~0.2 s (its watchdog, its closed stdin).
+        deadline = time.monotonic() + 15
+        while (alive := marked_servers(value)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for proc in alive:
+            with contextlib.suppress(Exception):
+                proc.kill()
+    assert not alive, f"MCP test servers outlived the test: {[p.pid for p in alive]}"
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A marker for the test's MCP servers (`no_servers_left`), checked at teardown."""
+    with no_servers_left() as value:
+        yield value
+
+
+@dataclass
+class HttpServer:
+    """The MCP test server over Streamable HTTP, started by the test itself."""
+
+    proc: subprocess.Popen[str]
+    url: str
+
+
+@contextlib.contextmanager
+def http_testserver(marker: str, *, max_seconds: float = 300) -> Iterator[HttpServer]:
+    """Start `python -m gitops_acp.mcp.testserver --http --port 0`; yield its URL; kill it after."""
+    env = {**os.environ, MARKER_ENV: marker}
+    proc = subprocess.Popen(
+        [*TESTSERVER, "--http", "--port", "0", "--max-seconds", str(max_seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        stdout = proc.stdout
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+        try:
+            url = lines.get(timeout=60).strip()
+        except queue.Empty:
+            pytest.fail("the MCP test server did not print its URL within 60s")
+        assert url.startswith("http://"), url
+        yield HttpServer(proc, url)
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[Callable[..., Background]]:
+    """`serve_bg` for module-scoped fixtures: start `serve` in the background; all killed on exit."""
+    started: list[Background] = []
+
+    def start(repo: AcpRepo, *extra: str) -> Background:
+        stderr_path = repo.logs / f"serve-{len(started)}.stderr"
+        with stderr_path.open("wb") as stderr:
+            proc = subprocess.Popen(
+                [*CLI, *serve_args(repo, *extra, once=False)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=os.environ.copy(),
+            )
+        background = Background(proc, stderr_path)
+        started.append(background)
+        return background
+
+    try:
+        yield start
+    finally:
+        for background in started:
+            _stop(background.proc)
