@@ -10,6 +10,8 @@ string matching at the call site::
     ├── SecretError               a secretKeyRef that does not resolve (never carries the value)
     ├── StoreError                the git store cannot do what was asked
     │   └── ConflictError         a compare-and-swap on a ref lost the race: re-read and retry
+    ├── StaleError                a checkpoint computed from a state another reconcile has since
+    │                             ended (a tool call cancelled with its task): reconcile again
     ├── LLMError                  a chat completion failed
     │   ├── TemporaryLLMError     408/409/429/5xx, timeouts, connection errors: back off and retry
     │   └── PermanentLLMError     any other 4xx: fail the task with the provider's message
@@ -80,3 +82,11 @@ class PermanentLLMError(LLMError):
 
 class MCPError(ACPError):
     """An MCP server could not run a tool call; the message says why and is shown to the model."""
+
+
+class StaleError(ACPError):
+    """A checkpoint would move a resource out of a terminal phase another reconcile just committed.
+
+    Raised by the reactor before anything is written; the reconcile is run again from the new state
+    (so a tool call cancelled with its task is never started afterwards).
+    """

@@ -83,11 +83,14 @@ class AgentController:
             server = ctx.observed(Kind.MCPServer, ref.name)
             if ctx.desired(Kind.MCPServer, ref.name) is None:
                 return _status(Condition.Pending, f'waiting for MCPServer "{ref.name}" (not found)')
-            if not isinstance(server, MCPServer) or server.status is None or not server.status.connected:
+            # A server that connected once keeps its recorded tools while it restarts: the agent stays
+            # Ready and tool calls wait for the reconnection instead of finding no such tool.
+            status = server.status if isinstance(server, MCPServer) else None
+            if status is None or not (status.connected or status.tools):
                 return _status(
                     Condition.Pending, f'waiting for MCPServer "{ref.name}" to connect{_why(server)}'
                 )
-            servers.append(ValidMCPServer(name=ref.name, tools=[tool.name for tool in server.status.tools]))
+            servers.append(ValidMCPServer(name=ref.name, tools=[tool.name for tool in status.tools]))
 
         channels: list[ValidContactChannel] = []
         for ref in spec.human_contact_channels:

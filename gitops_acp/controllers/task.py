@@ -334,7 +334,7 @@ class TaskController:
                 or call.status is None
                 or call.status.phase not in TERMINAL_TOOLCALL_PHASES
             ):
-                limit = _limit_exceeded(task, ctx)
+                limit = _limit_exceeded(task, ctx, only_timeout=True)
                 if limit is not None:
                     await _cancel(task, ctx, limit)
                     return DONE
@@ -426,18 +426,22 @@ def _pending_calls(task: Task) -> list[str]:
     return []
 
 
-def _limit_exceeded(task: Task, ctx: Context) -> str | None:
-    """The reason the task must stop, from the agent's `limits`, or None."""
+def _limit_exceeded(task: Task, ctx: Context, *, only_timeout: bool = False) -> str | None:
+    """The reason the task must stop, from the agent's `limits`, or None.
+
+    `only_timeout`: while the task waits on tool calls, only its timeout can stop it; turns and
+    tokens are checked before the next LLM call, after the results are recorded.
+    """
     agent = _agent(task, ctx)
     limits = agent.spec.limits if agent is not None else None
     if limits is None:
         return None
     status = task.status or TaskStatus()
-    if limits.max_turns is not None and status.turns >= limits.max_turns:
+    if not only_timeout and limits.max_turns is not None and status.turns >= limits.max_turns:
         return f"limit exceeded: maxTurns {limits.max_turns} reached after {status.turns} LLM turns"
     usage = status.usage or Usage()
     used = usage.prompt_tokens + usage.completion_tokens
-    if limits.max_tokens is not None and used >= limits.max_tokens:
+    if not only_timeout and limits.max_tokens is not None and used >= limits.max_tokens:
         return f"limit exceeded: maxTokens {limits.max_tokens} reached ({used} tokens used)"
     timeout = limits.timeout_seconds
     if timeout is not None and status.start_time:

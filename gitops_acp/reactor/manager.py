@@ -31,6 +31,7 @@ import watchfiles
 
 from gitops_acp.controllers import registry
 from gitops_acp.controllers.base import Controller, Key, Settings
+from gitops_acp.errors import StaleError
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
 from gitops_acp.reactor.queue import Requeue, WorkQueue
@@ -46,7 +47,7 @@ from gitops_acp.resources.meta import (
     TERMINAL_TOOLCALL_PHASES,
     Kind,
 )
-from gitops_acp.resources.models import AnyResource, from_document, to_document
+from gitops_acp.resources.models import AnyResource, Task, ToolCall, from_document, to_document
 from gitops_acp.secrets import SecretResolver
 from gitops_acp.store.desired import DesiredReader, DesiredState, changed_keys
 from gitops_acp.store.gitrepo import GitRepo
@@ -130,6 +131,7 @@ class Manager:
         self._writer = StatusWriter(options.repo, branch=options.status_branch, identity=options.identity)
         self._desired = DesiredState(commit=None)
         self._observed: dict[Key, AnyResource] = {}
+        self._submitted: dict[Key, AnyResource | None] = {}  # handed to the writer, not landed yet
         self._dependents: dict[Key, set[Key]] = defaultdict(set)
         self._reported_errors: set[str] = set()
         self._queue = WorkQueue(self._reconcile, concurrency=options.concurrency)
@@ -202,9 +204,14 @@ class Manager:
         committed: list[tuple[Key, AnyResource | None, AnyResource | None]] = []
         for obj in objects:
             key = (Kind(obj.kind), obj.metadata.name)
-            old = self._observed.get(key)
+            # The latest state includes checkpoints handed to the writer but not landed yet.
+            old = self._submitted.get(key, self._observed.get(key))
             if old is not None and _same_state(old, obj):
                 continue
+            if _terminal(old) and phase_of(obj) != phase_of(old):
+                raise StaleError(
+                    f"{key[0]}/{key[1]} is already {phase_of(old)}: not moving it to {phase_of(obj)}"
+                )
             stamped = self._stamp(key, obj)
             changes.append(
                 Change(
@@ -229,8 +236,13 @@ class Manager:
         lose a checkpoint the writer is committing, and memory never disagrees with the branch.
         """
         landing = asyncio.ensure_future(self._writer.commit(changes, spec_commit=self.spec_commit))
+        for key, obj, _ in committed:
+            self._submitted[key] = obj
 
         def landed(future: asyncio.Future[str | None]) -> None:
+            for key, obj, _ in committed:
+                if key in self._submitted and self._submitted[key] is obj:
+                    del self._submitted[key]
             if future.cancelled() or future.exception() is not None:
                 return
             for key, obj, old in committed:
@@ -289,7 +301,11 @@ class Manager:
         controller = self._controllers.get(kind)
         if controller is None:
             return None
-        result = await controller.reconcile(name, self)
+        try:
+            result = await controller.reconcile(name, self)
+        except StaleError as exc:
+            log.debug("%s; reconciling %s/%s again", exc, kind, name)
+            return Requeue(0.0)
         if result.requeue_after is None:
             return None
         return Requeue(result.requeue_after, progress=result.progress)
@@ -451,6 +467,16 @@ class Manager:
     def writer(self) -> StatusWriter:
         """The status writer (its stats feed the benchmarks)."""
         return self._writer
+
+
+def _terminal(obj: AnyResource | None) -> bool:
+    """Whether a task or tool call has ended (nothing may move it on)."""
+    phase = getattr(obj.status, "phase", None) if obj is not None else None
+    if isinstance(obj, Task):
+        return phase in TERMINAL_TASK_PHASES
+    if isinstance(obj, ToolCall):
+        return phase in TERMINAL_TOOLCALL_PHASES
+    return False
 
 
 def _unfinished(obj: AnyResource) -> bool:
