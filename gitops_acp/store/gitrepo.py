@@ -7,8 +7,11 @@ status writer calls it from its own thread, the watcher and the command line cal
 
 What is used for what was measured (``GIT-NOTES.md``):
 
-- objects are written as loose objects by gitdb's ``LooseObjectDB`` in-process (GitPython's
-  ``repo.odb.store`` spawns a ``git hash-object`` per object);
+- objects are written as loose objects in-process, in git's format (zlib of "<type> <size>\\0"
+  + data, named by its sha1): GitPython's ``repo.odb.store`` spawns a ``git hash-object`` per
+  object, and gitdb's ``LooseObjectDB`` streams through Python-level chunked copies that cost a
+  fifth of the reconciler's CPU at 1000 tasks; one ``zlib.compress`` and one ``hashlib.sha1``
+  (both in C, releasing the GIL) do the same;
 - objects are read through GitPython's persistent ``git cat-file --batch`` (0.13 ms per read),
   which also resolves ``<commit>:<path>`` in one round trip;
 - a ref is moved only by ``git update-ref <ref> <new> <old>``: the compare-and-swap that keeps
@@ -29,7 +32,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import functools
-import io
+import hashlib
 import os
 import re
 import shutil
@@ -37,6 +40,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -44,8 +48,6 @@ from types import TracebackType
 from typing import Concatenate, Literal, ParamSpec, Self, TypeVar
 
 import git
-from gitdb import IStream
-from gitdb.db.loose import LooseObjectDB
 
 from gitops_acp.errors import ConflictError, StoreError
 
@@ -325,7 +327,7 @@ class GitRepo:
         self._git_dir = Path(repo.git_dir).resolve()
         self._common_dir = Path(repo.common_dir).resolve()
         self._work_tree = Path(repo.working_tree_dir).resolve() if repo.working_tree_dir else None
-        self._loose = LooseObjectDB(str(self._common_dir / "objects"))
+        self._objects = self._common_dir / "objects"
         # A reftable repository has no ref files to read: always ask git.
         self._fast_refs = not (self._common_dir / "reftable").exists()
         self._packed_key: tuple[int, int, int] | None = None
@@ -700,13 +702,33 @@ class GitRepo:
     # -- writing objects ----------------------------------------------------------------------
 
     def _store(self, kind: bytes, data: bytes) -> str:
-        # No fsync, as git itself does not fsync loose objects by default (core.fsync).
+        """Write one loose object (unless it exists) and return its sha.
+
+        As git does: compression level 1 (core.looseCompression's default), a temporary file in the
+        object's folder renamed into place (readers never see half an object), read-only, and no
+        fsync (git does not fsync loose objects by default either).
+        """
+        raw = kind + b" " + str(len(data)).encode() + b"\0" + data
+        sha = hashlib.sha1(raw).hexdigest()
+        folder = self._objects / sha[:2]
+        path = folder / sha[2:]
+        if path.exists():
+            return sha
         try:
-            stream = self._loose.store(IStream(kind, len(data), io.BytesIO(data)))
+            folder.mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix="tmp_obj_")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(zlib.compress(raw, 1))
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         except OSError as exc:
             raise StoreError(f"cannot write a {kind.decode()} object in {self._common_dir}: {exc}") from exc
-        binsha: bytes = stream.binsha
-        return binsha.hex()
+        return sha
 
     @_exclusive
     def write_blob(self, data: bytes) -> str:

@@ -16,6 +16,7 @@ it writes loads back as exactly the data it was given (random documents included
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -71,6 +72,7 @@ _resolver = yaml.resolver.Resolver()
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
+@functools.lru_cache(maxsize=8192)  # keys and phases repeat in every status file
 def _is_plain(text: str) -> bool:
     if not _PLAIN.fullmatch(text) or _NEEDS_QUOTES.search(text):
         return False
