@@ -530,26 +530,8 @@ class Background:
 @pytest.fixture
 def serve_bg() -> Iterator[Callable[..., Background]]:
     """Start `serve` (not --once) in the background; every process started is killed at teardown."""
-    started: list[Background] = []
-
-    def start(repo: AcpRepo, *extra: str) -> Background:
-        stderr_path = repo.logs / f"serve-{len(started)}.stderr"
-        with stderr_path.open("wb") as stderr:
-            proc = subprocess.Popen(
-                [*CLI, *serve_args(repo, *extra, once=False)],
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                env=os.environ.copy(),
-            )
-        background = Background(proc, stderr_path)
-        started.append(background)
-        return background
-
-    try:
+    with serving() as start:
         yield start
-    finally:
-        for background in started:
-            _stop(background.proc)
 
 
 # -- tools: MCP servers, tool-using agents, the status branch read in bulk (tests of DESIGN §4) ----
