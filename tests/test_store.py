@@ -664,3 +664,24 @@ def test_init_repository(tmp_path: Path) -> None:
     assert git(target, "status", "--porcelain") == ""
     with pytest.raises(StoreError, match="not an empty directory"):
         init_repository(target, files={}, message="again")
+
+
+def test_maintenance_packs_loose_objects_and_writes_the_commit_graph(repo: Path) -> None:
+    async def scenario() -> None:
+        writer = StatusWriter(repo)
+        await writer.start()
+        for i in range(30):
+            await writer.commit([task_change(f"t{i}", "-", "Pending")], spec_commit="a" * 40)
+        with GitRepo.open(repo) as r:
+            r.maintain()  # what the manager runs in the background while the writer goes on
+        await writer.commit([task_change("after", "-", "Pending")], spec_commit="a" * 40)
+        await writer.close()
+
+    run(scenario())
+    loose = int(git(repo, "count-objects", "-v").split("count: ")[1].split("\n")[0])
+    assert loose < 20  # the 90+ loose objects of 30 checkpoints were packed
+    assert (repo / ".git" / "objects" / "info" / "commit-graph").exists()
+    with GitRepo.open(repo) as r:
+        _, docs = read_tip(r)
+    assert len(docs) == 31
+    subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)

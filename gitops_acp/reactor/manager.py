@@ -75,6 +75,7 @@ class ServeOptions:
     poll_interval: float = 2.0
     concurrency: int = 512
     identity: tuple[str, str] = ("gitops-acp", "gitops-acp@localhost")
+    maintenance_interval: float = 600.0  # seconds between `git gc --auto` + commit-graph runs
     settings: Settings = field(default_factory=Settings)
 
 
@@ -139,6 +140,7 @@ class Manager:
         self._stop = asyncio.Event()
         self._mcp = mcp if mcp is not None else MCPManager(on_change=self._mcp_changed)
         self._secrets_watch: asyncio.Task[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
 
     # -- Context (what controllers see) --------------------------------------------------------
 
@@ -390,6 +392,7 @@ class Manager:
         self._watcher.start()
         if self._secrets.secrets_dir is not None:
             self._secrets_watch = asyncio.create_task(self._watch_secrets(self._secrets.secrets_dir))
+        self._maintenance = asyncio.create_task(self._maintain())
         self._queue.start()
         log.info(
             "serving %s: %d resources on %s, %d status files on %s",
@@ -399,6 +402,24 @@ class Manager:
             len(self._observed),
             self.options.status_branch,
         )
+
+    async def _maintain(self) -> None:
+        """Every `maintenance_interval`, if checkpoints were written: `git gc --auto` and the commit-graph.
+
+        Off the checkpoint path (the reader thread), as GIT-NOTES advises: history reads stay fast
+        (`describe`, `history`) and loose objects don't pile up over weeks of running.
+        """
+        loop = asyncio.get_running_loop()
+        done = self._writer.stats.commits
+        while True:
+            await asyncio.sleep(self.options.maintenance_interval)
+            if self._writer.stats.commits == done or self._repo is None:
+                continue
+            done = self._writer.stats.commits
+            try:
+                await loop.run_in_executor(self._git, self._repo.maintain)
+            except Exception as exc:  # maintenance is an optimisation: never stop serving for it
+                log.warning("repository maintenance failed (will retry): %s", exc)
 
     async def _watch_secrets(self, directory: Path) -> None:
         """A rotated secret (a mounted Kubernetes secret is swapped by symlink) re-validates what uses it."""
@@ -450,9 +471,10 @@ class Manager:
     async def _shutdown(self) -> None:
         await self._queue.stop()
         await self._mcp.aclose()  # no MCP server process outlives serve
-        if self._secrets_watch is not None:
-            self._secrets_watch.cancel()
-            await asyncio.gather(self._secrets_watch, return_exceptions=True)
+        for background in (self._secrets_watch, self._maintenance):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
         if self._watcher is not None:
             await self._watcher.stop()
         await self._writer.close()  # commits every checkpoint already handed to it

@@ -775,6 +775,19 @@ class GitRepo:
         """
         self._git("commit-graph", "write", "--reachable", "--changed-paths")
 
+    @_exclusive
+    def maintain(self) -> None:
+        """Pack the loose objects, let `gc --auto` merge packs when there are many, refresh the commit-graph.
+
+        Every checkpoint adds loose objects (~16 KB each; GIT-NOTES: gc shrank 7.9 MB to 365 KB).
+        `repack -d` only adds a pack of the loose objects and drops the loose copies, so it is safe
+        beside a running writer; `gc --auto` (in the foreground: we are on a background thread
+        already) keeps recent unreachable objects for its grace period.
+        """
+        self._git("repack", "-d", "-q")
+        self._git("-c", "gc.autoDetach=false", "gc", "--auto", "--quiet")
+        self._git("commit-graph", "write", "--reachable", "--changed-paths")
+
 
 # -- commits made for a person (command line) --------------------------------------------------
 
