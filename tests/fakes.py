@@ -133,6 +133,8 @@ class FakeContext:
         self.checkpoints: list[tuple[AnyResource, ...]] = []
         self.removed: list[tuple[Kind, str]] = []
         self.woken: list[tuple[Kind, str]] = []
+        self.posts: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        self.post_replies: list[int | OSError] = []  # one per POST; 200 when the list runs out
         self._llm = llm or FakeLLM()
         self._mcp = mcp or FakeMCP()
         self._secrets = SecretResolver(None, environ=environ or {"API_KEY": "test-key"})
@@ -198,6 +200,15 @@ class FakeContext:
 
     def wake(self, kind: Kind, name: str) -> None:
         self.woken.append((kind, name))
+
+    async def post_json(
+        self, url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float
+    ) -> int:
+        self.posts.append((url, body, headers))
+        reply = self.post_replies.pop(0) if self.post_replies else 200
+        if isinstance(reply, OSError):
+            raise reply
+        return reply
 
     # helpers for assertions
     def phases(self, kind: Kind, name: str) -> list[str]:

@@ -384,3 +384,60 @@ def test_timeout_cancels_a_task_still_waiting_on_its_tool_calls() -> None:
     assert "timeout 30s" in status.error
     call = ctx.observed(Kind.ToolCall, toolcall_name("t1", status.tool_call_request_id, 1))
     assert call.status.phase == "Failed"
+
+
+# -- responseUrl ----------------------------------------------------------------------------------
+
+TASK_WITH_URL = TASK_YAML + "  responseUrl: http://127.0.0.1:9/hook\n"
+
+
+def delivery_world(*post_replies) -> FakeContext:
+    ctx = world(
+        LLM_YAML, AGENT_YAML, TASK_WITH_URL, llm=FakeLLM([final("4")]), settings=Settings(backoff_base=1.0)
+    )
+    ready(ctx, Kind.LLM, "gpt")
+    ready(ctx, Kind.Agent, "helper")
+    ctx.post_replies = list(post_replies)
+    return ctx
+
+
+def test_the_final_answer_is_posted_once_and_recorded() -> None:
+    ctx = delivery_world(204)
+    controller = TaskController()
+    assert run(controller.reconcile("t1", ctx)).requeue_after is None
+    url, body, headers = ctx.posts[0]
+    assert url == "http://127.0.0.1:9/hook"
+    assert body["task"] == "t1"
+    assert (body["phase"], body["output"]) == ("FinalAnswer", "4")
+    assert headers["Idempotency-Key"] == f"t1-{task(ctx).status.completion_time}"
+    delivery = task(ctx).status.delivery
+    assert (delivery["state"], delivery["statusCode"], delivery["attempts"]) == ("Delivered", 204, 1)
+    run(controller.reconcile("t1", ctx))
+    assert len(ctx.posts) == 1  # delivered: never again
+
+
+def test_delivery_retries_transient_failures_with_backoff() -> None:
+    ctx = delivery_world(OSError("connection refused"), 503, 200)
+    controller = TaskController()
+    for _ in range(3):
+        result = run(controller.reconcile("t1", ctx))
+        early = run(controller.reconcile("t1", ctx))  # woken before nextAttemptTime: no POST
+        if result.requeue_after:
+            assert early.requeue_after is not None
+            ctx.clock += result.requeue_after + 0.01
+    delivery = task(ctx).status.delivery
+    assert (delivery["state"], delivery["attempts"]) == ("Delivered", 3)
+    assert len(ctx.posts) == 3
+
+
+@pytest.mark.parametrize(("reply", "error"), [(404, "HTTP 404"), (OSError("down"), "cannot reach")])
+def test_delivery_gives_up_on_permanent_errors_or_after_max_attempts(reply, error) -> None:
+    ctx = delivery_world(*([reply] * 10))
+    controller = TaskController()
+    for _ in range(10):
+        result = run(controller.reconcile("t1", ctx))
+        ctx.clock += (result.requeue_after or 0) + 0.01
+    delivery = task(ctx).status.delivery
+    assert delivery["state"] == "Failed"
+    assert error in delivery["lastError"]
+    assert len(ctx.posts) == (1 if reply == 404 else 10)  # default max_delivery_attempts: 10

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
@@ -60,6 +60,7 @@ class Settings:
     tool_timeout: float = 60.0  # seconds per MCP tool call when the MCPServer sets no `timeout`
     log_dir: Path | None = None  # where stdio MCP servers' stderr goes (one file per server)
     max_delegation_depth: int = 5  # sub-agent chains longer than this are refused
+    max_delivery_attempts: int = 10  # responseUrl POSTs before the delivery is given up as Failed
 
 
 class Context(Protocol):
@@ -110,6 +111,12 @@ class Context(Protocol):
 
     def wake(self, kind: Kind, name: str) -> None:
         """Ask for a reconcile of another resource."""
+        ...
+
+    async def post_json(
+        self, url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float
+    ) -> int:
+        """POST `body` as JSON and return the HTTP status; raise OSError when the server can't be reached."""
         ...
 
 

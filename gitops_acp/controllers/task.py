@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from gitops_acp.controllers.base import DONE, Context, Key, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.catalog import agent_catalog
 from gitops_acp.controllers.delegation import child_task_name
+from gitops_acp.controllers.delivery import deliver
 from gitops_acp.controllers.llm import llm_config
 from gitops_acp.errors import LLMError, SecretError
 from gitops_acp.llm.client import Completion
@@ -111,17 +112,29 @@ class TaskController:
         while True:
             status = task.status or TaskStatus()
             if status.phase in TERMINAL_TASK_PHASES:
-                return DONE
+                return await deliver(task, ctx)
             if _removed(task, ctx):
                 await _cancel(task, ctx, "Task removed from main")
+            else:
+                step = steps.get(status.phase)
+                if step is None:  # a phase this version does not know: say so instead of guessing
+                    return DONE
+                outcome = await step(task, ctx)
+                if not isinstance(outcome, Result):
+                    task = outcome
+                    continue
+                current = _current(name, ctx)
+                if (
+                    current is None
+                    or current.status is None
+                    or current.status.phase not in TERMINAL_TASK_PHASES
+                ):
+                    return outcome
+            # The step ended the task: go round once more for the responseUrl outbox.
+            current = _current(name, ctx)
+            if current is None:
                 return DONE
-            step = steps.get(status.phase)
-            if step is None:  # a phase this version does not know: say so instead of guessing
-                return DONE
-            outcome = await step(task, ctx)
-            if isinstance(outcome, Result):
-                return outcome
-            task = outcome
+            task = current
 
     # -- steps, in the order a task passes them -----------------------------------------------
 

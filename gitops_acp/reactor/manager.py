@@ -26,7 +26,9 @@ from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx2
 import watchfiles
 
 from gitops_acp.controllers import registry
@@ -141,6 +143,7 @@ class Manager:
         self._mcp = mcp if mcp is not None else MCPManager(on_change=self._mcp_changed)
         self._secrets_watch: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self._http: httpx2.AsyncClient | None = None  # responseUrl deliveries
 
     # -- Context (what controllers see) --------------------------------------------------------
 
@@ -200,6 +203,17 @@ class Manager:
 
     def wake(self, kind: Kind, name: str) -> None:
         self._queue.add((kind, name))
+
+    async def post_json(
+        self, url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float
+    ) -> int:
+        if self._http is None:
+            self._http = httpx2.AsyncClient()
+        try:
+            response = await self._http.post(url, json=body, headers=headers, timeout=timeout)
+        except httpx2.HTTPError as exc:
+            raise OSError(str(exc) or type(exc).__name__) from exc
+        return response.status_code
 
     async def checkpoint(self, *objects: AnyResource) -> None:
         changes: list[Change] = []
@@ -471,6 +485,8 @@ class Manager:
     async def _shutdown(self) -> None:
         await self._queue.stop()
         await self._mcp.aclose()  # no MCP server process outlives serve
+        if self._http is not None:
+            await self._http.aclose()
         for background in (self._secrets_watch, self._maintenance):
             if background is not None:
                 background.cancel()
