@@ -13,6 +13,7 @@ from typing import Any
 
 from gitops_acp.controllers.base import Settings
 from gitops_acp.errors import LLMError, MCPError
+from gitops_acp.humans.approvals import Decision
 from gitops_acp.llm.client import Completion, LLMConfig, ToolCallRequest, ToolSpec
 from gitops_acp.mcp import ServerConfig, ServerState, ToolInfo, ToolResult
 from gitops_acp.resources.loader import Loaded, load_file
@@ -135,6 +136,9 @@ class FakeContext:
         self.woken: list[tuple[Kind, str]] = []
         self.posts: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         self.post_replies: list[int | OSError] = []  # one per POST; 200 when the list runs out
+        self.proposals: dict[str, tuple[dict[str, Any], str]] = {}  # toolcall -> (document, message)
+        self.branches: set[str] = set()
+        self.decisions: dict[str, Decision] = {}  # what humans put on main
         self._llm = llm or FakeLLM()
         self._mcp = mcp or FakeMCP()
         self._secrets = SecretResolver(None, environ=environ or {"API_KEY": "test-key"})
@@ -200,6 +204,17 @@ class FakeContext:
 
     def wake(self, kind: Kind, name: str) -> None:
         self.woken.append((kind, name))
+
+    async def propose_approval(self, toolcall: str, document: dict[str, Any], message: str) -> str:
+        self.proposals.setdefault(toolcall, (document, message))
+        self.branches.add(f"acp/approvals/{toolcall}")
+        return f"acp/approvals/{toolcall}"
+
+    async def approval_decision(self, toolcall: str) -> Decision | None:
+        return self.decisions.get(toolcall)
+
+    async def branch_exists(self, branch: str) -> bool:
+        return branch in self.branches
 
     async def post_json(
         self, url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float

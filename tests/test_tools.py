@@ -14,6 +14,7 @@ from gitops_acp.controllers.mcpserver import MCPServerController
 from gitops_acp.controllers.mcptools import INTERRUPTED
 from gitops_acp.controllers.task import toolcall_name
 from gitops_acp.errors import MCPError
+from gitops_acp.humans.approvals import Decision
 from gitops_acp.mcp import ServerState, ToolInfo, ToolResult
 from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, Kind
 from gitops_acp.resources.models import Task, ToolCall
@@ -323,3 +324,123 @@ def test_cancelling_the_parent_cancels_the_child() -> None:
     child = ctx.observed(Kind.Task, child_name)
     assert child.status.phase == "Cancelled"
     assert child.status.error == "parent task t1 cancelled"
+
+
+# -- approvals ------------------------------------------------------------------------------------
+
+CHANNEL = """
+apiVersion: acp.gitops.dev/v1alpha1
+kind: ContactChannel
+metadata: {name: reviewers}
+spec:
+  type: git
+  git: {approvers: [alice@example.com], timeout: 1h}
+"""
+
+
+def approval_world(*replies, approval: str = "") -> FakeContext:
+    server = SERVER + "  approvalContactChannel: {name: reviewers}\n" + approval
+    mcp = FakeMCP()
+    mcp.connect("srv", ECHO, COUNT)
+    ctx = FakeContext(
+        "\n---\n".join((LLM, server, AGENT, TASK, CHANNEL)),
+        llm=FakeLLM(list(replies)),
+        mcp=mcp,
+        environ={"API_KEY": "k", "SRV_TOKEN": "t"},
+    )
+    ready(ctx, Kind.LLM, "gpt")
+    reconcile(ctx, Kind.MCPServer, "srv")
+    reconcile(ctx, Kind.Agent, "helper")
+    reconcile(ctx, Kind.Task, "t1")
+    reconcile(ctx, Kind.ToolCall, call_named(ctx).metadata.name)
+    return ctx
+
+
+def decide(
+    ctx: FakeContext, spec_update: dict, by: str = "Alice <alice@example.com>", ff: bool = False
+) -> None:
+    name = call_named(ctx).metadata.name
+    document, _ = ctx.proposals[name]
+    ctx.decisions[name] = Decision(
+        spec={**document["spec"], **spec_update}, decided_by=by, decided_at=ctx.clock, fast_forward=ff
+    )
+
+
+def test_a_call_waits_for_approval_with_a_proposal_a_reviewer_can_decide_from() -> None:
+    ctx = approval_world(tool_calls(("srv__count", '{"label": "x"}')))
+    call = call_named(ctx)
+    assert call.status.phase == "AwaitingHumanApproval"
+    assert call.status.approval.branch == f"acp/approvals/{call.metadata.name}"
+    document, message = ctx.proposals[call.metadata.name]
+    spec = document["spec"]
+    assert (spec["tool"], spec["arguments"], spec["decision"]) == ("srv__count", {"label": "x"}, "approved")
+    assert spec["argumentsDigest"].startswith("sha256:")
+    assert spec["request"] == "Use the tools."
+    assert spec["toolAnnotations"] == {"idempotentHint": False}
+    assert message.startswith("Approve srv__count for task t1")
+    assert '"label": "x"' in message
+    assert ctx.mcp.calls == []
+
+
+def test_approved_by_an_approver_runs_once_and_records_who() -> None:
+    ctx = approval_world(tool_calls(("srv__count", '{"label": "x"}')))
+    decide(ctx, {})
+    reconcile(ctx, Kind.ToolCall, call_named(ctx).metadata.name)
+    call = call_named(ctx)
+    assert ctx.phases(Kind.ToolCall, call.metadata.name)[-3:] == [
+        "ReadyToExecuteApprovedTool",
+        "Running",
+        "Succeeded",
+    ]
+    assert call.status.approval.decided_by == "Alice <alice@example.com>"
+    assert len(ctx.mcp.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("update", "by", "ff", "reason"),
+    [
+        (
+            {"decision": "rejected", "comment": "not today"},
+            "Alice <alice@example.com>",
+            False,
+            "Rejected: not today",
+        ),
+        ({"arguments": {"label": "y"}}, "Alice <alice@example.com>", False, "arguments were changed"),
+        ({}, "Mallory <m@example.com>", False, "is not one of the approvers"),
+        ({}, "gitops-acp <gitops-acp@localhost>", True, "merged by fast-forward"),
+    ],
+)
+def test_rejections_reach_the_model_and_the_tool_never_runs(update, by, ff, reason) -> None:
+    ctx = approval_world(tool_calls(("srv__count", '{"label": "x"}')), final("ok"))
+    decide(ctx, update, by=by, ff=ff)
+    reconcile(ctx, Kind.ToolCall, call_named(ctx).metadata.name)
+    call = call_named(ctx)
+    assert (call.status.phase, call.status.status) == ("ToolCallRejected", "Succeeded")
+    assert reason in call.status.result
+    assert call.status.result.startswith("Rejected: ")
+    assert ctx.mcp.calls == []
+    reconcile(ctx, Kind.Task, "t1")
+    assert ctx.llm.requests[1][1][-1]["content"] == call.status.result
+
+
+def test_a_deleted_branch_or_a_timeout_rejects() -> None:
+    ctx = approval_world(tool_calls(("srv__count", '{"label": "x"}')))
+    name = call_named(ctx).metadata.name
+    waiting = reconcile(ctx, Kind.ToolCall, name)
+    assert waiting.requeue_after == pytest.approx(3600, abs=1)  # the channel's timeout
+    ctx.clock += 3601
+    reconcile(ctx, Kind.ToolCall, name)
+    assert call_named(ctx).status.result == "Rejected: approval timed out after 1h"
+
+    ctx = approval_world(tool_calls(("srv__count", '{"label": "x"}')))
+    ctx.branches.clear()
+    reconcile(ctx, Kind.ToolCall, call_named(ctx).metadata.name)
+    assert call_named(ctx).status.result == "Rejected: closed without merging"
+
+
+def test_only_listed_tools_need_approval() -> None:
+    ctx = approval_world(
+        tool_calls(("srv__echo", '{"text": "hi"}')), approval="  approval: {tools: [count]}\n"
+    )
+    assert call_named(ctx).status.phase == "Succeeded"
+    assert ctx.proposals == {}

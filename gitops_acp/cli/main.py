@@ -17,6 +17,7 @@ from types import ModuleType
 
 from gitops_acp import __version__
 from gitops_acp.cli.commands import (
+    approve,
     demo,
     describe,
     get,
@@ -39,6 +40,8 @@ COMMANDS: dict[str, ModuleType] = {
     "describe": describe,
     "history": history,
     "task": task,
+    "approve": approve,
+    "reject": approve,
     "validate": validate,
     "demo": demo,
     "llm-stub": llm_stub,

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from gitops_acp.humans.approvals import Decision
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
 from gitops_acp.resources.loader import Loaded
@@ -111,6 +112,18 @@ class Context(Protocol):
 
     def wake(self, kind: Kind, name: str) -> None:
         """Ask for a reconcile of another resource."""
+        ...
+
+    async def propose_approval(self, toolcall: str, document: dict[str, Any], message: str) -> str:
+        """Create (or find) the approval branch of a tool call from the tip of `main`; return its name."""
+        ...
+
+    async def approval_decision(self, toolcall: str) -> Decision | None:
+        """The approval file of a tool call on the tip of `main`, with who put it there; None if absent."""
+        ...
+
+    async def branch_exists(self, branch: str) -> bool:
+        """Whether `refs/heads/<branch>` exists."""
         ...
 
     async def post_json(

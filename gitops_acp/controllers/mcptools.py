@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 
+from gitops_acp.controllers import approval
 from gitops_acp.controllers.base import DONE, Context, Result, rfc3339
 from gitops_acp.controllers.calls import finish
 from gitops_acp.controllers.catalog import Entry, entry_for_call
@@ -50,6 +51,15 @@ class MCPExecutor:
         if status.phase == ToolCallPhase.Running and not entry.idempotent:
             await finish(call, ctx, error=INTERRUPTED)
             return DONE
+        if status.phase in (ToolCallPhase.Pending, ToolCallPhase.AwaitingHumanApproval):
+            needed, channel = approval.needs_approval(entry, ctx)
+            if needed and status.phase == ToolCallPhase.Pending:
+                return await approval.request(call, entry, channel, ctx)
+            if needed:
+                outcome = await approval.check(call, channel, ctx)
+                if isinstance(outcome, Result):
+                    return outcome
+                call, status = outcome, outcome.status or ToolCallStatus()
         state = ctx.mcp.state(entry.target)
         if state is None or not state.connected:
             why = (state.error if state is not None else None) or "starting"

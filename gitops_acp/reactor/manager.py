@@ -34,6 +34,7 @@ import watchfiles
 from gitops_acp.controllers import registry
 from gitops_acp.controllers.base import Controller, Key, Settings
 from gitops_acp.errors import StaleError
+from gitops_acp.humans import approvals
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
 from gitops_acp.reactor.queue import Requeue, WorkQueue
@@ -48,6 +49,7 @@ from gitops_acp.resources.meta import (
     TERMINAL_TASK_PHASES,
     TERMINAL_TOOLCALL_PHASES,
     Kind,
+    ToolCallPhase,
 )
 from gitops_acp.resources.models import AnyResource, Task, ToolCall, from_document, to_document
 from gitops_acp.secrets import SecretResolver
@@ -203,6 +205,48 @@ class Manager:
 
     def wake(self, kind: Kind, name: str) -> None:
         self._queue.add((kind, name))
+
+    async def propose_approval(self, toolcall: str, document: dict[str, Any], message: str) -> str:
+        assert self._repo is not None
+        repo = self._repo
+        return await asyncio.get_running_loop().run_in_executor(
+            self._git,
+            lambda: approvals.propose(
+                repo,
+                main=self.options.branch,
+                toolcall=toolcall,
+                document=document,
+                message=message,
+                identity=self.options.identity,
+            ),
+        )
+
+    async def approval_decision(self, toolcall: str) -> approvals.Decision | None:
+        assert self._repo is not None
+        repo = self._repo
+        return await asyncio.get_running_loop().run_in_executor(
+            self._git,
+            lambda: approvals.read_decision(
+                repo, main=self.options.branch, toolcall=toolcall, reconciler=self.options.identity
+            ),
+        )
+
+    async def branch_exists(self, branch: str) -> bool:
+        assert self._repo is not None
+        repo = self._repo
+        sha = await asyncio.get_running_loop().run_in_executor(
+            self._git, repo.resolve, f"refs/heads/{branch}"
+        )
+        return sha is not None
+
+    def _wake_awaiting_approval(self) -> None:
+        """A ref moved: decisions are merges on main or deleted branches, so re-check pending approvals."""
+        for (kind, name), obj in list(self._observed.items()):
+            if (
+                kind == Kind.ToolCall
+                and getattr(obj.status, "phase", None) == ToolCallPhase.AwaitingHumanApproval
+            ):
+                self._queue.add((kind, name))
 
     async def post_json(
         self, url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float
@@ -474,6 +518,7 @@ class Manager:
                 _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in pending:
                     waiter.cancel()
+                self._wake_awaiting_approval()
         finally:
             await self._shutdown()
         return 0

@@ -666,16 +666,21 @@ class GitRepo:
         raise StoreError(f"commit {sha} has no committer line")
 
     @_exclusive
-    def log(self, ref: str, *, path: str | None = None, n: int = 20) -> list[CommitInfo]:
+    def log(
+        self, ref: str, *, path: str | None = None, n: int = 20, first_parent: bool = False
+    ) -> list[CommitInfo]:
         """Return the newest `n` commits reachable from `ref` (touching `path` if given), newest first.
 
         Always bounded by `-n`: a path-limited log over a whole long history is slow (GIT-NOTES).
+        `first_parent`: only the branch's own line (a merge shows as the commit that brought the change).
         """
         tip = self.resolve(ref)
         if tip is None:
             return []
         fields = ("%H", "%ct", "%an <%ae>", "%s", "%b", "%(trailers:only,unfold)")
-        args = ["log", "-z", f"-n{max(n, 0)}", "--format=" + "%x00".join(fields), "--end-of-options", tip]
+        args = ["log", "-z", f"-n{max(n, 0)}", "--format=" + "%x00".join(fields)]
+        args += ["--first-parent"] if first_parent else []
+        args += ["--end-of-options", tip]
         if path is not None:
             args += ["--", path]
         raw = self._git(*args).stdout.decode("utf-8", "replace").split("\0")

@@ -1,0 +1,192 @@
+"""Approval of tool calls through git (contract §5): propose a branch, then read the decision on `main`.
+
+    Pending ──(the server's approvalContactChannel covers this tool)──► AwaitingHumanApproval
+                (branch acp/approvals/<toolcall> created first, then the phase committed)
+    AwaitingHumanApproval ── approvals/<toolcall>.yaml on main, approved ──► ReadyToExecuteApprovedTool
+                          ── decision rejected (comment) ──────────────────────────► ToolCallRejected
+                          ── branch deleted without merging, timeout, arguments edited
+                             (without allowArgumentEdits), decider not an approver ──► ToolCallRejected
+
+A rejection is a terminal, *successful* call whose result is `Rejected: <comment>`: the model reads
+the human's words and carries on (ACP's behaviour, kept).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
+from gitops_acp.controllers.catalog import Entry
+from gitops_acp.humans.approvals import approval_path, branch_name, digest
+from gitops_acp.resources.meta import API_VERSION, Condition, Kind, ToolCallPhase
+from gitops_acp.resources.models import (
+    ContactChannel,
+    MCPServer,
+    Task,
+    ToolCall,
+    ToolCallApproval,
+    ToolCallStatus,
+)
+
+__all__ = ["check", "needs_approval", "request"]
+
+
+def needs_approval(entry: Entry, ctx: Context) -> tuple[bool, ContactChannel | None]:
+    """Whether a call of `entry` waits for a human, and the channel that decides (None: not declared)."""
+    loaded = ctx.desired(Kind.MCPServer, entry.target)
+    server = loaded.resource if loaded is not None else None
+    if not isinstance(server, MCPServer) or not server.spec.needs_approval(entry.tool):
+        return False, None
+    ref = server.spec.approval_contact_channel
+    channel = ctx.desired(Kind.ContactChannel, ref.name) if ref is not None else None
+    if channel is None or not isinstance(channel.resource, ContactChannel):
+        return True, None
+    return True, channel.resource
+
+
+async def request(call: ToolCall, entry: Entry, channel: ContactChannel | None, ctx: Context) -> Result:
+    """Propose the approval branch, then commit AwaitingHumanApproval."""
+    status = call.status or ToolCallStatus()
+    if channel is None:  # a missing channel never means "no approval needed"
+        return await _reject(
+            call, ctx, "the approval channel of this tool's MCP server does not exist", by=""
+        )
+    if str(channel.spec.type) != "git":
+        return await _reject(call, ctx, f"{channel.spec.type} approval channels are not supported yet", by="")
+    arguments = json.loads(call.spec.arguments or "{}")
+    task = _task(call, ctx)
+    asked = _last_user_message(task)
+    document = {
+        "apiVersion": API_VERSION,
+        "kind": "Approval",
+        "metadata": {"name": call.metadata.name},
+        "spec": {
+            "task": call.spec.task_ref.name,
+            "toolCall": call.metadata.name,
+            "tool": entry.function,
+            "arguments": arguments,
+            "argumentsDigest": digest(arguments),
+            "request": asked,
+            "toolAnnotations": entry.annotations or {},
+            "decision": "approved",
+            "comment": "",
+        },
+    }
+    hints = ", ".join(f"{k}={v}" for k, v in sorted((entry.annotations or {}).items())) or "none"
+    message = (
+        f"Approve {entry.function} for task {call.spec.task_ref.name}\n\n"
+        f"Tool: {entry.function} ({entry.description or 'no description'})\n"
+        f"Annotations: {hints}\n"
+        f"Arguments: {json.dumps(arguments, ensure_ascii=False, sort_keys=True)}\n"
+        f"Task request: {asked}\n\n"
+        f"Merge this branch to approve. To reject, set `decision: rejected` and a `comment` in\n"
+        f"{approval_path(call.metadata.name)} and merge, or delete the branch without merging.\n"
+    )
+    branch = await ctx.propose_approval(call.metadata.name, document, message)
+    waiting = status.model_copy(
+        update={
+            "phase": ToolCallPhase.AwaitingHumanApproval,
+            "status": Condition.Pending,
+            "status_detail": f"Waiting for approval: merge {branch} into main "
+            f"(or gitops-acp approve {call.metadata.name})",
+            "start_time": status.start_time or rfc3339(ctx.now()),
+            "approval": ToolCallApproval(branch=branch),
+        }
+    )
+    await ctx.checkpoint(call.model_copy(update={"status": waiting}))
+    return DONE
+
+
+async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) -> ToolCall | Result:
+    """Read the decision; return the call ReadyToExecuteApprovedTool, or a Result to stop on."""
+    status = call.status or ToolCallStatus()
+    git = channel.spec.git if channel is not None else None
+    decision = await ctx.approval_decision(call.metadata.name)
+    if decision is None:
+        if not await ctx.branch_exists(branch_name(call.metadata.name)):
+            return await _reject(call, ctx, "closed without merging", by="")
+        timeout = git.timeout_seconds if git is not None else None
+        if git is not None and timeout is not None and status.start_time:
+            remaining = parse_rfc3339(status.start_time) + timeout - ctx.now()
+            if remaining <= 0:
+                return await _reject(call, ctx, f"approval timed out after {git.timeout}", by="")
+            return Result(remaining, progress=False)
+        return DONE
+    spec = decision.spec
+    by = decision.decided_by
+    proposed = json.loads(call.spec.arguments or "{}")
+    original = digest(proposed)
+    edited = "arguments" in spec and digest(spec["arguments"]) != original
+    if (edited or spec.get("argumentsDigest") != original) and not (git and git.allow_argument_edits):
+        return await _reject(
+            call, ctx, "the arguments were changed after the proposal (allowArgumentEdits is off)", by=by
+        )
+    approvers = git.approvers if git is not None else []
+    if approvers:
+        if decision.fast_forward:
+            return await _reject(
+                call, ctx, "merged by fast-forward, so the approver is unknown: merge with --no-ff", by=by
+            )
+        if not _is_approver(by, approvers):
+            return await _reject(
+                call, ctx, f"{by} is not one of the approvers ({', '.join(approvers)})", by=by
+            )
+    comment = str(spec.get("comment") or "")
+    if str(spec.get("decision", "approved")).lower() != "approved":
+        return await _reject(call, ctx, comment or "rejected", by=by, at=decision.decided_at)
+    approval = (status.approval or ToolCallApproval()).model_copy(
+        update={"decided_by": by, "decided_at": rfc3339(decision.decided_at), "comment": comment or None}
+    )
+    ready = status.model_copy(
+        update={
+            "phase": ToolCallPhase.ReadyToExecuteApprovedTool,
+            "status_detail": f"Approved by {by}",
+            "approval": approval,
+        }
+    )
+    update: dict[str, Any] = {"status": ready}
+    if edited:
+        update["spec"] = call.spec.model_copy(update={"arguments": json.dumps(spec["arguments"])})
+    approved = call.model_copy(update=update)
+    await ctx.checkpoint(approved)
+    return approved
+
+
+def _is_approver(identity: str, approvers: list[str]) -> bool:
+    name, _, email = identity.partition(" <")
+    email = email.rstrip(">")
+    return any(a in (identity, name, email) for a in approvers)
+
+
+async def _reject(call: ToolCall, ctx: Context, comment: str, *, by: str, at: float | None = None) -> Result:
+    status = call.status or ToolCallStatus()
+    approval = (status.approval or ToolCallApproval()).model_copy(
+        update={"decided_by": by or None, "decided_at": rfc3339(at or ctx.now()), "comment": comment}
+    )
+    rejected = status.model_copy(
+        update={
+            "phase": ToolCallPhase.ToolCallRejected,
+            "status": Condition.Succeeded,
+            "status_detail": f"Rejected: {comment}",
+            "result": f"Rejected: {comment}",
+            "approval": approval,
+            "completion_time": rfc3339(ctx.now()),
+        }
+    )
+    await ctx.checkpoint(call.model_copy(update={"status": rejected}))
+    return DONE
+
+
+def _task(call: ToolCall, ctx: Context) -> Task | None:
+    loaded = ctx.desired(Kind.Task, call.spec.task_ref.name)
+    task = loaded.resource if loaded is not None else ctx.observed(Kind.Task, call.spec.task_ref.name)
+    return task if isinstance(task, Task) else None
+
+
+def _last_user_message(task: Task | None) -> str:
+    if task is None:
+        return ""
+    window = task.status.context_window if task.status else []
+    users = [m.content for m in window if m.role == "user"]
+    return users[-1] if users else (task.spec.user_message or "")

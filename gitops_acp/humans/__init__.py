@@ -1,0 +1,1 @@
+"""Humans in the loop through git: approval branches, their files, and the decisions read from `main`."""
