@@ -49,7 +49,7 @@ class Decision:
 
     spec: dict[str, Any]
     decided_by: str  # "Name <email>" of the first-parent commit that added or changed the file
-    decided_at: float  # that commit's author time
+    decided_at: float  # that commit's commit time
     fast_forward: bool  # the file came with the reconciler's own commit: who merged is unknown
 
 

@@ -239,14 +239,37 @@ class Manager:
         )
         return sha is not None
 
+    def _awaiting_approval(self) -> list[str]:
+        return [
+            name
+            for (kind, name), obj in list(self._observed.items())
+            if kind == Kind.ToolCall
+            and getattr(obj.status, "phase", None) == ToolCallPhase.AwaitingHumanApproval
+        ]
+
     def _wake_awaiting_approval(self) -> None:
-        """A ref moved: decisions are merges on main or deleted branches, so re-check pending approvals."""
-        for (kind, name), obj in list(self._observed.items()):
-            if (
-                kind == Kind.ToolCall
-                and getattr(obj.status, "phase", None) == ToolCallPhase.AwaitingHumanApproval
-            ):
-                self._queue.add((kind, name))
+        """Main moved: a decision may have arrived for any pending approval."""
+        for name in self._awaiting_approval():
+            self._queue.add((Kind.ToolCall, name))
+
+    async def _check_approval_branches(self) -> None:
+        """Wake pending approvals whose branch was deleted (a rejection) since the last look.
+
+        Reads only ref files (no git process), and wakes nothing when nothing changed, so an idle
+        reconciler with approvals pending stays idle (and `serve --once` can exit).
+        """
+        waiting = self._awaiting_approval()
+        if not waiting or self._repo is None:
+            return
+        repo = self._repo
+
+        def gone() -> list[str]:
+            return [
+                name for name in waiting if repo.resolve(f"refs/heads/{approvals.branch_name(name)}") is None
+            ]
+
+        for name in await asyncio.get_running_loop().run_in_executor(self._git, gone):
+            self._queue.add((Kind.ToolCall, name))
 
     async def post_json(
         self, url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float
@@ -416,6 +439,8 @@ class Manager:
             self._queue.add(key)
             for dependent in self._dependents.get(key, ()):
                 self._queue.add(dependent)
+        if previous.commit is not None:
+            self._wake_awaiting_approval()  # a decision is a file arriving on main
         log.debug(
             "main at %s: %d resources, %d changed", (commit or "")[:12], len(state.resources), len(changed)
         )
@@ -518,7 +543,7 @@ class Manager:
                 _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in pending:
                     waiter.cancel()
-                self._wake_awaiting_approval()
+                await self._check_approval_branches()
         finally:
             await self._shutdown()
         return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,12 @@ DEMO_SCRIPT: dict[str, Any] = {
             "toolCalls": [{"name": "tools__add", "arguments": {"a": 19.5, "b": 22.5}}],
         },
         {"match": r"19\.5 \+ 22\.5", "when": "tool", "content": "19.5 + 22.5 = {tool}, says the add tool."},
+        {
+            "match": "visitor",
+            "when": "first",
+            "toolCalls": [{"name": "tools__count", "arguments": {"label": "visitor"}}],
+        },
+        {"match": "visitor", "when": "tool", "content": "Done: that makes {tool} visitor(s)."},
     ]
 }
 
@@ -64,6 +71,34 @@ def _section(title: str) -> None:
     print(f"\n=== {title}")
 
 
+def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+    return done.stdout.strip()
+
+
+def _approve_as_a_reviewer(repo: Path) -> None:
+    """Do what a reviewer does: look at the pending approval branch, then merge it into main."""
+    view = argparse.Namespace(repo=str(repo), output=None, name=None, kind="toolcalls")
+    _section("gitops-acp get toolcalls  (one call waits for a person)")
+    get.run(view)
+    branches = _git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/acp/approvals/").split()
+    for branch in branches:
+        _section(f"git show {branch}  (the proposal: a reviewer decides from this alone)")
+        print(_git(repo, "show", "--stat", "--format=%an: %B", branch))
+        print(_git(repo, "show", f"{branch}:approvals/{branch.rsplit('/', 1)[1]}.yaml"))
+        _section(f"git merge --no-ff {branch}  (as Demo Reviewer: this is the approval)")
+        reviewer = {
+            "GIT_AUTHOR_NAME": "Demo Reviewer",
+            "GIT_AUTHOR_EMAIL": "reviewer@example.com",
+            "GIT_COMMITTER_NAME": "Demo Reviewer",
+            "GIT_COMMITTER_EMAIL": "reviewer@example.com",
+        }
+        _git(repo, "merge", "--no-ff", "-q", "-m", f"Merge {branch}: approved", branch, env=reviewer)
+        print(_git(repo, "log", "--oneline", "-3", "main"))
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here: openai, uvicorn and the reactor are slow to import and only the demo needs them.
     from gitops_acp.controllers.base import Settings
@@ -80,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
         with StubServer(DEMO_SCRIPT) as stub:
             # The example's LLM points at the stub's port, its MCP server runs with this Python.
             files = {
-                path: data.replace(b"http://127.0.0.1:8765/v1", stub.url.encode()).replace(
-                    b"command: python3", b"command: " + sys.executable.encode()
-                )
+                path: data.replace(b"http://127.0.0.1:8765/v1", stub.url.encode())
+                .replace(b"command: python3", b"command: " + sys.executable.encode())
+                .replace(b"/tmp/gitops-acp-visitors.txt", str(base / "visitors.txt").encode())
                 for path, data in example_files("offline").items()
             }
             init_repository(repo, files=files, message="Add the offline example resources")
@@ -92,17 +127,22 @@ def run(args: argparse.Namespace) -> int:
                     ["git", "-C", str(repo), "ls-files"], capture_output=True, text=True
                 ).stdout.strip()
             )
-            _section(f"gitops-acp serve --once  (LLM stub at {stub.url})")
             options = ServeOptions(
                 repo=repo, once=True, settings=Settings(backoff_base=0.2, log_dir=base / "logs")
             )
-            manager = Manager(options, llm=OpenAIClient(), secrets=SecretResolver(secrets))
-            asyncio.run(manager.run())
-            stats = manager.writer.stats
-            print(
-                f"done: {stats.checkpoints} checkpoints in {stats.commits} commits; "
-                f"{len(stub.requests())} requests to the LLM stub"
-            )
+
+            def serve() -> None:
+                manager = Manager(options, llm=OpenAIClient(), secrets=SecretResolver(secrets))
+                asyncio.run(manager.run())
+                stats = manager.writer.stats
+                print(f"done: {stats.checkpoints} checkpoints in {stats.commits} commits")
+
+            _section(f"gitops-acp serve --once  (LLM stub at {stub.url})")
+            serve()
+            _approve_as_a_reviewer(repo)
+            _section("gitops-acp serve --once  (again: the approved call runs, its task finishes)")
+            serve()
+            print(f"{len(stub.requests())} requests to the LLM stub in all")
         view = argparse.Namespace(repo=str(repo), output=None, name=None)
         for kind in ("llms", "agents", "tasks"):
             _section(f"gitops-acp get {kind}")
@@ -115,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         get.run(argparse.Namespace(**{**vars(view), "kind": "toolcalls"}))
         _section("gitops-acp describe task add-numbers")
         describe.run(argparse.Namespace(repo=str(repo), kind="task", name="add-numbers"))
-        for task in ("add-numbers", "continue-conversation"):
+        for task in ("add-numbers", "count-visitor", "continue-conversation"):
             _section(f"gitops-acp history task {task}")
             history.run(argparse.Namespace(repo=str(repo), kind="task", name=task, max_count=100))
         _section("git log --oneline acp/status")
