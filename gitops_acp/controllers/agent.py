@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gitops_acp.controllers.base import DONE, Context, Key, Result
+from gitops_acp.controllers.base import DONE, Context, Key, Result, forget
 from gitops_acp.controllers.catalog import DELEGATE_PREFIX, name_problem
 from gitops_acp.resources.meta import Condition, Kind
 from gitops_acp.resources.models import (
@@ -44,9 +44,7 @@ class AgentController:
     async def reconcile(self, name: str, ctx: Context) -> Result:
         loaded = ctx.desired(Kind.Agent, name)
         if loaded is None:
-            if ctx.observed(Kind.Agent, name) is not None:
-                await ctx.remove(Kind.Agent, name, reason="removed from main")
-            return DONE
+            return await forget(Kind.Agent, name, ctx)
         assert isinstance(loaded.resource, Agent)
         agent = loaded.resource
         status = self._validate(agent, ctx)

@@ -27,7 +27,7 @@ from gitops_acp.resources.meta import Kind
 from gitops_acp.resources.models import AnyResource
 from gitops_acp.secrets import SecretResolver
 
-__all__ = ["DONE", "Context", "Controller", "Key", "Result", "Settings", "parse_rfc3339", "rfc3339"]
+__all__ = ["DONE", "Context", "Controller", "Key", "Result", "Settings", "forget", "parse_rfc3339", "rfc3339"]
 
 Key = tuple[Kind, str]
 
@@ -145,6 +145,13 @@ class Controller(Protocol):
     def dependencies(self, obj: AnyResource) -> Iterable[Key]:
         """The resources whose changes must wake this one."""
         ...
+
+
+async def forget(kind: Kind, name: str, ctx: Context) -> Result:
+    """The resource left `main`: delete its status file (as `kubectl delete` removes the object)."""
+    if ctx.observed(kind, name) is not None:
+        await ctx.remove(kind, name, reason="removed from main")
+    return DONE
 
 
 def rfc3339(ts: float) -> str:

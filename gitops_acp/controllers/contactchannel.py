@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gitops_acp.controllers.base import DONE, Context, Key, Result
+from gitops_acp.controllers.base import DONE, Context, Key, Result, forget
 from gitops_acp.resources.meta import Condition, Kind
 from gitops_acp.resources.models import AnyResource, ContactChannel, ContactChannelStatus
 
@@ -28,9 +28,7 @@ class ContactChannelController:
     async def reconcile(self, name: str, ctx: Context) -> Result:
         loaded = ctx.desired(Kind.ContactChannel, name)
         if loaded is None:
-            if ctx.observed(Kind.ContactChannel, name) is not None:
-                await ctx.remove(Kind.ContactChannel, name, reason="removed from main")
-            return DONE
+            return await forget(Kind.ContactChannel, name, ctx)
         assert isinstance(loaded.resource, ContactChannel)
         channel = loaded.resource
         kind = str(channel.spec.type)

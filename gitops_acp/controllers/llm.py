@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import replace
 
-from gitops_acp.controllers.base import DONE, Context, Key, Result
+from gitops_acp.controllers.base import Context, Key, Result, forget
 from gitops_acp.errors import LLMError, SecretError
 from gitops_acp.llm.client import LLMConfig
 from gitops_acp.resources.meta import Condition, Kind
@@ -70,9 +70,7 @@ class LLMController:
         loaded = ctx.desired(Kind.LLM, name)
         if loaded is None:
             self._validated.pop(name, None)
-            if ctx.observed(Kind.LLM, name) is not None:
-                await ctx.remove(Kind.LLM, name, reason="removed from main")
-            return DONE
+            return await forget(Kind.LLM, name, ctx)
         assert isinstance(loaded.resource, LLM)
         llm = loaded.resource
         observed = ctx.observed(Kind.LLM, name)

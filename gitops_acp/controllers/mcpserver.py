@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gitops_acp.controllers.base import DONE, Context, Key, Result
+from gitops_acp.controllers.base import DONE, Context, Key, Result, forget
 from gitops_acp.errors import SecretError
 from gitops_acp.mcp import ServerConfig, ServerState
 from gitops_acp.resources.meta import Condition, Kind
@@ -88,9 +88,7 @@ class MCPServerController:
         loaded = ctx.desired(Kind.MCPServer, name)
         if loaded is None:
             await ctx.mcp.stop(name)
-            if ctx.observed(Kind.MCPServer, name) is not None:
-                await ctx.remove(Kind.MCPServer, name, reason="removed from main")
-            return DONE
+            return await forget(Kind.MCPServer, name, ctx)
         assert isinstance(loaded.resource, MCPServer)
         server = loaded.resource
         observed = ctx.observed(Kind.MCPServer, name)
