@@ -142,6 +142,7 @@ class Manager:
         self._queue = WorkQueue(self._reconcile, concurrency=options.concurrency)
         self._watcher: RefWatcher | None = None
         self._stop = asyncio.Event()
+        self._poked = asyncio.Event()  # an outside signal (a webhook): look at the refs now
         self._mcp = mcp if mcp is not None else MCPManager(on_change=self._mcp_changed)
         self._secrets_watch: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
@@ -537,16 +538,22 @@ class Manager:
                 waiters = [
                     asyncio.ensure_future(self._watcher.wait()),
                     asyncio.ensure_future(self._stop.wait()),
+                    asyncio.ensure_future(self._poked.wait()),
                 ]
                 if self.options.once:
                     waiters.append(asyncio.ensure_future(self._queue.wait_idle()))
                 _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in pending:
                     waiter.cancel()
+                self._poked.clear()
                 await self._check_approval_branches()
         finally:
             await self._shutdown()
         return 0
+
+    def poke(self) -> None:
+        """The refs may have changed (a forge webhook said so): look now, not at the next poll."""
+        self._poked.set()
 
     def stop(self) -> None:
         """Ask `run` to return (as SIGTERM does)."""
