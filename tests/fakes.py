@@ -7,11 +7,11 @@ git repository and the HTTP stub instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitops_acp.controllers.base import Settings
+from gitops_acp.controllers.base import HttpReply, Settings
 from gitops_acp.errors import LLMError, MCPError
 from gitops_acp.humans.approvals import Decision
 from gitops_acp.llm.client import Completion, LLMConfig, ToolCallRequest, ToolSpec
@@ -139,6 +139,11 @@ class FakeContext:
         self.proposals: dict[str, tuple[dict[str, Any], str]] = {}  # toolcall -> (document, message)
         self.branches: set[str] = set()
         self.decisions: dict[str, Decision] = {}  # what humans put on main
+        self.questions: dict[str, tuple[dict[str, Any], str]] = {}  # toolcall -> (document, message)
+        self.responses: dict[str, Decision] = {}  # answers humans put on main
+        self.requests: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = []
+        # Answers each request_json (method, url, body, headers); None: 404 for everything.
+        self.http: Callable[[str, str, dict[str, Any] | None], HttpReply | OSError] | None = None
         self._llm = llm or FakeLLM()
         self._mcp = mcp or FakeMCP()
         self._secrets = SecretResolver(None, environ=environ or {"API_KEY": "test-key"})
@@ -215,6 +220,29 @@ class FakeContext:
 
     async def branch_exists(self, branch: str) -> bool:
         return branch in self.branches
+
+    async def propose_question(self, toolcall: str, document: dict[str, Any], message: str) -> str:
+        self.questions.setdefault(toolcall, (document, message))
+        self.branches.add(f"acp/questions/{toolcall}")
+        return f"acp/questions/{toolcall}"
+
+    async def question_response(self, toolcall: str) -> Decision | None:
+        return self.responses.get(toolcall)
+
+    async def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str],
+        timeout: float,
+    ) -> HttpReply:
+        self.requests.append((method, url, body, headers))
+        reply = self.http(method, url, body) if self.http is not None else HttpReply(404, None)
+        if isinstance(reply, OSError):
+            raise reply
+        return reply
 
     async def post_json(
         self, url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float

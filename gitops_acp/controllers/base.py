@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gitops_acp.humans.approvals import Decision
+from gitops_acp.humans.humanlayer import DEFAULT_URL
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
 from gitops_acp.resources.loader import Loaded
@@ -27,7 +28,18 @@ from gitops_acp.resources.meta import Kind
 from gitops_acp.resources.models import AnyResource
 from gitops_acp.secrets import SecretResolver
 
-__all__ = ["DONE", "Context", "Controller", "Key", "Result", "Settings", "forget", "parse_rfc3339", "rfc3339"]
+__all__ = [
+    "DONE",
+    "Context",
+    "Controller",
+    "HttpReply",
+    "Key",
+    "Result",
+    "Settings",
+    "forget",
+    "parse_rfc3339",
+    "rfc3339",
+]
 
 Key = tuple[Kind, str]
 
@@ -62,6 +74,17 @@ class Settings:
     log_dir: Path | None = None  # where stdio MCP servers' stderr goes (one file per server)
     max_delegation_depth: int = 5  # sub-agent chains longer than this are refused
     max_delivery_attempts: int = 10  # responseUrl POSTs before the delivery is given up as Failed
+    humanlayer_url: str = DEFAULT_URL  # HumanLayer's API base, for slack and email channels
+    humanlayer_poll: float = 5.0  # seconds between looks at a pending HumanLayer request
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    """An HTTP response as controllers see it: the status, the JSON body (None if not JSON), Retry-After."""
+
+    status: int
+    body: Any
+    retry_after: float | None = None  # seconds, when the server sent Retry-After
 
 
 class Context(Protocol):
@@ -120,6 +143,26 @@ class Context(Protocol):
 
     async def approval_decision(self, toolcall: str) -> Decision | None:
         """The approval file of a tool call on the tip of `main`, with who put it there; None if absent."""
+        ...
+
+    async def propose_question(self, toolcall: str, document: dict[str, Any], message: str) -> str:
+        """Create (or find) the question branch of a tool call from the tip of `main`; return its name."""
+        ...
+
+    async def question_response(self, toolcall: str) -> Decision | None:
+        """The response file of a question on the tip of `main`, with who put it there; None if absent."""
+        ...
+
+    async def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str],
+        timeout: float,
+    ) -> HttpReply:
+        """Send an HTTP request (JSON body, if any); raise OSError when the server can't be reached."""
         ...
 
     async def branch_exists(self, branch: str) -> bool:

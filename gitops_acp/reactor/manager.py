@@ -32,9 +32,9 @@ import httpx2
 import watchfiles
 
 from gitops_acp.controllers import registry
-from gitops_acp.controllers.base import Controller, Key, Settings
+from gitops_acp.controllers.base import Controller, HttpReply, Key, Settings
 from gitops_acp.errors import StaleError
-from gitops_acp.humans import approvals
+from gitops_acp.humans import approvals, questions
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
 from gitops_acp.reactor.queue import Requeue, WorkQueue
@@ -240,37 +240,91 @@ class Manager:
         )
         return sha is not None
 
-    def _awaiting_approval(self) -> list[str]:
-        return [
-            name
-            for (kind, name), obj in list(self._observed.items())
-            if kind == Kind.ToolCall
-            and getattr(obj.status, "phase", None) == ToolCallPhase.AwaitingHumanApproval
-        ]
+    async def propose_question(self, toolcall: str, document: dict[str, Any], message: str) -> str:
+        assert self._repo is not None
+        repo = self._repo
+        return await asyncio.get_running_loop().run_in_executor(
+            self._git,
+            lambda: questions.propose(
+                repo,
+                main=self.options.branch,
+                toolcall=toolcall,
+                document=document,
+                message=message,
+                identity=self.options.identity,
+            ),
+        )
 
-    def _wake_awaiting_approval(self) -> None:
-        """Main moved: a decision may have arrived for any pending approval."""
-        for name in self._awaiting_approval():
+    async def question_response(self, toolcall: str) -> approvals.Decision | None:
+        assert self._repo is not None
+        repo = self._repo
+        return await asyncio.get_running_loop().run_in_executor(
+            self._git,
+            lambda: questions.read_response(
+                repo, main=self.options.branch, toolcall=toolcall, reconciler=self.options.identity
+            ),
+        )
+
+    def _awaiting_humans(self) -> dict[str, str]:
+        """Tool calls waiting for a person through a branch (an approval, a question): name → branch."""
+        waiting: dict[str, str] = {}
+        for (kind, name), obj in list(self._observed.items()):
+            if kind != Kind.ToolCall or not isinstance(obj, ToolCall) or obj.status is None:
+                continue
+            status = obj.status
+            if status.phase == ToolCallPhase.AwaitingHumanApproval:
+                branch = status.approval.branch if status.approval else None
+            elif status.phase == ToolCallPhase.AwaitingHumanInput:
+                branch = status.human_contact.branch if status.human_contact else None
+            else:
+                continue
+            if branch:  # slack and email channels have none: they poll HumanLayer on a timer
+                waiting[name] = branch
+        return waiting
+
+    def _wake_awaiting_humans(self) -> None:
+        """Main moved: a decision or an answer may have arrived for any pending branch."""
+        for name in self._awaiting_humans():
             self._queue.add((Kind.ToolCall, name))
 
-    async def _check_approval_branches(self) -> None:
-        """Wake pending approvals whose branch was deleted (a rejection) since the last look.
+    async def _check_human_branches(self) -> None:
+        """Wake pending approvals and questions whose branch was deleted since the last look.
 
         Reads only ref files (no git process), and wakes nothing when nothing changed, so an idle
-        reconciler with approvals pending stays idle (and `serve --once` can exit).
+        reconciler with people's decisions pending stays idle (and `serve --once` can exit).
         """
-        waiting = self._awaiting_approval()
+        waiting = self._awaiting_humans()
         if not waiting or self._repo is None:
             return
         repo = self._repo
 
         def gone() -> list[str]:
-            return [
-                name for name in waiting if repo.resolve(f"refs/heads/{approvals.branch_name(name)}") is None
-            ]
+            return [name for name, branch in waiting.items() if repo.resolve(f"refs/heads/{branch}") is None]
 
         for name in await asyncio.get_running_loop().run_in_executor(self._git, gone):
             self._queue.add((Kind.ToolCall, name))
+
+    async def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str],
+        timeout: float,
+    ) -> HttpReply:
+        if self._http is None:
+            self._http = httpx2.AsyncClient()
+        try:
+            response = await self._http.request(method, url, json=body, headers=headers, timeout=timeout)
+        except httpx2.HTTPError as exc:
+            # The exception's text may carry the URL, never the headers: no credential leaks here.
+            raise OSError(str(exc) or type(exc).__name__) from exc
+        try:
+            parsed: Any = response.json()
+        except ValueError:
+            parsed = None
+        return HttpReply(response.status_code, parsed, _retry_after(response.headers.get("retry-after")))
 
     async def post_json(
         self, url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float
@@ -441,7 +495,7 @@ class Manager:
             for dependent in self._dependents.get(key, ()):
                 self._queue.add(dependent)
         if previous.commit is not None:
-            self._wake_awaiting_approval()  # a decision is a file arriving on main
+            self._wake_awaiting_humans()  # a decision or an answer is a file arriving on main
         log.debug(
             "main at %s: %d resources, %d changed", (commit or "")[:12], len(state.resources), len(changed)
         )
@@ -546,7 +600,7 @@ class Manager:
                 for waiter in pending:
                     waiter.cancel()
                 self._poked.clear()
-                await self._check_approval_branches()
+                await self._check_human_branches()
         finally:
             await self._shutdown()
         return 0
@@ -597,6 +651,14 @@ def _terminal(obj: AnyResource | None) -> bool:
 def _unfinished(obj: AnyResource) -> bool:
     phase = getattr(obj.status, "phase", None)
     return phase not in TERMINAL_TOOLCALL_PHASES and phase not in TERMINAL_TASK_PHASES
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the delta form; an HTTP date is ignored: the caller's backoff applies)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _ordered(keys: Iterable[Key]) -> list[Key]:

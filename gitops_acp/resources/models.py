@@ -77,7 +77,13 @@ from gitops_acp.resources.kinds.mcpserver import (
     Transport,
 )
 from gitops_acp.resources.kinds.task import Task, TaskSpec, TaskStatus, Usage
-from gitops_acp.resources.kinds.toolcall import ToolCall, ToolCallApproval, ToolCallSpec, ToolCallStatus
+from gitops_acp.resources.kinds.toolcall import (
+    ToolCall,
+    ToolCallApproval,
+    ToolCallHumanContact,
+    ToolCallSpec,
+    ToolCallStatus,
+)
 from gitops_acp.resources.meta import API_VERSION, Kind
 
 __all__ = [
@@ -129,6 +135,7 @@ __all__ = [
     "TaskStatus",
     "ToolCall",
     "ToolCallApproval",
+    "ToolCallHumanContact",
     "ToolCallSpec",
     "ToolCallStatus",
     "Transport",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from gitops_acp.resources.common import (
     LocalObjectReference,
     Resource,
@@ -16,7 +18,7 @@ from gitops_acp.resources.common import (
 )
 from gitops_acp.resources.meta import Condition, ToolCallPhase, ToolType
 
-__all__ = ["ToolCall", "ToolCallApproval", "ToolCallSpec", "ToolCallStatus"]
+__all__ = ["ToolCall", "ToolCallApproval", "ToolCallHumanContact", "ToolCallSpec", "ToolCallStatus"]
 
 
 class ToolCallSpec(SpecModel):
@@ -47,6 +49,21 @@ class ToolCallApproval(StatusModel):
     """When (RFC 3339)."""
     comment: str | None = None
     """The human's comment; the model reads it on a rejection."""
+    channel: str | None = None
+    """The ContactChannel that asked (slack and email channels; git channels have `branch`)."""
+
+
+class ToolCallHumanContact(StatusModel):
+    """A question to a human (`<channel>__human_contact`) and who answered it."""
+
+    channel: str | None = None
+    """The ContactChannel asked."""
+    branch: str | None = None
+    """The question branch, `acp/questions/<toolcall>` (git channels)."""
+    responded_by: str | None = None
+    """Who answered (the merge's author, or the CLI user; the channel for slack and email)."""
+    responded_at: str | None = None
+    """When (RFC 3339)."""
 
 
 class ToolCallStatus(StatusModel):
@@ -70,6 +87,10 @@ class ToolCallStatus(StatusModel):
     """How many times the tool was invoked (committed before each invocation)."""
     approval: ToolCallApproval | None = None
     """The approval request and decision, when the call needed one."""
+    human_contact: ToolCallHumanContact | None = None
+    """The question and its answer, for `<channel>__human_contact` calls."""
+    external_call_id: str | None = Field(default=None, alias="externalCallID")
+    """HumanLayer's call id (ACP's name), committed before the request is sent, so a restart finds it."""
 
 
 class ToolCall(Resource):
