@@ -6,6 +6,7 @@ from gitops_acp.controllers.agent import AgentController
 from gitops_acp.controllers.base import Controller
 from gitops_acp.controllers.contactchannel import ContactChannelController
 from gitops_acp.controllers.delegation import DelegationExecutor
+from gitops_acp.controllers.humancontact import HumanContactExecutor
 from gitops_acp.controllers.llm import LLMController
 from gitops_acp.controllers.mcpserver import MCPServerController
 from gitops_acp.controllers.mcptools import MCPExecutor
@@ -24,6 +25,12 @@ def registry() -> dict[Kind, Controller]:
         MCPServerController(),
         ContactChannelController(),
         TaskController(),
-        ToolCallController({ToolType.MCP: MCPExecutor(), ToolType.DelegateToAgent: DelegationExecutor()}),
+        ToolCallController(
+            {
+                ToolType.MCP: MCPExecutor(),
+                ToolType.DelegateToAgent: DelegationExecutor(),
+                ToolType.HumanContact: HumanContactExecutor(),
+            }
+        ),
     ]
     return {controller.kind: controller for controller in controllers}

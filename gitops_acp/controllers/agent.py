@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gitops_acp.controllers.base import DONE, Context, Key, Result, forget
-from gitops_acp.controllers.catalog import DELEGATE_PREFIX, name_problem
+from gitops_acp.controllers.catalog import DELEGATE_PREFIX, HUMAN_CONTACT_SUFFIX, name_problem
 from gitops_acp.resources.meta import Condition, Kind
 from gitops_acp.resources.models import (
     LLM,
@@ -104,6 +104,7 @@ class AgentController:
 
         names = [f"{s.name}__{tool}" for s in servers for tool in s.tools]
         names += [DELEGATE_PREFIX + s.name for s in sub_agents]
+        names += [c.name + HUMAN_CONTACT_SUFFIX for c in channels]
         problems = [p for p in map(name_problem, names) if p]
         if problems:
             return _status(Condition.Error, "; ".join(problems))

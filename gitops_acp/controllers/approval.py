@@ -1,4 +1,4 @@
-"""Approval of tool calls through git (contract §5): propose a branch, then read the decision on `main`.
+"""Approval of tool calls (contract §5): a branch whose merge is the decision, or HumanLayer for slack/email.
 
     Pending ──(the server's approvalContactChannel covers this tool)──► AwaitingHumanApproval
                 (branch acp/approvals/<toolcall> created first, then the phase committed)
@@ -6,6 +6,14 @@
                           ── decision rejected (comment) ──────────────────────────► ToolCallRejected
                           ── branch deleted without merging, timeout, arguments edited
                              (without allowArgumentEdits), decider not an approver ──► ToolCallRejected
+
+Slack and email channels (controllers/humanlayer.py) take the same phases:
+
+    Pending ──(externalCallID committed first)──► AwaitingHumanApproval ── POST function_calls
+    AwaitingHumanApproval ── GET function_calls/<id>: approved ──► ReadyToExecuteApprovedTool
+                          ── approved: false (comment) ──────────► ToolCallRejected
+                          ── HumanLayer refuses the request (4xx) ──► ErrorRequestingHumanApproval
+                          ── channel in Error ──────────────────► ToolCallRejected (the channel's reason)
 
 A rejection is a terminal, *successful* call whose result is `Rejected: <comment>`: the model reads
 the human's words and carries on (ACP's behaviour, kept).
@@ -16,8 +24,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gitops_acp.controllers import humanlayer
 from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.catalog import Entry
+from gitops_acp.humans import humanlayer as api
 from gitops_acp.humans.approvals import approval_path, branch_name, digest
 from gitops_acp.resources.meta import API_VERSION, Condition, Kind, ToolCallPhase
 from gitops_acp.resources.models import (
@@ -53,7 +63,7 @@ async def request(call: ToolCall, entry: Entry, channel: ContactChannel | None, 
             call, ctx, "the approval channel of this tool's MCP server does not exist", by=""
         )
     if str(channel.spec.type) != "git":
-        return await _reject(call, ctx, f"{channel.spec.type} approval channels are not supported yet", by="")
+        return await _ask_humanlayer(call, channel, ctx)
     arguments = json.loads(call.spec.arguments or "{}")
     task = _task(call, ctx)
     asked = _last_user_message(task)
@@ -101,6 +111,12 @@ async def request(call: ToolCall, entry: Entry, channel: ContactChannel | None, 
 async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) -> ToolCall | Result:
     """Read the decision; return the call ReadyToExecuteApprovedTool, or a Result to stop on."""
     status = call.status or ToolCallStatus()
+    if status.external_call_id is not None:  # asked through HumanLayer
+        if channel is None or str(channel.spec.type) == "git":
+            return await _reject(
+                call, ctx, "the approval channel of this tool's MCP server was removed", by=""
+            )
+        return await _check_humanlayer(call, channel, ctx)
     git = channel.spec.git if channel is not None else None
     decision = await ctx.approval_decision(call.metadata.name)
     if decision is None:
@@ -151,6 +167,112 @@ async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) ->
     approved = call.model_copy(update=update)
     await ctx.checkpoint(approved)
     return approved
+
+
+async def _ask_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:
+    """Commit the call id we will use, then ask HumanLayer: a crash in between can't ask twice."""
+    observed = ctx.observed(Kind.ContactChannel, channel.metadata.name)
+    state = observed.status if isinstance(observed, ContactChannel) else None
+    if state is not None and state.status == Condition.Error:
+        return await _reject(
+            call,
+            ctx,
+            f'approval channel "{channel.metadata.name}" is not usable: {state.status_detail}',
+            by="",
+        )
+    if state is None or not state.ready:
+        return Result(1.0)  # its validation is under way; a channel answers within a request
+    status = call.status or ToolCallStatus()
+    call_id = api.new_call_id()
+    waiting = status.model_copy(
+        update={
+            "phase": ToolCallPhase.AwaitingHumanApproval,
+            "status": Condition.Pending,
+            "status_detail": _waiting_detail(channel, call_id),
+            "start_time": status.start_time or rfc3339(ctx.now()),
+            "approval": ToolCallApproval(channel=channel.metadata.name),
+            "external_call_id": call_id,
+        }
+    )
+    call = call.model_copy(update={"status": waiting})
+    await ctx.checkpoint(call)  # intent before effect
+    outcome = await humanlayer.post(channel, ctx, question=False, body=_request_body(call, channel, call_id))
+    return await _still_waiting(call, channel, outcome, ctx)
+
+
+async def _check_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context) -> ToolCall | Result:
+    """Look the request up at HumanLayer (posting it if a crash came before the POST)."""
+    status = call.status or ToolCallStatus()
+    call_id = status.external_call_id or ""
+    body = _request_body(call, channel, call_id)
+    outcome = await humanlayer.look(channel, ctx, question=False, call_id=call_id, body=body)
+    if not isinstance(outcome, api.Answer):
+        return await _still_waiting(call, channel, outcome, ctx)
+    by = humanlayer.describe(channel)
+    at = _when(outcome.responded_at, ctx)
+    if not outcome.approved:
+        return await _reject(call, ctx, outcome.comment or "rejected", by=by, at=at)
+    approval = (status.approval or ToolCallApproval()).model_copy(
+        update={"decided_by": by, "decided_at": rfc3339(at), "comment": outcome.comment or None}
+    )
+    ready = status.model_copy(
+        update={
+            "phase": ToolCallPhase.ReadyToExecuteApprovedTool,
+            "status_detail": f"Approved through {by}",
+            "approval": approval,
+        }
+    )
+    approved = call.model_copy(update={"status": ready})
+    await ctx.checkpoint(approved)
+    return approved
+
+
+async def _still_waiting(
+    call: ToolCall, channel: ContactChannel, outcome: humanlayer.Waiting | humanlayer.Refused, ctx: Context
+) -> Result:
+    """Record HumanLayer's last error (or its absence) and wait; a refusal ends the call."""
+    status = call.status or ToolCallStatus()
+    if isinstance(outcome, humanlayer.Refused):
+        failed = status.model_copy(
+            update={
+                "phase": ToolCallPhase.ErrorRequestingHumanApproval,
+                "status": Condition.Error,
+                "status_detail": outcome.reason,
+                "error": outcome.reason,
+                "completion_time": rfc3339(ctx.now()),
+            }
+        )
+        await ctx.checkpoint(call.model_copy(update={"status": failed}))
+        return DONE
+    detail = _waiting_detail(channel, status.external_call_id or "")
+    if outcome.problem:
+        detail += f"; last error (retrying): {outcome.problem}"
+    if detail != status.status_detail:
+        await ctx.checkpoint(
+            call.model_copy(update={"status": status.model_copy(update={"status_detail": detail})})
+        )
+    return Result(outcome.delay, progress=False)  # a person decides: `serve --once` need not wait
+
+
+def _request_body(call: ToolCall, channel: ContactChannel, call_id: str) -> dict[str, Any]:
+    return api.approval_request(
+        run_id=call.metadata.name,
+        call_id=call_id,
+        fn=call.spec.tool_ref.name,
+        kwargs=json.loads(call.spec.arguments or "{}"),
+        channel=humanlayer.channel_block(channel),
+    )
+
+
+def _waiting_detail(channel: ContactChannel, call_id: str) -> str:
+    return f"Waiting for approval through {humanlayer.describe(channel)} (HumanLayer call {call_id})"
+
+
+def _when(responded_at: str | None, ctx: Context) -> float:
+    try:
+        return parse_rfc3339(responded_at) if responded_at else ctx.now()
+    except ValueError:
+        return ctx.now()
 
 
 def _is_approver(identity: str, approvers: list[str]) -> bool:

@@ -1,6 +1,7 @@
 """The tools an agent offers its LLM, under ACP's names, built from committed status.
 
     <mcpserver>__<tool>           every tool of each connected MCP server the agent lists
+    <channel>__human_contact      each ready human contact channel, described by its context text
     delegate_to_agent__<agent>    each ready sub-agent, described by its `description`
 
 The catalog is read from the status branch (the MCPServer's recorded tool list, the agent's
@@ -19,16 +20,36 @@ from typing import Any
 from gitops_acp.controllers.base import Context
 from gitops_acp.llm.client import ToolSpec
 from gitops_acp.resources.meta import Kind, ToolType
-from gitops_acp.resources.models import Agent, MCPServer, MCPTool, Task
+from gitops_acp.resources.models import Agent, ContactChannel, MCPServer, MCPTool, Task
 
-__all__ = ["DELEGATE_PREFIX", "Entry", "agent_catalog", "entry_for_call", "name_problem", "split_mcp_name"]
+__all__ = [
+    "DELEGATE_PREFIX",
+    "HUMAN_CONTACT_SUFFIX",
+    "Entry",
+    "agent_catalog",
+    "entry_for_call",
+    "name_problem",
+    "split_mcp_name",
+]
 
 DELEGATE_PREFIX = "delegate_to_agent__"
+HUMAN_CONTACT_SUFFIX = "__human_contact"
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _MESSAGE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"message": {"type": "string", "description": "What to ask or tell the agent."}},
     "required": ["message"],
+}
+_QUESTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"message": {"type": "string", "description": "The message or question for the human."}},
+    "required": ["message"],
+}
+#: ACP's default descriptions, and ours for git channels.
+_CONTACT_DEFAULTS = {
+    "slack": "Contact a human via Slack",
+    "email": "Contact a human via email",
+    "git": "Ask a human a question: a person reads it in the repository and writes the answer",
 }
 
 
@@ -97,10 +118,27 @@ def agent_catalog(agent: Agent, ctx: Context) -> dict[str, Entry]:
     status = observed.status if isinstance(observed, Agent) and observed.status else None
     valid_servers = {v.name for v in status.valid_mcp_servers} if status else set()
     valid_agents = {v.name for v in status.valid_sub_agents} if status else set()
+    valid_channels = {v.name for v in status.valid_human_contact_channels} if status else set()
     for ref in agent.spec.mcp_servers:
         server = ctx.observed(Kind.MCPServer, ref.name)
         if ref.name in valid_servers and isinstance(server, MCPServer):
             entries.update((e.function, e) for e in mcp_entries(server))
+    for ref in agent.spec.human_contact_channels:
+        channel = ctx.desired(Kind.ContactChannel, ref.name)
+        if (
+            ref.name not in valid_channels
+            or channel is None
+            or not isinstance(channel.resource, ContactChannel)
+        ):
+            continue
+        function = ref.name + HUMAN_CONTACT_SUFFIX
+        entries[function] = Entry(
+            function=function,
+            type=ToolType.HumanContact,
+            description=contact_description(channel.resource),
+            parameters=_QUESTION_SCHEMA,
+            target=ref.name,
+        )
     for ref in agent.spec.sub_agents:
         sub = ctx.desired(Kind.Agent, ref.name)
         if ref.name not in valid_agents or sub is None or not isinstance(sub.resource, Agent):
@@ -115,6 +153,17 @@ def agent_catalog(agent: Agent, ctx: Context) -> dict[str, Entry]:
             target=ref.name,
         )
     return entries
+
+
+def contact_description(channel: ContactChannel) -> str:
+    """The human contact tool's description: the channel's context text (ACP's fields), or a default."""
+    spec = channel.spec
+    context = None
+    if spec.slack is not None:
+        context = spec.slack.context_about_channel_or_user
+    if spec.email is not None:
+        context = context or spec.email.context_about_user
+    return context or _CONTACT_DEFAULTS.get(str(spec.type), _CONTACT_DEFAULTS["git"])
 
 
 def entry_for_call(task_name: str, function: str, ctx: Context) -> Entry | None:

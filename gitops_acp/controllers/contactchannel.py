@@ -1,15 +1,21 @@
 """ContactChannel controller: is the channel usable for approvals and questions?
 
-A `git` channel (the default) needs nothing outside this repository, so it is Ready once its spec
-is valid; its forge settings are checked when a forge is configured. `slack` and `email` channels go
-through HumanLayer's API, which this version does not talk to yet: they report Error saying so,
-rather than pretending to be Ready.
+    git ──────────► Ready (decisions are merges on main; nothing outside the repository to check)
+    slack, email ─► one real request with the key (humanlayer.validate):
+                      GET /humanlayer/v1/project              (apiKeyFrom: a project key)
+                      GET /humanlayer/v1/contact_channel/<id> (channelApiKeyFrom + channelId)
+                    ──► Ready with projectSlug/orgSlug, or Error with the reason
+
+A channel in Error is validated again every `error_retry` seconds (a watchdog: `serve --once` does
+not wait for it), and at once when its file or its secret changes. Tool calls that need it reject
+with the channel's reason; nothing else stops.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from gitops_acp.controllers import humanlayer
 from gitops_acp.controllers.base import DONE, Context, Key, Result, forget
 from gitops_acp.resources.meta import Condition, Kind
 from gitops_acp.resources.models import AnyResource, ContactChannel, ContactChannelStatus
@@ -31,18 +37,13 @@ class ContactChannelController:
             return await forget(Kind.ContactChannel, name, ctx)
         assert isinstance(loaded.resource, ContactChannel)
         channel = loaded.resource
-        kind = str(channel.spec.type)
-        if kind == "git":
+        if str(channel.spec.type) == "git":
             status = ContactChannelStatus(
                 ready=True, status=Condition.Ready, status_detail="git channel: decisions are merges on main"
             )
         else:
-            status = ContactChannelStatus(
-                ready=False,
-                status=Condition.Error,
-                status_detail=(
-                    f"{kind} channels go through HumanLayer's API, which this version does not support yet"
-                ),
-            )
+            status = await humanlayer.validate(channel, ctx)
         await ctx.checkpoint(channel.model_copy(update={"status": status}))
+        if status.status == Condition.Error:
+            return Result(ctx.settings.error_retry, progress=False)
         return DONE

@@ -2,7 +2,7 @@
 
 ToolCalls exist only on the status branch: the task controller creates them, in the same commit
 as the assistant message that asked for them. This controller moves each one to a terminal phase
-through the executor of its type (MCP tools, sub-agents; humans come with approvals); every
+through the executor of its type (MCP tools, sub-agents, questions to humans); every
 checkpoint wakes the task, which appends the results in the LLM's order once all are terminal.
 
 A call whose tool the agent does not offer, or whose arguments are not a JSON object, fails with a
@@ -48,6 +48,8 @@ class ToolCallController:
         assert isinstance(obj, ToolCall)
         if obj.spec.tool_type == ToolType.MCP:
             yield (Kind.MCPServer, split_mcp_name(obj.spec.tool_ref.name)[0])
+        if obj.spec.tool_type == ToolType.HumanContact:
+            yield (Kind.ContactChannel, split_mcp_name(obj.spec.tool_ref.name)[0])
 
     async def reconcile(self, name: str, ctx: Context) -> Result:
         call = ctx.observed(Kind.ToolCall, name)

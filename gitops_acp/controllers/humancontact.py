@@ -1,0 +1,231 @@
+"""Questions to humans: `<channel>__human_contact({message})`, answered through git or HumanLayer.
+
+git channel (contract §5):
+
+    Pending ──► AwaitingHumanInput (branch acp/questions/<toolcall> created first, then the phase committed)
+    AwaitingHumanInput ── responses/<toolcall>.yaml on main with a response ──► Succeeded, result = response
+                       ── merged with an empty response ──────────────────────► Failed (the model reads why)
+                       ── branch deleted without merging, or the channel's timeout ──► Failed
+
+slack / email channel (HumanLayer, controllers/humanlayer.py):
+
+    Pending ──(externalCallID committed first)──► AwaitingHumanInput ── POST contact_requests
+    AwaitingHumanInput ── GET contact_requests/<id>: responded_at set ──► Succeeded, result = response
+                       ── HumanLayer refuses the request (4xx) ──────────► ErrorRequestingHumanInput
+
+Who answered and when go to `status.humanContact`. Pending questions are re-checked when `main`
+moves or their branch disappears (the reactor), HumanLayer ones on a timer; none of these waits
+keeps `serve --once` running.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gitops_acp.controllers import humanlayer
+from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
+from gitops_acp.controllers.calls import finish
+from gitops_acp.controllers.catalog import HUMAN_CONTACT_SUFFIX, entry_for_call
+from gitops_acp.humans import humanlayer as api
+from gitops_acp.humans.questions import branch_name, response_path
+from gitops_acp.resources.meta import API_VERSION, Condition, Kind, ToolCallPhase, ToolType
+from gitops_acp.resources.models import ContactChannel, Task, ToolCall, ToolCallHumanContact, ToolCallStatus
+
+__all__ = ["HumanContactExecutor"]
+
+
+class HumanContactExecutor:
+    """Asks the human behind a contact channel, and waits for the answer."""
+
+    def offers(self, call: ToolCall, ctx: Context) -> bool:
+        entry = entry_for_call(call.spec.task_ref.name, call.spec.tool_ref.name, ctx)
+        return entry is not None and entry.type == ToolType.HumanContact
+
+    async def execute(self, call: ToolCall, ctx: Context) -> Result:
+        status = call.status or ToolCallStatus()
+        name = call.spec.tool_ref.name.removesuffix(HUMAN_CONTACT_SUFFIX)
+        loaded = ctx.desired(Kind.ContactChannel, name)
+        channel = loaded.resource if loaded is not None else None
+        if not isinstance(channel, ContactChannel):  # removed while the question waited
+            await finish(call, ctx, error=f'the contact channel "{name}" was removed before anyone answered')
+            return DONE
+        git = str(channel.spec.type) == "git"
+        if status.phase == ToolCallPhase.Pending:
+            return await (_ask_git(call, channel, ctx) if git else _ask_humanlayer(call, channel, ctx))
+        if status.phase == ToolCallPhase.AwaitingHumanInput:
+            if status.external_call_id is not None:
+                return await _check_humanlayer(call, channel, ctx)
+            return await _check_git(call, channel, ctx)
+        return DONE
+
+
+def _question(call: ToolCall) -> str:
+    arguments = json.loads(call.spec.arguments or "{}")
+    message = arguments.get("message") if isinstance(arguments, dict) else None
+    return message if isinstance(message, str) else json.dumps(arguments, ensure_ascii=False)
+
+
+async def _ask_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:
+    """Propose the question branch, then commit AwaitingHumanInput."""
+    status = call.status or ToolCallStatus()
+    toolcall = call.metadata.name
+    task = call.spec.task_ref.name
+    question = _question(call)
+    document = {
+        "apiVersion": API_VERSION,
+        "kind": "HumanResponse",
+        "metadata": {"name": toolcall},
+        "spec": {"task": task, "toolCall": toolcall, "question": question, "response": ""},
+    }
+    first = question.strip().splitlines()[0] if question.strip() else "(no question text)"
+    message = (
+        f"Question from task {task}: {first[:60]}{'…' if len(first) > 60 else ''}\n\n"
+        f"{question}\n\n"
+        f"Asked by the agent of task {task} ({_request(task, ctx)}).\n\n"
+        f"To answer, write your answer as `response:` in {response_path(toolcall)} on this branch\n"
+        f"and merge it into main, or run: gitops-acp respond {toolcall} --message '...'\n"
+        f"To decline, delete the branch without merging.\n"
+    )
+    branch = await ctx.propose_question(toolcall, document, message)
+    waiting = status.model_copy(
+        update={
+            "phase": ToolCallPhase.AwaitingHumanInput,
+            "status": Condition.Pending,
+            "status_detail": f"Waiting for an answer: write it in {branch} and merge into main "
+            f"(or gitops-acp respond {toolcall})",
+            "start_time": status.start_time or rfc3339(ctx.now()),
+            "human_contact": ToolCallHumanContact(channel=channel.metadata.name, branch=branch),
+        }
+    )
+    await ctx.checkpoint(call.model_copy(update={"status": waiting}))
+    return DONE
+
+
+async def _check_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:
+    """Read the answer on main; a deleted branch or the channel's timeout ends the call."""
+    status = call.status or ToolCallStatus()
+    found = await ctx.question_response(call.metadata.name)
+    git = channel.spec.git
+    if found is None:
+        if not await ctx.branch_exists(branch_name(call.metadata.name)):
+            await finish(call, ctx, error="the question was closed without an answer")
+            return DONE
+        timeout = git.timeout_seconds if git is not None else None
+        if git is not None and timeout is not None and status.start_time:
+            remaining = parse_rfc3339(status.start_time) + timeout - ctx.now()
+            if remaining <= 0:
+                await finish(call, ctx, error=f"nobody answered within {git.timeout}")
+                return DONE
+            return Result(remaining, progress=False)
+        return DONE
+    by = "unknown (merged by fast-forward)" if found.fast_forward else found.decided_by
+    answered = _answered(call, by=by, at=found.decided_at)
+    response = found.spec.get("response")
+    text = response if isinstance(response, str) else ("" if response is None else json.dumps(response))
+    if not text.strip():
+        await finish(
+            answered, ctx, error=f"{response_path(call.metadata.name)} was merged without a response"
+        )
+        return DONE
+    await finish(answered, ctx, result=text, detail=f"Answered by {by}")
+    return DONE
+
+
+async def _ask_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:
+    """Commit the call id we will use, then ask HumanLayer: a crash in between can't ask twice."""
+    observed = ctx.observed(Kind.ContactChannel, channel.metadata.name)
+    state = observed.status if isinstance(observed, ContactChannel) else None
+    if state is None or not state.ready:
+        return Result(1.0)  # not validated yet (the agent offers only ready channels)
+    status = call.status or ToolCallStatus()
+    call_id = api.new_call_id()
+    waiting = status.model_copy(
+        update={
+            "phase": ToolCallPhase.AwaitingHumanInput,
+            "status": Condition.Pending,
+            "status_detail": _waiting_detail(channel, call_id),
+            "start_time": status.start_time or rfc3339(ctx.now()),
+            "human_contact": ToolCallHumanContact(channel=channel.metadata.name),
+            "external_call_id": call_id,
+        }
+    )
+    call = call.model_copy(update={"status": waiting})
+    await ctx.checkpoint(call)  # intent before effect
+    outcome = await humanlayer.post(channel, ctx, question=True, body=_request_body(call, channel, call_id))
+    return await _still_waiting(call, channel, outcome, ctx)
+
+
+async def _check_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:
+    status = call.status or ToolCallStatus()
+    call_id = status.external_call_id or ""
+    body = _request_body(call, channel, call_id)
+    outcome = await humanlayer.look(channel, ctx, question=True, call_id=call_id, body=body)
+    if not isinstance(outcome, api.Answer):
+        return await _still_waiting(call, channel, outcome, ctx)
+    by = humanlayer.describe(channel)
+    try:
+        at = parse_rfc3339(outcome.responded_at) if outcome.responded_at else ctx.now()
+    except ValueError:
+        at = ctx.now()
+    await finish(_answered(call, by=by, at=at), ctx, result=outcome.response, detail=f"Answered through {by}")
+    return DONE
+
+
+async def _still_waiting(
+    call: ToolCall, channel: ContactChannel, outcome: humanlayer.Waiting | humanlayer.Refused, ctx: Context
+) -> Result:
+    status = call.status or ToolCallStatus()
+    if isinstance(outcome, humanlayer.Refused):
+        failed = status.model_copy(
+            update={
+                "phase": ToolCallPhase.ErrorRequestingHumanInput,
+                "status": Condition.Error,
+                "status_detail": outcome.reason,
+                "error": outcome.reason,
+                "completion_time": rfc3339(ctx.now()),
+            }
+        )
+        await ctx.checkpoint(call.model_copy(update={"status": failed}))
+        return DONE
+    detail = _waiting_detail(channel, status.external_call_id or "")
+    if outcome.problem:
+        detail += f"; last error (retrying): {outcome.problem}"
+    if detail != status.status_detail:
+        await ctx.checkpoint(
+            call.model_copy(update={"status": status.model_copy(update={"status_detail": detail})})
+        )
+    return Result(outcome.delay, progress=False)  # a person answers: `serve --once` need not wait
+
+
+def _answered(call: ToolCall, *, by: str, at: float) -> ToolCall:
+    status = call.status or ToolCallStatus()
+    contact = (status.human_contact or ToolCallHumanContact()).model_copy(
+        update={"responded_by": by, "responded_at": rfc3339(at)}
+    )
+    return call.model_copy(update={"status": status.model_copy(update={"human_contact": contact})})
+
+
+def _request_body(call: ToolCall, channel: ContactChannel, call_id: str) -> dict[str, Any]:
+    return api.question_request(
+        run_id=call.metadata.name,
+        call_id=call_id,
+        message=_question(call),
+        channel=humanlayer.channel_block(channel),
+    )
+
+
+def _waiting_detail(channel: ContactChannel, call_id: str) -> str:
+    return f"Waiting for an answer through {humanlayer.describe(channel)} (HumanLayer call {call_id})"
+
+
+def _request(task_name: str, ctx: Context) -> str:
+    """The task's request, in a few words, so the person knows the context."""
+    loaded = ctx.desired(Kind.Task, task_name)
+    task = loaded.resource if loaded is not None else ctx.observed(Kind.Task, task_name)
+    if not isinstance(task, Task):
+        return "its request is unknown"
+    window = task.status.context_window if task.status else []
+    users = [m.content for m in window if m.role == "user"]
+    asked = users[0] if users else (task.spec.user_message or "")
+    return f"its request: {asked[:200]}" if asked else "no user message"

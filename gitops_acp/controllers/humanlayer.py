@@ -1,0 +1,191 @@
+"""Slack and email channels: HumanLayer's API behind the same steps as git channels.
+
+    validate: GET /project (project key) or /contact_channel/<id> (channel key) ──► Ready | Error
+    ask:      the caller commits the call id it will use (status.externalCallID), THEN `post`
+    look:     GET <call_id> ──► answered ──► the caller's outcome
+                            ├─ 404: never posted (a crash between the commit and the POST) ──► POST, same id
+                            └─ not yet / an API error ──► look again in `humanlayer_poll` seconds
+                               (three times that after an error, and never before Retry-After)
+
+The API key comes from the channel's apiKeyFrom / channelApiKeyFrom secret and is sent only in the
+Authorization header: no status, log line or error carries it (HumanLayer's own error text is
+dropped when it contains the key, in case a proxy echoes headers).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gitops_acp.controllers.base import Context, HttpReply
+from gitops_acp.errors import SecretError
+from gitops_acp.humans import humanlayer
+from gitops_acp.humans.humanlayer import Answer
+from gitops_acp.resources.meta import Condition
+from gitops_acp.resources.models import ContactChannel, ContactChannelStatus
+
+__all__ = ["Refused", "Waiting", "channel_block", "describe", "look", "post", "validate"]
+
+REQUEST_TIMEOUT = 30.0  # seconds per HumanLayer request
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Nobody answered yet (or HumanLayer could not be asked): look again after `delay` seconds."""
+
+    delay: float
+    problem: str | None = None  # the last API error, for statusDetail
+
+
+@dataclass(frozen=True)
+class Refused:
+    """HumanLayer refused the request for good (a 4xx other than 404/408/409/429)."""
+
+    reason: str
+
+
+def describe(channel: ContactChannel) -> str:
+    """Who a channel reaches, for status and messages: `slack C0123`, `email ops@example.com`."""
+    spec = channel.spec
+    if spec.slack is not None and str(spec.type) == "slack":
+        return f"slack {spec.slack.channel_or_user_id}"
+    if spec.email is not None and str(spec.type) == "email":
+        return f"email {spec.email.address}"
+    return f"{spec.type} channel {spec.channel_id or channel.metadata.name}"
+
+
+def channel_block(channel: ContactChannel) -> dict[str, Any] | None:
+    """The request's `channel`; None with a channel key (HumanLayer routes by the key, as ACP does)."""
+    spec = channel.spec
+    if spec.channel_id is not None:
+        return None
+    slack = spec.slack
+    email = spec.email
+    return humanlayer.channel_block(
+        str(spec.type),
+        slack={
+            "channel_or_user_id": slack.channel_or_user_id,
+            "context_about_channel_or_user": slack.context_about_channel_or_user,
+            "allowed_responder_ids": slack.allowed_responder_ids,
+        }
+        if slack is not None
+        else None,
+        email={"address": email.address, "context_about_user": email.context_about_user}
+        if email is not None
+        else None,
+    )
+
+
+def _key(channel: ContactChannel, ctx: Context) -> str:
+    """The channel's HumanLayer key; raises SecretError (naming the field, never the value)."""
+    owner = f'ContactChannel "{channel.metadata.name}"'
+    source = channel.spec.channel_api_key_from or channel.spec.api_key_from
+    if source is None:
+        raise SecretError(
+            f"{owner}: spec.apiKeyFrom (or channelApiKeyFrom with channelId) is required for "
+            f"{channel.spec.type} channels: a secretKeyRef to the HumanLayer API key"
+        )
+    ref = source.secret_key_ref
+    return ctx.secrets.resolve(ref.name, ref.key, owner=owner)
+
+
+async def _send(
+    channel: ContactChannel, ctx: Context, method: str, url: str, body: dict[str, Any] | None = None
+) -> HttpReply | str:
+    """One request with the channel's key; a string says why it could not be made (scrubbed)."""
+    try:
+        key = _key(channel, ctx)
+    except SecretError as exc:
+        return str(exc)
+    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+    try:
+        reply = await ctx.request_json(method, url, body=body, headers=headers, timeout=REQUEST_TIMEOUT)
+    except OSError as exc:
+        return _scrub(f"cannot reach HumanLayer at {url}: {exc}", key)
+    if key in json.dumps(reply.body, default=str):  # an echo of our headers: keep none of its text
+        return HttpReply(reply.status, None, reply.retry_after)
+    return reply
+
+
+async def validate(channel: ContactChannel, ctx: Context) -> ContactChannelStatus:
+    """Check the key with one real request; Ready with the project, or Error saying what to fix."""
+    spec = channel.spec
+    base = ctx.settings.humanlayer_url
+    url = humanlayer.channel_url(base, spec.channel_id) if spec.channel_id else humanlayer.project_url(base)
+    reply = await _send(channel, ctx, "GET", url)
+    if isinstance(reply, str):
+        return _error(reply)
+    source = spec.channel_api_key_from or spec.api_key_from
+    secret = f'secret "{source.secret_key_ref.name}" key {source.secret_key_ref.key}' if source else "the key"
+    if reply.status in (401, 403):
+        return _error(f"HumanLayer refused the API key ({reply.status}): check {secret}")
+    if reply.status == 404 and spec.channel_id:
+        return _error(f"HumanLayer has no contact channel {spec.channel_id} for this key (404)")
+    if not 200 <= reply.status < 300:
+        return _error(f"HumanLayer answered {reply.status} to GET {url}{_reason(reply)}")
+    found = humanlayer.project(reply.body)
+    return ContactChannelStatus(
+        ready=True,
+        status=Condition.Ready,
+        status_detail=f"HumanLayer {describe(channel)}: project {found.project_slug or '?'}",
+        project_slug=found.project_slug,
+        org_slug=found.org_slug,
+        verified_channel_id=spec.channel_id,
+    )
+
+
+async def post(
+    channel: ContactChannel, ctx: Context, *, question: bool, body: dict[str, Any]
+) -> Waiting | Refused:
+    """Ask HumanLayer (the call id is in `body`, already committed); 409 means it was asked before."""
+    url = humanlayer.call_url(ctx.settings.humanlayer_url, question=question)
+    reply = await _send(channel, ctx, "POST", url, body)
+    poll = ctx.settings.humanlayer_poll
+    if isinstance(reply, str):
+        return Waiting(_after_error(poll, None), reply)
+    if 200 <= reply.status < 300 or reply.status == 409:
+        return Waiting(max(poll, reply.retry_after or 0.0))
+    if 400 <= reply.status < 500 and reply.status not in (404, 408, 429):
+        return Refused(f"HumanLayer refused the request ({reply.status}){_reason(reply)}")
+    return Waiting(_after_error(poll, reply.retry_after), f"HumanLayer answered {reply.status} to POST")
+
+
+async def look(
+    channel: ContactChannel, ctx: Context, *, question: bool, call_id: str, body: dict[str, Any]
+) -> Answer | Waiting | Refused:
+    """Read the request's state; post it first if HumanLayer has never seen it (404)."""
+    url = humanlayer.call_url(ctx.settings.humanlayer_url, question=question, call_id=call_id)
+    reply = await _send(channel, ctx, "GET", url)
+    poll = ctx.settings.humanlayer_poll
+    if isinstance(reply, str):
+        return Waiting(_after_error(poll, None), reply)
+    if reply.status == 404:
+        return await post(channel, ctx, question=question, body=body)
+    if not 200 <= reply.status < 300:
+        return Waiting(_after_error(poll, reply.retry_after), f"HumanLayer answered {reply.status} to GET")
+    found = humanlayer.answer(reply.body)
+    if found.responded:
+        return found
+    return Waiting(max(poll, reply.retry_after or 0.0))
+
+
+def _after_error(poll: float, retry_after: float | None) -> float:
+    return max(3 * poll, retry_after or 0.0)
+
+
+def _reason(reply: HttpReply) -> str:
+    """HumanLayer's own words about an error, when it sent some (`detail`, `error` or `message`)."""
+    body = reply.body if isinstance(reply.body, dict) else {}
+    for field in ("detail", "error", "message"):
+        if isinstance(body.get(field), str) and body[field]:
+            return f": {body[field][:300]}"
+    return ""
+
+
+def _error(detail: str) -> ContactChannelStatus:
+    return ContactChannelStatus(ready=False, status=Condition.Error, status_detail=detail)
+
+
+def _scrub(text: str, key: str) -> str:
+    return text.replace(key, "***") if key else text
