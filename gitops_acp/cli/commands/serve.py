@@ -82,6 +82,18 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
     parser.add_argument(
         "--identity", default="gitops-acp <gitops-acp@localhost>", help="author of checkpoint commits"
     )
+    parser.add_argument(
+        "--humanlayer-url",
+        default=os.environ.get("HUMANLAYER_API_BASE") or "https://api.humanlayer.dev",
+        help="HumanLayer's API base for slack and email channels (default: $HUMANLAYER_API_BASE, "
+        "else https://api.humanlayer.dev)",
+    )
+    parser.add_argument(
+        "--humanlayer-poll-interval",
+        type=float,
+        default=5.0,
+        help="seconds between looks at a pending HumanLayer request (default: 5)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -103,6 +115,10 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
         raise UserError(f"--secrets-dir {args.secrets_dir}: not a directory")
     if args.concurrency < 1:
         raise UserError("--concurrency must be at least 1")
+    if not args.humanlayer_url.startswith(("http://", "https://")):
+        raise UserError(f"--humanlayer-url {args.humanlayer_url}: expected an http:// or https:// URL")
+    if args.humanlayer_poll_interval <= 0:
+        raise UserError("--humanlayer-poll-interval must be more than 0 seconds")
     return ServeOptions(
         repo=Path(args.repo),
         branch=args.branch,
@@ -118,6 +134,8 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
             llm_timeout=args.llm_timeout,
             tool_timeout=args.tool_timeout,
             log_dir=args.log_dir or default_log_dir(Path(args.repo)),
+            humanlayer_url=args.humanlayer_url,
+            humanlayer_poll=args.humanlayer_poll_interval,
         ),
     )
 
