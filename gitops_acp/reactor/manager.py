@@ -146,7 +146,7 @@ class Manager:
         self._mcp = mcp if mcp is not None else MCPManager(on_change=self._mcp_changed)
         self._secrets_watch: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
-        self._http: httpx2.AsyncClient | None = None  # responseUrl deliveries
+        self._http: httpx2.AsyncClient | None = None  # responseUrl deliveries, HumanLayer
 
     # -- Context (what controllers see) --------------------------------------------------------
 
