@@ -336,3 +336,35 @@ def test_humanlayer_approvals_and_questions_survive_a_restart_without_asking_twi
     for text in (first.stderr, second.stderr, third.stderr, history, everything):
         assert HL_KEY not in text
         assert BAD_KEY not in text
+
+
+def test_while_serving_a_humanlayer_answer_is_polled_for(
+    acp_repo: AcpRepo, stub: Stub, serve_bg: Callable[..., Background]
+) -> None:
+    repo = acp_repo
+    _secret(repo, "humanlayer", HL_KEY)
+    stub.rules(
+        {
+            "match": f"^{message('polled')}$",
+            "when": "first",
+            "toolCalls": [call("ops__human_contact", message="Deploy now?")],
+        },
+        {"when": "tool", "content": "Result: {tool}"},
+    )
+    key = "  apiKeyFrom:\n    secretKeyRef: {name: humanlayer, key: HUMANLAYER_API_KEY}\n"
+    files = {
+        "contactchannels/ops.yaml": channel_yaml(
+            "ops", "  type: slack\n" + key + "  slack:\n    channelOrUserID: C0OPS\n"
+        ),
+        "agents/asker.yaml": asker_yaml("asker", "ops"),
+        "tasks/polled.yaml": task_yaml("polled", message("polled"), agent="asker"),
+    }
+    repo.commit(files, "A slack question")
+    with HumanLayerFake(project_keys={HL_KEY: ("acme-agents", "acme")}) as hl:
+        server = serve_bg(repo, "--humanlayer-url", hl.url, "--humanlayer-poll-interval", "0.2")
+        [posted] = wait_for(lambda: hl.posts("contact_requests"), timeout=60, what="the question to be asked")
+        hl.answer(posted["body"]["call_id"], "yes, go")
+        wait_for(lambda: repo.phase("polled") == "FinalAnswer", timeout=20, what="the answer to be read")
+        assert len(hl.posts("contact_requests")) == 1
+        assert server.proc.poll() is None, server.stderr()
+    assert output(repo, "polled") == "Result: yes, go"
