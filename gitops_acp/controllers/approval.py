@@ -197,7 +197,7 @@ async def _ask_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context)
     call = call.model_copy(update={"status": waiting})
     await ctx.checkpoint(call)  # intent before effect
     outcome = await humanlayer.post(channel, ctx, question=False, body=_request_body(call, channel, call_id))
-    return await _still_waiting(call, channel, outcome, ctx)
+    return await _settle(call, channel, outcome, ctx)
 
 
 async def _check_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context) -> ToolCall | Result:
@@ -207,9 +207,9 @@ async def _check_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Contex
     body = _request_body(call, channel, call_id)
     outcome = await humanlayer.look(channel, ctx, question=False, call_id=call_id, body=body)
     if not isinstance(outcome, api.Answer):
-        return await _still_waiting(call, channel, outcome, ctx)
+        return await _settle(call, channel, outcome, ctx)
     by = humanlayer.describe(channel)
-    at = _when(outcome.responded_at, ctx)
+    at = humanlayer.answered_at(outcome, ctx)
     if not outcome.approved:
         return await _reject(call, ctx, outcome.comment or "rejected", by=by, at=at)
     approval = (status.approval or ToolCallApproval()).model_copy(
@@ -227,33 +227,6 @@ async def _check_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Contex
     return approved
 
 
-async def _still_waiting(
-    call: ToolCall, channel: ContactChannel, outcome: humanlayer.Waiting | humanlayer.Refused, ctx: Context
-) -> Result:
-    """Record HumanLayer's last error (or its absence) and wait; a refusal ends the call."""
-    status = call.status or ToolCallStatus()
-    if isinstance(outcome, humanlayer.Refused):
-        failed = status.model_copy(
-            update={
-                "phase": ToolCallPhase.ErrorRequestingHumanApproval,
-                "status": Condition.Error,
-                "status_detail": outcome.reason,
-                "error": outcome.reason,
-                "completion_time": rfc3339(ctx.now()),
-            }
-        )
-        await ctx.checkpoint(call.model_copy(update={"status": failed}))
-        return DONE
-    detail = _waiting_detail(channel, status.external_call_id or "")
-    if outcome.problem:
-        detail += f"; last error (retrying): {outcome.problem}"
-    if detail != status.status_detail:
-        await ctx.checkpoint(
-            call.model_copy(update={"status": status.model_copy(update={"status_detail": detail})})
-        )
-    return Result(outcome.delay, progress=False)  # a person decides: `serve --once` need not wait
-
-
 def _request_body(call: ToolCall, channel: ContactChannel, call_id: str) -> dict[str, Any]:
     return api.approval_request(
         run_id=call.metadata.name,
@@ -264,15 +237,17 @@ def _request_body(call: ToolCall, channel: ContactChannel, call_id: str) -> dict
     )
 
 
+async def _settle(
+    call: ToolCall, channel: ContactChannel, outcome: humanlayer.Waiting | humanlayer.Refused, ctx: Context
+) -> Result:
+    detail = _waiting_detail(channel, (call.status or ToolCallStatus()).external_call_id or "")
+    return await humanlayer.settle(
+        call, outcome, ctx, detail=detail, refused=ToolCallPhase.ErrorRequestingHumanApproval
+    )
+
+
 def _waiting_detail(channel: ContactChannel, call_id: str) -> str:
     return f"Waiting for approval through {humanlayer.describe(channel)} (HumanLayer call {call_id})"
-
-
-def _when(responded_at: str | None, ctx: Context) -> float:
-    try:
-        return parse_rfc3339(responded_at) if responded_at else ctx.now()
-    except ValueError:
-        return ctx.now()
 
 
 def _is_approver(identity: str, approvers: list[str]) -> bool:

@@ -153,7 +153,7 @@ async def _ask_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context)
     call = call.model_copy(update={"status": waiting})
     await ctx.checkpoint(call)  # intent before effect
     outcome = await humanlayer.post(channel, ctx, question=True, body=_request_body(call, channel, call_id))
-    return await _still_waiting(call, channel, outcome, ctx)
+    return await _settle(call, channel, outcome, ctx)
 
 
 async def _check_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:
@@ -162,40 +162,20 @@ async def _check_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Contex
     body = _request_body(call, channel, call_id)
     outcome = await humanlayer.look(channel, ctx, question=True, call_id=call_id, body=body)
     if not isinstance(outcome, api.Answer):
-        return await _still_waiting(call, channel, outcome, ctx)
+        return await _settle(call, channel, outcome, ctx)
     by = humanlayer.describe(channel)
-    try:
-        at = parse_rfc3339(outcome.responded_at) if outcome.responded_at else ctx.now()
-    except ValueError:
-        at = ctx.now()
+    at = humanlayer.answered_at(outcome, ctx)
     await finish(_answered(call, by=by, at=at), ctx, result=outcome.response, detail=f"Answered through {by}")
     return DONE
 
 
-async def _still_waiting(
+async def _settle(
     call: ToolCall, channel: ContactChannel, outcome: humanlayer.Waiting | humanlayer.Refused, ctx: Context
 ) -> Result:
-    status = call.status or ToolCallStatus()
-    if isinstance(outcome, humanlayer.Refused):
-        failed = status.model_copy(
-            update={
-                "phase": ToolCallPhase.ErrorRequestingHumanInput,
-                "status": Condition.Error,
-                "status_detail": outcome.reason,
-                "error": outcome.reason,
-                "completion_time": rfc3339(ctx.now()),
-            }
-        )
-        await ctx.checkpoint(call.model_copy(update={"status": failed}))
-        return DONE
-    detail = _waiting_detail(channel, status.external_call_id or "")
-    if outcome.problem:
-        detail += f"; last error (retrying): {outcome.problem}"
-    if detail != status.status_detail:
-        await ctx.checkpoint(
-            call.model_copy(update={"status": status.model_copy(update={"status_detail": detail})})
-        )
-    return Result(outcome.delay, progress=False)  # a person answers: `serve --once` need not wait
+    detail = _waiting_detail(channel, (call.status or ToolCallStatus()).external_call_id or "")
+    return await humanlayer.settle(
+        call, outcome, ctx, detail=detail, refused=ToolCallPhase.ErrorRequestingHumanInput
+    )
 
 
 def _answered(call: ToolCall, *, by: str, at: float) -> ToolCall:

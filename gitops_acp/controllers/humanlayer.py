@@ -18,14 +18,24 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from gitops_acp.controllers.base import Context, HttpReply
+from gitops_acp.controllers.base import DONE, Context, HttpReply, Result, parse_rfc3339, rfc3339
 from gitops_acp.errors import SecretError
 from gitops_acp.humans import humanlayer
 from gitops_acp.humans.humanlayer import Answer
-from gitops_acp.resources.meta import Condition
-from gitops_acp.resources.models import ContactChannel, ContactChannelStatus
+from gitops_acp.resources.meta import Condition, ToolCallPhase
+from gitops_acp.resources.models import ContactChannel, ContactChannelStatus, ToolCall, ToolCallStatus
 
-__all__ = ["Refused", "Waiting", "channel_block", "describe", "look", "post", "validate"]
+__all__ = [
+    "Refused",
+    "Waiting",
+    "answered_at",
+    "channel_block",
+    "describe",
+    "look",
+    "post",
+    "settle",
+    "validate",
+]
 
 REQUEST_TIMEOUT = 30.0  # seconds per HumanLayer request
 
@@ -168,6 +178,39 @@ async def look(
     if found.responded:
         return found
     return Waiting(max(poll, reply.retry_after or 0.0))
+
+
+async def settle(
+    call: ToolCall, outcome: Waiting | Refused, ctx: Context, *, detail: str, refused: ToolCallPhase
+) -> Result:
+    """Record HumanLayer's last error (or its absence) in statusDetail and wait; a refusal ends the call."""
+    status = call.status or ToolCallStatus()
+    if isinstance(outcome, Refused):
+        failed = status.model_copy(
+            update={
+                "phase": refused,
+                "status": Condition.Error,
+                "status_detail": outcome.reason,
+                "error": outcome.reason,
+                "completion_time": rfc3339(ctx.now()),
+            }
+        )
+        await ctx.checkpoint(call.model_copy(update={"status": failed}))
+        return DONE
+    if outcome.problem:
+        detail += f"; last error (retrying): {outcome.problem}"
+    if detail != status.status_detail:
+        waiting = status.model_copy(update={"status_detail": detail})
+        await ctx.checkpoint(call.model_copy(update={"status": waiting}))
+    return Result(outcome.delay, progress=False)  # only a person moves it: `serve --once` need not wait
+
+
+def answered_at(answer: Answer, ctx: Context) -> float:
+    """When the human answered, by HumanLayer's clock (ours when it sent no readable time)."""
+    try:
+        return parse_rfc3339(answer.responded_at) if answer.responded_at else ctx.now()
+    except ValueError:
+        return ctx.now()
 
 
 def _after_error(poll: float, retry_after: float | None) -> float:
