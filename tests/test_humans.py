@@ -504,3 +504,25 @@ def test_an_email_question_is_answered_through_humanlayer() -> None:
     for _, _, body, _headers in ctx.requests:
         assert KEY not in str(body)
     assert KEY not in str(ctx.checkpoints)
+
+
+# -- serve's flags --------------------------------------------------------------------------------
+
+
+def test_the_humanlayer_url_comes_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gitops_acp.cli.commands.serve import options_from
+    from gitops_acp.cli.main import build_parser
+    from gitops_acp.errors import UserError
+
+    monkeypatch.delenv("HUMANLAYER_API_BASE", raising=False)
+    assert (
+        options_from(build_parser().parse_args(["serve"])).settings.humanlayer_url
+        == "https://api.humanlayer.dev"
+    )
+    monkeypatch.setenv("HUMANLAYER_API_BASE", "http://127.0.0.1:9999")
+    settings = options_from(build_parser().parse_args(["serve", "--humanlayer-poll-interval", "2"])).settings
+    assert (settings.humanlayer_url, settings.humanlayer_poll) == ("http://127.0.0.1:9999", 2.0)
+    flagged = build_parser().parse_args(["serve", "--humanlayer-url", "https://hl.internal"])
+    assert options_from(flagged).settings.humanlayer_url == "https://hl.internal"
+    with pytest.raises(UserError, match="--humanlayer-url ftp://x: expected an http"):
+        options_from(build_parser().parse_args(["serve", "--humanlayer-url", "ftp://x"]))
