@@ -8,7 +8,8 @@
     GET  /humanlayer/v1/contact_requests/{call_id}   + status{requested_at, responded_at, response}
 
 Every API request needs `Authorization: Bearer <key>` with a known key (401 otherwise); a POST with
-a call id already used is a 409; a malformed body a 400. The test-only side, for "the human":
+a call id already used is a 409; a malformed body a 400; `fail_next(method, path, status)` makes the
+next matching request fail (with Retry-After, if given). The test-only side, for "the human":
 
     POST /_test/function_calls/{call_id}/respond     {approved, comment}
     POST /_test/contact_requests/{call_id}/respond   {response}
@@ -52,7 +53,20 @@ class State:
         default_factory=lambda: {"function_calls": {}, "contact_requests": {}}
     )
     requests: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # {method, path, status, retry_after}
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def failure(self, method: str, path: str) -> Response | None:
+        """The scripted error for this request, if one is due (each is used once)."""
+        with self.lock:
+            for i, failure in enumerate(self.failures):
+                if failure["method"] == method and path.startswith(failure["path"]):
+                    del self.failures[i]
+                    headers = {"Retry-After": str(failure["retry_after"])} if failure["retry_after"] else {}
+                    return JSONResponse(
+                        {"detail": "scripted failure"}, status_code=failure["status"], headers=headers
+                    )
+        return None
 
 
 def _app(state: State) -> Starlette:
@@ -70,6 +84,17 @@ def _app(state: State) -> Starlette:
                 {"method": request.method, "path": request.url.path, "authorized": known, "body": body}
             )
         return (key if known else None), body
+
+    def scripted(handler: Any) -> Any:
+        async def wrapped(request: Request) -> Response:
+            failure = state.failure(request.method, request.url.path)
+            if failure is not None:
+                await record(request)
+                return failure
+            response: Response = await handler(request)
+            return response
+
+        return wrapped
 
     def unauthorized() -> Response:
         return JSONResponse({"detail": "Invalid API key"}, status_code=401)
@@ -138,10 +163,10 @@ def _app(state: State) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/humanlayer/v1/project", project),
-            Route("/humanlayer/v1/contact_channel/{channel_id}", channel),
-            Route("/humanlayer/v1/{kind:str}", create, methods=["POST"]),
-            Route("/humanlayer/v1/{kind:str}/{call_id}", get),
+            Route("/humanlayer/v1/project", scripted(project)),
+            Route("/humanlayer/v1/contact_channel/{channel_id}", scripted(channel)),
+            Route("/humanlayer/v1/{kind:str}", scripted(create), methods=["POST"]),
+            Route("/humanlayer/v1/{kind:str}/{call_id}", scripted(get)),
             Route("/_test/{kind:str}/{call_id}/respond", respond, methods=["POST"]),
             Route("/_test/requests", requests),
         ]
@@ -248,6 +273,13 @@ class HumanLayerFake:
     def answer(self, call_id: str, response: str) -> None:
         """The human answers a contact request."""
         self._call("POST", f"/_test/contact_requests/{call_id}/respond", {"response": response})
+
+    def fail_next(self, method: str, path: str, status: int, *, retry_after: int | None = None) -> None:
+        """Answer the next `method` request under `path` with `status` (and Retry-After), once."""
+        with self.state.lock:
+            self.state.failures.append(
+                {"method": method, "path": path, "status": status, "retry_after": retry_after}
+            )
 
     def requests(self) -> list[dict[str, Any]]:
         """Every request received, oldest first."""

@@ -368,3 +368,52 @@ def test_while_serving_a_humanlayer_answer_is_polled_for(
         assert len(hl.posts("contact_requests")) == 1
         assert server.proc.poll() is None, server.stderr()
     assert output(repo, "polled") == "Result: yes, go"
+
+
+def test_an_approval_humanlayer_never_received_is_asked_once_on_the_next_run(
+    acp_repo: AcpRepo, stub: Stub, marker: str, tmp_path: Path
+) -> None:
+    """The POST fails after the call id was committed (what a crash there leaves): the next run
+    finds nothing at HumanLayer under that id (404) and asks then, with the same id, once."""
+    repo = acp_repo
+    counter = tmp_path / "counter"
+    _secret(repo, "humanlayer", HL_KEY)
+    stub.rules(
+        {"match": f"^{message('lost')}$", "when": "first", "toolCalls": [call("gated__count", label="lost")]},
+        {"when": "tool", "content": "Result: {tool}"},
+    )
+    key = "  apiKeyFrom:\n    secretKeyRef: {name: humanlayer, key: HUMANLAYER_API_KEY}\n"
+    server = (
+        mcpserver_yaml("gated", marker=marker, counter=counter) + "  approvalContactChannel:\n    name: ops\n"
+    )
+    repo.commit(
+        {
+            "contactchannels/ops.yaml": channel_yaml(
+                "ops", "  type: slack\n" + key + "  slack:\n    channelOrUserID: C0OPS\n"
+            ),
+            "mcpservers/gated.yaml": server,
+            "agents/approver.yaml": tool_agent_yaml("approver", servers=("gated",)),
+            "tasks/lost.yaml": task_yaml("lost", message("lost"), agent="approver"),
+        },
+        "A slack approval",
+    )
+    with HumanLayerFake(project_keys={HL_KEY: ("acme-agents", "acme")}) as hl:
+        flags = ("--humanlayer-url", hl.url, "--humanlayer-poll-interval", "0.2")
+        hl.fail_next("POST", "/humanlayer/v1/function_calls", 503, retry_after=3600)
+        once(repo, *flags)  # exits: the retry is an hour away and only a person can move the call
+        status = the_call(repo, "lost")["status"]
+        call_id = status["externalCallID"]
+        assert status["phase"] == "AwaitingHumanApproval"
+        assert "last error (retrying): HumanLayer answered 503 to POST" in status["statusDetail"]
+        assert hl.calls("function_calls") == {}
+
+        once(repo, *flags)  # restart: GET 404, then the POST, with the recorded id
+        assert list(hl.calls("function_calls")) == [call_id]
+        assert [p["body"]["call_id"] for p in hl.posts("function_calls")] == [call_id, call_id]
+        assert "last error" not in the_call(repo, "lost")["status"]["statusDetail"]
+
+        hl.approve(call_id)
+        once(repo, *flags)
+        assert len(hl.posts("function_calls")) == 2
+    assert output(repo, "lost") == "Result: 1"
+    assert counter.read_text().splitlines() == ["lost"]
