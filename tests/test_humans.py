@@ -526,3 +526,34 @@ def test_the_humanlayer_url_comes_from_the_flag_or_the_environment(monkeypatch: 
     assert options_from(flagged).settings.humanlayer_url == "https://hl.internal"
     with pytest.raises(UserError, match="--humanlayer-url ftp://x: expected an http"):
         options_from(build_parser().parse_args(["serve", "--humanlayer-url", "ftp://x"]))
+
+
+def test_a_channel_with_approvers_takes_answers_only_from_them() -> None:
+    ctx, _ = world(tool_calls(("team__human_contact", '{"message": "Which city?"}')))
+    ctx.declare(
+        CHANNELS.replace("git: {timeout: 1h}", "git: {approvers: [bob@example.com]}"), "channels.yaml"
+    )
+    name = ask(ctx).metadata.name
+    document, _ = ctx.questions[name]
+    spec = {**document["spec"], "response": "Lisbon"}
+    ctx.responses[name] = Decision(
+        spec=spec, decided_by="Mallory <m@example.com>", decided_at=0, fast_forward=False
+    )
+    reconcile(ctx, Kind.ToolCall, name)
+    call = the_call(ctx)
+    assert call.status.phase == "Failed"
+    assert call.status.error == (
+        "the answer came from Mallory <m@example.com>, who may not answer this channel"
+        " (approvers: bob@example.com)"
+    )
+
+    ctx, _ = world(tool_calls(("team__human_contact", '{"message": "Which city?"}')))
+    ctx.declare(
+        CHANNELS.replace("git: {timeout: 1h}", "git: {approvers: [bob@example.com]}"), "channels.yaml"
+    )
+    name = ask(ctx).metadata.name
+    ctx.responses[name] = Decision(
+        spec=spec, decided_by="Bob <bob@example.com>", decided_at=0, fast_forward=False
+    )
+    reconcile(ctx, Kind.ToolCall, name)
+    assert (the_call(ctx).status.phase, the_call(ctx).status.result) == ("Succeeded", "Lisbon")

@@ -39,7 +39,7 @@ from gitops_acp.resources.models import (
     ToolCallStatus,
 )
 
-__all__ = ["check", "needs_approval", "request"]
+__all__ = ["check", "is_approver", "needs_approval", "request"]
 
 
 def needs_approval(entry: Entry, ctx: Context) -> tuple[bool, ContactChannel | None]:
@@ -144,7 +144,7 @@ async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) ->
             return await _reject(
                 call, ctx, "merged by fast-forward, so the approver is unknown: merge with --no-ff", by=by
             )
-        if not _is_approver(by, approvers):
+        if not is_approver(by, approvers):
             return await _reject(
                 call, ctx, f"{by} is not one of the approvers ({', '.join(approvers)})", by=by
             )
@@ -250,7 +250,8 @@ def _waiting_detail(channel: ContactChannel, call_id: str) -> str:
     return f"Waiting for approval through {humanlayer.describe(channel)} (HumanLayer call {call_id})"
 
 
-def _is_approver(identity: str, approvers: list[str]) -> bool:
+def is_approver(identity: str, approvers: list[str]) -> bool:
+    """Whether "Name <email>" matches an entry of `approvers` (a name, an email, or the whole identity)."""
     name, _, email = identity.partition(" <")
     email = email.rstrip(">")
     return any(a in (identity, name, email) for a in approvers)

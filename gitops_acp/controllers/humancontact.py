@@ -5,7 +5,8 @@ git channel (contract §5):
     Pending ──► AwaitingHumanInput (branch acp/questions/<toolcall> created first, then the phase committed)
     AwaitingHumanInput ── responses/<toolcall>.yaml on main with a response ──► Succeeded, result = response
                        ── merged with an empty response ──────────────────────► Failed (the model reads why)
-                       ── branch deleted without merging, or the channel's timeout ──► Failed
+                       ── branch deleted without merging, the channel's timeout, or an answer
+                          from someone not in the channel's `approvers` ──────────► Failed
 
 slack / email channel (HumanLayer, controllers/humanlayer.py):
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gitops_acp.controllers import humanlayer
+from gitops_acp.controllers import approval, humanlayer
 from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.calls import finish
 from gitops_acp.controllers.catalog import HUMAN_CONTACT_SUFFIX, entry_for_call
@@ -121,6 +122,13 @@ async def _check_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> R
         return DONE
     by = "unknown (merged by fast-forward)" if found.fast_forward else found.decided_by
     answered = _answered(call, by=by, at=found.decided_at)
+    approvers = git.approvers if git is not None else []
+    if approvers and (found.fast_forward or not approval.is_approver(by, approvers)):
+        why = "merge with --no-ff" if found.fast_forward else f"approvers: {', '.join(approvers)}"
+        await finish(
+            answered, ctx, error=f"the answer came from {by}, who may not answer this channel ({why})"
+        )
+        return DONE
     response = found.spec.get("response")
     text = response if isinstance(response, str) else ("" if response is None else json.dumps(response))
     if not text.strip():
