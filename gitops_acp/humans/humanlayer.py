@@ -121,8 +121,8 @@ def project(body: Any) -> Project:
 def answer(body: Any) -> Answer:
     """Read the `status` of a function call or contact request; anything unexpected reads as unanswered."""
     data = body if isinstance(body, dict) else {}
-    status = data.get("status") if isinstance(data.get("status"), dict) else {}
-    assert isinstance(status, dict)
+    raw = data.get("status")
+    status: dict[str, Any] = raw if isinstance(raw, dict) else {}
     responded_at = status.get("responded_at")
     approved = status.get("approved")
     return Answer(
