@@ -557,3 +557,17 @@ def test_a_channel_with_approvers_takes_answers_only_from_them() -> None:
     )
     reconcile(ctx, Kind.ToolCall, name)
     assert (the_call(ctx).status.phase, the_call(ctx).status.result) == ("Succeeded", "Lisbon")
+
+
+def test_a_question_to_a_channel_that_broke_since_fails_with_its_reason() -> None:
+    ctx, humanlayer = world(tool_calls(("ops__human_contact", '{"message": "Deploy?"}')))
+    reconcile(ctx, Kind.Task, "t1")  # the model asks while the channel was fine
+    humanlayer.key = "rotated-elsewhere"
+    reconcile(ctx, Kind.ContactChannel, "ops")
+    reconcile(ctx, Kind.ToolCall, the_call(ctx).metadata.name)
+    call = the_call(ctx)
+    assert call.status.phase == "Failed"
+    assert call.status.error.startswith(
+        'contact channel "ops" is not usable: HumanLayer refused the API key (401)'
+    )
+    assert humanlayer.posts() == []

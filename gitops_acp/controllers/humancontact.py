@@ -144,8 +144,12 @@ async def _ask_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context)
     """Commit the call id we will use, then ask HumanLayer: a crash in between can't ask twice."""
     observed = ctx.observed(Kind.ContactChannel, channel.metadata.name)
     state = observed.status if isinstance(observed, ContactChannel) else None
+    if state is not None and state.status == Condition.Error:  # it broke after the agent offered it
+        reason = f'contact channel "{channel.metadata.name}" is not usable: {state.status_detail}'
+        await finish(call, ctx, error=reason)
+        return DONE
     if state is None or not state.ready:
-        return Result(1.0)  # not validated yet (the agent offers only ready channels)
+        return Result(1.0)  # its validation is under way; a channel answers within a request
     status = call.status or ToolCallStatus()
     call_id = api.new_call_id()
     waiting = status.model_copy(
