@@ -13,6 +13,7 @@ slack / email channel (HumanLayer, controllers/humanlayer.py):
     Pending ──(externalCallID committed first)──► AwaitingHumanInput ── POST contact_requests
     AwaitingHumanInput ── GET contact_requests/<id>: responded_at set ──► Succeeded, result = response
                        ── HumanLayer refuses the request (4xx) ──────────► ErrorRequestingHumanInput
+    Pending ── the channel went into Error since the agent offered it ───────► Failed (its reason)
 
 Who answered and when go to `status.humanContact`. Pending questions are re-checked when `main`
 moves or their branch disappears (the reactor), HumanLayer ones on a timer; none of these waits
