@@ -15,8 +15,11 @@ string matching at the call site::
     ├── LLMError                  a chat completion failed
     │   ├── TemporaryLLMError     408/409/429/5xx, timeouts, connection errors: back off and retry
     │   └── PermanentLLMError     any other 4xx: fail the task with the provider's message
-    └── MCPError                  an MCP server could not run a tool call: a JSON-RPC error, a timeout,
-                                  a server that is not connected or crashed (the text goes to the model)
+    ├── MCPError                  an MCP server could not run a tool call: a JSON-RPC error, a timeout,
+    │                             a server that is not connected or crashed (the text goes to the model)
+    └── ForgeError                a forge API (GitHub, Gitea, GitLab) refused or failed a request
+        ├── TemporaryForgeError   429, a secondary rate limit, 5xx, timeouts: back off and retry
+        └── PermanentForgeError   a bad token, an unknown repository, a refused request: say so
 """
 
 from __future__ import annotations
@@ -90,3 +93,23 @@ class StaleError(ACPError):
     Raised by the reactor before anything is written; the reconcile is run again from the new state
     (so a tool call cancelled with its task is never started afterwards).
     """
+
+
+class ForgeError(ACPError):
+    """A forge API request failed. The message never carries the token."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TemporaryForgeError(ForgeError):
+    """Worth retrying later: rate limits, 5xx, timeouts, connection errors."""
+
+    retryable = True
+
+
+class PermanentForgeError(ForgeError):
+    """Not worth retrying until the configuration changes: a bad token, an unknown repository."""
