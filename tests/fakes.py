@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitops_acp.controllers.base import HttpReply, Settings
-from gitops_acp.errors import LLMError, MCPError
+from gitops_acp.errors import ForgeError, LLMError, MCPError
 from gitops_acp.humans.approvals import Decision
+from gitops_acp.humans.forges import ForgeClient
 from gitops_acp.llm.client import Completion, LLMConfig, ToolCallRequest, ToolSpec
 from gitops_acp.mcp import ServerConfig, ServerState, ToolInfo, ToolResult
 from gitops_acp.resources.loader import Loaded, load_file
 from gitops_acp.resources.meta import Kind
-from gitops_acp.resources.models import AnyResource
+from gitops_acp.resources.models import AnyResource, ContactChannel
 from gitops_acp.secrets import SecretResolver
 
 
@@ -144,6 +145,7 @@ class FakeContext:
         self.requests: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = []
         # Answers each request_json (method, url, body, headers); None: 404 for everything.
         self.http: Callable[[str, str, dict[str, Any] | None], HttpReply | OSError] | None = None
+        self.forges: dict[str, ForgeClient | ForgeError] = {}  # channel name -> client (or the error)
         self._llm = llm or FakeLLM()
         self._mcp = mcp or FakeMCP()
         self._secrets = SecretResolver(None, environ=environ or {"API_KEY": "test-key"})
@@ -252,6 +254,12 @@ class FakeContext:
         if isinstance(reply, OSError):
             raise reply
         return reply
+
+    async def forge(self, channel: ContactChannel) -> ForgeClient:
+        client = self.forges[channel.metadata.name]
+        if isinstance(client, ForgeError):
+            raise client
+        return client
 
     # helpers for assertions
     def phases(self, kind: Kind, name: str) -> list[str]:

@@ -1,11 +1,20 @@
 """Approval of tool calls (contract §5): a branch whose merge is the decision, or HumanLayer for slack/email.
 
     Pending ──(the server's approvalContactChannel covers this tool)──► AwaitingHumanApproval
-                (branch acp/approvals/<toolcall> created first, then the phase committed)
+                (branch acp/approvals/<toolcall> created first; with a forge, its pull request found
+                 or opened; then the phase committed with the branch and the pull request's number)
+            ── the forge refuses (bad token, unknown repository) ──► ErrorRequestingHumanApproval
+            ── the forge is unreachable or rate-limited ──► stays Pending, tried again later
     AwaitingHumanApproval ── approvals/<toolcall>.yaml on main, approved ──► ReadyToExecuteApprovedTool
                           ── decision rejected (comment) ──────────────────────────► ToolCallRejected
-                          ── branch deleted without merging, timeout, arguments edited
-                             (without allowArgumentEdits), decider not an approver ──► ToolCallRejected
+                          ── branch deleted or pull request closed without merging, timeout,
+                             arguments edited (without allowArgumentEdits), decider not an
+                             approver ──────────────────────────────────────────────► ToolCallRejected
+
+A pull request is found by its head branch before one is opened, so a crash between opening it
+and committing its number finds the same one again instead of opening a second. The decision is
+always read from `main` (a merged pull request put the file there); the forge is only asked whether
+a pull request was closed without merging, at most once per poll interval (a webhook asks sooner).
 
 Slack and email channels (controllers/humanlayer.py) take the same phases:
 
@@ -27,8 +36,10 @@ from typing import Any
 from gitops_acp.controllers import humanlayer
 from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.catalog import Entry
+from gitops_acp.errors import ForgeError, TemporaryForgeError
 from gitops_acp.humans import humanlayer as api
 from gitops_acp.humans.approvals import approval_path, branch_name, digest
+from gitops_acp.humans.forges import PRState, PullRequest
 from gitops_acp.resources.meta import API_VERSION, Condition, Kind, ToolCallPhase
 from gitops_acp.resources.models import (
     ContactChannel,
@@ -94,18 +105,93 @@ async def request(call: ToolCall, entry: Entry, channel: ContactChannel | None, 
         f"{approval_path(call.metadata.name)} and merge, or delete the branch without merging.\n"
     )
     branch = await ctx.propose_approval(call.metadata.name, document, message)
+    approval = ToolCallApproval(branch=branch)
+    how = f"merge {branch} into main"
+    if _forge_of(channel):
+        body = _pull_request_body(call, entry, arguments, asked)
+        try:
+            pull = await _open_pull_request(channel, branch, entry, call, body, ctx)
+        except TemporaryForgeError as exc:
+            retry = exc.retry_after or ctx.settings.error_retry
+            await _note(call, ctx, f"Opening the pull request failed, will retry in {retry:.0f}s: {exc}")
+            return Result(retry, progress=False)
+        except ForgeError as exc:
+            return await _error(call, ctx, f"could not open the approval pull request: {exc}")
+        approval = approval.model_copy(update={"pull_request": pull.number, "pull_request_url": pull.url})
+        how = f"merge pull request #{pull.number} ({pull.url})"
     waiting = status.model_copy(
         update={
             "phase": ToolCallPhase.AwaitingHumanApproval,
             "status": Condition.Pending,
-            "status_detail": f"Waiting for approval: merge {branch} into main "
-            f"(or gitops-acp approve {call.metadata.name})",
+            "status_detail": f"Waiting for approval: {how} (or gitops-acp approve {call.metadata.name})",
             "start_time": status.start_time or rfc3339(ctx.now()),
-            "approval": ToolCallApproval(branch=branch),
+            "approval": approval,
         }
     )
     await ctx.checkpoint(call.model_copy(update={"status": waiting}))
     return DONE
+
+
+def _forge_of(channel: ContactChannel | None) -> bool:
+    git = channel.spec.git if channel is not None else None
+    return git is not None and str(git.forge) != "none"
+
+
+async def _open_pull_request(
+    channel: ContactChannel, branch: str, entry: Entry, call: ToolCall, body: str, ctx: Context
+) -> PullRequest:
+    """Find the branch's pull request (opened before a crash), or open it."""
+    git = channel.spec.git
+    assert git is not None
+    client = await ctx.forge(channel)
+    found = await client.find_pull_request(branch)
+    if found is not None:
+        return found
+    return await client.open_pull_request(
+        head=branch,
+        base=ctx.settings.main_branch,
+        title=f"Approve {entry.function} for task {call.spec.task_ref.name}",
+        body=body,
+        labels=list(git.labels),
+        reviewers=list(git.reviewers),
+    )
+
+
+def _pull_request_body(call: ToolCall, entry: Entry, arguments: Any, asked: str) -> str:
+    """What a reviewer decides from: the tool, a table of the arguments, the request, how to decide."""
+    rows = (
+        [
+            f"| `{_cell(key)}` | `{_cell(json.dumps(value, ensure_ascii=False))}` |"
+            for key, value in sorted(arguments.items())
+        ]
+        if isinstance(arguments, dict) and arguments
+        else ["| (none) | |"]
+    )
+    hints = entry.annotations or {}
+    flags = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in sorted(hints.items())) or "none"
+    warning = (
+        "\n> **Destructive:** the tool declares that it may change or delete things.\n"
+        if hints.get("destructiveHint")
+        else ""
+    )
+    path = approval_path(call.metadata.name)
+    return (
+        f"The agent of task **{call.spec.task_ref.name}** asks to call **`{entry.function}`**"
+        f" ({entry.description or 'no description'}).\n\n"
+        "| argument | value |\n| --- | --- |\n" + "\n".join(rows) + "\n\n"
+        f"**Task request:** {asked or '(none)'}\n\n"
+        f"**Tool annotations:** {flags}\n{warning}\n"
+        "**Approve:** merge this pull request.\n\n"
+        f"**Reject:** close it without merging, or set `decision: rejected` and a `comment` in `{path}` "
+        "on this branch and merge (the model reads the comment).\n\n"
+        f"Tool call `{call.metadata.name}`; the reconciler reads the decision from `{path}` "
+        "on the base branch.\n"
+    )
+
+
+def _cell(text: str) -> str:
+    """Keep a value inside one Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ").replace("`", "'")
 
 
 async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) -> ToolCall | Result:
@@ -122,13 +208,19 @@ async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) ->
     if decision is None:
         if not await ctx.branch_exists(branch_name(call.metadata.name)):
             return await _reject(call, ctx, "closed without merging", by="")
+        wait: float | None = None
+        number = status.approval.pull_request if status.approval is not None else None
+        if channel is not None and number is not None and _forge_of(channel):
+            state, wait = await _pull_request_state(call, channel, number, ctx)
+            if state == PRState.CLOSED:
+                return await _reject(call, ctx, "closed without merging", by="")
         timeout = git.timeout_seconds if git is not None else None
         if git is not None and timeout is not None and status.start_time:
             remaining = parse_rfc3339(status.start_time) + timeout - ctx.now()
             if remaining <= 0:
                 return await _reject(call, ctx, f"approval timed out after {git.timeout}", by="")
-            return Result(remaining, progress=False)
-        return DONE
+            wait = remaining if wait is None else min(wait, remaining)
+        return Result(wait, progress=False) if wait is not None else DONE
     spec = decision.spec
     by = decision.decided_by
     proposed = json.loads(call.spec.arguments or "{}")
@@ -167,6 +259,50 @@ async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) ->
     approved = call.model_copy(update=update)
     await ctx.checkpoint(approved)
     return approved
+
+
+async def _pull_request_state(
+    call: ToolCall, channel: ContactChannel, number: int, ctx: Context
+) -> tuple[PRState | None, float]:
+    """The pull request's state (None: unknown for now) and when to look again.
+
+    A merged pull request changes nothing here: its merge brought the decision to `main`, which is
+    what counts. Only "closed without merging" is news that no ref carries.
+    """
+    try:
+        client = await ctx.forge(channel)
+        return await client.poll_state(number)
+    except TemporaryForgeError as exc:
+        return None, exc.retry_after or ctx.settings.error_retry
+    except ForgeError as exc:  # a revoked token: say so, and keep waiting for a decision on main
+        await _note(call, ctx, f"Waiting for approval; the pull request's state cannot be read: {exc}")
+        return None, ctx.settings.error_retry
+
+
+async def _note(call: ToolCall, ctx: Context, detail: str) -> None:
+    """Record what is happening in statusDetail (committed only when it changed)."""
+    status = call.status or ToolCallStatus()
+    if status.status_detail != detail:
+        await ctx.checkpoint(
+            call.model_copy(update={"status": status.model_copy(update={"status_detail": detail})})
+        )
+
+
+async def _error(call: ToolCall, ctx: Context, reason: str) -> Result:
+    """The approval could not be requested: ErrorRequestingHumanApproval, which the model reads."""
+    status = call.status or ToolCallStatus()
+    failed = status.model_copy(
+        update={
+            "phase": ToolCallPhase.ErrorRequestingHumanApproval,
+            "status": Condition.Error,
+            "status_detail": reason,
+            "error": reason,
+            "start_time": status.start_time or rfc3339(ctx.now()),
+            "completion_time": rfc3339(ctx.now()),
+        }
+    )
+    await ctx.checkpoint(call.model_copy(update={"status": failed}))
+    return DONE
 
 
 async def _ask_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gitops_acp.humans.approvals import Decision
+from gitops_acp.humans.forges import ForgeClient
 from gitops_acp.humans.humanlayer import DEFAULT_URL
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
 from gitops_acp.resources.loader import Loaded
 from gitops_acp.resources.meta import Kind
-from gitops_acp.resources.models import AnyResource
+from gitops_acp.resources.models import AnyResource, ContactChannel
 from gitops_acp.secrets import SecretResolver
 
 __all__ = [
@@ -76,6 +77,8 @@ class Settings:
     max_delivery_attempts: int = 10  # responseUrl POSTs before the delivery is given up as Failed
     humanlayer_url: str = DEFAULT_URL  # HumanLayer's API base, for slack and email channels
     humanlayer_poll: float = 5.0  # seconds between looks at a pending HumanLayer request
+    main_branch: str = "main"  # the branch pull requests for approvals are opened against
+    forge_poll_interval: float = 60.0  # at best, seconds between two looks at one pull request's state
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,13 @@ class Context(Protocol):
         self, url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float
     ) -> int:
         """POST `body` as JSON and return the HTTP status; raise OSError when the server can't be reached."""
+        ...
+
+    async def forge(self, channel: ContactChannel) -> ForgeClient:
+        """The pull-request client of a git channel that names a forge.
+
+        Raises PermanentForgeError when it cannot be built (no token, no repository to talk about).
+        """
         ...
 
 

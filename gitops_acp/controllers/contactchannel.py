@@ -1,6 +1,8 @@
 """ContactChannel controller: is the channel usable for approvals and questions?
 
     git ──────────► Ready (decisions are merges on main; nothing outside the repository to check)
+    git + forge ──► one GET of the repository with the token (forge client's validate)
+                    ──► Ready, or Error with what to fix ("the token was refused (401)…")
     slack, email ─► one real request with the key (humanlayer.validate):
                       GET /humanlayer/v1/project              (apiKeyFrom: a project key)
                       GET /humanlayer/v1/contact_channel/<id> (channelApiKeyFrom + channelId)
@@ -17,6 +19,7 @@ from collections.abc import Iterable
 
 from gitops_acp.controllers import humanlayer
 from gitops_acp.controllers.base import DONE, Context, Key, Result, forget
+from gitops_acp.errors import ForgeError
 from gitops_acp.resources.meta import Condition, Kind
 from gitops_acp.resources.models import AnyResource, ContactChannel, ContactChannelStatus
 
@@ -37,7 +40,18 @@ class ContactChannelController:
             return await forget(Kind.ContactChannel, name, ctx)
         assert isinstance(loaded.resource, ContactChannel)
         channel = loaded.resource
-        if str(channel.spec.type) == "git":
+        git = channel.spec.git
+        if str(channel.spec.type) == "git" and git is not None and str(git.forge) != "none":
+            try:
+                found = await (await ctx.forge(channel)).validate()
+                status = ContactChannelStatus(
+                    ready=True,
+                    status=Condition.Ready,
+                    status_detail=f"git channel with pull requests: {found}",
+                )
+            except ForgeError as exc:
+                status = ContactChannelStatus(ready=False, status=Condition.Error, status_detail=str(exc))
+        elif str(channel.spec.type) == "git":
             status = ContactChannelStatus(
                 ready=True, status=Condition.Ready, status_detail="git channel: decisions are merges on main"
             )

@@ -33,8 +33,8 @@ import watchfiles
 
 from gitops_acp.controllers import registry
 from gitops_acp.controllers.base import Controller, HttpReply, Key, Settings
-from gitops_acp.errors import StaleError
-from gitops_acp.humans import approvals, questions
+from gitops_acp.errors import PermanentForgeError, SecretError, StaleError
+from gitops_acp.humans import approvals, forges, questions
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
 from gitops_acp.reactor.queue import Requeue, WorkQueue
@@ -51,7 +51,14 @@ from gitops_acp.resources.meta import (
     Kind,
     ToolCallPhase,
 )
-from gitops_acp.resources.models import AnyResource, Task, ToolCall, from_document, to_document
+from gitops_acp.resources.models import (
+    AnyResource,
+    ContactChannel,
+    Task,
+    ToolCall,
+    from_document,
+    to_document,
+)
 from gitops_acp.secrets import SecretResolver
 from gitops_acp.store.desired import DesiredReader, DesiredState, changed_keys
 from gitops_acp.store.gitrepo import GitRepo
@@ -146,7 +153,9 @@ class Manager:
         self._mcp = mcp if mcp is not None else MCPManager(on_change=self._mcp_changed)
         self._secrets_watch: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
-        self._http: httpx2.AsyncClient | None = None  # responseUrl deliveries, HumanLayer
+        self._http: httpx2.AsyncClient | None = None  # responseUrl deliveries, HumanLayer, forge APIs
+        self._forges: dict[str, tuple[tuple[str | None, ...], forges.ForgeClient]] = {}  # by channel
+        self._budgets: dict[tuple[str, str], forges.RateBudget] = {}  # by (forge, API root)
 
     # -- Context (what controllers see) --------------------------------------------------------
 
@@ -336,6 +345,65 @@ class Manager:
         except httpx2.HTTPError as exc:
             raise OSError(str(exc) or type(exc).__name__) from exc
         return response.status_code
+
+    async def forge(self, channel: ContactChannel) -> forges.ForgeClient:
+        name = channel.metadata.name
+        owner = f'ContactChannel "{name}"'
+        git = channel.spec.git
+        if git is None or git.token_from is None or str(git.forge) == "none":
+            raise PermanentForgeError(f"{owner}: no forge with a tokenFrom is configured")
+        ref = git.token_from.secret_key_ref
+        try:
+            token = self._secrets.resolve(ref.name, ref.key, owner=owner)
+        except SecretError as exc:
+            raise PermanentForgeError(str(exc)) from exc
+        repository = git.repository or await self._origin_repository()
+        if repository is None:
+            raise PermanentForgeError(
+                f"{owner}: set git.repository (owner/name; GitLab: group/project): the repository "
+                "has no origin remote to derive it from"
+            )
+        api_url = forges.api_url_for(str(git.forge), git.api_url)
+        # A rotated token or an edited channel builds a new client; the fingerprint is salted per process.
+        key = (str(git.forge), api_url, repository, self._secrets.fingerprint(ref.name, ref.key))
+        known = self._forges.get(name)
+        if known is not None and known[0] == key:
+            return known[1]
+        if self._http is None:
+            self._http = httpx2.AsyncClient()
+        client = forges.connect(
+            str(git.forge),
+            api_url=api_url,
+            repository=repository,
+            token=token,
+            http=self._http,
+            budget=self._budgets.setdefault((str(git.forge), api_url), forges.RateBudget()),
+            poll_base=self.settings.forge_poll_interval,
+        )
+        self._forges[name] = (key, client)
+        return client
+
+    async def _origin_repository(self) -> str | None:
+        assert self._repo is not None
+        repo = self._repo
+        url = await asyncio.get_running_loop().run_in_executor(
+            self._git, repo.config_value, "remote.origin.url"
+        )
+        return forges.repository_from_url(url) if url else None
+
+    def webhook(self, forge: str, branch: str | None) -> None:
+        """A verified forge event: look at the refs now, and re-check the tool call waiting on `branch`.
+
+        Polled pull-request states are forgotten, so the next look asks the forge (the event may be
+        a pull request closed without merging, which changes no ref here).
+        """
+        for _, client in self._forges.values():
+            client.invalidate()
+        if branch is not None:
+            for name, waiting_on in self._awaiting_humans().items():
+                if waiting_on == branch:
+                    self._queue.add((Kind.ToolCall, name))
+        self.poke()
 
     async def checkpoint(self, *objects: AnyResource) -> None:
         changes: list[Change] = []

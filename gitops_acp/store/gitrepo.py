@@ -392,6 +392,11 @@ class GitRepo:
     ) -> subprocess.CompletedProcess[bytes]:
         return _run([f"--git-dir={self._git_dir}", *args], cwd=self._git_dir, stdin=stdin, check=check)
 
+    def config_value(self, key: str) -> str | None:
+        """A git config value of this repository (e.g. `remote.origin.url`), or None when unset."""
+        proc = self._git("config", "--get", key, check=False)
+        return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
     # -- refs ---------------------------------------------------------------------------------
 
     @_exclusive

@@ -81,6 +81,8 @@ class GitChannel(SpecModel):
     """The forge's API base URL (self-hosted Gitea/GitLab/GitHub Enterprise)."""
     token_from: SecretSource | None = None
     """The forge token: a secretKeyRef."""
+    repository: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
+    """`owner/name` on the forge (GitLab: `group/subgroup/project`); default: from the `origin` remote."""
     reviewers: list[str] = Field(default_factory=list)
     """Forge users asked to review each pull request."""
     labels: list[str] = Field(default_factory=list)
@@ -96,6 +98,14 @@ class GitChannel(SpecModel):
     def timeout_seconds(self) -> float | None:
         """Return `timeout` in seconds, or None when unset."""
         return duration_seconds(self.timeout)
+
+    @model_validator(mode="after")
+    def _forge_needs_token(self) -> GitChannel:
+        if self.forge is not Forge.NONE and self.token_from is None:
+            raise ValueError(f"forge {self.forge} needs tokenFrom (a secretKeyRef to the forge's API token)")
+        if self.forge is Forge.GITEA and not self.api_url:
+            raise ValueError("forge gitea needs apiUrl (the instance's URL, e.g. https://gitea.example.com)")
+        return self
 
 
 class ContactChannelSpec(SpecModel):

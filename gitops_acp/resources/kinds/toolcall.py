@@ -42,7 +42,9 @@ class ToolCallApproval(StatusModel):
     branch: str | None = None
     """The approval branch, `acp/approvals/<toolcall>`."""
     pull_request: int | None = None
-    """The forge's pull request number, when one was opened."""
+    """The forge's pull request number (GitLab: merge request iid), when one was opened."""
+    pull_request_url: str | None = None
+    """The pull request's page, for people."""
     decided_by: str | None = None
     """Who approved or rejected (the merge's author, or the CLI user)."""
     decided_at: str | None = None
