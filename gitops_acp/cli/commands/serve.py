@@ -2,7 +2,8 @@
 
 `--once` runs until nothing can progress without an outside change (a new commit, a human's
 decision, a missing dependency appearing), then exits 0; a backoff timer keeps it running.
-SIGINT/SIGTERM finish the checkpoint in flight and exit 0.
+SIGINT/SIGTERM finish the checkpoint in flight and exit 0. `--http ADDR` serves `/healthz` and the
+forges' webhooks beside the reconciler (`reactor/webhooks.py`).
 """
 
 from __future__ import annotations
@@ -94,6 +95,23 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
         default=5.0,
         help="seconds between looks at a pending HumanLayer request (default: 5)",
     )
+    parser.add_argument(
+        "--http",
+        metavar="ADDR",
+        help="serve GET /healthz and POST /webhooks/{github,gitea,gitlab} on HOST:PORT (e.g. 127.0.0.1:8080)",
+    )
+    parser.add_argument(
+        "--webhook-secret-file",
+        type=Path,
+        metavar="PATH",
+        help="the webhooks' shared secret (without it, webhooks are refused)",
+    )
+    parser.add_argument(
+        "--forge-poll-interval",
+        type=float,
+        default=60.0,
+        help="seconds between two looks at one pull request's state, at best (default: 60)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -136,6 +154,8 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
             log_dir=args.log_dir or default_log_dir(Path(args.repo)),
             humanlayer_url=args.humanlayer_url,
             humanlayer_poll=args.humanlayer_poll_interval,
+            main_branch=args.branch,
+            forge_poll_interval=args.forge_poll_interval,
         ),
     )
 
@@ -157,6 +177,27 @@ def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     if args.llm_concurrency < 1:
         raise UserError("--llm-concurrency must be at least 1")
+    if args.webhook_secret_file is not None and args.http is None:
+        raise UserError("--webhook-secret-file needs --http ADDR (where the webhooks are received)")
+    secret = webhook_secret(args.webhook_secret_file)
     llm = OpenAIClient(max_concurrent_requests=args.llm_concurrency)
     manager = Manager(options, llm=llm, secrets=SecretResolver(args.secrets_dir))
-    return asyncio.run(manager.run())
+    if args.http is None:
+        return asyncio.run(manager.run())
+    from gitops_acp.reactor import webhooks
+
+    sock = webhooks.listen(*webhooks.parse_address(args.http))
+    return asyncio.run(webhooks.serve(manager.run, manager.webhook, sock, secret))
+
+
+def webhook_secret(path: Path | None) -> bytes | None:
+    """The shared webhook secret from its file (one trailing newline stripped), or None."""
+    if path is None:
+        return None
+    try:
+        value = path.read_bytes().removesuffix(b"\n")
+    except OSError as exc:
+        raise UserError(f"--webhook-secret-file {path}: cannot read it ({exc.strerror})") from exc
+    if not value.strip():
+        raise UserError(f"--webhook-secret-file {path}: the file is empty")
+    return value

@@ -1,0 +1,152 @@
+"""`serve --http ADDR`: health and forge webhooks, served beside the reconciler in the same event loop.
+
+    GET  /healthz                 200 {"status": "ok"}
+    POST /webhooks/github         X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>
+    POST /webhooks/gitea          X-Gitea-Signature / X-Forgejo-Signature: <hex HMAC-SHA256>
+    POST /webhooks/gitlab         X-Gitlab-Token: <the secret>  (compared in constant time)
+         verified ──► Manager.webhook(forge, branch): poke the main loop (refs are read now), forget
+                      polled pull-request states, re-check the approval of an `acp/approvals/` branch
+         bad signature ──► 401 and one log line (never the secret, never the expected signature)
+         no --webhook-secret-file ──► 403: webhooks are refused, never accepted unauthenticated
+
+A webhook is only a wake-up: what counts is still read from git (a decision on `main`) or asked of
+the forge (a pull request closed without merging), so a forged or replayed event can cost a read,
+never a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gitops_acp.errors import UserError
+
+__all__ = ["app", "listen", "parse_address", "serve"]
+
+log = logging.getLogger("gitops_acp")
+
+Hook = Callable[[str, str | None], None]
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[v6]:PORT` or `:PORT` (all interfaces) → (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise UserError(f"--http {text}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket now, so a port in use is a one-line error rather than uvicorn's exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"--http {host}:{port}: cannot listen: {exc.strerror or exc}") from exc
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _verified(forge: str, secret: bytes, body: bytes, headers: Any) -> bool:
+    if forge == "gitlab":
+        return hmac.compare_digest(headers.get("x-gitlab-token", "").encode(), secret)
+    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    if forge == "github":
+        given = headers.get("x-hub-signature-256", "").removeprefix("sha256=")
+    else:
+        given = headers.get("x-gitea-signature") or headers.get("x-forgejo-signature") or ""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _branch(forge: str, headers: Any, payload: Any) -> str | None:
+    """The head branch of a pull-request event (None for pushes, pings and anything else)."""
+    if not isinstance(payload, dict):
+        return None
+    if forge == "gitlab":
+        attributes = payload.get("object_attributes") or {}
+        is_mr = headers.get("x-gitlab-event") == "Merge Request Hook"
+        return str(attributes.get("source_branch")) if is_mr and attributes.get("source_branch") else None
+    event = headers.get("x-github-event") or headers.get("x-gitea-event") or headers.get("x-forgejo-event")
+    if event != "pull_request":
+        return None
+    ref = ((payload.get("pull_request") or {}).get("head") or {}).get("ref")
+    return str(ref) if ref else None
+
+
+def app(hook: Hook, secret: bytes | None) -> Starlette:
+    """The HTTP application: `hook(forge, branch)` is called for every verified event."""
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def webhook(request: Request) -> JSONResponse:
+        forge = request.path_params["forge"]
+        if forge not in ("github", "gitea", "gitlab"):
+            return JSONResponse({"error": f"unknown forge {forge}"}, status_code=404)
+        if secret is None:
+            return JSONResponse(
+                {"error": "webhooks are disabled: serve was started without --webhook-secret-file"},
+                status_code=403,
+            )
+        body = await request.body()
+        if not _verified(forge, secret, body, request.headers):
+            client = request.client.host if request.client is not None else "?"
+            log.warning("webhook /webhooks/%s from %s refused: missing or bad signature", forge, client)
+            return JSONResponse({"error": "bad signature"}, status_code=401)
+        try:
+            payload = json.loads(body) if body else None
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        branch = _branch(forge, request.headers, payload)
+        log.debug("webhook /webhooks/%s: branch %s", forge, branch)
+        hook(forge, branch)
+        return JSONResponse({"accepted": True, "branch": branch}, status_code=202)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/webhooks/{forge}", webhook, methods=["POST"]),
+        ]
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the manager owns SIGINT/SIGTERM and stops us after."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(run: Callable[[], Any], hook: Hook, sock: socket.socket, secret: bytes | None) -> int:
+    """Serve HTTP on `sock` while `run()` (the manager) runs; stop serving when it returns."""
+    config = uvicorn.Config(app(hook, secret), log_level="warning", lifespan="off", access_log=False)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    host, port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%d (GET /healthz, POST /webhooks/<forge>)", host, port)
+    if secret is None:
+        log.warning("no --webhook-secret-file: POST /webhooks/* is refused (403) until one is given")
+    try:
+        code: int = await run()
+        return code
+    finally:
+        server.should_exit = True
+        await task
