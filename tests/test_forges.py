@@ -74,7 +74,8 @@ def test_open_records_title_body_labels_reviewers(fake: FakeForge, forge: str) -
     assert "| cmd | `ls` |" in held.body
     assert held.labels == ["acp-approval", "agents"]
     assert held.reviewers == REVIEWERS[forge]
-    assert pull.url.startswith(fake.url) and str(pull.number) in pull.url
+    assert pull.url.startswith(fake.url)
+    assert str(pull.number) in pull.url
 
 
 @pytest.mark.parametrize("forge", FORGES)
@@ -82,7 +83,8 @@ def test_find_after_a_crash_returns_the_same_pull_request(fake: FakeForge, forge
     assert run(_with_client(fake, forge, lambda c: c.find_pull_request(HEAD))) is None
     opened = run(_with_client(fake, forge, lambda c: _open(c, forge)))
     found = run(_with_client(fake, forge, lambda c: c.find_pull_request(HEAD)))  # a new client: a restart
-    assert found is not None and (found.number, found.url) == (opened.number, opened.url)
+    assert found is not None
+    assert (found.number, found.url) == (opened.number, opened.url)
     assert run(_with_client(fake, forge, lambda c: c.find_pull_request("acp/approvals/other"))) is None
 
 
@@ -120,7 +122,8 @@ def test_bad_token_and_unknown_repository_are_permanent_and_never_show_the_token
     assert token not in str(bad.value)
     with pytest.raises(PermanentForgeError, match="not found") as missing:
         run(_with_client(fake, forge, lambda c: c.validate(), repository="acme/nope"))
-    assert "acme/nope" in str(missing.value) and fake.token not in str(missing.value)
+    assert "acme/nope" in str(missing.value)
+    assert fake.token not in str(missing.value)
     assert run(_with_client(fake, forge, lambda c: c.validate())).endswith("reachable")
 
 
@@ -145,7 +148,9 @@ def test_github_secondary_limit_403_is_a_rate_limit_not_a_refusal(fake: FakeForg
 @pytest.mark.parametrize(("forge", "prefix"), [("github", "X-RateLimit-"), ("gitlab", "RateLimit-")])
 def test_exhausted_budget_waits_for_the_reset(fake: FakeForge, forge: str, prefix: str) -> None:
     reset = int(time.time()) + 2
-    fake.script = [Scripted(headers={f"{prefix}Limit": "60", f"{prefix}Remaining": "0", f"{prefix}Reset": str(reset)})]
+    fake.script = [
+        Scripted(headers={f"{prefix}Limit": "60", f"{prefix}Remaining": "0", f"{prefix}Reset": str(reset)})
+    ]
     budget = RateBudget()
 
     async def twice(client: Any) -> float:
@@ -156,14 +161,16 @@ def test_exhausted_budget_waits_for_the_reset(fake: FakeForge, forge: str, prefi
         return time.monotonic() - started
 
     waited = run(_with_client(fake, forge, twice, budget=budget))
-    assert waited >= reset - time.time() - 2.5 and time.time() >= reset - 0.05
+    assert waited >= reset - time.time() - 2.5
+    assert time.time() >= reset - 0.05
 
 
 def test_a_long_wait_is_handed_back_as_temporary(fake: FakeForge) -> None:
     fake.script = [Scripted(status=429, headers={"Retry-After": "120"})]
     with pytest.raises(TemporaryForgeError, match="rate limit") as raised:
         run(_with_client(fake, "github", lambda c: c.validate()))
-    assert raised.value.retry_after is not None and raised.value.retry_after > 100
+    assert raised.value.retry_after is not None
+    assert raised.value.retry_after > 100
 
 
 def test_5xx_is_retried_then_temporary(fake: FakeForge) -> None:
@@ -179,7 +186,8 @@ def test_polling_is_gated_and_invalidated(fake: FakeForge) -> None:
         opened = await _open(client, "github")
         seen = len(fake.requests)
         state, wait = await client.poll_state(opened.number)
-        assert state == PRState.OPEN and 59 < wait <= 60  # just opened: known open, not asked
+        assert state == PRState.OPEN
+        assert 59 < wait <= 60
         fake.close("github", opened.number)
         assert (await client.poll_state(opened.number))[0] == PRState.OPEN  # not asked again yet
         assert len(fake.requests) == seen

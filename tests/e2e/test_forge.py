@@ -69,7 +69,9 @@ def fake(acp_repo: AcpRepo) -> Iterator[FakeForge]:
         yield server
 
 
-def setup_tasks(repo: AcpRepo, stub: Stub, marker: str, fake: FakeForge, forge: str, tasks: list[str]) -> Path:
+def setup_tasks(
+    repo: AcpRepo, stub: Stub, marker: str, fake: FakeForge, forge: str, tasks: list[str]
+) -> Path:
     """A channel on `forge`, the gated MCP server, and one task per name each calling `gated__count`."""
     counter = repo.logs / "counter"
     stub.rules(
@@ -79,7 +81,9 @@ def setup_tasks(repo: AcpRepo, stub: Stub, marker: str, fake: FakeForge, forge: 
     repo.commit(
         {
             "contactchannels/reviewers.yaml": channel_yaml(forge, fake.api_url(forge)),
-            "mcpservers/gated.yaml": gated_server_yaml("gated", marker=marker, counter=counter, channel="reviewers"),
+            "mcpservers/gated.yaml": gated_server_yaml(
+                "gated", marker=marker, counter=counter, channel="reviewers"
+            ),
             "agents/gated.yaml": tool_agent_yaml("gated", servers=("gated",)),
             **{f"tasks/{t}.yaml": task_yaml(t, t, agent="gated") for t in tasks},
         },
@@ -91,7 +95,9 @@ def setup_tasks(repo: AcpRepo, stub: Stub, marker: str, fake: FakeForge, forge: 
 def calls(repo: AcpRepo) -> dict[str, dict[str, Any]]:
     """Each task's tool call by task name."""
     return {
-        d["spec"]["taskRef"]["name"]: d for (plural, _), d in status_files(repo).items() if plural == "toolcalls"
+        d["spec"]["taskRef"]["name"]: d
+        for (plural, _), d in status_files(repo).items()
+        if plural == "toolcalls"
     }
 
 
@@ -127,17 +133,20 @@ def test_a_merged_pull_request_runs_the_tool_and_a_closed_one_rejects_it(
         "closed": "AwaitingHumanApproval",
     }
     channel = repo.status("contactchannels", "reviewers")
-    assert channel is not None and channel["status"]["status"] == "Ready", channel
+    assert channel is not None
+    assert channel["status"]["status"] == "Ready", channel
     numbers = {}
     for task, document in waiting.items():
         approval = document["status"]["approval"]
         pull = fake.pulls[forge][approval["pullRequest"]]
         numbers[task] = pull.number
         assert pull.head == approval["branch"] == f"acp/approvals/{document['metadata']['name']}"
-        assert approval["pullRequestUrl"].startswith(fake.url) and str(pull.number) in approval["pullRequestUrl"]
+        assert approval["pullRequestUrl"].startswith(fake.url)
+        assert str(pull.number) in approval["pullRequestUrl"]
         assert pull.title == f"Approve gated__count for task {task}"
-        assert f"| `label` | `\"{task}\"` |" in pull.body  # the arguments as a Markdown table
-        assert "**Task request:** " + task in pull.body and "Approve:** merge" in pull.body
+        assert f'| `label` | `"{task}"` |' in pull.body  # the arguments as a Markdown table
+        assert "**Task request:** " + task in pull.body
+        assert "Approve:** merge" in pull.body
         assert (pull.base, pull.labels, pull.reviewers) == ("main", ["acp-approval"], ["alice"])
         assert f"#{pull.number}" in document["status"]["statusDetail"]
     assert counted(counter) == []
@@ -174,16 +183,19 @@ def test_a_refused_token_is_an_error_on_the_channel_and_on_the_call(
     result = serve_once(repo)
     assert result.returncode == 0, result.stderr
     channel = repo.status("contactchannels", "reviewers")
-    assert channel is not None and channel["status"]["status"] == "Error"
+    assert channel is not None
+    assert channel["status"]["status"] == "Error"
     assert "token was refused" in channel["status"]["statusDetail"]
     status = calls(repo)["denied"]["status"]
     assert status["phase"] == "ErrorRequestingHumanApproval"
     assert "could not open the approval pull request" in status["error"]
     assert "tokenFrom" in status["error"]
     task = repo.status("tasks", "denied")
-    assert task is not None and task["status"]["phase"] == "FinalAnswer"  # the model read the error
+    assert task is not None
+    assert task["status"]["phase"] == "FinalAnswer"
     assert fake.pulls["github"] == {}
-    assert leaks(repo, wrong) == [] and wrong not in result.stderr
+    assert leaks(repo, wrong) == []
+    assert wrong not in result.stderr
 
 
 # -- serve --http ---------------------------------------------------------------------------------
@@ -238,7 +250,8 @@ def test_webhook_signatures_are_checked_for_every_forge(
     assert post(f"{url}/webhooks/gitea", body, forgejo) == 202
     stderr = server.stderr()
     assert stderr.count("refused: missing or bad signature") == 8
-    assert WEBHOOK_SECRET not in stderr and "Traceback" not in stderr
+    assert WEBHOOK_SECRET not in stderr
+    assert "Traceback" not in stderr
     assert server.proc.poll() is None
 
 
@@ -262,7 +275,13 @@ def test_a_webhook_makes_a_closed_pull_request_seen_without_waiting_for_the_poll
     counter = setup_tasks(repo, stub, marker, fake, "github", ["hooked"])
     # Polling every 10 minutes: only the webhook can make the close seen within the test's deadline.
     server = serve_bg(
-        repo, "--http", "127.0.0.1:0", "--webhook-secret-file", str(secret_file), "--forge-poll-interval", "600"
+        repo,
+        "--http",
+        "127.0.0.1:0",
+        "--webhook-secret-file",
+        str(secret_file),
+        "--forge-poll-interval",
+        "600",
     )
     fake.webhook_url, fake.webhook_secret = http_url(server), WEBHOOK_SECRET
 
@@ -284,4 +303,5 @@ def test_a_webhook_makes_a_closed_pull_request_seen_without_waiting_for_the_poll
     assert calls(repo)["hooked"]["status"]["result"] == "Rejected: closed without merging"
     assert counted(counter) == []
     assert git(repo.path, "rev-parse", "--verify", "-q", f"refs/heads/{STATUS_BRANCH}")
-    assert server.proc.poll() is None and "Traceback" not in server.stderr()
+    assert server.proc.poll() is None
+    assert "Traceback" not in server.stderr()
