@@ -19,6 +19,7 @@ from gitops_acp.errors import PermanentForgeError, TemporaryForgeError
 from gitops_acp.humans import forges
 from gitops_acp.humans.forges.base import PRState, RateBudget
 from gitops_acp.humans.forges.fake import FakeForge, Scripted
+from gitops_acp.resources.loader import load_file
 from tests.conftest import commit_files, git
 
 FORGES = ["github", "gitea", "gitlab"]
@@ -230,3 +231,25 @@ def test_api_url_defaults() -> None:
     assert forges.api_url_for("gitea", "https://gitea.example.com") == "https://gitea.example.com/api/v1"
     with pytest.raises(PermanentForgeError, match="apiUrl is required for gitea"):
         forges.api_url_for("gitea", None)
+
+
+@pytest.mark.parametrize(
+    ("git", "message"),
+    [
+        ("{forge: github}", "spec.git: forge github needs tokenFrom"),
+        (
+            "{forge: gitea, tokenFrom: {secretKeyRef: {name: g, key: T}}}",
+            "spec.git: forge gitea needs apiUrl",
+        ),
+        (
+            "{forge: github, repository: acme, tokenFrom: {secretKeyRef: {name: g, key: T}}}",
+            "spec.git.repository: 'acme' is not owner/name (GitLab: group/subgroup/project)",
+        ),
+    ],
+)
+def test_a_forge_channel_missing_what_it_needs_is_refused_with_the_field(git: str, message: str) -> None:
+    head = "apiVersion: acp.gitops.dev/v1alpha1\nkind: ContactChannel\nmetadata: {name: r}\n"
+    text = f"{head}spec:\n  git: {git}\n"
+    result = load_file("cc.yaml", text.encode())
+    (error,) = result.errors
+    assert str(error).startswith(f'cc.yaml:5: ContactChannel "r": {message}')

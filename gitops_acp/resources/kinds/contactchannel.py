@@ -6,10 +6,11 @@ requests (or plain branches) in this repository, merged or closed by people.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gitops_acp.resources.common import (
     Duration,
@@ -31,6 +32,9 @@ __all__ = [
     "GitChannel",
     "SlackChannel",
 ]
+
+
+_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+")
 
 
 class ChannelType(StrEnum):
@@ -81,7 +85,7 @@ class GitChannel(SpecModel):
     """The forge's API base URL (self-hosted Gitea/GitLab/GitHub Enterprise)."""
     token_from: SecretSource | None = None
     """The forge token: a secretKeyRef."""
-    repository: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
+    repository: str | None = None
     """`owner/name` on the forge (GitLab: `group/subgroup/project`); default: from the `origin` remote."""
     reviewers: list[str] = Field(default_factory=list)
     """Forge users asked to review each pull request."""
@@ -98,6 +102,13 @@ class GitChannel(SpecModel):
     def timeout_seconds(self) -> float | None:
         """Return `timeout` in seconds, or None when unset."""
         return duration_seconds(self.timeout)
+
+    @field_validator("repository")
+    @classmethod
+    def _repository_path(cls, value: str | None) -> str | None:
+        if value is not None and not _REPOSITORY.fullmatch(value):
+            raise ValueError(f"{value!r} is not owner/name (GitLab: group/subgroup/project)")
+        return value
 
     @model_validator(mode="after")
     def _forge_needs_token(self) -> GitChannel:
