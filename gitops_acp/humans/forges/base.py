@@ -189,7 +189,7 @@ class HttpForge:
                 )
             except httpx2.HTTPError as exc:
                 last = f"{self.forge} {self.api_url} unreachable: {type(exc).__name__}"
-                await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
+                await self._backoff(attempt)
                 continue
             headers = {k.lower(): v for k, v in response.headers.items()}
             text = response.text
@@ -199,7 +199,7 @@ class HttpForge:
                 continue
             if response.status_code >= 500:
                 last = f"{self.forge} {method} {path}: {response.status_code} {_message(text)}"
-                await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
+                await self._backoff(attempt)
                 continue
             if response.status_code == 404 and missing_ok:
                 return None
@@ -207,6 +207,11 @@ class HttpForge:
                 raise self._refused(method, path, response.status_code, text)
             return response.json() if text.strip() else None
         raise TemporaryForgeError(last or f"{self.forge} {method} {path} failed", retry_after=self.max_wait)
+
+    async def _backoff(self, attempt: int) -> None:
+        """Wait before the next try of a failed request (not after the last one)."""
+        if attempt + 1 < self.attempts:
+            await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
 
     def _refused(self, method: str, path: str, status: int, text: str) -> ForgeError:
         where = f"{self.forge} {self.repository}"
