@@ -146,7 +146,9 @@ def test_github_secondary_limit_403_is_a_rate_limit_not_a_refusal(fake: FakeForg
     assert time.monotonic() - started >= 0.95
 
 
-@pytest.mark.parametrize(("forge", "prefix"), [("github", "X-RateLimit-"), ("gitlab", "RateLimit-")])
+@pytest.mark.parametrize(
+    ("forge", "prefix"), [("github", "X-RateLimit-"), ("gitea", "X-RateLimit-"), ("gitlab", "RateLimit-")]
+)
 def test_exhausted_budget_waits_for_the_reset(fake: FakeForge, forge: str, prefix: str) -> None:
     reset = int(time.time()) + 2
     fake.script = [
