@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -143,7 +144,8 @@ def approvals(n: int, *, interval: float, poke: bool) -> list[float]:
                             serving.poke()  # what the webhook endpoint does on a push event
                         ran = tool_ran_at(counter, size, timeout=interval * 3 + 10)
                         latencies.append((ran - pushed) * 1000)
-                        time.sleep(0.1)
+                        # A reviewer's push lands at any moment of the fetch cycle, not right after one.
+                        time.sleep(0.1 if poke else random.uniform(0.1, interval))
                 finally:
                     serving.stop()
             finally:

@@ -541,7 +541,17 @@ class Manager:
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         if self._remote is not None:
-            await self._remote.start()  # the mirror exists, is fetched, and has nothing unpushed
+            # The mirror exists, is fetched, and has nothing unpushed; a signal meanwhile stops us
+            # (start waits as long as the remote is unreachable and the mirror has unpushed commits).
+            starting = asyncio.ensure_future(self._remote.start())
+            stopping = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                return
+            starting.result()
         self._repo = await loop.run_in_executor(self._git, GitRepo.open, self.options.repo)
         self._reader = DesiredReader(self._repo)
         documents = await self._writer.start()
@@ -613,8 +623,8 @@ class Manager:
                 loop.add_signal_handler(sig, self._stop.set)
         try:
             await self._start()
-            assert self._watcher is not None
             while not self._stop.is_set():
+                assert self._watcher is not None
                 await self._read_main()
                 if self.options.once and self._queue.is_idle():
                     if not self._mcp_connecting():

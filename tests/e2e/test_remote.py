@@ -318,6 +318,20 @@ def test_tasks_wait_through_an_outage_and_every_commit_reaches_the_remote(remote
         assert [new for _, new, _ in remote.bare.transitions("Task", name)][-1] == "FinalAnswer"
 
 
+def test_serve_waiting_for_an_unreachable_remote_at_start_stops_on_sigterm(remote: Remote) -> None:
+    remote.add_task("before", "Before the outage")
+    assert remote.serve_once().returncode == 0  # the mirror exists now
+    remote.server.stop()
+    with serving(remote) as proc:
+        wait_for(lambda: "unreachable" in stderr_of(proc), timeout=30, what="serve to report the outage")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    stderr = stderr_of(proc)
+    assert stderr.count("unreachable") == 1, stderr
+    assert "Traceback" not in stderr
+    remote.server.start()
+
+
 def test_unpushed_commits_of_a_killed_serve_are_pushed_at_restart(remote: Remote, stub: Stub) -> None:
     stub.rules(SLOW)
     remote.add_task("killed", "Slow killed")
