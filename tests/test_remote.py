@@ -83,6 +83,19 @@ def test_fetch_follows_main_and_never_clobbers_an_unpushed_status_branch(
         assert mirror.unpushed() == 0
 
 
+def test_a_mirror_behind_the_remote_catches_up_instead_of_merging(tmp_path: Path, origin: Path) -> None:
+    repo, mirror = open_mirror(tmp_path, origin)
+    with repo:
+        mirror.fetch()
+        old = status_commit(repo, None, "old")
+        newer = status_commit(repo, old, "newer")
+        mirror.push()
+        repo.update_ref(STATUS, old, newer, message="restored from an old copy of the mirror")
+        mirror.fetch()
+        assert repo.resolve(STATUS) == newer
+        assert mirror.push().merged is None
+
+
 def test_a_rejected_push_is_merged_with_theirs_and_pushed_keeping_both_histories(
     tmp_path: Path, origin: Path
 ) -> None:

@@ -153,13 +153,15 @@ class Mirror:
                 deleted.append(ref)
         for tracking, sha in after.items():
             ref = _local(tracking)
-            if ref == self.status and ref in local:
-                continue  # ours: pushed (merged first when theirs is not in it), never replaced
-            if local.get(ref) != sha:
-                # The remote has it and we don't (a new mirror of a served remote), or someone
-                # moved a branch after we proposed it: the remote's is the one that counts.
-                with contextlib.suppress(RefConflictError):  # the writer moved it: the next push sorts it out
-                    self._repo.update_ref(ref, sha, local.get(ref), message="gitops-acp: fetch")
+            if local.get(ref) == sha:
+                continue
+            if ref == self.status and ref in local and not self._repo.is_ancestor(local[ref], sha):
+                continue  # ours has commits theirs lacks: pushed (merged first), never replaced
+            # The remote has it and we don't (a new mirror of a served remote), has more of it (a
+            # mirror restored from an old copy), or someone moved a branch after we proposed it:
+            # the remote's is the one that counts.
+            with contextlib.suppress(RefConflictError):  # the writer moved it: the next push sorts it out
+                self._repo.update_ref(ref, sha, local.get(ref), message="gitops-acp: fetch")
         return FetchResult(moved, tuple(deleted))
 
     def push(self) -> PushResult:
