@@ -576,7 +576,7 @@ class Manager:
         self._queue.start()
         log.info(
             "serving %s: %d resources on %s, %d status files on %s",
-            self.options.repo,
+            self._remote.describe() if self._remote is not None else self.options.repo,
             len(self._desired.resources),
             self.options.branch,
             len(self._observed),

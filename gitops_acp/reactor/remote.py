@@ -123,6 +123,10 @@ class RemoteSync:
         self._recovered()
         self._loop_task = asyncio.create_task(self._loop(), name="remote-sync")
 
+    def describe(self) -> str:
+        """The remote and its mirror, for the start-up log line (credentials left out)."""
+        return f"{self._url} (mirror {self.options.mirror})"
+
     def poke(self) -> None:
         """Fetch now (a webhook said the remote changed), not at the next interval."""
         self._fetch_now.set()
