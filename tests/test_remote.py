@@ -243,3 +243,43 @@ def test_poke_fetches_at_once_and_a_moved_main_is_read(tmp_path: Path, origin: P
         assert await serving == 0
 
     run(scenario())
+
+
+def test_a_rejected_push_while_serving_is_recovered_and_the_checkpoint_returns(
+    tmp_path: Path, origin: Path
+) -> None:
+    mirror = tmp_path / "cache" / "mirror.git"
+    options = RemoteOptions(url=str(origin), mirror=mirror, fetch_interval=3600)  # no fetch by itself
+    human = tmp_path / "human"
+
+    async def scenario() -> tuple[str, str]:
+        sync = RemoteSync(
+            options, main="main", status_branch="acp/status", identity=IDENTITY, on_change=lambda: None
+        )
+        await sync.start()
+        writer = StatusWriter(mirror)
+        writer.confirm = sync.pushed
+        await writer.start()
+        first = await writer.commit([task_change("t", "-", "Pending")], spec_commit="s")
+        assert first is not None
+        git(human, "fetch", "-q", "origin")
+        git(human, "checkout", "-q", "-b", "theirs", "origin/acp/status")
+        theirs = commit_files(human, {"intruder.txt": "hello\n"}, "theirs")
+        git(human, "push", "-q", "origin", "theirs:acp/status")
+        ours = await writer.commit([task_change("t", "Pending", "ReadyForLLM")], spec_commit="s")
+        assert ours is not None
+        # Another checkpoint after the merge: the writer re-applies on the merge commit.
+        last = await writer.commit([task_change("t", "ReadyForLLM", "FinalAnswer")], spec_commit="s")
+        assert last is not None
+        await writer.close()
+        await sync.close()
+        assert sync.stats.rejected >= 1
+        assert sync.stats.merges == 1
+        return theirs, last
+
+    theirs, last = run(scenario())
+    tip = git(origin, "rev-parse", STATUS)
+    assert tip == last
+    for sha in (theirs, last):
+        git(origin, "merge-base", "--is-ancestor", sha, tip)
+    assert git(origin, "show", f"{STATUS}:status/tasks/t.yaml").count("FinalAnswer") >= 1
