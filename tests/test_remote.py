@@ -91,7 +91,9 @@ def test_a_mirror_behind_the_remote_catches_up_instead_of_merging(tmp_path: Path
         newer = status_commit(repo, old, "newer")
         mirror.push()
         repo.update_ref(STATUS, old, newer, message="restored from an old copy of the mirror")
-        mirror.fetch()
+        mirror.fetch()  # while serving: ours stays, to be merged
+        assert repo.resolve(STATUS) == old
+        mirror.fetch(catch_up=True)  # at start
         assert repo.resolve(STATUS) == newer
         assert mirror.push().merged is None
 

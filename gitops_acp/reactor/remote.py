@@ -110,7 +110,7 @@ class RemoteSync:
         fresh = not await self._call(mirror.has_main)
         while True:
             try:
-                await self._fetch()
+                await self._fetch(catch_up=True)
                 await self._push_round([])
                 break
             except ConflictError:
@@ -176,9 +176,10 @@ class RemoteSync:
                 await asyncio.sleep(self._backoff())
                 self._wake.set()
 
-    async def _fetch(self) -> None:
-        assert self._mirror is not None
-        result = await self._call(self._mirror.fetch)
+    async def _fetch(self, *, catch_up: bool = False) -> None:
+        mirror = self._mirror
+        assert mirror is not None
+        result = await self._call(lambda: mirror.fetch(catch_up=catch_up))
         self.stats.fetches += 1
         for ref in result.deleted:
             log.info("%s was deleted on the remote", ref.removeprefix(mirrors.HEADS))

@@ -18,6 +18,8 @@ and moves its own `refs/heads/acp/...` refs. This module keeps the mirror and th
   remote-tracking ref, so it is pushed, never mistaken for a deleted one.
 - A branch of the namespaces moved by someone else on the remote (a decision edited on an approval
   branch) is followed: after its first push a proposal belongs to the people deciding it.
+- At start only, a remote status branch that contains ours is taken as it is (our mirror is an
+  older copy: merging would roll tasks back).
 - The status branch is pushed with `--force-with-lease=<ref>:<last value seen on the remote>`. If
   the remote's status branch is not an ancestor of ours (someone pushed to it), ours is first merged
   with theirs: parents (ours, theirs), tree ours (the reconciler is the single writer of status
@@ -132,17 +134,22 @@ class Mirror:
         """Whether the mirror has ever fetched `main`."""
         return self._repo.resolve(self.main) is not None
 
-    def fetch(self) -> FetchResult:
-        """Fetch main and the reconciler's namespaces; follow main, deletions and others' moves."""
+    def fetch(self, *, catch_up: bool = False) -> FetchResult:
+        """Fetch main and the reconciler's namespaces; follow main, deletions and others' moves.
+
+        `catch_up` (at start, before the status writer reads the branch): a remote status branch
+        that contains ours is taken as it is. Ours is then an older copy (a mirror restored from a
+        backup, a new one); merging it with "tree: ours" would roll the tasks back and run their
+        steps, tools included, again. While serving, the writer's tree is the truth: a merge.
+        """
         before = self._repo.refs(*self._tracked)
         self._repo.fetch(ORIGIN, self._refspecs, prune=True)
         after = self._repo.refs(*self._tracked)
-        theirs = self._repo.resolve(_tracking(self.main))
-        ours = self._repo.resolve(self.main)
-        moved = theirs is not None and theirs != ours
-        if moved:
-            assert theirs is not None
-            self._repo.update_ref(self.main, theirs, ours, message="gitops-acp: fetch")
+        their_main = self._repo.resolve(_tracking(self.main))
+        our_main = self._repo.resolve(self.main)
+        moved = their_main is not None and their_main != our_main
+        if their_main is not None and moved:
+            self._repo.update_ref(self.main, their_main, our_main, message="gitops-acp: fetch")
         local = self._repo.refs(*self._owned)
         deleted: list[str] = []
         for tracking, old in before.items():
@@ -153,15 +160,16 @@ class Mirror:
                 deleted.append(ref)
         for tracking, sha in after.items():
             ref = _local(tracking)
-            if local.get(ref) == sha:
+            mine = local.get(ref)
+            if mine == sha:
                 continue
-            if ref == self.status and ref in local and not self._repo.is_ancestor(local[ref], sha):
-                continue  # ours has commits theirs lacks: pushed (merged first), never replaced
+            if ref == self.status and mine and not (catch_up and self._repo.is_ancestor(mine, sha)):
+                continue  # ours: pushed (merged with theirs first), never replaced
             # The remote has it and we don't (a new mirror of a served remote), has more of it (a
             # mirror restored from an old copy), or someone moved a branch after we proposed it:
             # the remote's is the one that counts.
             with contextlib.suppress(RefConflictError):  # the writer moved it: the next push sorts it out
-                self._repo.update_ref(ref, sha, local.get(ref), message="gitops-acp: fetch")
+                self._repo.update_ref(ref, sha, mine, message="gitops-acp: fetch")
         return FetchResult(moved, tuple(deleted))
 
     def push(self) -> PushResult:

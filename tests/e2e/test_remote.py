@@ -362,24 +362,27 @@ def test_unpushed_commits_of_a_killed_serve_are_pushed_at_restart(remote: Remote
 
 def test_someone_elses_push_to_the_status_branch_is_merged_not_lost(remote: Remote) -> None:
     remote.add_task("first", "Before the intruder")
-    assert remote.serve_once().returncode == 0
-    ours_before = remote.remote_status()
-    assert ours_before is not None
-    # Someone commits to acp/status on the remote (a note), in the same push as a new task.
-    human = remote.human.path
-    git(human, "fetch", "-q", "origin")
-    git(human, "checkout", "-q", "-b", "intruder", f"origin/{STATUS_BRANCH}")
-    (human / "NOTE.md").write_text("someone was here\n")
-    git(human, "add", "NOTE.md")
-    git(human, "commit", "-q", "-m", "A note on the status branch")
-    theirs = git(human, "rev-parse", "HEAD")
-    git(human, "checkout", "-q", "main")
-    remote.human.add_task("second", "After the intruder")
-    git(human, "push", "-q", "origin", "main", f"intruder:{STATUS_BRANCH}")
-
-    result = remote.serve_once()
-    assert result.returncode == 0, result.stderr
-    assert remote.bare.phase("second") == "FinalAnswer"
+    with serving(remote) as proc:
+        wait_for(lambda: remote_phase(remote, "first") == "FinalAnswer", timeout=60, what="the first task")
+        wait_for(lambda: remote.remote_status() == remote.mirror_status(), timeout=30, what="all pushed")
+        ours_before = remote.remote_status()
+        assert ours_before is not None
+        # Someone commits to acp/status on the remote (a note), in the same push as a new task.
+        human = remote.human.path
+        git(human, "fetch", "-q", "origin")
+        git(human, "checkout", "-q", "-b", "intruder", f"origin/{STATUS_BRANCH}")
+        (human / "NOTE.md").write_text("someone was here\n")
+        git(human, "add", "NOTE.md")
+        git(human, "commit", "-q", "-m", "A note on the status branch")
+        theirs = git(human, "rev-parse", "HEAD")
+        git(human, "checkout", "-q", "main")
+        remote.human.add_task("second", "After the intruder")
+        git(human, "push", "-q", "origin", "main", f"intruder:{STATUS_BRANCH}")
+        wait_for(lambda: remote_phase(remote, "second") == "FinalAnswer", timeout=60, what="the second task")
+        wait_for(lambda: remote.remote_status() == remote.mirror_status(), timeout=30, what="all pushed")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    stderr = stderr_of(proc)
     tip = remote.remote_status()
     assert tip is not None
     # Both histories are kept: theirs and every one of ours is an ancestor of the remote's tip.
@@ -393,7 +396,23 @@ def test_someone_elses_push_to_the_status_branch_is_merged_not_lost(remote: Remo
     assert git(remote.bare.path, "rev-parse", f"{merge}^{{tree}}") == git(
         remote.bare.path, "rev-parse", f"{first_parent}^{{tree}}"
     )
-    assert "merged their commits" in result.stderr
+    assert "merged their commits" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_remote_status_branch_ahead_of_the_mirror_is_taken_at_start(remote: Remote, stub: Stub) -> None:
+    # The mirror is an older copy (restored from a backup): the remote's newer checkpoints count.
+    remote.add_task("kept", "Not redone")
+    assert remote.serve_once().returncode == 0
+    mirror = remote.cache / "mirror.git"
+    first = git(mirror, "rev-list", "--reverse", STATUS_BRANCH).split()[0]
+    git(mirror, "update-ref", f"refs/heads/{STATUS_BRANCH}", first)
+    git(mirror, "update-ref", f"refs/remotes/origin/{STATUS_BRANCH}", first)
+    before = remote.remote_status()
+    result = remote.serve_once()
+    assert result.returncode == 0, result.stderr
+    assert remote.remote_status() == before == remote.mirror_status()  # nothing redone, nothing merged
+    assert len(stub.chats("Not redone")) == 1
 
 
 # -- approvals through the remote -----------------------------------------------------------------
