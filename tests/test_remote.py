@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gitops_acp.errors import RemoteError
+from gitops_acp.errors import RemoteError, StoreError
 from gitops_acp.reactor.manager import Manager, ServeOptions
 from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
 from gitops_acp.secrets import SecretResolver
@@ -285,3 +285,37 @@ def test_a_rejected_push_while_serving_is_recovered_and_the_checkpoint_returns(
     for sha in (theirs, last):
         git(origin, "merge-base", "--is-ancestor", sha, tip)
     assert git(origin, "show", f"{STATUS}:status/tasks/t.yaml").count("FinalAnswer") >= 1
+
+
+def test_a_remote_that_keeps_refusing_is_retried_with_backoff_and_reported_once(
+    tmp_path: Path, origin: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'protected branch' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    mirror = tmp_path / "cache" / "mirror.git"
+    options = RemoteOptions(url=str(origin), mirror=mirror, fetch_interval=1.0)
+
+    async def scenario() -> int:
+        sync = RemoteSync(
+            options, main="main", status_branch="acp/status", identity=IDENTITY, on_change=lambda: None
+        )
+        await sync.start()
+        writer = StatusWriter(mirror)
+        writer.confirm = sync.pushed
+        await writer.start()
+        pending = asyncio.ensure_future(writer.commit([task_change("t", "-", "Pending")], spec_commit="s"))
+        await asyncio.sleep(2.0)
+        assert not pending.done()  # never reported done while the remote refuses it
+        await writer.close()
+        await sync.close(timeout=2)
+        with pytest.raises(StoreError):
+            await pending
+        return sync.stats.rejected
+
+    rejected = run(scenario())
+    assert 4 <= rejected <= 12  # a few at once, then backoff (0.25 s doubling): no tight loop
+    refusals = [r for r in caplog.records if "checkpoints wait" in r.getMessage()]
+    assert len(refusals) == 1  # one line for the outage, not one per retry
+    assert "keeps refusing the push of refs/heads/acp/status" in refusals[0].getMessage()
+    assert "pre-receive hook declined" in refusals[0].getMessage()

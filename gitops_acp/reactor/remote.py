@@ -39,6 +39,9 @@ T = TypeVar("T")
 
 #: First retry delay after a failed fetch or push; doubles up to the fetch interval.
 RETRY_BASE = 0.25
+#: Rejected pushes in a row retried at once (fetch, merge, push); past this the remote is refusing
+#: for another reason (a protected branch, a hook) and it is handled as an outage, with backoff.
+MAX_QUICK_REJECTIONS = 3
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class RemoteSync:
         self._closing = False
         self._down_since: float | None = None
         self._failures = 0
+        self._rejections = 0  # rejected pushes in a row
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._git, fn)
@@ -203,10 +207,14 @@ class RemoteSync:
             )
         if result.rejected:
             self.stats.rejected += 1
+            self._rejections += 1
             self._waiters[:0] = waiting
-            for ref, why in result.rejected.items():
-                log.info("push of %s rejected (%s): fetching and trying again", ref, why)
+            refused = ", ".join(f"{ref} ({why})" for ref, why in sorted(result.rejected.items()))
+            if self._rejections > MAX_QUICK_REJECTIONS:
+                raise RemoteError(f"the remote keeps refusing the push of {refused}")
+            log.info("push of %s rejected: fetching and trying again", refused)
             return False
+        self._rejections = 0
         if result.pushed:
             self.stats.pushes += 1
         for future in waiting:
@@ -224,8 +232,8 @@ class RemoteSync:
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.warning(
-                "remote %s unreachable: %s; checkpoints wait, committed in the mirror %s, and are pushed "
-                "when it is back (retrying)",
+                "remote %s unreachable or refusing us: %s; checkpoints wait, committed in the mirror %s, "
+                "and are pushed when it is back (retrying)",
                 self._url,
                 exc,
                 self.options.mirror,
