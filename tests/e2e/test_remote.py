@@ -460,6 +460,41 @@ def awaiting(remote: Remote, tasks: list[str]) -> bool:
     return True
 
 
+def record_ref_updates(remote: Remote) -> Path:
+    """Make the remote log every push it accepts, in order (a post-receive hook); return the log.
+
+    Each push is a line `push` followed by one `<old> <new> <ref>` line per ref it updated.
+    """
+    log = remote.bare.path.parent / "ref-updates.log"
+    hook = remote.bare.path / "hooks" / "post-receive"
+    hook.write_text(f"#!/bin/sh\n{{ echo push; cat; }} >> '{log}'\n")
+    hook.chmod(0o755)
+    return log
+
+
+def assert_branch_pushed_before_awaiting(remote: Remote, updates: Path, toolcall: str) -> None:
+    """The approval branch reached the remote in an earlier push than the status naming it."""
+    pushes: list[list[tuple[str, str, str]]] = []
+    for line in updates.read_text().splitlines():
+        if line == "push":
+            pushes.append([])
+        else:
+            old, new, ref = line.split()
+            pushes[-1].append((old, new, ref))
+    branch = f"refs/heads/acp/approvals/{toolcall}"
+    created = next(
+        i for i, push in enumerate(pushes) for old, _, ref in push if ref == branch and set(old) == {"0"}
+    )
+    status = f"refs/heads/{STATUS_BRANCH}"
+    for i, push in enumerate(pushes):
+        for _, new, ref in push:
+            document = remote.bare.status("toolcalls", toolcall, rev=new) if ref == status else None
+            if ((document or {}).get("status") or {}).get("phase") == "AwaitingHumanApproval":
+                assert created < i, f"{toolcall}: the status naming its branch was pushed with or before it"
+                return
+    pytest.fail(f"no push of {STATUS_BRANCH} shows {toolcall} AwaitingHumanApproval")
+
+
 def human_git(remote: Remote, *args: str) -> str:
     return git(remote.human.path, *args)
 
@@ -469,6 +504,7 @@ def test_approvals_decided_in_a_clone_and_pushed_while_serving(
 ) -> None:
     tasks = ["merged", "refused", "closed"]
     counter = tmp_path / "counter"
+    updates = record_ref_updates(remote)
     stub.rules(*approval_rules(tasks))
     remote.human.commit(approval_files(marker, counter, tasks), "Gated tools and three tasks")
     remote.push()
@@ -476,6 +512,8 @@ def test_approvals_decided_in_a_clone_and_pushed_while_serving(
         wait_for(lambda: awaiting(remote, tasks), timeout=90, what="three approvals on the remote")
         names = {t: toolcall_of(remote.bare, t) for t in tasks}
         assert counted(counter) == []
+        for name in names.values():
+            assert_branch_pushed_before_awaiting(remote, updates, name)
         human_git(remote, "fetch", "-q", "origin")
         # Approve: merge the branch (--no-ff) and push.
         human_git(remote, "merge", "-q", "--no-ff", "--no-edit", f"origin/acp/approvals/{names['merged']}")
