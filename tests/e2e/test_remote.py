@@ -472,7 +472,14 @@ def record_ref_updates(remote: Remote) -> Path:
     return log
 
 
-def assert_branch_pushed_before_awaiting(remote: Remote, updates: Path, toolcall: str) -> None:
+def assert_branch_pushed_before_awaiting(
+    remote: Remote,
+    updates: Path,
+    toolcall: str,
+    *,
+    folder: str = "approvals",
+    phase: str = "AwaitingHumanApproval",
+) -> None:
     """The approval branch reached the remote in an earlier push than the status naming it."""
     pushes: list[list[tuple[str, str, str]]] = []
     for line in updates.read_text().splitlines():
@@ -481,7 +488,7 @@ def assert_branch_pushed_before_awaiting(remote: Remote, updates: Path, toolcall
         else:
             old, new, ref = line.split()
             pushes[-1].append((old, new, ref))
-    branch = f"refs/heads/acp/approvals/{toolcall}"
+    branch = f"refs/heads/acp/{folder}/{toolcall}"
     created = next(
         i for i, push in enumerate(pushes) for old, _, ref in push if ref == branch and set(old) == {"0"}
     )
@@ -489,10 +496,10 @@ def assert_branch_pushed_before_awaiting(remote: Remote, updates: Path, toolcall
     for i, push in enumerate(pushes):
         for _, new, ref in push:
             document = remote.bare.status("toolcalls", toolcall, rev=new) if ref == status else None
-            if ((document or {}).get("status") or {}).get("phase") == "AwaitingHumanApproval":
+            if ((document or {}).get("status") or {}).get("phase") == phase:
                 assert created < i, f"{toolcall}: the status naming its branch was pushed with or before it"
                 return
-    pytest.fail(f"no push of {STATUS_BRANCH} shows {toolcall} AwaitingHumanApproval")
+    pytest.fail(f"no push of {STATUS_BRANCH} shows {toolcall} {phase}")
 
 
 def human_git(remote: Remote, *args: str) -> str:
@@ -574,3 +581,64 @@ def test_decisions_pushed_while_the_reconciler_is_stopped(
     assert all(remote.bare.phase(t) == "FinalAnswer" for t in tasks)
     by_cli = (remote.bare.status("toolcalls", names["by-cli"]) or {})["status"]["approval"]
     assert by_cli["comment"] == "from afar"
+
+
+def test_questions_answered_in_a_clone_or_with_respond_through_the_remote(remote: Remote, stub: Stub) -> None:
+    questions = {"by-merge": "Which city?", "by-cli": "Which airline?"}
+    updates = record_ref_updates(remote)
+    stub.rules(
+        *(
+            {
+                "match": f"^Remote question {task}$",
+                "when": "first",
+                "toolCalls": [call("team__human_contact", message=question)],
+            }
+            for task, question in questions.items()
+        ),
+        {"when": "tool", "content": "Human said: {tool}"},
+    )
+    files = {
+        "contactchannels/team.yaml": channel_yaml("team"),
+        "agents/asker.yaml": tool_agent_yaml("asker") + "  humanContactChannels:\n    - name: team\n",
+    }
+    files |= {f"tasks/{t}.yaml": task_yaml(t, f"Remote question {t}", agent="asker") for t in questions}
+    remote.human.commit(files, "An agent that asks")
+    remote.push()
+    with serving(remote) as proc:
+
+        def asked() -> bool:
+            for task in questions:
+                try:
+                    name = toolcall_of(remote.bare, task)
+                except (ValueError, subprocess.CalledProcessError):
+                    return False
+                phase = ((remote.bare.status("toolcalls", name) or {}).get("status") or {}).get("phase")
+                if phase != "AwaitingHumanInput":
+                    return False
+            return True
+
+        wait_for(asked, timeout=60, what="two questions on the remote")
+        names = {t: toolcall_of(remote.bare, t) for t in questions}
+        for name in names.values():
+            assert_branch_pushed_before_awaiting(
+                remote, updates, name, folder="questions", phase="AwaitingHumanInput"
+            )
+        human_git(remote, "fetch", "-q", "origin")
+        human_git(remote, "checkout", "-q", "-b", "answer", f"origin/acp/questions/{names['by-merge']}")
+        path = remote.human.path / f"responses/{names['by-merge']}.yaml"
+        path.write_text(path.read_text().replace('response: ""', "response: Lisbon"))
+        human_git(remote, "commit", "-q", "-am", "Answer")
+        human_git(remote, "checkout", "-q", "main")
+        human_git(remote, "merge", "-q", "--no-ff", "--no-edit", "answer")
+        remote.push()
+        answered = cli("--repo", remote.url, "respond", names["by-cli"], "--message", "Porto")
+        assert answered.returncode == 0, answered.stderr
+        wait_for(
+            lambda: all(remote_phase(remote, t) == "FinalAnswer" for t in questions),
+            timeout=60,
+            what="both tasks finished on the remote",
+        )
+        stderr = stderr_of(proc)
+    outputs = {t: (remote.bare.status("tasks", t) or {})["status"]["output"] for t in questions}
+    assert outputs == {"by-merge": "Human said: Lisbon", "by-cli": "Human said: Porto"}
+    assert "Traceback" not in stderr
