@@ -319,3 +319,32 @@ def test_a_remote_that_keeps_refusing_is_retried_with_backoff_and_reported_once(
     assert len(refusals) == 1  # one line for the outage, not one per retry
     assert "keeps refusing the push of refs/heads/acp/status" in refusals[0].getMessage()
     assert "pre-receive hook declined" in refusals[0].getMessage()
+
+
+def test_start_pushes_what_was_left_unpushed_first_merging_what_others_pushed(
+    tmp_path: Path, origin: Path
+) -> None:
+    repo, mirror = open_mirror(tmp_path, origin)
+    with repo:
+        mirror.fetch()
+        base = status_commit(repo, None, "base")
+        mirror.push()
+        left = status_commit(repo, base, "left unpushed by a killed serve")
+    human = tmp_path / "human"
+    git(human, "fetch", "-q", "origin")
+    git(human, "checkout", "-q", "-b", "theirs", "origin/acp/status")
+    theirs = commit_files(human, {"intruder.txt": "hello\n"}, "theirs")
+    git(human, "push", "-q", "origin", "theirs:acp/status")
+    options = RemoteOptions(url=str(origin), mirror=tmp_path / "cache" / "mirror.git", fetch_interval=3600)
+
+    async def scenario() -> None:
+        sync = RemoteSync(
+            options, main="main", status_branch="acp/status", identity=IDENTITY, on_change=lambda: None
+        )
+        await sync.start()  # returns once the remote has everything
+        tip = remote_ref(origin, STATUS)
+        assert tip is not None
+        assert git(origin, "log", "-1", "--format=%P", tip).split() == [left, theirs]
+        await sync.close()
+
+    run(scenario())

@@ -115,8 +115,9 @@ class RemoteSync:
         while True:
             try:
                 await self._fetch(catch_up=True)
-                await self._push_round([])
-                break
+                if await self._push_round([]):
+                    break
+                # Rejected (someone pushed meanwhile): fetch theirs, merge, push again.
             except ConflictError:
                 continue
             except RemoteError as exc:
