@@ -1,5 +1,7 @@
 # gitops-acp: the reconciler in a slim image. Build: docker build -t gitops-acp .
 # Run: docker run -v /path/to/repo:/repo -v /path/to/secrets:/secrets:ro gitops-acp
+# A remote: docker run -v acp-cache:/cache -v ...:/secrets:ro gitops-acp --repo https://... serve
+#   --secrets-dir /secrets (its mirror in /cache is durable state: a persistent volume, docs/remotes.md)
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -19,10 +21,11 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 RUN useradd --create-home --uid 10001 acp \
     && git config --system --add safe.directory '*' \
-    && mkdir /secrets
+    && mkdir /secrets /cache \
+    && chown 10001 /cache
 USER 10001
 WORKDIR /home/acp
-ENV PYTHONUNBUFFERED=1
-VOLUME ["/repo"]
+ENV PYTHONUNBUFFERED=1 XDG_CACHE_HOME=/cache
+VOLUME ["/repo", "/cache"]
 ENTRYPOINT ["tini", "--", "gitops-acp"]
 CMD ["--repo", "/repo", "serve", "--secrets-dir", "/secrets"]

@@ -9,7 +9,8 @@ string matching at the call site::
     ├── ResourceError             a resource file that cannot be used (file, line, field, what to do)
     ├── SecretError               a secretKeyRef that does not resolve (never carries the value)
     ├── StoreError                the git store cannot do what was asked
-    │   └── ConflictError         a compare-and-swap on a ref lost the race: re-read and retry
+    │   ├── ConflictError         a compare-and-swap on a ref lost the race: re-read and retry
+    │   └── RemoteError           the git remote could not be reached, or refused us: retry later
     ├── StaleError                a checkpoint computed from a state another reconcile has since
     │                             ended (a tool call cancelled with its task): reconcile again
     ├── LLMError                  a chat completion failed
@@ -58,6 +59,10 @@ class StoreError(ACPError):
 
 class ConflictError(StoreError):
     """A compare-and-swap on a ref lost the race: re-read the tip and retry."""
+
+
+class RemoteError(StoreError):
+    """A fetch or push failed as a whole (unreachable, refused, authentication): retry with backoff."""
 
 
 class LLMError(ACPError):

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gitops_acp.errors import UserError
+from gitops_acp.errors import StoreError, UserError
 from gitops_acp.resources.meta import Kind
 from gitops_acp.resources.models import AnyResource, from_document, to_document
+from gitops_acp.store import remote
 from gitops_acp.store.desired import DesiredReader
-from gitops_acp.store.gitrepo import GitRepo
+from gitops_acp.store.gitrepo import GitRepo, is_url, redact_url
 from gitops_acp.store.status import read_tip
 
 __all__ = ["Snapshot", "render_table", "snapshot", "table_rows"]
@@ -39,7 +40,15 @@ class Snapshot:
 
 
 def open_repo(path: str) -> GitRepo:
-    """Open the repository named by --repo, with a message that says what to do."""
+    """Open the repository named by --repo, with a message that says what to do.
+
+    A URL is read through a copy in the cache directory, fetched now (docs/remotes.md).
+    """
+    if is_url(path) and not Path(path).exists():
+        try:
+            return GitRepo.open(remote.refresh_view(path))
+        except StoreError as exc:
+            raise UserError(f"cannot read {redact_url(path)}: {exc}") from exc
     try:
         return GitRepo.open(Path(path))
     except Exception as exc:

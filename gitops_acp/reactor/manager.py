@@ -7,6 +7,10 @@
     stop:  SIGINT/SIGTERM: stop the workers; the status writer still commits every checkpoint
            already handed to it, then the process exits 0
 
+With a remote (`options.remote`), `options.repo` is a bare mirror in the cache directory and
+reactor/remote.RemoteSync keeps it in step: it fetches before start-up and then on an interval or
+a poke, and a checkpoint returns only once a push carried its commit (DESIGN §1).
+
 The manager is also the `Context` the controllers see: desired state from `main`, observed state
 from the status branch (kept in memory, updated on every committed checkpoint), and
 ``checkpoint()``, which returns only once the checkpoint's commit is on the status branch. After a
@@ -38,6 +42,7 @@ from gitops_acp.humans import approvals, forges, questions
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
 from gitops_acp.reactor.queue import Requeue, WorkQueue
+from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
 from gitops_acp.reactor.watcher import RefWatcher
 from gitops_acp.resources.loader import Loaded
 from gitops_acp.resources.meta import (
@@ -88,6 +93,7 @@ class ServeOptions:
     identity: tuple[str, str] = ("gitops-acp", "gitops-acp@localhost")
     maintenance_interval: float = 600.0  # seconds between `git gc --auto` + commit-graph runs
     settings: Settings = field(default_factory=Settings)
+    remote: RemoteOptions | None = None  # serve a remote through the mirror at `repo`
 
 
 def phase_of(obj: AnyResource | None) -> str:
@@ -156,6 +162,16 @@ class Manager:
         self._http: httpx2.AsyncClient | None = None  # responseUrl deliveries, HumanLayer, forge APIs
         self._forges: dict[str, tuple[tuple[str | None, ...], forges.ForgeClient]] = {}  # by channel
         self._budgets: dict[tuple[str, str], forges.RateBudget] = {}  # by (forge, API root)
+        self._remote: RemoteSync | None = None
+        if options.remote is not None:
+            self._remote = RemoteSync(
+                options.remote,
+                main=options.branch,
+                status_branch=options.status_branch,
+                identity=options.identity,
+                on_change=self._poked.set,
+            )
+            self._writer.confirm = self._remote.pushed
 
     # -- Context (what controllers see) --------------------------------------------------------
 
@@ -219,7 +235,7 @@ class Manager:
     async def propose_approval(self, toolcall: str, document: dict[str, Any], message: str) -> str:
         assert self._repo is not None
         repo = self._repo
-        return await asyncio.get_running_loop().run_in_executor(
+        branch = await asyncio.get_running_loop().run_in_executor(
             self._git,
             lambda: approvals.propose(
                 repo,
@@ -230,6 +246,17 @@ class Manager:
                 identity=self.options.identity,
             ),
         )
+        await self.published()
+        return branch
+
+    async def published(self) -> None:
+        """Return once every branch the reconciler created so far is on the remote (no remote: at once).
+
+        Call it after creating a branch (`acp/approvals/...`, `acp/questions/...`) and before
+        committing the state that names it: people must be able to see what the status points at.
+        """
+        if self._remote is not None:
+            await self._remote.pushed()
 
     async def approval_decision(self, toolcall: str) -> approvals.Decision | None:
         assert self._repo is not None
@@ -252,7 +279,7 @@ class Manager:
     async def propose_question(self, toolcall: str, document: dict[str, Any], message: str) -> str:
         assert self._repo is not None
         repo = self._repo
-        return await asyncio.get_running_loop().run_in_executor(
+        branch = await asyncio.get_running_loop().run_in_executor(
             self._git,
             lambda: questions.propose(
                 repo,
@@ -263,6 +290,8 @@ class Manager:
                 identity=self.options.identity,
             ),
         )
+        await self.published()
+        return branch
 
     async def question_response(self, toolcall: str) -> approvals.Decision | None:
         assert self._repo is not None
@@ -579,6 +608,18 @@ class Manager:
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._remote is not None:
+            # The mirror exists, is fetched, and has nothing unpushed; a signal meanwhile stops us
+            # (start waits as long as the remote is unreachable and the mirror has unpushed commits).
+            starting = asyncio.ensure_future(self._remote.start())
+            stopping = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                return
+            starting.result()
         self._repo = await loop.run_in_executor(self._git, GitRepo.open, self.options.repo)
         self._reader = DesiredReader(self._repo)
         documents = await self._writer.start()
@@ -593,7 +634,8 @@ class Manager:
         self._watcher = RefWatcher(
             self._repo.git_dir if self._repo.common_dir is None else self._repo.common_dir,
             poll_interval=self.options.poll_interval,
-            ignore_prefixes=("heads/" + self.options.status_branch,),
+            # Remote-tracking refs move on every fetch and push; RemoteSync says when it matters.
+            ignore_prefixes=("heads/" + self.options.status_branch, "remotes/"),
         )
         self._watcher.start()
         if self._secrets.secrets_dir is not None:
@@ -602,7 +644,7 @@ class Manager:
         self._queue.start()
         log.info(
             "serving %s: %d resources on %s, %d status files on %s",
-            self.options.repo,
+            self._remote.describe() if self._remote is not None else self.options.repo,
             len(self._desired.resources),
             self.options.branch,
             len(self._observed),
@@ -649,8 +691,8 @@ class Manager:
                 loop.add_signal_handler(sig, self._stop.set)
         try:
             await self._start()
-            assert self._watcher is not None
             while not self._stop.is_set():
+                assert self._watcher is not None
                 await self._read_main()
                 if self.options.once and self._queue.is_idle():
                     if not self._mcp_connecting():
@@ -674,8 +716,13 @@ class Manager:
         return 0
 
     def poke(self) -> None:
-        """The refs may have changed (a forge webhook said so): look now, not at the next poll."""
+        """The refs may have changed (a forge webhook said so): look now, not at the next poll.
+
+        With a remote this fetches first; the fetch wakes the main loop if main moved.
+        """
         self._poked.set()
+        if self._remote is not None:
+            self._remote.poke()
 
     def stop(self) -> None:
         """Ask `run` to return (as SIGTERM does)."""
@@ -693,6 +740,8 @@ class Manager:
         if self._watcher is not None:
             await self._watcher.stop()
         await self._writer.close()  # commits every checkpoint already handed to it
+        if self._remote is not None:
+            await self._remote.close()  # and pushes them, if the remote answers
         await self._llm.aclose()
         if self._repo is not None:
             repo = self._repo
@@ -704,6 +753,11 @@ class Manager:
     def writer(self) -> StatusWriter:
         """The status writer (its stats feed the benchmarks)."""
         return self._writer
+
+    @property
+    def remote(self) -> RemoteSync | None:
+        """The remote's fetcher and pusher, when serving a remote (its stats feed the benchmarks)."""
+        return self._remote
 
 
 def _terminal(obj: AnyResource | None) -> bool:

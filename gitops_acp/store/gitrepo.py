@@ -49,7 +49,7 @@ from typing import Concatenate, Literal, ParamSpec, Self, TypeVar
 
 import git
 
-from gitops_acp.errors import ConflictError, StoreError
+from gitops_acp.errors import ConflictError, RemoteError, StoreError
 
 __all__ = [
     "EMPTY_TREE",
@@ -57,10 +57,14 @@ __all__ = [
     "ZERO_OID",
     "CommitInfo",
     "GitRepo",
+    "PushUpdate",
     "RefConflictError",
     "TreeBuilder",
     "commit_as_user",
+    "init_bare",
     "init_repository",
+    "is_url",
+    "redact_url",
 ]
 
 ZERO_OID = "0" * 40
@@ -78,6 +82,10 @@ _SIMPLE_REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._
 _PER_WORKTREE_PREFIXES = ("refs/bisect/", "refs/worktree/", "refs/rewritten/")
 # Above this many directories one `git ls-tree -r` beats walking trees via cat-file (list_tree).
 _WALK_MAX_TREES = 16
+# A fetch or push that takes longer than this is treated as an unreachable remote (and retried).
+_NETWORK_TIMEOUT = 120.0
+# The user:password@ part of a URL: never printed (it may hold a token).
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _CONFLICT_AT = re.compile(r"is at ([0-9a-f]{40}) but expected")
 # Trailer lines as git writes them (`Key: value`); used to drop the trailer block from a body.
 _TRAILER_LINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*: ")
@@ -130,6 +138,15 @@ class CommitInfo:
         return [value for k, value in self.trailers if k.lower() == wanted]
 
 
+@dataclass(frozen=True)
+class PushUpdate:
+    """One ref to push: set `ref` on the remote to `sha` if it is at `expected` (None: absent)."""
+
+    ref: str  # the full ref name, the same locally and on the remote (refs/heads/...)
+    sha: str
+    expected: str | None
+
+
 class RefConflictError(ConflictError):
     """`update-ref` found the ref somewhere else than expected; `actual` is where it is now."""
 
@@ -155,10 +172,28 @@ def _run(
     cwd: Path,
     stdin: bytes | None = None,
     check: bool = True,
+    network: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run one git command and return the finished process; raise StoreError if it fails and `check`."""
+    """Run one git command and return the finished process; raise StoreError if it fails and `check`.
+
+    `network`: a fetch or push by the reconciler, which must never wait for a password prompt nor
+    hang on a silent remote (it fails, and the caller retries with backoff).
+    """
+    env = _git_env()
+    if network:
+        env["GIT_TERMINAL_PROMPT"] = "0"
+        env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
     try:
-        proc = subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, env=_git_env())
+        proc = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            input=stdin,
+            capture_output=True,
+            env=env,
+            timeout=_NETWORK_TIMEOUT if network else None,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RemoteError(f"git {args[0]} gave no answer within {_NETWORK_TIMEOUT:.0f}s") from exc
     except OSError as exc:
         raise StoreError(f"cannot run git: {exc}") from exc
     if check and proc.returncode != 0:
@@ -775,6 +810,107 @@ class GitRepo:
         text = "\n".join(lines) + "\n\n" + message.rstrip("\n") + "\n"
         return self._store(b"commit", text.encode("utf-8"))
 
+    # -- remotes ------------------------------------------------------------------------------
+
+    @_exclusive
+    def refs(self, *prefixes: str) -> dict[str, str]:
+        """Return every ref under `prefixes` (such as `refs/heads/acp/`) as full name -> sha."""
+        out = self._git("for-each-ref", "--format=%(objectname) %(refname)", *prefixes).stdout
+        found: dict[str, str] = {}
+        for line in out.decode("utf-8", "replace").splitlines():
+            sha, _space, name = line.partition(" ")
+            found[name] = sha
+        return found
+
+    @_exclusive
+    def delete_ref(self, ref: str, old: str) -> None:
+        """Delete `ref` if it still points at `old`, or raise RefConflictError."""
+        proc = self._git("update-ref", "-d", ref, old, check=False)
+        if proc.returncode != 0:
+            actual = self.resolve(ref)
+            if actual is None:
+                return
+            raise RefConflictError(ref, expected=old, actual=actual)
+
+    @_exclusive
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether commit `ancestor` is `descendant` or one of its ancestors."""
+        proc = self._git("merge-base", "--is-ancestor", ancestor, descendant, check=False)
+        if proc.returncode not in (0, 1):
+            raise StoreError(f"git merge-base failed in {self._git_dir}: {_tail(proc)}")
+        return proc.returncode == 0
+
+    @_exclusive
+    def count(self, tip: str, *, exclude: str | None = None) -> int:
+        """Return how many commits `tip` has that `exclude` (if given) does not."""
+        args = ["rev-list", "--count", tip] + ([f"^{exclude}"] if exclude else [])
+        return int(self._git(*args).stdout.decode().strip() or 0)
+
+    @_exclusive
+    def tree_of(self, commit: str) -> str:
+        """Return the tree sha of `commit`."""
+        found = self._cat(commit)
+        if found is None or found[1] != "commit":
+            raise StoreError(f"no commit {commit} in {self._git_dir}")
+        return found[2][5:45].decode("ascii")  # a commit object starts with "tree <sha>"
+
+    @_exclusive
+    def config(self, key: str) -> str | None:
+        """Return the repository's value of a config `key`, or None."""
+        proc = self._git("config", "--get", key, check=False)
+        return proc.stdout.decode("utf-8", "replace").strip() if proc.returncode == 0 else None
+
+    @_exclusive
+    def set_config(self, key: str, value: str) -> None:
+        """Set a config `key` of this repository."""
+        self._git("config", key, value)
+
+    @_exclusive
+    def fetch(self, remote: str, refspecs: Sequence[str], *, prune: bool = True) -> None:
+        """Fetch `refspecs` from the remote named `remote`; raise RemoteError when it fails."""
+        args = ["fetch", "-q", "--no-tags", "--no-write-fetch-head", *(["--prune"] if prune else [])]
+        proc = _run(
+            [f"--git-dir={self._git_dir}", *args, remote, *refspecs],
+            cwd=self._git_dir,
+            check=False,
+            network=True,
+        )
+        if proc.returncode != 0:
+            raise RemoteError(f"git fetch from {self._remote_name(remote)} failed: {self._redacted(proc)}")
+
+    @_exclusive
+    def push(self, remote: str, updates: Sequence[PushUpdate]) -> dict[str, str | None]:
+        """Push each update with `--force-with-lease` (its expected value); return ref -> None or why refused.
+
+        A ref whose remote value is not the expected one is rejected (nothing is overwritten); the
+        others go through. Raises RemoteError when the push failed as a whole (unreachable, refused).
+        """
+        if not updates:
+            return {}
+        args = ["push", "--porcelain", "--no-verify"]
+        args += [f"--force-with-lease={u.ref}:{u.expected or ''}" for u in updates]
+        args += [remote, *(f"{u.sha}:{u.ref}" for u in updates)]
+        proc = _run([f"--git-dir={self._git_dir}", *args], cwd=self._git_dir, check=False, network=True)
+        results: dict[str, str | None] = {}
+        for line in proc.stdout.decode("utf-8", "replace").splitlines():
+            flag, _tab, rest = line.partition("\t")
+            refspec, _tab, summary = rest.partition("\t")
+            if len(flag) != 1 or ":" not in refspec:
+                continue
+            ref = refspec.rpartition(":")[2]
+            results[ref] = (summary.strip() or "rejected") if flag == "!" else None
+        missing = [u.ref for u in updates if u.ref not in results]
+        if missing:
+            raise RemoteError(f"git push to {self._remote_name(remote)} failed: {self._redacted(proc)}")
+        return results
+
+    def _remote_name(self, remote: str) -> str:
+        url = self._repo.git.config("--get", f"remote.{remote}.url", with_exceptions=False)
+        return redact_url(str(url).strip() or remote)
+
+    def _redacted(self, proc: subprocess.CompletedProcess[bytes]) -> str:
+        return redact_url(_tail(proc))
+
     # -- maintenance --------------------------------------------------------------------------
 
     @_exclusive
@@ -802,9 +938,23 @@ class GitRepo:
 # -- commits made for a person (command line) --------------------------------------------------
 
 
-def _is_url(target: str) -> bool:
-    # "https://...", "ssh://...", "file://..." and scp-like "user@host:path" (not a Windows drive).
+def is_url(target: str) -> bool:
+    """Whether `target` names a remote repository rather than a local path.
+
+    "https://...", "git://...", "ssh://...", "file://..." and scp-like "user@host:path".
+    """
     return "://" in target or bool(re.match(r"^[^/:]+@[^/:]+:", target))
+
+
+def redact_url(text: str) -> str:
+    """Drop the `user:password@` part of any URL in `text` (it may hold a token)."""
+    return _USERINFO.sub("***@", text)
+
+
+def init_bare(path: Path) -> None:
+    """Create an empty bare repository at `path` (its parents too)."""
+    path.mkdir(parents=True, exist_ok=True)
+    _run(["init", "-q", "--bare", str(path)], cwd=path)
 
 
 def _check_paths(paths: Sequence[str]) -> None:
@@ -944,7 +1094,7 @@ def commit_as_user(
         raise StoreError("nothing to commit: no files given")
     _check_paths(list(files))
     target = str(path)
-    if _is_url(target) and not Path(target).exists():
+    if is_url(target) and not Path(target).exists():
         return _commit_via_clone(target, files, message, branch, ())
     with GitRepo.open(path) as repo:
         work = _checked_out_at(repo, branch)

@@ -20,8 +20,11 @@ How a checkpoint becomes a commit:
 - The ref moves by compare-and-swap (`update-ref <new> <old>`). If someone else moved it, the tip
   is re-read, the batch re-applied on top of it, and the commit retried with backoff.
 - A caller hears "done" only once the ref points at a commit holding its checkpoint; on failure
-  every caller in the batch gets the exception. A caller cancelled after submitting still gets its
-  checkpoint committed (shutdown relies on it: the checkpoint in flight is finished).
+  every caller in the batch gets the exception. With a remote, `confirm` (the pusher) must also
+  say the commit is pushed; the writer does not wait for it, so it keeps group-committing while
+  a push is in flight (a push carries the newest tip, every earlier commit with it). A caller
+  cancelled after submitting still gets its checkpoint committed (shutdown relies on it: the
+  checkpoint in flight is finished).
 
 The writer never touches `main`, the index or any working tree.
 """
@@ -247,6 +250,10 @@ class StatusWriter:
         # Awaited in order after each commit, before its callers are released (a remote pusher
         # will hang here). A hook's exception is given to that commit's callers.
         self.on_commit: list[CommitHook] = []
+        # With a remote: returns once a commit is pushed. Awaited off the commit loop, so the next
+        # group commit is written while a push is in flight; callers are released after it.
+        self.confirm: CommitHook | None = None
+        self._confirming: set[asyncio.Task[None]] = set()
         self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
@@ -372,9 +379,30 @@ class StatusWriter:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
-            for item, landed in zip(batch, outcome.landed, strict=True):
+            if outcome.sha is not None and self.confirm is not None:
+                task = asyncio.create_task(self._release(batch, outcome, self.confirm))
+                self._confirming.add(task)
+                task.add_done_callback(self._confirming.discard)
+            else:
+                _resolve(batch, outcome)
+
+    async def _release(self, batch: list[_Pending], outcome: _Outcome, confirm: CommitHook) -> None:
+        """Release a batch's callers once `confirm` says its commit is durable (pushed)."""
+        assert outcome.sha is not None
+        try:
+            await confirm(outcome.sha)
+        except asyncio.CancelledError:
+            error = StoreError(f"stopped before commit {outcome.sha[:12]} was pushed (kept, pushed later)")
+            for item in batch:
                 if not item.future.done():
-                    item.future.set_result(outcome.sha if landed else None)
+                    item.future.set_exception(error)
+            raise
+        except Exception as exc:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        _resolve(batch, outcome)
 
     def _record(self, outcome: _Outcome) -> None:
         self.stats.conflicts += outcome.conflicts
@@ -393,6 +421,11 @@ class StatusWriter:
         self._wake.set()
         if self._flusher is not None and not self._flusher.done():  # done: cancelled with the loop
             await self._flusher
+        # Pushes still awaited: the commits are in the repository; whoever owns `confirm` (the
+        # remote's pusher) pushes them at its own close or at the next start.
+        for task in list(self._confirming):
+            task.cancel()
+        await asyncio.gather(*self._confirming, return_exceptions=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close_repo)
         self._executor.shutdown(wait=True)  # idle by now: returns at once
@@ -497,6 +530,12 @@ class StatusWriter:
         repo.update_ref(self.branch, sha, tree.tip, message=f"gitops-acp: {lines[0]}")
         tree.tip, tree.status, tree.root = sha, status, root
         return sha, landed, len(lines)
+
+
+def _resolve(batch: list[_Pending], outcome: _Outcome) -> None:
+    for item, landed in zip(batch, outcome.landed, strict=True):
+        if not item.future.done():
+            item.future.set_result(outcome.sha if landed else None)
 
 
 def _message(lines: Sequence[str], spec_commits: Sequence[str], resources: Sequence[str]) -> str:

@@ -4,6 +4,9 @@
 decision, a missing dependency appearing), then exits 0; a backoff timer keeps it running.
 SIGINT/SIGTERM finish the checkpoint in flight and exit 0. `--http ADDR` serves `/healthz` and the
 forges' webhooks beside the reconciler (`reactor/webhooks.py`).
+
+`--repo URL` (or `--repo CLONE --remote origin`) serves a remote through a bare mirror in the
+cache directory (docs/remotes.md); a plain local path is served in place, as always.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gitops_acp.errors import UserError
+from gitops_acp.errors import StoreError, UserError
 
 if TYPE_CHECKING:
     from gitops_acp.reactor.manager import ServeOptions
+    from gitops_acp.reactor.remote import RemoteOptions
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -112,6 +116,23 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
         default=60.0,
         help="seconds between two looks at one pull request's state, at best (default: 60)",
     )
+    parser.add_argument(
+        "--remote",
+        metavar="NAME",
+        help="serve the remote NAME (e.g. origin) of the local clone --repo, never touching the clone",
+    )
+    parser.add_argument(
+        "--fetch-interval",
+        type=float,
+        default=15.0,
+        help="with a remote: seconds between fetches of main (default: 15); a webhook fetches at once",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="with a remote: where its mirror lives, the reconciler's durable state "
+        "(default: $XDG_CACHE_HOME/gitops-acp/<name>-<digest>)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -137,8 +158,14 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
         raise UserError(f"--humanlayer-url {args.humanlayer_url}: expected an http:// or https:// URL")
     if args.humanlayer_poll_interval <= 0:
         raise UserError("--humanlayer-poll-interval must be more than 0 seconds")
+    if args.fetch_interval <= 0:
+        raise UserError("--fetch-interval must be more than 0 seconds")
+    remote = remote_options(args)
+    repo = remote.mirror if remote is not None else Path(args.repo)
+    log_dir = args.log_dir or (remote.mirror.parent / "logs" if remote else default_log_dir(Path(args.repo)))
     return ServeOptions(
-        repo=Path(args.repo),
+        repo=repo,
+        remote=remote,
         branch=args.branch,
         status_branch=args.status_branch,
         once=args.once,
@@ -151,13 +178,42 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
             max_llm_attempts=args.max_llm_attempts,
             llm_timeout=args.llm_timeout,
             tool_timeout=args.tool_timeout,
-            log_dir=args.log_dir or default_log_dir(Path(args.repo)),
+            log_dir=log_dir,
             humanlayer_url=args.humanlayer_url,
             humanlayer_poll=args.humanlayer_poll_interval,
             main_branch=args.branch,
             forge_poll_interval=args.forge_poll_interval,
         ),
     )
+
+
+def remote_options(args: argparse.Namespace) -> RemoteOptions | None:
+    """The remote to serve: `--repo URL`, or the `--remote NAME` of the local clone `--repo`; else None."""
+    from gitops_acp.reactor.remote import RemoteOptions
+    from gitops_acp.store import remote as mirrors
+    from gitops_acp.store.gitrepo import GitRepo, is_url
+
+    target = str(args.repo)
+    if args.remote:
+        try:
+            clone = GitRepo.open(target)
+        except StoreError as exc:
+            raise UserError(f"--remote {args.remote}: {exc}") from exc
+        with clone:
+            url = clone.config(f"remote.{args.remote}.url")
+            base = clone.work_tree or clone.common_dir
+        if not url:
+            raise UserError(
+                f'--remote {args.remote}: {target} has no remote "{args.remote}" (see `git remote -v`)'
+            )
+        if not is_url(url) and not Path(url).is_absolute():
+            url = str((base / url).resolve())  # a clone of a relative path
+    elif is_url(target) and not Path(target).exists():
+        url = target
+    else:
+        return None
+    cache = args.cache_dir or mirrors.cache_dir(url)
+    return RemoteOptions(url=url, mirror=Path(cache) / "mirror.git", fetch_interval=args.fetch_interval)
 
 
 def default_log_dir(repo: Path) -> Path:
