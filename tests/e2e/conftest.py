@@ -20,6 +20,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -752,3 +753,171 @@ def serving() -> Iterator[Callable[..., Background]]:
     finally:
         for background in started:
             _stop(background.proc)
+
+
+# -- a remote repository: git daemon on 127.0.0.1, its bare repository, the human's clone -------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class GitServer:
+    """`git daemon` serving the bare repositories under `base` on 127.0.0.1 (push enabled)."""
+
+    def __init__(self, base: Path, *, max_seconds: int = 300) -> None:
+        self.base = base
+        self.port = free_port()
+        self.max_seconds = max_seconds
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}"
+
+    def start(self) -> None:
+        # `timeout` stops it by itself if the test dies; it forwards our SIGTERM to git daemon.
+        self.proc = subprocess.Popen(
+            [
+                "timeout",
+                str(self.max_seconds),
+                "git",
+                "daemon",
+                "--export-all",
+                "--enable=receive-pack",
+                "--reuseaddr",
+                "--informative-errors",
+                f"--base-path={self.base}",
+                "--listen=127.0.0.1",
+                f"--port={self.port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def listening() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_for(listening, timeout=20, what="git daemon to listen")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+        def closed() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", self.port)) != 0
+
+        wait_for(closed, timeout=20, what="git daemon to stop listening")
+
+
+@dataclass
+class Remote:
+    """The git server, the remote's bare repository (read with plain git) and the human's clone."""
+
+    server: GitServer
+    url: str
+    bare: AcpRepo  # the remote's own repository: what is asserted is read here
+    human: AcpRepo  # the human's clone (origin = the URL), the fixtures' work tree
+    cache: Path  # serve's --cache-dir
+
+    def push(self, *refs: str) -> None:
+        git(self.human.path, "push", "-q", "origin", *(refs or ("main",)))
+
+    def add_task(self, name: str, message: str, *, agent: str = "e2e-agent") -> None:
+        self.human.add_task(name, message, agent=agent)
+        self.push()
+
+    def mirror_status(self) -> str:
+        return git(self.cache / "mirror.git", "rev-parse", f"refs/heads/{STATUS_BRANCH}")
+
+    def remote_status(self) -> str | None:
+        out = subprocess.run(
+            ["git", "rev-parse", "-q", "--verify", f"refs/heads/{STATUS_BRANCH}"],
+            cwd=self.bare.path,
+            capture_output=True,
+            text=True,
+        )
+        return out.stdout.strip() or None
+
+    def serve_args(self, *extra: str, once: bool, repo: str | None = None) -> list[str]:
+        return [
+            "--repo",
+            repo or self.url,
+            "serve",
+            *(["--once"] if once else []),
+            "--secrets-dir",
+            str(self.human.secrets),
+            *SERVE_FAST,
+            "--fetch-interval",
+            "0.3",
+            "--cache-dir",
+            str(self.cache),
+            *extra,
+        ]
+
+    def serve_once(
+        self, *extra: str, repo: str | None = None, timeout: float = 90
+    ) -> subprocess.CompletedProcess[str]:
+        return cli(*self.serve_args(*extra, once=True, repo=repo), timeout=timeout)
+
+
+@pytest.fixture
+def remote(acp_repo: AcpRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:
+    """The fixtures' repository pushed to a bare repository served by `git daemon`; the clone tracks it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # the read commands' cache
+    base = tmp_path / "srv"
+    base.mkdir()
+    git(base, "clone", "-q", "--bare", str(acp_repo.path), "acp.git")
+    server = GitServer(base)
+    server.start()
+    url = server.url("acp.git")
+    git(acp_repo.path, "remote", "add", "origin", url)
+    git(acp_repo.path, "fetch", "-q", "origin")
+    git(acp_repo.path, "branch", "-q", "--set-upstream-to=origin/main", "main")
+    bare = AcpRepo(
+        path=base / "acp.git", secrets=acp_repo.secrets, stub_url=acp_repo.stub_url, logs=acp_repo.logs
+    )
+    try:
+        yield Remote(server, url, bare, acp_repo, tmp_path / "cache")
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def serving_remote(remote: Remote, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`serve` against the remote in the background; killed at the end."""
+    stderr_path = remote.human.logs / f"serve-{time.monotonic_ns()}.stderr"
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [*CLI, *remote.serve_args(*extra, once=False)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=os.environ.copy(),
+        )
+    proc.stderr_path = stderr_path  # type: ignore[attr-defined]
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def stderr_of(proc: subprocess.Popen[bytes]) -> str:
+    path: Path = proc.stderr_path  # type: ignore[attr-defined]
+    return path.read_text(errors="replace")
+
+
+def remote_phase(remote: Remote, task: str) -> str | None:
+    if remote.remote_status() is None:
+        return None
+    return remote.bare.phase(task)
