@@ -4,16 +4,17 @@
     python benchmarks/bench_remote.py --approvals 10 --n 100 --interval 2
 
 The remote is a bare repository behind `git daemon` on 127.0.0.1 (the network path of a forge,
-minus its latency). The reconciler is the real Manager serving the URL through its mirror, in a
-thread of this process, so the benchmark can call `Manager.poke()` the way a webhook endpoint does.
+minus its latency). For approvals, the reconciler is `gitops-acp serve` on the URL (a child
+process, serving through its mirror); for throughput, the real Manager in this process.
 
 Approval latency: N tasks each ask for the non-idempotent `count` tool (the project's MCP test
 server behind a git approval channel), so N approval branches wait on the remote. One at a time,
 the benchmark (the reviewer) merges a branch with `git merge --no-ff` in its clone and pushes; the
 time runs from the moment `git push` returned (the remote has the merge) to the moment the tool
 ran (the MCP server appends to its counter file; watched every millisecond). Two modes:
-fetch only by interval (`--interval`, the expected mean is about half of it), and poke, where the
-benchmark calls `Manager.poke()` right after the push (fetch interval one hour).
+fetch only by interval (`--interval`, the expected mean is about half of it), and webhook, where
+`serve --http` receives a signed GitHub `push` event right after the push, as GitHub sends it
+(fetch interval one hour: only the webhook can make it fast).
 
 Throughput: N single-turn tasks (LLM stub at 0 ms) run by `serve --once` semantics on a local
 repository and then through the remote (every checkpoint pushed before its task moves on); tasks/s
@@ -24,16 +25,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +50,8 @@ from gitops_acp.llm.openai_client import OpenAIClient
 from gitops_acp.reactor.manager import Manager, ServeOptions
 from gitops_acp.reactor.remote import RemoteOptions
 from gitops_acp.secrets import SecretResolver
+
+WEBHOOK_SECRET = "bench-webhook-secret"
 
 
 class GitServer:
@@ -85,25 +91,6 @@ def publish(repo: Path, base: Path, server: GitServer) -> str:
     return url
 
 
-class Serving:
-    """The Manager serving a URL in a background thread (its own event loop)."""
-
-    def __init__(self, options: ServeOptions, secrets: Path) -> None:
-        self.manager = Manager(
-            options, llm=OpenAIClient(max_concurrent_requests=16), secrets=SecretResolver(secrets)
-        )
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self.manager.run(),))
-        self.thread.start()
-
-    def poke(self) -> None:
-        self.loop.call_soon_threadsafe(self.manager.poke)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.manager.stop)
-        self.thread.join(60)
-
-
 def remote_branches(clone: Path) -> list[str]:
     """The approval branches the clone sees on origin (after a fetch)."""
     out = git(clone, "for-each-ref", "--format=%(refname)", "refs/remotes/origin/acp/approvals/")
@@ -114,7 +101,42 @@ def remote_waiting(remote: Path) -> int:
     return waiting_calls(remote) if git(remote, "for-each-ref", "refs/heads/acp/status") else 0
 
 
-def approvals(n: int, *, interval: float, poke: bool) -> list[float]:
+def start_serve(
+    url: str, base: Path, secrets: Path, *, interval: float, webhook: bool
+) -> tuple[subprocess.Popen[bytes], str | None]:
+    """`gitops-acp serve` on the URL (a child process); with `webhook`, also `--http`: return its root URL."""
+    log = base / "serve.log"
+    command = ["--repo", url, "serve", "--secrets-dir", str(secrets), "--cache-dir", str(base / "cache")]
+    command += ["--fetch-interval", str(3600.0 if webhook else interval)]
+    if webhook:
+        (base / "webhook-secret").write_text(WEBHOOK_SECRET)
+        command += ["--http", "127.0.0.1:0", "--webhook-secret-file", str(base / "webhook-secret")]
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "gitops_acp", *command], stderr=stderr)
+    if not webhook:
+        return proc, None
+    found: list[str] = []
+
+    def listening() -> bool:
+        found[:] = re.findall(r"listening on (http://[0-9.]+:[0-9]+)", log.read_text(errors="replace"))
+        return bool(found)
+
+    wait_for(listening, "serve --http to listen")
+    return proc, found[0]
+
+
+def send_push_webhook(root: str) -> None:
+    """What GitHub sends after a push to main: a signed `push` event."""
+    body = json.dumps({"ref": "refs/heads/main"}).encode()
+    signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": signature, "Content-Type": "application/json"}
+    request = urllib.request.Request(f"{root}/webhooks/github", data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status != 202:
+            raise SystemExit(f"the webhook was refused: HTTP {response.status}")
+
+
+def approvals(n: int, *, interval: float, webhook: bool) -> list[float]:
     """Milliseconds from a reviewer's push of an approval merge to the tool's run, `n` times."""
     script = Path(tempfile.mkdtemp(prefix="bench-acp-")) / "script.json"
     script.write_text(json.dumps(SCRIPT))
@@ -128,9 +150,7 @@ def approvals(n: int, *, interval: float, poke: bool) -> list[float]:
             server = GitServer(base)
             try:
                 url = publish(repo, base, server)
-                mirror = base / "cache" / "mirror.git"
-                remote = RemoteOptions(url=url, mirror=mirror, fetch_interval=3600.0 if poke else interval)
-                serving = Serving(ServeOptions(repo=mirror, remote=remote), secrets)
+                serve, root = start_serve(url, base, secrets, interval=interval, webhook=webhook)
                 try:
                     wait_for(lambda: remote_waiting(base / "remote.git") == n, f"{n} approvals on the remote")
                     git(repo, "fetch", "-q", "origin")
@@ -140,14 +160,15 @@ def approvals(n: int, *, interval: float, poke: bool) -> list[float]:
                         git(repo, "merge", "-q", "--no-ff", "-m", f"Approve {branch}", f"origin/{branch}")
                         git(repo, "push", "-q", "origin", "main")
                         pushed = time.time()
-                        if poke:
-                            serving.poke()  # what the webhook endpoint does on a push event
+                        if root is not None:
+                            send_push_webhook(root)  # as the forge does once the push landed
                         ran = tool_ran_at(counter, size, timeout=interval * 3 + 10)
                         latencies.append((ran - pushed) * 1000)
                         # A reviewer's push lands at any moment of the fetch cycle, not right after one.
-                        time.sleep(0.1 if poke else random.uniform(0.1, interval))
+                        time.sleep(0.1 if webhook else random.uniform(0.1, interval))
                 finally:
-                    serving.stop()
+                    serve.terminate()
+                    serve.wait(30)
             finally:
                 server.stop()
     finally:
@@ -216,10 +237,10 @@ def main() -> int:
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {git(ROOT, '--version')}")
     if not args.skip_approvals:
-        interval = approvals(args.approvals, interval=args.interval, poke=False)
+        interval = approvals(args.approvals, interval=args.interval, webhook=False)
         print(summary(f"push of an approval merge -> tool runs, fetch every {args.interval:g} s", interval))
-        poked = approvals(args.approvals, interval=args.interval, poke=True)
-        print(summary("push of an approval merge -> tool runs, Manager.poke() after the push", poked))
+        hooked = approvals(args.approvals, interval=args.interval, webhook=True)
+        print(summary("push of an approval merge -> tool runs, signed push webhook to serve --http", hooked))
     if not args.skip_throughput:
         for label, through_remote in (("local repository", False), ("through git daemon", True)):
             figures = throughput(args.n, through_remote=through_remote)
