@@ -233,11 +233,20 @@ class Manager:
         self._queue.add((kind, name))
 
     async def propose_approval(self, toolcall: str, document: dict[str, Any], message: str) -> str:
+        return await self._propose(approvals.propose, toolcall, document, message)
+
+    async def propose_question(self, toolcall: str, document: dict[str, Any], message: str) -> str:
+        return await self._propose(questions.propose, toolcall, document, message)
+
+    async def _propose(
+        self, propose: Callable[..., str], toolcall: str, document: dict[str, Any], message: str
+    ) -> str:
+        """Create a reconciler branch for a person (on the git thread), and publish it before returning."""
         assert self._repo is not None
         repo = self._repo
         branch = await asyncio.get_running_loop().run_in_executor(
             self._git,
-            lambda: approvals.propose(
+            lambda: propose(
                 repo,
                 main=self.options.branch,
                 toolcall=toolcall,
@@ -275,23 +284,6 @@ class Manager:
             self._git, repo.resolve, f"refs/heads/{branch}"
         )
         return sha is not None
-
-    async def propose_question(self, toolcall: str, document: dict[str, Any], message: str) -> str:
-        assert self._repo is not None
-        repo = self._repo
-        branch = await asyncio.get_running_loop().run_in_executor(
-            self._git,
-            lambda: questions.propose(
-                repo,
-                main=self.options.branch,
-                toolcall=toolcall,
-                document=document,
-                message=message,
-                identity=self.options.identity,
-            ),
-        )
-        await self.published()
-        return branch
 
     async def question_response(self, toolcall: str) -> approvals.Decision | None:
         assert self._repo is not None
