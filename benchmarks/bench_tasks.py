@@ -149,6 +149,8 @@ def child(repo: Path, secrets: Path) -> None:
             {
                 "seconds": elapsed,
                 "cpu_seconds": cpu,
+                # The MCP server and git processes the reconciler started (reaped by now).
+                "children_cpu_seconds": _children_cpu(),
                 "commits": stats.commits,
                 "checkpoints": stats.resources,
                 "commit_p50_ms": percentile(durations, 50),
@@ -160,9 +162,21 @@ def child(repo: Path, secrets: Path) -> None:
     )
 
 
-def throughput(n: int, url: str, *, tools: bool = False) -> dict[str, float]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(n: int, url: str, *, tools: bool = False, stub_pid: int | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-acp-") as tmp:
         repo, secrets = make_repo(Path(tmp), url, n, tools=tools)
+        stub_cpu = process_cpu(stub_pid) if stub_pid is not None else 0.0
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(repo), str(secrets)],
             check=True,
@@ -170,6 +184,7 @@ def throughput(n: int, url: str, *, tools: bool = False) -> dict[str, float]:
             text=True,
         )
         figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+        figures["stub_cpu_seconds"] = process_cpu(stub_pid) - stub_cpu if stub_pid is not None else 0.0
         phases = git(repo, "grep", "-c", "phase: FinalAnswer", "acp/status", "--", "status/tasks/")
         done = sum(int(line.rsplit(":", 1)[1]) for line in phases.splitlines() if line)
         if done != n:
@@ -270,7 +285,7 @@ def main() -> int:
             f"{'RSS MB':>7} {'repo KB':>8}"
         )
         for n in args.n or [1, 100, 1000]:
-            f = throughput(n, url, tools=args.tools)
+            f = throughput(n, url, tools=args.tools, stub_pid=stub.pid)
             print(
                 f"{n:>6} {n / f['seconds']:>8.1f} {f['seconds']:>8.2f} "
                 f"{f['cpu_seconds'] * 1000 / (n * turns):>11.2f} "
@@ -278,6 +293,13 @@ def main() -> int:
                 f"{int(f['commits']):>8} {int(f['checkpoints']):>11} {f['commit_p50_ms']:>10.2f} "
                 f"{f['commit_p99_ms']:>7.2f} {f['commit_total_ms'] / max(f['checkpoints'], 1):>8.3f} "
                 f"{f['peak_rss_mb']:>7.1f} {f['size_kb']:>8.0f}"
+            )
+            cpu = {"reconciler": f["cpu_seconds"], "stub": f["stub_cpu_seconds"]}
+            cpu["MCP server + git"] = f["children_cpu_seconds"]
+            print(
+                f"{'':>6} CPU ms per task: "
+                + ", ".join(f"{name} {seconds * 1000 / n:.2f}" for name, seconds in cpu.items())
+                + f"; all of them: {sum(cpu.values()) / f['seconds']:.2f} cores busy on average"
             )
         if not args.skip_reaction and not args.tools:
             latencies = reaction(url)
