@@ -41,6 +41,23 @@ SCRIPT = {
 
 
 def make_repo(base: Path, url: str, n: int, counter: Path) -> tuple[Path, Path]:
+    """N tasks whose agent calls `tools__count`, behind the git approval channel `reviewers`."""
+    resources = (
+        "---\napiVersion: acp.gitops.dev/v1alpha1\nkind: ContactChannel\nmetadata: {name: reviewers}\n"
+        "spec: {type: git}\n"
+        "---\napiVersion: acp.gitops.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: tools}\n"
+        f"spec:\n  transport: stdio\n  command: {sys.executable}\n  args: [-m, gitops_acp.mcp.testserver]\n"
+        f"  env: [{{name: ACP_TEST_COUNTER_FILE, value: '{counter}'}}]\n"
+        "  approvalContactChannel: {name: reviewers}\n"
+        "---\napiVersion: acp.gitops.dev/v1alpha1\nkind: Agent\nmetadata: {name: bench}\n"
+        "spec:\n  llmRef: {name: bench}\n  system: You count.\n  mcpServers: [{name: tools}]\n"
+    )
+    return make_human_repo(base, url, resources, {f"a-{i:03d}": f"Approve a-{i:03d}" for i in range(n)})
+
+
+def make_human_repo(base: Path, url: str, resources: str, tasks: dict[str, str]) -> tuple[Path, Path]:
+    """A repository (main checked out, committed as a person) with the stub's LLM, `resources`, and
+    one task of agent `bench` per name → user message."""
     repo, secrets = base / "repo", base / "secrets"
     (secrets / "bench").mkdir(parents=True)
     (secrets / "bench" / "API_KEY").write_text("bench-key\n")
@@ -51,26 +68,17 @@ def make_repo(base: Path, url: str, n: int, counter: Path) -> tuple[Path, Path]:
     (repo / "acp.yaml").write_text(
         "apiVersion: acp.gitops.dev/v1alpha1\nkind: LLM\nmetadata: {name: bench}\n"
         "spec:\n  provider: openai\n  apiKeyFrom: {secretKeyRef: {name: bench, key: API_KEY}}\n"
-        f"  parameters: {{model: stub, baseUrl: '{url}'}}\n"
-        "---\napiVersion: acp.gitops.dev/v1alpha1\nkind: ContactChannel\nmetadata: {name: reviewers}\n"
-        "spec: {type: git}\n"
-        "---\napiVersion: acp.gitops.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: tools}\n"
-        f"spec:\n  transport: stdio\n  command: {sys.executable}\n  args: [-m, gitops_acp.mcp.testserver]\n"
-        f"  env: [{{name: ACP_TEST_COUNTER_FILE, value: '{counter}'}}]\n"
-        "  approvalContactChannel: {name: reviewers}\n"
-        "---\napiVersion: acp.gitops.dev/v1alpha1\nkind: Agent\nmetadata: {name: bench}\n"
-        "spec:\n  llmRef: {name: bench}\n  system: You count.\n  mcpServers: [{name: tools}]\n"
+        f"  parameters: {{model: stub, baseUrl: '{url}'}}\n" + resources
     )
-    tasks = repo / "tasks"
-    tasks.mkdir()
-    for i in range(n):
-        (tasks / f"a-{i:03d}.yaml").write_text(
+    folder = repo / "tasks"
+    folder.mkdir()
+    for name, message in tasks.items():
+        (folder / f"{name}.yaml").write_text(
             "apiVersion: acp.gitops.dev/v1alpha1\nkind: Task\n"
-            f"metadata: {{name: a-{i:03d}}}\nspec:\n  agentRef: {{name: bench}}\n"
-            f"  userMessage: Approve a-{i:03d}\n"
+            f"metadata: {{name: {name}}}\nspec:\n  agentRef: {{name: bench}}\n  userMessage: {message}\n"
         )
     git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", f"{n} tasks")
+    git(repo, "commit", "-q", "-m", f"{len(tasks)} tasks")
     return repo, secrets
 
 
@@ -79,9 +87,10 @@ def approval_branches(repo: Path) -> list[str]:
     return [line for line in out.splitlines() if line]
 
 
-def waiting_calls(repo: Path) -> int:
+def waiting_calls(repo: Path, phase: str = "AwaitingHumanApproval") -> int:
+    """How many tool calls are in `phase` on the status branch."""
     out = subprocess.run(
-        ["git", "grep", "-l", "phase: AwaitingHumanApproval", "acp/status", "--", "status/toolcalls/"],
+        ["git", "grep", "-l", f"phase: {phase}", "acp/status", "--", "status/toolcalls/"],
         cwd=repo,
         capture_output=True,
         text=True,

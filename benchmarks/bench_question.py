@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_approval import make_human_repo, waiting_calls
 from bench_tasks import ROOT, git, percentile, start_stub
 
 SCRIPT = {
@@ -44,48 +45,19 @@ SCRIPT = {
 
 
 def make_repo(base: Path, url: str, n: int) -> tuple[Path, Path]:
-    repo, secrets = base / "repo", base / "secrets"
-    (secrets / "bench").mkdir(parents=True)
-    (secrets / "bench" / "API_KEY").write_text("bench-key\n")
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.name", "Person")
-    git(repo, "config", "user.email", "person@example.com")
-    (repo / "acp.yaml").write_text(
-        "apiVersion: acp.gitops.dev/v1alpha1\nkind: LLM\nmetadata: {name: bench}\n"
-        "spec:\n  provider: openai\n  apiKeyFrom: {secretKeyRef: {name: bench, key: API_KEY}}\n"
-        f"  parameters: {{model: stub, baseUrl: '{url}'}}\n"
+    """N tasks whose agent asks the git channel `team` a question."""
+    resources = (
         "---\napiVersion: acp.gitops.dev/v1alpha1\nkind: ContactChannel\nmetadata: {name: team}\n"
         "spec: {type: git}\n"
         "---\napiVersion: acp.gitops.dev/v1alpha1\nkind: Agent\nmetadata: {name: bench}\n"
         "spec:\n  llmRef: {name: bench}\n  system: You ask.\n  humanContactChannels: [{name: team}]\n"
     )
-    tasks = repo / "tasks"
-    tasks.mkdir()
-    for i in range(n):
-        (tasks / f"q-{i:03d}.yaml").write_text(
-            "apiVersion: acp.gitops.dev/v1alpha1\nkind: Task\n"
-            f"metadata: {{name: q-{i:03d}}}\nspec:\n  agentRef: {{name: bench}}\n"
-            f"  userMessage: Ask q-{i:03d}\n"
-        )
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", f"{n} tasks")
-    return repo, secrets
+    return make_human_repo(base, url, resources, {f"q-{i:03d}": f"Ask q-{i:03d}" for i in range(n)})
 
 
 def question_branches(repo: Path) -> list[str]:
     out = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/acp/questions/")
     return [line for line in out.splitlines() if line]
-
-
-def waiting_calls(repo: Path) -> int:
-    out = subprocess.run(
-        ["git", "grep", "-l", "phase: AwaitingHumanInput", "acp/status", "--", "status/toolcalls/"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return len([line for line in out.splitlines() if line])
 
 
 def answer_on_branch(repo: Path, branch: str, text: str) -> None:
@@ -136,7 +108,10 @@ def run(n: int) -> list[float]:
                 [sys.executable, "-m", "gitops_acp", *command], stderr=subprocess.DEVNULL
             )
             try:
-                wait_for(lambda: waiting_calls(repo) == n, f"{n} questions awaiting an answer")
+                wait_for(
+                    lambda: waiting_calls(repo, "AwaitingHumanInput") == n,
+                    f"{n} questions awaiting an answer",
+                )
                 branches = question_branches(repo)
                 for i, branch in enumerate(branches):
                     answer_on_branch(repo, branch, f"answer {i}")
