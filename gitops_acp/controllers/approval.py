@@ -33,13 +33,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gitops_acp.controllers import humanlayer
+from gitops_acp.controllers import humanlayer, pullrequests
 from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.catalog import Entry
-from gitops_acp.errors import ForgeError, TemporaryForgeError
 from gitops_acp.humans import humanlayer as api
 from gitops_acp.humans.approvals import approval_path, branch_name, digest
-from gitops_acp.humans.forges import PRState, PullRequest
 from gitops_acp.resources.meta import API_VERSION, Condition, Kind, ToolCallPhase
 from gitops_acp.resources.models import (
     ContactChannel,
@@ -107,18 +105,21 @@ async def request(call: ToolCall, entry: Entry, channel: ContactChannel | None, 
     branch = await ctx.propose_approval(call.metadata.name, document, message)
     approval = ToolCallApproval(branch=branch)
     how = f"merge {branch} into main"
-    if _forge_of(channel):
-        body = _pull_request_body(call, entry, arguments, asked)
-        try:
-            pull = await _open_pull_request(channel, branch, entry, call, body, ctx)
-        except TemporaryForgeError as exc:
-            retry = exc.retry_after or ctx.settings.error_retry
-            await _note(call, ctx, f"Opening the pull request failed, will retry in {retry:.0f}s: {exc}")
-            return Result(retry, progress=False)
-        except ForgeError as exc:
-            return await _error(call, ctx, f"could not open the approval pull request: {exc}")
-        approval = approval.model_copy(update={"pull_request": pull.number, "pull_request_url": pull.url})
-        how = f"merge pull request #{pull.number} ({pull.url})"
+    if pullrequests.has_forge(channel):
+        opened = await pullrequests.open_for(
+            call,
+            channel,
+            ctx,
+            branch=branch,
+            title=f"Approve {entry.function} for task {call.spec.task_ref.name}",
+            body=_pull_request_body(call, entry, arguments, asked),
+        )
+        if isinstance(opened, Result):
+            return opened
+        if isinstance(opened, pullrequests.Refused):
+            return await _error(call, ctx, f"could not open the approval pull request: {opened.reason}")
+        approval = approval.model_copy(update={"pull_request": opened.number, "pull_request_url": opened.url})
+        how = f"merge pull request #{opened.number} ({opened.url})"
     waiting = status.model_copy(
         update={
             "phase": ToolCallPhase.AwaitingHumanApproval,
@@ -130,31 +131,6 @@ async def request(call: ToolCall, entry: Entry, channel: ContactChannel | None, 
     )
     await ctx.checkpoint(call.model_copy(update={"status": waiting}))
     return DONE
-
-
-def _forge_of(channel: ContactChannel | None) -> bool:
-    git = channel.spec.git if channel is not None else None
-    return git is not None and str(git.forge) != "none"
-
-
-async def _open_pull_request(
-    channel: ContactChannel, branch: str, entry: Entry, call: ToolCall, body: str, ctx: Context
-) -> PullRequest:
-    """Find the branch's pull request (opened before a crash), or open it."""
-    git = channel.spec.git
-    assert git is not None
-    client = await ctx.forge(channel)
-    found = await client.find_pull_request(branch)
-    if found is not None:
-        return found
-    return await client.open_pull_request(
-        head=branch,
-        base=ctx.settings.main_branch,
-        title=f"Approve {entry.function} for task {call.spec.task_ref.name}",
-        body=body,
-        labels=list(git.labels),
-        reviewers=list(git.reviewers),
-    )
 
 
 def _pull_request_body(call: ToolCall, entry: Entry, arguments: Any, asked: str) -> str:
@@ -210,9 +186,9 @@ async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) ->
             return await _reject(call, ctx, "closed without merging", by="")
         wait: float | None = None
         number = status.approval.pull_request if status.approval is not None else None
-        if channel is not None and number is not None and _forge_of(channel):
-            state, wait = await _pull_request_state(call, channel, number, ctx)
-            if state == PRState.CLOSED:
+        if channel is not None and number is not None and pullrequests.has_forge(channel):
+            gone, wait = await pullrequests.closed(call, channel, number, ctx, waiting="Waiting for approval")
+            if gone:
                 return await _reject(call, ctx, "closed without merging", by="")
         timeout = git.timeout_seconds if git is not None else None
         if git is not None and timeout is not None and status.start_time:
@@ -259,33 +235,6 @@ async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) ->
     approved = call.model_copy(update=update)
     await ctx.checkpoint(approved)
     return approved
-
-
-async def _pull_request_state(
-    call: ToolCall, channel: ContactChannel, number: int, ctx: Context
-) -> tuple[PRState | None, float]:
-    """The pull request's state (None: unknown for now) and when to look again.
-
-    A merged pull request changes nothing here: its merge brought the decision to `main`, which is
-    what counts. Only "closed without merging" is news that no ref carries.
-    """
-    try:
-        client = await ctx.forge(channel)
-        return await client.poll_state(number)
-    except TemporaryForgeError as exc:
-        return None, exc.retry_after or ctx.settings.error_retry
-    except ForgeError as exc:  # a revoked token: say so, and keep waiting for a decision on main
-        await _note(call, ctx, f"Waiting for approval; the pull request's state cannot be read: {exc}")
-        return None, ctx.settings.error_retry
-
-
-async def _note(call: ToolCall, ctx: Context, detail: str) -> None:
-    """Record what is happening in statusDetail (committed only when it changed)."""
-    status = call.status or ToolCallStatus()
-    if status.status_detail != detail:
-        await ctx.checkpoint(
-            call.model_copy(update={"status": status.model_copy(update={"status_detail": detail})})
-        )
 
 
 async def _error(call: ToolCall, ctx: Context, reason: str) -> Result:
