@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gitops_acp.controllers import approval, humanlayer
+from gitops_acp.controllers import approval, humanlayer, pullrequests
 from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.calls import finish
 from gitops_acp.controllers.catalog import HUMAN_CONTACT_SUFFIX, entry_for_call
@@ -35,6 +35,8 @@ from gitops_acp.resources.meta import API_VERSION, Condition, Kind, ToolCallPhas
 from gitops_acp.resources.models import ContactChannel, Task, ToolCall, ToolCallHumanContact, ToolCallStatus
 
 __all__ = ["HumanContactExecutor"]
+
+CLOSED = "the question was closed without an answer"
 
 
 class HumanContactExecutor:
@@ -80,27 +82,81 @@ async def _ask_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> Res
         "metadata": {"name": toolcall},
         "spec": {"task": task, "toolCall": toolcall, "question": question, "response": ""},
     }
-    first = question.strip().splitlines()[0] if question.strip() else "(no question text)"
+    asked = _request(task, ctx)
     message = (
-        f"Question from task {task}: {first[:60]}{'…' if len(first) > 60 else ''}\n\n"
+        f"{_title(task, question)}\n\n"
         f"{question}\n\n"
-        f"Asked by the agent of task {task} ({_request(task, ctx)}).\n\n"
+        f"Asked by the agent of task {task} ({f'its request: {asked}' if asked else 'no user message'}).\n\n"
         f"To answer, write your answer as `response:` in {response_path(toolcall)} on this branch\n"
         f"and merge it into main, or run: gitops-acp respond {toolcall} --message '...'\n"
         f"To decline, delete the branch without merging.\n"
     )
     branch = await ctx.propose_question(toolcall, document, message)
+    contact = ToolCallHumanContact(channel=channel.metadata.name, branch=branch)
+    where = branch
+    if pullrequests.has_forge(channel):
+        opened = await pullrequests.open_for(
+            call,
+            channel,
+            ctx,
+            branch=branch,
+            title=_title(task, question),
+            body=_pull_request_body(toolcall, task, question, asked),
+        )
+        if isinstance(opened, Result):
+            return opened
+        if isinstance(opened, pullrequests.Refused):
+            return await _error(call, ctx, f"could not open the question's pull request: {opened.reason}")
+        contact = contact.model_copy(update={"pull_request": opened.number, "pull_request_url": opened.url})
+        where = f"pull request #{opened.number} ({opened.url})"
     waiting = status.model_copy(
         update={
             "phase": ToolCallPhase.AwaitingHumanInput,
             "status": Condition.Pending,
-            "status_detail": f"Waiting for an answer: write it in {branch} and merge into main "
+            "status_detail": f"Waiting for an answer: write it in {where} and merge into main "
             f"(or gitops-acp respond {toolcall})",
             "start_time": status.start_time or rfc3339(ctx.now()),
-            "human_contact": ToolCallHumanContact(channel=channel.metadata.name, branch=branch),
+            "human_contact": contact,
         }
     )
     await ctx.checkpoint(call.model_copy(update={"status": waiting}))
+    return DONE
+
+
+def _title(task: str, question: str) -> str:
+    """`Question from task <task>: <the question's first line, shortened>`: a commit's or a PR's title."""
+    first = question.strip().splitlines()[0] if question.strip() else "(no question text)"
+    return f"Question from task {task}: {first[:60]}{'…' if len(first) > 60 else ''}"
+
+
+def _pull_request_body(toolcall: str, task: str, question: str, asked: str) -> str:
+    """What the person answers from: the question quoted, the task's request, how to answer."""
+    quoted = "\n".join(f"> {line}" if line else ">" for line in question.splitlines()) or "> (no text)"
+    path = response_path(toolcall)
+    return (
+        f"The agent of task **{task}** asks:\n\n{quoted}\n\n"
+        f"**Task request:** {asked or '(none)'}\n\n"
+        f"**Answer:** edit `response:` in `{path}` on this branch, then merge this pull request "
+        f"(or run `gitops-acp respond {toolcall} --message '...'`).\n\n"
+        "**Decline:** close it without merging; the question stays unanswered and the agent is told so.\n\n"
+        f"Tool call `{toolcall}`; the reconciler reads the answer from `{path}` on the base branch.\n"
+    )
+
+
+async def _error(call: ToolCall, ctx: Context, reason: str) -> Result:
+    """The question could not be put to anyone: ErrorRequestingHumanInput, which the model reads."""
+    status = call.status or ToolCallStatus()
+    failed = status.model_copy(
+        update={
+            "phase": ToolCallPhase.ErrorRequestingHumanInput,
+            "status": Condition.Error,
+            "status_detail": reason,
+            "error": reason,
+            "start_time": status.start_time or rfc3339(ctx.now()),
+            "completion_time": rfc3339(ctx.now()),
+        }
+    )
+    await ctx.checkpoint(call.model_copy(update={"status": failed}))
     return DONE
 
 
@@ -111,16 +167,25 @@ async def _check_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> R
     git = channel.spec.git
     if found is None:
         if not await ctx.branch_exists(branch_name(call.metadata.name)):
-            await finish(call, ctx, error="the question was closed without an answer")
+            await finish(call, ctx, error=CLOSED)
             return DONE
+        wait: float | None = None
+        number = status.human_contact.pull_request if status.human_contact is not None else None
+        if number is not None and pullrequests.has_forge(channel):
+            gone, wait = await pullrequests.closed(
+                call, channel, number, ctx, waiting="Waiting for an answer"
+            )
+            if gone:
+                await finish(call, ctx, error=CLOSED)
+                return DONE
         timeout = git.timeout_seconds if git is not None else None
         if git is not None and timeout is not None and status.start_time:
             remaining = parse_rfc3339(status.start_time) + timeout - ctx.now()
             if remaining <= 0:
                 await finish(call, ctx, error=f"nobody answered within {git.timeout}")
                 return DONE
-            return Result(remaining, progress=False)
-        return DONE
+            wait = remaining if wait is None else min(wait, remaining)
+        return Result(wait, progress=False) if wait is not None else DONE
     by = "unknown (merged by fast-forward)" if found.fast_forward else found.decided_by
     answered = _answered(call, by=by, at=found.decided_at)
     approvers = git.approvers if git is not None else []
@@ -213,12 +278,11 @@ def _waiting_detail(channel: ContactChannel, call_id: str) -> str:
 
 
 def _request(task_name: str, ctx: Context) -> str:
-    """The task's request, in a few words, so the person knows the context."""
+    """The task's request, in a few words, so the person knows the context ("" when there is none)."""
     loaded = ctx.desired(Kind.Task, task_name)
     task = loaded.resource if loaded is not None else ctx.observed(Kind.Task, task_name)
     if not isinstance(task, Task):
-        return "its request is unknown"
+        return ""
     window = task.status.context_window if task.status else []
     users = [m.content for m in window if m.role == "user"]
-    asked = users[0] if users else (task.spec.user_message or "")
-    return f"its request: {asked[:200]}" if asked else "no user message"
+    return (users[0] if users else (task.spec.user_message or ""))[:200]

@@ -62,6 +62,10 @@ class ToolCallHumanContact(StatusModel):
     """The ContactChannel asked."""
     branch: str | None = None
     """The question branch, `acp/questions/<toolcall>` (git channels)."""
+    pull_request: int | None = None
+    """The forge's pull request number (GitLab: merge request iid), when the channel has a forge."""
+    pull_request_url: str | None = None
+    """The pull request's page, for people."""
     responded_by: str | None = None
     """Who answered (the merge's author, or the CLI user; the channel for slack and email)."""
     responded_at: str | None = None
