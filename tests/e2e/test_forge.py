@@ -1,4 +1,4 @@
-"""Approvals as forge pull requests (DESIGN §5), end to end: the real CLI, a real git repository, the
+"""Approvals and questions to humans as forge pull requests (DESIGN §5), end to end: the real CLI, a real git repository, the
 fake forge speaking GitHub's, Gitea's and GitLab's documented APIs over HTTP, and `serve --http`
 receiving signed webhooks.
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gitops_acp.humans.forges.fake import FakeForge, sign_webhook
 from tests.conftest import git
@@ -33,11 +34,10 @@ from tests.e2e.conftest import (
     tool_agent_yaml,
     wait_for,
 )
-from tests.e2e.test_approvals import counted, gated_server_yaml
+from tests.e2e.test_approvals import ALICE, counted, gated_server_yaml, git_as
 
 pytestmark = pytest.mark.e2e
 
-ALICE = ("Alice", "alice@example.com")
 TOKEN = "forge-token-e2e-do-not-leak-7f3a"
 WEBHOOK_SECRET = "webhook-secret-e2e-do-not-leak-91c2"
 
@@ -198,6 +198,108 @@ def test_a_refused_token_is_an_error_on_the_channel_and_on_the_call(
     assert wrong not in result.stderr
 
 
+# -- questions through each forge ------------------------------------------------------------------
+
+
+def question_channel_yaml(forge: str, api_url: str) -> str:
+    """The `team` channel on `forge`, with labels and reviewers every fake forge knows."""
+    return (
+        channel_yaml(forge, api_url)
+        .replace("name: reviewers", "name: team")
+        .replace("labels: [acp-approval]", "labels: [agents]")
+        .replace("reviewers: [alice]", "reviewers: [bob]")
+    )
+
+
+def setup_questions(repo: AcpRepo, stub: Stub, fake: FakeForge, forge: str, tasks: list[str]) -> str:
+    """The `team` channel on `forge` and one task per name whose agent asks it a question; main's sha."""
+    stub.rules(
+        {
+            "when": "first",
+            "toolCalls": [call("team__human_contact", message="Which city for {user}?\nWe have three.")],
+        },
+        {"when": "tool", "content": "Human said: {tool}"},
+    )
+    return repo.commit(
+        {
+            "contactchannels/team.yaml": question_channel_yaml(forge, fake.api_url(forge)),
+            "agents/asker.yaml": tool_agent_yaml("asker") + "  humanContactChannels:\n    - name: team\n",
+            **{f"tasks/{t}.yaml": task_yaml(t, t, agent="asker") for t in tasks},
+        },
+        "Tasks whose agent asks a person through pull requests",
+    )
+
+
+@pytest.mark.parametrize("forge", ["github", "gitea", "gitlab"])
+def test_a_question_pull_request_answered_by_merge_or_closed_unanswered(
+    acp_repo: AcpRepo,
+    stub: Stub,
+    fake: FakeForge,
+    serve_once: Callable[..., subprocess.CompletedProcess[str]],
+    forge: str,
+) -> None:
+    repo = acp_repo
+    tasks = ["answered", "closed"]
+    main = setup_questions(repo, stub, fake, forge, tasks)
+
+    first = serve_once(repo)
+    assert first.returncode == 0, first.stderr
+    waiting = calls(repo)
+    assert {t: d["status"]["phase"] for t, d in waiting.items()} == dict.fromkeys(tasks, "AwaitingHumanInput")
+    numbers = {}
+    for task, document in waiting.items():
+        name = document["metadata"]["name"]
+        contact = document["status"]["humanContact"]
+        pull = fake.pulls[forge][contact["pullRequest"]]
+        numbers[task] = pull.number
+        assert pull.head == contact["branch"] == f"acp/questions/{name}"
+        assert contact["pullRequestUrl"].startswith(fake.url)
+        assert str(pull.number) in contact["pullRequestUrl"]
+        assert pull.title == f"Question from task {task}: Which city for {task}?"
+        assert f"> Which city for {task}?\n> We have three." in pull.body
+        assert f"**Task request:** {task}" in pull.body
+        assert f"`responses/{name}.yaml`" in pull.body
+        assert (pull.base, pull.labels, pull.reviewers) == ("main", ["agents"], ["bob"])
+        assert f"#{pull.number}" in document["status"]["statusDetail"]
+
+    again = serve_once(repo)  # a restart while nobody has answered: the same pull requests, no new one
+    assert again.returncode == 0, again.stderr
+    assert len(fake.pulls[forge]) == 2
+    assert {t: d["status"]["humanContact"]["pullRequest"] for t, d in calls(repo).items()} == numbers
+
+    # answered: Alice writes the answer on the pull request's branch, then merges it on the forge
+    name = waiting["answered"]["metadata"]["name"]
+    path = f"responses/{name}.yaml"
+    git_as(repo, ALICE, "checkout", "-q", f"acp/questions/{name}")
+    document = yaml.safe_load((repo.path / path).read_text())
+    document["spec"]["response"] = "Lisbon"
+    (repo.path / path).write_text(yaml.safe_dump(document, sort_keys=False))
+    git_as(repo, ALICE, "commit", "-q", "-am", "Answer: Lisbon")
+    git_as(repo, ALICE, "checkout", "-q", "main")
+    fake.merge(forge, numbers["answered"], by=ALICE)
+    fake.close(forge, numbers["closed"])  # closed: nobody wants to answer
+    last = serve_once(repo)
+    assert last.returncode == 0, last.stderr
+
+    ended = calls(repo)
+    assert (ended["answered"]["status"]["phase"], ended["answered"]["status"]["result"]) == (
+        "Succeeded",
+        "Lisbon",
+    )
+    assert ended["answered"]["status"]["humanContact"]["respondedBy"] == "Alice <alice@example.com>"
+    assert ended["closed"]["status"]["phase"] == "Failed"
+    assert ended["closed"]["status"]["error"] == "the question was closed without an answer"
+    outputs = {t: (repo.status("tasks", t) or {})["status"]["output"] for t in tasks}
+    assert outputs == {
+        "answered": "Human said: Lisbon",
+        "closed": "Human said: Error: the question was closed without an answer",
+    }
+    assert len(fake.pulls[forge]) == 2
+    assert git(repo.path, "rev-parse", f"{repo.main_sha()}^1") == main  # only the person's merge
+    assert "Traceback" not in first.stderr + again.stderr + last.stderr
+    assert leaks(repo, TOKEN) == []
+
+
 # -- serve --http ---------------------------------------------------------------------------------
 
 
@@ -303,5 +405,42 @@ def test_a_webhook_makes_a_closed_pull_request_seen_without_waiting_for_the_poll
     assert calls(repo)["hooked"]["status"]["result"] == "Rejected: closed without merging"
     assert counted(counter) == []
     assert git(repo.path, "rev-parse", "--verify", "-q", f"refs/heads/{STATUS_BRANCH}")
+    assert server.proc.poll() is None
+    assert "Traceback" not in server.stderr()
+
+
+def test_a_webhook_makes_a_closed_question_pull_request_seen_without_waiting_for_the_poll(
+    acp_repo: AcpRepo, stub: Stub, fake: FakeForge, serve_bg: Callable[..., Background]
+) -> None:
+    repo = acp_repo
+    secret_file = repo.logs / "webhook-secret"
+    secret_file.write_text(WEBHOOK_SECRET)
+    setup_questions(repo, stub, fake, "github", ["hooked"])
+    server = serve_bg(
+        repo,
+        "--http",
+        "127.0.0.1:0",
+        "--webhook-secret-file",
+        str(secret_file),
+        "--forge-poll-interval",
+        "600",
+    )
+    fake.webhook_url, fake.webhook_secret = http_url(server), WEBHOOK_SECRET
+
+    def pull_request() -> int | None:
+        document = calls(repo).get("hooked")
+        contact = (document or {}).get("status", {}).get("humanContact") or {}
+        return contact.get("pullRequest")
+
+    number = wait_for(pull_request, timeout=60, interval=0.2, what="the question's pull request")
+    time.sleep(1.0)  # the reconciler has settled into waiting (its poll is 600 s away)
+    fake.close("github", number)  # sends the signed pull_request event to serve --http
+
+    def failed() -> bool:
+        return calls(repo)["hooked"]["status"]["phase"] == "Failed"
+
+    wait_for(failed, timeout=15, interval=0.1, what="the close to be seen through the webhook")
+    assert calls(repo)["hooked"]["status"]["error"] == "the question was closed without an answer"
+    assert len(fake.pulls["github"]) == 1
     assert server.proc.poll() is None
     assert "Traceback" not in server.stderr()
