@@ -1,6 +1,6 @@
-"""Approvals and questions to humans as forge pull requests (DESIGN §5), end to end: the real CLI, a real git repository, the
-fake forge speaking GitHub's, Gitea's and GitLab's documented APIs over HTTP, and `serve --http`
-receiving signed webhooks.
+"""Approvals and questions to humans as forge pull requests (DESIGN §5), end to end: the real CLI, a
+real git repository, the fake forge speaking GitHub's, Gitea's and GitLab's documented APIs over HTTP,
+and `serve --http` receiving signed webhooks.
 
 The fake forge works on the same local repository the reconciler reads (no remote yet): merging a
 pull request there is a real `--no-ff` merge commit on `main` authored by the reviewer.
