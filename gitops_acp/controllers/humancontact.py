@@ -2,11 +2,14 @@
 
 git channel (contract §5):
 
-    Pending ──► AwaitingHumanInput (branch acp/questions/<toolcall> created first, then the phase committed)
+    Pending ──► AwaitingHumanInput (branch acp/questions/<toolcall> created first; with a forge, its
+                pull request found or opened; then the phase committed with the branch and the number)
+            ── the forge refuses (bad token, unknown repository) ──► ErrorRequestingHumanInput
+            ── the forge is unreachable or rate-limited ──► stays Pending, tried again later
     AwaitingHumanInput ── responses/<toolcall>.yaml on main with a response ──► Succeeded, result = response
                        ── merged with an empty response ──────────────────────► Failed (the model reads why)
-                       ── branch deleted without merging, the channel's timeout, or an answer
-                          from someone not in the channel's `approvers` ──────────► Failed
+                       ── branch deleted or pull request closed without merging, the channel's
+                          timeout, or an answer from someone not in its `approvers` ──► Failed
 
 slack / email channel (HumanLayer, controllers/humanlayer.py):
 
@@ -16,8 +19,9 @@ slack / email channel (HumanLayer, controllers/humanlayer.py):
     Pending ── the channel went into Error since the agent offered it ───────► Failed (its reason)
 
 Who answered and when go to `status.humanContact`. Pending questions are re-checked when `main`
-moves or their branch disappears (the reactor), HumanLayer ones on a timer; none of these waits
-keeps `serve --once` running.
+moves or their branch disappears (the reactor), their pull request on the forge's poll interval or
+a webhook (controllers/pullrequests.py, shared with approvals), HumanLayer ones on a timer; none of
+these waits keeps `serve --once` running.
 """
 
 from __future__ import annotations
