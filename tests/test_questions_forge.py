@@ -103,7 +103,10 @@ def test_the_pull_request_is_opened_and_recorded_in_the_same_checkpoint(repo: Pa
         assert contact.pull_request_url.endswith(f"/pull/{pull.number}")
         assert f"#{pull.number}" in waiting.status.status_detail
         assert pull.head == f"acp/questions/{name}"
-        assert pull.title == "Question from task t1: Which city should the offsite be in? We have three options, …"
+        assert (
+            pull.title
+            == "Question from task t1: Which city should the offsite be in? We have three options, …"
+        )
         assert "> Which city should the offsite be in?" in pull.body
         assert "\n> Lisbon?\n" in pull.body  # every line of the question quoted
         assert "**Task request:** Plan the offsite." in pull.body
