@@ -35,6 +35,7 @@ from typing import Any
 
 from gitops_acp.controllers import humanlayer, pullrequests
 from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
+from gitops_acp.controllers.calls import cannot_ask
 from gitops_acp.controllers.catalog import Entry
 from gitops_acp.humans import humanlayer as api
 from gitops_acp.humans.approvals import approval_path, branch_name, digest
@@ -117,7 +118,13 @@ async def request(call: ToolCall, entry: Entry, channel: ContactChannel | None, 
         if isinstance(opened, Result):
             return opened
         if isinstance(opened, pullrequests.Refused):
-            return await _error(call, ctx, f"could not open the approval pull request: {opened.reason}")
+            await cannot_ask(
+                call,
+                ctx,
+                f"could not open the approval pull request: {opened.reason}",
+                phase=ToolCallPhase.ErrorRequestingHumanApproval,
+            )
+            return DONE
         approval = approval.model_copy(update={"pull_request": opened.number, "pull_request_url": opened.url})
         how = f"merge pull request #{opened.number} ({opened.url})"
     waiting = status.model_copy(
@@ -235,23 +242,6 @@ async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) ->
     approved = call.model_copy(update=update)
     await ctx.checkpoint(approved)
     return approved
-
-
-async def _error(call: ToolCall, ctx: Context, reason: str) -> Result:
-    """The approval could not be requested: ErrorRequestingHumanApproval, which the model reads."""
-    status = call.status or ToolCallStatus()
-    failed = status.model_copy(
-        update={
-            "phase": ToolCallPhase.ErrorRequestingHumanApproval,
-            "status": Condition.Error,
-            "status_detail": reason,
-            "error": reason,
-            "start_time": status.start_time or rfc3339(ctx.now()),
-            "completion_time": rfc3339(ctx.now()),
-        }
-    )
-    await ctx.checkpoint(call.model_copy(update={"status": failed}))
-    return DONE
 
 
 async def _ask_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:

@@ -6,7 +6,7 @@ from gitops_acp.controllers.base import Context, rfc3339
 from gitops_acp.resources.meta import Condition, ToolCallPhase
 from gitops_acp.resources.models import ToolCall, ToolCallStatus
 
-__all__ = ["finish"]
+__all__ = ["cannot_ask", "finish"]
 
 
 async def finish(
@@ -32,3 +32,22 @@ async def finish(
         }
     )
     await ctx.checkpoint(call.model_copy(update={"status": done}))
+
+
+async def cannot_ask(call: ToolCall, ctx: Context, reason: str, *, phase: ToolCallPhase) -> None:
+    """Commit the call as `phase` (ErrorRequestingHumanApproval / ...Input): nobody could be asked.
+
+    Terminal, with `reason` as the error the model reads.
+    """
+    status = call.status or ToolCallStatus()
+    failed = status.model_copy(
+        update={
+            "phase": phase,
+            "status": Condition.Error,
+            "status_detail": reason,
+            "error": reason,
+            "start_time": status.start_time or rfc3339(ctx.now()),
+            "completion_time": rfc3339(ctx.now()),
+        }
+    )
+    await ctx.checkpoint(call.model_copy(update={"status": failed}))

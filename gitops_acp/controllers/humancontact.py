@@ -31,7 +31,7 @@ from typing import Any
 
 from gitops_acp.controllers import approval, humanlayer, pullrequests
 from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
-from gitops_acp.controllers.calls import finish
+from gitops_acp.controllers.calls import cannot_ask, finish
 from gitops_acp.controllers.catalog import HUMAN_CONTACT_SUFFIX, entry_for_call
 from gitops_acp.humans import humanlayer as api
 from gitops_acp.humans.questions import branch_name, response_path
@@ -110,7 +110,13 @@ async def _ask_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> Res
         if isinstance(opened, Result):
             return opened
         if isinstance(opened, pullrequests.Refused):
-            return await _error(call, ctx, f"could not open the question's pull request: {opened.reason}")
+            await cannot_ask(
+                call,
+                ctx,
+                f"could not open the question's pull request: {opened.reason}",
+                phase=ToolCallPhase.ErrorRequestingHumanInput,
+            )
+            return DONE
         contact = contact.model_copy(update={"pull_request": opened.number, "pull_request_url": opened.url})
         where = f"pull request #{opened.number} ({opened.url})"
     waiting = status.model_copy(
@@ -145,23 +151,6 @@ def _pull_request_body(toolcall: str, task: str, question: str, asked: str) -> s
         "**Decline:** close it without merging; the question stays unanswered and the agent is told so.\n\n"
         f"Tool call `{toolcall}`; the reconciler reads the answer from `{path}` on the base branch.\n"
     )
-
-
-async def _error(call: ToolCall, ctx: Context, reason: str) -> Result:
-    """The question could not be put to anyone: ErrorRequestingHumanInput, which the model reads."""
-    status = call.status or ToolCallStatus()
-    failed = status.model_copy(
-        update={
-            "phase": ToolCallPhase.ErrorRequestingHumanInput,
-            "status": Condition.Error,
-            "status_detail": reason,
-            "error": reason,
-            "start_time": status.start_time or rfc3339(ctx.now()),
-            "completion_time": rfc3339(ctx.now()),
-        }
-    )
-    await ctx.checkpoint(call.model_copy(update={"status": failed}))
-    return DONE
 
 
 async def _check_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:
