@@ -1,7 +1,8 @@
 """The LLM client against the scripted OpenAI-compatible stub, over real HTTP on 127.0.0.1.
 
-Nothing is mocked: `OpenAIClient` drives the openai SDK, which talks HTTP to `StubServer`; the
-stub records every request body, so the tests check what went over the wire.
+Nothing is mocked: `OpenAIClient` talks HTTP to `StubServer`, which records every request, so the
+tests check what went over the wire. Every test runs twice: on the direct path (plain http, the
+lean pool of llm/transport.py) and through the openai SDK (what TLS, proxies and Azure use).
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ API_KEY = "sk-test-0123456789abcdef"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+DIRECT = {"direct": True, "sdk": False}
+PATH = "direct"
+
+
+@pytest.fixture(autouse=True, params=list(DIRECT))
+def path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test with `OpenAIClient` sending directly, then through the SDK."""
+    global PATH
+    PATH = request.param
+    yield request.param
+    PATH = "direct"
+
+
+def new_client(**kwargs: Any) -> OpenAIClient:
+    return OpenAIClient(direct_http=DIRECT[PATH], **kwargs)
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[StubServer]:
     with StubServer(max_seconds=600) as stub:
@@ -66,7 +84,7 @@ def complete(
     """Run one complete() with a fresh client, closing it afterwards."""
 
     async def go() -> Completion:
-        client = OpenAIClient()
+        client = new_client()
         try:
             return await client.complete(cfg, messages, tools)
         finally:
@@ -323,7 +341,7 @@ def test_validate_sends_a_one_token_completion_with_the_other_parameters(stub: S
     cfg = config(stub, temperature=0.1, max_tokens=500, top_k=3)
 
     async def go() -> None:
-        client = OpenAIClient()
+        client = new_client()
         try:
             await client.validate(cfg)
         finally:
@@ -382,7 +400,7 @@ def test_repr_never_shows_the_key(stub: StubServer) -> None:
 
 def test_rotated_key_gets_its_own_client(stub: StubServer) -> None:
     async def go() -> None:
-        client = OpenAIClient()
+        client = new_client()
         try:
             stub.set_script({"apiKey": "sk-old"})
             await client.complete(config(stub, api_key="sk-old"), user("one"))
@@ -409,6 +427,42 @@ def test_azure_deployments_and_credentials(stub: StubServer, api_type: str, head
     assert record["path"] == "/openai/deployments/gpt4o-prod/chat/completions"
     assert record["query"] == "api-version=2024-10-21"
     assert record[header] is True
+
+
+def test_plain_http_goes_direct_and_the_sdk_path_stays_the_sdk(stub: StubServer, path: str) -> None:
+    assert complete(config(stub), user("which way")).content == "Echo: which way"
+
+    (record,) = stub.requests()
+    agent = str(record["userAgent"])
+    assert agent.startswith("gitops-acp/" if path == "direct" else "AsyncOpenAI/Python"), agent
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "direct"),
+    [
+        ({"base_url": "http://vllm.internal:8000/v1"}, {}, ("vllm.internal", 8000, "/v1/chat/completions")),
+        ({"base_url": "http://ollama/v1/"}, {}, ("ollama", 80, "/v1/chat/completions")),
+        ({"base_url": "http://127.0.0.1:9/v1?a=b"}, {}, ("127.0.0.1", 9, "/v1/chat/completions?a=b")),
+        ({"base_url": "https://api.openai.com/v1"}, {}, None),
+        ({"base_url": "http://vllm:8000/v1"}, {"http_proxy": "http://proxy:3128"}, None),
+        ({"base_url": "http://az", "api_type": "azure", "api_version": "2024-10-21"}, {}, None),
+    ],
+)
+def test_which_endpoints_go_direct(
+    monkeypatch: pytest.MonkeyPatch,
+    overrides: dict[str, Any],
+    env: dict[str, str],
+    direct: tuple[str, int, str] | None,
+) -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = LLMConfig(**{"provider": "openai", "model": "m", "api_key": API_KEY, **overrides})
+
+    endpoint = openai_client._direct_endpoint(cfg)
+
+    assert (endpoint and (endpoint.host, endpoint.port, endpoint.path)) == direct
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -661,7 +715,7 @@ def test_stub_http_control_endpoints(stub: StubServer) -> None:
 def test_stub_records_are_bounded() -> None:
     async def go() -> None:
         async with StubServer(max_records=3) as stub:
-            client = OpenAIClient()
+            client = new_client()
             try:
                 for i in range(5):
                     await client.complete(config(stub), user(f"n{i}"))

@@ -37,7 +37,7 @@ in one piece: the stub never streams slowly.
 
 HTTP: ``POST /v1/chat/completions`` (also Azure's ``/openai/deployments/<d>/chat/completions``),
 ``GET /v1/models``; ``GET /_stub/requests``: the recorded requests, oldest first, each
-``{time, method, path, query, status, authorization, authScheme, apiKeyHeader, body}`` (time
+``{time, method, path, query, status, authorization, authScheme, apiKeyHeader, userAgent, body}`` (time
 received in epoch seconds; whether an Authorization header came and its scheme, whether an Azure
 ``api-key`` header came: never a credential); ``POST /_stub/script`` replaces the script;
 ``POST /_stub/reset`` clears records and ``times`` counters (tool-call ids keep counting, so one
@@ -273,6 +273,7 @@ class StubState:
             "authorization": authorization is not None,
             "authScheme": authorization.split(" ", 1)[0] if authorization else None,
             "apiKeyHeader": "api-key" in headers,
+            "userAgent": headers.get("user-agent"),
             "body": body,
         }
         with self._lock:
