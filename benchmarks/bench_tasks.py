@@ -5,7 +5,9 @@
 
 Throughput: N single-turn tasks committed to `main` in one commit; `serve --once` (the Manager, in a
 fresh child process so that its peak RSS is its own) runs them all to FinalAnswer. Printed: tasks/s
-(from start-up to idle, start-up included), checkpoint commit time p50/p99 (one commit of the status
+(from `Manager.run()` to idle: start-up included, i.e. reading the repository, validating the LLM,
+starting the MCP server; Python's imports of the program, ~1.5 s here, are done before, as `serve`
+does them before it starts), checkpoint commit time p50/p99 (one commit of the status
 writer, which may carry many checkpoints), amortized cost per checkpoint, commits and checkpoints
 written, peak RSS of the reconciler process.
 
@@ -130,6 +132,7 @@ def task_latencies(repo: Path) -> list[float]:
 
 def child(repo: Path, secrets: Path) -> None:
     """Run the Manager once over `repo` and print its figures as JSON."""
+    import gitops_acp.mcp.connection  # noqa: F401  (imported by the first MCPServer; see the docstring)
     from gitops_acp.llm.openai_client import OpenAIClient
     from gitops_acp.reactor.manager import Manager, ServeOptions
     from gitops_acp.secrets import SecretResolver

@@ -13,8 +13,11 @@ validated, so a bad name is an agent error, not a 400 in the middle of a task.
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from gitops_acp.controllers.base import Context
@@ -25,8 +28,10 @@ from gitops_acp.resources.models import Agent, ContactChannel, MCPServer, MCPToo
 __all__ = [
     "DELEGATE_PREFIX",
     "HUMAN_CONTACT_SUFFIX",
+    "Catalog",
     "Entry",
     "agent_catalog",
+    "catalog_of",
     "entry_for_call",
     "name_problem",
     "split_mcp_name",
@@ -111,8 +116,46 @@ def mcp_entries(server: MCPServer) -> list[Entry]:
     ]
 
 
-def agent_catalog(agent: Agent, ctx: Context) -> dict[str, Entry]:
+@dataclass(frozen=True)
+class Catalog:
+    """An agent's functions by name, and the same as the LLM client sends them (in the same order)."""
+
+    entries: Mapping[str, Entry]
+    tools: tuple[ToolSpec, ...]
+
+
+# agent name -> (the objects the catalog was built from, the catalog). Resources are never changed
+# in place (a checkpoint or a new commit of main replaces the object), so the same objects, by
+# identity, give the same catalog; holding them also keeps their ids from being reused. Two LLM
+# turns a task asked for it twice each, at ~0.3 ms a build with a dozen MCP tools.
+_CATALOGS: dict[str, tuple[tuple[object, ...], Catalog]] = {}
+
+
+def agent_catalog(agent: Agent, ctx: Context) -> Mapping[str, Entry]:
     """Every function `agent` offers, by name (in a stable order: servers, then sub-agents)."""
+    return catalog_of(agent, ctx).entries
+
+
+def catalog_of(agent: Agent, ctx: Context) -> Catalog:
+    """`agent`'s catalog, rebuilt only when something it is built from changed."""
+    spec = agent.spec
+    inputs = (
+        agent,
+        ctx.observed(Kind.Agent, agent.metadata.name),
+        *(ctx.observed(Kind.MCPServer, ref.name) for ref in spec.mcp_servers),
+        *(ctx.desired(Kind.ContactChannel, ref.name) for ref in spec.human_contact_channels),
+        *(ctx.desired(Kind.Agent, ref.name) for ref in spec.sub_agents),
+    )
+    cached = _CATALOGS.get(agent.metadata.name)
+    if cached is not None and len(cached[0]) == len(inputs) and all(map(operator.is_, cached[0], inputs)):
+        return cached[1]
+    entries = _build(agent, ctx)
+    catalog = Catalog(entries=MappingProxyType(entries), tools=tuple(e.spec() for e in entries.values()))
+    _CATALOGS[agent.metadata.name] = (inputs, catalog)
+    return catalog
+
+
+def _build(agent: Agent, ctx: Context) -> dict[str, Entry]:
     entries: dict[str, Entry] = {}
     observed = ctx.observed(Kind.Agent, agent.metadata.name)
     status = observed.status if isinstance(observed, Agent) and observed.status else None

@@ -20,7 +20,7 @@ import string
 from collections.abc import Awaitable, Callable, Iterable
 
 from gitops_acp.controllers.base import DONE, Context, Key, Result, parse_rfc3339, rfc3339
-from gitops_acp.controllers.catalog import agent_catalog
+from gitops_acp.controllers.catalog import agent_catalog, catalog_of
 from gitops_acp.controllers.delegation import child_task_name
 from gitops_acp.controllers.delivery import deliver
 from gitops_acp.controllers.llm import llm_config
@@ -189,7 +189,7 @@ class TaskController:
         try:
             config = llm_config(llm, ctx.secrets, timeout=ctx.settings.llm_timeout)
             messages = [m.model_dump(by_alias=True, exclude_none=True) for m in status.context_window]
-            tools = [entry.spec() for entry in agent_catalog(agent, ctx).values()] if agent else []
+            tools = catalog_of(agent, ctx).tools if agent else ()
             completion = await ctx.llm.complete(config, messages, tools)
         except LLMError as exc:
             return await self._llm_failed(task, ctx, exc)
