@@ -5,9 +5,11 @@
 
 Throughput: N single-turn tasks committed to `main` in one commit; `serve --once` (the Manager, in a
 fresh child process so that its peak RSS is its own) runs them all to FinalAnswer. Printed: tasks/s
-(from `Manager.run()` to idle: start-up included, i.e. reading the repository, validating the LLM,
-starting the MCP server; Python's imports of the program, ~1.5 s here, are done before, as `serve`
-does them before it starts), checkpoint commit time p50/p99 (one commit of the status
+from `Manager.run()` to idle. The LLM, the agent and the MCP server were made Ready by an earlier
+run, then the N tasks were committed, as they would arrive at a reconciler already serving; the
+timed run is a new process all the same: it reads the repository, validates the LLM again and
+starts the MCP server. Python's imports of the program, ~1.5 s here, are done before the clock
+starts, as `serve` does them before serving), checkpoint commit time p50/p99 (one commit of the status
 writer, which may carry many checkpoints), amortized cost per checkpoint, commits and checkpoints
 written, peak RSS of the reconciler process.
 
@@ -85,13 +87,17 @@ def make_repo(base: Path, url: str, n_tasks: int, *, tools: bool = False) -> tup
             f"spec:\n  transport: stdio\n  command: {sys.executable}\n"
             "  args: [-m, gitops_acp.mcp.testserver]\n"
         )
-    tasks = repo / "tasks"
-    tasks.mkdir()
-    for i in range(n_tasks):
-        write_task(tasks, f"task-{i:05d}")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", f"{n_tasks} tasks")
+    (repo / "tasks").mkdir()
+    add_tasks(repo, n_tasks)
     return repo, secrets
+
+
+def add_tasks(repo: Path, n_tasks: int) -> None:
+    """Commit `n_tasks` tasks to main in one commit."""
+    for i in range(n_tasks):
+        write_task(repo / "tasks", f"task-{i:05d}")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", f"{n_tasks} tasks")
 
 
 def write_task(folder: Path, name: str) -> Path:
@@ -178,7 +184,14 @@ def process_cpu(pid: int) -> float:
 
 def throughput(n: int, url: str, *, tools: bool = False, stub_pid: int | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-acp-") as tmp:
-        repo, secrets = make_repo(Path(tmp), url, n, tools=tools)
+        # Warm: the LLM, the agent and the MCP server are Ready (a first run validated them) when
+        # the N tasks arrive in one commit, as with a reconciler already serving. The timed run
+        # still starts from scratch: a new process reading the repository, starting the MCP server.
+        repo, secrets = make_repo(Path(tmp), url, 0, tools=tools)
+        subprocess.run(
+            [sys.executable, __file__, "--child", str(repo), str(secrets)], check=True, capture_output=True
+        )
+        add_tasks(repo, n)
         stub_cpu = process_cpu(stub_pid) if stub_pid is not None else 0.0
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(repo), str(secrets)],
