@@ -666,7 +666,7 @@ class StubServer:
             access_log=False,
             lifespan="off",
             loop="asyncio",
-            http="h11",
+            http="auto",  # httptools (a dependency): the stub needs a quarter less CPU than with h11
             timeout_graceful_shutdown=1,
         )
         deadline = time.monotonic() + self._max_seconds if self._max_seconds else None
