@@ -15,6 +15,7 @@ ToolCall file, so a crash can never leave a task waiting for tool calls that wer
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import string
 from collections.abc import Awaitable, Callable, Iterable
@@ -57,14 +58,18 @@ from gitops_acp.resources.models import (
 __all__ = ["TaskController", "tool_type_of", "toolcall_name"]
 
 _RNG = random.SystemRandom()
+_LETTERS = string.ascii_lowercase
+_ALPHABET = string.ascii_lowercase + string.digits
 
 Step = Callable[[Task, Context], Awaitable["Task | Result"]]
 
 
 def request_id() -> str:
     """A k8s-style random id, as ACP uses for a batch of tool calls: a letter, then [a-z0-9]."""
-    alphabet = string.ascii_lowercase + string.digits
-    return _RNG.choice(string.ascii_lowercase) + "".join(_RNG.choice(alphabet) for _ in range(6))
+    # One read of the OS's random source (SystemRandom.choice read it once per character); the
+    # modulo bias (256 is not a multiple of 26 or 36) does not matter for an id.
+    first, *rest = os.urandom(7)
+    return _LETTERS[first % len(_LETTERS)] + "".join(_ALPHABET[b % len(_ALPHABET)] for b in rest)
 
 
 def toolcall_name(task: str, request: str, index: int) -> str:
