@@ -81,6 +81,8 @@ def _is_plain(text: str) -> bool:
 
 
 def _scalar(value: Any) -> str:
+    if type(value) is str:  # most values: tested first
+        return _string(value)
     if value is None:
         return "null"
     if value is True:
@@ -100,12 +102,21 @@ def _scalar(value: Any) -> str:
             text = f"{mantissa}.0e{exponent}"
         return text
     if isinstance(value, str):
-        if _is_plain(value):
-            return value
-        # JSON's escapes are a subset of YAML's double-quoted ones; non-ASCII stays readable when
-        # every character may appear raw.
-        return json.dumps(value, ensure_ascii=not _RAW_OK.fullmatch(value))
+        return _string(value)
     raise _NotPlain
+
+
+def _string(value: str) -> str:
+    if _is_plain(value):
+        return value
+    # JSON's escapes are a subset of YAML's double-quoted ones; non-ASCII stays readable when
+    # every character may appear raw.
+    return json.dumps(value, ensure_ascii=not _RAW_OK.fullmatch(value))
+
+
+@functools.lru_cache(maxsize=4096)  # a handful of keys at a handful of indentations
+def _key(head: str, key: str) -> str:
+    return f"{head}{_string(key)}:"
 
 
 def _block(text: str, indent: int) -> list[str] | None:
@@ -149,11 +160,16 @@ def _emit_mapping(
     mapping: dict[Any, Any], indent: int, lines: list[str], first_prefix: str | None = None
 ) -> None:
     pad = " " * indent
-    for index, (key, value) in enumerate(mapping.items()):
-        if not isinstance(key, str):
+    head = pad if first_prefix is None else first_prefix
+    for key, value in mapping.items():
+        if type(key) is not str:
             raise _NotPlain
-        head = first_prefix if index == 0 and first_prefix is not None else pad
-        _emit_value(f"{head}{_scalar(key)}:", value, indent, lines, in_list=False)
+        prefix = _key(head, key)
+        head = pad
+        if type(value) is str and "\n" not in value:  # the common case, without a call
+            lines.append(f"{prefix} {_string(value)}")
+        else:
+            _emit_value(prefix, value, indent, lines, in_list=False)
 
 
 def _emit_sequence(items: list[Any], indent: int, lines: list[str]) -> None:
