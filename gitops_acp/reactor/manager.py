@@ -72,6 +72,7 @@ from gitops_acp.store.status import Change, StatusWriter
 __all__ = ["Manager", "ServeOptions"]
 
 log = logging.getLogger("gitops_acp")
+_PACKS_BEFORE_MAINTENANCE = 50  # group commits (one pack each) before maintenance is due anyway
 
 #: Kinds whose controllers resolve secrets: a change under --secrets-dir wakes them.
 SECRET_USERS = (Kind.LLM, Kind.MCPServer, Kind.ContactChannel)
@@ -644,18 +645,25 @@ class Manager:
         )
 
     async def _maintain(self) -> None:
-        """Every `maintenance_interval`, if checkpoints were written: `git gc --auto` and the commit-graph.
+        """Repository maintenance (`GitRepo.maintain`) off the checkpoint path, when it is due.
 
-        Off the checkpoint path (the reader thread), as GIT-NOTES advises: history reads stay fast
-        (`describe`, `history`) and loose objects don't pile up over weeks of running.
+        Due every `maintenance_interval` if checkpoints were written, and sooner once 50 commits
+        were: each group commit adds one small pack (`GitRepo.one_pack`), and git's object lookups
+        slow down with hundreds of packs. In the reader thread, as GIT-NOTES advises: history
+        reads stay fast (`describe`, `history`) and objects don't pile up over weeks of running.
         """
         loop = asyncio.get_running_loop()
         done = self._writer.stats.commits
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(self.options.maintenance_interval)
-            if self._writer.stats.commits == done or self._repo is None:
+            await asyncio.sleep(min(self.options.maintenance_interval, 5.0))
+            commits = self._writer.stats.commits
+            due = commits - done >= _PACKS_BEFORE_MAINTENANCE or (
+                commits != done and time.monotonic() - last >= self.options.maintenance_interval
+            )
+            if not due or self._repo is None:
                 continue
-            done = self._writer.stats.commits
+            done, last = commits, time.monotonic()
             try:
                 await loop.run_in_executor(self._git, self._repo.maintain)
             except Exception as exc:  # maintenance is an optimisation: never stop serving for it

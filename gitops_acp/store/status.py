@@ -482,51 +482,52 @@ class StatusWriter:
         lines: list[str] = []
         resources: list[str] = []
         spec_commits: list[str] = []
-        for item in batch:
-            changed = False
-            for prepared in item.changes:
-                level = tree.plurals.get(prepared.plural)
-                if level is None:
-                    level = tree.plurals[prepared.plural] = TreeBuilder()
-                if prepared.sha is None:
-                    if not level.remove(prepared.filename):
-                        continue
-                else:
-                    if level.get(prepared.filename) == (FILE_MODE, prepared.sha):
-                        continue
-                    assert prepared.data is not None
-                    repo.write_blob(prepared.data)
-                    level.set(prepared.filename, FILE_MODE, prepared.sha)
-                touched.add(prepared.plural)
-                changed = True
-                lines.append(prepared.change.line)
-                resources.append(f"{prepared.change.kind}/{prepared.change.name}")
-            landed.append(changed)
-            if changed and item.spec_commit and item.spec_commit not in spec_commits:
-                spec_commits.append(item.spec_commit)
-        if not lines:
-            return None, landed, 0
+        with repo.one_pack():  # the commit's objects in one file (see GitRepo.one_pack)
+            for item in batch:
+                changed = False
+                for prepared in item.changes:
+                    level = tree.plurals.get(prepared.plural)
+                    if level is None:
+                        level = tree.plurals[prepared.plural] = TreeBuilder()
+                    if prepared.sha is None:
+                        if not level.remove(prepared.filename):
+                            continue
+                    else:
+                        if level.get(prepared.filename) == (FILE_MODE, prepared.sha):
+                            continue
+                        assert prepared.data is not None
+                        repo.write_blob(prepared.data)
+                        level.set(prepared.filename, FILE_MODE, prepared.sha)
+                    touched.add(prepared.plural)
+                    changed = True
+                    lines.append(prepared.change.line)
+                    resources.append(f"{prepared.change.kind}/{prepared.change.name}")
+                landed.append(changed)
+                if changed and item.spec_commit and item.spec_commit not in spec_commits:
+                    spec_commits.append(item.spec_commit)
+            if not lines:
+                return None, landed, 0
 
-        status = dict(tree.status)
-        for plural in sorted(touched):
-            level = tree.plurals[plural]
-            if len(level):
-                status[plural] = (TREE_MODE, repo.write_tree(level))
+            status = dict(tree.status)
+            for plural in sorted(touched):
+                level = tree.plurals[plural]
+                if len(level):
+                    status[plural] = (TREE_MODE, repo.write_tree(level))
+                else:
+                    status.pop(plural, None)  # git has no empty directories
+                    del tree.plurals[plural]
+            root = dict(tree.root)
+            if status:
+                root[STATUS_DIR] = (TREE_MODE, repo.write_tree(status))
             else:
-                status.pop(plural, None)  # git has no empty directories
-                del tree.plurals[plural]
-        root = dict(tree.root)
-        if status:
-            root[STATUS_DIR] = (TREE_MODE, repo.write_tree(status))
-        else:
-            root.pop(STATUS_DIR, None)
-        sha = repo.write_commit(
-            tree=repo.write_tree(root),
-            parents=[tree.tip] if tree.tip else [],
-            message=_message(lines, spec_commits, resources),
-            author=self.identity,
-            committer=self.identity,
-        )
+                root.pop(STATUS_DIR, None)
+            sha = repo.write_commit(
+                tree=repo.write_tree(root),
+                parents=[tree.tip] if tree.tip else [],
+                message=_message(lines, spec_commits, resources),
+                author=self.identity,
+                committer=self.identity,
+            )
         repo.update_ref(self.branch, sha, tree.tip, message=f"gitops-acp: {lines[0]}")
         tree.tip, tree.status, tree.root = sha, status, root
         return sha, landed, len(lines)
