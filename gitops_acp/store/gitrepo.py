@@ -852,25 +852,31 @@ class GitRepo:
         index += hashlib.sha1(index).digest()
         # As git does: both files under temporary names, then the pack renamed into place before
         # its index (readers find packs by their index, which must never name a missing pack).
+        # The temporary names must not end in .pack or .idx: git takes any *.idx in the folder for
+        # a pack (a concurrent `repack` failed on one), and names its own tmp_pack_* / tmp_idx_*.
         folder = f"{self._objects_dir}/pack"
         name = f"{folder}/pack-{checksum.hex()}"
-        temporary = f"{folder}/tmp_pack_{os.getpid()}_{threading.get_ident()}_{next(self._tmp_names)}"
+        unique = f"{os.getpid()}_{threading.get_ident()}_{next(self._tmp_names)}"
+        files = [
+            (f"{folder}/tmp_pack_{unique}", body, name + ".pack"),
+            (f"{folder}/tmp_idx_{unique}", index, name + ".idx"),
+        ]
         try:
             os.makedirs(folder, exist_ok=True)
-            for suffix, content in ((".pack", body), (".idx", index)):
-                fd = os.open(temporary + suffix, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+            for temporary, content, _ in files:
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
                 try:
                     view = memoryview(content)
                     while view:
                         view = view[os.write(fd, view) :]
                 finally:
                     os.close(fd)
-            os.replace(temporary + ".pack", name + ".pack")
-            os.replace(temporary + ".idx", name + ".idx")
+            for temporary, _, final in files:
+                os.replace(temporary, final)
         except OSError as exc:
-            for suffix in (".pack", ".idx"):
+            for temporary, _, _ in files:
                 with contextlib.suppress(OSError):
-                    os.unlink(temporary + suffix)
+                    os.unlink(temporary)
             raise StoreError(f"cannot write a pack in {self._common_dir}: {exc}") from exc
 
     @_exclusive
