@@ -1,5 +1,8 @@
 """What the read-only commands show: objects merged from `main` and `acp/status`, and their tables.
 
+With shards (docs/scale.md) the status side is every status branch merged (`store/shards.py`):
+each object from the branch that holds it, the newest tip's copy when several do.
+
 `get` and `describe` show what kubectl would: every declared resource, with its status from the tip
 of the status branch (a resource committed a moment ago shows up at once, with empty status), plus
 the resources that exist only on the status branch (tool calls, delegated tasks). The columns are
@@ -9,14 +12,14 @@ ACP's printer columns.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gitops_acp.errors import StoreError, UserError
 from gitops_acp.resources.meta import Kind
 from gitops_acp.resources.models import AnyResource, from_document, to_document
-from gitops_acp.store import remote
+from gitops_acp.store import remote, shards
 from gitops_acp.store.desired import DesiredReader
 from gitops_acp.store.gitrepo import GitRepo, is_url, redact_url
 from gitops_acp.store.status import read_tip
@@ -31,6 +34,11 @@ class Snapshot:
     objects: dict[tuple[Kind, str], dict[str, Any]]
     status_commit: str | None
     main_commit: str | None
+    branches: dict[tuple[Kind, str], str] = field(default_factory=dict)  # where each status came from
+
+    def branch_of(self, key: tuple[Kind, str]) -> str:
+        """The status branch holding the object's status (its events are there)."""
+        return self.branches.get(key, shards.UNSHARDED)
 
     def of_kind(self, kind: Kind) -> list[dict[str, Any]]:
         """Documents of one kind, sorted by name."""
@@ -58,11 +66,17 @@ def open_repo(path: str) -> GitRepo:
 
 
 def snapshot(repo: GitRepo, *, branch: str = "main", status_branch: str = "acp/status") -> Snapshot:
-    """Read `main` and the tip of the status branch once and merge them."""
+    """Read `main` and the tip of the status branch (every shard's, by default) once and merge them."""
     main_commit = repo.resolve(f"refs/heads/{branch}")
     desired = DesiredReader(repo).read(main_commit)
-    status_commit, documents = read_tip(repo, status_branch)
+    where: dict[tuple[str, str], str] = {}
+    if status_branch == shards.UNSHARDED:
+        merged = shards.read_merged(repo)
+        status_commit, documents, where = merged.tip, merged.documents, merged.branches
+    else:
+        status_commit, documents = read_tip(repo, status_branch)
     objects: dict[tuple[Kind, str], dict[str, Any]] = {}
+    branches = {(Kind(kind_text), name): source for (kind_text, name), source in where.items()}
     for key, loaded in desired.resources.items():
         objects[key] = to_document(loaded.resource)
     for (kind_text, name), document in documents.items():
@@ -76,7 +90,7 @@ def snapshot(repo: GitRepo, *, branch: str = "main", status_branch: str = "acp/s
             objects[key] = {**objects[key], "metadata": metadata, "status": document.get("status")}
         else:
             objects[key] = document
-    return Snapshot(objects=objects, status_commit=status_commit, main_commit=main_commit)
+    return Snapshot(objects=objects, status_commit=status_commit, main_commit=main_commit, branches=branches)
 
 
 def parse(document: dict[str, Any]) -> AnyResource | None:

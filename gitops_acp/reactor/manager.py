@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal
@@ -38,7 +39,7 @@ import watchfiles
 
 from gitops_acp.controllers import registry
 from gitops_acp.controllers.base import Controller, HttpReply, Key, Settings
-from gitops_acp.errors import PermanentForgeError, SecretError, StaleError
+from gitops_acp.errors import PermanentForgeError, SecretError, StaleError, UserError
 from gitops_acp.humans import approvals, forges, questions
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
@@ -66,6 +67,7 @@ from gitops_acp.resources.models import (
     to_document,
 )
 from gitops_acp.secrets import SecretResolver
+from gitops_acp.store import shards
 from gitops_acp.store.desired import DesiredReader, DesiredState, changed_keys
 from gitops_acp.store.gitrepo import GitRepo
 from gitops_acp.store.status import Change, StatusWriter
@@ -96,6 +98,8 @@ class ServeOptions:
     maintenance_interval: float = 600.0  # seconds between `git gc --auto` + commit-graph runs
     settings: Settings = field(default_factory=Settings)
     remote: RemoteOptions | None = None  # serve a remote through the mirror at `repo`
+    # The tasks this process owns; status_branch is then the shard's (store/shards.py).
+    shard: shards.Shard = field(default_factory=shards.Shard)
 
 
 def phase_of(obj: AnyResource | None) -> str:
@@ -154,6 +158,7 @@ class Manager:
         self._submitted: dict[Key, AnyResource | None] = {}  # handed to the writer, not landed yet
         self._dependents: dict[Key, set[Key]] = defaultdict(set)
         self._reported_errors: set[str] = set()
+        self._retired: frozenset[str] = frozenset()  # tasks finished under another layout: not re-run
         self._queue = WorkQueue(self._reconcile, concurrency=options.concurrency)
         self._watcher: RefWatcher | None = None
         self._stop = asyncio.Event()
@@ -574,6 +579,7 @@ class Manager:
             return False
         previous = self._desired
         state = await loop.run_in_executor(self._git, lambda: reader.read(commit, previous=previous))
+        state = self._mine(state)
         self._desired = state
         self._report_errors(state)
         self._reindex()
@@ -591,6 +597,54 @@ class Manager:
             "main at %s: %d resources, %d changed", (commit or "")[:12], len(state.resources), len(changed)
         )
         return True
+
+    def _mine(self, state: DesiredState) -> DesiredState:
+        """The part of `main` this process works on: every resource but the tasks it does not own.
+
+        Dropped here, before `main` becomes work, another shard's tasks cost this one nothing
+        more than parsing their files: never queued, reconciled or written. So are the tasks a
+        former layout finished (`_check_layouts`): they are not run again.
+        """
+        shard = self.options.shard
+        if not shard.sharded and not self._retired:
+            return state
+
+        def mine(key: Key) -> bool:
+            return key[0] != Kind.Task or (shard.owns(key[1]) and key[1] not in self._retired)
+
+        return dataclasses.replace(
+            state,
+            resources={key: loaded for key, loaded in state.resources.items() if mine(key)},
+            held=frozenset(key for key in state.held if mine(key)),
+        )
+
+    def _check_layouts(self, repo: GitRepo) -> set[str]:
+        """Refuse to start while another layout has unfinished tasks; return the tasks it finished.
+
+        Another layout is a status branch of the family written with another number of shards
+        (`acp/status` when sharded, `acp/status-<i>-of-<m>` with m != N). Its unfinished task would
+        be run again here, tools included, from the start: a person finishes or cancels it under
+        that layout first. Its finished tasks stay there (readers show them) and are not re-run.
+        Other shards of this layout are skipped: their tasks are simply not ours. A custom
+        `--status-branch` is a deployment of its own, outside the family: nothing to check.
+        """
+        shard = self.options.shard
+        if self.options.status_branch != shard.branch:
+            return set()
+        finished: set[str] = set()
+        for branch in shards.status_branches(repo):
+            if branch.count == shard.count:
+                continue
+            layout = f"{branch.count} shards" if branch.count > 1 else "unsharded"
+            for name, phase in shards.task_phases(repo, branch).items():
+                if not shards.finished(phase):
+                    raise UserError(
+                        f'Task "{name}" is unfinished ({phase}) on {branch.name} (the {layout} layout): '
+                        f"serve --shard {shard} would run it again; finish or cancel it under that "
+                        "layout first (docs/scale.md)"
+                    )
+                finished.add(name)
+        return finished
 
     def _report_errors(self, state: DesiredState) -> None:
         if state.load is None:
@@ -616,12 +670,15 @@ class Manager:
             starting.result()
         self._repo = await loop.run_in_executor(self._git, GitRepo.open, self.options.repo)
         self._reader = DesiredReader(self._repo)
+        retired = await loop.run_in_executor(self._git, self._check_layouts, self._repo)
         documents = await self._writer.start()
         for (kind_text, name), document in documents.items():
             try:
                 self._observed[(Kind(kind_text), name)] = from_document(document)
             except Exception as exc:  # one unreadable status file must not stop the others
                 log.error("status of %s/%s: unreadable status file, ignored: %s", kind_text, name, exc)
+        # A task with status here too is ours to continue (it came back to this layout).
+        self._retired = frozenset(retired - {name for kind, name in self._observed if kind == Kind.Task})
         await self._read_main()
         _tune_gc()
         for key in _ordered(set(self._desired.resources) | set(self._observed)):
@@ -630,7 +687,8 @@ class Manager:
             self._repo.git_dir if self._repo.common_dir is None else self._repo.common_dir,
             poll_interval=self.options.poll_interval,
             # Remote-tracking refs move on every fetch and push; RemoteSync says when it matters.
-            ignore_prefixes=("heads/" + self.options.status_branch, "remotes/"),
+            # Status branches are reconcilers' writes: ours, and other shards' (`acp/status*`).
+            ignore_prefixes=("heads/" + self.options.status_branch, "heads/" + shards.UNSHARDED, "remotes/"),
         )
         self._watcher.start()
         if self._secrets.secrets_dir is not None:
@@ -638,12 +696,13 @@ class Manager:
         self._maintenance = asyncio.create_task(self._maintain())
         self._queue.start()
         log.info(
-            "serving %s: %d resources on %s, %d status files on %s",
+            "serving %s: %d resources on %s, %d status files on %s%s",
             self._remote.describe() if self._remote is not None else self.options.repo,
             len(self._desired.resources),
             self.options.branch,
             len(self._observed),
             self.options.status_branch,
+            f" (shard {self.options.shard})" if self.options.shard.sharded else "",
         )
 
     async def _maintain(self) -> None:
@@ -749,7 +808,8 @@ class Manager:
             repo = self._repo
             await asyncio.get_running_loop().run_in_executor(self._git, repo.close)
         self._git.shutdown(wait=True)
-        log.info("stopped")
+        if self._watcher is not None:  # it served (a refused start ends on its one error line)
+            log.info("stopped")
 
     @property
     def writer(self) -> StatusWriter:

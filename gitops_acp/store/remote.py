@@ -5,6 +5,7 @@
     refs/heads/acp/* ────── fetch --prune ──► refs/remotes/origin/acp/*   (the remote as last seen)
     refs/heads/acp/status ◄─ push, lease ──── refs/heads/acp/status       (the writer's; ahead until pushed)
     refs/heads/acp/<x>/<y> ◄─ push once ───── refs/heads/acp/<x>/<y>      (a branch the reconciler made)
+    refs/heads/acp/status-<j>-of-<n> ─ fetch ─► (followed, never pushed: another shard's, docs/scale.md)
 
 The reconciler works on the mirror exactly as on a local repository: it reads `refs/heads/main`
 and moves its own `refs/heads/acp/...` refs. This module keeps the mirror and the remote in step:
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gitops_acp.errors import ConflictError, StoreError
+from gitops_acp.store import shards
 from gitops_acp.store.gitrepo import GitRepo, PushUpdate, RefConflictError, init_bare, redact_url
 
 __all__ = ["ORIGIN", "FetchResult", "Mirror", "PushResult", "cache_dir", "prepare_mirror", "refresh_view"]
@@ -108,6 +110,15 @@ def _tracking(ref: str) -> str:
 
 def _local(tracking: str) -> str:
     return HEADS + tracking.removeprefix(TRACKING)
+
+
+def _foreign_status(ref: str) -> bool:
+    """Whether `ref` is a status branch (another shard's, when not ours): never pushed from here.
+
+    The mirror follows other shards' branches for the start-up layout check; each is pushed by its
+    own shard alone (docs/scale.md).
+    """
+    return shards.layout_of(ref.removeprefix(HEADS)) is not None
 
 
 class Mirror:
@@ -189,7 +200,7 @@ class Mirror:
                 ours = merged = self._merge(ours, theirs)
             updates.append(PushUpdate(self.status, ours, theirs))
         for ref, sha in sorted(local.items()):
-            if ref != self.status and _tracking(ref) not in tracking:
+            if ref != self.status and _tracking(ref) not in tracking and not _foreign_status(ref):
                 updates.append(PushUpdate(ref, sha, None))
         results = self._repo.push(ORIGIN, updates)
         pushed: dict[str, str] = {}

@@ -1,7 +1,7 @@
 """`gitops-acp describe KIND NAME`: the object, its context window, and its events.
 
 Events are the checkpoint commits that touched the resource on the status branch (newest 20),
-which, unlike Kubernetes events, never expire.
+which, unlike Kubernetes events, never expire. With shards, on the branch the status came from.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         document = snap.objects.get((kind, args.name))
         if document is None:
             raise UserError(f'{kind} "{args.name}" not found (neither on main nor on the status branch)')
-        events = history.events(repo, branch="acp/status", kind=str(kind), name=args.name, n=20)
+        branch = snap.branch_of((kind, args.name))
+        events = history.events(repo, branch=branch, kind=str(kind), name=args.name, n=20)
     finally:
         repo.close()
     metadata = document.get("metadata") or {}

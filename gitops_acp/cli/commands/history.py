@@ -9,7 +9,7 @@ from typing import Any
 from gitops_acp.cli import views
 from gitops_acp.errors import UserError
 from gitops_acp.resources.meta import resolve_kind
-from gitops_acp.store import history
+from gitops_acp.store import history, shards
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -31,7 +31,12 @@ def run(args: argparse.Namespace) -> int:
     kind = resolve_kind(args.kind)
     repo = views.open_repo(args.repo)
     try:
-        events = history.events(repo, branch="acp/status", kind=str(kind), name=args.name, n=args.max_count)
+        events: list[history.Event] = []
+        # Unsharded: acp/status alone. With shards: the branch holding the resource first.
+        for branch in shards.history_order(repo, kind=str(kind), name=args.name):
+            events = history.events(repo, branch=branch, kind=str(kind), name=args.name, n=args.max_count)
+            if events:
+                break
     finally:
         repo.close()
     if not events:

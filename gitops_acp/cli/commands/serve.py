@@ -7,6 +7,9 @@ forges' webhooks beside the reconciler (`reactor/webhooks.py`).
 
 `--repo URL` (or `--repo CLONE --remote origin`) serves a remote through a bare mirror in the
 cache directory (docs/remotes.md); a plain local path is served in place, as always.
+
+`--shard I/N` runs one of N reconciler processes, each on its share of the tasks and its own
+status branch (store/shards.py, docs/scale.md).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import asyncio
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +27,7 @@ from gitops_acp.errors import StoreError, UserError
 if TYPE_CHECKING:
     from gitops_acp.reactor.manager import ServeOptions
     from gitops_acp.reactor.remote import RemoteOptions
+    from gitops_acp.store.shards import Shard
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -44,7 +49,13 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
         "--branch", default="main", help="the branch holding the desired state (default: main)"
     )
     parser.add_argument(
-        "--status-branch", default="acp/status", help="the reconciler's branch (default: acp/status)"
+        "--status-branch", help="the reconciler's branch (default: acp/status; with --shard, the shard's)"
+    )
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="serve shard I of N (0 <= I < N): the tasks whose name hashes to I, on branch "
+        "acp/status-I-of-N; auto/N takes I from the host name's -<ordinal> (a StatefulSet pod)",
     )
     parser.add_argument(
         "--poll-interval", type=float, default=2.0, help="safety poll of main, seconds (default: 2)"
@@ -160,6 +171,7 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
         raise UserError("--humanlayer-poll-interval must be more than 0 seconds")
     if args.fetch_interval <= 0:
         raise UserError("--fetch-interval must be more than 0 seconds")
+    shard = shard_from(args)
     remote = remote_options(args)
     repo = remote.mirror if remote is not None else Path(args.repo)
     log_dir = args.log_dir or (remote.mirror.parent / "logs" if remote else default_log_dir(Path(args.repo)))
@@ -167,7 +179,8 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
         repo=repo,
         remote=remote,
         branch=args.branch,
-        status_branch=args.status_branch,
+        status_branch=args.status_branch or shard.branch,
+        shard=shard,
         once=args.once,
         poll_interval=args.poll_interval,
         concurrency=args.concurrency,
@@ -185,6 +198,21 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
             forge_poll_interval=args.forge_poll_interval,
         ),
     )
+
+
+def shard_from(args: argparse.Namespace) -> Shard:
+    """The shard to serve (`--shard I/N` or `auto/N`); unsharded without the flag."""
+    from gitops_acp.store import shards
+
+    if args.shard is None:
+        return shards.Shard()
+    if args.status_branch is not None:
+        raise UserError(
+            f"--status-branch cannot be combined with --shard {args.shard}: "
+            "each shard writes its own branch, acp/status-<I>-of-<N>"
+        )
+    # A Kubernetes pod's HOSTNAME is its name (`acp-2` for the third pod of StatefulSet `acp`).
+    return shards.parse(args.shard, hostname=os.environ.get("HOSTNAME") or socket.gethostname())
 
 
 def remote_options(args: argparse.Namespace) -> RemoteOptions | None:

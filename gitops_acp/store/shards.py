@@ -1,0 +1,203 @@
+"""Shards: which reconciler process owns a task, which status branch it writes, and how readers merge.
+
+DESIGN §7: N replicas, each owning a shard of the tasks (a hash of the name) and its own status
+branch, coordinating only through the repository (each moves its own ref, nothing else):
+
+    main ──► tasks/a.yaml ─ sha256("a") % 2 = 0 ──► serve --shard 0/2 ──► acp/status-0-of-2
+         ──► tasks/b.yaml ─ sha256("b") % 2 = 1 ──► serve --shard 1/2 ──► acp/status-1-of-2
+         ──► LLM, Agent, MCPServer, ContactChannel ──► every shard (each writes its own copy)
+
+Everything a task creates (tool calls, delegated child tasks, approval and question branches) lives
+with its root task on the owning shard. Unsharded (`N = 1`) is today's single `acp/status`.
+
+The read side (`gitops-acp get`, `describe`, `history`): every status branch of the family
+(`acp/status`, `acp/status-<i>-of-<n>`) is read; a resource present on several (it ran under an
+older layout, or it is an LLM every shard reconciles) is taken from the branch whose tip commit is
+the newest: the live layout. docs/scale.md says how to run shards and change their number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gitops_acp.errors import UserError
+from gitops_acp.resources.meta import TERMINAL_TASK_PHASES
+from gitops_acp.store import status, yamlio
+from gitops_acp.store.gitrepo import GitRepo
+
+__all__ = [
+    "UNSHARDED",
+    "Merged",
+    "Shard",
+    "StatusBranch",
+    "finished",
+    "from_hostname",
+    "history_order",
+    "layout_of",
+    "parse",
+    "read_merged",
+    "shard_of",
+    "status_branches",
+    "task_phases",
+]
+
+#: The status branch of an unsharded reconciler (and of `--shard 0/1`).
+UNSHARDED = "acp/status"
+_HEADS = "refs/heads/"
+_SHARD_BRANCH = re.compile(r"^acp/status-(?P<index>0|[1-9][0-9]*)-of-(?P<count>[1-9][0-9]*)$")
+_ORDINAL = re.compile(r"-(?P<ordinal>0|[1-9][0-9]*)$")
+
+
+def shard_of(name: str, count: int) -> int:
+    """The shard that owns task `name` among `count`: stable across processes and Python versions."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") % count
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard of a layout of `count` shards (the default, 0 of 1, is unsharded)."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise UserError(f"--shard {self.index}/{self.count}: expected I/N with N >= 1 and 0 <= I < N")
+
+    @property
+    def sharded(self) -> bool:
+        """Whether there is more than one shard."""
+        return self.count > 1
+
+    @property
+    def branch(self) -> str:
+        """The status branch this shard writes: `acp/status-<i>-of-<n>`, or `acp/status` unsharded."""
+        return f"acp/status-{self.index}-of-{self.count}" if self.sharded else UNSHARDED
+
+    def owns(self, task: str) -> bool:
+        """Whether the task declared on `main` as `task` is this shard's."""
+        return not self.sharded or shard_of(task, self.count) == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse(text: str, *, hostname: str | None) -> Shard:
+    """`I/N`, or `auto/N` (I from the trailing `-<ordinal>` of `hostname`, as a StatefulSet names pods)."""
+    index_text, slash, count_text = text.partition("/")
+    if not slash or not count_text.isdigit():
+        raise UserError(f"--shard {text}: expected I/N (e.g. 0/2) or auto/N")
+    count = int(count_text)
+    if index_text == "auto":
+        return Shard(from_hostname(hostname, flag=text), count)
+    if not index_text.isdigit():
+        raise UserError(f"--shard {text}: expected I/N (e.g. 0/2) or auto/N")
+    return Shard(int(index_text), count)
+
+
+def from_hostname(hostname: str | None, *, flag: str) -> int:
+    """The ordinal at the end of a StatefulSet pod's host name (`acp-2` → 2)."""
+    match = _ORDINAL.search(hostname or "")
+    if match is None:
+        raise UserError(
+            f"--shard {flag}: the host name {hostname or '(unset)'!r} does not end in -<ordinal> "
+            "(as a StatefulSet pod's does, e.g. acp-2): pass the index, e.g. --shard 0/N"
+        )
+    return int(match["ordinal"])
+
+
+def layout_of(branch: str) -> tuple[int, int] | None:
+    """(index, count) of a status branch of the family (`acp/status` is 0 of 1); None for others."""
+    if branch == UNSHARDED:
+        return 0, 1
+    match = _SHARD_BRANCH.match(branch)
+    if match is None or int(match["index"]) >= int(match["count"]):
+        return None
+    return int(match["index"]), int(match["count"])
+
+
+@dataclass(frozen=True)
+class StatusBranch:
+    """A status branch of the family and its tip."""
+
+    name: str  # short, e.g. acp/status-0-of-2
+    tip: str
+    time: float  # the tip's committer time
+
+    @property
+    def count(self) -> int:
+        """How many shards the layout that wrote it had."""
+        layout = layout_of(self.name)
+        assert layout is not None
+        return layout[1]
+
+
+def status_branches(repo: GitRepo) -> list[StatusBranch]:
+    """Every status branch of the family in `repo`, the newest tip first (ties: by name)."""
+    found: list[StatusBranch] = []
+    refs = repo.refs(_HEADS + UNSHARDED, _HEADS + UNSHARDED + "-*-of-*")
+    for ref, sha in refs.items():
+        name = ref.removeprefix(_HEADS)
+        if layout_of(name) is not None:
+            found.append(StatusBranch(name, sha, repo.commit_time(sha)))
+    return sorted(found, key=lambda branch: (-branch.time, branch.name))
+
+
+def task_phases(repo: GitRepo, branch: StatusBranch) -> dict[str, str]:
+    """Every Task on `branch` and its phase there (`-` when it has none yet), by name."""
+    tasks = repo.read_tree(branch.tip, "status/tasks") or {}
+    phases: dict[str, str] = {}
+    for filename, (_mode, sha) in sorted(tasks.items()):
+        document: Mapping[str, Any] = yamlio.load(repo.read_blob(sha))
+        observed = document.get("status") or {}
+        phases[filename.removesuffix(".yaml")] = str(observed.get("phase") or "-")
+    return phases
+
+
+def finished(phase: str) -> bool:
+    """Whether a task phase is terminal (nothing moves the task on)."""
+    return phase in TERMINAL_TASK_PHASES
+
+
+@dataclass(frozen=True)
+class Merged:
+    """The status branches' views merged (what `get` and `describe` show)."""
+
+    tip: str | None  # the newest tip
+    documents: dict[tuple[str, str], dict[str, Any]]  # (kind, name) → status document
+    branches: dict[tuple[str, str], str]  # (kind, name) → the branch its document came from
+
+
+def read_merged(repo: GitRepo) -> Merged:
+    """Every status document of every status branch; on several branches, the newest tip's copy.
+
+    Unsharded (only `acp/status`), this is `read_tip` of `acp/status`.
+    """
+    found = status_branches(repo)
+    if len(found) <= 1:
+        name = found[0].name if found else UNSHARDED
+        tip, only = status.read_tip(repo, name)
+        return Merged(tip, only, dict.fromkeys(only, name))
+    documents: dict[tuple[str, str], dict[str, Any]] = {}
+    branches: dict[tuple[str, str], str] = {}
+    for branch in reversed(found):  # the oldest first: a newer tip's copy replaces it
+        _tip, docs = status.read_tip(repo, branch.name)
+        documents.update(docs)
+        branches.update(dict.fromkeys(docs, branch.name))
+    return Merged(found[0].tip, documents, branches)
+
+
+def history_order(repo: GitRepo, *, kind: str, name: str) -> list[str]:
+    """Status branches to read a resource's events from, best first.
+
+    Those whose tip holds its file (the newest tip first), then the others (its file may have been
+    deleted there: an LLM removed from main); `acp/status` when there is no status branch at all.
+    """
+    found = status_branches(repo)
+    path = status.status_path(kind, name)
+    holding = [branch.name for branch in found if repo.read_file(branch.tip, path) is not None]
+    return [*holding, *(branch.name for branch in found if branch.name not in holding)] or [UNSHARDED]
