@@ -93,7 +93,12 @@ def parse(text: str, *, hostname: str | None) -> Shard:
         raise UserError(f"--shard {text}: expected I/N (e.g. 0/2) or auto/N")
     count = int(count_text)
     if index_text == "auto":
-        return Shard(from_hostname(hostname, flag=text), count)
+        index = from_hostname(hostname, flag=text)
+        if count >= 1 and index >= count:
+            raise UserError(
+                f"--shard {text}: the host name {hostname!r} makes it shard {index}, not below {count}"
+            )
+        return Shard(index, count)
     if not index_text.isdigit():
         raise UserError(f"--shard {text}: expected I/N (e.g. 0/2) or auto/N")
     return Shard(int(index_text), count)
