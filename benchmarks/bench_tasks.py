@@ -2,6 +2,7 @@
 
     python benchmarks/bench_tasks.py                 # N = 1, 100, 1000 and the reaction latency
     python benchmarks/bench_tasks.py --n 100 --skip-reaction
+    python benchmarks/bench_tasks.py --tools --n 1000 --shards 2   # two reconciler processes
 
 Throughput: N single-turn tasks committed to `main` in one commit; `serve --once` (the Manager, in a
 fresh child process so that its peak RSS is its own) runs them all to FinalAnswer. Printed: tasks/s
@@ -12,6 +13,12 @@ starts the MCP server. Python's imports of the program, ~1.5 s here, are done be
 starts, as `serve` does them before serving), checkpoint commit time p50/p99 (one commit of the status
 writer, which may carry many checkpoints), amortized cost per checkpoint, commits and checkpoints
 written, peak RSS of the reconciler process.
+
+Shards (`--shards N`, docs/scale.md): N children run together on the same repository, child i with the
+Manager of shard i/N (its own status branch `acp/status-i-of-N`, warmed by its own first run); tasks/s
+is N tasks over the wall time from the first child's start to the last one's finish; CPU and
+checkpoints are summed over the children, commits are printed per shard, and every task must reach
+FinalAnswer on exactly one branch.
 
 Reaction: `serve` runs in the background on a repository whose LLM and agent are Ready; a task is
 committed to `main` (`git commit` in the work tree) and the time until the stub receives that
@@ -121,13 +128,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def task_latencies(repo: Path) -> list[float]:
-    """Seconds from startTime to completionTime of every task, read from the status branch."""
+    """Seconds from startTime to completionTime of every task, read from the status branches."""
     from gitops_acp.controllers.base import parse_rfc3339
+    from gitops_acp.store import shards
     from gitops_acp.store.gitrepo import GitRepo
-    from gitops_acp.store.status import read_tip
 
     with GitRepo.open(repo) as git_repo:
-        _, documents = read_tip(git_repo, "acp/status")
+        documents = shards.read_merged(git_repo).documents
     latencies = []
     for (kind, _), doc in documents.items():
         status = doc.get("status") or {}
@@ -136,17 +143,21 @@ def task_latencies(repo: Path) -> list[float]:
     return latencies
 
 
-def child(repo: Path, secrets: Path) -> None:
-    """Run the Manager once over `repo` and print its figures as JSON."""
+def child(repo: Path, secrets: Path, shard_text: str) -> None:
+    """Run the Manager (of shard `I/N`) once over `repo` and print its figures as JSON."""
     import gitops_acp.mcp.connection  # noqa: F401  (imported by the first MCPServer; see the docstring)
     from gitops_acp.llm.openai_client import OpenAIClient
     from gitops_acp.reactor.manager import Manager, ServeOptions
     from gitops_acp.secrets import SecretResolver
+    from gitops_acp.store import shards
 
+    shard = shards.parse(shard_text, hostname=None)
     # 16 in flight: the stub answers at once, so more in flight only adds connection-pool CPU.
     llm = OpenAIClient(max_concurrent_requests=16)
-    manager = Manager(ServeOptions(repo=repo, once=True), llm=llm, secrets=SecretResolver(secrets))
+    options = ServeOptions(repo=repo, once=True, shard=shard, status_branch=shard.branch)
+    manager = Manager(options, llm=llm, secrets=SecretResolver(secrets))
     cpu0 = time.process_time()
+    started = time.time()
     t0 = time.perf_counter()
     asyncio.run(manager.run())
     elapsed = time.perf_counter() - t0
@@ -157,6 +168,8 @@ def child(repo: Path, secrets: Path) -> None:
         json.dumps(
             {
                 "seconds": elapsed,
+                "started": started,
+                "finished": started + elapsed,
                 "cpu_seconds": cpu,
                 # The MCP server and git processes the reconciler started (reaped by now).
                 "children_cpu_seconds": _children_cpu(),
@@ -182,34 +195,65 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def throughput(n: int, url: str, *, tools: bool = False, stub_pid: int | None = None) -> dict[str, float]:
+def throughput(
+    n: int, url: str, *, tools: bool = False, stub_pid: int | None = None, shards: int = 1
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-acp-") as tmp:
         # Warm: the LLM, the agent and the MCP server are Ready (a first run validated them) when
         # the N tasks arrive in one commit, as with a reconciler already serving. The timed run
         # still starts from scratch: a new process reading the repository, starting the MCP server.
         repo, secrets = make_repo(Path(tmp), url, 0, tools=tools)
-        subprocess.run(
-            [sys.executable, __file__, "--child", str(repo), str(secrets)], check=True, capture_output=True
-        )
+        run_children(repo, secrets, shards)
         add_tasks(repo, n)
         stub_cpu = process_cpu(stub_pid) if stub_pid is not None else 0.0
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", str(repo), str(secrets)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+        each = run_children(repo, secrets, shards)
+        figures: dict[str, float] = {
+            key: sum(f[key] for f in each)
+            for key in ("cpu_seconds", "children_cpu_seconds", "commits", "checkpoints", "commit_total_ms")
+        }
+        figures["seconds"] = max(f["finished"] for f in each) - min(f["started"] for f in each)
+        for key in ("commit_p50_ms", "commit_p99_ms", "peak_rss_mb"):
+            figures[key] = max(f[key] for f in each)
+        for i, f in enumerate(each):
+            figures[f"commits_{i}"] = f["commits"]
         figures["stub_cpu_seconds"] = process_cpu(stub_pid) - stub_cpu if stub_pid is not None else 0.0
-        phases = git(repo, "grep", "-c", "phase: FinalAnswer", "acp/status", "--", "status/tasks/")
-        done = sum(int(line.rsplit(":", 1)[1]) for line in phases.splitlines() if line)
-        if done != n:
-            raise SystemExit(f"only {done} of {n} tasks reached FinalAnswer")
+        check_finished_once(repo, n, shards)
         figures["size_kb"] = sum(f.stat().st_size for f in (repo / ".git").rglob("*") if f.is_file()) / 1024
         latencies = task_latencies(repo)
         figures["latency_p50"] = percentile(latencies, 50)
         figures["latency_p95"] = percentile(latencies, 95)
         return figures
+
+
+def run_children(repo: Path, secrets: Path, shards: int) -> list[dict[str, float]]:
+    """Run one child per shard, all started together; return each one's figures."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--child", str(repo), str(secrets), f"{i}/{shards}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(shards)
+    ]
+    outputs = [proc.communicate()[0] for proc in children]
+    if any(proc.returncode for proc in children):
+        raise SystemExit(f"a child failed: exit codes {[proc.returncode for proc in children]}")
+    return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+
+
+def check_finished_once(repo: Path, n: int, shards: int) -> None:
+    """Every task reached FinalAnswer on exactly one status branch."""
+    branches = [f"acp/status-{i}-of-{shards}" for i in range(shards)] if shards > 1 else ["acp/status"]
+    seen: dict[str, str] = {}
+    for branch in branches:
+        files = git(repo, "grep", "-l", "phase: FinalAnswer", branch, "--", "status/tasks/")
+        for line in files.splitlines():
+            name = line.rsplit("/", 1)[1].removesuffix(".yaml")
+            if name in seen:
+                raise SystemExit(f"task {name} finished on {seen[name]} and on {branch}")
+            seen[name] = branch
+    if len(seen) != n:
+        raise SystemExit(f"only {len(seen)} of {n} tasks reached FinalAnswer")
 
 
 # -- reaction: serve in the background ------------------------------------------------------------
@@ -281,10 +325,13 @@ def main() -> int:
         action="store_true",
         help="two LLM turns and one MCP tool call per task (instead of one turn)",
     )
-    parser.add_argument("--child", nargs=2, metavar=("REPO", "SECRETS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--shards", type=int, default=1, help="reconciler processes, each serving shard i/N (default: 1)"
+    )
+    parser.add_argument("--child", nargs=3, metavar=("REPO", "SECRETS", "SHARD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(Path(args.child[0]), Path(args.child[1]))
+        child(Path(args.child[0]), Path(args.child[1]), args.child[2])
         return 0
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {git(ROOT, '--version')}")
     script = None
@@ -294,6 +341,7 @@ def main() -> int:
     stub, url = start_stub(script)
     turns = 2 if args.tools else 1
     print("workload:", "2 LLM turns + 1 MCP tool call per task" if args.tools else "1 LLM turn per task")
+    print(f"reconciler processes: {args.shards}" + (" (one shard each)" if args.shards > 1 else ""))
     try:
         print(
             f"{'N':>6} {'tasks/s':>8} {'seconds':>8} {'cpu ms/turn':>11} {'lat p50':>8} {'p95 s':>6} "
@@ -301,7 +349,7 @@ def main() -> int:
             f"{'RSS MB':>7} {'repo KB':>8}"
         )
         for n in args.n or [1, 100, 1000]:
-            f = throughput(n, url, tools=args.tools, stub_pid=stub.pid)
+            f = throughput(n, url, tools=args.tools, stub_pid=stub.pid, shards=args.shards)
             print(
                 f"{n:>6} {n / f['seconds']:>8.1f} {f['seconds']:>8.2f} "
                 f"{f['cpu_seconds'] * 1000 / (n * turns):>11.2f} "
@@ -317,6 +365,9 @@ def main() -> int:
                 + ", ".join(f"{name} {seconds * 1000 / n:.2f}" for name, seconds in cpu.items())
                 + f"; all of them: {sum(cpu.values()) / f['seconds']:.2f} cores busy on average"
             )
+            if args.shards > 1:
+                commits = ", ".join(f"{i}: {int(f[f'commits_{i}'])}" for i in range(args.shards))
+                print(f"{'':>6} commits per shard: {commits}")
         if not args.skip_reaction and not args.tools:
             latencies = reaction(url)
             print(
