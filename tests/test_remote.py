@@ -348,3 +348,30 @@ def test_start_pushes_what_was_left_unpushed_first_merging_what_others_pushed(
         await sync.close()
 
     run(scenario())
+
+
+def test_a_shard_follows_the_other_shards_status_branch_and_never_pushes_it(
+    tmp_path: Path, origin: Path
+) -> None:
+    path = tmp_path / "cache" / "mirror.git"
+    prepare_mirror(path, str(origin))
+    other = "refs/heads/acp/status-1-of-2"
+    with GitRepo.open(path) as repo:
+        mirror = Mirror(repo, main="main", status_branch="acp/status-0-of-2", identity=IDENTITY)
+        mirror.fetch()
+        theirs = remote_ref(origin, "refs/heads/main")
+        assert theirs is not None
+        git(origin, "update-ref", other, theirs)  # shard 1 pushed its branch (any commit will do)
+        tree = repo.write_tree({"note.txt": ("100644", repo.write_blob(b"ours"))})
+        mirror.fetch()
+        assert repo.resolve(other) == theirs  # followed: the start-up layout check reads it
+        # Even a copy the remote no longer agrees with (a moved or stale ref) is never pushed.
+        stale = repo.write_commit(tree=tree, parents=[theirs], message="stale", author=IDENTITY)
+        repo.update_ref(other, stale, theirs, message="a stale copy")
+        repo.update_ref("refs/remotes/origin/acp/status-1-of-2", stale, theirs, message="forgotten")
+        git(origin, "update-ref", "-d", other)
+        repo.delete_ref("refs/remotes/origin/acp/status-1-of-2", stale)
+        ours = repo.write_commit(tree=tree, parents=[], message="ours", author=IDENTITY)
+        repo.update_ref("refs/heads/acp/status-0-of-2", ours, None, message="ours")
+        assert mirror.push().pushed == {"refs/heads/acp/status-0-of-2": ours}
+        assert remote_ref(origin, other) is None

@@ -7,6 +7,8 @@ run (module) ..... 20 tasks on main: 12 plain, 6 with a `count` tool call, 2 bos
 layout change .... a task unfinished on `acp/status`: `serve --shard 0/2` refuses and writes
                    nothing; once it is finished there, the shards start and leave it alone
 approval ......... a sharded task's call, approved with `gitops-acp approve`, runs on its shard
+remote ........... two shards serving one URL (`git daemon`), each through its own mirror, each
+                   pushing its own branch; `get` with the URL shows both
 
 Ownership is computed here from the documented rule (sha256 of the name, first 8 bytes, big-endian,
 modulo N), not by importing the package: a change of the hash would fail these tests.
@@ -27,6 +29,7 @@ from tests.conftest import git
 from tests.e2e.conftest import (
     API,
     AcpRepo,
+    Remote,
     Stub,
     call,
     cli,
@@ -320,3 +323,36 @@ def test_a_sharded_tasks_call_is_approved_with_the_cli(acp_repo: AcpRepo, stub: 
             assert acp_repo.status("toolcalls", call_name, branch)["status"]["phase"] == "Succeeded"
             assert acp_repo.status("tasks", name, branch)["status"]["phase"] == "FinalAnswer"
         assert sorted(counter.read_text().splitlines()) == ["Gated gated-0", "Gated gated-3"]
+
+
+# -- a remote ----------------------------------------------------------------------------------------
+
+
+def test_two_shards_serve_one_remote_each_pushing_its_own_branch(remote: Remote, tmp_path: Path) -> None:
+    names = ["later-0", "later-1", "plain-00", "plain-01"]  # two per shard
+    remote.human.add_tasks({name: f"Plain {name}" for name in names})
+    remote.push()
+    results = cli_many(
+        [
+            remote.serve_args("--shard", f"{i}/2", "--cache-dir", str(tmp_path / f"cache-{i}"), once=True)
+            for i in range(2)
+        ],
+        timeout=90,
+    )
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    for name in names:
+        mine, other = SHARDS[owner(name)], SHARDS[1 - owner(name)]
+        assert remote.bare.status("tasks", name, mine)["status"]["phase"] == "FinalAnswer", name
+        assert remote.bare.status("tasks", name, other) is None, f"{name} on {other}"
+    assert not branch_exists(remote.bare, "acp/status")
+    # A shard's mirror follows the other shard's branch (fetched at start), and pushes only its own.
+    tips = {branch: git(remote.bare.path, "rev-parse", branch) for branch in SHARDS}
+    again = remote.serve_once("--shard", "0/2", "--cache-dir", str(tmp_path / "cache-0"))
+    assert again.returncode == 0, again.stderr
+    assert git(tmp_path / "cache-0" / "mirror.git", "rev-parse", SHARDS[1]) == tips[SHARDS[1]]
+    assert git(remote.bare.path, "rev-parse", SHARDS[1]) == tips[SHARDS[1]]
+    got = cli("--repo", remote.url, "get", "tasks")
+    assert got.returncode == 0, got.stderr
+    rows = {line.split()[0]: line.split()[4] for line in got.stdout.splitlines()[1:]}
+    assert rows == dict.fromkeys(names, "FinalAnswer"), got.stdout
