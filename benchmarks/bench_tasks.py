@@ -3,22 +3,31 @@
     python benchmarks/bench_tasks.py                 # N = 1, 100, 1000 and the reaction latency
     python benchmarks/bench_tasks.py --n 100 --skip-reaction
     python benchmarks/bench_tasks.py --tools --n 1000 --shards 2   # two reconciler processes
+    python benchmarks/bench_tasks.py --tools --n 1000 --cold       # a new process, start-up timed
 
-Throughput: N single-turn tasks committed to `main` in one commit; `serve --once` (the Manager, in a
-fresh child process so that its peak RSS is its own) runs them all to FinalAnswer. Printed: tasks/s
-from `Manager.run()` to idle. The LLM, the agent and the MCP server were made Ready by an earlier
-run, then the N tasks were committed, as they would arrive at a reconciler already serving; the
-timed run is a new process all the same: it reads the repository, validates the LLM again and
-starts the MCP server. Python's imports of the program, ~1.5 s here, are done before the clock
-starts, as `serve` does them before serving), checkpoint commit time p50/p99 (one commit of the status
-writer, which may carry many checkpoints), amortized cost per checkpoint, commits and checkpoints
-written, peak RSS of the reconciler process.
+Throughput: N tasks (one LLM turn each; with --tools two turns and one MCP tool call on one
+persistent session) committed to `main` in one commit, run to FinalAnswer. Two ways to time it:
 
-Shards (`--shards N`, docs/scale.md): N children run together on the same repository, child i with the
-Manager of shard i/N (its own status branch `acp/status-i-of-N`, warmed by its own first run); tasks/s
-is N tasks over the wall time from the first child's start to the last one's finish; CPU and
-checkpoints are summed over the children, commits are printed per shard, and every task must reach
-FinalAnswer on exactly one branch.
+- default, serving: reconciler processes (`serve`, the Manager, each a fresh child process so that
+  its peak RSS is its own) start on the repository and become Ready (LLM validated, agent Ready,
+  MCP server connected); then the N tasks are committed, and the clock runs from that commit to the
+  last task finished. This is the throughput of a running reconciler: what a user committing N
+  tasks waits for.
+- `--cold`: a new process per N, timed from `Manager.run()` to idle: start-up included (reading the
+  repository, validating the LLM, starting the MCP server; the LLM, agent and MCP server were made
+  Ready by an earlier run, as they are for a reconciler restarting). Python's imports, ~1.5 s
+  here, are done before the clock starts, as `serve` does them before serving.
+
+Printed: tasks/s, CPU per LLM turn, task latency p50/p95 (startTime to completionTime), checkpoint
+commit time p50/p99 (one commit of the status writer, which may carry many checkpoints), amortized
+cost per checkpoint, commits and checkpoints written, peak RSS of a reconciler process, repository
+size; and CPU per task of the reconcilers, of the stub and of the MCP server and git processes
+(over the timed stretch only).
+
+Shards (`--shards N`, docs/scale.md): N reconciler processes run together on the same repository,
+process i serving shard i/N (its own status branch `acp/status-i-of-N`); CPU and checkpoints are
+summed over them, commits are printed per shard, and every task must reach FinalAnswer on exactly
+one branch.
 
 Reaction: `serve` runs in the background on a repository whose LLM and agent are Ready; a task is
 committed to `main` (`git commit` in the work tree) and the time until the stub receives that
@@ -184,6 +193,89 @@ def child(repo: Path, secrets: Path, shard_text: str) -> None:
     )
 
 
+def serving_child(repo: Path, secrets: Path, shard_text: str, n_tasks: int) -> None:
+    """Serve `repo` (shard `I/N`) until Ready, say so, then until this shard's share of the N
+    tasks committed meanwhile by the parent is finished; print the figures of that stretch as JSON.
+    """
+    import psutil
+
+    import gitops_acp.mcp.connection  # noqa: F401  (imported by the first MCPServer; see the docstring)
+    from gitops_acp.llm.openai_client import OpenAIClient
+    from gitops_acp.reactor.manager import Manager, ServeOptions
+    from gitops_acp.resources.meta import TERMINAL_TASK_PHASES, Kind
+    from gitops_acp.resources.models import LLM, Agent, MCPServer, Task
+    from gitops_acp.secrets import SecretResolver
+    from gitops_acp.store import shards
+
+    shard = shards.parse(shard_text, hostname=None)
+    mine = [name for i in range(n_tasks) if shard.owns(name := f"task-{i:05d}")]
+    llm = OpenAIClient(max_concurrent_requests=16)
+    options = ServeOptions(repo=repo, shard=shard, status_branch=shard.branch)
+    manager = Manager(options, llm=llm, secrets=SecretResolver(secrets))
+    me = psutil.Process()
+
+    def ready() -> bool:
+        llm, agent = manager.observed(Kind.LLM, "bench"), manager.observed(Kind.Agent, "bench")
+        if not (isinstance(llm, LLM) and llm.status and llm.status.ready):
+            return False
+        if not (isinstance(agent, Agent) and agent.status and agent.status.ready):
+            return False
+        if not (repo / "mcp.yaml").exists():
+            return True
+        server, state = manager.observed(Kind.MCPServer, "tools"), manager.mcp.state("tools")
+        connected = isinstance(server, MCPServer) and server.status is not None and server.status.connected
+        return connected and state is not None and state.connected
+
+    def finished() -> int:
+        done = 0
+        for name in mine:
+            task = manager.observed(Kind.Task, name)
+            if (
+                isinstance(task, Task)
+                and task.status is not None
+                and task.status.phase in TERMINAL_TASK_PHASES
+            ):
+                done += 1
+        return done
+
+    def cpu_of_children() -> float:  # the MCP server (alive) and git processes (reaped)
+        alive = sum(sum(p.cpu_times()[:2]) for p in me.children(recursive=True) if p.is_running())
+        return alive + _children_cpu()
+
+    async def go() -> dict[str, float]:
+        serving = asyncio.create_task(manager.run())
+        while not ready():
+            if serving.done():
+                serving.result()
+                raise SystemExit("serve stopped before it was ready")
+            await asyncio.sleep(0.02)
+        cpu0, children0 = time.process_time(), cpu_of_children()
+        commits0, resources0 = manager.writer.stats.commits, manager.writer.stats.resources
+        print(json.dumps({"ready": True}), flush=True)
+        while finished() < len(mine):
+            await asyncio.sleep(0.005)
+        figures = {
+            "finished": time.time(),
+            "cpu_seconds": time.process_time() - cpu0,
+            "children_cpu_seconds": cpu_of_children() - children0,
+            "commits": manager.writer.stats.commits - commits0,
+            "checkpoints": manager.writer.stats.resources - resources0,
+        }
+        durations = list(manager.writer.stats.durations_ms)[commits0:]
+        figures |= {
+            "commit_p50_ms": percentile(durations, 50),
+            "commit_p99_ms": percentile(durations, 99),
+            "commit_total_ms": sum(durations),
+        }
+        manager.stop()
+        await serving
+        return figures
+
+    figures = asyncio.run(go())
+    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(figures), flush=True)
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -196,8 +288,16 @@ def process_cpu(pid: int) -> float:
 
 
 def throughput(
-    n: int, url: str, *, tools: bool = False, stub_pid: int | None = None, shards: int = 1
+    n: int,
+    url: str,
+    *,
+    tools: bool = False,
+    stub_pid: int | None = None,
+    shards: int = 1,
+    cold: bool = False,
 ) -> dict[str, float]:
+    if not cold:
+        return serving_throughput(n, url, tools=tools, stub_pid=stub_pid, shards=shards)
     with tempfile.TemporaryDirectory(prefix="bench-acp-") as tmp:
         # Warm: the LLM, the agent and the MCP server are Ready (a first run validated them) when
         # the N tasks arrive in one commit, as with a reconciler already serving. The timed run
@@ -212,6 +312,63 @@ def throughput(
             for key in ("cpu_seconds", "children_cpu_seconds", "commits", "checkpoints", "commit_total_ms")
         }
         figures["seconds"] = max(f["finished"] for f in each) - min(f["started"] for f in each)
+        for key in ("commit_p50_ms", "commit_p99_ms", "peak_rss_mb"):
+            figures[key] = max(f[key] for f in each)
+        for i, f in enumerate(each):
+            figures[f"commits_{i}"] = f["commits"]
+        figures["stub_cpu_seconds"] = process_cpu(stub_pid) - stub_cpu if stub_pid is not None else 0.0
+        check_finished_once(repo, n, shards)
+        figures["size_kb"] = sum(f.stat().st_size for f in (repo / ".git").rglob("*") if f.is_file()) / 1024
+        latencies = task_latencies(repo)
+        figures["latency_p50"] = percentile(latencies, 50)
+        figures["latency_p95"] = percentile(latencies, 95)
+        return figures
+
+
+def serving_throughput(
+    n: int, url: str, *, tools: bool, stub_pid: int | None, shards: int
+) -> dict[str, float]:
+    """N tasks committed at once to `main` while the reconcilers serve; the clock runs from that
+    commit to the last task finished."""
+    with tempfile.TemporaryDirectory(prefix="bench-acp-") as tmp:
+        repo, secrets = make_repo(Path(tmp), url, 0, tools=tools)
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--serving-child",
+                    str(repo),
+                    str(secrets),
+                    f"{i}/{shards}",
+                    str(n),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(shards)
+        ]
+        try:
+            for proc in children:  # every reconciler Ready: LLM validated, MCP server connected
+                assert proc.stdout is not None
+                if not json.loads(proc.stdout.readline() or "{}").get("ready"):
+                    raise SystemExit("a serving child stopped before it was ready")
+            stub_cpu = process_cpu(stub_pid) if stub_pid is not None else 0.0
+            add_tasks(repo, n)
+            committed = time.time()
+            outputs = [proc.communicate(timeout=600)[0] for proc in children]
+        finally:
+            for proc in children:
+                if proc.poll() is None:
+                    proc.kill()
+        if any(proc.returncode for proc in children):
+            raise SystemExit(f"a child failed: exit codes {[proc.returncode for proc in children]}")
+        each = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+        figures: dict[str, float] = {
+            key: sum(f[key] for f in each)
+            for key in ("cpu_seconds", "children_cpu_seconds", "commits", "checkpoints", "commit_total_ms")
+        }
+        figures["seconds"] = max(f["finished"] for f in each) - committed
         for key in ("commit_p50_ms", "commit_p99_ms", "peak_rss_mb"):
             figures[key] = max(f[key] for f in each)
         for i, f in enumerate(each):
@@ -328,10 +485,21 @@ def main() -> int:
     parser.add_argument(
         "--shards", type=int, default=1, help="reconciler processes, each serving shard i/N (default: 1)"
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="time a new reconciler process per N, start-up included (default: N tasks arriving "
+        "at reconcilers already serving)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("REPO", "SECRETS", "SHARD"), help=argparse.SUPPRESS)
+    parser.add_argument("--serving-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(Path(args.child[0]), Path(args.child[1]), args.child[2])
+        return 0
+    if args.serving_child:
+        repo, secrets, shard, n = args.serving_child
+        serving_child(Path(repo), Path(secrets), shard, int(n))
         return 0
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {git(ROOT, '--version')}")
     script = None
@@ -342,6 +510,14 @@ def main() -> int:
     turns = 2 if args.tools else 1
     print("workload:", "2 LLM turns + 1 MCP tool call per task" if args.tools else "1 LLM turn per task")
     print(f"reconciler processes: {args.shards}" + (" (one shard each)" if args.shards > 1 else ""))
+    print(
+        "timed: "
+        + (
+            "a new reconciler process per N, from its start (LLM, agent, MCP server Ready before) to idle"
+            if args.cold
+            else "from the commit of N tasks on main (reconcilers serving, Ready) to the last task finished"
+        )
+    )
     try:
         print(
             f"{'N':>6} {'tasks/s':>8} {'seconds':>8} {'cpu ms/turn':>11} {'lat p50':>8} {'p95 s':>6} "
@@ -349,7 +525,7 @@ def main() -> int:
             f"{'RSS MB':>7} {'repo KB':>8}"
         )
         for n in args.n or [1, 100, 1000]:
-            f = throughput(n, url, tools=args.tools, stub_pid=stub.pid, shards=args.shards)
+            f = throughput(n, url, tools=args.tools, stub_pid=stub.pid, shards=args.shards, cold=args.cold)
             print(
                 f"{n:>6} {n / f['seconds']:>8.1f} {f['seconds']:>8.2f} "
                 f"{f['cpu_seconds'] * 1000 / (n * turns):>11.2f} "
