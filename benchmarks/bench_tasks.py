@@ -361,8 +361,10 @@ def serving_throughput(
             for proc in children:
                 if proc.poll() is None:
                     proc.kill()
-        if any(proc.returncode for proc in children):
-            raise SystemExit(f"a child failed: exit codes {[proc.returncode for proc in children]}")
+        if any(proc.returncode for proc in children) or not all(out.strip() for out in outputs):
+            raise SystemExit(
+                f"a child failed: exit codes {[proc.returncode for proc in children]}, output {outputs!r}"
+            )
         each = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
         figures: dict[str, float] = {
             key: sum(f[key] for f in each)
@@ -403,7 +405,15 @@ def check_finished_once(repo: Path, n: int, shards: int) -> None:
     branches = [f"acp/status-{i}-of-{shards}" for i in range(shards)] if shards > 1 else ["acp/status"]
     seen: dict[str, str] = {}
     for branch in branches:
-        files = git(repo, "grep", "-l", "phase: FinalAnswer", branch, "--", "status/tasks/")
+        found = subprocess.run(  # exit code 1: no match (a shard that owned none of the tasks)
+            ["git", "grep", "-l", "phase: FinalAnswer", branch, "--", "status/tasks/"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+        )
+        if found.returncode not in (0, 1):
+            raise SystemExit(f"git grep on {branch} failed: {found.stderr.strip()}")
+        files = found.stdout
         for line in files.splitlines():
             name = line.rsplit("/", 1)[1].removesuffix(".yaml")
             if name in seen:
