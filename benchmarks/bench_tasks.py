@@ -307,22 +307,37 @@ def throughput(
         add_tasks(repo, n)
         stub_cpu = process_cpu(stub_pid) if stub_pid is not None else 0.0
         each = run_children(repo, secrets, shards)
-        figures: dict[str, float] = {
-            key: sum(f[key] for f in each)
-            for key in ("cpu_seconds", "children_cpu_seconds", "commits", "checkpoints", "commit_total_ms")
-        }
-        figures["seconds"] = max(f["finished"] for f in each) - min(f["started"] for f in each)
-        for key in ("commit_p50_ms", "commit_p99_ms", "peak_rss_mb"):
-            figures[key] = max(f[key] for f in each)
-        for i, f in enumerate(each):
-            figures[f"commits_{i}"] = f["commits"]
-        figures["stub_cpu_seconds"] = process_cpu(stub_pid) - stub_cpu if stub_pid is not None else 0.0
-        check_finished_once(repo, n, shards)
-        figures["size_kb"] = sum(f.stat().st_size for f in (repo / ".git").rglob("*") if f.is_file()) / 1024
-        latencies = task_latencies(repo)
-        figures["latency_p50"] = percentile(latencies, 50)
-        figures["latency_p95"] = percentile(latencies, 95)
-        return figures
+        started = min(f["started"] for f in each)
+        return combine(each, repo, n, shards, started=started, stub_pid=stub_pid, stub_cpu=stub_cpu)
+
+
+def combine(
+    each: list[dict[str, float]],
+    repo: Path,
+    n: int,
+    shards: int,
+    *,
+    started: float,
+    stub_pid: int | None,
+    stub_cpu: float,
+) -> dict[str, float]:
+    """The figures of one run from each reconciler process's own, once every task is checked."""
+    figures: dict[str, float] = {
+        key: sum(f[key] for f in each)
+        for key in ("cpu_seconds", "children_cpu_seconds", "commits", "checkpoints", "commit_total_ms")
+    }
+    figures["seconds"] = max(f["finished"] for f in each) - started
+    for key in ("commit_p50_ms", "commit_p99_ms", "peak_rss_mb"):
+        figures[key] = max(f[key] for f in each)
+    for i, f in enumerate(each):
+        figures[f"commits_{i}"] = f["commits"]
+    figures["stub_cpu_seconds"] = process_cpu(stub_pid) - stub_cpu if stub_pid is not None else 0.0
+    check_finished_once(repo, n, shards)
+    figures["size_kb"] = sum(f.stat().st_size for f in (repo / ".git").rglob("*") if f.is_file()) / 1024
+    latencies = task_latencies(repo)
+    figures["latency_p50"] = percentile(latencies, 50)
+    figures["latency_p95"] = percentile(latencies, 95)
+    return figures
 
 
 def serving_throughput(
@@ -366,22 +381,7 @@ def serving_throughput(
                 f"a child failed: exit codes {[proc.returncode for proc in children]}, output {outputs!r}"
             )
         each = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
-        figures: dict[str, float] = {
-            key: sum(f[key] for f in each)
-            for key in ("cpu_seconds", "children_cpu_seconds", "commits", "checkpoints", "commit_total_ms")
-        }
-        figures["seconds"] = max(f["finished"] for f in each) - committed
-        for key in ("commit_p50_ms", "commit_p99_ms", "peak_rss_mb"):
-            figures[key] = max(f[key] for f in each)
-        for i, f in enumerate(each):
-            figures[f"commits_{i}"] = f["commits"]
-        figures["stub_cpu_seconds"] = process_cpu(stub_pid) - stub_cpu if stub_pid is not None else 0.0
-        check_finished_once(repo, n, shards)
-        figures["size_kb"] = sum(f.stat().st_size for f in (repo / ".git").rglob("*") if f.is_file()) / 1024
-        latencies = task_latencies(repo)
-        figures["latency_p50"] = percentile(latencies, 50)
-        figures["latency_p95"] = percentile(latencies, 95)
-        return figures
+        return combine(each, repo, n, shards, started=committed, stub_pid=stub_pid, stub_cpu=stub_cpu)
 
 
 def run_children(repo: Path, secrets: Path, shards: int) -> list[dict[str, float]]:

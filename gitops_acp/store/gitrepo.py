@@ -228,6 +228,17 @@ def _exclusive(method: Callable[Concatenate[GitRepo, P], R]) -> Callable[Concate
     return wrapper
 
 
+def _write_new_file(path: str, content: bytes | bytearray) -> None:
+    """Create `path` (it must not exist) read-only, holding `content`: how objects and packs are written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
 def _text(value: str | bytes) -> str:
     return value.decode("ascii") if isinstance(value, bytes) else value
 
@@ -781,13 +792,7 @@ class GitRepo:
             if sha[:2] not in self._object_folders:
                 os.makedirs(folder, exist_ok=True)
                 self._object_folders.add(sha[:2])
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
+            _write_new_file(tmp, payload)
             os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -864,13 +869,7 @@ class GitRepo:
         try:
             os.makedirs(folder, exist_ok=True)
             for temporary, content, _ in files:
-                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
-                try:
-                    view = memoryview(content)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                finally:
-                    os.close(fd)
+                _write_new_file(temporary, content)
             for temporary, _, final in files:
                 os.replace(temporary, final)
         except OSError as exc:
