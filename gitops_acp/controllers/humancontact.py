@@ -209,21 +209,18 @@ async def _ask_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context)
         return DONE
     if state is None or not state.ready:
         return Result(1.0)  # its validation is under way; a channel answers within a request
-    status = call.status or ToolCallStatus()
-    call_id = api.new_call_id()
-    waiting = status.model_copy(
-        update={
+    call, outcome = await humanlayer.ask(
+        call,
+        channel,
+        ctx,
+        question=True,
+        waiting={
             "phase": ToolCallPhase.AwaitingHumanInput,
-            "status": Condition.Pending,
-            "status_detail": _waiting_detail(channel, call_id),
-            "start_time": status.start_time or rfc3339(ctx.now()),
             "human_contact": ToolCallHumanContact(channel=channel.metadata.name),
-            "external_call_id": call_id,
-        }
+        },
+        detail=lambda call_id: _waiting_detail(channel, call_id),
+        body=lambda asked, call_id: _request_body(asked, channel, call_id),
     )
-    call = call.model_copy(update={"status": waiting})
-    await ctx.checkpoint(call)  # intent before effect
-    outcome = await humanlayer.post(channel, ctx, question=True, body=_request_body(call, channel, call_id))
     return await _settle(call, channel, outcome, ctx)
 
 

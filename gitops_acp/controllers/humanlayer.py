@@ -15,6 +15,7 @@ dropped when it contains the key, in case a proxy echoes headers).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +144,38 @@ async def validate(channel: ContactChannel, ctx: Context) -> ContactChannelStatu
         org_slug=found.org_slug,
         verified_channel_id=spec.channel_id,
     )
+
+
+async def ask(
+    call: ToolCall,
+    channel: ContactChannel,
+    ctx: Context,
+    *,
+    question: bool,
+    waiting: dict[str, Any],
+    detail: Callable[[str], str],
+    body: Callable[[ToolCall, str], dict[str, Any]],
+) -> tuple[ToolCall, Waiting | Refused]:
+    """Commit the call id we will use, then ask HumanLayer: a crash in between can't ask twice.
+
+    `waiting` holds the status fields of the waiting call (its phase, its approval or humanContact),
+    `detail(call_id)` its statusDetail, `body(call, call_id)` the request. Returns the call as
+    committed and what HumanLayer said.
+    """
+    status = call.status or ToolCallStatus()
+    call_id = humanlayer.new_call_id()
+    recorded = status.model_copy(
+        update={
+            **waiting,
+            "status": Condition.Pending,
+            "status_detail": detail(call_id),
+            "start_time": status.start_time or rfc3339(ctx.now()),
+            "external_call_id": call_id,
+        }
+    )
+    call = call.model_copy(update={"status": recorded})
+    await ctx.checkpoint(call)  # intent before effect
+    return call, await post(channel, ctx, question=question, body=body(call, call_id))
 
 
 async def post(
