@@ -10,6 +10,8 @@ string matching at the call site::
     ├── SecretError               a secretKeyRef that does not resolve (never carries the value)
     ├── StoreError                the git store cannot do what was asked
     │   ├── ConflictError         a compare-and-swap on a ref lost the race: re-read and retry
+    │   ├── LockedError           a ref or packed-refs is locked by another process (or was left
+    │   │                         locked by a killed one): wait a bounded time, never a lost race
     │   └── RemoteError           the git remote could not be reached, or refused us: retry later
     ├── StaleError                a checkpoint computed from a state another reconcile has since
     │                             ended (a tool call cancelled with its task): reconcile again
@@ -59,6 +61,15 @@ class StoreError(ACPError):
 
 class ConflictError(StoreError):
     """A compare-and-swap on a ref lost the race: re-read the tip and retry."""
+
+
+class LockedError(StoreError):
+    """A git lock file (`<ref>.lock`, `packed-refs.lock`) exists: someone else holds the ref, or a
+    killed process left the lock behind. Not a lost race: the ref did not move."""
+
+    def __init__(self, message: str, *, lock: str) -> None:
+        super().__init__(message)
+        self.lock = lock  # the lock file's path
 
 
 class RemoteError(StoreError):

@@ -437,10 +437,11 @@ def test_lost_race_is_retried_on_the_new_tip(repo: Path) -> None:
 
 
 def test_a_batch_that_cannot_be_written_fails_its_callers(repo: Path) -> None:
+    """A lock held by someone else is named as such after a bounded wait, never retried as a lost race."""
     lock = repo / ".git" / "refs" / "heads" / "acp" / "status.lock"
 
-    async def scenario() -> tuple[list[Any], str | None]:
-        writer = StatusWriter(repo, max_attempts=3)
+    async def scenario() -> tuple[list[Any], str | None, str | None, StatusWriter]:
+        writer = StatusWriter(repo, max_attempts=3, lock_wait=0.3)
         await writer.start()
         lock.parent.mkdir(parents=True)
         lock.write_text("held by someone else")
@@ -449,16 +450,73 @@ def test_a_batch_that_cannot_be_written_fails_its_callers(repo: Path) -> None:
             writer.commit([task_change("b", "-", "Pending")], spec_commit="s"),
             return_exceptions=True,
         )
+        failure = writer.failure
         lock.unlink()
         after = await writer.commit([task_change("a", "-", "Pending")], spec_commit="s")
         await writer.close()
-        return list(results), after
+        return list(results), after, failure, writer
 
-    results, after = run(scenario())
+    results, after, failure, writer = run(scenario())
     assert all(isinstance(result, StoreError) for result in results), results
-    assert "gave up after 3 attempts" in str(results[0])
+    assert not any(isinstance(result, ConflictError) for result in results), results
+    message = str(results[0])
+    assert "stayed locked" in message, message
+    assert "held by another process" in message, message
+    assert str(lock) in message
+    assert failure == message
+    assert writer.failure is None  # the next commit landed
+    assert writer.stats.conflicts == 0
     assert after == git(repo, "rev-parse", "acp/status")
     assert git(repo, "rev-list", "--count", "acp/status") == "1"
+
+
+def test_the_owner_of_the_branch_removes_a_lock_nobody_touches(repo: Path) -> None:
+    """With the branch's ServeLock (owns_branch), a lock unchanged for the whole wait was left by a kill."""
+    lock = repo / ".git" / "refs" / "heads" / "acp" / "status.lock"
+
+    async def scenario() -> str | None:
+        writer = StatusWriter(repo, lock_wait=0.3, owns_branch=True)
+        await writer.start()
+        lock.parent.mkdir(parents=True)
+        lock.write_text("0" * 40 + "\n")  # what a git update-ref killed after `prepare` leaves
+        sha = await writer.commit([task_change("a", "-", "Pending")], spec_commit="s")
+        await writer.close()
+        return sha
+
+    sha = run(scenario())
+    assert sha == git(repo, "rev-parse", "acp/status")
+    assert not lock.exists()
+
+
+def test_a_lock_that_keeps_changing_is_someone_elses(repo: Path) -> None:
+    """Even the branch's owner leaves alone a lock that is rewritten while it waits: a live process."""
+    lock = repo / ".git" / "refs" / "heads" / "acp" / "status.lock"
+
+    async def scenario() -> Any:
+        writer = StatusWriter(repo, lock_wait=0.4, owns_branch=True)
+        await writer.start()
+        lock.parent.mkdir(parents=True)
+        lock.write_text("one")
+
+        async def churn() -> None:
+            for i in range(20):
+                await asyncio.sleep(0.05)
+                lock.unlink()
+                lock.write_text(f"holder {i}")  # a new file each time: another inode
+
+        churning = asyncio.ensure_future(churn())
+        result = await asyncio.gather(
+            writer.commit([task_change("a", "-", "Pending")], spec_commit="s"), return_exceptions=True
+        )
+        await churning
+        lock.unlink()
+        await writer.close()
+        return result[0]
+
+    result = run(scenario())
+    assert isinstance(result, StoreError), result
+    assert "held by another process" in str(result), result
+    assert subprocess.run(["git", "rev-parse", "--verify", "--quiet", "acp/status"], cwd=repo).returncode != 0
 
 
 def test_a_cancelled_caller_still_gets_its_checkpoint_committed(repo: Path) -> None:
@@ -698,6 +756,19 @@ def test_one_pack_writes_a_pack_git_reads_and_nothing_when_the_block_fails(repo:
     assert subprocess.run(["git", "cat-file", "-e", written[0]], cwd=repo).returncode != 0
 
 
+def test_maintenance_of_a_mirror_also_runs_gc(repo: Path) -> None:
+    """A mirror is the reconciler's alone: `gc --auto` may pack refs and prune there."""
+    mirror = repo.parent / "mirror.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(mirror)], check=True)
+    subprocess.run(["git", "config", "gc.auto", "1"], cwd=mirror, check=True)
+    with GitRepo.open(mirror) as r:
+        for i in range(3):
+            r.write_blob(f"loose {i}\n".encode())
+        r.maintain(shared=False)
+    assert (mirror / "objects" / "info" / "commit-graph").exists()
+    assert (mirror / "packed-refs").exists()
+
+
 def test_maintenance_rolls_up_packs_and_loose_objects_and_writes_the_commit_graph(repo: Path) -> None:
     packs = lambda: len(list((repo / ".git" / "objects" / "pack").glob("*.pack")))  # noqa: E731
 
@@ -717,7 +788,10 @@ def test_maintenance_rolls_up_packs_and_loose_objects_and_writes_the_commit_grap
     run(scenario())
     loose = int(git(repo, "count-objects", "-v").split("count: ")[1].split("\n")[0])
     assert loose <= 3  # only what the last checkpoint wrote after maintenance
-    assert (repo / ".git" / "objects" / "info" / "commit-graph").exists()
+    # A repository people work in: a split commit-graph, whose lock `git gc` does not trip over.
+    assert (repo / ".git" / "objects" / "info" / "commit-graphs" / "commit-graph-chain").exists()
+    # ... and no `gc --auto`: its pack-refs would have locked (and packed) every loose ref.
+    assert (repo / ".git" / "refs" / "heads" / "acp" / "status").is_file()
     with GitRepo.open(repo) as r:
         _, docs = read_tip(r)
     assert len(docs) == 31

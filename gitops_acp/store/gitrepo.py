@@ -51,7 +51,8 @@ from typing import Concatenate, Literal, ParamSpec, Self, TypeVar
 
 import git
 
-from gitops_acp.errors import ConflictError, RemoteError, StoreError
+from gitops_acp import faults
+from gitops_acp.errors import ConflictError, LockedError, RemoteError, StoreError
 
 __all__ = [
     "EMPTY_TREE",
@@ -90,6 +91,8 @@ _PACK_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}  # object type codes in pac
 # The user:password@ part of a URL: never printed (it may hold a token).
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _CONFLICT_AT = re.compile(r"is at ([0-9a-f]{40}) but expected")
+# git's words for a lock file that is already there (lockfile.c): the ref is held, not moved.
+_LOCKED = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 # Trailer lines as git writes them (`Key: value`); used to drop the trailer block from a body.
 _TRAILER_LINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*: ")
 # Environment variables that point git at some other repository, index or ref namespace (from
@@ -202,6 +205,12 @@ def _run(
     if check and proc.returncode != 0:
         raise StoreError(f"git {args[0]} failed in {cwd}: {_tail(proc)}")
     return proc
+
+
+def _one_line(text: str) -> str:
+    """git's message without its hint paragraphs, as one line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines[:2])[-500:] or "no message"
 
 
 def _tail(proc: subprocess.CompletedProcess[bytes]) -> str:
@@ -537,13 +546,16 @@ class GitRepo:
             err = proc.stderr.decode("utf-8", "replace")
         if match := _CONFLICT_AT.search(err):
             raise RefConflictError(ref, expected=old, actual=match.group(1))
+        if match := _LOCKED.search(err):
+            # Not a lost race: the ref did not move. Someone holds its lock, or a killed process left
+            # it; the caller waits a bounded time and then says which (store/recovery.py).
+            raise LockedError(f"{ref} is locked: {match.group(1)} exists", lock=match.group(1))
         actual = self.resolve(ref)
-        # "reference already exists", "unable to resolve reference", "cannot lock ref" (another
-        # writer holds the lock): all are lost races when the ref is not where we expected it, or
-        # when someone else is moving it right now.
-        if actual != old or "cannot lock ref" in err:
+        # "reference already exists", "unable to resolve reference": lost races when the ref is
+        # not where we expected it.
+        if actual != old:
             raise RefConflictError(ref, expected=old, actual=actual)
-        raise StoreError(f"git update-ref {ref} failed: {err.strip()[-500:]}")
+        raise StoreError(f"git update-ref {ref} failed: {_one_line(err)}")
 
     def _update_via_stdin(self, ref: str, new: str, old: str | None) -> tuple[bool, str | None]:
         """Move the ref in a transaction of one long-lived `git update-ref --stdin`.
@@ -578,12 +590,23 @@ class GitRepo:
         assert proc.stdout is not None
         assert proc.stderr is not None
         try:
-            proc.stdin.write(f"start\nupdate {ref} {new} {old or ZERO_OID}\nprepare\ncommit\n".encode())
-            proc.stdin.flush()
-            replies = [proc.stdout.readline() for _ in range(3)]
+            if faults.armed("lock-taken"):  # tests: stop between taking the lock and moving the ref
+                proc.stdin.write(f"start\nupdate {ref} {new} {old or ZERO_OID}\nprepare\n".encode())
+                proc.stdin.flush()
+                replies = [proc.stdout.readline() for _ in range(2)]
+                if replies[-1] == b"prepare: ok\n":
+                    faults.reached("lock-taken", children=[proc.pid])
+                proc.stdin.write(b"commit\n")
+                proc.stdin.flush()
+                replies.append(proc.stdout.readline())
+            else:
+                proc.stdin.write(f"start\nupdate {ref} {new} {old or ZERO_OID}\nprepare\ncommit\n".encode())
+                proc.stdin.flush()
+                replies = [proc.stdout.readline() for _ in range(3)]
         except OSError:
             replies = []
         if replies == [b"start: ok\n", b"prepare: ok\n", b"commit: ok\n"]:
+            faults.reached("ref-moved")
             return True, None
         err = self._stop_updater()
         return False, (err or None)
@@ -870,8 +893,10 @@ class GitRepo:
             os.makedirs(folder, exist_ok=True)
             for temporary, content, _ in files:
                 _write_new_file(temporary, content)
+            faults.reached("objects-written")
             for temporary, _, final in files:
                 os.replace(temporary, final)
+                faults.reached("pack-renamed" if final.endswith(".pack") else "pack-written")
         except OSError as exc:
             for temporary, _, _ in files:
                 with contextlib.suppress(OSError):
@@ -933,6 +958,9 @@ class GitRepo:
             actual = self.resolve(ref)
             if actual is None:
                 return
+            err = proc.stderr.decode("utf-8", "replace")
+            if actual == old and (match := _LOCKED.search(err)):
+                raise LockedError(f"cannot delete {ref}: {match.group(1)} exists", lock=match.group(1))
             raise RefConflictError(ref, expected=old, actual=actual)
 
     @_exclusive
@@ -1025,20 +1053,27 @@ class GitRepo:
         self._git("commit-graph", "write", "--reachable", "--changed-paths")
 
     @_exclusive
-    def maintain(self) -> None:
-        """Roll loose objects and small packs up, let `gc --auto` do the rest, refresh the commit-graph.
+    def maintain(self, *, shared: bool = True) -> None:
+        """Roll loose objects and small packs up and refresh the commit-graph; in a mirror, `gc --auto` too.
 
         Each group commit adds a small pack (`one_pack`); approval and question branches add loose
         objects (GIT-NOTES: gc shrank 7.9 MB of them to 365 KB). `repack --geometric=2` packs the
         loose objects and merges packs only until each is at least twice the size of the next
         smaller one, so its cost follows what was written since the last run, not the repository
-        size, and it is safe beside a running writer (it only deletes what it rewrote). `gc --auto`
-        (in the foreground: we are on a background thread already) keeps recent unreachable objects
-        for its grace period.
+        size, and it is safe beside a running writer (it only deletes what it rewrote).
+
+        `shared`: people work in this repository too (a local repository served in place). Then
+        nothing here may take a lock their git commands need: no `gc --auto` (its `pack-refs` and
+        `reflog expire` lock each ref, and `git commit` fails on such a lock), and the commit-graph
+        is written as a split chain (`git gc` fails on the `commit-graph.lock` a full write holds,
+        not on the chain's). Pruning and ref packing are left to their own `git gc` / `git
+        maintenance`. A mirror in the cache directory is the reconciler's alone: `gc --auto` (in
+        the foreground: we are on a background thread already) keeps it packed and pruned.
         """
         self._git("repack", "-d", "-q", "--geometric=2")
-        self._git("-c", "gc.autoDetach=false", "gc", "--auto", "--quiet")
-        self._git("commit-graph", "write", "--reachable", "--changed-paths")
+        if not shared:
+            self._git("-c", "gc.autoDetach=false", "gc", "--auto", "--quiet")
+        self._git("commit-graph", "write", "--reachable", "--changed-paths", *(["--split"] if shared else []))
 
 
 # -- commits made for a person (command line) --------------------------------------------------

@@ -32,6 +32,7 @@ The writer never touches `main`, the index or any working tree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -43,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gitops_acp.errors import ConflictError, StoreError
+from gitops_acp.errors import ConflictError, LockedError, StoreError
 from gitops_acp.resources.meta import PLURALS, Kind
-from gitops_acp.store import yamlio
+from gitops_acp.store import recovery, yamlio
 from gitops_acp.store.gitrepo import TREE_MODE, GitRepo, RefConflictError, TreeBuilder
 
 __all__ = [
@@ -218,6 +219,15 @@ class _Outcome:
     duration_ms: float
 
 
+@dataclass
+class _Locked:
+    """A lock file in the writer's way: where, as first seen, since when (monotonic)."""
+
+    path: Path
+    stamp: recovery.Stamp | None
+    since: float
+
+
 def _consume(future: asyncio.Future[str | None]) -> None:
     # The caller stopped waiting: read the outcome so asyncio does not log it as never retrieved.
     if not future.cancelled():
@@ -235,18 +245,29 @@ class StatusWriter:
         identity: tuple[str, str] = DEFAULT_IDENTITY,
         max_attempts: int = 8,
         max_batch: int = 2000,
+        lock_wait: float = 5.0,
+        owns_branch: bool = False,
     ) -> None:
         """Prepare a writer for the repository at `path`; nothing happens until `start()`.
 
         `max_attempts` bounds the compare-and-swap retries of one commit; `max_batch` the number of
         resources in one group commit (a single call with more still goes in one commit).
+        `lock_wait`: seconds a commit waits for a locked branch before it fails; `owns_branch`: this
+        process holds the branch's ServeLock (store/recovery.py), so a lock that stayed unchanged
+        all that time was left by a killed process and is removed.
         """
         self.path = Path(path)
         self.branch = _branch_ref(branch)
         self.identity = identity
         self.max_attempts = max_attempts
         self.max_batch = max_batch
+        self.lock_wait = lock_wait
+        self.owns_branch = owns_branch
         self.stats = WriterStats()
+        # Why the last group commit failed (None once one lands again): readiness and `--once` read it.
+        self.failure: str | None = None
+        # Called with the reason whenever a group commit fails for good (its callers get the error).
+        self.on_failure: list[Callable[[str], None]] = []
         # Awaited in order after each commit, before its callers are released (a remote pusher
         # will hang here). A hook's exception is given to that commit's callers.
         self.on_commit: list[CommitHook] = []
@@ -375,10 +396,14 @@ class StatusWriter:
                 raise
             except Exception as exc:
                 log.error("status commit of %d checkpoint(s) failed: %s", len(batch), exc)
+                self.failure = str(exc)
+                for callback in list(self.on_failure):
+                    callback(self.failure)
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
+            self.failure = None
             if outcome.sha is not None and self.confirm is not None:
                 task = asyncio.create_task(self._release(batch, outcome, self.confirm))
                 self._confirming.add(task)
@@ -453,17 +478,48 @@ class StatusWriter:
             self._tree = _StatusTree.load(repo, repo.resolve(self.branch))
             self._stale = False
         conflicts = 0
-        for attempt in range(self.max_attempts):
+        attempt = 0
+        locked: _Locked | None = None
+        while attempt < self.max_attempts:
             try:
                 sha, landed, resources = self._commit_on_tip(repo, batch)
                 return _Outcome(sha, landed, resources, conflicts, (time.perf_counter() - started) * 1000)
             except ConflictError as exc:
                 conflicts += 1
+                attempt += 1
                 actual = exc.actual if isinstance(exc, RefConflictError) else repo.resolve(self.branch)
                 log.info("%s moved to %s behind the writer; re-applying the batch", self.branch, actual)
                 self._tree = _StatusTree.load(repo, actual)
                 # Exponential backoff with jitter, so two writers in a tug of war desynchronize.
-                time.sleep(min(0.005 * 2**attempt, 0.5) * (0.5 + random.random()))
+                time.sleep(min(0.005 * 2 ** (attempt - 1), 0.5) * (0.5 + random.random()))
+            except LockedError as exc:
+                # Not a lost race: the ref did not move. Wait a bounded time for whoever holds it.
+                # The batch was applied to the model in place: start again from the branch.
+                self._tree = _StatusTree.load(repo, repo.resolve(self.branch))
+                if locked is None or locked.path != Path(exc.lock):
+                    locked = _Locked(Path(exc.lock), recovery.stamp(Path(exc.lock)), time.monotonic())
+                    log.info("%s is locked by another process (%s); waiting", self.branch, exc.lock)
+                if time.monotonic() - locked.since < self.lock_wait:
+                    time.sleep(min(0.05 * 2 ** int(time.monotonic() - locked.since), 1.0))
+                    continue
+                if self.owns_branch and recovery.stale(locked.path, locked.stamp):
+                    # Unchanged the whole time, on a branch nobody else writes while we hold its
+                    # ServeLock: left by a killed process (our own `git update-ref`, say).
+                    with contextlib.suppress(FileNotFoundError):
+                        locked.path.unlink()
+                    log.warning(
+                        "removed %s: left by a killed process (unchanged for %.0fs)",
+                        locked.path,
+                        self.lock_wait,
+                    )
+                    locked = None
+                    attempt += 1
+                    continue
+                self._stale = True
+                raise StoreError(
+                    f"{self.branch} stayed locked for {self.lock_wait:.0f}s: {exc.lock} is held by another "
+                    "process; checkpoints cannot be committed until it is released"
+                ) from None
             except BaseException:
                 self._stale = True
                 raise

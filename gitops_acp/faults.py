@@ -1,0 +1,53 @@
+"""Crash points for the crash tests: where a real SIGKILL lands in the middle of a commit.
+
+    GITOPS_ACP_CRASH_AT=<point>[:<n>]     SIGKILL this process the n-th time (default 1) it passes <point>
+
+Points (store/gitrepo.py): `objects-written` (a pack's temporary files written, nothing renamed),
+`pack-renamed` (the pack in place, its index not yet), `pack-written` (pack and index in place, the
+ref not moved), `lock-taken` (`update-ref --stdin` prepared: the ref's `.lock` exists; the git
+process is killed first, as a container's kill takes every process), `ref-moved` (the ref moved,
+nobody told yet). Unset (always, outside tests), `reached` is one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterable
+
+__all__ = ["POINTS", "armed", "reached"]
+
+POINTS = frozenset({"objects-written", "pack-renamed", "pack-written", "lock-taken", "ref-moved"})
+
+
+def _parse(text: str | None) -> tuple[str, int] | None:
+    if not text:
+        return None
+    point, _colon, nth = text.partition(":")
+    if point not in POINTS:
+        raise ValueError(
+            f"GITOPS_ACP_CRASH_AT={text}: unknown point; expected one of {', '.join(sorted(POINTS))}"
+        )
+    return point, int(nth or 1)
+
+
+_TARGET = _parse(os.environ.get("GITOPS_ACP_CRASH_AT"))
+_passed: dict[str, int] = {}
+
+
+def armed(point: str) -> bool:
+    """Whether `point` is the crash point of this process (a caller may then take a slower path)."""
+    return _TARGET is not None and _TARGET[0] == point
+
+
+def reached(point: str, *, children: Iterable[int] = ()) -> None:
+    """SIGKILL `children`, then this process, if the crash point `point` is armed for this pass."""
+    if _TARGET is None or _TARGET[0] != point:
+        return
+    _passed[point] = _passed.get(point, 0) + 1
+    if _passed[point] != _TARGET[1]:
+        return
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)  # gone before we are: its lock file stays behind, as after a real kill
+    os.kill(os.getpid(), signal.SIGKILL)
