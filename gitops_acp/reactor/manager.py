@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import signal
@@ -67,7 +68,7 @@ from gitops_acp.resources.models import (
     to_document,
 )
 from gitops_acp.secrets import SecretResolver
-from gitops_acp.store import shards
+from gitops_acp.store import recovery, shards
 from gitops_acp.store.desired import DesiredReader, DesiredState, changed_keys
 from gitops_acp.store.gitrepo import GitRepo
 from gitops_acp.store.status import Change, StatusWriter
@@ -76,6 +77,9 @@ __all__ = ["Manager", "ServeOptions"]
 
 log = logging.getLogger("gitops_acp")
 _PACKS_BEFORE_MAINTENANCE = 50  # group commits (one pack each) before maintenance is due anyway
+
+#: Where reconcilers create branches for people: a lock left there by a kill is ours to clear.
+RECONCILER_NAMESPACES = ("refs/heads/acp/approvals/", "refs/heads/acp/questions/")
 
 #: Kinds whose controllers resolve secrets: a change under --secrets-dir wakes them.
 SECRET_USERS = (Kind.LLM, Kind.MCPServer, Kind.ContactChannel)
@@ -170,6 +174,11 @@ class Manager:
         self._forges: dict[str, tuple[tuple[str | None, ...], forges.ForgeClient]] = {}  # by channel
         self._budgets: dict[tuple[str, str], forges.RateBudget] = {}  # by (forge, API root)
         self._remote: RemoteSync | None = None
+        self._serve_lock: recovery.ServeLock | None = None
+        self._mirror_lock: recovery.MirrorLock | None = None
+        self._ready = False  # start-up recovery done: /readyz may say ready
+        self._fatal: str | None = None  # why `--once` gave up (exit 1)
+        self._writer.on_failure.append(self._checkpoint_failed)
         if options.remote is not None:
             self._remote = RemoteSync(
                 options.remote,
@@ -654,8 +663,46 @@ class Manager:
             log.error("%s", line)
         self._reported_errors = current
 
+    def _claim(self) -> None:
+        """Take this status branch's ServeLock, then clear what a killed predecessor left behind.
+
+        Before anything is read or written: a second serve of the same branch stops here with one
+        line instead of fighting the first, and a stale lock never stalls the first checkpoint.
+        With a remote, the lock lives in the cache directory and the whole mirror is cleared when
+        no other serve uses it (store/recovery.py).
+        """
+        options = self.options
+        branch = options.status_branch
+        if self._remote is not None:
+            mirror = self._remote.options.mirror
+            directory, where = mirror.parent, self._remote.describe()
+        else:
+            with GitRepo.open(options.repo) as repo:
+                mirror, where = repo.common_dir, str(options.repo)
+            directory = recovery.lock_dir(mirror)
+        self._serve_lock = recovery.ServeLock.acquire(directory, branch, where=where)
+        predecessor = self._serve_lock.predecessor
+        if predecessor is not None:
+            log.warning("the last serve of %s (%s) was killed: recovering what it left", branch, predecessor)
+        whole = False
+        if self._remote is not None:
+            self._mirror_lock = recovery.MirrorLock(directory)
+            whole = self._mirror_lock.exclusive
+        if (mirror / "HEAD").exists():
+            recovery.recover(
+                mirror,
+                branches=[f"refs/heads/{branch}"],
+                namespaces=RECONCILER_NAMESPACES,
+                predecessor=predecessor,
+                whole=whole,
+            )
+        if self._mirror_lock is not None:
+            self._mirror_lock.share()
+        self._writer.owns_branch = True
+
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._git, self._claim)
         if self._remote is not None:
             # The mirror exists, is fetched, and has nothing unpushed; a signal meanwhile stops us
             # (start waits as long as the remote is unreachable and the mirror has unpushed commits).
@@ -704,6 +751,28 @@ class Manager:
             self.options.status_branch,
             f" (shard {self.options.shard})" if self.options.shard.sharded else "",
         )
+        self._ready = True
+
+    def readiness(self) -> str | None:
+        """Why this reconciler is not ready (`GET /readyz`), or None when it is.
+
+        Not ready while starting (recovery), after stopping, and while the status branch cannot be
+        written (the last group commit failed for good: a lock held by someone else, a full disk).
+        """
+        if not self._ready:
+            return "starting: recovering the state of the last run"
+        if self._stop.is_set():
+            return "stopping"
+        if self._writer.failure is not None:
+            return f"the status branch cannot be written: {self._writer.failure}"
+        return None
+
+    def _checkpoint_failed(self, reason: str) -> None:
+        """A group commit failed after its bounded retries: with `--once`, stop and exit 1 (never stall)."""
+        if self.options.once and self._fatal is None:
+            self._fatal = reason
+            log.error("stopping: a checkpoint could not be committed: %s", reason)
+            self._stop.set()
 
     async def _maintain(self) -> None:
         """Repository maintenance (`GitRepo.maintain`) off the checkpoint path, when it is due.
@@ -724,9 +793,10 @@ class Manager:
             )
             if not due or self._repo is None:
                 continue
+            repo, shared = self._repo, self._remote is None
             done, last = commits, time.monotonic()
             try:
-                await loop.run_in_executor(self._git, self._repo.maintain)
+                await loop.run_in_executor(self._git, functools.partial(repo.maintain, shared=shared))
             except Exception as exc:  # maintenance is an optimisation: never stop serving for it
                 log.warning("repository maintenance failed (will retry): %s", exc)
 
@@ -774,7 +844,7 @@ class Manager:
                 await self._check_human_branches()
         finally:
             await self._shutdown()
-        return 0
+        return 1 if self._fatal is not None else 0
 
     def poke(self) -> None:
         """The refs may have changed (a forge webhook said so): look now, not at the next poll.
@@ -808,6 +878,10 @@ class Manager:
             repo = self._repo
             await asyncio.get_running_loop().run_in_executor(self._git, repo.close)
         self._git.shutdown(wait=True)
+        # Last: a clean stop is recorded, so the next start knows nothing was killed.
+        for lock in (self._mirror_lock, self._serve_lock):
+            if lock is not None:
+                lock.release()
         if self._watcher is not None:  # it served (a refused start ends on its one error line)
             log.info("stopped")
 

@@ -1,6 +1,9 @@
 """`serve --http ADDR`: health and forge webhooks, served beside the reconciler in the same event loop.
 
-    GET  /healthz                 200 {"status": "ok"}
+    GET  /healthz                 200 {"status": "ok"}: the process answers (liveness)
+    GET  /readyz                  200 {"status": "ready"}, or 503 {"status": "not ready", "reason": ...}
+                                  while starting (recovery), stopping, or when the status branch
+                                  cannot be written (a checkpoint failed after its bounded retries)
     POST /webhooks/github         X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>
     POST /webhooks/gitea          X-Gitea-Signature / X-Forgejo-Signature: <hex HMAC-SHA256>
     POST /webhooks/gitlab         X-Gitlab-Token: <the secret>  (compared in constant time)
@@ -39,6 +42,7 @@ __all__ = ["app", "listen", "parse_address", "serve"]
 log = logging.getLogger("gitops_acp")
 
 Hook = Callable[[str, str | None], None]
+Readiness = Callable[[], str | None]  # None: ready; else why not
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -90,11 +94,17 @@ def _branch(forge: str, headers: Any, payload: Any) -> str | None:
     return str(ref) if ref else None
 
 
-def app(hook: Hook, secret: bytes | None) -> Starlette:
+def app(hook: Hook, secret: bytes | None, readiness: Readiness = lambda: None) -> Starlette:
     """The HTTP application: `hook(forge, branch)` is called for every verified event."""
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        reason = readiness()
+        if reason is None:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
 
     async def webhook(request: Request) -> JSONResponse:
         forge = request.path_params["forge"]
@@ -122,6 +132,7 @@ def app(hook: Hook, secret: bytes | None) -> Starlette:
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/webhooks/{forge}", webhook, methods=["POST"]),
         ]
     )
@@ -135,13 +146,21 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(run: Callable[[], Any], hook: Hook, sock: socket.socket, secret: bytes | None) -> int:
+async def serve(
+    run: Callable[[], Any],
+    hook: Hook,
+    sock: socket.socket,
+    secret: bytes | None,
+    readiness: Readiness = lambda: None,
+) -> int:
     """Serve HTTP on `sock` while `run()` (the manager) runs; stop serving when it returns."""
-    config = uvicorn.Config(app(hook, secret), log_level="warning", lifespan="off", access_log=False)
+    config = uvicorn.Config(
+        app(hook, secret, readiness), log_level="warning", lifespan="off", access_log=False
+    )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     host, port = sock.getsockname()[:2]
-    log.info("listening on http://%s:%d (GET /healthz, POST /webhooks/<forge>)", host, port)
+    log.info("listening on http://%s:%d (GET /healthz, /readyz, POST /webhooks/<forge>)", host, port)
     if secret is None:
         log.warning("no --webhook-secret-file: POST /webhooks/* is refused (403) until one is given")
     try:

@@ -1,7 +1,8 @@
 """`gitops-acp serve`: run the reconciler over the repository.
 
 `--once` runs until nothing can progress without an outside change (a new commit, a human's
-decision, a missing dependency appearing), then exits 0; a backoff timer keeps it running.
+decision, a missing dependency appearing), then exits 0; a backoff timer keeps it running. A
+checkpoint that cannot be committed after its bounded retries stops it with exit 1 (never a stall).
 SIGINT/SIGTERM finish the checkpoint in flight and exit 0. `--http ADDR` serves `/healthz` and the
 forges' webhooks beside the reconciler (`reactor/webhooks.py`).
 
@@ -113,7 +114,8 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
     parser.add_argument(
         "--http",
         metavar="ADDR",
-        help="serve GET /healthz and POST /webhooks/{github,gitea,gitlab} on HOST:PORT (e.g. 127.0.0.1:8080)",
+        help="serve GET /healthz, /readyz and POST /webhooks/{github,gitea,gitlab} on HOST:PORT "
+        "(e.g. 127.0.0.1:8080)",
     )
     parser.add_argument(
         "--webhook-secret-file",
@@ -271,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
     from gitops_acp.reactor import webhooks
 
     sock = webhooks.listen(*webhooks.parse_address(args.http))
-    return asyncio.run(webhooks.serve(manager.run, manager.webhook, sock, secret))
+    return asyncio.run(webhooks.serve(manager.run, manager.webhook, sock, secret, manager.readiness))
 
 
 def webhook_secret(path: Path | None) -> bytes | None:
