@@ -17,6 +17,7 @@ from gitops_acp.humans.approvals import Decision
 from gitops_acp.humans.forges import ForgeClient
 from gitops_acp.llm.client import Completion, LLMConfig, ToolCallRequest, ToolSpec
 from gitops_acp.mcp import ServerConfig, ServerState, ToolInfo, ToolResult
+from gitops_acp.mcp.gate import CallGate
 from gitops_acp.resources.loader import Loaded, load_file
 from gitops_acp.resources.meta import Kind
 from gitops_acp.resources.models import AnyResource, ContactChannel
@@ -92,8 +93,13 @@ class FakeMCP:
             connected=True, tools=tools, error=None, restarts=0, protocol_version="x"
         )
 
-    def ensure(self, config: ServerConfig) -> None:
+    gates: dict[str, CallGate] = field(default_factory=dict)
+
+    def ensure(self, config: ServerConfig, *, learned_limit: int | None = None) -> None:
         self.ensured.append(config)
+
+    def gate(self, name: str) -> CallGate:
+        return self.gates.setdefault(name, CallGate())
 
     def state(self, name: str) -> ServerState | None:
         return self.servers.get(name)

@@ -37,6 +37,7 @@ def server_config(server: MCPServer, ctx: Context) -> ServerConfig:
         url=spec.url,
         headers=tuple((var.name, _value(var, ctx.secrets, owner)) for var in spec.headers),
         log_path=(log_dir / f"mcp-{name}.log") if log_dir is not None else None,
+        max_concurrent_calls=spec.max_concurrent_calls,
     )
 
 
@@ -63,15 +64,27 @@ def _status(state: ServerState | None, previous: MCPServerStatus | None) -> MCPS
             status=Condition.Ready,
             status_detail=f"Connected successfully with {len(tools)} tools",
             tools=tools,
+            max_concurrent_calls=state.call_limit,
         )
     # Keep the last known tools: the catalog stays the same across a restart, while `connected`
     # says the tools can't be called right now.
     tools = previous.tools if previous is not None else []
+    limit = state.call_limit
     if state.error:
         return MCPServerStatus(
-            connected=False, status=Condition.Error, status_detail=state.error, tools=tools
+            connected=False,
+            status=Condition.Error,
+            status_detail=state.error,
+            tools=tools,
+            max_concurrent_calls=limit,
         )
-    return MCPServerStatus(connected=False, status=Condition.Pending, status_detail="Connecting", tools=tools)
+    return MCPServerStatus(
+        connected=False,
+        status=Condition.Pending,
+        status_detail="Connecting",
+        tools=tools,
+        max_concurrent_calls=limit,
+    )
 
 
 class MCPServerController:
@@ -100,7 +113,8 @@ class MCPServerController:
             status = MCPServerStatus(connected=False, status=Condition.Error, status_detail=str(exc))
             await ctx.checkpoint(server.model_copy(update={"status": status}))
             return Result(ctx.settings.error_retry, progress=False)
-        ctx.mcp.ensure(config)
+        learned = previous.max_concurrent_calls if previous is not None else None
+        ctx.mcp.ensure(config, learned_limit=learned)
         status = _status(ctx.mcp.state(name), previous)
         await ctx.checkpoint(server.model_copy(update={"status": status}))
         return DONE

@@ -1,19 +1,23 @@
 """Running MCP tool calls durably: intent before effect, and never a non-idempotent tool twice.
 
-    Pending ──(server connected)──► Running (attempt n, committed) ──► call ──► Succeeded | Failed
+    Pending ──(connected, room on it)──► Running (attempt n, committed) ──► call ──► Succeeded | Failed
                                       │
        found Running at a reconcile ──┤ the last invocation was interrupted (a crash, a shutdown):
                                       ├─ tool annotated readOnlyHint/idempotentHint: run again, attempt n+1
                                       └─ otherwise: Failed "interrupted: outcome unknown, not re-run"
 
-A key is reconciled by one worker at a time, so a call found `Running` is never one still running in
-this process. Every failure — isError, a JSON-RPC error, a timeout, a crashed server — ends `Failed`
-with the error text, which is what the model reads (ACP gave it an empty string).
+"Room on it": calls that cannot be re-run wait, still Pending, while the server is busy (its
+limit: spec.maxConcurrentCalls, or learned; mcp/gate.py), so only a call whose request was handed
+to a server with room can end "outcome unknown". A key is reconciled by one worker at a time, so
+a call found `Running` is never one still running in this process. Every failure — isError, a
+JSON-RPC error, a timeout, a crashed server — ends `Failed` with the error text, which is what the
+model reads (ACP gave it an empty string).
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 from gitops_acp.controllers import approval
 from gitops_acp.controllers.base import DONE, Context, Result, rfc3339
@@ -60,43 +64,77 @@ class MCPExecutor:
                 if isinstance(outcome, Result):
                     return outcome
                 call, status = outcome, outcome.status or ToolCallStatus()
-        state = ctx.mcp.state(entry.target)
-        if state is None or not state.connected:
-            why = (state.error if state is not None else None) or "starting"
-            waiting = status.model_copy(
-                update={"status_detail": f'Waiting for MCP server "{entry.target}" to connect ({why})'}
-            )
+        if not _connected(entry, ctx):
+            waiting = status.model_copy(update={"status_detail": _not_connected(entry, ctx)})
             if waiting != status:
                 await ctx.checkpoint(call.model_copy(update={"status": waiting}))
             return DONE  # the server's status change wakes this call (dependency index)
-        running = status.model_copy(
-            update={
-                "phase": ToolCallPhase.Running,
-                "status": Condition.Pending,
-                "status_detail": f"Calling {entry.tool} on MCP server {entry.target}"
-                + (
-                    f" (attempt {status.attempt + 1}, the previous one was interrupted)"
-                    if status.attempt
-                    else ""
-                ),
-                "attempt": status.attempt + 1,
-                "start_time": status.start_time or rfc3339(ctx.now()),
-            }
-        )
-        call = call.model_copy(update={"status": running})
-        await ctx.checkpoint(call)  # intent before effect
-        arguments = json.loads(call.spec.arguments or "{}")
-        timeout = _timeout(entry, ctx)
+        # Room on the server first, Running second: a call queued behind a busy server never ran,
+        # and must not be declared "outcome unknown" after a crash (mcp/gate.py).
+        gate = ctx.mcp.gate(entry.target)
+        if not gate.free(safe=entry.idempotent):
+            detail = (
+                f'Waiting for MCP server "{entry.target}": it takes {gate.limit} call(s) at once, '
+                f"{gate.inflight} in flight, {gate.waiting} waiting"
+            )
+            if status.status_detail != detail:
+                status = status.model_copy(update={"status_detail": detail})
+                call = call.model_copy(update={"status": status})
+                await ctx.checkpoint(call)
+        ticket = await gate.acquire(safe=entry.idempotent)
+        latency: float | None = None
+        error: str | None = None
+        text = ""
         try:
-            result = await ctx.mcp.call_tool(entry.target, entry.tool, arguments, timeout=timeout)
-        except MCPError as exc:
-            await finish(call, ctx, error=str(exc))
-            return DONE
-        if result.is_error:
-            await finish(call, ctx, error=result.text or "the tool reported an error")
+            if not _connected(entry, ctx):  # it went away while the call waited
+                return DONE
+            running = status.model_copy(
+                update={
+                    "phase": ToolCallPhase.Running,
+                    "status": Condition.Pending,
+                    "status_detail": f"Calling {entry.tool} on MCP server {entry.target}"
+                    + (
+                        f" (attempt {status.attempt + 1}, the previous one was interrupted)"
+                        if status.attempt
+                        else ""
+                    ),
+                    "attempt": status.attempt + 1,
+                    "start_time": status.start_time or rfc3339(ctx.now()),
+                }
+            )
+            call = call.model_copy(update={"status": running})
+            await ctx.checkpoint(call)  # intent before effect
+            arguments = json.loads(call.spec.arguments or "{}")
+            sent = time.monotonic()
+            try:
+                result = await ctx.mcp.call_tool(
+                    entry.target, entry.tool, arguments, timeout=_timeout(entry, ctx)
+                )
+            except MCPError as exc:
+                error = str(exc)
+            else:
+                latency = time.monotonic() - sent
+                text = result.text
+                if result.is_error:
+                    error = text or "the tool reported an error"
+        finally:
+            gate.release(ticket, latency=latency)
+        if error is not None:
+            await finish(call, ctx, error=error)
         else:
-            await finish(call, ctx, result=result.text)
+            await finish(call, ctx, result=text)
         return DONE
+
+
+def _connected(entry: Entry, ctx: Context) -> bool:
+    state = ctx.mcp.state(entry.target)
+    return state is not None and state.connected
+
+
+def _not_connected(entry: Entry, ctx: Context) -> str:
+    state = ctx.mcp.state(entry.target)
+    why = (state.error if state is not None else None) or "starting"
+    return f'Waiting for MCP server "{entry.target}" to connect ({why})'
 
 
 def _timeout(entry: Entry, ctx: Context) -> float:

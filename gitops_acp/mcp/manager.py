@@ -2,8 +2,9 @@
 
 The MCPServer controller calls `ensure(config)` on every reconcile (cheap: it only compares a
 fingerprint) and reads `state(name)` for the status it commits; `on_change` tells it when to look
-again (connected, crashed, tools changed). The ToolCall controller calls `call_tool`. Each server
-is a `connection.Connection` with its own owner task; this module is the registry around them.
+again (connected, crashed, tools changed, a new learned call limit). The ToolCall controller
+takes room on the server's `gate` (mcp/gate.py) and then calls `call_tool`. Each server is a
+`connection.Connection` with its own owner task; this module is the registry around them.
 
 Importing this module does not import the SDK: `gitops_acp.mcp.connection` (and with it `mcp`,
 close to a second of imports) is loaded on the first `ensure`, so commands that never start an
@@ -13,10 +14,12 @@ MCP server do not pay for it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gitops_acp.errors import MCPError
+from gitops_acp.mcp.gate import CallGate
 from gitops_acp.mcp.models import ServerConfig, ServerState, ToolResult
 
 if TYPE_CHECKING:
@@ -44,12 +47,21 @@ class MCPManager:
         self._backoff = restart_backoff
         self._connect_timeout = connect_timeout
         self._servers: dict[str, Connection] = {}
+        self._gates: dict[str, CallGate] = {}  # kept across restarts of a server: what was learned
 
-    def ensure(self, config: ServerConfig) -> None:
+    def ensure(self, config: ServerConfig, *, learned_limit: int | None = None) -> None:
         """Start the server if new, restart it if its config changed, else do nothing; never waits.
 
         Must be called from the event loop: the server's owner task is created on it.
+        `learned_limit`: the call limit an earlier run learned (from status), for a new gate.
         """
+        gate = self._gates.get(config.name)
+        if gate is None:
+            name = config.name
+            gate = self._gates[name] = CallGate(on_learned=lambda: self._on_change(name))
+            if learned_limit is not None:
+                gate.seed(learned_limit)
+        gate.fixed = config.max_concurrent_calls
         current = self._servers.get(config.name)
         if current is None:
             from gitops_acp.mcp.connection import Connection
@@ -66,7 +78,14 @@ class MCPManager:
     def state(self, name: str) -> ServerState | None:
         """Return the server's state, or None when it was never ensured (or was stopped)."""
         connection = self._servers.get(name)
-        return connection.state() if connection is not None else None
+        if connection is None:
+            return None
+        return dataclasses.replace(connection.state(), call_limit=self._gates[name].limit)
+
+    def gate(self, name: str) -> CallGate:
+        """The admission line of server `name` (a fixed limit of 1 for a server never ensured)."""
+        gate = self._gates.get(name)
+        return gate if gate is not None else CallGate(1)
 
     def names(self) -> list[str]:
         """Return the names of the servers this manager runs."""
@@ -95,6 +114,7 @@ class MCPManager:
     async def stop(self, name: str) -> None:
         """Stop the server and forget it; its process and the children it left are gone on return."""
         connection = self._servers.pop(name, None)
+        self._gates.pop(name, None)
         if connection is not None:
             await connection.close()
 

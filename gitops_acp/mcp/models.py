@@ -40,6 +40,9 @@ class ServerConfig:
     url: str | None = None
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     log_path: Path | None = None
+    # Calls the server takes at once (spec.maxConcurrentCalls); None: learned (mcp/gate.py). Not
+    # part of the fingerprint: changing it never restarts the server.
+    max_concurrent_calls: int | None = None
 
     def fingerprint(self) -> str:
         """Return a salted digest of every field, to notice a changed spec or a rotated secret."""
@@ -93,6 +96,7 @@ class ServerState:
     error: str | None  # why it is not connected (the last failure); None when connected
     restarts: int  # starts after the first one for this config (crashes, failed connects)
     protocol_version: str | None  # as negotiated, e.g. "2026-07-28" or "2025-11-25"
+    call_limit: int = 1  # calls it is sent at once (configured or learned: mcp/gate.py)
 
 
 @dataclass(frozen=True)

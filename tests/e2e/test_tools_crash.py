@@ -195,6 +195,7 @@ class Crashes:
     counter: Path
     frozen_before_any_call: bool  # round 1 froze the server before any call was sent to it
     stuck: dict[str, dict[str, Any]]  # the calls Running in round 1 (sent to a frozen server)
+    waiting_when_frozen: dict[str, dict[str, Any]]  # count calls held back Pending in round 1
     counted_when_frozen: Counter[str]  # the witness after round 1
     running_at_kill: list[dict[str, dict[str, Any]]]  # per kill: the calls Running at that moment
     consistent_after_kill: list[str]  # per kill: "" or why the branch was not sound
@@ -270,9 +271,28 @@ def crashes(stub_process: Stub, tmp_path_factory: pytest.TempPathFactory) -> Ite
         frozen = _one_server(background)
         frozen.suspend()
         frozen_before_any_call = not _calls(repo)
+
+        # Only as many calls as the server has room for are sent (a learned limit starts at 1;
+        # idempotent calls go along while nobody waits): the others wait Pending in the
+        # reconciler, in line, so a kill cannot make them "outcome unknown".
+        def settled() -> dict[str, dict[str, Any]] | None:
+            calls = _calls(repo)
+            held = [
+                d
+                for d in calls.values()
+                if "Waiting for MCP server" in (d["status"].get("statusDetail") or "")
+            ]
+            running = _running(repo)
+            return running if len(calls) == 3 * N and len(running) + len(held) == 3 * N else None
+
         stuck: dict[str, dict[str, Any]] = wait_for(
-            lambda: (r := _running(repo)) and len(r) >= 9 and r, timeout=30, what="nine Running calls"
+            settled, timeout=30, what="every call Running or waiting for the frozen server"
         )
+        waiting_when_frozen = {
+            name: doc
+            for name, doc in _calls(repo).items()
+            if doc["spec"]["toolRef"]["name"] == "tools__count" and doc["status"]["phase"] == "Pending"
+        }
         background.kill()
         frozen.kill()
         frozen.wait(timeout=10)
@@ -294,6 +314,7 @@ def crashes(stub_process: Stub, tmp_path_factory: pytest.TempPathFactory) -> Ite
             counter,
             frozen_before_any_call,
             stuck,
+            waiting_when_frozen,
             counted_when_frozen,
             running_at_kill,
             consistent,
@@ -336,6 +357,26 @@ def test_a_non_idempotent_tool_never_runs_twice(crashes: Crashes) -> None:
         for name, was in crashes.interrupted("tools__count").items():
             if name in crashes.stuck:
                 assert counted[_label(was)] == 0, (name, counted[_label(was)])
+
+
+def test_calls_that_cannot_be_rerun_wait_pending_while_the_server_is_busy(crashes: Crashes) -> None:
+    """Unknown only where the tool may have run: a busy server gets no second non-idempotent call."""
+    assert crashes.frozen_before_any_call, "the server was frozen after calls had run: nothing proved"
+    sent = [n for n, doc in crashes.stuck.items() if doc["spec"]["toolRef"]["name"] == "tools__count"]
+    assert len(sent) == 1, sent
+    assert len(crashes.waiting_when_frozen) == N - 1, sorted(crashes.waiting_when_frozen)
+    for name, doc in crashes.waiting_when_frozen.items():
+        assert doc["status"].get("attempt", 0) == 0, (name, doc["status"])
+        assert "Waiting for MCP server" in doc["status"]["statusDetail"], (name, doc["status"])
+    # Held back, they were never declared unknown: they ran after the restart, once each.
+    counted = _counted(crashes.counter)
+    calls = crashes.calls()
+    for name in crashes.waiting_when_frozen:
+        now = calls[name]["status"]
+        assert now["phase"] == "Succeeded", (name, now)
+        assert counted[_label(calls[name])] == 1, name
+    unknown = [n for n, doc in calls.items() if doc["status"].get("error") == INTERRUPTED]
+    assert sent[0] in unknown
 
 
 def test_an_interrupted_non_idempotent_call_fails_and_the_model_is_told(crashes: Crashes) -> None:

@@ -120,6 +120,8 @@ class MCPServerSpec(SpecModel):
     """Which tools need approval; without it, all do when a channel is set."""
     timeout: Duration | None = None
     """Longest one tool call may take ("30s", or seconds); kept as written."""
+    max_concurrent_calls: int | None = Field(default=None, ge=1, le=1024)
+    """Calls sent to the server at once; the others wait, still Pending. Unset: learned (docs/tools.md)."""
 
     @model_validator(mode="after")
     def _transport_needs(self) -> MCPServerSpec:
@@ -172,6 +174,8 @@ class MCPServerStatus(StatusModel):
     """Why, in words."""
     tools: list[MCPTool] = Field(default_factory=list)
     """The tools listed at the last connection."""
+    max_concurrent_calls: int | None = None
+    """Calls sent to it at once: spec.maxConcurrentCalls, or as learned from its latencies."""
 
 
 class MCPServer(Resource):
