@@ -23,7 +23,7 @@ import openai
 import psutil
 import pytest
 
-from gitops_acp import llm
+from gitops_acp import llm, retry
 from gitops_acp.errors import PermanentLLMError, TemporaryLLMError
 from gitops_acp.llm import client as llm_client
 from gitops_acp.llm import openai_client
@@ -518,12 +518,16 @@ def test_retry_after_is_parsed(stub: StubServer, rule: dict[str, Any], expected:
 
 
 def test_retry_after_as_http_date() -> None:
+    """One parser for every client (gitops_acp/retry.py): seconds, milliseconds, HTTP dates, garbage."""
     when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    seconds = openai_client._retry_after({"retry-after": when})
+    seconds = retry.retry_after({"retry-after": when})
     assert seconds is not None
     assert 25 < seconds <= 31
-    assert openai_client._retry_after({"retry-after": "garbage"}) is None
-    assert openai_client._retry_after({}) is None
+    assert retry.retry_after({"retry-after": when}, now=time.time() + 60) == 0.0  # passed: no wait
+    assert retry.retry_after({"retry-after": "7"}) == 7.0
+    assert retry.retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry.retry_after({"retry-after": "garbage"}) is None
+    assert retry.retry_after({}) is None
 
 
 def test_non_json_error_body_is_shown_as_text(stub: StubServer) -> None:

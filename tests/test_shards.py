@@ -11,6 +11,7 @@ import pytest
 from gitops_acp.cli.commands.serve import options_from
 from gitops_acp.cli.main import build_parser
 from gitops_acp.errors import UserError
+from gitops_acp.resources import lifecycle
 from gitops_acp.store import shards
 from gitops_acp.store.gitrepo import GitRepo
 from tests.conftest import git
@@ -155,8 +156,8 @@ def test_the_newest_tip_wins_and_each_document_keeps_its_branch(repo: Path) -> N
     assert order_x == ["acp/status-0-of-2", "acp/status", "acp/status-1-of-2"]
     assert order_gone == ["acp/status-0-of-2", "acp/status-1-of-2", "acp/status"]
     assert phases == {"x": "FinalAnswer", "y": "Failed"}
-    assert not any(shards.finished(p) for p in ("Pending", "ReadyForLLM", "-"))
-    assert all(shards.finished(p) for p in ("FinalAnswer", "Failed", "Cancelled"))
+    assert not any(lifecycle.task_finished(p) for p in ("Pending", "ReadyForLLM", "-"))
+    assert all(lifecycle.task_finished(p) for p in ("FinalAnswer", "Failed", "Cancelled"))
 
 
 def test_an_unsharded_repository_reads_as_before(repo: Path) -> None:

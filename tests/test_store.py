@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from gitops_acp.errors import ConflictError, StoreError
+from gitops_acp.resources.meta import Kind, status_path
 from gitops_acp.store import history, yamlio
 from gitops_acp.store.gitrepo import (
     EMPTY_TREE,
@@ -22,7 +23,7 @@ from gitops_acp.store.gitrepo import (
     commit_as_user,
     init_repository,
 )
-from gitops_acp.store.status import Change, StatusWriter, read_tip, status_path
+from gitops_acp.store.status import Change, StatusWriter, read_tip
 from tests.conftest import commit_files, git
 
 T = TypeVar("T")
@@ -628,7 +629,7 @@ def test_history_events_newest_first_with_phases_and_detail(repo: Path) -> None:
         events = history.events(r, branch="acp/status", kind="Task", name="t")
         limited = history.events(r, kind="Task", name="t", n=1)
         none = history.events(r, kind="Task", name="nobody")
-    shas = git(repo, "log", "--format=%H", "acp/status", "--", status_path("Task", "t")).splitlines()
+    shas = git(repo, "log", "--format=%H", "acp/status", "--", status_path(Kind.Task, "t")).splitlines()
     assert [e.sha for e in events] == shas
     assert [(e.old_phase, e.new_phase, e.detail) for e in events] == [
         ("ReadyForLLM", "Failed", "now Failed; error: HTTP 401: bad key"),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gitops_acp.errors import StoreError, UserError
+from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import Kind
 from gitops_acp.resources.models import AnyResource, from_document, to_document
 from gitops_acp.store import remote, shards
@@ -69,7 +70,7 @@ def snapshot(repo: GitRepo, *, branch: str = "main", status_branch: str = "acp/s
     """Read `main` and the tip of the status branch (every shard's, by default) once and merge them."""
     main_commit = repo.resolve(f"refs/heads/{branch}")
     desired = DesiredReader(repo).read(main_commit)
-    where: dict[tuple[str, str], str] = {}
+    where: dict[Key, str] = {}
     if status_branch == shards.UNSHARDED:
         merged = shards.read_merged(repo)
         status_commit, documents, where = merged.tip, merged.documents, merged.branches

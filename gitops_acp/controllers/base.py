@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,8 +23,9 @@ from gitops_acp.humans.forges import ForgeClient
 from gitops_acp.humans.humanlayer import DEFAULT_URL
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
+from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.loader import Loaded
-from gitops_acp.resources.meta import Kind
+from gitops_acp.resources.meta import Kind, parse_rfc3339, rfc3339
 from gitops_acp.resources.models import AnyResource, ContactChannel
 from gitops_acp.secrets import SecretResolver
 
@@ -42,7 +42,6 @@ __all__ = [
     "rfc3339",
 ]
 
-Key = tuple[Kind, str]
 
 
 @dataclass(frozen=True)
@@ -205,13 +204,3 @@ async def forget(kind: Kind, name: str, ctx: Context) -> Result:
     if ctx.observed(kind, name) is not None:
         await ctx.remove(kind, name, reason="removed from main")
     return DONE
-
-
-def rfc3339(ts: float) -> str:
-    """Format epoch seconds the way status files carry times: `2026-11-22T10:00:00.123456Z`."""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_rfc3339(text: str) -> float:
-    """Parse a time written by `rfc3339` (or any ISO 8601 time with a zone) to epoch seconds."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -36,11 +36,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import email.utils
 import hashlib
 import http
 import json
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -48,7 +46,7 @@ from typing import Any
 
 import openai
 
-from gitops_acp import __version__
+from gitops_acp import __version__, retry
 from gitops_acp.errors import LLMError, PermanentLLMError, TemporaryLLMError
 from gitops_acp.llm import client
 from gitops_acp.llm.client import Completion, LLMConfig, ToolCallRequest, ToolSpec
@@ -329,7 +327,7 @@ def _status_error(status: int, body: object, headers: Mapping[str, str], config:
         else f"LLM request failed: {status} {reason}"
     )
     if status in _TEMPORARY_STATUSES or status >= 500:
-        return TemporaryLLMError(text, status_code=status, retry_after=_retry_after(headers))
+        return TemporaryLLMError(text, status_code=status, retry_after=retry.retry_after(headers))
     return PermanentLLMError(text, status_code=status)
 
 
@@ -382,28 +380,6 @@ def _direct_endpoint(config: LLMConfig) -> _Direct | None:
     except ValueError:
         return None  # let the SDK report the malformed URL
     return _Direct(host=url.hostname, port=port, netloc=url.netloc.rpartition("@")[2], path=path)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Read `retry-after-ms` or `retry-after` (seconds or an HTTP date) as seconds, if present."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(float(value) / 1000, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
 
 
 def _endpoint(config: LLMConfig) -> str:

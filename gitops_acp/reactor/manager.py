@@ -38,6 +38,7 @@ from typing import Any
 import httpx2
 import watchfiles
 
+from gitops_acp import retry
 from gitops_acp.controllers import registry
 from gitops_acp.controllers.base import Controller, HttpReply, Key, Settings
 from gitops_acp.errors import PermanentForgeError, SecretError, StaleError, UserError
@@ -47,6 +48,7 @@ from gitops_acp.mcp import MCPManager
 from gitops_acp.reactor.queue import Requeue, WorkQueue
 from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
 from gitops_acp.reactor.watcher import RefWatcher
+from gitops_acp.resources import lifecycle
 from gitops_acp.resources.loader import Loaded
 from gitops_acp.resources.meta import (
     ANNOTATION_SOURCE,
@@ -54,15 +56,12 @@ from gitops_acp.resources.meta import (
     API_VERSION,
     LABEL_PARENT_TOOLCALL,
     LABEL_TASK,
-    TERMINAL_TASK_PHASES,
-    TERMINAL_TOOLCALL_PHASES,
     Kind,
     ToolCallPhase,
 )
 from gitops_acp.resources.models import (
     AnyResource,
     ContactChannel,
-    Task,
     ToolCall,
     from_document,
     to_document,
@@ -104,20 +103,6 @@ class ServeOptions:
     remote: RemoteOptions | None = None  # serve a remote through the mirror at `repo`
     # The tasks this process owns; status_branch is then the shard's (store/shards.py).
     shard: shards.Shard = field(default_factory=shards.Shard)
-
-
-def phase_of(obj: AnyResource | None) -> str:
-    """The word a commit subject uses for a resource's state: its phase, else its condition."""
-    if obj is None:
-        return "-"
-    status = obj.status
-    if status is None:
-        return "-"
-    phase = getattr(status, "phase", None)
-    if phase:
-        return str(phase)
-    condition = getattr(status, "status", None)
-    return str(condition) if condition else "-"
 
 
 def _signature(obj: AnyResource | None) -> tuple[object, ...]:
@@ -229,7 +214,9 @@ class Manager:
                 return True
             if not state.connected and state.restarts < 5 and self._dependents.get((Kind.MCPServer, name)):
                 waiting = [k for k in self._dependents[(Kind.MCPServer, name)] if k[0] == Kind.ToolCall]
-                if any(_unfinished(obj) for k in waiting if (obj := self._observed.get(k)) is not None):
+                if any(
+                    lifecycle.unfinished(obj) for k in waiting if (obj := self._observed.get(k)) is not None
+                ):
                     return True
         return False
 
@@ -370,7 +357,7 @@ class Manager:
             parsed: Any = response.json()
         except ValueError:
             parsed = None
-        return HttpReply(response.status_code, parsed, _retry_after(response.headers.get("retry-after")))
+        return HttpReply(response.status_code, parsed, retry.retry_after(response.headers))
 
     async def post_json(
         self, url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float
@@ -451,18 +438,17 @@ class Manager:
             old = self._submitted.get(key, self._observed.get(key))
             if old is not None and _same_state(old, obj):
                 continue
-            if _terminal(old) and phase_of(obj) != phase_of(old):
-                raise StaleError(
-                    f"{key[0]}/{key[1]} is already {phase_of(old)}: not moving it to {phase_of(obj)}"
-                )
+            was, new = lifecycle.phase_of(old), lifecycle.phase_of(obj)
+            if lifecycle.terminal(old) and new != was:
+                raise StaleError(f"{key[0]}/{key[1]} is already {was}: not moving it to {new}")
             stamped = self._stamp(key, obj)
             changes.append(
                 Change(
                     kind=key[0],
                     name=key[1],
                     document=to_document(stamped),
-                    old_phase=phase_of(old),
-                    new_phase=phase_of(stamped),
+                    old_phase=lifecycle.phase_of(old),
+                    new_phase=lifecycle.phase_of(stamped),
                 )
             )
             committed.append((key, stamped, old))
@@ -499,8 +485,10 @@ class Manager:
                         and key not in self._desired.resources
                     ):
                         self._index(key, obj, self._dependents)  # created by the reconciler: index it now
-                if log.isEnabledFor(logging.INFO) and phase_of(old) != phase_of(obj):
-                    log.info("%s/%s: %s -> %s", key[0], key[1], phase_of(old), phase_of(obj))
+                if log.isEnabledFor(logging.INFO) and lifecycle.phase_of(old) != lifecycle.phase_of(obj):
+                    log.info(
+                        "%s/%s: %s -> %s", key[0], key[1], lifecycle.phase_of(old), lifecycle.phase_of(obj)
+                    )
                 if _signature(old) != _signature(obj):
                     self._wake_dependents(key, obj if obj is not None else old)
 
@@ -509,7 +497,9 @@ class Manager:
 
     async def remove(self, kind: Kind, name: str, *, reason: str) -> None:
         old = self._observed.get((kind, name))
-        change = Change(kind=kind, name=name, document=None, old_phase=phase_of(old), new_phase="Deleted")
+        change = Change(
+            kind=kind, name=name, document=None, old_phase=lifecycle.phase_of(old), new_phase="Deleted"
+        )
         log.info("%s/%s: %s", kind, name, reason)
         await self._commit([change], [((kind, name), None, old)])
 
@@ -563,7 +553,7 @@ class Manager:
             (k, obj)
             for k, obj in self._observed.items()
             if (k[0] == Kind.Task and LABEL_PARENT_TOOLCALL in obj.metadata.labels)
-            or (k[0] == Kind.ToolCall and _unfinished(obj))
+            or (k[0] == Kind.ToolCall and lifecycle.unfinished(obj))
         ]
         for key, obj in objects:
             self._index(key, obj, dependents)
@@ -646,7 +636,7 @@ class Manager:
                 continue
             layout = f"{branch.count} shards" if branch.count > 1 else "unsharded"
             for name, phase in shards.task_phases(repo, branch).items():
-                if not shards.finished(phase):
+                if not lifecycle.task_finished(phase):
                     raise UserError(
                         f'Task "{name}" is unfinished ({phase}) on {branch.name} (the {layout} layout): '
                         f"serve --shard {shard} would run it again; finish or cancel it under that "
@@ -894,29 +884,6 @@ class Manager:
     def remote(self) -> RemoteSync | None:
         """The remote's fetcher and pusher, when serving a remote (its stats feed the benchmarks)."""
         return self._remote
-
-
-def _terminal(obj: AnyResource | None) -> bool:
-    """Whether a task or tool call has ended (nothing may move it on)."""
-    phase = getattr(obj.status, "phase", None) if obj is not None else None
-    if isinstance(obj, Task):
-        return phase in TERMINAL_TASK_PHASES
-    if isinstance(obj, ToolCall):
-        return phase in TERMINAL_TOOLCALL_PHASES
-    return False
-
-
-def _unfinished(obj: AnyResource) -> bool:
-    phase = getattr(obj.status, "phase", None)
-    return phase not in TERMINAL_TOOLCALL_PHASES and phase not in TERMINAL_TASK_PHASES
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (the delta form; an HTTP date is ignored: the caller's backoff applies)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 def _ordered(keys: Iterable[Key]) -> list[Key]:

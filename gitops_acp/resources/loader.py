@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from gitops_acp.errors import ResourceError, UserError
 from gitops_acp.resources import diagnostics, secretscan
+from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import ACCEPTED_API_VERSIONS, API_GROUPS, Kind
 from gitops_acp.resources.models import MODELS, AnyResource, ToolCall
 
@@ -39,7 +40,6 @@ __all__ = [
     "load_paths",
 ]
 
-Key = tuple[Kind, str]
 Record = tuple[str, int, dict[str, Any]]
 Loc = tuple[int | str, ...]
 # (line, YAML field path, message) of each problem found in one document.

@@ -34,11 +34,11 @@ __all__ = [
     "ToolCallPhase",
     "ToolType",
     "check_name",
-    "format_time",
     "parse_duration",
+    "parse_rfc3339",
     "parse_status_path",
-    "parse_time",
     "resolve_kind",
+    "rfc3339",
     "status_path",
 ]
 
@@ -172,19 +172,17 @@ def parse_duration(value: str | int | float) -> float:
     return seconds
 
 
-def format_time(moment: datetime) -> str:
-    """Return `moment` as the RFC 3339 text status files use: UTC, microseconds, `Z`."""
-    if moment.tzinfo is None:
-        raise ValueError("format_time needs an aware datetime (naive times are ambiguous)")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def rfc3339(ts: float) -> str:
+    """Format epoch seconds the way status files carry times: `2026-11-22T10:00:00.123456Z`."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_time(text: str) -> datetime:
-    """Return the aware datetime of an RFC 3339 timestamp such as `format_time` writes."""
-    moment = datetime.fromisoformat(text)
+def parse_rfc3339(text: str) -> float:
+    """Parse a time written by `rfc3339` (or any ISO 8601 time with a zone) to epoch seconds."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no time zone")
-    return moment
+    return moment.timestamp()
 
 
 class TaskPhase(StrEnum):

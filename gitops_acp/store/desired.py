@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.loader import FileResult, Loaded, LoadResult, assemble, load_file
 from gitops_acp.resources.meta import Kind
 from gitops_acp.store.gitrepo import GitRepo
 
 __all__ = ["DesiredReader", "DesiredState", "changed_keys"]
 
-Key = tuple[Kind, str]
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitops_acp.errors import StoreError
+from gitops_acp.resources.meta import Kind, status_path
 from gitops_acp.store import yamlio
 from gitops_acp.store.gitrepo import CommitInfo, GitRepo
-from gitops_acp.store.status import DEFAULT_BRANCH, status_path
+from gitops_acp.store.status import DEFAULT_BRANCH
 
 __all__ = ["Event", "events"]
 
@@ -32,7 +33,7 @@ class Event:
 
 def events(repo: GitRepo, *, branch: str = DEFAULT_BRANCH, kind: str, name: str, n: int = 20) -> list[Event]:
     """Return the newest `n` checkpoints of resource (kind, name) on `branch`, newest first."""
-    path = status_path(kind, name)
+    path = status_path(Kind(kind), name)
     ref = branch if branch.startswith("refs/") else f"refs/heads/{branch}"
     found: list[Event] = []
     for commit in repo.log(ref, path=path, n=n):

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitops_acp.errors import UserError
-from gitops_acp.resources.meta import TERMINAL_TASK_PHASES
+from gitops_acp.resources import meta
+from gitops_acp.resources.lifecycle import Key
 from gitops_acp.store import status, yamlio
 from gitops_acp.store.gitrepo import GitRepo
 
@@ -34,7 +35,6 @@ __all__ = [
     "Merged",
     "Shard",
     "StatusBranch",
-    "finished",
     "from_hostname",
     "history_order",
     "layout_of",
@@ -163,18 +163,13 @@ def task_phases(repo: GitRepo, branch: StatusBranch) -> dict[str, str]:
     return phases
 
 
-def finished(phase: str) -> bool:
-    """Whether a task phase is terminal (nothing moves the task on)."""
-    return phase in TERMINAL_TASK_PHASES
-
-
 @dataclass(frozen=True)
 class Merged:
     """The status branches' views merged (what `get` and `describe` show)."""
 
     tip: str | None  # the newest tip
-    documents: dict[tuple[str, str], dict[str, Any]]  # (kind, name) → status document
-    branches: dict[tuple[str, str], str]  # (kind, name) → the branch its document came from
+    documents: dict[Key, dict[str, Any]]  # (kind, name) → status document
+    branches: dict[Key, str]  # (kind, name) → the branch its document came from
 
 
 def read_merged(repo: GitRepo) -> Merged:
@@ -187,8 +182,8 @@ def read_merged(repo: GitRepo) -> Merged:
         name = found[0].name if found else UNSHARDED
         tip, only = status.read_tip(repo, name)
         return Merged(tip, only, dict.fromkeys(only, name))
-    documents: dict[tuple[str, str], dict[str, Any]] = {}
-    branches: dict[tuple[str, str], str] = {}
+    documents: dict[Key, dict[str, Any]] = {}
+    branches: dict[Key, str] = {}
     for branch in reversed(found):  # the oldest first: a newer tip's copy replaces it
         _tip, docs = status.read_tip(repo, branch.name)
         documents.update(docs)
@@ -203,6 +198,6 @@ def history_order(repo: GitRepo, *, kind: str, name: str) -> list[str]:
     deleted there: an LLM removed from main); `acp/status` when there is no status branch at all.
     """
     found = status_branches(repo)
-    path = status.status_path(kind, name)
+    path = meta.status_path(meta.Kind(kind), name)
     holding = [branch.name for branch in found if repo.read_file(branch.tip, path) is not None]
     return [*holding, *(branch.name for branch in found if branch.name not in holding)] or [UNSHARDED]

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from gitops_acp.errors import ConflictError, LockedError, StoreError
+from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import PLURALS, Kind
 from gitops_acp.store import recovery, yamlio
 from gitops_acp.store.gitrepo import TREE_MODE, GitRepo, RefConflictError, TreeBuilder
@@ -57,7 +58,6 @@ __all__ = [
     "StatusWriter",
     "WriterStats",
     "read_tip",
-    "status_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,16 +67,10 @@ DEFAULT_IDENTITY = ("gitops-acp", "gitops-acp@localhost")
 STATUS_DIR = "status"
 FILE_MODE = "100644"
 
-Key = tuple[str, str]  # (kind, name)
 Entries = dict[str, tuple[str, str]]  # one tree level: name -> (mode, sha)
 CommitHook = Callable[[str], Awaitable[None]]
 
 _KIND_BY_PLURAL = {plural: kind for kind, plural in PLURALS.items()}
-
-
-def status_path(kind: str, name: str) -> str:
-    """Return the path of a resource's file on the status branch: `status/<plural>/<name>.yaml`."""
-    return f"{STATUS_DIR}/{_plural(kind)}/{name}.yaml"
 
 
 def _plural(kind: str) -> str:
@@ -103,7 +97,7 @@ def _blob_sha(data: bytes) -> str:
 class Change:
     """One resource's checkpoint: its full object (None deletes its file) and the phase move."""
 
-    kind: str  # "Task", "ToolCall", ... (a `Kind` value)
+    kind: Kind  # Kind.Task, Kind.ToolCall, ...
     name: str
     document: dict[str, Any] | None  # apiVersion, kind, metadata, spec, status; None: delete the file
     old_phase: str = "-"  # shown in the commit message: "<Kind>/<name>: <old> -> <new>"

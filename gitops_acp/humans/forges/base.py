@@ -17,7 +17,6 @@ The token is only ever put in a request header: no message, log line or repr car
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +26,7 @@ from typing import Any, Protocol
 
 import httpx2
 
+from gitops_acp import retry
 from gitops_acp.errors import ForgeError, PermanentForgeError, TemporaryForgeError
 
 __all__ = ["ForgeClient", "HttpForge", "PRState", "PullRequest", "RateBudget"]
@@ -75,7 +75,7 @@ class RateBudget:
             if self.remaining == 0 and self.reset_at is not None and self.reset_at > now:
                 self.blocked_until = max(self.blocked_until, self.reset_at)
             return None
-        wait = _retry_after(headers.get("retry-after"), now)
+        wait = retry.retry_after(headers, now=now)
         if wait is None and self.remaining == 0 and self.reset_at is not None:
             wait = self.reset_at - now
         if wait is None:
@@ -267,19 +267,6 @@ def _number(text: str | None) -> float | None:
     try:
         return float(text) if text is not None else None
     except ValueError:
-        return None
-
-
-def _retry_after(text: str | None, now: float) -> float | None:
-    """`Retry-After` as seconds: a number, or an HTTP date."""
-    if text is None:
-        return None
-    seconds = _number(text)
-    if seconds is not None:
-        return seconds
-    try:
-        return email.utils.parsedate_to_datetime(text).timestamp() - now
-    except (TypeError, ValueError):
         return None
 
 
