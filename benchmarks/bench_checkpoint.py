@@ -27,7 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gitops_acp.store.gitrepo import GitRepo, init_repository
+from gitops_acp.cli.commits import init_repository
+from gitops_acp.store.git import GitRepo
 from gitops_acp.store.status import Change, StatusWriter
 
 

@@ -2,11 +2,12 @@
 
     GITOPS_ACP_CRASH_AT=<point>[:<n>]     SIGKILL this process the n-th time (default 1) it passes <point>
 
-Points (store/gitrepo.py): `objects-written` (a pack's temporary files written, nothing renamed),
-`pack-renamed` (the pack in place, its index not yet), `pack-written` (pack and index in place, the
-ref not moved), `lock-taken` (`update-ref --stdin` prepared: the ref's `.lock` exists; the git
-process is killed first, as a container's kill takes every process), `ref-moved` (the ref moved,
-nobody told yet). Unset (always, outside tests), `reached` is one dictionary lookup.
+Points (store/git/objects.py, store/git/refs.py): `objects-written` (a pack's temporary files
+written, nothing renamed), `pack-renamed` (the pack in place, its index not yet), `pack-written`
+(pack and index in place, the ref not moved), `lock-taken` (`update-ref --stdin` prepared: the
+ref's `.lock` exists; the git process is killed first, as a container's kill takes every
+process), `ref-moved` (the ref moved, nobody told yet). Unset (always, outside tests),
+`reached` is one dictionary lookup.
 """
 
 from __future__ import annotations

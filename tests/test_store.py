@@ -12,17 +12,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from gitops_acp.cli.commits import commit_as_user, init_repository
 from gitops_acp.errors import ConflictError, StoreError
 from gitops_acp.resources.meta import Kind, status_path
 from gitops_acp.store import history, yamlio
-from gitops_acp.store.gitrepo import (
-    EMPTY_TREE,
-    GitRepo,
-    RefConflictError,
-    TreeBuilder,
-    commit_as_user,
-    init_repository,
-)
+from gitops_acp.store.git import EMPTY_TREE, GitRepo, RefConflictError, TreeBuilder
 from gitops_acp.store.status import Change, StatusWriter, read_tip
 from tests.conftest import commit_files, git
 

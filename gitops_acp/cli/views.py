@@ -22,7 +22,7 @@ from gitops_acp.resources.meta import Kind
 from gitops_acp.resources.models import AnyResource, from_document, to_document
 from gitops_acp.store import remote, shards
 from gitops_acp.store.desired import DesiredReader
-from gitops_acp.store.gitrepo import GitRepo, is_url, redact_url
+from gitops_acp.store.git import GitRepo, is_url, redact_url
 from gitops_acp.store.status import read_tip
 
 __all__ = ["Snapshot", "render_table", "snapshot", "table_rows"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from gitops_acp.humans import branches
 from gitops_acp.humans.branches import Decision
-from gitops_acp.store.gitrepo import GitRepo
+from gitops_acp.store.git import GitRepo
 
 __all__ = ["APPROVALS_DIR", "Decision", "approval_path", "branch_name", "digest", "propose", "read_decision"]
 

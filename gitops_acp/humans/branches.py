@@ -15,7 +15,7 @@ from typing import Any
 
 from gitops_acp.errors import ConflictError
 from gitops_acp.store import yamlio
-from gitops_acp.store.gitrepo import TREE_MODE, GitRepo, TreeBuilder
+from gitops_acp.store.git import TREE_MODE, GitRepo, TreeBuilder
 
 __all__ = ["Decision", "propose", "read"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from gitops_acp.humans import branches
 from gitops_acp.humans.branches import Decision
-from gitops_acp.store.gitrepo import GitRepo
+from gitops_acp.store.git import GitRepo
 
 __all__ = ["RESPONSES_DIR", "branch_name", "propose", "read_response", "response_path"]
 

@@ -29,7 +29,7 @@ from typing import TypeVar
 
 from gitops_acp.errors import ConflictError, RemoteError, StoreError
 from gitops_acp.store import remote as mirrors
-from gitops_acp.store.gitrepo import GitRepo, redact_url
+from gitops_acp.store.git import GitRepo, redact_url
 
 __all__ = ["RemoteOptions", "RemoteSync"]
 

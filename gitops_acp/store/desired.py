@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.loader import FileResult, Loaded, LoadResult, assemble, load_file
 from gitops_acp.resources.meta import Kind
-from gitops_acp.store.gitrepo import GitRepo
+from gitops_acp.store.git import GitRepo
 
 __all__ = ["DesiredReader", "DesiredState", "changed_keys"]
-
 
 
 @dataclass(frozen=True)

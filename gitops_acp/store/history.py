@@ -14,7 +14,7 @@ from typing import Any
 from gitops_acp.errors import StoreError
 from gitops_acp.resources.meta import Kind, status_path
 from gitops_acp.store import yamlio
-from gitops_acp.store.gitrepo import CommitInfo, GitRepo
+from gitops_acp.store.git import CommitInfo, GitRepo
 from gitops_acp.store.status import DEFAULT_BRANCH
 
 __all__ = ["Event", "events"]

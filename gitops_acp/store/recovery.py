@@ -52,7 +52,7 @@ log = logging.getLogger("gitops_acp")
 
 #: Seconds a leftover must stay unchanged before it is taken for abandoned.
 SETTLE = 1.0
-#: Temporary files named with the pid of their writer: ours (store/gitrepo.py:
+#: Temporary files named with the pid of their writer: ours (store/git/objects.py:
 #: tmp_<kind>_<pid>_<thread>_<n>) and git repack's (.tmp-<pid>-pack-*).
 _BY_PID = re.compile(r"tmp_(?:obj|pack|idx)_(\d+)_\d+_\d+|\.tmp-(\d+)-.*")
 #: git's other temporary files in objects/: a fetch's index-pack (tmp_pack_XXXXXX), commit-graph.

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from gitops_acp.errors import ConflictError, StoreError
 from gitops_acp.store import shards
-from gitops_acp.store.gitrepo import GitRepo, PushUpdate, RefConflictError, init_bare, redact_url
+from gitops_acp.store.git import GitRepo, PushUpdate, RefConflictError, init_bare, redact_url
 
 __all__ = ["ORIGIN", "FetchResult", "Mirror", "PushResult", "cache_dir", "prepare_mirror", "refresh_view"]
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitops_acp.errors import UserError
-from gitops_acp.resources import meta
+from gitops_acp.resources import lifecycle, meta
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.store import status, yamlio
-from gitops_acp.store.gitrepo import GitRepo
+from gitops_acp.store.git import GitRepo
 
 __all__ = [
     "UNSHARDED",
@@ -40,6 +40,7 @@ __all__ = [
     "layout_of",
     "parse",
     "read_merged",
+    "retired_tasks",
     "shard_of",
     "status_branches",
     "task_phases",
@@ -201,3 +202,31 @@ def history_order(repo: GitRepo, *, kind: str, name: str) -> list[str]:
     path = meta.status_path(meta.Kind(kind), name)
     holding = [branch.name for branch in found if repo.read_file(branch.tip, path) is not None]
     return [*holding, *(branch.name for branch in found if branch.name not in holding)] or [UNSHARDED]
+
+
+def retired_tasks(repo: GitRepo, shard: Shard, status_branch: str) -> set[str]:
+    """Refuse to start while another layout has unfinished tasks; return the tasks it finished.
+
+    Another layout is a status branch of the family written with another number of shards
+    (`acp/status` when sharded, `acp/status-<i>-of-<m>` with m != N). Its unfinished task would
+    be run again here, tools included, from the start: a person finishes or cancels it under
+    that layout first. Its finished tasks stay there (readers show them) and are not re-run.
+    Other shards of this layout are skipped: their tasks are simply not ours. A custom
+    `--status-branch` is a deployment of its own, outside the family: nothing to check.
+    """
+    if status_branch != shard.branch:
+        return set()
+    finished: set[str] = set()
+    for branch in status_branches(repo):
+        if branch.count == shard.count:
+            continue
+        layout = f"{branch.count} shards" if branch.count > 1 else "unsharded"
+        for name, phase in task_phases(repo, branch).items():
+            if not lifecycle.task_finished(phase):
+                raise UserError(
+                    f'Task "{name}" is unfinished ({phase}) on {branch.name} (the {layout} layout): '
+                    f"serve --shard {shard} would run it again; finish or cancel it under that "
+                    "layout first (docs/scale.md)"
+                )
+            finished.add(name)
+    return finished

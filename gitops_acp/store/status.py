@@ -48,7 +48,7 @@ from gitops_acp.errors import ConflictError, LockedError, StoreError
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import PLURALS, Kind
 from gitops_acp.store import recovery, yamlio
-from gitops_acp.store.gitrepo import TREE_MODE, GitRepo, RefConflictError, TreeBuilder
+from gitops_acp.store.git import TREE_MODE, GitRepo, RefConflictError, TreeBuilder
 
 __all__ = [
     "DEFAULT_BRANCH",

@@ -12,10 +12,10 @@ import argparse
 from typing import Any
 
 from gitops_acp.cli import views
+from gitops_acp.cli.commits import commit_as_user
 from gitops_acp.errors import UserError
 from gitops_acp.humans.questions import branch_name, response_path
 from gitops_acp.store import yamlio
-from gitops_acp.store.gitrepo import commit_as_user
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:

@@ -6,11 +6,11 @@ import argparse
 from typing import Any
 
 from gitops_acp.cli import views
+from gitops_acp.cli.commits import commit_as_user
 from gitops_acp.errors import UserError
 from gitops_acp.resources.meta import API_VERSION, Kind, check_name
 from gitops_acp.store import yamlio
 from gitops_acp.store.desired import DesiredReader
-from gitops_acp.store.gitrepo import commit_as_user
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
