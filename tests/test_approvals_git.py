@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from gitops_acp.humans.approvals import approval_path, digest, propose, read_decision
-from gitops_acp.store.gitrepo import GitRepo
+from gitops_acp.store.git import GitRepo
 from tests.conftest import commit_files, git
 
 RECONCILER = ("gitops-acp", "gitops-acp@localhost")

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from gitops_acp.controllers.agent import AgentController
 from gitops_acp.controllers.base import Settings, parse_rfc3339
-from gitops_acp.controllers.llm import LLMController
-from gitops_acp.controllers.task import TaskController, toolcall_name
-from gitops_acp.controllers.toolcall import ToolCallController
+from gitops_acp.controllers.kinds.agent import AgentController
+from gitops_acp.controllers.kinds.llm import LLMController
+from gitops_acp.controllers.kinds.task import TaskController, toolcall_name
+from gitops_acp.controllers.kinds.toolcall import ToolCallController
 from gitops_acp.errors import PermanentLLMError, TemporaryLLMError
 from gitops_acp.resources.meta import LABEL_TASK, LABEL_TOOLCALL_REQUEST, Kind
 from gitops_acp.resources.models import Task, ToolCall
@@ -296,7 +296,7 @@ def test_llm_validates_with_a_real_request_carrying_its_parameters() -> None:
 
 def test_llm_missing_secret_is_an_error_naming_it_and_not_sticky() -> None:
     ctx = world(LLM_YAML)
-    ctx._secrets = type(ctx.secrets)(None, environ={})
+    ctx.secrets = type(ctx.secrets)(None, environ={})
     controller = LLMController()
     result = run(controller.reconcile("gpt", ctx))
     status = ctx.observed(Kind.LLM, "gpt").status
@@ -304,7 +304,7 @@ def test_llm_missing_secret_is_an_error_naming_it_and_not_sticky() -> None:
     assert 'secret "openai"' in status.status_detail
     assert "API_KEY" in status.status_detail
     assert result.requeue_after is not None
-    ctx._secrets = type(ctx.secrets)(None, environ={"API_KEY": "now-here"})
+    ctx.secrets = type(ctx.secrets)(None, environ={"API_KEY": "now-here"})
     run(controller.reconcile("gpt", ctx))
     assert ctx.observed(Kind.LLM, "gpt").status.status == "Ready"
 
@@ -315,7 +315,7 @@ def test_llm_is_revalidated_only_when_spec_or_secret_changes() -> None:
     run(controller.reconcile("gpt", ctx))
     run(controller.reconcile("gpt", ctx))
     assert len(ctx.llm.requests) == 1
-    ctx._secrets = type(ctx.secrets)(None, environ={"API_KEY": "rotated"})
+    ctx.secrets = type(ctx.secrets)(None, environ={"API_KEY": "rotated"})
     run(controller.reconcile("gpt", ctx))
     assert len(ctx.llm.requests) == 2
     ctx.declare(LLM_YAML.replace("maxTokens: 77", "maxTokens: 78"), path="llm.yaml")

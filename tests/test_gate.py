@@ -147,6 +147,18 @@ def test_a_caller_that_gives_up_leaves_the_line() -> None:
     run(scenario())
 
 
+def test_a_seeded_limit_is_not_probed_again_after_a_restart() -> None:
+    """A restarted reconciler trusts what the last one learned: no queued call at each restart."""
+    gate = CallGate()
+    gate.seed(1)
+
+    async def scenario() -> int:
+        return await _drive(gate, serial_server(), 20, safe=False)
+
+    assert run(scenario()) == 1
+    assert gate.limit == 1
+
+
 def test_a_learned_limit_seeds_a_new_gate_within_bounds() -> None:
     gate = CallGate()
     gate.seed(5)

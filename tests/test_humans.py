@@ -11,14 +11,15 @@ import pytest
 import yaml
 
 from gitops_acp.controllers import registry
-from gitops_acp.controllers.base import HttpReply, Settings
-from gitops_acp.controllers.task import toolcall_name
+from gitops_acp.controllers.base import Settings
+from gitops_acp.controllers.http import HttpReply
+from gitops_acp.controllers.kinds.task import toolcall_name
 from gitops_acp.humans.approvals import Decision
 from gitops_acp.humans.questions import propose, read_response, response_path
 from gitops_acp.mcp import ToolInfo
 from gitops_acp.resources.meta import Kind
 from gitops_acp.resources.models import Agent, ContactChannel, Task, ToolCall
-from gitops_acp.store.gitrepo import GitRepo
+from gitops_acp.store.git import GitRepo
 from tests.conftest import git
 from tests.fakes import FakeContext, FakeLLM, FakeMCP, final, ready, tool_calls
 
@@ -89,14 +90,14 @@ COUNT = ToolInfo(name="count", description="Count", input_schema={"type": "objec
 
 
 class FakeHumanLayer:
-    """HumanLayer's API as a function for FakeContext.http: calls by id, the key checked."""
+    """HumanLayer's API as a function for FakeContext.replies: calls by id, the key checked."""
 
     def __init__(self, ctx: FakeContext, *, key: str = KEY) -> None:
         self.ctx = ctx
         self.key = key
         self.calls: dict[str, dict[str, Any]] = {}
         self.script: list[HttpReply | OSError] = []  # replies to give first, whatever is asked
-        ctx.http = self
+        ctx.replies = self
 
     def __call__(self, method: str, url: str, body: dict[str, Any] | None) -> HttpReply | OSError:
         headers = self.ctx.requests[-1][3]
@@ -380,7 +381,7 @@ def approval_world(*replies) -> tuple[FakeContext, FakeHumanLayer, ToolCall]:
             seen.append(ctx.observed(Kind.ToolCall, name).status.external_call_id)
         return inner(method, url, body)
 
-    ctx.http = spy
+    ctx.replies = spy
     humanlayer.seen = seen  # type: ignore[attr-defined]
     return ctx, humanlayer, ask(ctx)
 

@@ -16,11 +16,11 @@ from gitops_acp.controllers.base import Result
 from gitops_acp.errors import PermanentForgeError
 from gitops_acp.humans import forges
 from gitops_acp.humans.approvals import Decision
-from gitops_acp.humans.forges.fake import FakeForge, Scripted
 from gitops_acp.resources.meta import Kind
 from gitops_acp.resources.models import ToolCall
 from tests.conftest import git
 from tests.fakes import FakeContext, FakeLLM, FakeMCP, final, ready, tool_calls
+from tests.fakes.forges import FakeForge, Scripted
 from tests.test_humans import LLM, TASK
 from tests.test_tools import call_named
 

@@ -18,7 +18,7 @@ from gitops_acp.errors import RemoteError, StoreError
 from gitops_acp.reactor.manager import Manager, ServeOptions
 from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
 from gitops_acp.secrets import SecretResolver
-from gitops_acp.store.gitrepo import GitRepo, redact_url
+from gitops_acp.store.git import GitRepo, redact_url
 from gitops_acp.store.remote import Mirror, cache_dir, prepare_mirror
 from gitops_acp.store.status import StatusWriter
 from tests.conftest import commit_files, git

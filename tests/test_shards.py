@@ -13,7 +13,7 @@ from gitops_acp.cli.main import build_parser
 from gitops_acp.errors import UserError
 from gitops_acp.resources import lifecycle
 from gitops_acp.store import shards
-from gitops_acp.store.gitrepo import GitRepo
+from gitops_acp.store.git import GitRepo
 from tests.conftest import git
 
 NAMES = [f"task-{i:05d}" for i in range(1000)] + ["hello", "a", "delegate-x-1-tc-01"]

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from gitops_acp.controllers import registry
-from gitops_acp.controllers.agent import AgentController
 from gitops_acp.controllers.delegation import child_task_name
-from gitops_acp.controllers.mcpserver import MCPServerController
+from gitops_acp.controllers.kinds.agent import AgentController
+from gitops_acp.controllers.kinds.mcpserver import MCPServerController
+from gitops_acp.controllers.kinds.task import toolcall_name
 from gitops_acp.controllers.mcptools import INTERRUPTED
-from gitops_acp.controllers.task import toolcall_name
 from gitops_acp.errors import MCPError
 from gitops_acp.humans.approvals import Decision
 from gitops_acp.mcp import ServerState, ToolInfo, ToolResult

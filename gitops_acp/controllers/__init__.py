@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from gitops_acp.controllers.agent import AgentController
 from gitops_acp.controllers.base import Controller
-from gitops_acp.controllers.contactchannel import ContactChannelController
 from gitops_acp.controllers.delegation import DelegationExecutor
 from gitops_acp.controllers.humancontact import HumanContactExecutor
-from gitops_acp.controllers.llm import LLMController
-from gitops_acp.controllers.mcpserver import MCPServerController
+from gitops_acp.controllers.kinds.agent import AgentController
+from gitops_acp.controllers.kinds.contactchannel import ContactChannelController
+from gitops_acp.controllers.kinds.llm import LLMController
+from gitops_acp.controllers.kinds.mcpserver import MCPServerController
+from gitops_acp.controllers.kinds.task import TaskController
+from gitops_acp.controllers.kinds.toolcall import ToolCallController
 from gitops_acp.controllers.mcptools import MCPExecutor
-from gitops_acp.controllers.task import TaskController
-from gitops_acp.controllers.toolcall import ToolCallController
 from gitops_acp.resources.meta import Kind, ToolType
 
 __all__ = ["registry"]

@@ -33,7 +33,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gitops_acp.controllers import humanlayer, pullrequests
+from gitops_acp.controllers import humanlayer_calls as humanlayer
+from gitops_acp.controllers import pullrequests
 from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.calls import cannot_ask
 from gitops_acp.controllers.catalog import Entry
@@ -54,12 +55,12 @@ __all__ = ["check", "is_approver", "needs_approval", "request"]
 
 def needs_approval(entry: Entry, ctx: Context) -> tuple[bool, ContactChannel | None]:
     """Whether a call of `entry` waits for a human, and the channel that decides (None: not declared)."""
-    loaded = ctx.desired(Kind.MCPServer, entry.target)
+    loaded = ctx.state.desired(Kind.MCPServer, entry.target)
     server = loaded.resource if loaded is not None else None
     if not isinstance(server, MCPServer) or not server.spec.needs_approval(entry.tool):
         return False, None
     ref = server.spec.approval_contact_channel
-    channel = ctx.desired(Kind.ContactChannel, ref.name) if ref is not None else None
+    channel = ctx.state.desired(Kind.ContactChannel, ref.name) if ref is not None else None
     if channel is None or not isinstance(channel.resource, ContactChannel):
         return True, None
     return True, channel.resource
@@ -103,7 +104,7 @@ async def request(call: ToolCall, entry: Entry, channel: ContactChannel | None, 
         f"Merge this branch to approve. To reject, set `decision: rejected` and a `comment` in\n"
         f"{approval_path(call.metadata.name)} and merge, or delete the branch without merging.\n"
     )
-    branch = await ctx.propose_approval(call.metadata.name, document, message)
+    branch = await ctx.humans.propose_approval(call.metadata.name, document, message)
     approval = ToolCallApproval(branch=branch)
     how = f"merge {branch} into main"
     if pullrequests.has_forge(channel):
@@ -136,7 +137,7 @@ async def request(call: ToolCall, entry: Entry, channel: ContactChannel | None, 
             "approval": approval,
         }
     )
-    await ctx.checkpoint(call.model_copy(update={"status": waiting}))
+    await ctx.state.checkpoint(call.model_copy(update={"status": waiting}))
     return DONE
 
 
@@ -187,9 +188,9 @@ async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) ->
             )
         return await _check_humanlayer(call, channel, ctx)
     git = channel.spec.git if channel is not None else None
-    decision = await ctx.approval_decision(call.metadata.name)
+    decision = await ctx.humans.approval_decision(call.metadata.name)
     if decision is None:
-        if not await ctx.branch_exists(branch_name(call.metadata.name)):
+        if not await ctx.humans.branch_exists(branch_name(call.metadata.name)):
             return await _reject(call, ctx, "closed without merging", by="")
         wait: float | None = None
         number = status.approval.pull_request if status.approval is not None else None
@@ -240,46 +241,20 @@ async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) ->
     if edited:
         update["spec"] = call.spec.model_copy(update={"arguments": json.dumps(spec["arguments"])})
     approved = call.model_copy(update=update)
-    await ctx.checkpoint(approved)
+    await ctx.state.checkpoint(approved)
     return approved
 
 
 async def _ask_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:
-    """Commit the call id we will use, then ask HumanLayer: a crash in between can't ask twice."""
-    observed = ctx.observed(Kind.ContactChannel, channel.metadata.name)
-    state = observed.status if isinstance(observed, ContactChannel) else None
-    if state is not None and state.status == Condition.Error:
-        return await _reject(
-            call,
-            ctx,
-            f'approval channel "{channel.metadata.name}" is not usable: {state.status_detail}',
-            by="",
-        )
-    if state is None or not state.ready:
-        return Result(1.0)  # its validation is under way; a channel answers within a request
-    call, outcome = await humanlayer.ask(
-        call,
-        channel,
-        ctx,
-        question=False,
-        waiting={
-            "phase": ToolCallPhase.AwaitingHumanApproval,
-            "approval": ToolCallApproval(channel=channel.metadata.name),
-        },
-        detail=lambda call_id: _waiting_detail(channel, call_id),
-        body=lambda asked, call_id: _request_body(asked, channel, call_id),
-    )
-    return await _settle(call, channel, outcome, ctx)
+    return await humanlayer.ask_through(call, channel, ctx, _PURPOSE)
 
 
 async def _check_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context) -> ToolCall | Result:
-    """Look the request up at HumanLayer (posting it if a crash came before the POST)."""
+    """Look the request up at HumanLayer; an answer approves or rejects the call."""
+    outcome = await humanlayer.check_through(call, channel, ctx, _PURPOSE)
+    if isinstance(outcome, Result):
+        return outcome
     status = call.status or ToolCallStatus()
-    call_id = status.external_call_id or ""
-    body = _request_body(call, channel, call_id)
-    outcome = await humanlayer.look(channel, ctx, question=False, call_id=call_id, body=body)
-    if not isinstance(outcome, api.Answer):
-        return await _settle(call, channel, outcome, ctx)
     by = humanlayer.describe(channel)
     at = humanlayer.answered_at(outcome, ctx)
     if not outcome.approved:
@@ -295,7 +270,7 @@ async def _check_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Contex
         }
     )
     approved = call.model_copy(update={"status": ready})
-    await ctx.checkpoint(approved)
+    await ctx.state.checkpoint(approved)
     return approved
 
 
@@ -309,17 +284,19 @@ def _request_body(call: ToolCall, channel: ContactChannel, call_id: str) -> dict
     )
 
 
-async def _settle(
-    call: ToolCall, channel: ContactChannel, outcome: humanlayer.Waiting | humanlayer.Refused, ctx: Context
-) -> Result:
-    detail = _waiting_detail(channel, (call.status or ToolCallStatus()).external_call_id or "")
-    return await humanlayer.settle(
-        call, outcome, ctx, detail=detail, refused=ToolCallPhase.ErrorRequestingHumanApproval
-    )
+async def _unusable(call: ToolCall, ctx: Context, reason: str) -> Result:
+    return await _reject(call, ctx, reason, by="")
 
 
-def _waiting_detail(channel: ContactChannel, call_id: str) -> str:
-    return f"Waiting for approval through {humanlayer.describe(channel)} (HumanLayer call {call_id})"
+_PURPOSE = humanlayer.Purpose(
+    question=False,
+    waiting=ToolCallPhase.AwaitingHumanApproval,
+    refused=ToolCallPhase.ErrorRequestingHumanApproval,
+    record=lambda channel: {"approval": ToolCallApproval(channel=channel)},
+    awaited="approval",
+    body=_request_body,
+    unusable=_unusable,
+)
 
 
 def is_approver(identity: str, approvers: list[str]) -> bool:
@@ -344,13 +321,13 @@ async def _reject(call: ToolCall, ctx: Context, comment: str, *, by: str, at: fl
             "completion_time": rfc3339(ctx.now()),
         }
     )
-    await ctx.checkpoint(call.model_copy(update={"status": rejected}))
+    await ctx.state.checkpoint(call.model_copy(update={"status": rejected}))
     return DONE
 
 
 def _task(call: ToolCall, ctx: Context) -> Task | None:
-    loaded = ctx.desired(Kind.Task, call.spec.task_ref.name)
-    task = loaded.resource if loaded is not None else ctx.observed(Kind.Task, call.spec.task_ref.name)
+    loaded = ctx.state.desired(Kind.Task, call.spec.task_ref.name)
+    task = loaded.resource if loaded is not None else ctx.state.observed(Kind.Task, call.spec.task_ref.name)
     return task if isinstance(task, Task) else None
 
 

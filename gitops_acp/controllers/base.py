@@ -2,38 +2,38 @@
 
 A controller reconciles one resource, named by its key, against the world: the desired state read
 from a commit of `main` and the observed state read from the tip of `acp/status`. It makes progress
-in checkpoints: ``ctx.checkpoint(obj)`` returns once the commit that records the new status is on the
+in checkpoints: ``ctx.state.checkpoint(obj)`` returns once the commit that records the new status is on the
 status branch, so a controller never advances past a checkpoint that is not committed.
 
 Controllers share one shape (after flux's source-controller): ``reconcile(name, ctx) -> Result``
 running private steps in order. They never touch git, files or the clock directly: everything
-outside goes through the ``Context`` (implemented by the reactor) so the transition tables can be
-tested with fakes.
+outside goes through the ``Context``'s few dependencies, so the transition tables are tested with
+the real checkpoint rules and fakes only at the protocol boundaries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from gitops_acp.humans.approvals import Decision
-from gitops_acp.humans.forges import ForgeClient
+from gitops_acp.controllers.http import Http
+from gitops_acp.controllers.state import State
+from gitops_acp.humans.gateway import Humans
 from gitops_acp.humans.humanlayer import DEFAULT_URL
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
 from gitops_acp.resources.lifecycle import Key
-from gitops_acp.resources.loader import Loaded
 from gitops_acp.resources.meta import Kind, parse_rfc3339, rfc3339
-from gitops_acp.resources.models import AnyResource, ContactChannel
+from gitops_acp.resources.models import AnyResource
 from gitops_acp.secrets import SecretResolver
 
 __all__ = [
     "DONE",
     "Context",
     "Controller",
-    "HttpReply",
     "Key",
     "Result",
     "Settings",
@@ -41,7 +41,6 @@ __all__ = [
     "parse_rfc3339",
     "rfc3339",
 ]
-
 
 
 @dataclass(frozen=True)
@@ -76,113 +75,44 @@ class Settings:
     max_delivery_attempts: int = 10  # responseUrl POSTs before the delivery is given up as Failed
     humanlayer_url: str = DEFAULT_URL  # HumanLayer's API base, for slack and email channels
     humanlayer_poll: float = 5.0  # seconds between looks at a pending HumanLayer request
-    main_branch: str = "main"  # the branch pull requests for approvals are opened against
     forge_poll_interval: float = 60.0  # at best, seconds between two looks at one pull request's state
 
 
-@dataclass(frozen=True)
-class HttpReply:
-    """An HTTP response as controllers see it: the status, the JSON body (None if not JSON), Retry-After."""
+class Context:
+    """What one reconcile may use: narrow, explicit dependencies, each testable on its own.
 
-    status: int
-    body: Any
-    retry_after: float | None = None  # seconds, when the server sent Retry-After
+    ``state`` is desired and observed state and the checkpoints, with their rules
+    (controllers/state.py); ``humans`` the branches, decisions and forges people act through
+    (humans/gateway.py); ``http`` JSON over one injected client (controllers/http.py); ``llm``,
+    ``mcp`` and ``secrets`` the clients of the outside systems; ``clock`` the time (a fixed one
+    in tests). The reactor builds one Context for the life of `serve`; a test builds the same
+    objects over fakes at the protocol boundary.
+    """
 
-
-class Context(Protocol):
-    """The world as one reconcile sees it, and the only way to change it."""
-
-    @property
-    def spec_commit(self) -> str:
-        """The commit of `main` being reconciled."""
-        ...
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def llm(self) -> LLMClient: ...
-
-    @property
-    def secrets(self) -> SecretResolver: ...
-
-    @property
-    def mcp(self) -> MCPManager:
-        """The MCP sessions of this process (one per MCPServer)."""
-        ...
+    def __init__(
+        self,
+        *,
+        state: State,
+        settings: Settings,
+        llm: LLMClient,
+        mcp: MCPManager,
+        secrets: SecretResolver,
+        humans: Humans,
+        http: Http,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = state
+        self.settings = settings
+        self.llm = llm
+        self.mcp = mcp
+        self.secrets = secrets
+        self.humans = humans
+        self.http = http
+        self.clock = clock
 
     def now(self) -> float:
-        """Seconds since the epoch (a fake clock in tests)."""
-        ...
-
-    def desired(self, kind: Kind, name: str) -> Loaded | None:
-        """The resource as declared on `main`, or None."""
-        ...
-
-    def observed(self, kind: Kind, name: str) -> AnyResource | None:
-        """The resource as last committed to the status branch, or None."""
-        ...
-
-    def observed_all(self, kind: Kind) -> Iterable[AnyResource]:
-        """Every resource of `kind` on the status branch."""
-        ...
-
-    async def checkpoint(self, *objects: AnyResource) -> None:
-        """Commit the objects' new state in one commit; return once it is on the status branch."""
-        ...
-
-    async def remove(self, kind: Kind, name: str, *, reason: str) -> None:
-        """Delete the resource's status file (the resource left `main`)."""
-        ...
-
-    def wake(self, kind: Kind, name: str) -> None:
-        """Ask for a reconcile of another resource."""
-        ...
-
-    async def propose_approval(self, toolcall: str, document: dict[str, Any], message: str) -> str:
-        """Create (or find) the approval branch of a tool call from the tip of `main`; return its name."""
-        ...
-
-    async def approval_decision(self, toolcall: str) -> Decision | None:
-        """The approval file of a tool call on the tip of `main`, with who put it there; None if absent."""
-        ...
-
-    async def propose_question(self, toolcall: str, document: dict[str, Any], message: str) -> str:
-        """Create (or find) the question branch of a tool call from the tip of `main`; return its name."""
-        ...
-
-    async def question_response(self, toolcall: str) -> Decision | None:
-        """The response file of a question on the tip of `main`, with who put it there; None if absent."""
-        ...
-
-    async def request_json(
-        self,
-        method: str,
-        url: str,
-        *,
-        body: dict[str, Any] | None = None,
-        headers: dict[str, str],
-        timeout: float,
-    ) -> HttpReply:
-        """Send an HTTP request (JSON body, if any); raise OSError when the server can't be reached."""
-        ...
-
-    async def branch_exists(self, branch: str) -> bool:
-        """Whether `refs/heads/<branch>` exists."""
-        ...
-
-    async def post_json(
-        self, url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float
-    ) -> int:
-        """POST `body` as JSON and return the HTTP status; raise OSError when the server can't be reached."""
-        ...
-
-    async def forge(self, channel: ContactChannel) -> ForgeClient:
-        """The pull-request client of a git channel that names a forge.
-
-        Raises PermanentForgeError when it cannot be built (no token, no repository to talk about).
-        """
-        ...
+        """Seconds since the epoch."""
+        return self.clock()
 
 
 class Controller(Protocol):
@@ -201,6 +131,6 @@ class Controller(Protocol):
 
 async def forget(kind: Kind, name: str, ctx: Context) -> Result:
     """The resource left `main`: delete its status file (as `kubectl delete` removes the object)."""
-    if ctx.observed(kind, name) is not None:
-        await ctx.remove(kind, name, reason="removed from main")
+    if ctx.state.observed(kind, name) is not None:
+        await ctx.state.remove(kind, name, reason="removed from main")
     return DONE

@@ -31,7 +31,7 @@ async def finish(
             "completion_time": rfc3339(ctx.now()),
         }
     )
-    await ctx.checkpoint(call.model_copy(update={"status": done}))
+    await ctx.state.checkpoint(call.model_copy(update={"status": done}))
 
 
 async def cannot_ask(call: ToolCall, ctx: Context, reason: str, *, phase: ToolCallPhase) -> None:
@@ -50,4 +50,4 @@ async def cannot_ask(call: ToolCall, ctx: Context, reason: str, *, phase: ToolCa
             "completion_time": rfc3339(ctx.now()),
         }
     )
-    await ctx.checkpoint(call.model_copy(update={"status": failed}))
+    await ctx.state.checkpoint(call.model_copy(update={"status": failed}))

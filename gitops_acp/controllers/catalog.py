@@ -141,10 +141,10 @@ def catalog_of(agent: Agent, ctx: Context) -> Catalog:
     spec = agent.spec
     inputs = (
         agent,
-        ctx.observed(Kind.Agent, agent.metadata.name),
-        *(ctx.observed(Kind.MCPServer, ref.name) for ref in spec.mcp_servers),
-        *(ctx.desired(Kind.ContactChannel, ref.name) for ref in spec.human_contact_channels),
-        *(ctx.desired(Kind.Agent, ref.name) for ref in spec.sub_agents),
+        ctx.state.observed(Kind.Agent, agent.metadata.name),
+        *(ctx.state.observed(Kind.MCPServer, ref.name) for ref in spec.mcp_servers),
+        *(ctx.state.desired(Kind.ContactChannel, ref.name) for ref in spec.human_contact_channels),
+        *(ctx.state.desired(Kind.Agent, ref.name) for ref in spec.sub_agents),
     )
     cached = _CATALOGS.get(agent.metadata.name)
     if cached is not None and len(cached[0]) == len(inputs) and all(map(operator.is_, cached[0], inputs)):
@@ -157,17 +157,17 @@ def catalog_of(agent: Agent, ctx: Context) -> Catalog:
 
 def _build(agent: Agent, ctx: Context) -> dict[str, Entry]:
     entries: dict[str, Entry] = {}
-    observed = ctx.observed(Kind.Agent, agent.metadata.name)
+    observed = ctx.state.observed(Kind.Agent, agent.metadata.name)
     status = observed.status if isinstance(observed, Agent) and observed.status else None
     valid_servers = {v.name for v in status.valid_mcp_servers} if status else set()
     valid_agents = {v.name for v in status.valid_sub_agents} if status else set()
     valid_channels = {v.name for v in status.valid_human_contact_channels} if status else set()
     for ref in agent.spec.mcp_servers:
-        server = ctx.observed(Kind.MCPServer, ref.name)
+        server = ctx.state.observed(Kind.MCPServer, ref.name)
         if ref.name in valid_servers and isinstance(server, MCPServer):
             entries.update((e.function, e) for e in mcp_entries(server))
     for ref in agent.spec.human_contact_channels:
-        channel = ctx.desired(Kind.ContactChannel, ref.name)
+        channel = ctx.state.desired(Kind.ContactChannel, ref.name)
         if (
             ref.name not in valid_channels
             or channel is None
@@ -183,7 +183,7 @@ def _build(agent: Agent, ctx: Context) -> dict[str, Entry]:
             target=ref.name,
         )
     for ref in agent.spec.sub_agents:
-        sub = ctx.desired(Kind.Agent, ref.name)
+        sub = ctx.state.desired(Kind.Agent, ref.name)
         if ref.name not in valid_agents or sub is None or not isinstance(sub.resource, Agent):
             continue
         function = DELEGATE_PREFIX + ref.name
@@ -211,11 +211,11 @@ def contact_description(channel: ContactChannel) -> str:
 
 def entry_for_call(task_name: str, function: str, ctx: Context) -> Entry | None:
     """The catalog entry a tool call of `task_name` names, or None when its agent offers no such tool."""
-    loaded = ctx.desired(Kind.Task, task_name)
-    task = loaded.resource if loaded is not None else ctx.observed(Kind.Task, task_name)
+    loaded = ctx.state.desired(Kind.Task, task_name)
+    task = loaded.resource if loaded is not None else ctx.state.observed(Kind.Task, task_name)
     if not isinstance(task, Task):
         return None
-    agent = ctx.desired(Kind.Agent, task.spec.agent_ref.name)
+    agent = ctx.state.desired(Kind.Agent, task.spec.agent_ref.name)
     if agent is None or not isinstance(agent.resource, Agent):
         return None
     return agent_catalog(agent.resource, ctx).get(function)

@@ -55,13 +55,13 @@ def ancestry(task_name: str, ctx: Context) -> list[tuple[str, str]]:
     name: str | None = task_name
     while name is not None and name not in seen:
         seen.add(name)
-        loaded = ctx.desired(Kind.Task, name)
-        task = loaded.resource if loaded is not None else ctx.observed(Kind.Task, name)
+        loaded = ctx.state.desired(Kind.Task, name)
+        task = loaded.resource if loaded is not None else ctx.state.observed(Kind.Task, name)
         if not isinstance(task, Task):
             break
         chain.append((name, task.spec.agent_ref.name))
         parent_call = task.metadata.labels.get(LABEL_PARENT_TOOLCALL)
-        call = ctx.observed(Kind.ToolCall, parent_call) if parent_call else None
+        call = ctx.state.observed(Kind.ToolCall, parent_call) if parent_call else None
         name = call.spec.task_ref.name if isinstance(call, ToolCall) else None
     return list(reversed(chain))
 
@@ -101,7 +101,7 @@ class DelegationExecutor:
             return DONE
 
         name = child_task_name(call.metadata.name)
-        existing = ctx.observed(Kind.Task, name)
+        existing = ctx.state.observed(Kind.Task, name)
         if existing is not None and existing.metadata.labels.get(LABEL_PARENT_TOOLCALL) != call.metadata.name:
             await finish(call, ctx, error=f'cannot delegate: a task named "{name}" already exists')
             return DONE
@@ -126,13 +126,13 @@ class DelegationExecutor:
                 "start_time": status.start_time or rfc3339(ctx.now()),
             }
         )
-        await ctx.checkpoint(call.model_copy(update={"status": waiting}), *objects)
-        ctx.wake(Kind.Task, name)
+        await ctx.state.checkpoint(call.model_copy(update={"status": waiting}), *objects)
+        ctx.state.wake(Kind.Task, name)
         return DONE
 
     async def _collect(self, call: ToolCall, ctx: Context) -> Result:
         name = child_task_name(call.metadata.name)
-        child = ctx.observed(Kind.Task, name)
+        child = ctx.state.observed(Kind.Task, name)
         if not isinstance(child, Task) or child.status is None:
             return DONE
         phase = child.status.phase

@@ -60,7 +60,7 @@ async def deliver(task: Task, ctx: Context) -> Result:
     attempts = int(record.get("attempts", 0)) + 1
     key = f"{task.metadata.name}-{status.completion_time or ''}"
     try:
-        code = await ctx.post_json(url, payload(task), headers={"Idempotency-Key": key}, timeout=30.0)
+        code = await ctx.http.post_json(url, payload(task), headers={"Idempotency-Key": key}, timeout=30.0)
         error = None if 200 <= code < 300 else f"HTTP {code}"
     except OSError as exc:
         code, error = None, f"cannot reach {url}: {exc}"
@@ -85,4 +85,5 @@ async def deliver(task: Task, ctx: Context) -> Result:
 async def _save(task: Task, ctx: Context, record: dict[str, Any]) -> None:
     status = task.status or TaskStatus()
     record = {k: v for k, v in record.items() if v is not None}
-    await ctx.checkpoint(task.model_copy(update={"status": status.model_copy(update={"delivery": record})}))
+    saved = status.model_copy(update={"delivery": record})
+    await ctx.state.checkpoint(task.model_copy(update={"status": saved}))

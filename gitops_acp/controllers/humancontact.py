@@ -29,7 +29,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gitops_acp.controllers import approval, humanlayer, pullrequests
+from gitops_acp.controllers import approval, pullrequests
+from gitops_acp.controllers import humanlayer_calls as humanlayer
 from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.calls import cannot_ask, finish
 from gitops_acp.controllers.catalog import HUMAN_CONTACT_SUFFIX, entry_for_call
@@ -53,7 +54,7 @@ class HumanContactExecutor:
     async def execute(self, call: ToolCall, ctx: Context) -> Result:
         status = call.status or ToolCallStatus()
         name = call.spec.tool_ref.name.removesuffix(HUMAN_CONTACT_SUFFIX)
-        loaded = ctx.desired(Kind.ContactChannel, name)
+        loaded = ctx.state.desired(Kind.ContactChannel, name)
         channel = loaded.resource if loaded is not None else None
         if not isinstance(channel, ContactChannel):  # removed while the question waited
             await finish(call, ctx, error=f'the contact channel "{name}" was removed before anyone answered')
@@ -95,7 +96,7 @@ async def _ask_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> Res
         f"and merge it into main, or run: gitops-acp respond {toolcall} --message '...'\n"
         f"To decline, delete the branch without merging.\n"
     )
-    branch = await ctx.propose_question(toolcall, document, message)
+    branch = await ctx.humans.propose_question(toolcall, document, message)
     contact = ToolCallHumanContact(channel=channel.metadata.name, branch=branch)
     where = branch
     if pullrequests.has_forge(channel):
@@ -129,7 +130,7 @@ async def _ask_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> Res
             "human_contact": contact,
         }
     )
-    await ctx.checkpoint(call.model_copy(update={"status": waiting}))
+    await ctx.state.checkpoint(call.model_copy(update={"status": waiting}))
     return DONE
 
 
@@ -156,10 +157,10 @@ def _pull_request_body(toolcall: str, task: str, question: str, asked: str) -> s
 async def _check_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:
     """Read the answer on main; a deleted branch or the channel's timeout ends the call."""
     status = call.status or ToolCallStatus()
-    found = await ctx.question_response(call.metadata.name)
+    found = await ctx.humans.question_response(call.metadata.name)
     git = channel.spec.git
     if found is None:
-        if not await ctx.branch_exists(branch_name(call.metadata.name)):
+        if not await ctx.humans.branch_exists(branch_name(call.metadata.name)):
             await finish(call, ctx, error=CLOSED)
             return DONE
         wait: float | None = None
@@ -200,50 +201,18 @@ async def _check_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> R
 
 
 async def _ask_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:
-    """Commit the call id we will use, then ask HumanLayer: a crash in between can't ask twice."""
-    observed = ctx.observed(Kind.ContactChannel, channel.metadata.name)
-    state = observed.status if isinstance(observed, ContactChannel) else None
-    if state is not None and state.status == Condition.Error:  # it broke after the agent offered it
-        reason = f'contact channel "{channel.metadata.name}" is not usable: {state.status_detail}'
-        await finish(call, ctx, error=reason)
-        return DONE
-    if state is None or not state.ready:
-        return Result(1.0)  # its validation is under way; a channel answers within a request
-    call, outcome = await humanlayer.ask(
-        call,
-        channel,
-        ctx,
-        question=True,
-        waiting={
-            "phase": ToolCallPhase.AwaitingHumanInput,
-            "human_contact": ToolCallHumanContact(channel=channel.metadata.name),
-        },
-        detail=lambda call_id: _waiting_detail(channel, call_id),
-        body=lambda asked, call_id: _request_body(asked, channel, call_id),
-    )
-    return await _settle(call, channel, outcome, ctx)
+    return await humanlayer.ask_through(call, channel, ctx, _PURPOSE)
 
 
 async def _check_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Context) -> Result:
-    status = call.status or ToolCallStatus()
-    call_id = status.external_call_id or ""
-    body = _request_body(call, channel, call_id)
-    outcome = await humanlayer.look(channel, ctx, question=True, call_id=call_id, body=body)
-    if not isinstance(outcome, api.Answer):
-        return await _settle(call, channel, outcome, ctx)
+    """Look the question up at HumanLayer; an answer is the tool's result."""
+    outcome = await humanlayer.check_through(call, channel, ctx, _PURPOSE)
+    if isinstance(outcome, Result):
+        return outcome
     by = humanlayer.describe(channel)
     at = humanlayer.answered_at(outcome, ctx)
     await finish(_answered(call, by=by, at=at), ctx, result=outcome.response, detail=f"Answered through {by}")
     return DONE
-
-
-async def _settle(
-    call: ToolCall, channel: ContactChannel, outcome: humanlayer.Waiting | humanlayer.Refused, ctx: Context
-) -> Result:
-    detail = _waiting_detail(channel, (call.status or ToolCallStatus()).external_call_id or "")
-    return await humanlayer.settle(
-        call, outcome, ctx, detail=detail, refused=ToolCallPhase.ErrorRequestingHumanInput
-    )
 
 
 def _answered(call: ToolCall, *, by: str, at: float) -> ToolCall:
@@ -263,14 +232,26 @@ def _request_body(call: ToolCall, channel: ContactChannel, call_id: str) -> dict
     )
 
 
-def _waiting_detail(channel: ContactChannel, call_id: str) -> str:
-    return f"Waiting for an answer through {humanlayer.describe(channel)} (HumanLayer call {call_id})"
+async def _unusable(call: ToolCall, ctx: Context, reason: str) -> Result:
+    await finish(call, ctx, error=reason)
+    return DONE
+
+
+_PURPOSE = humanlayer.Purpose(
+    question=True,
+    waiting=ToolCallPhase.AwaitingHumanInput,
+    refused=ToolCallPhase.ErrorRequestingHumanInput,
+    record=lambda channel: {"human_contact": ToolCallHumanContact(channel=channel)},
+    awaited="an answer",
+    body=_request_body,
+    unusable=_unusable,
+)
 
 
 def _request(task_name: str, ctx: Context) -> str:
     """The task's request, in a few words, so the person knows the context ("" when there is none)."""
-    loaded = ctx.desired(Kind.Task, task_name)
-    task = loaded.resource if loaded is not None else ctx.observed(Kind.Task, task_name)
+    loaded = ctx.state.desired(Kind.Task, task_name)
+    task = loaded.resource if loaded is not None else ctx.state.observed(Kind.Task, task_name)
     if not isinstance(task, Task):
         return ""
     window = task.status.context_window if task.status else []

@@ -67,7 +67,7 @@ class MCPExecutor:
         if not _connected(entry, ctx):
             waiting = status.model_copy(update={"status_detail": _not_connected(entry, ctx)})
             if waiting != status:
-                await ctx.checkpoint(call.model_copy(update={"status": waiting}))
+                await ctx.state.checkpoint(call.model_copy(update={"status": waiting}))
             return DONE  # the server's status change wakes this call (dependency index)
         # Room on the server first, Running second: a call queued behind a busy server never ran,
         # and must not be declared "outcome unknown" after a crash (mcp/gate.py).
@@ -80,7 +80,7 @@ class MCPExecutor:
             if status.status_detail != detail:
                 status = status.model_copy(update={"status_detail": detail})
                 call = call.model_copy(update={"status": status})
-                await ctx.checkpoint(call)
+                await ctx.state.checkpoint(call)
         ticket = await gate.acquire(safe=entry.idempotent)
         latency: float | None = None
         error: str | None = None
@@ -103,7 +103,7 @@ class MCPExecutor:
                 }
             )
             call = call.model_copy(update={"status": running})
-            await ctx.checkpoint(call)  # intent before effect
+            await ctx.state.checkpoint(call)  # intent before effect
             arguments = json.loads(call.spec.arguments or "{}")
             sent = time.monotonic()
             try:
@@ -138,7 +138,7 @@ def _not_connected(entry: Entry, ctx: Context) -> str:
 
 
 def _timeout(entry: Entry, ctx: Context) -> float:
-    loaded = ctx.desired(Kind.MCPServer, entry.target)
+    loaded = ctx.state.desired(Kind.MCPServer, entry.target)
     server = loaded.resource if loaded is not None else None
     seconds = server.spec.timeout_seconds if isinstance(server, MCPServer) else None
     return seconds if seconds is not None else ctx.settings.tool_timeout

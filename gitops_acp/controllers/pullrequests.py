@@ -47,13 +47,13 @@ async def open_for(
     git = channel.spec.git
     assert git is not None
     try:
-        client = await ctx.forge(channel)
+        client = await ctx.humans.forge(channel)
         found = await client.find_pull_request(branch)
         if found is not None:
             return found
         return await client.open_pull_request(
             head=branch,
-            base=ctx.settings.main_branch,
+            base=ctx.humans.main,
             title=title,
             body=body,
             labels=list(git.labels),
@@ -77,7 +77,7 @@ async def closed(
     written when the forge refuses to tell (a revoked token): the call keeps waiting for `main`.
     """
     try:
-        client = await ctx.forge(channel)
+        client = await ctx.humans.forge(channel)
         state, wait = await client.poll_state(number)
     except TemporaryForgeError as exc:
         return False, exc.retry_after or ctx.settings.error_retry
@@ -91,6 +91,6 @@ async def note(call: ToolCall, ctx: Context, detail: str) -> None:
     """Record what is happening in statusDetail (committed only when it changed)."""
     status = call.status or ToolCallStatus()
     if status.status_detail != detail:
-        await ctx.checkpoint(
+        await ctx.state.checkpoint(
             call.model_copy(update={"status": status.model_copy(update={"status_detail": detail})})
         )

@@ -76,8 +76,14 @@ class CallGate:
         return self._learned
 
     def seed(self, learned: int) -> None:
-        """Start from a limit learned by an earlier run (from the MCPServer's status)."""
+        """Start from a limit learned by an earlier run (from the MCPServer's status).
+
+        It is trusted like a limit learned here: nothing above it is probed for `_PROBE_AFTER`
+        calls. Otherwise every restart would probe one more at once, and a server that runs one
+        call at a time would get a queued call at each restart (the crash soak saw exactly that).
+        """
         self._learned = max(1, min(MAX_LIMIT, learned))
+        self._ceiling, self._calls_since = self._learned + 1, 0
 
     @property
     def waiting(self) -> int:

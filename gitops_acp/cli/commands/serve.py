@@ -196,7 +196,6 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
             log_dir=log_dir,
             humanlayer_url=args.humanlayer_url,
             humanlayer_poll=args.humanlayer_poll_interval,
-            main_branch=args.branch,
             forge_poll_interval=args.forge_poll_interval,
         ),
     )
@@ -221,7 +220,7 @@ def remote_options(args: argparse.Namespace) -> RemoteOptions | None:
     """The remote to serve: `--repo URL`, or the `--remote NAME` of the local clone `--repo`; else None."""
     from gitops_acp.reactor.remote import RemoteOptions
     from gitops_acp.store import remote as mirrors
-    from gitops_acp.store.gitrepo import GitRepo, is_url
+    from gitops_acp.store.git import GitRepo, is_url
 
     target = str(args.repo)
     if args.remote:

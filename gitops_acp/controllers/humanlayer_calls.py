@@ -15,22 +15,26 @@ dropped when it contains the key, in case a proxy echoes headers).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gitops_acp.controllers.base import DONE, Context, HttpReply, Result, parse_rfc3339, rfc3339
+from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
+from gitops_acp.controllers.http import HttpReply
 from gitops_acp.errors import SecretError
 from gitops_acp.humans import humanlayer
 from gitops_acp.humans.humanlayer import Answer
-from gitops_acp.resources.meta import Condition, ToolCallPhase
+from gitops_acp.resources.meta import Condition, Kind, ToolCallPhase
 from gitops_acp.resources.models import ContactChannel, ContactChannelStatus, ToolCall, ToolCallStatus
 
 __all__ = [
+    "Purpose",
     "Refused",
     "Waiting",
     "answered_at",
+    "ask_through",
     "channel_block",
+    "check_through",
     "describe",
     "look",
     "post",
@@ -111,7 +115,7 @@ async def _send(
         return str(exc)
     headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
     try:
-        reply = await ctx.request_json(method, url, body=body, headers=headers, timeout=REQUEST_TIMEOUT)
+        reply = await ctx.http.request_json(method, url, body=body, headers=headers, timeout=REQUEST_TIMEOUT)
     except OSError as exc:
         return _scrub(f"cannot reach HumanLayer at {url}: {exc}", key)
     if key in json.dumps(reply.body, default=str):  # an echo of our headers: keep none of its text
@@ -174,7 +178,7 @@ async def ask(
         }
     )
     call = call.model_copy(update={"status": recorded})
-    await ctx.checkpoint(call)  # intent before effect
+    await ctx.state.checkpoint(call)  # intent before effect
     return call, await post(channel, ctx, question=question, body=body(call, call_id))
 
 
@@ -228,14 +232,82 @@ async def settle(
                 "completion_time": rfc3339(ctx.now()),
             }
         )
-        await ctx.checkpoint(call.model_copy(update={"status": failed}))
+        await ctx.state.checkpoint(call.model_copy(update={"status": failed}))
         return DONE
     if outcome.problem:
         detail += f"; last error (retrying): {outcome.problem}"
     if detail != status.status_detail:
         waiting = status.model_copy(update={"status_detail": detail})
-        await ctx.checkpoint(call.model_copy(update={"status": waiting}))
+        await ctx.state.checkpoint(call.model_copy(update={"status": waiting}))
     return Result(outcome.delay, progress=False)  # only a person moves it: `serve --once` need not wait
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """What a HumanLayer request is for: approving a tool call, or a question to a person.
+
+    The steps around it are the same for both (`ask_through`, `check_through`); this says what
+    differs: the request body, the waiting phase and field, the words, the refusal phase, and what
+    an unusable channel does to the call.
+    """
+
+    question: bool  # a human_contact request (True) or a function_call approval (False)
+    waiting: ToolCallPhase  # AwaitingHumanApproval | AwaitingHumanInput
+    refused: ToolCallPhase  # ErrorRequestingHumanApproval | ErrorRequestingHumanInput
+    record: Callable[[str], dict[str, Any]]  # channel name -> the status fields naming it
+    awaited: str  # "approval", "an answer": what the statusDetail says it waits for
+    body: Callable[[ToolCall, ContactChannel, str], dict[str, Any]]  # (call, channel, call id)
+    unusable: Callable[[ToolCall, Context, str], Awaitable[Result]]  # the channel broke: end the call
+
+
+def waiting_detail(purpose: Purpose, channel: ContactChannel, call_id: str) -> str:
+    """The statusDetail of a call waiting at HumanLayer."""
+    return f"Waiting for {purpose.awaited} through {describe(channel)} (HumanLayer call {call_id})"
+
+
+async def ask_through(call: ToolCall, channel: ContactChannel, ctx: Context, purpose: Purpose) -> Result:
+    """Commit the call id we will use, then ask HumanLayer: a crash in between can't ask twice."""
+    observed = ctx.state.observed(Kind.ContactChannel, channel.metadata.name)
+    state = observed.status if isinstance(observed, ContactChannel) else None
+    if state is not None and state.status == Condition.Error:  # it broke after it was offered
+        what = "approval channel" if not purpose.question else "contact channel"
+        return await purpose.unusable(
+            call, ctx, f'{what} "{channel.metadata.name}" is not usable: {state.status_detail}'
+        )
+    if state is None or not state.ready:
+        return Result(1.0)  # its validation is under way; a channel answers within a request
+    call, outcome = await ask(
+        call,
+        channel,
+        ctx,
+        question=purpose.question,
+        waiting={"phase": purpose.waiting, **purpose.record(channel.metadata.name)},
+        detail=lambda call_id: waiting_detail(purpose, channel, call_id),
+        body=lambda asked, call_id: purpose.body(asked, channel, call_id),
+    )
+    return await _settle_for(call, channel, outcome, ctx, purpose)
+
+
+async def check_through(
+    call: ToolCall, channel: ContactChannel, ctx: Context, purpose: Purpose
+) -> Answer | Result:
+    """Look the request up at HumanLayer (posting it if a crash came before the POST).
+
+    An answer is returned for the caller to act on; anything else is recorded and waited for.
+    """
+    call_id = (call.status or ToolCallStatus()).external_call_id or ""
+    body = purpose.body(call, channel, call_id)
+    outcome = await look(channel, ctx, question=purpose.question, call_id=call_id, body=body)
+    if isinstance(outcome, Answer):
+        return outcome
+    return await _settle_for(call, channel, outcome, ctx, purpose)
+
+
+async def _settle_for(
+    call: ToolCall, channel: ContactChannel, outcome: Waiting | Refused, ctx: Context, purpose: Purpose
+) -> Result:
+    detail = waiting_detail(purpose, channel, (call.status or ToolCallStatus()).external_call_id or "")
+    return await settle(call, outcome, ctx, detail=detail, refused=purpose.refused)
 
 
 def answered_at(answer: Answer, ctx: Context) -> float:

@@ -67,13 +67,13 @@ class LLMController:
         return ()
 
     async def reconcile(self, name: str, ctx: Context) -> Result:
-        loaded = ctx.desired(Kind.LLM, name)
+        loaded = ctx.state.desired(Kind.LLM, name)
         if loaded is None:
             self._validated.pop(name, None)
             return await forget(Kind.LLM, name, ctx)
         assert isinstance(loaded.resource, LLM)
         llm = loaded.resource
-        observed = ctx.observed(Kind.LLM, name)
+        observed = ctx.state.observed(Kind.LLM, name)
         current = observed.status if isinstance(observed, LLM) and observed.status else LLMStatus()
 
         spec_digest = hashlib.sha256(llm.spec.model_dump_json().encode()).hexdigest()
@@ -87,7 +87,7 @@ class LLMController:
             self._validated[name] = (spec_digest, fingerprint)
         else:
             self._validated.pop(name, None)
-        await ctx.checkpoint(llm.model_copy(update={"status": status}))
+        await ctx.state.checkpoint(llm.model_copy(update={"status": status}))
         return retry
 
     async def _validate(self, llm: LLM, ctx: Context) -> tuple[LLMStatus, Result]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gitops_acp.controllers import humanlayer
+from gitops_acp.controllers import humanlayer_calls as humanlayer
 from gitops_acp.controllers.base import DONE, Context, Key, Result, forget
 from gitops_acp.errors import ForgeError
 from gitops_acp.resources.meta import Condition, Kind
@@ -35,7 +35,7 @@ class ContactChannelController:
         return ()
 
     async def reconcile(self, name: str, ctx: Context) -> Result:
-        loaded = ctx.desired(Kind.ContactChannel, name)
+        loaded = ctx.state.desired(Kind.ContactChannel, name)
         if loaded is None:
             return await forget(Kind.ContactChannel, name, ctx)
         assert isinstance(loaded.resource, ContactChannel)
@@ -43,7 +43,7 @@ class ContactChannelController:
         git = channel.spec.git
         if str(channel.spec.type) == "git" and git is not None and str(git.forge) != "none":
             try:
-                found = await (await ctx.forge(channel)).validate()
+                found = await (await ctx.humans.forge(channel)).validate()
                 status = ContactChannelStatus(
                     ready=True,
                     status=Condition.Ready,
@@ -57,7 +57,7 @@ class ContactChannelController:
             )
         else:
             status = await humanlayer.validate(channel, ctx)
-        await ctx.checkpoint(channel.model_copy(update={"status": status}))
+        await ctx.state.checkpoint(channel.model_copy(update={"status": status}))
         if status.status == Condition.Error:
             return Result(ctx.settings.error_retry, progress=False)
         return DONE

@@ -52,7 +52,7 @@ class ToolCallController:
             yield (Kind.ContactChannel, split_mcp_name(obj.spec.tool_ref.name)[0])
 
     async def reconcile(self, name: str, ctx: Context) -> Result:
-        call = ctx.observed(Kind.ToolCall, name)
+        call = ctx.state.observed(Kind.ToolCall, name)
         if not isinstance(call, ToolCall) or call.status is None:
             return DONE
         if call.status.phase in TERMINAL_TOOLCALL_PHASES:

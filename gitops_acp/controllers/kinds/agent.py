@@ -42,13 +42,13 @@ class AgentController:
         yield from ((Kind.Agent, ref.name) for ref in spec.sub_agents)
 
     async def reconcile(self, name: str, ctx: Context) -> Result:
-        loaded = ctx.desired(Kind.Agent, name)
+        loaded = ctx.state.desired(Kind.Agent, name)
         if loaded is None:
             return await forget(Kind.Agent, name, ctx)
         assert isinstance(loaded.resource, Agent)
         agent = loaded.resource
         status = self._validate(agent, ctx)
-        await ctx.checkpoint(agent.model_copy(update={"status": status}))
+        await ctx.state.checkpoint(agent.model_copy(update={"status": status}))
         return DONE
 
     def _validate(self, agent: Agent, ctx: Context) -> AgentStatus:
@@ -57,8 +57,8 @@ class AgentController:
         if cycle:
             return _status(Condition.Error, "sub-agent cycle: " + " -> ".join(cycle))
 
-        llm = ctx.observed(Kind.LLM, spec.llm_ref.name)
-        if ctx.desired(Kind.LLM, spec.llm_ref.name) is None:
+        llm = ctx.state.observed(Kind.LLM, spec.llm_ref.name)
+        if ctx.state.desired(Kind.LLM, spec.llm_ref.name) is None:
             return _status(Condition.Pending, f'waiting for LLM "{spec.llm_ref.name}" (not found)')
         if not isinstance(llm, LLM) or llm.status is None or llm.status.status != Condition.Ready:
             return _status(
@@ -67,8 +67,8 @@ class AgentController:
 
         sub_agents: list[ValidSubAgent] = []
         for ref in spec.sub_agents:
-            sub = ctx.observed(Kind.Agent, ref.name)
-            if ctx.desired(Kind.Agent, ref.name) is None:
+            sub = ctx.state.observed(Kind.Agent, ref.name)
+            if ctx.state.desired(Kind.Agent, ref.name) is None:
                 return _status(Condition.Pending, f'waiting for sub-agent "{ref.name}" (not found)')
             if not isinstance(sub, Agent) or sub.status is None or sub.status.status != Condition.Ready:
                 return _status(
@@ -78,8 +78,8 @@ class AgentController:
 
         servers: list[ValidMCPServer] = []
         for ref in spec.mcp_servers:
-            server = ctx.observed(Kind.MCPServer, ref.name)
-            if ctx.desired(Kind.MCPServer, ref.name) is None:
+            server = ctx.state.observed(Kind.MCPServer, ref.name)
+            if ctx.state.desired(Kind.MCPServer, ref.name) is None:
                 return _status(Condition.Pending, f'waiting for MCPServer "{ref.name}" (not found)')
             # A server that connected once keeps its recorded tools while it restarts: the agent stays
             # Ready and tool calls wait for the reconnection instead of finding no such tool.
@@ -92,8 +92,8 @@ class AgentController:
 
         channels: list[ValidContactChannel] = []
         for ref in spec.human_contact_channels:
-            channel = ctx.observed(Kind.ContactChannel, ref.name)
-            if ctx.desired(Kind.ContactChannel, ref.name) is None:
+            channel = ctx.state.observed(Kind.ContactChannel, ref.name)
+            if ctx.state.desired(Kind.ContactChannel, ref.name) is None:
                 return _status(Condition.Pending, f'waiting for ContactChannel "{ref.name}" (not found)')
             if not isinstance(channel, ContactChannel) or channel.status is None or not channel.status.ready:
                 return _status(
@@ -124,7 +124,7 @@ def find_cycle(start: str, ctx: Context) -> list[str]:
     path: list[str] = [start]
 
     def visit(name: str) -> list[str]:
-        loaded = ctx.desired(Kind.Agent, name)
+        loaded = ctx.state.desired(Kind.Agent, name)
         if loaded is None or not isinstance(loaded.resource, Agent):
             return []
         for ref in loaded.resource.spec.sub_agents:

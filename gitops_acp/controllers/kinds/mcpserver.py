@@ -98,23 +98,23 @@ class MCPServerController:
             yield (Kind.ContactChannel, obj.spec.approval_contact_channel.name)
 
     async def reconcile(self, name: str, ctx: Context) -> Result:
-        loaded = ctx.desired(Kind.MCPServer, name)
+        loaded = ctx.state.desired(Kind.MCPServer, name)
         if loaded is None:
             await ctx.mcp.stop(name)
             return await forget(Kind.MCPServer, name, ctx)
         assert isinstance(loaded.resource, MCPServer)
         server = loaded.resource
-        observed = ctx.observed(Kind.MCPServer, name)
+        observed = ctx.state.observed(Kind.MCPServer, name)
         previous = observed.status if isinstance(observed, MCPServer) else None
         try:
             config = server_config(server, ctx)
         except SecretError as exc:
             await ctx.mcp.stop(name)
             status = MCPServerStatus(connected=False, status=Condition.Error, status_detail=str(exc))
-            await ctx.checkpoint(server.model_copy(update={"status": status}))
+            await ctx.state.checkpoint(server.model_copy(update={"status": status}))
             return Result(ctx.settings.error_retry, progress=False)
         learned = previous.max_concurrent_calls if previous is not None else None
         ctx.mcp.ensure(config, learned_limit=learned)
         status = _status(ctx.mcp.state(name), previous)
-        await ctx.checkpoint(server.model_copy(update={"status": status}))
+        await ctx.state.checkpoint(server.model_copy(update={"status": status}))
         return DONE

@@ -24,7 +24,7 @@ from gitops_acp.controllers.base import DONE, Context, Key, Result, parse_rfc333
 from gitops_acp.controllers.catalog import agent_catalog, catalog_of
 from gitops_acp.controllers.delegation import child_task_name
 from gitops_acp.controllers.delivery import deliver
-from gitops_acp.controllers.llm import llm_config
+from gitops_acp.controllers.kinds.llm import llm_config
 from gitops_acp.errors import LLMError, SecretError
 from gitops_acp.llm.client import Completion
 from gitops_acp.resources.meta import (
@@ -157,7 +157,7 @@ class TaskController:
                 }
             )
             if new != status:
-                await ctx.checkpoint(task.model_copy(update={"status": new}))
+                await ctx.state.checkpoint(task.model_copy(update={"status": new}))
             return DONE
         agent = _agent(task, ctx)
         assert agent is not None
@@ -175,7 +175,7 @@ class TaskController:
             }
         )
         updated = task.model_copy(update={"status": new})
-        await ctx.checkpoint(updated)
+        await ctx.state.checkpoint(updated)
         return updated
 
     async def _call_llm(self, task: Task, ctx: Context) -> Task | Result:
@@ -188,7 +188,7 @@ class TaskController:
         if _waiting_for(task, ctx) is not None:  # the agent went away: wait, keeping the context window
             return await self._initialize(task, ctx)
         agent = _agent(task, ctx)
-        llm = ctx.observed(Kind.LLM, agent.spec.llm_ref.name) if agent else None
+        llm = ctx.state.observed(Kind.LLM, agent.spec.llm_ref.name) if agent else None
         if not isinstance(llm, LLM):
             return await self._initialize(task, ctx)
         try:
@@ -231,7 +231,7 @@ class TaskController:
                     "completion_time": rfc3339(ctx.now()),
                 }
             )
-            await ctx.checkpoint(task.model_copy(update={"status": final}))
+            await ctx.state.checkpoint(task.model_copy(update={"status": final}))
             return DONE
 
         request = request_id()
@@ -268,9 +268,9 @@ class TaskController:
             }
         )
         updated = task.model_copy(update={"status": pending})
-        await ctx.checkpoint(updated, *tool_calls)
+        await ctx.state.checkpoint(updated, *tool_calls)
         for call in tool_calls:
-            ctx.wake(Kind.ToolCall, call.metadata.name)
+            ctx.state.wake(Kind.ToolCall, call.metadata.name)
         return updated
 
     async def _llm_failed(
@@ -296,7 +296,7 @@ class TaskController:
                     "completion_time": rfc3339(ctx.now()),
                 }
             )
-            await ctx.checkpoint(task.model_copy(update={"status": failed}))
+            await ctx.state.checkpoint(task.model_copy(update={"status": failed}))
             return DONE
         delay = min(settings.backoff_cap, settings.backoff_base * 2 ** (attempts - 1))
         delay *= _RNG.uniform(0.5, 1.0)  # full jitter on the upper half: retries of many tasks spread out
@@ -313,7 +313,7 @@ class TaskController:
                 "next_attempt_time": rfc3339(ctx.now() + delay),
             }
         )
-        await ctx.checkpoint(task.model_copy(update={"status": backoff}))
+        await ctx.state.checkpoint(task.model_copy(update={"status": backoff}))
         return Result(delay, progress=True)
 
     async def _wait_backoff(self, task: Task, ctx: Context) -> Task | Result:
@@ -331,7 +331,7 @@ class TaskController:
             }
         )
         updated = task.model_copy(update={"status": ready})
-        await ctx.checkpoint(updated)
+        await ctx.state.checkpoint(updated)
         return updated
 
     async def _collect_tool_results(self, task: Task, ctx: Context) -> Task | Result:
@@ -346,7 +346,7 @@ class TaskController:
         results: list[Message] = []
         for index, call_id in enumerate(calls, start=1):
             name = toolcall_name(task.metadata.name, status.tool_call_request_id or "", index)
-            call = ctx.observed(Kind.ToolCall, name)
+            call = ctx.state.observed(Kind.ToolCall, name)
             if (
                 not isinstance(call, ToolCall)
                 or call.status is None
@@ -367,7 +367,7 @@ class TaskController:
             }
         )
         updated = task.model_copy(update={"status": ready})
-        await ctx.checkpoint(updated)
+        await ctx.state.checkpoint(updated)
         return updated
 
 
@@ -386,8 +386,8 @@ def tool_message(call: ToolCall) -> str:
 
 def _current(name: str, ctx: Context) -> Task | None:
     """The task as the loop sees it: the spec from `main` (or the status branch for children)."""
-    loaded = ctx.desired(Kind.Task, name)
-    observed = ctx.observed(Kind.Task, name)
+    loaded = ctx.state.desired(Kind.Task, name)
+    observed = ctx.state.observed(Kind.Task, name)
     if loaded is not None:
         assert isinstance(loaded.resource, Task)
         status = observed.status if isinstance(observed, Task) else None
@@ -401,11 +401,11 @@ def _created_by_reconciler(task: Task) -> bool:
 
 
 def _removed(task: Task, ctx: Context) -> bool:
-    return not _created_by_reconciler(task) and ctx.desired(Kind.Task, task.metadata.name) is None
+    return not _created_by_reconciler(task) and ctx.state.desired(Kind.Task, task.metadata.name) is None
 
 
 def _agent(task: Task, ctx: Context) -> Agent | None:
-    loaded = ctx.desired(Kind.Agent, task.spec.agent_ref.name)
+    loaded = ctx.state.desired(Kind.Agent, task.spec.agent_ref.name)
     return loaded.resource if loaded is not None and isinstance(loaded.resource, Agent) else None
 
 
@@ -414,7 +414,7 @@ def _waiting_for(task: Task, ctx: Context) -> str | None:
     name = task.spec.agent_ref.name
     if _agent(task, ctx) is None:
         return f'Waiting for Agent "{name}" to exist'
-    agent = ctx.observed(Kind.Agent, name)
+    agent = ctx.state.observed(Kind.Agent, name)
     if not isinstance(agent, Agent) or agent.status is None or agent.status.status != Condition.Ready:
         detail = agent.status.status_detail if isinstance(agent, Agent) and agent.status else None
         return f'Waiting for agent "{name}" to become ready' + (f" ({detail})" if detail else "")
@@ -483,9 +483,9 @@ def _timeout_result(task: Task, ctx: Context) -> Result:
 async def _cancel(task: Task, ctx: Context, reason: str) -> None:
     """Cancel the task and, in the same commit, its unfinished tool calls and their sub-agent tasks."""
     objects = _cancelled_tree(task, ctx, reason)
-    await ctx.checkpoint(*objects)
+    await ctx.state.checkpoint(*objects)
     for obj in objects[1:]:
-        ctx.wake(Kind(obj.kind), obj.metadata.name)
+        ctx.state.wake(Kind(obj.kind), obj.metadata.name)
 
 
 def _cancelled_tree(task: Task, ctx: Context, reason: str, depth: int = 0) -> list[AnyResource]:
@@ -508,7 +508,7 @@ def _cancelled_tree(task: Task, ctx: Context, reason: str, depth: int = 0) -> li
         return objects
     for index, _ in enumerate(_pending_calls(task), start=1):
         name = toolcall_name(task.metadata.name, status.tool_call_request_id, index)
-        call = ctx.observed(Kind.ToolCall, name)
+        call = ctx.state.observed(Kind.ToolCall, name)
         if (
             not isinstance(call, ToolCall)
             or call.status is None
@@ -526,7 +526,7 @@ def _cancelled_tree(task: Task, ctx: Context, reason: str, depth: int = 0) -> li
             }
         )
         objects.append(call.model_copy(update={"status": failed}))
-        child = ctx.observed(Kind.Task, child_task_name(name))
+        child = ctx.state.observed(Kind.Task, child_task_name(name))
         if (
             isinstance(child, Task)
             and child.metadata.labels.get(LABEL_PARENT_TOOLCALL) == name

@@ -1,0 +1,176 @@
+"""The world as the controllers read it, and the only way they change it: checkpoints.
+
+    desired  ── DesiredState of the commit of `main` being reconciled (the reactor swaps it in)
+    observed ── every status file, as last committed to the status branch (kept in memory)
+    checkpoint(*objects) ──► skip what changes nothing ──► refuse to move a terminal Task/ToolCall
+                         ──► stamp source and spec commit ──► one commit (the status writer)
+                         ──► once landed, and only then: observed updated, `on_landed` told
+
+The rules of a checkpoint live here, once: the reactor builds one State over the real status
+writer, and a controller test builds the same State over a commit function that records what it
+is given, so the tests exercise the real rules (the no-op skip, the terminal-phase guard). A
+checkpoint returns once its commit is on the status branch (DESIGN §1): a controller never
+advances past a checkpoint that is not committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from gitops_acp.errors import StaleError
+from gitops_acp.resources import lifecycle
+from gitops_acp.resources.lifecycle import Key
+from gitops_acp.resources.loader import Loaded
+from gitops_acp.resources.meta import ANNOTATION_SOURCE, ANNOTATION_SPEC_COMMIT, API_VERSION, Kind
+from gitops_acp.resources.models import AnyResource, to_document
+from gitops_acp.store.desired import DesiredState
+from gitops_acp.store.status import Change
+
+__all__ = ["Commit", "Landed", "State"]
+
+log = logging.getLogger("gitops_acp")
+
+#: Commits one checkpoint's changes; returns the commit's sha (None: nothing changed) once it landed.
+Commit = Callable[[Sequence[Change], str], Awaitable[str | None]]
+#: Told of each resource a landed checkpoint changed: (key, old, new); new None = deleted.
+Landed = Callable[[Key, AnyResource | None, AnyResource | None], None]
+
+
+class State:
+    """Desired and observed state, and checkpoints with their rules (see the module docstring)."""
+
+    def __init__(
+        self,
+        commit: Commit,
+        *,
+        wake: Callable[[Key], None] = lambda key: None,
+        on_landed: Landed = lambda key, old, new: None,
+    ) -> None:
+        """A state that commits through `commit`; `wake` asks the reactor for another reconcile."""
+        self._commit_changes = commit
+        self._wake = wake
+        self._on_landed = on_landed
+        self.desired_state = DesiredState(commit=None)  # the reactor swaps in each new read of main
+        self._observed: dict[Key, AnyResource] = {}
+        self._submitted: dict[Key, AnyResource | None] = {}  # handed to the writer, not landed yet
+
+    # -- reading --------------------------------------------------------------------------------
+
+    @property
+    def spec_commit(self) -> str:
+        """The commit of `main` being reconciled ("" before the first read)."""
+        return self.desired_state.commit or ""
+
+    def desired(self, kind: Kind, name: str) -> Loaded | None:
+        """The resource as declared on `main`, or None."""
+        return self.desired_state.get(kind, name)
+
+    def observed(self, kind: Kind, name: str) -> AnyResource | None:
+        """The resource as last committed to the status branch, or None."""
+        return self._observed.get((kind, name))
+
+    def observed_all(self, kind: Kind) -> list[AnyResource]:
+        """Every resource of `kind` on the status branch."""
+        return [obj for (k, _), obj in list(self._observed.items()) if k == kind]
+
+    def observed_items(self) -> list[tuple[Key, AnyResource]]:
+        """Every (key, resource) on the status branch (a copy: safe to iterate while committing)."""
+        return list(self._observed.items())
+
+    def load(self, obj: AnyResource) -> None:
+        """Take `obj` as committed already (start-up reads the status branch's tip into this)."""
+        self._observed[(Kind(obj.kind), obj.metadata.name)] = obj
+
+    def wake(self, kind: Kind, name: str) -> None:
+        """Ask for a reconcile of another resource."""
+        self._wake((kind, name))
+
+    # -- writing --------------------------------------------------------------------------------
+
+    async def checkpoint(self, *objects: AnyResource) -> None:
+        """Commit the objects' new state in one commit; return once it is on the status branch.
+
+        Objects that change nothing are left out (no commit at all if none changes). Raises
+        StaleError, before anything is written, when one would move a Task or ToolCall out of a
+        terminal phase another reconcile committed meanwhile.
+        """
+        changes: list[Change] = []
+        committed: list[tuple[Key, AnyResource | None, AnyResource | None]] = []
+        for obj in objects:
+            key = (Kind(obj.kind), obj.metadata.name)
+            # The latest state includes checkpoints handed to the writer but not landed yet.
+            old = self._submitted.get(key, self._observed.get(key))
+            if old is not None and _same_state(old, obj):
+                continue
+            was, new = lifecycle.phase_of(old), lifecycle.phase_of(obj)
+            if lifecycle.terminal(old) and new != was:
+                raise StaleError(f"{key[0]}/{key[1]} is already {was}: not moving it to {new}")
+            stamped = self._stamp(key, obj)
+            changes.append(
+                Change(
+                    kind=key[0],
+                    name=key[1],
+                    document=to_document(stamped),
+                    old_phase=was,
+                    new_phase=lifecycle.phase_of(stamped),
+                )
+            )
+            committed.append((key, stamped, old))
+        if changes:
+            await self._commit(changes, committed)
+
+    async def remove(self, kind: Kind, name: str, *, reason: str) -> None:
+        """Delete the resource's status file (the resource left `main`)."""
+        old = self._observed.get((kind, name))
+        change = Change(
+            kind=kind, name=name, document=None, old_phase=lifecycle.phase_of(old), new_phase="Deleted"
+        )
+        log.info("%s/%s: %s", kind, name, reason)
+        await self._commit([change], [((kind, name), None, old)])
+
+    async def _commit(
+        self, changes: list[Change], committed: list[tuple[Key, AnyResource | None, AnyResource | None]]
+    ) -> None:
+        """Hand the changes to the writer; apply them in memory once (and only once) they landed.
+
+        Shielded: a reconcile interrupted while waiting (shutdown, a task removed mid-call) does not
+        lose a checkpoint the writer is committing, and memory never disagrees with the branch.
+        """
+        landing = asyncio.ensure_future(self._commit_changes(changes, self.spec_commit))
+        for key, obj, _ in committed:
+            self._submitted[key] = obj
+
+        def landed(future: asyncio.Future[str | None]) -> None:
+            for key, obj, _ in committed:
+                if key in self._submitted and self._submitted[key] is obj:
+                    del self._submitted[key]
+            if future.cancelled() or future.exception() is not None:
+                return
+            for key, obj, old in committed:
+                if obj is None:
+                    self._observed.pop(key, None)
+                else:
+                    self._observed[key] = obj
+                self._on_landed(key, old, obj)
+
+        landing.add_done_callback(landed)
+        await asyncio.shield(landing)
+
+    def _stamp(self, key: Key, obj: AnyResource) -> AnyResource:
+        """Record where the declaration came from: the file on main and the commit reconciled."""
+        annotations = dict(obj.metadata.annotations)
+        loaded = self.desired_state.get(*key)
+        if loaded is not None:
+            annotations[ANNOTATION_SOURCE] = loaded.path
+        if self.spec_commit:
+            annotations[ANNOTATION_SPEC_COMMIT] = self.spec_commit
+        metadata = obj.metadata.model_copy(update={"annotations": annotations})
+        # Status files carry this project's apiVersion whatever the manifest used (ACP's are accepted).
+        return obj.model_copy(update={"metadata": metadata, "api_version": API_VERSION})
+
+
+def _same_state(old: AnyResource, new: AnyResource) -> bool:
+    """A checkpoint that changes nothing is not committed (annotations alone are not a change)."""
+    return old.spec == new.spec and old.status == new.status and old.metadata.labels == new.metadata.labels

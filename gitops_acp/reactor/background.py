@@ -1,0 +1,80 @@
+"""What runs beside the reconciler while it serves: repository maintenance and the secrets watch.
+
+Both are optimisations of freshness, never conditions of correctness: a failure is logged and the
+reconciler keeps serving (maintenance is retried; rotated secrets are still noticed by the
+periodic re-validation, only later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import watchfiles
+
+from gitops_acp.resources.lifecycle import Key
+from gitops_acp.resources.meta import Kind
+from gitops_acp.store.git import GitRepo
+from gitops_acp.store.status import StatusWriter
+
+__all__ = ["SECRET_USERS", "maintain", "watch_secrets"]
+
+log = logging.getLogger("gitops_acp")
+
+#: Group commits (one pack each) before maintenance is due anyway.
+PACKS_BEFORE_MAINTENANCE = 50
+#: Kinds whose controllers resolve secrets: a change under --secrets-dir wakes them.
+SECRET_USERS = (Kind.LLM, Kind.MCPServer, Kind.ContactChannel)
+
+
+async def maintain(
+    repo: Callable[[], GitRepo | None],
+    writer: StatusWriter,
+    git: ThreadPoolExecutor,
+    *,
+    interval: float,
+    shared: bool,
+) -> None:
+    """Repository maintenance (`GitRepo.maintain`) off the checkpoint path, when it is due; forever.
+
+    Due every `interval` seconds if checkpoints were written, and sooner once 50 commits were: each
+    group commit adds one small pack (`GitRepo.one_pack`), and git's object lookups slow down with
+    hundreds of packs. On the git thread, as GIT-NOTES advises: history reads stay fast
+    (`describe`, `history`) and objects don't pile up over weeks of running. `shared`: people work
+    in this repository too (see `GitRepo.maintain`).
+    """
+    loop = asyncio.get_running_loop()
+    done = writer.stats.commits
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(min(interval, 5.0))
+        commits = writer.stats.commits
+        due = commits - done >= PACKS_BEFORE_MAINTENANCE or (
+            commits != done and time.monotonic() - last >= interval
+        )
+        opened = repo()
+        if not due or opened is None:
+            continue
+        done, last = commits, time.monotonic()
+        try:
+            await loop.run_in_executor(git, functools.partial(opened.maintain, shared=shared))
+        except Exception as exc:  # maintenance is an optimisation: never stop serving for it
+            log.warning("repository maintenance failed (will retry): %s", exc)
+
+
+async def watch_secrets(
+    directory: Path, stop: asyncio.Event, declared: Callable[[], Iterable[Key]], wake: Callable[[Key], None]
+) -> None:
+    """A rotated secret (a mounted Kubernetes secret is swapped by symlink) re-validates what uses it."""
+    try:
+        async for _ in watchfiles.awatch(directory, stop_event=stop, debounce=200, watch_filter=None):
+            for key in list(declared()):
+                if key[0] in SECRET_USERS:
+                    wake(key)
+    except Exception:  # the periodic re-validation still notices, only later
+        log.warning("watching --secrets-dir %s failed; rotated secrets are noticed within minutes", directory)
