@@ -101,7 +101,7 @@ def make_repo(base: Path, url: str, n_tasks: int, *, tools: bool = False) -> tup
         (repo / "mcp.yaml").write_text(
             "apiVersion: acp.gitops.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: tools}\n"
             f"spec:\n  transport: stdio\n  command: {sys.executable}\n"
-            "  args: [-m, gitops_acp.mcp.testserver]\n"
+            "  args: [-m, gitops_acp.testing.mcp_server]\n"
         )
     (repo / "tasks").mkdir()
     add_tasks(repo, n_tasks)
@@ -140,7 +140,7 @@ def task_latencies(repo: Path) -> list[float]:
     """Seconds from startTime to completionTime of every task, read from the status branches."""
     from gitops_acp.controllers.base import parse_rfc3339
     from gitops_acp.store import shards
-    from gitops_acp.store.gitrepo import GitRepo
+    from gitops_acp.store.git import GitRepo
 
     with GitRepo.open(repo) as git_repo:
         documents = shards.read_merged(git_repo).documents

@@ -18,9 +18,9 @@ import pytest
 from gitops_acp.errors import PermanentForgeError, TemporaryForgeError
 from gitops_acp.humans import forges
 from gitops_acp.humans.forges.base import PRState, RateBudget
-from gitops_acp.humans.forges.fake import FakeForge, Scripted
 from gitops_acp.resources.loader import load_file
 from tests.conftest import commit_files, git
+from tests.fakes.forges import FakeForge, Scripted
 
 FORGES = ["github", "gitea", "gitlab"]
 HEAD = "acp/approvals/t-abc-tc-01"

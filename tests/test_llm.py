@@ -29,8 +29,9 @@ from gitops_acp.llm import client as llm_client
 from gitops_acp.llm import openai_client
 from gitops_acp.llm.client import Completion, LLMConfig, LLMConfigError, ToolSpec
 from gitops_acp.llm.openai_client import OpenAIClient
-from gitops_acp.llm.stub import StubServer, load_script
 from gitops_acp.resources.common import Message
+from gitops_acp.testing import llm_stub
+from gitops_acp.testing.llm_stub import StubServer, load_script
 
 API_KEY = "sk-test-0123456789abcdef"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -791,7 +792,7 @@ def test_script_from_yaml_file(tmp_path: Path) -> None:
 def stub_process(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "gitops_acp.llm.stub", "--port", "0", *args],
+        [sys.executable, "-m", "gitops_acp.testing.llm_stub", "--port", "0", *args],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -817,12 +818,29 @@ def test_stub_process_prints_its_url_and_stops_after_max_seconds(tmp_path: Path)
             proc.stdout.close()
 
 
+def test_stub_process_names_a_bad_script_and_exits_2(tmp_path: Path) -> None:
+    script = tmp_path / "bad.yaml"
+    script.write_text("rules:\n  - when: sometimes\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-m", "gitops_acp.testing.llm_stub", "--port", "0", "--script", str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (
+        f"error: --script {script}: script: rules[0].when: 'sometimes' is not one of first, tool, any\n"
+    )
+
+
 def test_stub_process_stops_when_its_parent_dies() -> None:
     # A parent that starts the stub, waits for its URL, prints the stub's pid and dies.
     parent = (
         "import subprocess, sys\n"
-        "p = subprocess.Popen([sys.executable, '-m', 'gitops_acp.llm.stub', '--max-seconds', '60'],"
-        " stdout=subprocess.PIPE, text=True)\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'gitops_acp.testing.llm_stub', '--port', '0',"
+        " '--max-seconds', '60'], stdout=subprocess.PIPE, text=True)\n"
         "p.stdout.readline()\n"
         "print(p.pid, flush=True)\n"
     )
@@ -910,3 +928,11 @@ def test_package_exports() -> None:
     assert llm.OpenAIClient is OpenAIClient
     client: llm.LLMClient = OpenAIClient()  # the real client satisfies the Protocol
     assert "OpenAIClient" in repr(client)
+
+
+def test_stub_package_exports() -> None:
+    assert set(llm_stub.__all__) == {"Rule", "Script", "StubServer", "StubState", "create_app", "load_script"}
+    assert all(hasattr(llm_stub, name) for name in llm_stub.__all__)
+    for module in (llm_stub.app, llm_stub.replies, llm_stub.script, llm_stub.servers, llm_stub.validation):
+        assert module.__all__, module.__name__
+        assert all(hasattr(module, name) for name in module.__all__), module.__name__

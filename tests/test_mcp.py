@@ -53,7 +53,7 @@ def stdio_config(
         name=name,
         transport="stdio",
         command=sys.executable,
-        args=("-m", "gitops_acp.mcp.testserver", "--max-seconds", "300"),
+        args=("-m", "gitops_acp.testing.mcp_server", "--max-seconds", "300"),
         env=tuple((env or {}).items()),
         log_path=log_path,
     )
@@ -66,7 +66,7 @@ def http_testserver(port: int = 0) -> Iterator[tuple[subprocess.Popen[str], str]
         [
             sys.executable,
             "-m",
-            "gitops_acp.mcp.testserver",
+            "gitops_acp.testing.mcp_server",
             "--http",
             "--port",
             str(port),
@@ -372,6 +372,27 @@ def test_stop_and_aclose_leave_no_process_and_no_orphan() -> None:
         await m.aclose()
         assert all(gone(pid) for pid in pids["two"] + pids["three"])
         assert m.names() == []
+
+    run(go())
+
+
+def test_the_old_module_name_still_runs_the_test_server() -> None:
+    # Repositories made by `gitops-acp init --offline` before the move name the old module.
+    async def go() -> None:
+        m = MCPManager(restart_backoff=FAST_BACKOFF, connect_timeout=CONNECT)
+        try:
+            m.ensure(
+                ServerConfig(
+                    name="old",
+                    transport="stdio",
+                    command=sys.executable,
+                    args=("-m", "gitops_acp.mcp.testserver", "--max-seconds", "300"),
+                )
+            )
+            assert await m.wait_connected("old", CONNECT), m.state("old")
+            assert await call_text(m, "old", "echo", text="still here") == "still here"
+        finally:
+            await m.aclose()
 
     run(go())
 

@@ -2,9 +2,10 @@
 
 - ``client``: ``LLMConfig``, ``ToolSpec``, ``Completion``, the ``LLMClient`` Protocol and the
   message-shape conversions (no openai import; what controllers depend on);
-- ``openai_client``: ``OpenAIClient``, the real implementation over the openai SDK;
-- ``stub``: a scripted OpenAI-compatible HTTP server, the fake that tests, ``gitops-acp demo`` and
-  the benchmarks talk to over real HTTP.
+- ``openai_client``: ``OpenAIClient``, the real implementation over the openai SDK.
+
+The scripted OpenAI-compatible server that tests, ``gitops-acp demo`` and the benchmarks talk to
+over real HTTP is ``gitops_acp.testing.llm_stub`` (no product layer imports it).
 
 ``OpenAIClient`` is imported lazily: importing openai takes over half a second, and commands that
 never call an LLM (``get``, ``validate``) should not pay for it.

@@ -6,8 +6,9 @@
 - ``connection``: one server's owner task (connect, watch, restart) and its call path;
 - ``_stdio``: the stdio transport that owns the process group;
 - ``convert``: SDK tools and results to the plain values;
-- ``testserver``: the project's own MCP server (stdio or Streamable HTTP), the fake that tests,
-  ``demo`` and benchmarks talk to over the real protocol.
+- ``testserver``: only a shim, so ``python -m gitops_acp.mcp.testserver`` still runs the project's
+  own MCP server, now ``gitops_acp.testing.mcp_server`` (the server that tests, ``demo`` and
+  benchmarks talk to over the real protocol).
 
 Importing this package does not import the SDK; the first ``MCPManager.ensure`` does.
 """

@@ -540,7 +540,7 @@ def serve_bg() -> Iterator[Callable[..., Background]]:
 #: Marks every MCP test server a test starts (in its environment), so a test can find them all,
 #: orphans included, and nobody else's.
 MARKER_ENV = "ACP_E2E_MARKER"
-TESTSERVER = [sys.executable, "-m", "gitops_acp.mcp.testserver"]
+TESTSERVER = [sys.executable, "-m", "gitops_acp.testing.mcp_server"]
 INTERRUPTED = "interrupted: outcome unknown, not re-run"
 
 
@@ -559,7 +559,7 @@ def mcpserver_yaml(
         env = [(MARKER_ENV, marker)] + ([("ACP_TEST_COUNTER_FILE", str(counter))] if counter else [])
         body = (
             f"  transport: stdio\n  command: {json.dumps(sys.executable)}\n"
-            '  args: ["-m", "gitops_acp.mcp.testserver"]\n  env:\n'
+            '  args: ["-m", "gitops_acp.testing.mcp_server"]\n  env:\n'
             + "".join(f"    - name: {k}\n      value: {json.dumps(v)}\n" for k, v in env)
         )
     if timeout is not None:
@@ -661,7 +661,7 @@ def marked_servers(marker: str) -> list[Any]:
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         try:
-            if "gitops_acp.mcp.testserver" not in " ".join(proc.info["cmdline"] or ()):
+            if "gitops_acp.testing.mcp_server" not in " ".join(proc.info["cmdline"] or ()):
                 continue
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
@@ -706,7 +706,7 @@ class HttpServer:
 
 @contextlib.contextmanager
 def http_testserver(marker: str, *, max_seconds: float = 300) -> Iterator[HttpServer]:
-    """Start `python -m gitops_acp.mcp.testserver --http --port 0`; yield its URL; kill it after."""
+    """Start `python -m gitops_acp.testing.mcp_server --http --port 0`; yield its URL; kill it after."""
     env = {**os.environ, MARKER_ENV: marker}
     proc = subprocess.Popen(
         [*TESTSERVER, "--http", "--port", "0", "--max-seconds", str(max_seconds)],

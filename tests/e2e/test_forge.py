@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops_acp.humans.forges.fake import FakeForge, sign_webhook
 from tests.conftest import git
 from tests.e2e.conftest import (
     API,
@@ -35,6 +34,7 @@ from tests.e2e.conftest import (
     wait_for,
 )
 from tests.e2e.test_approvals import ALICE, counted, gated_server_yaml, git_as
+from tests.fakes.forges import FakeForge, sign_webhook
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from gitops_acp.humans.forges.fake import FakeForge
 from tests.e2e.conftest import (
     Remote,
     Stub,
@@ -32,6 +31,7 @@ from tests.e2e.conftest import (
 from tests.e2e.test_approvals import counted, gated_server_yaml
 from tests.e2e.test_forge import ALICE, TOKEN, WEBHOOK_SECRET, channel_yaml, leaks
 from tests.e2e.test_remote import awaiting, toolcall_of
+from tests.fakes.forges import FakeForge
 
 pytestmark = pytest.mark.e2e
 

@@ -42,7 +42,7 @@ from tests.e2e.conftest import (
     wait_for,
 )
 from tests.e2e.test_approvals import ALICE, git_as
-from tests.humanlayer_fake import HumanLayerFake
+from tests.fakes.humanlayer import HumanLayerFake
 
 pytestmark = pytest.mark.e2e
 

@@ -66,7 +66,7 @@ def _servers_of(background: Background) -> list[psutil.Process]:
     found = []
     for child in children:
         try:
-            if "gitops_acp.mcp.testserver" in " ".join(child.cmdline()) and child.status() != "zombie":
+            if "gitops_acp.testing.mcp_server" in " ".join(child.cmdline()) and child.status() != "zombie":
                 found.append(child)
         except psutil.NoSuchProcess:
             continue

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from gitops_acp.cli.commands import describe, get, history
+from gitops_acp.cli.commits import init_repository
 from gitops_acp.cli.examples import example_files
-from gitops_acp.store.gitrepo import init_repository
 
 DEMO_SCRIPT: dict[str, Any] = {
     "rules": [
@@ -103,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: openai, uvicorn and the reactor are slow to import and only the demo needs them.
     from gitops_acp.controllers.base import Settings
     from gitops_acp.llm.openai_client import OpenAIClient
-    from gitops_acp.llm.stub import StubServer
     from gitops_acp.reactor.manager import Manager, ServeOptions
     from gitops_acp.secrets import SecretResolver
+    from gitops_acp.testing.llm_stub import StubServer
 
     base = args.dir or Path(tempfile.mkdtemp(prefix="gitops-acp-demo-"))
     repo, secrets = base / "repo", base / "secrets"

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from gitops_acp.cli.commits import init_repository
 from gitops_acp.cli.examples import example_files
-from gitops_acp.store.gitrepo import init_repository
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -20,11 +25,20 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
 
 
 def run(args: argparse.Namespace) -> int:
-    from gitops_acp.llm import stub  # uvicorn and starlette load only when the stub runs
+    """Serve until told to stop: print the URL on the first line of stdout; exit with the parent."""
+    parent = os.getppid()  # first thing: the later we look, the likelier a dead parent goes unnoticed
+    from gitops_acp.testing import llm_stub  # uvicorn and starlette load only when the stub runs
 
-    argv = ["--port", str(args.port)]
-    if args.script:
-        argv += ["--script", args.script]
-    if args.max_seconds is not None:
-        argv += ["--max-seconds", str(args.max_seconds)]
-    return stub.main(argv)
+    script = Path(args.script) if args.script else None
+    try:
+        stub = llm_stub.StubServer(script, port=args.port, max_seconds=args.max_seconds)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        where = f"--script {script}: " if script else ""
+        print(f"error: {where}{' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    try:
+        stub.serve_forever(parent=parent)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

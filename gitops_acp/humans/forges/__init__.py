@@ -6,8 +6,9 @@
     waiting ──► poll_state(number), at most once per poll interval (a webhook invalidates it)
                 ──► open | merged | closed
 
-One client protocol (`ForgeClient`), one module per forge, a shared HTTP loop with rate limits
-(`base`), and a fake forge speaking the same documented endpoints over HTTP for tests (`fake`).
+One client protocol (`ForgeClient`), one module per forge and a shared HTTP loop with rate limits
+(`base`); tests run them against a fake forge speaking the same documented endpoints over HTTP
+(tests/fakes/forges.py, not shipped).
 The decision itself is still read from `main`: a merged pull request put the approval file there.
 """
 

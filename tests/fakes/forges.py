@@ -1,4 +1,4 @@
-"""A fake forge for tests and demos: GitHub, Gitea and GitLab pull-request APIs over real HTTP.
+"""A fake forge for tests: GitHub, Gitea and GitLab pull-request APIs over real HTTP.
 
 It speaks exactly the documented endpoints the clients use, under one port:
 
