@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import GitRepo, is_url, process
 
-__all__ = ["commit_as_user", "init_repository"]
+__all__ = ["commit_as_user", "git_as_user", "init_repository"]
 
 # States of a working tree in which `git commit` would not make an ordinary one-parent commit.
 _IN_PROGRESS = {
@@ -28,6 +28,23 @@ _IN_PROGRESS = {
     "rebase-merge": "a rebase",
     "rebase-apply": "a rebase or git am",
 }
+
+
+def git_as_user(work: Path, *args: str, identity: tuple[str, str] | None = None) -> str:
+    """Run one git command in the working tree `work` as a person would; return what it printed.
+
+    `identity` (name, email) makes that person the author and committer (the demo's reviewer
+    merging an approval branch). The reconciler never calls this.
+    """
+    people = {}
+    if identity is not None:
+        name, email = identity
+        people = {
+            f"GIT_{role}_{field}": value
+            for role in ("AUTHOR", "COMMITTER")
+            for field, value in (("NAME", name), ("EMAIL", email))
+        }
+    return process.run(list(args), cwd=work, extra_env=people).stdout.decode("utf-8", "replace").strip()
 
 
 def commit_as_user(

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from gitops_acp.cli.commands import describe, get, history
-from gitops_acp.cli.commits import init_repository
+from gitops_acp.cli.commits import git_as_user, init_repository
 from gitops_acp.cli.examples import example_files
 
 DEMO_SCRIPT: dict[str, Any] = {
@@ -71,32 +69,23 @@ def _section(title: str) -> None:
     print(f"\n=== {title}")
 
 
-def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
-    )
-    return done.stdout.strip()
-
-
 def _approve_as_a_reviewer(repo: Path) -> None:
     """Do what a reviewer does: look at the pending approval branch, then merge it into main."""
-    view = argparse.Namespace(repo=str(repo), output=None, name=None, kind="toolcalls")
     _section("gitops-acp get toolcalls  (one call waits for a person)")
-    get.run(view)
-    branches = _git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/acp/approvals/").split()
+    get.show(str(repo), "toolcalls")
+    branches = git_as_user(
+        repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/acp/approvals/"
+    ).split()
     for branch in branches:
         _section(f"git show {branch}  (the proposal: a reviewer decides from this alone)")
-        print(_git(repo, "show", "--stat", "--format=%an: %B", branch))
-        print(_git(repo, "show", f"{branch}:approvals/{branch.rsplit('/', 1)[1]}.yaml"))
+        print(git_as_user(repo, "show", "--stat", "--format=%an: %B", branch))
+        print(git_as_user(repo, "show", f"{branch}:approvals/{branch.rsplit('/', 1)[1]}.yaml"))
         _section(f"git merge --no-ff {branch}  (as Demo Reviewer: this is the approval)")
-        reviewer = {
-            "GIT_AUTHOR_NAME": "Demo Reviewer",
-            "GIT_AUTHOR_EMAIL": "reviewer@example.com",
-            "GIT_COMMITTER_NAME": "Demo Reviewer",
-            "GIT_COMMITTER_EMAIL": "reviewer@example.com",
-        }
-        _git(repo, "merge", "--no-ff", "-q", "-m", f"Merge {branch}: approved", branch, env=reviewer)
-        print(_git(repo, "log", "--oneline", "-3", "main"))
+        reviewer = ("Demo Reviewer", "reviewer@example.com")
+        git_as_user(
+            repo, "merge", "--no-ff", "-q", "-m", f"Merge {branch}: approved", branch, identity=reviewer
+        )
+        print(git_as_user(repo, "log", "--oneline", "-3", "main"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,11 +111,7 @@ def run(args: argparse.Namespace) -> int:
             }
             init_repository(repo, files=files, message="Add the offline example resources")
             _section(f"repository {repo} (main)")
-            print(
-                subprocess.run(
-                    ["git", "-C", str(repo), "ls-files"], capture_output=True, text=True
-                ).stdout.strip()
-            )
+            print(git_as_user(repo, "ls-files"))
             options = ServeOptions(
                 repo=repo, once=True, settings=Settings(backoff_base=0.2, log_dir=base / "logs")
             )
@@ -143,26 +128,23 @@ def run(args: argparse.Namespace) -> int:
             _section("gitops-acp serve --once  (again: the approved call runs, its task finishes)")
             serve()
             print(f"{len(stub.requests())} requests to the LLM stub in all")
-        view = argparse.Namespace(repo=str(repo), output=None, name=None)
+        where = str(repo)
         for kind in ("llms", "agents", "tasks"):
             _section(f"gitops-acp get {kind}")
-            get.run(argparse.Namespace(**{**vars(view), "kind": kind}))
+            get.show(where, kind)
         _section("gitops-acp get tasks -o wide")
-        get.run(argparse.Namespace(**{**vars(view), "kind": "tasks", "output": "wide"}))
+        get.show(where, "tasks", output="wide")
         _section("gitops-acp get mcpservers -o wide")
-        get.run(argparse.Namespace(**{**vars(view), "kind": "mcpservers", "output": "wide"}))
+        get.show(where, "mcpservers", output="wide")
         _section("gitops-acp get toolcalls")
-        get.run(argparse.Namespace(**{**vars(view), "kind": "toolcalls"}))
+        get.show(where, "toolcalls")
         _section("gitops-acp describe task add-numbers")
-        describe.run(argparse.Namespace(repo=str(repo), kind="task", name="add-numbers"))
+        describe.show(where, "task", "add-numbers")
         for task in ("add-numbers", "count-visitor", "continue-conversation"):
             _section(f"gitops-acp history task {task}")
-            history.run(argparse.Namespace(repo=str(repo), kind="task", name=task, max_count=100))
+            history.show(where, "task", task)
         _section("git log --oneline acp/status")
-        log = subprocess.run(
-            ["git", "-C", str(repo), "log", "--format=%h %s", "acp/status"], capture_output=True, text=True
-        )
-        print(log.stdout.strip())
+        print(git_as_user(repo, "log", "--format=%h %s", "acp/status"))
     finally:
         if args.keep or args.dir:
             print(f"\nthe demo repository is kept at {repo}")

@@ -33,22 +33,27 @@ def _indent(text: str, by: int = 2) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    kind = resolve_kind(args.kind)
-    repo = views.open_repo(args.repo)
+    return show(args.repo, args.kind, args.name)
+
+
+def show(repo_path: str, kind_text: str, name: str) -> int:
+    """Print one resource: spec, status, its context window (tasks) and its newest events."""
+    kind = resolve_kind(kind_text)
+    repo = views.open_repo(repo_path)
     try:
         snap = views.snapshot(repo)
-        document = snap.objects.get((kind, args.name))
+        document = snap.objects.get((kind, name))
         if document is None:
-            raise UserError(f'{kind} "{args.name}" not found (neither on main nor on the status branch)')
-        branch = snap.branch_of((kind, args.name))
-        events = history.events(repo, branch=branch, kind=str(kind), name=args.name, n=20)
+            raise UserError(f'{kind} "{name}" not found (neither on main nor on the status branch)')
+        branch = snap.branch_of((kind, name))
+        events = history.events(repo, branch=branch, kind=str(kind), name=name, n=20)
     finally:
         repo.close()
     metadata = document.get("metadata") or {}
     status = dict(document.get("status") or {})
     window = status.pop("contextWindow", None) if kind == Kind.Task else None
     lines = [
-        f"Name:         {args.name}",
+        f"Name:         {name}",
         f"Kind:         {kind}",
         f"API Version:  {document.get('apiVersion', '')}",
         f"Labels:       {_pairs(metadata.get('labels'))}",

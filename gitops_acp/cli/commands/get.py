@@ -28,22 +28,27 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
 
 
 def run(args: argparse.Namespace) -> int:
-    kind = resolve_kind(args.kind)
-    repo = views.open_repo(args.repo)
+    return show(args.repo, args.kind, args.name, output=args.output)
+
+
+def show(repo_path: str, kind_text: str, name: str | None = None, *, output: str | None = None) -> int:
+    """Print resources of a kind (one, with `name`) as a table, or as YAML or JSON; return the exit code."""
+    kind = resolve_kind(kind_text)
+    repo = views.open_repo(repo_path)
     try:
         snap = views.snapshot(repo)
     finally:
         repo.close()
     documents = snap.of_kind(kind)
-    if args.name:
-        documents = [d for d in documents if d.get("metadata", {}).get("name") == args.name]
+    if name:
+        documents = [d for d in documents if d.get("metadata", {}).get("name") == name]
         if not documents:
-            raise UserError(f'{kind} "{args.name}" not found (neither on main nor on the status branch)')
-    if args.output in ("yaml", "json"):
+            raise UserError(f'{kind} "{name}" not found (neither on main nor on the status branch)')
+    if output in ("yaml", "json"):
         payload: dict[str, Any] = (
-            documents[0] if args.name else {"apiVersion": API_VERSION, "kind": "List", "items": documents}
+            documents[0] if name else {"apiVersion": API_VERSION, "kind": "List", "items": documents}
         )
-        if args.output == "json":
+        if output == "json":
             print(json.dumps(payload, indent=2))
         else:
             print(yamlio.dump(payload).decode(), end="")
@@ -51,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
     if not documents:
         print(f"No {kind} resources found.")
         return 0
-    print(views.render_table(views.table_rows(kind, documents, wide=args.output == "wide")))
+    print(views.render_table(views.table_rows(kind, documents, wide=output == "wide")))
     return 0

@@ -28,19 +28,24 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
 
 
 def run(args: argparse.Namespace) -> int:
-    kind = resolve_kind(args.kind)
-    repo = views.open_repo(args.repo)
+    return show(args.repo, args.kind, args.name, max_count=args.max_count)
+
+
+def show(repo_path: str, kind_text: str, name: str, *, max_count: int = 100) -> int:
+    """Print one line per checkpoint commit of a resource, oldest first (the newest `max_count`)."""
+    kind = resolve_kind(kind_text)
+    repo = views.open_repo(repo_path)
     try:
         events: list[history.Event] = []
         # Unsharded: acp/status alone. With shards: the branch holding the resource first.
-        for branch in shards.history_order(repo, kind=str(kind), name=args.name):
-            events = history.events(repo, branch=branch, kind=str(kind), name=args.name, n=args.max_count)
+        for branch in shards.history_order(repo, kind=str(kind), name=name):
+            events = history.events(repo, branch=branch, kind=str(kind), name=name, n=max_count)
             if events:
                 break
     finally:
         repo.close()
     if not events:
-        raise UserError(f'{kind} "{args.name}" has no checkpoints on the status branch')
+        raise UserError(f'{kind} "{name}" has no checkpoints on the status branch')
     for event in reversed(events):
         when = datetime.fromtimestamp(event.timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         detail = f"  {event.detail}" if event.detail else ""

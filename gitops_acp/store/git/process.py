@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gitops_acp.errors import RemoteError, StoreError
@@ -56,13 +56,15 @@ def run(
     stdin: bytes | None = None,
     check: bool = True,
     network: bool = False,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run one git command and return the finished process; raise StoreError if it fails and `check`.
 
     `network`: a fetch or push by the reconciler, which must never wait for a password prompt nor
-    hang on a silent remote (it fails, and the caller retries with backoff).
+    hang on a silent remote (it fails, and the caller retries with backoff). `extra_env`: set on
+    top (a person's identity for a commit made for them).
     """
-    environment = env()
+    environment = {**env(), **(extra_env or {})}
     if network:
         environment["GIT_TERMINAL_PROMPT"] = "0"
         environment.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
