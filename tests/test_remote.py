@@ -1,4 +1,4 @@
-"""The mirror of a remote (store/remote.py) and its sync (reactor/remote.py), against real bare remotes.
+"""The mirror of a remote (store/mirror.py) and its sync (reactor/remote.py), against real bare remotes.
 
 The remote here is a bare repository on disk reached by path (git's local transport: the same
 fetch and push protocol as over the network, minus the network); the end-to-end tests in
@@ -19,7 +19,7 @@ from gitops_acp.reactor.manager import Manager, ServeOptions
 from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
 from gitops_acp.secrets import SecretResolver
 from gitops_acp.store.git import GitRepo, redact_url
-from gitops_acp.store.remote import Mirror, cache_dir, prepare_mirror
+from gitops_acp.store.mirror import Mirror, cache_dir, prepare_mirror
 from gitops_acp.store.status import StatusWriter
 from tests.conftest import commit_files, git
 from tests.fakes import FakeLLM

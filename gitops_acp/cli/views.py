@@ -20,7 +20,7 @@ from gitops_acp.errors import StoreError, UserError
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import Kind
 from gitops_acp.resources.models import AnyResource, from_document, to_document
-from gitops_acp.store import remote, shards
+from gitops_acp.store import mirror, shards
 from gitops_acp.store.desired import DesiredReader
 from gitops_acp.store.git import GitRepo, is_url, redact_url
 from gitops_acp.store.status import read_tip
@@ -55,7 +55,7 @@ def open_repo(path: str) -> GitRepo:
     """
     if is_url(path) and not Path(path).exists():
         try:
-            return GitRepo.open(remote.refresh_view(path))
+            return GitRepo.open(mirror.refresh_view(path))
         except StoreError as exc:
             raise UserError(f"cannot read {redact_url(path)}: {exc}") from exc
     try:

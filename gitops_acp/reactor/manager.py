@@ -1,6 +1,7 @@
-"""The manager: start-up recovery, the main loop, and the controllers' view of the world.
+"""The manager: start-up, the main loop, and shutdown; the controllers get their Context from it.
 
-    start: read every status file at the tip of acp/status (observed), read main (desired),
+    start: claim the status branch (reactor/claim: its lock, a killed predecessor's leftovers),
+           read every status file at the tip of acp/status (observed), read main (desired),
            enqueue every resource of both ── recovery is just reconciling everything once
     loop:  watcher wakes ──► main moved? ──► read the new commit ──► enqueue the changed keys
            and their dependents
@@ -11,11 +12,11 @@ With a remote (`options.remote`), `options.repo` is a bare mirror in the cache d
 reactor/remote.RemoteSync keeps it in step: it fetches before start-up and then on an interval or
 a poke, and a checkpoint returns only once a push carried its commit (DESIGN §1).
 
-The manager is also the `Context` the controllers see: desired state from `main`, observed state
-from the status branch (kept in memory, updated on every committed checkpoint), and
-``checkpoint()``, which returns only once the checkpoint's commit is on the status branch. After a
-checkpoint, the resources that depend on the changed one are woken (a finished tool call wakes its
-task, a ready LLM its agents, a ready agent its tasks): no polling on the happy path.
+The manager builds the controllers' `Context` once: the `State` (controllers/state.py) over the
+status writer, people through `humans/gateway.Humans` on the git thread, HTTP on one client.
+After a checkpoint lands, the resources that depend on the changed one are woken (a finished tool
+call wakes its task, a ready LLM its agents, a ready agent its tasks): no polling on the happy
+path.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import signal
 import time
@@ -433,7 +433,7 @@ class Manager:
         observed = {key for key, _ in self._state.observed_items()}
         self._retired = frozenset(retired - {name for kind, name in observed if kind == Kind.Task})
         await self._read_main()
-        _tune_gc()
+        background.tune_gc()
         for key in _ordered(set(self._state.desired_state.resources) | observed):
             self._queue.add(key)
         self._watcher = RefWatcher(
@@ -583,18 +583,3 @@ class Manager:
 def _ordered(keys: Iterable[Key]) -> list[Key]:
     rank = {kind: i for i, kind in enumerate(START_ORDER)}
     return sorted(keys, key=lambda key: (rank.get(key[0], len(rank)), key[1]))
-
-
-def _tune_gc() -> None:
-    """Collect garbage less often: the reconciler holds every resource in memory and allocates fast.
-
-    With CPython's defaults (700, 10, 10) a run of 1000 tasks spent 1.7 s of its 7.3 s of CPU in the
-    cycle collector, 1 s of it in five full collections that walk every live object (pauses of
-    ~200 ms). After start-up, what was loaded is frozen (never scanned again; it lives as long as
-    the process anyway) and the first generation is collected every 10000 net allocations instead
-    of 700: 0.55 s of collection for the same run. Reference counting still frees everything that is
-    not in a cycle at once, so memory does not wait for the collector.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)

@@ -6,7 +6,7 @@
             on the remote ──► on_change() (the manager reads main, re-checks pending approvals)
             a checkpoint committed / a branch created ──► push round: the newest tip of every
             reconciler branch, one push; it releases every waiter that was registered before it began
-    failure: a rejected push ──► fetch, merge (store/remote), push again at once
+    failure: a rejected push ──► fetch, merge (store/mirror), push again at once
              an unreachable remote ──► retry with backoff (0.25 s doubling, capped at the fetch
              interval); one warning when it starts, one line when it ends; waiters keep waiting
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gitops_acp.errors import ConflictError, RemoteError, StoreError
-from gitops_acp.store import remote as mirrors
+from gitops_acp.store import mirror as mirrors
 from gitops_acp.store.git import GitRepo, redact_url
 
 __all__ = ["RemoteOptions", "RemoteSync"]

@@ -8,5 +8,6 @@
 - ``history``: a resource's checkpoint commits, for ``describe`` and ``history``;
 - ``recovery``: the ServeLock of a status branch, and what a killed writer left, cleared at start;
 - ``shards``: which shard owns a task, and every status branch read as one;
-- ``remote``: the mirror of a remote repository, kept in step by fetch and push.
+- ``mirror``: the mirror of a remote repository, kept in step by fetch and push (driven by
+  ``reactor/remote.py``).
 """

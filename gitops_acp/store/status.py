@@ -49,6 +49,14 @@ from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import PLURALS, Kind
 from gitops_acp.store import recovery, yamlio
 from gitops_acp.store.git import TREE_MODE, GitRepo, RefConflictError, TreeBuilder
+from gitops_acp.store.statustree import (
+    DEFAULT_BRANCH,
+    FILE_MODE,
+    STATUS_DIR,
+    StatusTree,
+    branch_ref,
+    read_tip,
+)
 
 __all__ = [
     "DEFAULT_BRANCH",
@@ -62,15 +70,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BRANCH = "refs/heads/acp/status"
 DEFAULT_IDENTITY = ("gitops-acp", "gitops-acp@localhost")
-STATUS_DIR = "status"
-FILE_MODE = "100644"
-
-Entries = dict[str, tuple[str, str]]  # one tree level: name -> (mode, sha)
 CommitHook = Callable[[str], Awaitable[None]]
-
-_KIND_BY_PLURAL = {plural: kind for kind, plural in PLURALS.items()}
 
 
 def _plural(kind: str) -> str:
@@ -78,10 +79,6 @@ def _plural(kind: str) -> str:
         return PLURALS[Kind(kind)]
     except ValueError:
         raise StoreError(f"unknown kind {kind!r}: expected one of {', '.join(PLURALS)}") from None
-
-
-def _branch_ref(branch: str) -> str:
-    return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
 
 
 def _phase(text: str) -> str:
@@ -123,59 +120,6 @@ class WriterStats:
     resources: int = 0  # resource files written or deleted by them
     conflicts: int = 0  # lost compare-and-swap races, each retried on the new tip
     durations_ms: list[float] = field(default_factory=list)  # per commit: batch start to ref moved
-
-
-# -- the tree model ---------------------------------------------------------------------------
-
-
-@dataclass
-class _StatusTree:
-    """The status branch's tip as three tree levels, so a commit rewrites only what it touched."""
-
-    tip: str | None
-    root: Entries  # the root tree; anything besides `status/` is carried over untouched
-    status: Entries  # `status/`: one tree per plural (plus anything unknown, carried over)
-    plurals: dict[str, TreeBuilder]  # plural -> `status/<plural>/`, kept serialized
-
-    @classmethod
-    def load(cls, repo: GitRepo, tip: str | None) -> _StatusTree:
-        """Read the tree levels of commit `tip` (None: an empty branch)."""
-        if tip is None:
-            return cls(None, {}, {}, {})
-        root = repo.read_tree(tip) or {}
-        status: Entries = {}
-        plurals: dict[str, TreeBuilder] = {}
-        if STATUS_DIR in root:
-            mode, sha = root[STATUS_DIR]
-            if mode != TREE_MODE:
-                raise StoreError(f"{STATUS_DIR} at {tip[:12]} is a file, not a directory")
-            status = repo.read_tree(sha) or {}
-            for plural, (mode, sha) in status.items():
-                if mode == TREE_MODE and plural in _KIND_BY_PLURAL:
-                    plurals[plural] = TreeBuilder(repo.read_tree(sha))
-        return cls(tip, root, status, plurals)
-
-    def documents(self, repo: GitRepo) -> dict[Key, dict[str, Any]]:
-        """Read and parse every status file, keyed (kind, name)."""
-        docs: dict[Key, dict[str, Any]] = {}
-        for plural, level in self.plurals.items():
-            kind = _KIND_BY_PLURAL[plural]
-            for filename, (mode, sha) in level.entries().items():
-                if mode != FILE_MODE or not filename.endswith(".yaml"):
-                    continue
-                try:
-                    docs[(kind, filename.removesuffix(".yaml"))] = yamlio.load(repo.read_blob(sha))
-                except StoreError as exc:
-                    path = f"{STATUS_DIR}/{plural}/{filename}"
-                    raise StoreError(f"{path} at {self.tip and self.tip[:12]}: {exc}") from exc
-        return docs
-
-
-def read_tip(repo: GitRepo, branch: str = DEFAULT_BRANCH) -> tuple[str | None, dict[Key, dict[str, Any]]]:
-    """Return the status branch's tip and every status document there, keyed (kind, name)."""
-    tip = repo.resolve(_branch_ref(branch))
-    tree = _StatusTree.load(repo, tip)
-    return tip, tree.documents(repo)
 
 
 # -- the writer -------------------------------------------------------------------------------
@@ -251,7 +195,7 @@ class StatusWriter:
         all that time was left by a killed process and is removed.
         """
         self.path = Path(path)
-        self.branch = _branch_ref(branch)
+        self.branch = branch_ref(branch)
         self.identity = identity
         self.max_attempts = max_attempts
         self.max_batch = max_batch
@@ -276,7 +220,7 @@ class StatusWriter:
         self._closing = False
         # Owned by the writer thread only:
         self._repo: GitRepo | None = None
-        self._tree: _StatusTree | None = None
+        self._tree: StatusTree | None = None
         self._stale = False
 
     # -- asyncio side ---------------------------------------------------------------------
@@ -453,7 +397,7 @@ class StatusWriter:
 
     def _open(self) -> dict[Key, dict[str, Any]]:
         self._repo = GitRepo.open(self.path)
-        self._tree = _StatusTree.load(self._repo, self._repo.resolve(self.branch))
+        self._tree = StatusTree.load(self._repo, self._repo.resolve(self.branch))
         return self._tree.documents(self._repo)
 
     def _close_repo(self) -> None:
@@ -469,7 +413,7 @@ class StatusWriter:
         repo = self._repo
         if self._stale:
             # An earlier batch failed in a way that may have left the model behind the branch.
-            self._tree = _StatusTree.load(repo, repo.resolve(self.branch))
+            self._tree = StatusTree.load(repo, repo.resolve(self.branch))
             self._stale = False
         conflicts = 0
         attempt = 0
@@ -483,13 +427,13 @@ class StatusWriter:
                 attempt += 1
                 actual = exc.actual if isinstance(exc, RefConflictError) else repo.resolve(self.branch)
                 log.info("%s moved to %s behind the writer; re-applying the batch", self.branch, actual)
-                self._tree = _StatusTree.load(repo, actual)
+                self._tree = StatusTree.load(repo, actual)
                 # Exponential backoff with jitter, so two writers in a tug of war desynchronize.
                 time.sleep(min(0.005 * 2 ** (attempt - 1), 0.5) * (0.5 + random.random()))
             except LockedError as exc:
                 # Not a lost race: the ref did not move. Wait a bounded time for whoever holds it.
                 # The batch was applied to the model in place: start again from the branch.
-                self._tree = _StatusTree.load(repo, repo.resolve(self.branch))
+                self._tree = StatusTree.load(repo, repo.resolve(self.branch))
                 if locked is None or locked.path != Path(exc.lock):
                     locked = _Locked(Path(exc.lock), recovery.stamp(Path(exc.lock)), time.monotonic())
                     log.info("%s is locked by another process (%s); waiting", self.branch, exc.lock)

@@ -219,7 +219,7 @@ def shard_from(args: argparse.Namespace) -> Shard:
 def remote_options(args: argparse.Namespace) -> RemoteOptions | None:
     """The remote to serve: `--repo URL`, or the `--remote NAME` of the local clone `--repo`; else None."""
     from gitops_acp.reactor.remote import RemoteOptions
-    from gitops_acp.store import remote as mirrors
+    from gitops_acp.store import mirror as mirrors
     from gitops_acp.store.git import GitRepo, is_url
 
     target = str(args.repo)

@@ -1,6 +1,6 @@
 """Talking to another repository: fetch, push with leases, and the URL helpers around them.
 
-Used by the remote mirror (``store/remote.py``, driven by ``reactor/remote.py``) through
+Used by the remote mirror (``store/mirror.py``, driven by ``reactor/remote.py``) through
 ``GitRepo.fetch`` / ``GitRepo.push``, and by the command line to tell a URL from a path. These are
 the only git commands that touch the network, so they run with `process.run(network=True)`: no
 password prompt, a timeout, and every URL redacted before it reaches a message (it may hold a
