@@ -215,21 +215,21 @@ def serving_child(repo: Path, secrets: Path, shard_text: str, n_tasks: int) -> N
     me = psutil.Process()
 
     def ready() -> bool:
-        llm, agent = manager.observed(Kind.LLM, "bench"), manager.observed(Kind.Agent, "bench")
+        llm, agent = manager.state.observed(Kind.LLM, "bench"), manager.state.observed(Kind.Agent, "bench")
         if not (isinstance(llm, LLM) and llm.status and llm.status.ready):
             return False
         if not (isinstance(agent, Agent) and agent.status and agent.status.ready):
             return False
         if not (repo / "mcp.yaml").exists():
             return True
-        server, state = manager.observed(Kind.MCPServer, "tools"), manager.mcp.state("tools")
+        server, state = manager.state.observed(Kind.MCPServer, "tools"), manager.mcp.state("tools")
         connected = isinstance(server, MCPServer) and server.status is not None and server.status.connected
         return connected and state is not None and state.connected
 
     def finished() -> int:
         done = 0
         for name in mine:
-            task = manager.observed(Kind.Task, name)
+            task = manager.state.observed(Kind.Task, name)
             if (
                 isinstance(task, Task)
                 and task.status is not None

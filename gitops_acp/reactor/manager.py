@@ -570,6 +570,16 @@ class Manager:
         return self._state.spec_commit
 
     @property
+    def state(self) -> State:
+        """Desired and observed state, as the controllers see it (the benchmarks read it)."""
+        return self._state
+
+    @property
+    def mcp(self) -> MCPManager:
+        """The MCP sessions of this process."""
+        return self._mcp
+
+    @property
     def writer(self) -> StatusWriter:
         """The status writer (its stats feed the benchmarks)."""
         return self._writer
