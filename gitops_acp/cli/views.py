@@ -18,14 +18,15 @@ from typing import Any
 
 from gitops_acp.errors import StoreError, UserError
 from gitops_acp.resources.lifecycle import Key
-from gitops_acp.resources.meta import Kind
+from gitops_acp.resources.loader import Loaded, load_file
+from gitops_acp.resources.meta import ANNOTATION_SOURCE, LABEL_PARENT_TOOLCALL, Kind, status_path
 from gitops_acp.resources.models import AnyResource, from_document, to_document
-from gitops_acp.store import mirror, shards
+from gitops_acp.store import mirror, shards, yamlio
 from gitops_acp.store.desired import DesiredReader
 from gitops_acp.store.git import GitRepo, is_url, redact_url
 from gitops_acp.store.status import read_tip
 
-__all__ = ["Snapshot", "render_table", "snapshot", "table_rows"]
+__all__ = ["Found", "Snapshot", "lookup", "render_table", "snapshot", "table_rows"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,65 @@ def snapshot(repo: GitRepo, *, branch: str = "main", status_branch: str = "acp/s
         else:
             objects[key] = document
     return Snapshot(objects=objects, status_commit=status_commit, main_commit=main_commit, branches=branches)
+
+
+@dataclass(frozen=True)
+class Found:
+    """One object as `get KIND NAME` and `describe` show it, and the status branch it came from."""
+
+    document: dict[str, Any]
+    branch: str
+
+
+def lookup(repo: GitRepo, kind: Kind, name: str, *, branch: str = "main") -> Found | None:
+    """One object merged from `main` and the status branches, reading only what it shows.
+
+    The same object `snapshot` would give, without reading every resource: the status file at
+    each status branch's tip (one read each; the newest tip's copy wins, as in `snapshot`), and on
+    `main` only the file its `acp.gitops.dev/source` annotation names. Only an object with no
+    status yet, or a declared kind whose status carries no source, needs the whole of `main`
+    read. A source file that no longer declares it (removed from main) leaves the status copy as
+    it is: its spec as last reconciled.
+    """
+    path = status_path(kind, name)
+    observed: dict[str, Any] | None = None
+    holder = shards.UNSHARDED
+    for candidate in shards.status_branches(repo):  # the newest tip first
+        data = repo.read_file(candidate.tip, path)
+        if data is not None:
+            observed, holder = yamlio.load(data), candidate.name
+            break
+    main_commit = repo.resolve(f"refs/heads/{branch}")
+    annotations = ((observed or {}).get("metadata") or {}).get("annotations") or {}
+    source = annotations.get(ANNOTATION_SOURCE)
+    declared: Loaded | None = None
+    if main_commit is not None and source:
+        data = repo.read_file(main_commit, source)
+        if data is not None:
+            found = [
+                loaded
+                for loaded in load_file(source, data).loaded
+                if (Kind(loaded.resource.kind), loaded.resource.metadata.name) == (kind, name)
+            ]
+            declared = found[0] if found else None
+    elif main_commit is not None and (observed is None or not _only_on_status(kind, observed)):
+        declared = DesiredReader(repo).read(main_commit).resources.get((kind, name))
+    if declared is None:
+        return Found(observed, holder) if observed is not None else None
+    document = to_document(declared.resource)
+    if observed is not None:
+        # The spec as declared now, the status (and its annotations) as last reconciled.
+        metadata = {**document.get("metadata", {})}
+        if annotations:
+            metadata["annotations"] = annotations
+        document = {**document, "metadata": metadata, "status": observed.get("status")}
+    return Found(document, holder)
+
+
+def _only_on_status(kind: Kind, observed: dict[str, Any]) -> bool:
+    """Objects only the reconciler creates (tool calls, delegated tasks): never looked for on `main`."""
+    labels = (observed.get("metadata") or {}).get("labels") or {}
+    return kind == Kind.ToolCall or LABEL_PARENT_TOOLCALL in labels
 
 
 def parse(document: dict[str, Any]) -> AnyResource | None:

@@ -41,11 +41,10 @@ def show(repo_path: str, kind_text: str, name: str) -> int:
     kind = resolve_kind(kind_text)
     repo = views.open_repo(repo_path)
     try:
-        snap = views.snapshot(repo)
-        document = snap.objects.get((kind, name))
-        if document is None:
+        found = views.lookup(repo, kind, name)  # reads only this object (docs/decisions.md)
+        if found is None:
             raise UserError(f'{kind} "{name}" not found (neither on main nor on the status branch)')
-        branch = snap.branch_of((kind, name))
+        document, branch = found.document, found.branch
         events = history.events(repo, branch=branch, kind=str(kind), name=name, n=20)
     finally:
         repo.close()

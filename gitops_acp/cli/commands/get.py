@@ -36,14 +36,15 @@ def show(repo_path: str, kind_text: str, name: str | None = None, *, output: str
     kind = resolve_kind(kind_text)
     repo = views.open_repo(repo_path)
     try:
-        snap = views.snapshot(repo)
+        if name:  # one object: read only it, however many resources the repository holds
+            found = views.lookup(repo, kind, name)
+            if found is None:
+                raise UserError(f'{kind} "{name}" not found (neither on main nor on the status branch)')
+            documents = [found.document]
+        else:
+            documents = views.snapshot(repo).of_kind(kind)
     finally:
         repo.close()
-    documents = snap.of_kind(kind)
-    if name:
-        documents = [d for d in documents if d.get("metadata", {}).get("name") == name]
-        if not documents:
-            raise UserError(f'{kind} "{name}" not found (neither on main nor on the status branch)')
     if output in ("yaml", "json"):
         payload: dict[str, Any] = (
             documents[0] if name else {"apiVersion": API_VERSION, "kind": "List", "items": documents}

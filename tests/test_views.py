@@ -1,0 +1,192 @@
+"""`get KIND NAME` and `describe` read one object, not the repository (cli/views.lookup).
+
+A real repository: resources on `main` (several files, one of them broken), status files committed
+by the real StatusWriter (with the `acp.gitops.dev/source` annotations the reconciler stamps), a
+tool call and a delegated task that exist only on the status branch, a task removed from `main`.
+For every object, `lookup` must show exactly what the full `snapshot` shows, and (for an object
+with a status) read no file of `main` but the one that declares it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitops_acp.cli import views
+from gitops_acp.resources.meta import ANNOTATION_SOURCE, LABEL_PARENT_TOOLCALL, Kind
+from gitops_acp.store.git import GitRepo
+from gitops_acp.store.status import Change, StatusWriter
+from tests.conftest import commit_files, git
+
+LLM = """apiVersion: acp.gitops.dev/v1alpha1
+kind: LLM
+metadata: {name: gpt}
+spec: {provider: openai, apiKeyFrom: {secretKeyRef: {name: openai, key: KEY}}, parameters: {model: gpt-4o}}
+"""
+AGENT = """apiVersion: acp.gitops.dev/v1alpha1
+kind: Agent
+metadata: {name: helper}
+spec: {llmRef: {name: gpt}, system: be brief}
+"""
+
+
+def task(name: str, message: str) -> str:
+    return (
+        "apiVersion: acp.gitops.dev/v1alpha1\nkind: Task\n"
+        f"metadata: {{name: {name}}}\nspec: {{agentRef: {{name: helper}}, userMessage: {message!r}}}\n"
+    )
+
+
+def status_doc(
+    kind: str, name: str, spec: dict[str, Any], status: dict[str, Any], **meta: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "acp.gitops.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, **meta},
+        "spec": spec,
+        "status": status,
+    }
+
+
+class Counting:
+    """A GitRepo that counts the files read from `main` and the whole-tree listings."""
+
+    def __init__(self, repo: GitRepo, main: str) -> None:
+        self._repo = repo
+        self._main = main
+        self.main_files: list[str] = []
+        self.listings = 0
+
+    def read_file(self, commit: str, path: str) -> bytes | None:
+        if commit == self._main:
+            self.main_files.append(path)
+        return self._repo.read_file(commit, path)
+
+    def list_tree(self, commit: str) -> dict[str, str]:
+        self.listings += 1
+        return self._repo.list_tree(commit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._repo, name)
+
+
+@pytest.fixture
+def world(repo: Path) -> Path:
+    files = {"llms/gpt.yaml": LLM, "agents/helper.yaml": AGENT, "broken.yaml": "kind: [unclosed\n"}
+    files |= {f"tasks/t{i}.yaml": task(f"t{i}", f"question {i}") for i in range(20)}
+    commit_files(repo, files, "resources")
+    commit_files(repo, {"tasks/gone.yaml": task("gone", "soon removed")}, "one more")
+    git(repo, "rm", "-q", "tasks/gone.yaml")
+    git(repo, "commit", "-q", "-m", "remove a task")
+
+    def stamped(path: str) -> dict[str, Any]:
+        return {"annotations": {ANNOTATION_SOURCE: path}}
+
+    changes = [
+        Change(
+            Kind.LLM,
+            "gpt",
+            status_doc("LLM", "gpt", {"provider": "openai"}, {"ready": True}, **stamped("llms/gpt.yaml")),
+        ),
+        Change(
+            Kind.Task,
+            "t3",
+            status_doc(
+                "Task",
+                "t3",
+                {"agentRef": {"name": "helper"}},
+                {"phase": "FinalAnswer", "output": "3"},
+                **stamped("tasks/t3.yaml"),
+            ),
+        ),
+        Change(
+            Kind.Task,
+            "gone",
+            status_doc(
+                "Task",
+                "gone",
+                {"agentRef": {"name": "helper"}},
+                {"phase": "Cancelled"},
+                **stamped("tasks/gone.yaml"),
+            ),
+        ),
+        Change(
+            Kind.ToolCall,
+            "t3-abc-tc-01",
+            status_doc("ToolCall", "t3-abc-tc-01", {"toolRef": {"name": "x__y"}}, {"phase": "Succeeded"}),
+        ),
+        Change(
+            Kind.Task,
+            "delegate-t3-abc-tc-02",
+            status_doc(
+                "Task",
+                "delegate-t3-abc-tc-02",
+                {"agentRef": {"name": "helper"}, "userMessage": "sub"},
+                {"phase": "FinalAnswer"},
+                labels={LABEL_PARENT_TOOLCALL: "t3-abc-tc-02"},
+            ),
+        ),
+    ]
+
+    async def write() -> None:
+        writer = StatusWriter(repo)
+        await writer.start()
+        await writer.commit(changes, spec_commit=git(repo, "rev-parse", "main"))
+        await writer.close()
+
+    asyncio.run(write())
+    return repo
+
+
+KEYS = [
+    (Kind.LLM, "gpt"),
+    (Kind.Agent, "helper"),
+    (Kind.Task, "t3"),
+    (Kind.Task, "t7"),
+    (Kind.Task, "gone"),
+    (Kind.ToolCall, "t3-abc-tc-01"),
+    (Kind.Task, "delegate-t3-abc-tc-02"),
+]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=[f"{k}/{n}" for k, n in KEYS])
+def test_one_object_is_what_the_whole_snapshot_shows(world: Path, key: tuple[Kind, str]) -> None:
+    with GitRepo.open(world) as repo:
+        whole = views.snapshot(repo)
+        found = views.lookup(repo, *key)
+    assert found is not None
+    assert found.document == whole.objects[key]
+    assert found.branch == whole.branch_of(key)
+
+
+@pytest.mark.parametrize(
+    ("key", "reads"),
+    [
+        ((Kind.LLM, "gpt"), ["llms/gpt.yaml"]),
+        ((Kind.Task, "t3"), ["tasks/t3.yaml"]),
+        ((Kind.Task, "gone"), ["tasks/gone.yaml"]),  # looked for where it was: gone, status as is
+        ((Kind.ToolCall, "t3-abc-tc-01"), []),
+        ((Kind.Task, "delegate-t3-abc-tc-02"), []),
+    ],
+)
+def test_an_object_with_a_status_reads_only_its_own_file_of_main(
+    world: Path, key: tuple[Kind, str], reads: list[str]
+) -> None:
+    with GitRepo.open(world) as opened:
+        repo = Counting(opened, git(world, "rev-parse", "main"))
+        assert views.lookup(repo, *key) is not None  # type: ignore[arg-type]
+    assert repo.main_files == reads
+    assert repo.listings == 0
+
+
+def test_an_object_not_reconciled_yet_is_found_on_main_and_a_missing_one_is_none(world: Path) -> None:
+    with GitRepo.open(world) as repo:
+        found = views.lookup(repo, Kind.Task, "t7")
+        assert views.lookup(repo, Kind.Task, "nowhere") is None
+    assert found is not None
+    assert found.document["spec"]["userMessage"] == "question 7"
+    assert "status" not in found.document or not found.document["status"]
