@@ -57,6 +57,12 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def repository_kb(repo: Path) -> float:
+    """The object store's size as git counts it (loose + packed, KiB): no walking of .git's layout."""
+    counts = dict(line.split(": ", 1) for line in git(repo, "count-objects", "-v").splitlines())
+    return float(counts.get("size", 0)) + float(counts.get("size-pack", 0))
+
+
 def start_stub(script: Path | None = None) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "gitops_acp", "llm-stub", "--port", "0", "--max-seconds", "1800"]
     if script is not None:
@@ -333,7 +339,7 @@ def combine(
         figures[f"commits_{i}"] = f["commits"]
     figures["stub_cpu_seconds"] = process_cpu(stub_pid) - stub_cpu if stub_pid is not None else 0.0
     check_finished_once(repo, n, shards)
-    figures["size_kb"] = sum(f.stat().st_size for f in (repo / ".git").rglob("*") if f.is_file()) / 1024
+    figures["size_kb"] = repository_kb(repo)
     latencies = task_latencies(repo)
     figures["latency_p50"] = percentile(latencies, 50)
     figures["latency_p95"] = percentile(latencies, 95)
