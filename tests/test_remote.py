@@ -19,7 +19,7 @@ from gitops_acp.reactor.manager import Manager, ServeOptions
 from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
 from gitops_acp.secrets import SecretResolver
 from gitops_acp.store.git import GitRepo, redact_url
-from gitops_acp.store.mirror import Mirror, cache_dir, prepare_mirror
+from gitops_acp.store.mirror import Mirror, cache_dir, prepare_mirror, refresh_view
 from gitops_acp.store.status import StatusWriter
 from tests.conftest import commit_files, git
 from tests.fakes import FakeLLM
@@ -375,3 +375,21 @@ def test_a_shard_follows_the_other_shards_status_branch_and_never_pushes_it(
         repo.update_ref("refs/heads/acp/status-0-of-2", ours, None, message="ours")
         assert mirror.push().pushed == {"refs/heads/acp/status-0-of-2": ours}
         assert remote_ref(origin, other) is None
+
+
+def test_a_readers_view_recovers_from_a_reader_killed_mid_fetch(
+    origin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`get --repo URL` fetches into a view in the cache dir; a killed reader's locks don't break the next."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url = f"file://{origin}"
+    view = refresh_view(url)
+    left = [view / "refs" / "heads" / "main.lock", view / "shallow.lock", view / "packed-refs.lock"]
+    for lock in left:
+        lock.write_text("left by a kill\n")
+    human = tmp_path / "human"
+    commit_files(human, {"more.yaml": "a: 1\n"}, "more")
+    git(human, "push", "-q", "origin", "main")
+    assert refresh_view(url) == view  # would fail on main.lock without recovery
+    assert not any(lock.exists() for lock in left)
+    assert git(view, "rev-parse", "main") == git(human, "rev-parse", "HEAD")

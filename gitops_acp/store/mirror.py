@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gitops_acp.errors import ConflictError, StoreError
-from gitops_acp.store import shards
+from gitops_acp.store import recovery, shards
 from gitops_acp.store.git import GitRepo, PushUpdate, RefConflictError, init_bare, redact_url
 
 __all__ = ["ORIGIN", "FetchResult", "Mirror", "PushResult", "cache_dir", "prepare_mirror", "refresh_view"]
@@ -81,9 +81,16 @@ def refresh_view(url: str) -> Path:
     copy from serve's mirror, whose branches may be ahead of the remote (and which it owns).
     """
     path = cache_dir(url) / "view.git"
-    prepare_mirror(path, url)
-    with GitRepo.open(path) as repo:
-        repo.fetch(ORIGIN, [f"+{HEADS}*:{HEADS}*"], prune=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Readers take turns on the view (a second `get` waits for the first one's fetch), so whatever
+    # lock or temporary file is in it now was left by a reader that was killed: cleared, or every
+    # later fetch would fail on it.
+    with recovery.exclusive(path.parent / "view.flock"):
+        if (path / "HEAD").exists():
+            recovery.recover(path, branches=[], whole=True, settle=0.0)
+        prepare_mirror(path, url)
+        with GitRepo.open(path) as repo:
+            repo.fetch(ORIGIN, [f"+{HEADS}*:{HEADS}*"], prune=True)
     return path
 
 

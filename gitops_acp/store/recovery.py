@@ -38,7 +38,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,17 @@ from urllib.parse import quote
 
 from gitops_acp.errors import UserError
 
-__all__ = ["MirrorLock", "Predecessor", "Recovery", "ServeLock", "lock_dir", "recover", "stale", "stamp"]
+__all__ = [
+    "MirrorLock",
+    "Predecessor",
+    "Recovery",
+    "ServeLock",
+    "exclusive",
+    "lock_dir",
+    "recover",
+    "stale",
+    "stamp",
+]
 
 log = logging.getLogger("gitops_acp")
 
@@ -145,6 +155,17 @@ def _write_record(fd: int, record: dict[str, Any]) -> None:
     data = (json.dumps(record, sort_keys=True) + "\n").encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if need be) for the block; wait for it if taken."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
 
 
 class MirrorLock:
