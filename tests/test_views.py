@@ -1,4 +1,4 @@
-"""`get KIND NAME` and `describe` read one object, not the repository (cli/views.lookup).
+"""`get KIND NAME` and `describe` read one object, not the repository (cli/views.lookup); lists page.
 
 A real repository: resources on `main` (several files, one of them broken), status files committed
 by the real StatusWriter (with the `acp.gitops.dev/source` annotations the reconciler stamps), a
@@ -10,12 +10,18 @@ with a status) read no file of `main` but the one that declares it.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gitops_acp.cli import views
+from gitops_acp.cli.commands import get
+from gitops_acp.cli.main import main
+from gitops_acp.errors import UserError
+from gitops_acp.resources import selectors
 from gitops_acp.resources.meta import ANNOTATION_SOURCE, LABEL_PARENT_TOOLCALL, Kind
 from gitops_acp.store.git import GitRepo
 from gitops_acp.store.status import Change, StatusWriter
@@ -190,3 +196,97 @@ def test_an_object_not_reconciled_yet_is_found_on_main_and_a_missing_one_is_none
     assert found is not None
     assert found.document["spec"]["userMessage"] == "question 7"
     assert "status" not in found.document or not found.document["status"]
+
+
+# -- lists: -l/--selector, --phase, --limit and --continue -------------------------------------
+
+
+def names_shown(out: str) -> list[str]:
+    return [line.split()[0] for line in out.strip().splitlines()[1:]]
+
+
+def test_pages_of_a_list_follow_each_other_and_cover_everything_once(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with GitRepo.open(world) as repo:
+        everything = views.snapshot(repo).of_kind(Kind.Task)
+    seen: list[str] = []
+    after: str | None = None
+    for _ in range(20):
+        assert get.show(str(world), "tasks", page=get.Page(limit=7, after=after)) == 0
+        out, err = capsys.readouterr()
+        page = names_shown(out)
+        assert 1 <= len(page) <= 7
+        seen += page
+        if "more:" not in err:
+            break
+        after = err.split("--continue ")[1].split()[0]
+        assert after == page[-1]
+    assert seen == [doc["metadata"]["name"] for doc in everything]  # sorted, each once
+
+
+def test_phase_and_selector_narrow_a_list(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    get.show(str(world), "tasks", page=get.Page(phase="FinalAnswer"))
+    assert names_shown(capsys.readouterr().out) == ["delegate-t3-abc-tc-02", "t3"]
+    get.show(str(world), "tasks", page=get.Page(selector=selectors.parse(f"{LABEL_PARENT_TOOLCALL}")))
+    assert names_shown(capsys.readouterr().out) == ["delegate-t3-abc-tc-02"]
+    get.show(
+        str(world), "tasks", page=get.Page(selector=selectors.parse(f"!{LABEL_PARENT_TOOLCALL}"), limit=2)
+    )
+    out, err = capsys.readouterr()
+    assert names_shown(out) == ["gone", "t0"]
+    assert "--continue t0" in err
+    get.show(str(world), "tasks", output="json", page=get.Page(limit=1))
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["metadata"] == {"continue": listed["items"][0]["metadata"]["name"]}
+
+
+@pytest.mark.parametrize(
+    ("page", "message"),
+    [
+        (get.Page(phase="Done"), "--phase Done: not a Task phase; use one of Pending, "),
+        (get.Page(limit=0), "--limit must be at least 1"),
+    ],
+)
+def test_bad_list_options_are_one_line_errors(world: Path, page: get.Page, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        get.show(str(world), "tasks", page=page)
+
+
+def test_a_phase_of_a_kind_without_phases_is_refused(world: Path) -> None:
+    with pytest.raises(UserError, match="LLM has no phases"):
+        get.show(str(world), "llms", page=get.Page(phase="Ready"))
+
+
+@pytest.mark.parametrize(
+    ("text", "labels", "selected"),
+    [
+        ("app=web", {"app": "web"}, True),
+        ("app==web", {"app": "web"}, True),
+        ("app=web", {"app": "db"}, False),
+        ("app!=web", {}, True),  # absent counts as different, as in Kubernetes
+        ("app!=web,tier", {"app": "db", "tier": "x"}, True),
+        ("tier", {"app": "db"}, False),
+        ("!tier", {"app": "db"}, True),
+        ("acp.gitops.dev/task=t1", {"acp.gitops.dev/task": "t1"}, True),
+    ],
+)
+def test_label_selectors_as_kubectl_reads_them(text: str, labels: dict[str, str], selected: bool) -> None:
+    assert selectors.parse(text).matches(labels) is selected
+
+
+@pytest.mark.parametrize("text", ["app in (a,b)", "a=,", "bad key=1", "a=b c"])
+def test_selectors_that_cannot_be_read_say_why(text: str) -> None:
+    with pytest.raises(ValueError, match=r"\S"):
+        selectors.parse(text)
+
+
+def test_list_options_with_a_name_are_refused_by_the_command_line(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--repo", str(world), "get", "tasks", "t3", "--limit", "2"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: --selector, --phase, --limit and --continue list many objects: leave out NAME"
+    )
+    assert main(["--repo", str(world), "get", "tasks", "-l", "app in (a)"]) == 1
+    assert "set-based requirements" in capsys.readouterr().err

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from gitops_acp.cli import views
 from gitops_acp.errors import UserError
-from gitops_acp.resources.meta import API_VERSION, resolve_kind
+from gitops_acp.resources import selectors
+from gitops_acp.resources.meta import API_VERSION, Kind, TaskPhase, ToolCallPhase, resolve_kind
 from gitops_acp.store import yamlio
 
 
@@ -24,15 +27,89 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
     )
     parser.add_argument("name", nargs="?", help="one resource by name")
     parser.add_argument("-o", "--output", choices=["wide", "yaml", "json"], help="output format")
+    parser.add_argument(
+        "-l", "--selector", help="only objects whose labels match, e.g. acp.gitops.dev/task=t1,!x"
+    )
+    parser.add_argument("--phase", help="only tasks or tool calls in this phase, e.g. FinalAnswer")
+    parser.add_argument("--limit", type=int, help="at most this many, by name; says how to get the next page")
+    parser.add_argument(
+        "--continue", dest="after", metavar="TOKEN", help="the next page: the token --limit gave"
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    return show(args.repo, args.kind, args.name, output=args.output)
+    if args.name and (args.selector or args.phase or args.limit is not None or args.after):
+        raise UserError("--selector, --phase, --limit and --continue list many objects: leave out NAME")
+    page = Page(
+        selector=_selector(args.selector),
+        phase=args.phase,
+        limit=args.limit,
+        after=args.after,
+    )
+    return show(args.repo, args.kind, args.name, output=args.output, page=page)
 
 
-def show(repo_path: str, kind_text: str, name: str | None = None, *, output: str | None = None) -> int:
-    """Print resources of a kind (one, with `name`) as a table, or as YAML or JSON; return the exit code."""
+@dataclass(frozen=True)
+class Page:
+    """Which objects of a kind a list shows (kubectl's -l, --limit and --continue)."""
+
+    selector: selectors.Selector = field(default_factory=selectors.Selector)
+    phase: str | None = None
+    limit: int | None = None
+    after: str | None = None  # show names after this one (the last name of the previous page)
+
+    def select(self, kind: Kind, documents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+        """The page of `documents` (sorted by name) and the token of the next page, if there is one."""
+        if self.phase is not None:
+            phases = PHASES.get(kind)
+            if phases is None:
+                raise UserError(f"--phase: {kind} has no phases (tasks and tool calls do)")
+            if self.phase not in phases:
+                raise UserError(f"--phase {self.phase}: not a {kind} phase; use one of {', '.join(phases)}")
+        if self.limit is not None and self.limit < 1:
+            raise UserError("--limit must be at least 1")
+        chosen = [
+            doc
+            for doc in documents
+            if self.selector.matches((doc.get("metadata") or {}).get("labels"))
+            and (self.phase is None or (doc.get("status") or {}).get("phase") == self.phase)
+            and (self.after is None or str((doc.get("metadata") or {}).get("name")) > self.after)
+        ]
+        if self.limit is None or len(chosen) <= self.limit:
+            return chosen, None
+        page = chosen[: self.limit]
+        return page, str(page[-1]["metadata"]["name"])
+
+
+def _selector(text: str | None) -> selectors.Selector:
+    if not text:
+        return selectors.Selector()
+    try:
+        return selectors.parse(text)
+    except ValueError as exc:
+        raise UserError(f"--selector: {exc}") from None
+
+
+#: The phases `--phase` accepts, per kind.
+PHASES: dict[Kind, list[str]] = {
+    Kind.Task: [str(p) for p in TaskPhase],
+    Kind.ToolCall: [str(p) for p in ToolCallPhase],
+}
+
+
+def show(
+    repo_path: str,
+    kind_text: str,
+    name: str | None = None,
+    *,
+    output: str | None = None,
+    page: Page | None = None,
+) -> int:
+    """Print resources of a kind (one, with `name`) as a table, or as YAML or JSON; return the exit code.
+
+    A list reads every resource for now: `page` narrows what is shown, not yet what is read.
+    """
     kind = resolve_kind(kind_text)
     repo = views.open_repo(repo_path)
     try:
@@ -45,10 +122,15 @@ def show(repo_path: str, kind_text: str, name: str | None = None, *, output: str
             documents = views.snapshot(repo).of_kind(kind)
     finally:
         repo.close()
+    token: str | None = None
+    if not name:
+        documents, token = (page or Page()).select(kind, documents)
     if output in ("yaml", "json"):
         payload: dict[str, Any] = (
             documents[0] if name else {"apiVersion": API_VERSION, "kind": "List", "items": documents}
         )
+        if token is not None:
+            payload["metadata"] = {"continue": token}  # as kubectl's List carries it
         if output == "json":
             print(json.dumps(payload, indent=2))
         else:
@@ -58,4 +140,6 @@ def show(repo_path: str, kind_text: str, name: str | None = None, *, output: str
         print(f"No {kind} resources found.")
         return 0
     print(views.render_table(views.table_rows(kind, documents, wide=output == "wide")))
+    if token is not None:
+        print(f"more: add --continue {token} for the next page", file=sys.stderr)
     return 0
