@@ -290,3 +290,59 @@ def test_list_options_with_a_name_are_refused_by_the_command_line(
     )
     assert main(["--repo", str(world), "get", "tasks", "-l", "app in (a)"]) == 1
     assert "set-based requirements" in capsys.readouterr().err
+
+
+# -- history walks back only to the resource's first checkpoint ---------------------------------
+
+
+def test_history_of_a_resource_is_the_same_bounded_by_its_first_checkpoint(repo: Path) -> None:
+    """Years of other checkpoints before a task's first one are not walked, and nothing is lost."""
+    from gitops_acp.controllers.state import State
+    from gitops_acp.resources.meta import ANNOTATION_FIRST_CHECKPOINT
+    from gitops_acp.resources.models import from_document
+    from gitops_acp.store import history
+
+    commit_files(
+        repo, {"llms/gpt.yaml": LLM, "agents/helper.yaml": AGENT, "tasks/late.yaml": task("late", "hi")}
+    )
+    clock = [1_700_000_000.0]
+
+    async def scenario() -> None:
+        writer = StatusWriter(repo, clock=lambda: clock[0])
+        await writer.start()
+
+        async def commit(changes: Any, spec_commit: str) -> str | None:
+            return await writer.commit(changes, spec_commit=spec_commit)
+
+        state = State(commit, clock=lambda: clock[0])
+        for i in range(30):  # an old history: another task, checkpoint after checkpoint, a day ago
+            doc = status_doc(
+                "Task",
+                "early",
+                {"agentRef": {"name": "helper"}, "userMessage": "old"},
+                {"phase": "ReadyForLLM", "turns": i},
+            )
+            await state.checkpoint(from_document(doc))
+        clock[0] += 86_400
+        for phase in ("Pending", "ReadyForLLM", "FinalAnswer"):
+            clock[0] += 1
+            doc = status_doc(
+                "Task", "late", {"agentRef": {"name": "helper"}, "userMessage": "hi"}, {"phase": phase}
+            )
+            await state.checkpoint(from_document(doc))
+        await writer.close()
+
+    asyncio.run(scenario())
+    with GitRepo.open(repo) as opened:
+        late = views.lookup(opened, Kind.Task, "late")
+        assert late is not None
+        first = late.document["metadata"]["annotations"][ANNOTATION_FIRST_CHECKPOINT]
+        assert first == "2023-11-15T22:13:21.000000Z"  # stamped at the first checkpoint, kept since
+        bounded = history.events(opened, kind="Task", name="late", n=20)
+        whole = [c.sha for c in opened.log("refs/heads/acp/status", path="status/tasks/late.yaml", n=20)]
+        # The bound really is applied: the old task's commits are older than it.
+        since = history._first_checkpoint(opened, "refs/heads/acp/status", "status/tasks/late.yaml")
+        assert since is not None
+        assert not opened.log("refs/heads/acp/status", path="status/tasks/early.yaml", n=20, since=since)
+    assert [e.sha for e in bounded] == whole
+    assert [e.new_phase for e in reversed(bounded)] == ["Pending", "ReadyForLLM", "FinalAnswer"]

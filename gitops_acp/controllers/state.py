@@ -17,13 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from gitops_acp.errors import StaleError
 from gitops_acp.resources import lifecycle
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.loader import Loaded
-from gitops_acp.resources.meta import ANNOTATION_SOURCE, ANNOTATION_SPEC_COMMIT, API_VERSION, Kind
+from gitops_acp.resources.meta import (
+    ANNOTATION_FIRST_CHECKPOINT,
+    ANNOTATION_SOURCE,
+    ANNOTATION_SPEC_COMMIT,
+    API_VERSION,
+    Kind,
+    rfc3339,
+)
 from gitops_acp.resources.models import AnyResource, to_document
 from gitops_acp.store.desired import DesiredState
 from gitops_acp.store.status import Change
@@ -47,9 +55,11 @@ class State:
         *,
         wake: Callable[[Key], None] = lambda key: None,
         on_landed: Landed = lambda key, old, new: None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """A state that commits through `commit`; `wake` asks the reactor for another reconcile."""
         self._commit_changes = commit
+        self._clock = clock
         self._wake = wake
         self._on_landed = on_landed
         self.desired_state = DesiredState(commit=None)  # the reactor swaps in each new read of main
@@ -107,7 +117,7 @@ class State:
             was, new = lifecycle.phase_of(old), lifecycle.phase_of(obj)
             if lifecycle.terminal(old) and new != was:
                 raise StaleError(f"{key[0]}/{key[1]} is already {was}: not moving it to {new}")
-            stamped = self._stamp(key, obj)
+            stamped = self._stamp(key, obj, old)
             changes.append(
                 Change(
                     kind=key[0],
@@ -158,9 +168,15 @@ class State:
         landing.add_done_callback(landed)
         await asyncio.shield(landing)
 
-    def _stamp(self, key: Key, obj: AnyResource) -> AnyResource:
-        """Record where the declaration came from: the file on main and the commit reconciled."""
+    def _stamp(self, key: Key, obj: AnyResource, old: AnyResource | None) -> AnyResource:
+        """Record where the declaration came from (the file on main, the commit reconciled) and
+        when the resource's history began (its first checkpoint: readers walk no further back)."""
         annotations = dict(obj.metadata.annotations)
+        first = old.metadata.annotations.get(ANNOTATION_FIRST_CHECKPOINT) if old is not None else None
+        if first is None and old is None:
+            first = rfc3339(self._clock())
+        if first is not None:
+            annotations[ANNOTATION_FIRST_CHECKPOINT] = first
         loaded = self.desired_state.get(*key)
         if loaded is not None:
             annotations[ANNOTATION_SOURCE] = loaded.path

@@ -126,8 +126,10 @@ class Manager:
         self._git = ThreadPoolExecutor(max_workers=1, thread_name_prefix="git-reader")
         self._repo: GitRepo | None = None
         self._reader: DesiredReader | None = None
-        self._writer = StatusWriter(options.repo, branch=options.status_branch, identity=options.identity)
-        self._state = State(self._commit, wake=self._queue_add, on_landed=self._landed)
+        self._writer = StatusWriter(
+            options.repo, branch=options.status_branch, identity=options.identity, clock=clock
+        )
+        self._state = State(self._commit, wake=self._queue_add, on_landed=self._landed, clock=clock)
         self._dependents: dict[Key, set[Key]] = defaultdict(set)
         self._reported_errors: set[str] = set()
         self._retired: frozenset[str] = frozenset()  # tasks finished under another layout: not re-run

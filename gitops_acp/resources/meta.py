@@ -16,6 +16,7 @@ from gitops_acp.errors import UserError
 
 __all__ = [
     "ACCEPTED_API_VERSIONS",
+    "ANNOTATION_FIRST_CHECKPOINT",
     "ANNOTATION_SOURCE",
     "ANNOTATION_SPEC_COMMIT",
     "API_GROUPS",
@@ -251,3 +252,6 @@ LABEL_TOOLCALL_REQUEST = "acp.gitops.dev/toolcallrequest"  # on a ToolCall: the 
 LABEL_PARENT_TOOLCALL = "acp.gitops.dev/parent-toolcall"  # on a delegated child Task: its ToolCall
 ANNOTATION_SOURCE = "acp.gitops.dev/source"  # the file on main that declared the resource
 ANNOTATION_SPEC_COMMIT = "acp.gitops.dev/spec-commit"  # the commit of main that was reconciled
+# When the resource's first checkpoint was made: its history starts there, so `history` and
+# `describe` look no further back than that (a bounded walk, however old the branch is).
+ANNOTATION_FIRST_CHECKPOINT = "acp.gitops.dev/first-checkpoint"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitops_acp.errors import StoreError
-from gitops_acp.resources.meta import Kind, status_path
+from gitops_acp.resources.meta import ANNOTATION_FIRST_CHECKPOINT, Kind, parse_rfc3339, status_path
 from gitops_acp.store import yamlio
 from gitops_acp.store.git import CommitInfo, GitRepo
 from gitops_acp.store.status import DEFAULT_BRANCH
@@ -36,10 +36,27 @@ def events(repo: GitRepo, *, branch: str = DEFAULT_BRANCH, kind: str, name: str,
     path = status_path(Kind(kind), name)
     ref = branch if branch.startswith("refs/") else f"refs/heads/{branch}"
     found: list[Event] = []
-    for commit in repo.log(ref, path=path, n=n):
+    for commit in repo.log(ref, path=path, n=n, since=_first_checkpoint(repo, ref, path)):
         old, new = _phases(commit, f"{kind}/{name}: ")
         found.append(Event(commit.sha, commit.timestamp, old, new, _detail(repo, commit.sha, path)))
     return found
+
+
+def _first_checkpoint(repo: GitRepo, ref: str, path: str) -> float | None:
+    """When the resource's history began, from its status file at the tip (None: walk it all).
+
+    A minute earlier than recorded: commit times are whole seconds from the same clock, and the
+    minute absorbs a clock stepped back a little. Without the annotation (status files written
+    before it existed, a resource deleted from the tip) the whole history is walked, as before.
+    """
+    data = repo.read_file(ref, path)
+    if data is None:
+        return None
+    try:
+        annotations = (yamlio.load(data).get("metadata") or {}).get("annotations") or {}
+        return parse_rfc3339(str(annotations[ANNOTATION_FIRST_CHECKPOINT])) - 60.0
+    except (KeyError, ValueError, AttributeError, StoreError):
+        return None
 
 
 def _phases(commit: CommitInfo, prefix: str) -> tuple[str, str]:

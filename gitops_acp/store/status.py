@@ -185,6 +185,7 @@ class StatusWriter:
         max_batch: int = 2000,
         lock_wait: float = 5.0,
         owns_branch: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """Prepare a writer for the repository at `path`; nothing happens until `start()`.
 
@@ -201,6 +202,7 @@ class StatusWriter:
         self.max_batch = max_batch
         self.lock_wait = lock_wait
         self.owns_branch = owns_branch
+        self.clock = clock  # commit times (the State stamps first checkpoints with the same clock)
         self.stats = WriterStats()
         # Why the last group commit failed (None once one lands again): readiness and `--once` read it.
         self.failure: str | None = None
@@ -521,6 +523,7 @@ class StatusWriter:
                 message=_message(lines, spec_commits, resources),
                 author=self.identity,
                 committer=self.identity,
+                timestamp=self.clock(),
             )
         repo.update_ref(self.branch, sha, tree.tip, message=f"gitops-acp: {lines[0]}")
         tree.tip, tree.status, tree.root = sha, status, root

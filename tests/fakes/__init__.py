@@ -198,7 +198,7 @@ class FakeContext(Context):
         self.replies: Callable[[str, str, dict[str, Any] | None], HttpReply | OSError] | None = None
         self.fake_humans = FakeHumans()
         self.clock_value = now
-        state = State(self._record, wake=self.woken.append)
+        state = State(self._record, wake=self.woken.append, clock=lambda: self.clock_value)
         super().__init__(
             state=state,
             settings=settings or Settings(backoff_base=1.0, max_llm_attempts=3),

@@ -300,10 +300,14 @@ class Refs:
         args = ["rev-list", "--count", tip] + ([f"^{exclude}"] if exclude else [])
         return int(self._git(*args).stdout.decode().strip() or 0)
 
-    def log(self, ref: str, *, path: str | None, n: int, first_parent: bool) -> list[CommitInfo]:
+    def log(
+        self, ref: str, *, path: str | None, n: int, first_parent: bool, since: float | None = None
+    ) -> list[CommitInfo]:
         """Return the newest `n` commits reachable from `ref` (touching `path` if given), newest first.
 
         Always bounded by `-n`: a path-limited log over a whole long history is slow (GIT-NOTES).
+        `since` (epoch seconds): stop walking at commits older than that; a path with fewer than
+        `n` commits otherwise walks the whole history to be sure.
         """
         tip = self.resolve(ref)
         if tip is None:
@@ -311,6 +315,7 @@ class Refs:
         fields = ("%H", "%ct", "%an <%ae>", "%s", "%b", "%(trailers:only,unfold)")
         args = ["log", "-z", f"-n{max(n, 0)}", "--format=" + "%x00".join(fields)]
         args += ["--first-parent"] if first_parent else []
+        args += [f"--since={int(since)}"] if since is not None else []
         args += ["--end-of-options", tip]
         if path is not None:
             args += ["--", path]

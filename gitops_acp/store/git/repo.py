@@ -170,14 +170,20 @@ class GitRepo:
 
     @_exclusive
     def log(
-        self, ref: str, *, path: str | None = None, n: int = 20, first_parent: bool = False
+        self,
+        ref: str,
+        *,
+        path: str | None = None,
+        n: int = 20,
+        first_parent: bool = False,
+        since: float | None = None,
     ) -> list[CommitInfo]:
         """Return the newest `n` commits reachable from `ref` (touching `path` if given), newest first.
 
         Always bounded by `-n`: a path-limited log over a whole long history is slow (GIT-NOTES).
         `first_parent`: only the branch's own line (a merge shows as the commit that brought the change).
         """
-        return self._refs.log(ref, path=path, n=n, first_parent=first_parent)
+        return self._refs.log(ref, path=path, n=n, first_parent=first_parent, since=since)
 
     # -- reading objects (objects.py, trees.py) -----------------------------------------------
 
