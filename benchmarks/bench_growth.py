@@ -31,7 +31,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_tasks import git, make_repo, percentile, repository_kb, start_stub, write_task
+from bench_tasks import (
+    git,
+    make_repo,
+    percentile,
+    repository_kb,
+    serve_until_ready,
+    start_stub,
+    write_task,
+)
 
 CLI = [sys.executable, "-m", "gitops_acp"]
 
@@ -71,12 +79,7 @@ def child(repo: Path, secrets: Path) -> None:
         )
 
     async def go() -> None:
-        serving = asyncio.create_task(manager.run())
-        while not ready():
-            if serving.done():
-                serving.result()
-                raise SystemExit("serve stopped before it was ready")
-            await asyncio.sleep(0.02)
+        serving = await serve_until_ready(manager, ready)
         print(json.dumps({"ready": True}), flush=True)
         loop = asyncio.get_running_loop()
         while True:

@@ -48,7 +48,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,6 +201,17 @@ def child(repo: Path, secrets: Path, shard_text: str) -> None:
     )
 
 
+async def serve_until_ready(manager: Any, ready: Callable[[], bool]) -> asyncio.Task[int]:
+    """Start `manager.run()` and return its task once `ready()` says so (exit if it stops first)."""
+    serving = asyncio.create_task(manager.run())
+    while not ready():
+        if serving.done():
+            serving.result()
+            raise SystemExit("serve stopped before it was ready")
+        await asyncio.sleep(0.02)
+    return serving
+
+
 def serving_child(repo: Path, secrets: Path, shard_text: str, n_tasks: int) -> None:
     """Serve `repo` (shard `I/N`) until Ready, say so, then until this shard's share of the N
     tasks committed meanwhile by the parent is finished; print the figures of that stretch as JSON.
@@ -249,12 +262,7 @@ def serving_child(repo: Path, secrets: Path, shard_text: str, n_tasks: int) -> N
         return alive + _children_cpu()
 
     async def go() -> dict[str, float]:
-        serving = asyncio.create_task(manager.run())
-        while not ready():
-            if serving.done():
-                serving.result()
-                raise SystemExit("serve stopped before it was ready")
-            await asyncio.sleep(0.02)
+        serving = await serve_until_ready(manager, ready)
         cpu0, children0 = time.process_time(), cpu_of_children()
         commits0, resources0 = manager.writer.stats.commits, manager.writer.stats.resources
         print(json.dumps({"ready": True}), flush=True)
