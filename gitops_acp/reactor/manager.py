@@ -479,8 +479,9 @@ class Manager:
     def readiness(self) -> str | None:
         """Why this reconciler is not ready (`GET /readyz`), or None when it is.
 
-        Not ready while starting (recovery), after stopping, and while the status branch cannot be
-        written (the last group commit failed for good: a lock held by someone else, a full disk).
+        Not ready while starting (recovery), after stopping, while the status branch cannot be
+        written (the last group commit failed for good: a lock held by someone else, a full disk),
+        and, with a remote, while it cannot be reached (checkpoints wait for their push then).
         """
         if not self._ready:
             return "starting: recovering the state of the last run"
@@ -488,6 +489,8 @@ class Manager:
             return "stopping"
         if self._writer.failure is not None:
             return f"the status branch cannot be written: {self._writer.failure}"
+        if self._remote is not None:
+            return self._remote.unreachable()
         return None
 
     def _checkpoint_failed(self, reason: str) -> None:

@@ -228,6 +228,13 @@ class RemoteSync:
         cap = max(self.options.fetch_interval, RETRY_BASE)
         return float(min(cap, RETRY_BASE * 2 ** min(self._failures - 1, 16)))
 
+    def unreachable(self) -> str | None:
+        """Why the remote cannot be reached right now (an outage under way), or None."""
+        if self._down_since is None:
+            return None
+        down = time.monotonic() - self._down_since
+        return f"the remote {self._url} is unreachable or refusing us (for {down:.0f}s)"
+
     def _outage(self, exc: Exception) -> None:
         """Log an outage once, when it starts; the retries that follow are debug lines."""
         if self._down_since is None:

@@ -9,9 +9,13 @@ What is asserted is read from the remote's own repository with plain git.
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -110,19 +114,37 @@ def test_an_unreachable_remote_at_first_start_is_one_clear_error(remote: Remote)
 SLOW = {"match": "^Slow ", "delayMs": 1500, "content": "done slowly"}
 
 
+def readyz(url: str) -> tuple[int, str]:
+    """GET /readyz: the status code, and the reason when not ready ("ready" when it is)."""
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
+            return response.status, json.loads(response.read())["status"]
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()).get("reason", "")
+
+
 def test_tasks_wait_through_an_outage_and_every_commit_reaches_the_remote(remote: Remote, stub: Stub) -> None:
     stub.rules(SLOW)
     names = [f"slow-{i}" for i in range(4)]
     remote.human.add_tasks({name: f"Slow {name}" for name in names})
     remote.push()
-    with serving_remote(remote) as proc:
+    with serving_remote(remote, "--http", "127.0.0.1:0") as proc:
+        url = wait_for(
+            lambda: (m := re.search(r"listening on (http://[0-9.]+:\d+)", stderr_of(proc))) and m[1],
+            timeout=60,
+            what="serve --http to listen",
+        )
         wait_for(
             lambda: all(remote_phase(remote, n) == "ReadyForLLM" for n in names),
             timeout=60,
             what="every task to be waiting for its LLM, on the remote",
         )
+        assert readyz(url) == (200, "ready")
         remote.server.stop()  # the LLM answers while the remote is gone
         wait_for(lambda: "unreachable" in stderr_of(proc), timeout=30, what="serve to report the outage")
+        code, reason = readyz(url)
+        assert code == 503, reason
+        assert "unreachable" in reason
         wait_for(
             lambda: (
                 git(remote.cache / "mirror.git", "log", "--format=%B", STATUS_BRANCH).count("-> FinalAnswer")
@@ -140,6 +162,7 @@ def test_tasks_wait_through_an_outage_and_every_commit_reaches_the_remote(remote
             what="every final answer on the remote",
         )
         wait_for(lambda: remote.remote_status() == remote.mirror_status(), timeout=30, what="all pushed")
+        wait_for(lambda: readyz(url)[0] == 200, timeout=30, what="/readyz to be ready again")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     stderr = stderr_of(proc)
