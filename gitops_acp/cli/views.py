@@ -83,15 +83,7 @@ def snapshot(repo: GitRepo, *, branch: str = "main", status_branch: str = "acp/s
         objects[key] = to_document(loaded.resource)
     for (kind_text, name), document in documents.items():
         key = (Kind(kind_text), name)
-        if key in objects:
-            # The spec as declared now, the status (and its annotations) as last reconciled.
-            metadata = {**objects[key].get("metadata", {})}
-            annotations = (document.get("metadata") or {}).get("annotations")
-            if annotations:
-                metadata["annotations"] = annotations
-            objects[key] = {**objects[key], "metadata": metadata, "status": document.get("status")}
-        else:
-            objects[key] = document
+        objects[key] = _merged(objects[key], document) if key in objects else document
     return Snapshot(objects=objects, status_commit=status_commit, main_commit=main_commit, branches=branches)
 
 
@@ -139,13 +131,16 @@ def lookup(repo: GitRepo, kind: Kind, name: str, *, branch: str = "main") -> Fou
     if declared is None:
         return Found(observed, holder) if observed is not None else None
     document = to_document(declared.resource)
-    if observed is not None:
-        # The spec as declared now, the status (and its annotations) as last reconciled.
-        metadata = {**document.get("metadata", {})}
-        if annotations:
-            metadata["annotations"] = annotations
-        document = {**document, "metadata": metadata, "status": observed.get("status")}
-    return Found(document, holder)
+    return Found(_merged(document, observed) if observed is not None else document, holder)
+
+
+def _merged(declared: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
+    """The spec as declared now, the status (and its annotations) as last reconciled."""
+    metadata = {**declared.get("metadata", {})}
+    annotations = (observed.get("metadata") or {}).get("annotations")
+    if annotations:
+        metadata["annotations"] = annotations
+    return {**declared, "metadata": metadata, "status": observed.get("status")}
 
 
 def _only_on_status(kind: Kind, observed: dict[str, Any]) -> bool:

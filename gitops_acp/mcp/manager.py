@@ -83,9 +83,9 @@ class MCPManager:
         return dataclasses.replace(connection.state(), call_limit=self._gates[name].limit)
 
     def gate(self, name: str) -> CallGate:
-        """The admission line of server `name` (a fixed limit of 1 for a server never ensured)."""
-        gate = self._gates.get(name)
-        return gate if gate is not None else CallGate(1)
+        """The admission line of server `name` (one at a time for a server not ensured yet: kept, so
+        every caller waits in the same line)."""
+        return self._gates.setdefault(name, CallGate(1))
 
     def names(self) -> list[str]:
         """Return the names of the servers this manager runs."""

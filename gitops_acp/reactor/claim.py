@@ -40,8 +40,8 @@ class Claim:
 def claim(repo: Path, branch: str, *, mirror: Path | None, where: str) -> Claim:
     """Take `branch`'s ServeLock and recover the repository (blocking: run it on the git thread).
 
-    `repo`: the served local repository, or None-equivalent when serving a remote; `mirror`: the
-    remote's mirror (its cache directory holds the locks); `where` names the repository in errors.
+    `repo`: the served local repository (locks in its git dir); `mirror`: with a remote, its mirror
+    instead (locks in the cache directory beside it); `where` names the repository in errors.
     """
     if mirror is not None:
         git_dir, directory = mirror, mirror.parent

@@ -107,7 +107,7 @@ class ServeLock:
         """
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"serve-{quote(branch, safe='')}.flock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -141,6 +141,11 @@ class ServeLock:
             os.close(fd)
 
 
+def _lock_file(path: Path) -> int:
+    """Open (creating it) a file to flock; not inherited by the processes we start."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
 def _read_record(fd: int) -> dict[str, Any]:
     try:
         data = os.pread(fd, 4096, 0)
@@ -160,7 +165,7 @@ def _write_record(fd: int, record: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
     """Hold an exclusive flock on `path` (created if need be) for the block; wait for it if taken."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _lock_file(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -179,9 +184,7 @@ class MirrorLock:
     def __init__(self, directory: Path) -> None:
         """Take the lock in `directory` (the cache dir beside the mirror)."""
         directory.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = os.open(
-            directory / "mirror.flock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
-        )
+        self._fd: int | None = _lock_file(directory / "mirror.flock")
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self.exclusive = True

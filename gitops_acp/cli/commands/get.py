@@ -59,8 +59,8 @@ class Page:
     limit: int | None = None
     after: str | None = None  # show names after this one (the last name of the previous page)
 
-    def select(self, kind: Kind, documents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
-        """The page of `documents` (sorted by name) and the token of the next page, if there is one."""
+    def check(self, kind: Kind) -> None:
+        """Refuse options that cannot apply to `kind`, before anything is read."""
         if self.phase is not None:
             phases = PHASES.get(kind)
             if phases is None:
@@ -69,6 +69,9 @@ class Page:
                 raise UserError(f"--phase {self.phase}: not a {kind} phase; use one of {', '.join(phases)}")
         if self.limit is not None and self.limit < 1:
             raise UserError("--limit must be at least 1")
+
+    def select(self, documents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+        """The page of `documents` (sorted by name) and the token of the next page, if there is one."""
         chosen = [
             doc
             for doc in documents
@@ -111,6 +114,8 @@ def show(
     A list reads every resource for now: `page` narrows what is shown, not yet what is read.
     """
     kind = resolve_kind(kind_text)
+    page = page or Page()
+    page.check(kind)
     repo = views.open_repo(repo_path)
     try:
         if name:  # one object: read only it, however many resources the repository holds
@@ -124,7 +129,7 @@ def show(
         repo.close()
     token: str | None = None
     if not name:
-        documents, token = (page or Page()).select(kind, documents)
+        documents, token = page.select(documents)
     if output in ("yaml", "json"):
         payload: dict[str, Any] = (
             documents[0] if name else {"apiVersion": API_VERSION, "kind": "List", "items": documents}
