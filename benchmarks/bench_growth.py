@@ -1,6 +1,7 @@
 """Growth: is the reconciler as fast after a year of tasks as on the first day? (DESIGN §9, issue 12)
 
     python benchmarks/bench_growth.py                          # 100,000 tasks in batches of 2,000
+    python benchmarks/bench_growth.py --retain-finished never  # the same with no archiving at all
     python benchmarks/bench_growth.py --total 10000 --batch 2000
 
 One reconciler (the Manager, in a child process so that its figures are its own) serves a local
@@ -12,10 +13,14 @@ real CLI: `get task NAME`, `describe task NAME`, `history task NAME -n 20` and `
 100` (each a new process: Python's start-up, ~0.35 s here, is in every figure), and the object
 store's size as `git count-objects` counts it.
 
-Targets (DESIGN §9): the last batch's tasks/s at least 0.8 of the first's; `get task` and
-`describe` at most 100 ms and `history -n 20` at most 50 ms at 100,000 tasks (of the command's own
-work: the start-up is printed beside them); RSS flat. Retention is not built yet, so today every
-figure grows with the tasks ever run: that is what this benchmark is for.
+The reader commands look at one task of the first batch (`g001000`): with archiving it is in
+`archive/` from the second batch or so on. By default each batch's Task files are removed from
+`main` when the next batch is committed (`--keep-main` keeps them: main then grows, and so does
+what parsing it costs); `--retain-finished never` turns archiving off, so the tip grows.
+
+Targets (DESIGN §9): the last batch's tasks/s at least 0.8 of the first's, with and without
+archiving; `get task` and `describe` at most 100 ms and `history -n 20` at most 50 ms at 100,000
+tasks (of the command's own work: the start-up is printed beside them); RSS flat.
 """
 
 from __future__ import annotations
@@ -44,19 +49,20 @@ from bench_tasks import (
 CLI = [sys.executable, "-m", "gitops_acp"]
 
 
-def child(repo: Path, secrets: Path) -> None:
+def child(repo: Path, secrets: Path, retain: str) -> None:
     """Serve `repo`; for each line of names on stdin, answer with that batch's figures once finished."""
     import asyncio
     import resource
 
     from gitops_acp.llm.openai_client import OpenAIClient
     from gitops_acp.reactor.manager import Manager, ServeOptions
+    from gitops_acp.reactor.retention import parse_retain
     from gitops_acp.resources.meta import TERMINAL_TASK_PHASES, Kind
     from gitops_acp.resources.models import LLM, Agent, Task
     from gitops_acp.secrets import SecretResolver
 
     manager = Manager(
-        ServeOptions(repo=repo, poll_interval=0.2),
+        ServeOptions(repo=repo, poll_interval=0.2, retain_finished=parse_retain(retain)),
         llm=OpenAIClient(max_concurrent_requests=16),
         secrets=SecretResolver(secrets),
     )
@@ -86,9 +92,15 @@ def child(repo: Path, secrets: Path) -> None:
             line = await loop.run_in_executor(None, sys.stdin.readline)
             if not line.strip():
                 break
-            names = line.split()
+            if line.strip() == "drain":  # until every task is archived (archiving mode only)
+                while any(kind == Kind.Task for (kind, _), _obj in manager.state.observed_items()):
+                    await asyncio.sleep(0.1)
+                print(json.dumps({"drained": True}), flush=True)
+                continue
+            pending = set(line.split())
             started, commits0 = time.perf_counter(), manager.writer.stats.commits
-            while not all(done(name) for name in names):
+            while pending:  # a finished task may be archived soon after: remember it finished
+                pending = {name for name in pending if not done(name)}
                 await asyncio.sleep(0.01)
             seconds = time.perf_counter() - started
             durations = list(manager.writer.stats.durations_ms)[commits0:]
@@ -105,6 +117,94 @@ def child(repo: Path, secrets: Path) -> None:
         await serving
 
     asyncio.run(go())
+
+
+def startup_child(repo: Path, secrets: Path) -> None:
+    """Time one reconciler's start-up on `repo`, from `run()` to ready (recovery done), as JSON."""
+    import asyncio
+
+    from gitops_acp.llm.openai_client import OpenAIClient
+    from gitops_acp.reactor.manager import Manager, ServeOptions
+    from gitops_acp.secrets import SecretResolver
+
+    manager = Manager(
+        ServeOptions(repo=repo, poll_interval=0.2, retain_finished=None),
+        llm=OpenAIClient(max_concurrent_requests=16),
+        secrets=SecretResolver(secrets),
+    )
+
+    async def go() -> None:
+        started = time.perf_counter()
+        serving = asyncio.create_task(manager.run())
+        while manager.readiness() is not None:
+            if serving.done():
+                raise SystemExit(f"serve stopped before it was ready: {serving.result()}")
+            await asyncio.sleep(0.001)
+        elapsed = (time.perf_counter() - started) * 1000
+        manager.stop()
+        await serving
+        print(json.dumps({"startup_ms": elapsed, "observed": len(manager.state.observed_items())}))
+
+    asyncio.run(go())
+
+
+def measure_startup(repo: Path, secrets: Path, runs: int = 5) -> dict[str, float]:
+    """The median start-up of `runs` fresh reconciler processes on `repo` (each its own process)."""
+    found = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, __file__, "--startup", str(repo), str(secrets)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+        found.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    times = sorted(item["startup_ms"] for item in found)
+    return {"startup_ms": times[len(times) // 2], "observed": found[-1]["observed"]}
+
+
+def start_child(repo: Path, secrets: Path, retain: str) -> subprocess.Popen[str]:
+    """The reconciler's process, once its LLM and agent are Ready."""
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--child", str(repo), str(secrets), retain],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    if json.loads(server.stdout.readline()).get("ready") is not True:
+        raise SystemExit("the reconciler did not become ready")
+    return server
+
+
+def stop_child(server: subprocess.Popen[str]) -> None:
+    """Stop the reconciler's process cleanly (an empty line)."""
+    assert server.stdin is not None
+    server.stdin.write("\n")
+    server.stdin.flush()
+    server.wait(timeout=120)
+
+
+def report_startup(repo: Path, secrets: Path, before: dict[str, float], last_batch: list[str]) -> None:
+    """Start-up with every task archived against start-up before any task ran (DESIGN §9).
+
+    The same tip as at the start (the LLM and the agent: every task archived) and the same main
+    (no Task files): only the archive differs.
+    """
+    for name in last_batch:
+        (repo / "tasks" / f"{name}.yaml").unlink(missing_ok=True)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "the last tasks leave main")
+    after = measure_startup(repo, secrets)
+    listing = git(repo, "ls-tree", "-r", "--name-only", "acp/status", "--", "archive/tasks/")
+    archived = len(listing.split())
+    ratio = after["startup_ms"] / before["startup_ms"]
+    print(
+        f"start-up to ready (median of 5): {before['startup_ms']:.0f} ms with nothing archived, "
+        f"{after['startup_ms']:.0f} ms with {archived:,} tasks archived (ratio {ratio:.2f}, "
+        f"target <= 1.2); status files read: {before['observed']:.0f} and {after['observed']:.0f}"
+    )
 
 
 def _rss_mb() -> float:
@@ -128,38 +228,62 @@ def main() -> int:
     )
     parser.add_argument("--total", type=int, default=100_000, help="tasks in all (default 100,000)")
     parser.add_argument("--batch", type=int, default=2_000, help="tasks per batch (default 2,000)")
+    parser.add_argument(
+        "--retain-finished",
+        default="10s",
+        help="serve --retain-finished: how long finished tasks stay in the tip (default 10s, so most "
+        "are archived during the run; `never`: no archiving at all)",
+    )
+    parser.add_argument(
+        "--keep-main",
+        action="store_true",
+        help="leave every Task file on main (default: each batch's files are removed from main in "
+        "the commit that adds the next batch, as a team that lets finished Tasks go would)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--child", nargs=2, metavar=("REPO", "SECRETS"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("REPO", "SECRETS", "RETAIN"), help=argparse.SUPPRESS)
+    parser.add_argument("--startup", nargs=2, metavar=("REPO", "SECRETS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(Path(args.child[0]), Path(args.child[1]))
+        child(Path(args.child[0]), Path(args.child[1]), args.child[2])
         return 0
+    if args.startup:
+        startup_child(Path(args.startup[0]), Path(args.startup[1]))
+        return 0
+    archiving = args.retain_finished.strip().lower() != "never"
 
     stub, url = start_stub()
     rows: list[dict[str, float]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-growth-") as tmp:
             repo, secrets = make_repo(Path(tmp), url, 0)
-            server = subprocess.Popen(
-                [sys.executable, __file__, "--child", str(repo), str(secrets)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            before = None
+            if archiving:  # start-up once the LLM and the agent are Ready, before any task ran
+                warm = start_child(repo, secrets, args.retain_finished)
+                stop_child(warm)
+                before = measure_startup(repo, secrets)
+            server = start_child(repo, secrets, args.retain_finished)
             assert server.stdin is not None
             assert server.stdout is not None
             try:
-                if json.loads(server.stdout.readline()).get("ready") is not True:
-                    raise SystemExit("the reconciler did not become ready")
                 startup = timed(repo, "--help")
                 print(f"machine: {os.cpu_count()} cores; CLI start-up (`--help`): {startup:.0f} ms")
+                print(
+                    f"--retain-finished {args.retain_finished}; Task files "
+                    + ("all kept on main" if args.keep_main else "of a batch removed from main with the next")
+                )
                 print(
                     "   tasks  tasks/s  commits  commit p50/p99 ms   get task  describe  history -n20"
                     "  get --limit100   RSS MB   .git MB"
                 )
                 done = 0
+                previous: list[str] = []
                 while done < args.total:
                     names = [f"g{done + i:06d}" for i in range(min(args.batch, args.total - done))]
+                    if not args.keep_main:
+                        for name in previous:
+                            (repo / "tasks" / f"{name}.yaml").unlink()
+                    previous = names
                     for name in names:
                         write_task(repo / "tasks", name)
                     git(repo, "add", "-A")
@@ -168,7 +292,7 @@ def main() -> int:
                     server.stdin.flush()
                     figures = json.loads(server.stdout.readline())
                     done += len(names)
-                    probe = names[len(names) // 2]
+                    probe = f"g{args.batch // 2:06d}"  # of the first batch: archived later, if archiving
                     row = {
                         "tasks": done,
                         "tasks_per_s": len(names) / figures["seconds"],
@@ -188,9 +312,13 @@ def main() -> int:
                         f" {row['get_limit_ms']:15.0f} {row['rss_mb']:8.0f} {row['git_mb']:9.1f}",
                         flush=True,
                     )
-                server.stdin.write("\n")
-                server.stdin.flush()
-                server.wait(timeout=120)
+                if archiving:
+                    server.stdin.write("drain\n")
+                    server.stdin.flush()
+                    json.loads(server.stdout.readline())
+                stop_child(server)
+                if before is not None:
+                    report_startup(repo, secrets, before, previous)
             finally:
                 if server.poll() is None:
                     server.kill()

@@ -17,6 +17,7 @@ import pytest
 from gitops_acp.errors import RemoteError, StoreError
 from gitops_acp.reactor.manager import Manager, ServeOptions
 from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
+from gitops_acp.resources.meta import Kind, status_path
 from gitops_acp.secrets import SecretResolver
 from gitops_acp.store.git import GitRepo, redact_url
 from gitops_acp.store.mirror import Mirror, cache_dir, prepare_mirror, refresh_view
@@ -284,7 +285,7 @@ def test_a_rejected_push_while_serving_is_recovered_and_the_checkpoint_returns(
     assert tip == last
     for sha in (theirs, last):
         git(origin, "merge-base", "--is-ancestor", sha, tip)
-    assert git(origin, "show", f"{STATUS}:status/tasks/t.yaml").count("FinalAnswer") >= 1
+    assert git(origin, "show", f"{STATUS}:{status_path(Kind.Task, 't')}").count("FinalAnswer") >= 1
 
 
 def test_a_remote_that_keeps_refusing_is_retried_with_backoff_and_reported_once(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import importlib
 import textwrap
 from pathlib import Path
@@ -132,7 +134,8 @@ def test_message_is_the_old_name_of_user_message_only_for_kubechain() -> None:
     )
     assert messages(result) == [
         'r.yaml:6: Task "t": spec.message: unknown field, did you mean userMessage? (allowed: agentRef, '
-        "baseURL, channelTokenFrom, contactChannelRef, contextWindow, responseUrl, threadID, userMessage)",
+        "baseURL, channelTokenFrom, contactChannelRef, contextWindow, responseUrl, threadID, "
+        "ttlSecondsAfterFinished, userMessage)",
     ]
 
 
@@ -1266,8 +1269,24 @@ def test_parse_duration_refuses(value: object) -> None:
 @pytest.mark.parametrize("kind", list(Kind))
 def test_status_paths_round_trip(kind: Kind) -> None:
     path = meta.status_path(kind, "hello-1")
-    assert path == f"status/{meta.PLURALS[kind]}/hello-1.yaml"
+    if kind in meta.FANNED_OUT:
+        # the digest `printf %s hello-1 | sha256sum` prints: 93bd07f0...
+        digest = hashlib.sha256(b"hello-1").hexdigest()
+        assert path == f"status/{meta.PLURALS[kind]}/{digest[0]}/{digest[1]}/{digest[2]}/hello-1.yaml"
+        assert meta.parse_status_path(meta.legacy_status_path(kind, "hello-1")) == (kind, "hello-1")
+    else:
+        assert path == f"status/{meta.PLURALS[kind]}/hello-1.yaml"
     assert meta.parse_status_path(path) == (kind, "hello-1")
+    archived = meta.status_path(kind, "hello-1", root="archive")
+    assert archived == "archive/" + path.removeprefix("status/")
+    assert meta.parse_status_path(archived) == (kind, "hello-1")
+
+
+def test_fanout_spreads_names_evenly() -> None:
+    # 4,096 leaves: 100,000 sequential names put at most a few dozen in any one directory.
+    counts = collections.Counter(meta.fanout(f"bench-{i:06d}") for i in range(100_000))
+    assert len(counts) == 16**3
+    assert max(counts.values()) < 60
 
 
 @pytest.mark.parametrize(
@@ -1278,6 +1297,9 @@ def test_status_paths_round_trip(kind: Kind) -> None:
         "status/tasks/Bad_Name.yaml",
         "tasks/x.yaml",
         "status/tasks/a/b.yaml",
+        "status/tasks/0/0/0/x.yaml",  # not where x's digest puts it
+        "archive/llms/a/b/c/x.yaml",
+        "archive/tasks/x.yaml",  # archives were always fanned out
     ],
 )
 def test_parse_status_path_refuses_other_paths(path: str) -> None:

@@ -16,8 +16,9 @@ from gitops_acp.cli.commits import commit_as_user, init_repository
 from gitops_acp.errors import ConflictError, StoreError
 from gitops_acp.resources.meta import Kind, status_path
 from gitops_acp.store import history, yamlio
-from gitops_acp.store.git import EMPTY_TREE, GitRepo, RefConflictError, TreeBuilder
+from gitops_acp.store.git import EMPTY_TREE, GitRepo, RefConflictError, TreeBuilder, TreeEditor
 from gitops_acp.store.status import Change, StatusWriter, read_tip
+from gitops_acp.store.statustree import read_status_file
 from tests.conftest import commit_files, git
 
 T = TypeVar("T")
@@ -40,6 +41,10 @@ def task_doc(name: str, phase: str, **status: Any) -> dict[str, Any]:
 
 def task_change(name: str, old: str, new: str, **status: Any) -> Change:
     return Change("Task", name, task_doc(name, new, **status), old, new)
+
+
+def task_path(name: str) -> str:
+    return status_path(Kind.Task, name)
 
 
 def status_files(repo: Path, ref: str = "acp/status") -> list[str]:
@@ -276,7 +281,7 @@ def test_write_then_read_back_and_restart(repo: Path) -> None:
     sha, docs = run(scenario())
     assert sha == git(repo, "rev-parse", "acp/status")
     assert docs == {("Task", "hello"): task_doc("hello", "Pending")}
-    assert status_files(repo) == ["status/tasks/hello.yaml"]
+    assert status_files(repo) == [task_path("hello")]
     assert (
         message(repo, sha) == f"Task/hello: - -> Pending\n\nSpec-Commit: {'a' * 40}\nACP-Resource: Task/hello"
     )
@@ -309,7 +314,7 @@ def test_concurrent_checkpoints_share_group_commits(repo: Path) -> None:
     assert len(commits) == writer.stats.commits < 10
     assert writer.stats.checkpoints == writer.stats.resources == 50
     assert set(shas) <= set(commits)
-    assert status_files(repo) == [f"status/tasks/{name}.yaml" for name in names]
+    assert status_files(repo) == sorted(task_path(name) for name in names)
     resources: list[str] = []
     for sha in commits:
         with GitRepo.open(repo) as r:
@@ -350,7 +355,7 @@ def test_two_checkpoints_of_one_resource_never_share_a_commit(repo: Path) -> Non
     ]
 
     def phase_at(rev: str) -> str:
-        return str(yamlio.load(git(repo, "show", f"{rev}:status/tasks/t.yaml").encode())["status"]["phase"])
+        return str(yamlio.load(git(repo, "show", f"{rev}:{task_path('t')}").encode())["status"]["phase"])
 
     assert phase_at(str(second)) == "ReadyForLLM"
     assert phase_at("acp/status") == "FinalAnswer"
@@ -387,11 +392,13 @@ def test_one_call_is_one_commit(repo: Path) -> None:
             "ACP-Resource: ToolCall/hello-k3-tc-02",
         ]
     )
-    assert status_files(repo) == [
-        "status/tasks/hello.yaml",
-        "status/toolcalls/hello-k3-tc-01.yaml",
-        "status/toolcalls/hello-k3-tc-02.yaml",
-    ]
+    assert status_files(repo) == sorted(
+        [
+            task_path("hello"),
+            status_path(Kind.ToolCall, "hello-k3-tc-01"),
+            status_path(Kind.ToolCall, "hello-k3-tc-02"),
+        ]
+    )
 
 
 def test_no_op_checkpoints_write_nothing_and_deletes_remove_files(repo: Path) -> None:
@@ -418,7 +425,7 @@ def test_lost_race_is_retried_on_the_new_tip(repo: Path) -> None:
         writer = StatusWriter(repo)
         await writer.start()
         await writer.commit([task_change("mine", "-", "Pending")], spec_commit="s")
-        theirs = move_ref_behind_back(repo, "status/tasks/theirs.yaml", b"kind: Task\n")
+        theirs = move_ref_behind_back(repo, task_path("theirs"), b"kind: Task\n")
         sha = await writer.commit([task_change("mine", "Pending", "ReadyForLLM")], spec_commit="s")
         await writer.close()
         return sha, theirs, writer
@@ -427,8 +434,8 @@ def test_lost_race_is_retried_on_the_new_tip(repo: Path) -> None:
     assert writer.stats.conflicts == 1
     assert git(repo, "rev-parse", "acp/status") == sha
     assert git(repo, "rev-parse", f"{sha}^") == theirs
-    assert status_files(repo) == ["status/tasks/mine.yaml", "status/tasks/theirs.yaml"]
-    assert "ReadyForLLM" in git(repo, "show", "acp/status:status/tasks/mine.yaml")
+    assert status_files(repo) == sorted([task_path("mine"), task_path("theirs")])
+    assert "ReadyForLLM" in git(repo, "show", f"acp/status:{task_path('mine')}")
 
 
 def test_a_batch_that_cannot_be_written_fails_its_callers(repo: Path) -> None:
@@ -526,7 +533,7 @@ def test_a_cancelled_caller_still_gets_its_checkpoint_committed(repo: Path) -> N
         await writer.close()  # flushes what was submitted
 
     run(scenario())
-    assert status_files(repo) == ["status/tasks/t.yaml"]
+    assert status_files(repo) == [task_path("t")]
 
 
 def test_on_commit_hooks_see_each_commit_before_callers_do(repo: Path) -> None:
@@ -791,3 +798,144 @@ def test_maintenance_rolls_up_packs_and_loose_objects_and_writes_the_commit_grap
         _, docs = read_tip(r)
     assert len(docs) == 31
     subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)
+
+
+# -- the fan-out and archiving (DESIGN §9) ----------------------------------------------------
+
+
+def test_tree_editor_matches_what_git_writes(repo: Path) -> None:
+    """Random edits through the editor give the tree git's own index would build from the same files."""
+    import random
+
+    rng = random.Random(7)
+    files: dict[str, str] = {}
+    with GitRepo.open(repo) as r:
+        editor = TreeEditor(r.read_tree, None)
+        for round_ in range(6):
+            for _ in range(60):
+                path = f"status/tasks/{rng.choice('ab')}/{rng.choice('cd')}/t{rng.randrange(40)}.yaml"
+                if path in files and rng.random() < 0.4:
+                    assert editor.remove(path)
+                    del files[path]
+                else:
+                    sha = r.write_blob(f"{path} {round_}".encode())
+                    editor.set(path, "100644", sha)
+                    files[path] = sha
+            assert not editor.remove("status/tasks/nowhere/x.yaml")
+            root = editor.write(r.write_tree) or EMPTY_TREE
+            commit = r.write_commit(
+                tree=root,
+                parents=[],
+                message="m\n",
+                author=("a", "a@x"),
+                committer=("a", "a@x"),
+                timestamp=1.0,
+            )
+            assert r.list_tree(commit) == files
+            # the same tree, read back from the commit, edits the same way
+            editor = TreeEditor(r.read_tree, r.tree_of(commit))
+            assert {path: sha for path, _mode, sha in editor.files("")} == files
+    assert git(repo, "fsck", "--no-dangling") == ""
+
+
+def test_a_checkpoint_rewrites_only_the_trees_on_its_path(repo: Path) -> None:
+    """A commit's new trees are those on the changed file's path, however many files the tip holds."""
+    names = [f"t-{i:04d}" for i in range(600)]
+
+    async def scenario() -> str | None:
+        writer = StatusWriter(repo)
+        await writer.start()
+        await writer.commit([task_change(name, "-", "Pending") for name in names], spec_commit="s")
+        sha = await writer.commit([task_change("t-0007", "Pending", "ReadyForLLM")], spec_commit="s")
+        await writer.close()
+        return sha
+
+    sha = run(scenario())
+    new_trees = git(repo, "diff-tree", "-r", "-t", "--no-commit-id", f"{sha}^", str(sha)).splitlines()
+    # root, status/, tasks/, a/, b/, c/ and the file: nothing else was rewritten
+    assert len(new_trees) == 6
+    assert all(line.split("\t")[1] in task_path("t-0007") for line in new_trees)
+
+
+def test_archiving_moves_files_in_one_commit_and_keeps_their_history(repo: Path) -> None:
+    async def scenario() -> tuple[str | None, str | None]:
+        writer = StatusWriter(repo)
+        await writer.start()
+        await writer.commit([task_change("old", "-", "Pending")], spec_commit="s")
+        await writer.commit([task_change("old", "Pending", "FinalAnswer")], spec_commit="s")
+        await writer.commit([task_change("live", "-", "Pending")], spec_commit="s")
+        archive = [
+            Change(Kind.Task, "old", None, "FinalAnswer", "Archived", archive=True),
+            Change(Kind.ToolCall, "never-written", None, "-", "Archived", archive=True),
+        ]
+        sha = await writer.commit(archive, spec_commit="")
+        again = await writer.commit(archive, spec_commit="")  # already archived: nothing to do
+        docs = await StatusWriter(repo).start()
+        assert set(docs) == {("Task", "live")}  # archived files are not read at start-up
+        await writer.close()
+        return sha, again
+
+    sha, again = run(scenario())
+    assert again is None
+    assert message(repo, sha).splitlines()[:3] == [
+        "archive: 1 resources",
+        "",
+        "Task/old: FinalAnswer -> Archived",
+    ]
+    assert status_files(repo) == sorted([task_path("live"), status_path(Kind.Task, "old", root="archive")])
+    # the same blob moved, so the archived copy is the last checkpoint, byte for byte
+    assert git(repo, "rev-parse", f"acp/status:{status_path(Kind.Task, 'old', root='archive')}") == git(
+        repo, "rev-parse", f"{sha}^:{task_path('old')}"
+    )
+    with GitRepo.open(repo) as r:
+        found = read_status_file(r, str(sha), Kind.Task, "old")
+        assert found is not None
+        assert found.archived
+        assert b"FinalAnswer" in found.data
+        assert read_status_file(r, str(sha), Kind.Task, "old", archived=False) is None
+        phases = [(e.old_phase, e.new_phase) for e in history.events(r, kind="Task", name="old")]
+    assert phases == [("FinalAnswer", "Archived"), ("Pending", "FinalAnswer"), ("-", "Pending")]
+
+
+def test_a_flat_tip_is_fanned_out_at_start_with_nothing_lost(repo: Path) -> None:
+    """A status branch written before the fan-out is moved into it by one commit, same blobs."""
+    flat = {"status/tasks/a.yaml": task_doc("a", "FinalAnswer"), "status/llms/l.yaml": {"kind": "LLM"}}
+    tip = None
+    for path, doc in flat.items():
+        tip = move_ref_behind_back(repo, path, yamlio.dump(doc)) if tip else _first_status(repo, path, doc)
+    tip_before = git(repo, "log", "-1", "--format=%H", "acp/status", "--", "status/tasks/a.yaml")
+
+    async def scenario() -> dict[Any, Any]:
+        writer = StatusWriter(repo)
+        docs = await writer.start()
+        await writer.close()
+        return docs
+
+    docs = run(scenario())
+    assert docs[("Task", "a")] == task_doc("a", "FinalAnswer")
+    assert status_files(repo) == sorted([task_path("a"), "status/llms/l.yaml"])
+    assert git(repo, "log", "-1", "--format=%s", "acp/status").startswith("layout: 1 status files fanned out")
+    with GitRepo.open(repo) as r:
+        events = history.events(r, kind="Task", name="a")
+    # the layout commit, then the flat era's commit that wrote the file: one history
+    assert [e.detail for e in events] == ["now FinalAnswer", "now FinalAnswer"]
+    assert events[1].sha == tip_before
+
+
+def _first_status(repo: Path, path: str, doc: dict[str, Any]) -> str:
+    with GitRepo.open(repo) as r:
+        blob = r.write_blob(yamlio.dump(doc))
+        editor = TreeEditor(r.read_tree, None)
+        editor.set(path, "100644", blob)
+        root = editor.write(r.write_tree)
+        assert root is not None
+        sha = r.write_commit(
+            tree=root,
+            parents=[],
+            message="old layout\n",
+            author=("a", "a@x"),
+            committer=("a", "a@x"),
+            timestamp=1.0,
+        )
+        r.update_ref(BRANCH, sha, None, message="test")
+    return sha

@@ -25,6 +25,7 @@ def test_the_package_all_is_exactly_its_public_names() -> None:
         "PushUpdate",
         "RefConflictError",
         "TreeBuilder",
+        "TreeEditor",
         "init_bare",
         "is_url",
         "redact_url",

@@ -22,7 +22,7 @@ from gitops_acp.cli.commands import get
 from gitops_acp.cli.main import main
 from gitops_acp.errors import UserError
 from gitops_acp.resources import selectors
-from gitops_acp.resources.meta import ANNOTATION_SOURCE, LABEL_PARENT_TOOLCALL, Kind
+from gitops_acp.resources.meta import ANNOTATION_SOURCE, LABEL_PARENT_TOOLCALL, Kind, status_path
 from gitops_acp.store.git import GitRepo
 from gitops_acp.store.status import Change, StatusWriter
 from tests.conftest import commit_files, git
@@ -65,16 +65,21 @@ class Counting:
         self._repo = repo
         self._main = main
         self.main_files: list[str] = []
-        self.listings = 0
+        self.listings = 0  # of a whole commit
+        self.blobs = 0  # read by sha (a list's status files)
 
     def read_file(self, commit: str, path: str) -> bytes | None:
         if commit == self._main:
             self.main_files.append(path)
         return self._repo.read_file(commit, path)
 
-    def list_tree(self, commit: str) -> dict[str, str]:
-        self.listings += 1
-        return self._repo.list_tree(commit)
+    def list_tree(self, commit: str, path: str = "") -> dict[str, str]:
+        self.listings += not path
+        return self._repo.list_tree(commit, path)
+
+    def read_blob(self, sha: str) -> bytes:
+        self.blobs += 1
+        return self._repo.read_blob(sha)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._repo, name)
@@ -225,6 +230,28 @@ def test_pages_of_a_list_follow_each_other_and_cover_everything_once(
     assert seen == [doc["metadata"]["name"] for doc in everything]  # sorted, each once
 
 
+@pytest.mark.parametrize("kind", list(Kind))
+def test_a_list_is_what_the_whole_snapshot_shows(world: Path, kind: Kind) -> None:
+    with GitRepo.open(world) as repo:
+        whole = views.snapshot(repo).of_kind(kind)
+        listed = views.listing(repo, kind, lambda doc: True)
+    assert listed.documents == whole
+    assert listed.next_after is None
+
+
+def test_a_page_reads_only_the_status_files_it_shows(world: Path) -> None:
+    with GitRepo.open(world) as opened:
+        repo = Counting(opened, git(world, "rev-parse", "main"))
+        # 20 tasks on main (one with status) and 2 only on the status branch; main's files are
+        # parsed (its declarations), the status side is names until the page is full.
+        blobs_before = repo.blobs
+        page = views.listing(repo, Kind.Task, lambda doc: True, limit=2)  # type: ignore[arg-type]
+        main_blobs = sum(1 for _ in git(world, "ls-tree", "-r", "--name-only", "main").splitlines())
+    assert [doc["metadata"]["name"] for doc in page.documents] == ["delegate-t3-abc-tc-02", "gone"]
+    assert page.next_after == "gone"
+    assert repo.blobs - blobs_before <= main_blobs + 2  # main's files, then the two status files shown
+
+
 def test_phase_and_selector_narrow_a_list(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     get.show(str(world), "tasks", page=get.Page(phase="FinalAnswer"))
     assert names_shown(capsys.readouterr().out) == ["delegate-t3-abc-tc-02", "t3"]
@@ -286,7 +313,7 @@ def test_list_options_with_a_name_are_refused_by_the_command_line(
 ) -> None:
     assert main(["--repo", str(world), "get", "tasks", "t3", "--limit", "2"]) == 1
     assert capsys.readouterr().err.strip() == (
-        "error: --selector, --phase, --limit and --continue list many objects: leave out NAME"
+        "error: --selector, --phase, --limit, --continue and --all list many objects: leave out NAME"
     )
     assert main(["--repo", str(world), "get", "tasks", "-l", "app in (a)"]) == 1
     assert "set-based requirements" in capsys.readouterr().err
@@ -339,10 +366,13 @@ def test_history_of_a_resource_is_the_same_bounded_by_its_first_checkpoint(repo:
         first = late.document["metadata"]["annotations"][ANNOTATION_FIRST_CHECKPOINT]
         assert first == "2023-11-15T22:13:21.000000Z"  # stamped at the first checkpoint, kept since
         bounded = history.events(opened, kind="Task", name="late", n=20)
-        whole = [c.sha for c in opened.log("refs/heads/acp/status", path="status/tasks/late.yaml", n=20)]
+        whole = [
+            c.sha for c in opened.log("refs/heads/acp/status", path=status_path(Kind.Task, "late"), n=20)
+        ]
         # The bound really is applied: the old task's commits are older than it.
-        since = history._first_checkpoint(opened, "refs/heads/acp/status", "status/tasks/late.yaml")
+        since = history._first_checkpoint(opened, "refs/heads/acp/status", Kind.Task, "late")
         assert since is not None
-        assert not opened.log("refs/heads/acp/status", path="status/tasks/early.yaml", n=20, since=since)
+        early = status_path(Kind.Task, "early")
+        assert not opened.log("refs/heads/acp/status", path=early, n=20, since=since)
     assert [e.sha for e in bounded] == whole
     assert [e.new_phase for e in reversed(bounded)] == ["Pending", "ReadyForLLM", "FinalAnswer"]

@@ -19,14 +19,15 @@ from typing import Any
 from gitops_acp.errors import StoreError, UserError
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.loader import Loaded, load_file
-from gitops_acp.resources.meta import ANNOTATION_SOURCE, LABEL_PARENT_TOOLCALL, Kind, status_path
+from gitops_acp.resources.meta import ANNOTATION_SOURCE, ARCHIVE_ROOT, FANNED_OUT, LABEL_PARENT_TOOLCALL, Kind
 from gitops_acp.resources.models import AnyResource, from_document, to_document
 from gitops_acp.store import mirror, shards, yamlio
 from gitops_acp.store.desired import DesiredReader
 from gitops_acp.store.git import GitRepo, is_url, redact_url
 from gitops_acp.store.status import read_tip
+from gitops_acp.store.statustree import read_status_file, status_names
 
-__all__ = ["Found", "Snapshot", "lookup", "render_table", "snapshot", "table_rows"]
+__all__ = ["Found", "Listing", "Snapshot", "listing", "lookup", "render_table", "snapshot", "table_rows"]
 
 
 @dataclass(frozen=True)
@@ -93,26 +94,21 @@ class Found:
 
     document: dict[str, Any]
     branch: str
+    archived: bool = False  # its status file is in `archive/` (DESIGN §9)
 
 
 def lookup(repo: GitRepo, kind: Kind, name: str, *, branch: str = "main") -> Found | None:
     """One object merged from `main` and the status branches, reading only what it shows.
 
     The same object `snapshot` would give, without reading every resource: the status file at
-    each status branch's tip (one read each; the newest tip's copy wins, as in `snapshot`), and on
+    each status branch's tip (one read each; the newest tip's copy wins, as in `snapshot`; if no
+    tip holds it in `status/`, its archived copy, DESIGN §9), and on
     `main` only the file its `acp.gitops.dev/source` annotation names. Only an object with no
     status yet, or a declared kind whose status carries no source, needs the whole of `main`
     read. A source file that no longer declares it (removed from main) leaves the status copy as
     it is: its spec as last reconciled.
     """
-    path = status_path(kind, name)
-    observed: dict[str, Any] | None = None
-    holder = shards.UNSHARDED
-    for candidate in shards.status_branches(repo):  # the newest tip first
-        data = repo.read_file(candidate.tip, path)
-        if data is not None:
-            observed, holder = yamlio.load(data), candidate.name
-            break
+    observed, holder, archived = _status_of(repo, kind, name)
     main_commit = repo.resolve(f"refs/heads/{branch}")
     annotations = ((observed or {}).get("metadata") or {}).get("annotations") or {}
     source = annotations.get(ANNOTATION_SOURCE)
@@ -129,9 +125,86 @@ def lookup(repo: GitRepo, kind: Kind, name: str, *, branch: str = "main") -> Fou
     elif main_commit is not None and (observed is None or not _only_on_status(kind, observed)):
         declared = DesiredReader(repo).read(main_commit).resources.get((kind, name))
     if declared is None:
-        return Found(observed, holder) if observed is not None else None
+        return Found(observed, holder, archived) if observed is not None else None
     document = to_document(declared.resource)
-    return Found(_merged(document, observed) if observed is not None else document, holder)
+    return Found(_merged(document, observed) if observed is not None else document, holder, archived)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of a kind's objects, and the name the next page starts after (None: the last)."""
+
+    documents: list[dict[str, Any]]
+    next_after: str | None
+
+
+def listing(
+    repo: GitRepo,
+    kind: Kind,
+    accept: Callable[[dict[str, Any]], bool],
+    *,
+    limit: int | None = None,
+    after: str | None = None,
+    archived: bool = False,
+    branch: str = "main",
+) -> Listing:
+    """The objects of `kind` by name, those `accept` keeps, `limit` of them after name `after`.
+
+    What `snapshot` would show for the kind, reading only what the page needs: the status files'
+    names from each status branch's trees (one `git ls-tree` each), then the files themselves in
+    name order until the page is full. Declared objects come from `main` (parsed whole: it is
+    people's repository). Archived objects (DESIGN §9) are left out, also a Task still declared
+    on main whose task was archived, unless `archived`.
+    """
+    declared: dict[str, Loaded] = {}
+    if kind != Kind.ToolCall:
+        main_commit = repo.resolve(f"refs/heads/{branch}")
+        resources = DesiredReader(repo).read(main_commit).resources if main_commit else {}
+        declared = {name: loaded for (k, name), loaded in resources.items() if k == kind}
+    holders: dict[str, tuple[str, str, bool]] = {}  # name -> (blob, branch, archived)
+    found = shards.status_branches(repo)
+    for candidate in reversed(found):  # the oldest first: a newer tip's copy replaces it
+        for name, sha in status_names(repo, candidate.tip, kind).items():
+            holders[name] = (sha, candidate.name, False)
+    if kind in FANNED_OUT:
+        for candidate in found:
+            for name, sha in status_names(repo, candidate.tip, kind, root=ARCHIVE_ROOT).items():
+                if name not in holders:
+                    holders.setdefault(name, (sha, candidate.name, True))
+    names = sorted(set(declared) | set(holders))
+    chosen: list[dict[str, Any]] = []
+    for name in names:
+        if after is not None and name <= after:
+            continue
+        holder = holders.get(name)
+        if holder is not None and holder[2] and not archived:
+            continue
+        observed = yamlio.load(repo.read_blob(holder[0])) if holder is not None else None
+        loaded = declared.get(name)
+        if loaded is not None:
+            document = to_document(loaded.resource)
+            document = _merged(document, observed) if observed is not None else document
+        else:
+            assert observed is not None
+            document = observed
+        if not accept(document):
+            continue
+        if limit is not None and len(chosen) == limit:
+            return Listing(chosen, str(chosen[-1]["metadata"]["name"]))
+        chosen.append(document)
+    return Listing(chosen, None)
+
+
+def _status_of(repo: GitRepo, kind: Kind, name: str) -> tuple[dict[str, Any] | None, str, bool]:
+    """The status document, its branch and whether it is archived: a live copy on any branch
+    (the newest tip first) before an archived one."""
+    branches = shards.status_branches(repo)
+    for archived in (False, True):
+        for candidate in branches:
+            held = read_status_file(repo, candidate.tip, kind, name, archived=archived)
+            if held is not None and held.archived == archived:
+                return yamlio.load(held.data), candidate.name, archived
+    return None, shards.UNSHARDED, False
 
 
 def _merged(declared: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:

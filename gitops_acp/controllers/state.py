@@ -36,10 +36,12 @@ from gitops_acp.resources.models import AnyResource, to_document
 from gitops_acp.store.desired import DesiredState
 from gitops_acp.store.status import Change
 
-__all__ = ["Commit", "Landed", "State"]
+__all__ = ["ARCHIVE_TOMBSTONE", "Commit", "Landed", "State"]
 
 log = logging.getLogger("gitops_acp")
 
+#: Seconds an archived resource's key is remembered, to refuse a late write of it (`State.archive`).
+ARCHIVE_TOMBSTONE = 600.0
 #: Commits one checkpoint's changes; returns the commit's sha (None: nothing changed) once it landed.
 Commit = Callable[[Sequence[Change], str], Awaitable[str | None]]
 #: Told of each resource a landed checkpoint changed: (key, old, new); new None = deleted.
@@ -65,6 +67,9 @@ class State:
         self.desired_state = DesiredState(commit=None)  # the reactor swaps in each new read of main
         self._observed: dict[Key, AnyResource] = {}
         self._submitted: dict[Key, AnyResource | None] = {}  # handed to the writer, not landed yet
+        # Archived lately (key -> when): a reconcile that read the resource before it was archived
+        # must not write it back as new. Forgotten after ARCHIVE_TOMBSTONE seconds (memory stays flat).
+        self._archived: dict[Key, float] = {}
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -112,6 +117,8 @@ class State:
             key = (Kind(obj.kind), obj.metadata.name)
             # The latest state includes checkpoints handed to the writer but not landed yet.
             old = self._submitted.get(key, self._observed.get(key))
+            if old is None and key in self._archived:
+                raise StaleError(f"{key[0]}/{key[1]} was archived: not writing it again")
             if old is not None and _same_state(old, obj):
                 continue
             was, new = lifecycle.phase_of(old), lifecycle.phase_of(obj)
@@ -139,6 +146,36 @@ class State:
         )
         log.info("%s/%s: %s", kind, name, reason)
         await self._commit([change], [((kind, name), None, old)])
+
+    def busy(self, key: Key) -> bool:
+        """Whether a checkpoint of `key` is with the writer and has not landed yet."""
+        return key in self._submitted
+
+    async def archive(self, keys: Sequence[Key]) -> str | None:
+        """Move the resources' status files to `archive/` in one `archive:` commit (DESIGN §9).
+
+        Once landed they are forgotten here: not observed, not reconciled, and a checkpoint of
+        one of them written by a reconcile that began earlier is refused (StaleError). Returns the
+        commit's sha, or None if there was nothing to archive. Controllers are not told (`on_landed`):
+        an archived resource did not change.
+        """
+        changes: list[Change] = []
+        for key in keys:
+            old = self._observed.get(key)
+            if old is None or key in self._submitted:
+                continue
+            changes.append(Change(key[0], key[1], None, lifecycle.phase_of(old), "Archived", archive=True))
+        if not changes:
+            return None
+        sha = await asyncio.shield(self._commit_changes(changes, ""))
+        now = self._clock()
+        for key, until in list(self._archived.items()):
+            if until < now:
+                del self._archived[key]
+        for change in changes:
+            self._observed.pop(change.key, None)
+            self._archived[change.key] = now + ARCHIVE_TOMBSTONE
+        return sha
 
     async def _commit(
         self, changes: list[Change], committed: list[tuple[Key, AnyResource | None, AnyResource | None]]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import time
@@ -45,23 +44,24 @@ from gitops_acp.humans.gateway import Humans
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
 from gitops_acp.reactor import background, claim
+from gitops_acp.reactor.awaiting import HumanWaits
+from gitops_acp.reactor.ownership import Ownership
 from gitops_acp.reactor.queue import Requeue, WorkQueue
 from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
+from gitops_acp.reactor.retention import Retention
 from gitops_acp.reactor.watcher import RefWatcher
 from gitops_acp.resources import lifecycle
 from gitops_acp.resources.meta import (
     LABEL_PARENT_TOOLCALL,
     LABEL_TASK,
     Kind,
-    ToolCallPhase,
 )
 from gitops_acp.resources.models import (
     AnyResource,
-    ToolCall,
     from_document,
 )
 from gitops_acp.secrets import SecretResolver
-from gitops_acp.store import shards
+from gitops_acp.store import shards, statustree
 from gitops_acp.store.desired import DesiredReader, DesiredState, changed_keys
 from gitops_acp.store.git import GitRepo
 from gitops_acp.store.status import Change, StatusWriter
@@ -86,6 +86,7 @@ class ServeOptions:
     concurrency: int = 512
     identity: tuple[str, str] = ("gitops-acp", "gitops-acp@localhost")
     maintenance_interval: float = 600.0  # seconds between `git gc --auto` + commit-graph runs
+    retain_finished: float | None = 168 * 3600.0  # seconds a finished task stays in the tip (None: never)
     settings: Settings = field(default_factory=Settings)
     remote: RemoteOptions | None = None  # serve a remote through the mirror at `repo`
     # The tasks this process owns; status_branch is then the shard's (store/shards.py).
@@ -132,7 +133,7 @@ class Manager:
         self._state = State(self._commit, wake=self._queue_add, on_landed=self._landed, clock=clock)
         self._dependents: dict[Key, set[Key]] = defaultdict(set)
         self._reported_errors: set[str] = set()
-        self._retired: frozenset[str] = frozenset()  # tasks finished under another layout: not re-run
+        self._owned = Ownership(options.shard)  # the Tasks of main this process runs
         self._queue = WorkQueue(self._reconcile, concurrency=options.concurrency)
         self._watcher: RefWatcher | None = None
         self._stop = asyncio.Event()
@@ -162,6 +163,16 @@ class Manager:
             http=Http(self._http),
             clock=clock,
         )
+        self._retention = Retention(
+            retain=options.retain_finished,
+            observed=self._state.observed_items,
+            archive=self._state.archive,
+            busy=lambda key: self._queue.busy(key) or self._state.busy(key),
+            clock=clock,
+            on_archived=self._archived_tasks,
+        )
+        self._retention_job: asyncio.Task[None] | None = None
+        self._waits = HumanWaits(self._state, self._queue_add, lambda: self._repo, self._git)
         self._remote: RemoteSync | None = None
         self._claim: claim.Claim | None = None  # the status branch's locks, held while serving
         self._ready = False  # start-up recovery done: /readyz may say ready
@@ -224,45 +235,6 @@ class Manager:
         if self._remote is not None:
             await self._remote.pushed()
 
-    def _awaiting_humans(self) -> dict[str, str]:
-        """Tool calls waiting for a person through a branch (an approval, a question): name → branch."""
-        waiting: dict[str, str] = {}
-        for (kind, name), obj in self._state.observed_items():
-            if kind != Kind.ToolCall or not isinstance(obj, ToolCall) or obj.status is None:
-                continue
-            status = obj.status
-            if status.phase == ToolCallPhase.AwaitingHumanApproval:
-                branch = status.approval.branch if status.approval else None
-            elif status.phase == ToolCallPhase.AwaitingHumanInput:
-                branch = status.human_contact.branch if status.human_contact else None
-            else:
-                continue
-            if branch:  # slack and email channels have none: they poll HumanLayer on a timer
-                waiting[name] = branch
-        return waiting
-
-    def _wake_awaiting_humans(self) -> None:
-        """Main moved: a decision or an answer may have arrived for any pending branch."""
-        for name in self._awaiting_humans():
-            self._queue.add((Kind.ToolCall, name))
-
-    async def _check_human_branches(self) -> None:
-        """Wake pending approvals and questions whose branch was deleted since the last look.
-
-        Reads only ref files (no git process), and wakes nothing when nothing changed, so an idle
-        reconciler with people's decisions pending stays idle (and `serve --once` can exit).
-        """
-        waiting = self._awaiting_humans()
-        if not waiting or self._repo is None:
-            return
-        repo = self._repo
-
-        def gone() -> list[str]:
-            return [name for name, branch in waiting.items() if repo.resolve(f"refs/heads/{branch}") is None]
-
-        for name in await asyncio.get_running_loop().run_in_executor(self._git, gone):
-            self._queue.add((Kind.ToolCall, name))
-
     def webhook(self, forge: str, branch: str | None) -> None:
         """A verified forge event: look at the refs now, and re-check the tool call waiting on `branch`.
 
@@ -271,13 +243,20 @@ class Manager:
         """
         self._humans.invalidate()
         if branch is not None:
-            for name, waiting_on in self._awaiting_humans().items():
-                if waiting_on == branch:
-                    self._queue.add((Kind.ToolCall, name))
+            self._waits.wake_branch(branch)
         self.poke()
+
+    def _archived_tasks(self, names: list[str]) -> None:
+        """Tasks just archived: those still declared on main leave the desired state for good."""
+        declared = [name for name in names if (Kind.Task, name) in self._state.desired_state.resources]
+        if declared:
+            self._owned.archived.update(declared)
+            self._state.desired_state = self._owned.mine(self._state.desired_state)
 
     def _landed(self, key: Key, old: AnyResource | None, obj: AnyResource | None) -> None:
         """A checkpoint landed: index what the reconciler created, log the move, wake dependents."""
+        if key[0] == Kind.Task and lifecycle.terminal(obj) and not lifecycle.terminal(old):
+            self._retention.poke()
         created = obj is not None and old is None and key[0] in (Kind.ToolCall, Kind.Task)
         if created and obj is not None and key not in self._state.desired_state.resources:
             self._index(key, obj, self._dependents)  # created by the reconciler: index it now
@@ -349,7 +328,14 @@ class Manager:
             return False
         previous = self._state.desired_state
         state = await loop.run_in_executor(self._git, lambda: reader.read(commit, previous=previous))
-        state = self._mine(state)
+        fresh = self._owned.fresh(state, previous, lambda key: self._state.observed(*key) is not None)
+        if fresh:
+            branch = self.options.status_branch
+            found = await loop.run_in_executor(
+                self._git, lambda: statustree.archived_names(repo, branch, Kind.Task, fresh)
+            )
+            self._owned.found_archived(found)
+        state = self._owned.mine(state)
         self._state.desired_state = state
         self._report_errors(state)
         self._reindex()
@@ -362,31 +348,11 @@ class Manager:
             for dependent in self._dependents.get(key, ()):
                 self._queue.add(dependent)
         if previous.commit is not None:
-            self._wake_awaiting_humans()  # a decision or an answer is a file arriving on main
+            self._waits.wake_all()  # a decision or an answer is a file arriving on main
         log.debug(
             "main at %s: %d resources, %d changed", (commit or "")[:12], len(state.resources), len(changed)
         )
         return True
-
-    def _mine(self, state: DesiredState) -> DesiredState:
-        """The part of `main` this process works on: every resource but the tasks it does not own.
-
-        Dropped here, before `main` becomes work, another shard's tasks cost this one nothing
-        more than parsing their files: never queued, reconciled or written. So are the tasks a
-        former layout finished (`shards.retired_tasks`): they are not run again.
-        """
-        shard = self.options.shard
-        if not shard.sharded and not self._retired:
-            return state
-
-        def mine(key: Key) -> bool:
-            return key[0] != Kind.Task or (shard.owns(key[1]) and key[1] not in self._retired)
-
-        return dataclasses.replace(
-            state,
-            resources={key: loaded for key, loaded in state.resources.items() if mine(key)},
-            held=frozenset(key for key in state.held if mine(key)),
-        )
 
     def _report_errors(self, state: DesiredState) -> None:
         if state.load is None:
@@ -433,7 +399,7 @@ class Manager:
                 log.error("status of %s/%s: unreadable status file, ignored: %s", kind_text, name, exc)
         # A task with status here too is ours to continue (it came back to this layout).
         observed = {key for key, _ in self._state.observed_items()}
-        self._retired = frozenset(retired - {name for kind, name in observed if kind == Kind.Task})
+        self._owned.retired = frozenset(retired - {name for kind, name in observed if kind == Kind.Task})
         await self._read_main()
         background.tune_gc()
         for key in _ordered(set(self._state.desired_state.resources) | observed):
@@ -465,6 +431,8 @@ class Manager:
             )
         )
         self._queue.start()
+        if not self.options.once:
+            self._retention_job = asyncio.create_task(self._retention.run(self._stop))
         log.info(
             "serving %s: %d resources on %s, %d status files on %s%s",
             self._remote.describe() if self._remote is not None else self.options.repo,
@@ -513,6 +481,7 @@ class Manager:
                 await self._read_main()
                 if self.options.once and self._queue.is_idle():
                     if not self._mcp_connecting():
+                        await self._retention.pass_once()  # what is due now is archived before exit
                         break
                     await asyncio.sleep(0.05)  # a session is starting: its state change wakes the queue
                     continue
@@ -527,7 +496,7 @@ class Manager:
                 for waiter in pending:
                     waiter.cancel()
                 self._poked.clear()
-                await self._check_human_branches()
+                await self._waits.check_branches()
         finally:
             await self._shutdown()
         return 1 if self._fatal is not None else 0
@@ -549,7 +518,7 @@ class Manager:
         await self._queue.stop()
         await self._mcp.aclose()  # no MCP server process outlives serve
         await self._http.aclose()
-        for job in (self._secrets_watch, self._maintenance):
+        for job in (self._secrets_watch, self._maintenance, self._retention_job):
             if job is not None:
                 job.cancel()
                 await asyncio.gather(job, return_exceptions=True)

@@ -171,6 +171,10 @@ class WorkQueue:
         while not self.is_idle():
             await self._idle.wait()
 
+    def busy(self, key: Hashable) -> bool:
+        """Whether `key` is queued, being reconciled, or waiting on a timer."""
+        return key in self._queued or key in self._running or key in self._timers
+
     @property
     def pending_keys(self) -> int:
         """Keys queued, running or waiting on a timer."""

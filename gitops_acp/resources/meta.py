@@ -7,6 +7,7 @@ pydantic models. Everything here is pure: no I/O, no git.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from datetime import UTC, datetime
@@ -21,12 +22,16 @@ __all__ = [
     "ANNOTATION_SPEC_COMMIT",
     "API_GROUPS",
     "API_VERSION",
+    "ARCHIVE_ROOT",
+    "FANNED_OUT",
+    "FANOUT_LEVELS",
     "LABEL_PARENT_TOOLCALL",
     "LABEL_TASK",
     "LABEL_TOOLCALL_REQUEST",
     "NAME_MAX_LENGTH",
     "NAME_RE",
     "PLURALS",
+    "STATUS_ROOT",
     "TERMINAL_TASK_PHASES",
     "TERMINAL_TOOLCALL_PHASES",
     "Condition",
@@ -35,6 +40,8 @@ __all__ = [
     "ToolCallPhase",
     "ToolType",
     "check_name",
+    "fanout",
+    "legacy_status_path",
     "parse_duration",
     "parse_rfc3339",
     "parse_status_path",
@@ -101,21 +108,56 @@ def resolve_kind(text: str) -> Kind:
     return kind
 
 
-def status_path(kind: Kind, name: str) -> str:
-    """Return the path of a resource's file on the status branch."""
-    return f"status/{PLURALS[kind]}/{name}.yaml"
+# The kinds the reconciler creates by the thousand live fanned out (DESIGN §9): a checkpoint
+# rewrites the trees on its file's path, and a flat `status/tasks/` of 100,000 entries is a 5 MB
+# tree rewritten on every commit. Three levels of 16 keep every tree on the path small (24 entries
+# per leaf at 100,000) so a commit costs the same at any size. The kinds people write stay flat.
+FANNED_OUT = frozenset({Kind.Task, Kind.ToolCall})
+FANOUT_LEVELS = 3
+STATUS_ROOT = "status"
+ARCHIVE_ROOT = "archive"
+
+
+def fanout(name: str) -> str:
+    """The directories a fanned-out resource's file sits in: the first hex digits of sha256(name).
+
+    With plain git: `h=$(printf %s NAME | sha256sum)`, then `${h:0:1}/${h:1:1}/${h:2:1}`.
+    """
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()
+    return "/".join(digest[:FANOUT_LEVELS])
+
+
+def status_path(kind: Kind, name: str, *, root: str = STATUS_ROOT) -> str:
+    """Return the path of a resource's file on the status branch (`root="archive"`: once archived).
+
+    `status/llms/<name>.yaml` for the kinds people write, `status/tasks/a/b/c/<name>.yaml` for
+    tasks and tool calls (see `fanout`).
+    """
+    if kind in FANNED_OUT:
+        return f"{root}/{PLURALS[kind]}/{fanout(name)}/{name}.yaml"
+    return f"{root}/{PLURALS[kind]}/{name}.yaml"
+
+
+def legacy_status_path(kind: Kind, name: str) -> str:
+    """Where the file was before the fan-out: `status/<plural>/<name>.yaml` (older history)."""
+    return f"{STATUS_ROOT}/{PLURALS[kind]}/{name}.yaml"
 
 
 def parse_status_path(path: str) -> tuple[Kind, str] | None:
-    """Return `(kind, name)` for a path laid out by `status_path`, or None for any other path."""
+    """Return `(kind, name)` for a path laid out by `status_path` (either root, or the legacy flat
+    layout of tasks and tool calls), or None for any other path."""
     parts = path.split("/")
-    if len(parts) != 3 or parts[0] != "status" or not parts[2].endswith(".yaml"):
+    if len(parts) < 3 or parts[0] not in (STATUS_ROOT, ARCHIVE_ROOT) or not parts[-1].endswith(".yaml"):
         return None
     kind = _KINDS_BY_PLURAL.get(parts[1])
-    name = parts[2].removesuffix(".yaml")
+    name = parts[-1].removesuffix(".yaml")
     if kind is None or check_name(name) is not None:
         return None
-    return kind, name
+    if path == status_path(kind, name, root=parts[0]):
+        return kind, name
+    if parts[0] == STATUS_ROOT and path == legacy_status_path(kind, name):
+        return kind, name
+    return None
 
 
 # A DNS-1123 label, as Kubernetes requires of these names. Names become file names, branch names

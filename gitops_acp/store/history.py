@@ -12,10 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitops_acp.errors import StoreError
-from gitops_acp.resources.meta import ANNOTATION_FIRST_CHECKPOINT, Kind, parse_rfc3339, status_path
+from gitops_acp.resources.meta import (
+    ANNOTATION_FIRST_CHECKPOINT,
+    FANNED_OUT,
+    Kind,
+    legacy_status_path,
+    parse_rfc3339,
+    status_path,
+)
 from gitops_acp.store import yamlio
 from gitops_acp.store.git import CommitInfo, GitRepo
-from gitops_acp.store.status import DEFAULT_BRANCH
+from gitops_acp.store.statustree import DEFAULT_BRANCH, read_status_file
 
 __all__ = ["Event", "events"]
 
@@ -28,32 +35,41 @@ class Event:
     timestamp: float  # its committer time, seconds since the epoch
     old_phase: str  # "-" when the message does not say
     new_phase: str
-    detail: str  # status.statusDetail at that commit (plus status.error); "deleted" if the file went
+    detail: str  # status.statusDetail at that commit (plus status.error); "deleted"/"archived" if it went
 
 
 def events(repo: GitRepo, *, branch: str = DEFAULT_BRANCH, kind: str, name: str, n: int = 20) -> list[Event]:
-    """Return the newest `n` checkpoints of resource (kind, name) on `branch`, newest first."""
-    path = status_path(Kind(kind), name)
+    """Return the newest `n` checkpoints of resource (kind, name) on `branch`, newest first.
+
+    Its file's path, and for tasks and tool calls also the flat path they had before the fan-out
+    (DESIGN §9), so a history begun before an upgrade reads as one. An archived resource's last
+    event is the `archive:` commit that moved its file out of `status/`.
+    """
+    resource = Kind(kind)
+    paths = [status_path(resource, name)]
+    if resource in FANNED_OUT:
+        paths.append(legacy_status_path(resource, name))
     ref = branch if branch.startswith("refs/") else f"refs/heads/{branch}"
     found: list[Event] = []
-    for commit in repo.log(ref, path=path, n=n, since=_first_checkpoint(repo, ref, path)):
+    for commit in repo.log(ref, path=paths, n=n, since=_first_checkpoint(repo, ref, resource, name)):
         old, new = _phases(commit, f"{kind}/{name}: ")
-        found.append(Event(commit.sha, commit.timestamp, old, new, _detail(repo, commit.sha, path)))
+        found.append(Event(commit.sha, commit.timestamp, old, new, _detail(repo, commit.sha, resource, name)))
     return found
 
 
-def _first_checkpoint(repo: GitRepo, ref: str, path: str) -> float | None:
+def _first_checkpoint(repo: GitRepo, ref: str, kind: Kind, name: str) -> float | None:
     """When the resource's history began, from its status file at the tip (None: walk it all).
 
     A minute earlier than recorded: commit times are whole seconds from the same clock, and the
     minute absorbs a clock stepped back a little. Without the annotation (status files written
     before it existed, a resource deleted from the tip) the whole history is walked, as before.
     """
-    data = repo.read_file(ref, path)
-    if data is None:
+    tip = repo.resolve(ref)
+    found = read_status_file(repo, tip, kind, name) if tip is not None else None
+    if found is None:
         return None
     try:
-        annotations = (yamlio.load(data).get("metadata") or {}).get("annotations") or {}
+        annotations = (yamlio.load(found.data).get("metadata") or {}).get("annotations") or {}
         return parse_rfc3339(str(annotations[ANNOTATION_FIRST_CHECKPOINT])) - 60.0
     except (KeyError, ValueError, AttributeError, StoreError):
         return None
@@ -69,12 +85,14 @@ def _phases(commit: CommitInfo, prefix: str) -> tuple[str, str]:
     return "-", "-"
 
 
-def _detail(repo: GitRepo, sha: str, path: str) -> str:
-    data = repo.read_file(sha, path)
-    if data is None:
+def _detail(repo: GitRepo, sha: str, kind: Kind, name: str) -> str:
+    found = read_status_file(repo, sha, kind, name)
+    if found is None:
         return "deleted"
+    if found.archived:
+        return "archived"
     try:
-        doc = yamlio.load(data)
+        doc = yamlio.load(found.data)
     except StoreError as exc:
         return f"unreadable: {exc}"
     status: Any = doc.get("status")

@@ -27,7 +27,7 @@ from typing import Any
 from gitops_acp.errors import UserError
 from gitops_acp.resources import lifecycle, meta
 from gitops_acp.resources.lifecycle import Key
-from gitops_acp.store import status, yamlio
+from gitops_acp.store import status, statustree, yamlio
 from gitops_acp.store.git import GitRepo
 
 __all__ = [
@@ -155,12 +155,11 @@ def status_branches(repo: GitRepo) -> list[StatusBranch]:
 
 def task_phases(repo: GitRepo, branch: StatusBranch) -> dict[str, str]:
     """Every Task on `branch` and its phase there (`-` when it has none yet), by name."""
-    tasks = repo.read_tree(branch.tip, "status/tasks") or {}
     phases: dict[str, str] = {}
-    for filename, (_mode, sha) in sorted(tasks.items()):
+    for name, sha in sorted(statustree.status_names(repo, branch.tip, meta.Kind.Task).items()):
         document: Mapping[str, Any] = yamlio.load(repo.read_blob(sha))
         observed = document.get("status") or {}
-        phases[filename.removesuffix(".yaml")] = str(observed.get("phase") or "-")
+        phases[name] = str(observed.get("phase") or "-")
     return phases
 
 
@@ -199,8 +198,11 @@ def history_order(repo: GitRepo, *, kind: str, name: str) -> list[str]:
     deleted there: an LLM removed from main); `acp/status` when there is no status branch at all.
     """
     found = status_branches(repo)
-    path = meta.status_path(meta.Kind(kind), name)
-    holding = [branch.name for branch in found if repo.read_file(branch.tip, path) is not None]
+    holding = [
+        branch.name
+        for branch in found
+        if statustree.read_status_file(repo, branch.tip, meta.Kind(kind), name) is not None
+    ]
     return [*holding, *(branch.name for branch in found if branch.name not in holding)] or [UNSHARDED]
 
 
@@ -229,4 +231,5 @@ def retired_tasks(repo: GitRepo, shard: Shard, status_branch: str) -> set[str]:
                     "layout first (docs/scale.md)"
                 )
             finished.add(name)
+        finished |= set(statustree.status_names(repo, branch.tip, meta.Kind.Task, root=meta.ARCHIVE_ROOT))
     return finished

@@ -14,9 +14,10 @@ How a checkpoint becomes a commit:
   checkpoints of the same resource: the later one waits for the following commit, so one resource's
   successive checkpoints stay distinct commits, in order. One call's changes always share a commit
   (a task and the tool calls it creates are recorded atomically).
-- The tree is kept in memory as plural -> {file name: blob}, each directory already serialized; a
-  commit rewrites only the plural directories it touched, then `status/` and the root. Identical
-  blobs are not committed.
+- The tree is kept in memory as a `TreeEditor` (statustree.py), each level already serialized; a
+  commit rewrites only the trees on the paths it touched: with tasks fanned out three levels
+  deep, a handful of small trees whatever the tip holds (DESIGN §9). Identical blobs are not
+  committed. Archiving moves files from `status/` to `archive/` in an `archive:` commit.
 - The ref moves by compare-and-swap (`update-ref <new> <old>`). If someone else moved it, the tip
   is re-read, the batch re-applied on top of it, and the commit retried with backoff.
 - A caller hears "done" only once the ref points at a commit holding its checkpoint; on failure
@@ -44,11 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gitops_acp import faults
 from gitops_acp.errors import ConflictError, LockedError, StoreError
 from gitops_acp.resources.lifecycle import Key
-from gitops_acp.resources.meta import PLURALS, Kind
+from gitops_acp.resources.meta import ARCHIVE_ROOT, PLURALS, Kind, legacy_status_path, status_path
 from gitops_acp.store import recovery, yamlio
-from gitops_acp.store.git import TREE_MODE, GitRepo, RefConflictError, TreeBuilder
+from gitops_acp.store.git import EMPTY_TREE, GitRepo, RefConflictError
 from gitops_acp.store.statustree import (
     DEFAULT_BRANCH,
     FILE_MODE,
@@ -74,9 +76,9 @@ DEFAULT_IDENTITY = ("gitops-acp", "gitops-acp@localhost")
 CommitHook = Callable[[str], Awaitable[None]]
 
 
-def _plural(kind: str) -> str:
+def _kind(kind: str) -> Kind:
     try:
-        return PLURALS[Kind(kind)]
+        return Kind(kind)
     except ValueError:
         raise StoreError(f"unknown kind {kind!r}: expected one of {', '.join(PLURALS)}") from None
 
@@ -90,15 +92,24 @@ def _blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
+ARCHIVED = "Archived"  # the phase an `archive:` commit's lines move resources to
+
+
 @dataclass(frozen=True)
 class Change:
-    """One resource's checkpoint: its full object (None deletes its file) and the phase move."""
+    """One resource's checkpoint: its full object (None deletes its file) and the phase move.
+
+    `archive`: move the resource's file, as it is, from `status/` to `archive/` (DESIGN §9;
+    `document` is then ignored). A call's changes are all archives or none are; an archiving
+    call is committed on its own, as `archive: <n> resources`.
+    """
 
     kind: Kind  # Kind.Task, Kind.ToolCall, ...
     name: str
     document: dict[str, Any] | None  # apiVersion, kind, metadata, spec, status; None: delete the file
     old_phase: str = "-"  # shown in the commit message: "<Kind>/<name>: <old> -> <new>"
     new_phase: str = "-"
+    archive: bool = False
 
     @property
     def key(self) -> Key:
@@ -130,8 +141,7 @@ class _Prepared:
     """One change ready for the writer thread: its file serialized and hashed on the caller's side."""
 
     change: Change
-    plural: str
-    filename: str
+    path: str  # status/<plural>/[a/b/c/]<name>.yaml
     data: bytes | None
     sha: str | None
 
@@ -144,6 +154,11 @@ class _Pending:
     spec_commit: str
     future: asyncio.Future[str | None]
     keys: frozenset[Key]
+
+    @property
+    def archive(self) -> bool:
+        """An archiving call: committed alone."""
+        return self.changes[0].change.archive
 
 
 @dataclass
@@ -268,6 +283,8 @@ class StatusWriter:
         """Check and serialize a call's changes now, so later mutation by the caller cannot leak in."""
         prepared: list[_Prepared] = []
         seen: set[Key] = set()
+        if len({change.archive for change in changes}) > 1:
+            raise ValueError("one call either archives resources or checkpoints them, not both")
         for change in changes:
             if change.key in seen:
                 raise ValueError(f"{change.kind}/{change.name} appears twice in one checkpoint")
@@ -275,12 +292,11 @@ class StatusWriter:
             name = change.name
             if not name or "/" in name or name.startswith(".") or any(c in name for c in "\0\n\r "):
                 raise StoreError(f"invalid resource name {name!r} for a status file")
-            data = None if change.document is None else yamlio.dump(change.document)
+            data = None if change.document is None or change.archive else yamlio.dump(change.document)
             prepared.append(
                 _Prepared(
                     change=change,
-                    plural=_plural(change.kind),
-                    filename=f"{name}.yaml",
+                    path=status_path(_kind(change.kind), name),
                     data=data,
                     sha=None if data is None else _blob_sha(data),
                 )
@@ -297,7 +313,7 @@ class StatusWriter:
         rest: deque[_Pending] = deque()
         full = False
         for item in self._queue:
-            if batch and len(keys) + len(item.keys) > self.max_batch:
+            if batch and (len(keys) + len(item.keys) > self.max_batch or item.archive or batch[0].archive):
                 full = True
             if full or item.keys & keys or item.keys & blocked:
                 blocked |= item.keys
@@ -400,6 +416,7 @@ class StatusWriter:
     def _open(self) -> dict[Key, dict[str, Any]]:
         self._repo = GitRepo.open(self.path)
         self._tree = StatusTree.load(self._repo, self._repo.resolve(self.branch))
+        self._migrate(self._repo)
         return self._tree.documents(self._repo)
 
     def _close_repo(self) -> None:
@@ -422,7 +439,8 @@ class StatusWriter:
         locked: _Locked | None = None
         while attempt < self.max_attempts:
             try:
-                sha, landed, resources = self._commit_on_tip(repo, batch)
+                with faults.scope("archive") if batch[0].archive else contextlib.nullcontext():
+                    sha, landed, resources = self._commit_on_tip(repo, batch)
                 return _Outcome(sha, landed, resources, conflicts, (time.perf_counter() - started) * 1000)
             except ConflictError as exc:
                 conflicts += 1
@@ -473,7 +491,7 @@ class StatusWriter:
         """
         tree = self._tree
         assert tree is not None
-        touched: set[str] = set()
+        edit = tree.tree
         landed: list[bool] = []
         lines: list[str] = []
         resources: list[str] = []
@@ -482,52 +500,79 @@ class StatusWriter:
             for item in batch:
                 changed = False
                 for prepared in item.changes:
-                    level = tree.plurals.get(prepared.plural)
-                    if level is None:
-                        level = tree.plurals[prepared.plural] = TreeBuilder()
-                    if prepared.sha is None:
-                        if not level.remove(prepared.filename):
+                    change = prepared.change
+                    if change.archive:
+                        entry = edit.get(prepared.path)
+                        if entry is None:
+                            continue  # already archived (or never written): nothing to move
+                        edit.remove(prepared.path)
+                        edit.set(status_path(_kind(change.kind), change.name, root=ARCHIVE_ROOT), *entry)
+                    elif prepared.sha is None:
+                        if not edit.remove(prepared.path):
                             continue
                     else:
-                        if level.get(prepared.filename) == (FILE_MODE, prepared.sha):
+                        if edit.get(prepared.path) == (FILE_MODE, prepared.sha):
                             continue
                         assert prepared.data is not None
                         repo.write_blob(prepared.data)
-                        level.set(prepared.filename, FILE_MODE, prepared.sha)
-                    touched.add(prepared.plural)
+                        edit.set(prepared.path, FILE_MODE, prepared.sha)
                     changed = True
-                    lines.append(prepared.change.line)
-                    resources.append(f"{prepared.change.kind}/{prepared.change.name}")
+                    lines.append(change.line)
+                    resources.append(f"{change.kind}/{change.name}")
                 landed.append(changed)
                 if changed and item.spec_commit and item.spec_commit not in spec_commits:
                     spec_commits.append(item.spec_commit)
             if not lines:
                 return None, landed, 0
-
-            status = dict(tree.status)
-            for plural in sorted(touched):
-                level = tree.plurals[plural]
-                if len(level):
-                    status[plural] = (TREE_MODE, repo.write_tree(level))
-                else:
-                    status.pop(plural, None)  # git has no empty directories
-                    del tree.plurals[plural]
-            root = dict(tree.root)
-            if status:
-                root[STATUS_DIR] = (TREE_MODE, repo.write_tree(status))
-            else:
-                root.pop(STATUS_DIR, None)
+            root = edit.write(repo.write_tree) or EMPTY_TREE
+            archive = batch[0].archive
             sha = repo.write_commit(
-                tree=repo.write_tree(root),
+                tree=root,
                 parents=[tree.tip] if tree.tip else [],
-                message=_message(lines, spec_commits, resources),
+                message=_message(
+                    lines, spec_commits, resources, subject="archive" if archive else "checkpoint"
+                ),
                 author=self.identity,
                 committer=self.identity,
                 timestamp=self.clock(),
             )
         repo.update_ref(self.branch, sha, tree.tip, message=f"gitops-acp: {lines[0]}")
-        tree.tip, tree.status, tree.root = sha, status, root
+        tree.tip = sha
+        if batch[0].archive:
+            tree.tree.unload(ARCHIVE_ROOT)  # it only grows: read the few levels each archive needs
         return sha, landed, len(lines)
+
+    def _migrate(self, repo: GitRepo) -> None:
+        """Move tasks and tool calls from the flat layout into the fan-out (DESIGN §9), one commit.
+
+        A tip written before the fan-out holds `status/tasks/<name>.yaml`; readers look for
+        `status/tasks/a/b/c/<name>.yaml`. Moving the files as they are (same blobs) keeps every
+        status, and history readers follow both paths.
+        """
+        tree = self._tree
+        assert tree is not None
+        legacy = tree.legacy()
+        if not legacy:
+            return
+        for kind, name, mode, sha in legacy:
+            tree.tree.remove(legacy_status_path(kind, name))
+            tree.tree.set(status_path(kind, name), mode, sha)
+        with repo.one_pack():
+            root = tree.tree.write(repo.write_tree) or EMPTY_TREE
+            assert tree.tip is not None
+            sha = repo.write_commit(
+                tree=root,
+                parents=[tree.tip],
+                message=f"layout: {len(legacy)} status files fanned out (DESIGN §9)\n\n"
+                "status/tasks/<name>.yaml is now status/tasks/a/b/c/<name>.yaml, a, b and c the first\n"
+                "three hex digits of sha256(<name>); the same for status/toolcalls/.\n",
+                author=self.identity,
+                committer=self.identity,
+                timestamp=self.clock(),
+            )
+        repo.update_ref(self.branch, sha, tree.tip, message="gitops-acp: status files fanned out")
+        tree.tip = sha
+        log.info("moved %d status files of %s into the fan-out (DESIGN §9)", len(legacy), self.branch)
 
 
 def _resolve(batch: list[_Pending], outcome: _Outcome) -> None:
@@ -536,10 +581,20 @@ def _resolve(batch: list[_Pending], outcome: _Outcome) -> None:
             item.future.set_result(outcome.sha if landed else None)
 
 
-def _message(lines: Sequence[str], spec_commits: Sequence[str], resources: Sequence[str]) -> str:
-    """Build a checkpoint commit message (the format is part of the contract: DESIGN §1)."""
+def _message(
+    lines: Sequence[str],
+    spec_commits: Sequence[str],
+    resources: Sequence[str],
+    *,
+    subject: str = "checkpoint",
+) -> str:
+    """Build a checkpoint commit message (the format is part of the contract: DESIGN §1, §9).
+
+    One checkpoint: its line is the subject. Several: `checkpoint: <n> resources` and a line
+    each. Archiving always says `archive: <n> resources`, even for one.
+    """
     trailers = [f"Spec-Commit: {sha}" for sha in spec_commits]
     trailers += [f"ACP-Resource: {resource}" for resource in resources]
-    if len(lines) == 1:
+    if len(lines) == 1 and subject == "checkpoint":
         return f"{lines[0]}\n\n" + "\n".join(trailers) + "\n"
-    return f"checkpoint: {len(lines)} resources\n\n" + "\n".join(lines) + "\n\n" + "\n".join(trailers) + "\n"
+    return f"{subject}: {len(lines)} resources\n\n" + "\n".join(lines) + "\n\n" + "\n".join(trailers) + "\n"

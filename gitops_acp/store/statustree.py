@@ -1,10 +1,17 @@
-"""The status branch's tip as trees: how the writer keeps it in memory, and how readers read it.
+"""The status branch's tip as a tree: how the writer keeps it in memory, and how readers read it.
 
-    <tip> ── root tree ── status/ ── <plural>/ ── <name>.yaml      (DESIGN §1: one file per resource)
+    <tip> ── root ─┬─ status/ ── llms/ ── <name>.yaml                   (DESIGN §1, §9)
+                   │          └─ tasks/ ── a/ ── b/ ── c/ ── <name>.yaml  (a, b, c: sha256(name))
+                   └─ archive/ ── tasks/ ── a/ ── b/ ── c/ ── <name>.yaml (archived: the last copy)
 
-The writer (store/status.py) holds the tip as three tree levels, the plural levels kept in git's
-serialized form (`TreeBuilder`), so a commit rewrites only the levels it touched. `read_tip` is
-the same model read once, for start-up recovery and the command line.
+Tasks and tool calls are fanned out (`meta.fanout`) so a commit rewrites a handful of small trees
+whatever the tip holds. Archived resources (`archive/`, written by `archive:` commits) keep their
+last status file, so `get task NAME` still finds one; the writer and start-up never read them,
+only the trees on a path being changed.
+
+The writer (store/status.py) holds the tip as a `TreeEditor`; `read_tip` is the same model read
+once, for the command line. Before the fan-out, tasks and tool calls sat flat in
+`status/<plural>/`: `StatusTree.legacy` finds such files so the writer moves them (one commit).
 """
 
 from __future__ import annotations
@@ -14,19 +21,35 @@ from typing import Any
 
 from gitops_acp.errors import StoreError
 from gitops_acp.resources.lifecycle import Key
-from gitops_acp.resources.meta import PLURALS
+from gitops_acp.resources.meta import (
+    ARCHIVE_ROOT,
+    FANNED_OUT,
+    PLURALS,
+    STATUS_ROOT,
+    Kind,
+    legacy_status_path,
+    parse_status_path,
+    status_path,
+)
 from gitops_acp.store import yamlio
-from gitops_acp.store.git import TREE_MODE, GitRepo, TreeBuilder
+from gitops_acp.store.git import GitRepo, TreeEditor
 
-__all__ = ["DEFAULT_BRANCH", "FILE_MODE", "STATUS_DIR", "Entries", "StatusTree", "branch_ref", "read_tip"]
+__all__ = [
+    "DEFAULT_BRANCH",
+    "FILE_MODE",
+    "STATUS_DIR",
+    "Found",
+    "StatusTree",
+    "archived_names",
+    "branch_ref",
+    "read_status_file",
+    "read_tip",
+    "status_names",
+]
 
 DEFAULT_BRANCH = "refs/heads/acp/status"
-STATUS_DIR = "status"
+STATUS_DIR = STATUS_ROOT
 FILE_MODE = "100644"
-
-Entries = dict[str, tuple[str, str]]  # one tree level: name -> (mode, sha)
-
-_KIND_BY_PLURAL = {plural: kind for kind, plural in PLURALS.items()}
 
 
 def branch_ref(branch: str) -> str:
@@ -36,45 +59,46 @@ def branch_ref(branch: str) -> str:
 
 @dataclass
 class StatusTree:
-    """The status branch's tip as three tree levels, so a commit rewrites only what it touched."""
+    """The status branch's tip, edited in place by the writer and rewritten only where it changed."""
 
     tip: str | None
-    root: Entries  # the root tree; anything besides `status/` is carried over untouched
-    status: Entries  # `status/`: one tree per plural (plus anything unknown, carried over)
-    plurals: dict[str, TreeBuilder]  # plural -> `status/<plural>/`, kept serialized
+    tree: TreeEditor
 
     @classmethod
     def load(cls, repo: GitRepo, tip: str | None) -> StatusTree:
-        """Read the tree levels of commit `tip` (None: an empty branch)."""
-        if tip is None:
-            return cls(None, {}, {}, {})
-        root = repo.read_tree(tip) or {}
-        status: Entries = {}
-        plurals: dict[str, TreeBuilder] = {}
-        if STATUS_DIR in root:
-            mode, sha = root[STATUS_DIR]
-            if mode != TREE_MODE:
-                raise StoreError(f"{STATUS_DIR} at {tip[:12]} is a file, not a directory")
-            status = repo.read_tree(sha) or {}
-            for plural, (mode, sha) in status.items():
-                if mode == TREE_MODE and plural in _KIND_BY_PLURAL:
-                    plurals[plural] = TreeBuilder(repo.read_tree(sha))
-        return cls(tip, root, status, plurals)
+        """The tip `tip` (None: an empty branch); its levels are read when first used."""
+        root = repo.tree_of(tip) if tip is not None else None
+        return cls(tip, TreeEditor(repo.read_tree, root))
 
     def documents(self, repo: GitRepo) -> dict[Key, dict[str, Any]]:
-        """Read and parse every status file, keyed (kind, name)."""
+        """Read and parse every status file under `status/` (never `archive/`), keyed (kind, name)."""
         docs: dict[Key, dict[str, Any]] = {}
-        for plural, level in self.plurals.items():
-            kind = _KIND_BY_PLURAL[plural]
-            for filename, (mode, sha) in level.entries().items():
-                if mode != FILE_MODE or not filename.endswith(".yaml"):
-                    continue
-                try:
-                    docs[(kind, filename.removesuffix(".yaml"))] = yamlio.load(repo.read_blob(sha))
-                except StoreError as exc:
-                    path = f"{STATUS_DIR}/{plural}/{filename}"
-                    raise StoreError(f"{path} at {self.tip and self.tip[:12]}: {exc}") from exc
+        for path, _mode, sha in self.status_files():
+            found = parse_status_path(path)
+            if found is None:
+                continue  # anything else on the branch is carried over, not ours to read
+            try:
+                docs[found] = yamlio.load(repo.read_blob(sha))
+            except StoreError as exc:
+                raise StoreError(f"{path} at {self.tip and self.tip[:12]}: {exc}") from exc
         return docs
+
+    def status_files(self) -> list[tuple[str, str, str]]:
+        """(path, mode, sha) of every file under `status/<plural>/` for the known plurals."""
+        found: list[tuple[str, str, str]] = []
+        for plural in PLURALS.values():
+            found += self.tree.files(f"{STATUS_ROOT}/{plural}")
+        return found
+
+    def legacy(self) -> list[tuple[Kind, str, str, str]]:
+        """Tasks and tool calls still in the flat layout: (kind, name, mode, sha) each."""
+        found: list[tuple[Kind, str, str, str]] = []
+        for kind in sorted(FANNED_OUT):
+            for filename, (mode, sha) in self.tree.listdir(f"{STATUS_ROOT}/{PLURALS[kind]}").items():
+                name = filename.removesuffix(".yaml")
+                if filename.endswith(".yaml") and parse_status_path(legacy_status_path(kind, name)):
+                    found.append((kind, name, mode, sha))
+        return found
 
 
 def read_tip(repo: GitRepo, branch: str = DEFAULT_BRANCH) -> tuple[str | None, dict[Key, dict[str, Any]]]:
@@ -82,3 +106,51 @@ def read_tip(repo: GitRepo, branch: str = DEFAULT_BRANCH) -> tuple[str | None, d
     tip = repo.resolve(branch_ref(branch))
     tree = StatusTree.load(repo, tip)
     return tip, tree.documents(repo)
+
+
+@dataclass(frozen=True)
+class Found:
+    """One status file as read from a tip: its content, and whether it was archived."""
+
+    data: bytes
+    archived: bool
+
+
+def read_status_file(
+    repo: GitRepo, tip: str, kind: Kind, name: str, *, archived: bool = True
+) -> Found | None:
+    """One resource's file at `tip`: in `status/` (or the flat layout of old tips), else in
+    `archive/` when `archived`; None if neither holds it. One to three object reads."""
+    data = repo.read_file(tip, status_path(kind, name))
+    if data is None and kind in FANNED_OUT:
+        data = repo.read_file(tip, legacy_status_path(kind, name))
+    if data is not None:
+        return Found(data, archived=False)
+    if archived:
+        data = repo.read_file(tip, status_path(kind, name, root=ARCHIVE_ROOT))
+        if data is not None:
+            return Found(data, archived=True)
+    return None
+
+
+def archived_names(repo: GitRepo, branch: str, kind: Kind, names: list[str]) -> set[str]:
+    """Which of `names` are archived on `branch`: one object read each (none if nothing is)."""
+    tip = repo.resolve(branch_ref(branch))
+    if tip is None or not names or repo.read_tree(tip, f"{ARCHIVE_ROOT}/{PLURALS[kind]}") is None:
+        return set()
+    return {
+        name for name in names if repo.read_file(tip, status_path(kind, name, root=ARCHIVE_ROOT)) is not None
+    }
+
+
+def status_names(repo: GitRepo, tip: str, kind: Kind, *, root: str = STATUS_ROOT) -> dict[str, str]:
+    """Every resource of `kind` under `root` at `tip`, name -> blob sha, with one `git ls-tree`.
+
+    Names only, no file read: what a list needs to page through before it reads what it shows.
+    """
+    names: dict[str, str] = {}
+    for path, sha in repo.list_tree(tip, f"{root}/{PLURALS[kind]}").items():
+        found = parse_status_path(path)
+        if found is not None and found[0] == kind:
+            names[found[1]] = sha
+    return names

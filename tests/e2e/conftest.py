@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gitops_acp.resources.meta import Kind, resolve_kind, status_path
 from tests.conftest import commit_files, git
 
 API = "acp.gitops.dev/v1alpha1"
@@ -319,7 +320,7 @@ class AcpRepo:
     def status(self, plural: str, name: str, rev: str = STATUS_BRANCH) -> dict[str, Any] | None:
         """The status file of one resource at `rev` (parsed), or None when it has none there."""
         out = subprocess.run(
-            ["git", "show", f"{rev}:status/{plural}/{name}.yaml"],
+            ["git", "show", f"{rev}:{status_file(plural, name)}"],
             cwd=self.path,
             capture_output=True,
             text=True,
@@ -366,9 +367,8 @@ class AcpRepo:
 
     def transitions(self, kind: str, name: str) -> list[tuple[str, str, Commit]]:
         """(old, new, commit) for each checkpoint commit of one resource, oldest first."""
-        plural = {"Task": "tasks", "LLM": "llms", "Agent": "agents", "ToolCall": "toolcalls"}[kind]
         found = []
-        for commit in self.commits(f"status/{plural}/{name}.yaml"):
+        for commit in self.commits(status_path(Kind(kind), name)):
             moves = [(old, new) for k, n, old, new in commit.moves() if (k, n) == (kind, name)]
             assert len(moves) == 1, f"{commit.sha[:10]} records {len(moves)} moves of {kind}/{name}"
             found.append((*moves[0], commit))
@@ -615,7 +615,7 @@ def status_files(repo: AcpRepo, rev: str = STATUS_BRANCH) -> dict[tuple[str, str
         size = int(out[offset:header_end].split()[2])
         body = out[header_end + 1 : header_end + 1 + size]
         offset = header_end + 1 + size + 1
-        plural, name = path.removeprefix("status/").removesuffix(".yaml").split("/")
+        plural, name = path.split("/")[1], path.rsplit("/", 1)[1].removesuffix(".yaml")
         found[(plural, name)] = yaml.safe_load(body)
     return found
 
@@ -629,10 +629,15 @@ def toolcalls_of(repo: AcpRepo, task: str, rev: str = STATUS_BRANCH) -> list[dic
     ]
 
 
+def status_file(plural: str, name: str) -> str:
+    """Where resource `name` of `plural` lives on the status branch (tasks fanned out: DESIGN §9)."""
+    return status_path(resolve_kind(plural), name)
+
+
 def moves_of(repo: AcpRepo, kind: str, plural: str, name: str) -> list[tuple[str, str, Commit]]:
     """(old, new, commit) of every checkpoint of any kind of resource, oldest first."""
     found = []
-    for commit in repo.commits(f"status/{plural}/{name}.yaml"):
+    for commit in repo.commits(status_file(plural, name)):
         found += [(old, new, commit) for k, n, old, new in commit.moves() if (k, n) == (kind, name)]
     return found
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from gitops_acp.resources.meta import Kind, status_path
 from tests.conftest import git
 from tests.e2e.conftest import (
     AcpRepo,
@@ -219,7 +220,7 @@ def test_the_key_is_nowhere_even_when_the_provider_echoes_it(run: Run) -> None:
     assert status["phase"] == "Failed"  # the request was made, and refused with the key in the message
     assert "Incorrect API key provided" in status["error"]
     history = git(run.repo.path, "log", "-p", "acp/status")
-    assert "status/tasks/leaky-error.yaml" in history
+    assert status_path(Kind.Task, "leaky-error") in history
     assert "status/llms/keyless.yaml" in history
     assert run.secret not in history
     assert run.secret not in run.serve.stderr

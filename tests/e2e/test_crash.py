@@ -46,7 +46,7 @@ def _assert_consistent(repo: AcpRepo) -> None:
     files = git(repo.path, "ls-tree", "-r", "--name-only", STATUS_BRANCH).splitlines()
     assert files
     for path in files:
-        plural, name = path.removeprefix("status/").removesuffix(".yaml").split("/")
+        plural, name = path.split("/")[1], path.rsplit("/", 1)[1].removesuffix(".yaml")
         document = repo.status(plural, name)
         assert isinstance(document, dict), path
         assert document["metadata"]["name"] == name

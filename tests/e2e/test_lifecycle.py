@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from gitops_acp.resources.meta import Kind, status_path
 from tests.conftest import git
 from tests.e2e.conftest import (
     AGENT_NAME,
@@ -119,7 +120,7 @@ def test_the_llm_got_one_request_with_the_key_and_the_context_window(run: Run) -
 
 
 def test_one_commit_per_checkpoint_with_the_contract_message(run: Run) -> None:
-    path = f"status/tasks/{TASK}.yaml"
+    path = status_path(Kind.Task, TASK)
     moves = run.repo.transitions("Task", TASK)
     phases = [old for old, _, _ in moves] + [moves[-1][1]]
     assert phases[0] == "-"
@@ -157,7 +158,7 @@ def test_status_branch_is_linear_and_holds_only_status_files(run: Run) -> None:
     assert sorted(files) == [
         f"status/agents/{AGENT_NAME}.yaml",
         f"status/llms/{LLM_NAME}.yaml",
-        f"status/tasks/{TASK}.yaml",
+        status_path(Kind.Task, TASK),
     ]
     # Every commit records at least one move: a checkpoint that changes nothing is not committed.
     assert all(c.moves() for c in commits)

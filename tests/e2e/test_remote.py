@@ -293,8 +293,9 @@ def approval_rules(tasks: list[str]) -> list[dict[str, object]]:
 
 
 def toolcall_of(repo: AcpRepo, task: str) -> str:
-    listing = git(repo.path, "ls-tree", "--name-only", f"{STATUS_BRANCH}:status/toolcalls")
-    (name,) = [n.removesuffix(".yaml") for n in listing.splitlines() if n.startswith(f"{task}-")]
+    listing = git(repo.path, "ls-tree", "-r", "--name-only", STATUS_BRANCH, "status/toolcalls/")
+    names = [path.rsplit("/", 1)[1].removesuffix(".yaml") for path in listing.splitlines()]
+    (name,) = [n for n in names if n.startswith(f"{task}-")]
     return name
 
 

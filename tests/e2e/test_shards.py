@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from gitops_acp.resources.meta import Kind, status_path
 from tests.conftest import git
 from tests.e2e.conftest import (
     API,
@@ -219,7 +220,7 @@ def test_describe_and_history_read_the_branch_that_holds_the_task(run: Run) -> N
         lines = history.stdout.splitlines()
         assert lines[-1].split("  ")[2].endswith("-> FinalAnswer"), lines
         branch = SHARDS[owner(name)]
-        log = git(run.repo.path, "log", "--format=%H", branch, "--", f"status/tasks/{name}.yaml")
+        log = git(run.repo.path, "log", "--format=%H", branch, "--", status_path(Kind.Task, name))
         assert [line.split()[0] for line in lines] == [sha[:10] for sha in reversed(log.split())]
 
 

@@ -44,7 +44,7 @@ def show(repo_path: str, kind_text: str, name: str) -> int:
         found = views.lookup(repo, kind, name)  # reads only this object (docs/decisions.md)
         if found is None:
             raise UserError(f'{kind} "{name}" not found (neither on main nor on the status branch)')
-        document, branch = found.document, found.branch
+        document, branch, archived = found.document, found.branch, found.archived
         events = history.events(repo, branch=branch, kind=str(kind), name=name, n=20)
     finally:
         repo.close()
@@ -54,6 +54,11 @@ def show(repo_path: str, kind_text: str, name: str) -> int:
     lines = [
         f"Name:         {name}",
         f"Kind:         {kind}",
+        *(
+            ["Archived:     yes (finished; its last status is in archive/ on the status branch)"]
+            if archived
+            else []
+        ),
         f"API Version:  {document.get('apiVersion', '')}",
         f"Labels:       {_pairs(metadata.get('labels'))}",
         f"Annotations:  {_pairs(metadata.get('annotations'))}",
@@ -62,6 +67,8 @@ def show(repo_path: str, kind_text: str, name: str) -> int:
         "Status:",
         _indent(yamlio.dump(status).decode().rstrip()) if status else "  <none: not reconciled yet>",
     ]
+    if archived:
+        lines.insert(2, "Archived:     yes (finished; its last status is in archive/ on the status branch)")
     if window is not None:
         lines.append("Context Window:")
         for index, message in enumerate(window, start=1):

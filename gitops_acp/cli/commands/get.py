@@ -35,17 +35,27 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
     parser.add_argument(
         "--continue", dest="after", metavar="TOKEN", help="the next page: the token --limit gave"
     )
+    parser.add_argument(
+        "-A",
+        "--all",
+        dest="archived",
+        action="store_true",
+        help="also archived tasks and tool calls (finished, moved out of the status branch's tip)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.name and (args.selector or args.phase or args.limit is not None or args.after):
-        raise UserError("--selector, --phase, --limit and --continue list many objects: leave out NAME")
+    if args.name and (args.selector or args.phase or args.limit is not None or args.after or args.archived):
+        raise UserError(
+            "--selector, --phase, --limit, --continue and --all list many objects: leave out NAME"
+        )
     page = Page(
         selector=_selector(args.selector),
         phase=args.phase,
         limit=args.limit,
         after=args.after,
+        archived=args.archived,
     )
     return show(args.repo, args.kind, args.name, output=args.output, page=page)
 
@@ -58,6 +68,7 @@ class Page:
     phase: str | None = None
     limit: int | None = None
     after: str | None = None  # show names after this one (the last name of the previous page)
+    archived: bool = False  # --all: archived objects too
 
     def check(self, kind: Kind) -> None:
         """Refuse options that cannot apply to `kind`, before anything is read."""
@@ -70,19 +81,11 @@ class Page:
         if self.limit is not None and self.limit < 1:
             raise UserError("--limit must be at least 1")
 
-    def select(self, documents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
-        """The page of `documents` (sorted by name) and the token of the next page, if there is one."""
-        chosen = [
-            doc
-            for doc in documents
-            if self.selector.matches((doc.get("metadata") or {}).get("labels"))
-            and (self.phase is None or (doc.get("status") or {}).get("phase") == self.phase)
-            and (self.after is None or str((doc.get("metadata") or {}).get("name")) > self.after)
-        ]
-        if self.limit is None or len(chosen) <= self.limit:
-            return chosen, None
-        page = chosen[: self.limit]
-        return page, str(page[-1]["metadata"]["name"])
+    def accepts(self, document: dict[str, Any]) -> bool:
+        """Whether the selector and the phase keep `document`."""
+        labels = (document.get("metadata") or {}).get("labels")
+        phase = (document.get("status") or {}).get("phase")
+        return self.selector.matches(labels) and (self.phase is None or phase == self.phase)
 
 
 def _selector(text: str | None) -> selectors.Selector:
@@ -111,7 +114,7 @@ def show(
 ) -> int:
     """Print resources of a kind (one, with `name`) as a table, or as YAML or JSON; return the exit code.
 
-    A list reads every resource for now: `page` narrows what is shown, not yet what is read.
+    One object reads only it; a list reads the names, then only the status files its page shows.
     """
     kind = resolve_kind(kind_text)
     page = page or Page()
@@ -123,13 +126,14 @@ def show(
             if found is None:
                 raise UserError(f'{kind} "{name}" not found (neither on main nor on the status branch)')
             documents = [found.document]
+            token: str | None = None
         else:
-            documents = views.snapshot(repo).of_kind(kind)
+            listed = views.listing(
+                repo, kind, page.accepts, limit=page.limit, after=page.after, archived=page.archived
+            )
+            documents, token = listed.documents, listed.next_after
     finally:
         repo.close()
-    token: str | None = None
-    if not name:
-        documents, token = page.select(documents)
     if output in ("yaml", "json"):
         payload: dict[str, Any] = (
             documents[0] if name else {"apiVersion": API_VERSION, "kind": "List", "items": documents}

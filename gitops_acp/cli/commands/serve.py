@@ -141,6 +141,14 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
         help="with a remote: seconds between fetches of main (default: 15); a webhook fetches at once",
     )
     parser.add_argument(
+        "--retain-finished",
+        metavar="DURATION",
+        default="168h",
+        help="how long a finished task (with its tool calls and sub-tasks) stays in the status "
+        "branch's tip before an `archive:` commit moves it to archive/ (default: 168h; a Task's "
+        "spec.ttlSecondsAfterFinished overrides; `never` keeps everything)",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         help="with a remote: where its mirror lives, the reconciler's durable state "
@@ -173,6 +181,9 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
         raise UserError("--humanlayer-poll-interval must be more than 0 seconds")
     if args.fetch_interval <= 0:
         raise UserError("--fetch-interval must be more than 0 seconds")
+    from gitops_acp.reactor.retention import parse_retain
+
+    retain_finished = parse_retain(args.retain_finished)
     shard = shard_from(args)
     remote = remote_options(args)
     repo = remote.mirror if remote is not None else Path(args.repo)
@@ -187,6 +198,7 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
         poll_interval=args.poll_interval,
         concurrency=args.concurrency,
         identity=parse_identity(args.identity),
+        retain_finished=retain_finished,
         settings=Settings(
             backoff_base=args.backoff_base,
             backoff_cap=args.backoff_cap,

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, model_validator
 
 from gitops_acp.resources.common import (
+    Int,
     LocalObjectReference,
     Message,
     Resource,
@@ -46,6 +47,9 @@ class TaskSpec(SpecModel):
     """ACP's channel token for answers; accepted, unused."""
     thread_id: str | None = Field(default=None, alias="threadID")
     """ACP's conversation thread id; accepted, unused."""
+    ttl_seconds_after_finished: Int | None = Field(default=None, ge=0)
+    """Seconds the finished task stays in the status branch's tip before it is archived, as a
+    Kubernetes Job's (DESIGN §9); unset: `serve --retain-finished` (default 168h). 0: at once."""
 
     @model_validator(mode="after")
     def _one_input(self) -> TaskSpec:

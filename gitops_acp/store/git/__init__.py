@@ -7,7 +7,7 @@ every name from here, never from the modules below::
 
     repo.py         GitRepo: opens the repository, the one-thread guard, one method per call
       ├── objects.py      loose objects and packs written in-process; objects read via cat-file
-      ├── trees.py        the tree codec, TreeBuilder, listing a commit's files
+      ├── trees.py        the tree codec, TreeBuilder, TreeEditor, listing a commit's files
       ├── refs.py         reading refs from files, compare-and-swap moves, log / CommitInfo
       ├── transfer.py     fetch, push with leases, URL helpers
       └── maintenance.py  repack and the commit-graph
@@ -29,7 +29,7 @@ a working tree or a clone as that person would, and live beside the command line
 from gitops_acp.store.git.refs import ZERO_OID, CommitInfo, RefConflictError
 from gitops_acp.store.git.repo import GitRepo
 from gitops_acp.store.git.transfer import PushUpdate, init_bare, is_url, redact_url
-from gitops_acp.store.git.trees import EMPTY_TREE, TREE_MODE, TreeBuilder
+from gitops_acp.store.git.trees import EMPTY_TREE, TREE_MODE, TreeBuilder, TreeEditor
 
 __all__ = [
     "EMPTY_TREE",
@@ -40,6 +40,7 @@ __all__ = [
     "PushUpdate",
     "RefConflictError",
     "TreeBuilder",
+    "TreeEditor",
     "init_bare",
     "is_url",
     "redact_url",

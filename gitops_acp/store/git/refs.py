@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -301,7 +302,13 @@ class Refs:
         return int(self._git(*args).stdout.decode().strip() or 0)
 
     def log(
-        self, ref: str, *, path: str | None, n: int, first_parent: bool, since: float | None = None
+        self,
+        ref: str,
+        *,
+        path: str | Sequence[str] | None,
+        n: int,
+        first_parent: bool,
+        since: float | None = None,
     ) -> list[CommitInfo]:
         """Return the newest `n` commits reachable from `ref` (touching `path` if given), newest first.
 
@@ -318,7 +325,7 @@ class Refs:
         args += [f"--since={int(since)}"] if since is not None else []
         args += ["--end-of-options", tip]
         if path is not None:
-            args += ["--", path]
+            args += ["--", *([path] if isinstance(path, str) else path)]
         raw = self._git(*args).stdout.decode("utf-8", "replace").split("\0")
         commits: list[CommitInfo] = []
         for i in range(0, len(raw) - len(fields) + 1, len(fields)):

@@ -173,12 +173,13 @@ class GitRepo:
         self,
         ref: str,
         *,
-        path: str | None = None,
+        path: str | Sequence[str] | None = None,
         n: int = 20,
         first_parent: bool = False,
         since: float | None = None,
     ) -> list[CommitInfo]:
-        """Return the newest `n` commits reachable from `ref` (touching `path` if given), newest first.
+        """Return the newest `n` commits reachable from `ref` (touching `path`, or any of several,
+        if given), newest first.
 
         Always bounded by `-n`: a path-limited log over a whole long history is slow (GIT-NOTES).
         `first_parent`: only the branch's own line (a merge shows as the commit that brought the change).
@@ -207,8 +208,11 @@ class GitRepo:
         return self._trees.read(treeish, path)
 
     @_exclusive
-    def list_tree(self, commit: str) -> dict[str, str]:
-        """Return every file of `commit` as path -> blob sha (recursive; submodules left out)."""
+    def list_tree(self, commit: str, path: str = "") -> dict[str, str]:
+        """Return every file of `commit` (under directory `path`) as path -> blob sha (recursive;
+        submodules left out; full paths from the root)."""
+        if path:
+            return self._trees.ls_tree(commit, path)
         return self._trees.files(commit)
 
     # The two ways `list_tree` can go, timed against each other by benchmarks/bench_checkpoint.py.

@@ -9,14 +9,14 @@ Reading goes through the same cat-file as every other object (``objects.ObjectRe
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import process
 from gitops_acp.store.git.objects import ObjectReader
 
-__all__ = ["EMPTY_TREE", "TREE_MODE", "TreeBuilder", "TreeReader", "parse_tree"]
+__all__ = ["EMPTY_TREE", "TREE_MODE", "TreeBuilder", "TreeEditor", "TreeReader", "parse_tree"]
 
 # The well-known id of the empty tree (git knows it without storing it).
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -126,6 +126,157 @@ class TreeBuilder:
         return b"".join(map(self._records.__getitem__, self._order))
 
 
+class _Node:
+    """One directory of a TreeEditor: its entries once read, the subdirectories opened so far."""
+
+    __slots__ = ("builder", "children", "dirty", "sha")
+
+    def __init__(self, sha: str | None) -> None:
+        self.sha = sha  # the tree as last read or written; None: new
+        self.builder: TreeBuilder | None = None  # read on first use
+        self.children: dict[str, _Node] = {}
+        self.dirty = False
+
+
+class TreeEditor:
+    """A tree edited by path: each level read when first needed, rewritten only along changed paths.
+
+    The status writer keeps its branch's tip as one of these. A checkpoint of
+    `status/tasks/a/b/c/x.yaml` rewrites that file's five directories and the root, whatever
+    else the tree holds: the cost of a commit does not grow with the number of files (DESIGN §9).
+    `read` returns a tree's entries by sha (None if missing); `write` stores a level and returns
+    its sha. Empty directories disappear, as git has none. Not thread-safe.
+    """
+
+    def __init__(self, read: Callable[[str], Mapping[str, tuple[str, str]] | None], sha: str | None) -> None:
+        """Edit the tree `sha` (None: start empty), reading levels with `read`."""
+        self._read = read
+        self._root = _Node(sha)
+
+    def _level(self, node: _Node) -> TreeBuilder:
+        if node.builder is None:
+            entries = self._read(node.sha) if node.sha is not None else {}
+            if entries is None:
+                raise StoreError(f"tree {node.sha} is missing")
+            node.builder = TreeBuilder(entries)
+        return node.builder
+
+    def _child(self, node: _Node, name: str, *, create: bool) -> _Node | None:
+        child = node.children.get(name)
+        if child is not None:
+            return child
+        entry = self._level(node).get(name)
+        if entry is None:
+            if not create:
+                return None
+            child = _Node(None)
+        elif entry[0] != TREE_MODE:
+            if not create:
+                return None
+            raise StoreError(f"{name} is a file, not a directory")
+        else:
+            child = _Node(entry[1])
+        node.children[name] = child
+        return child
+
+    def _path(self, parts: list[str], *, create: bool) -> list[_Node] | None:
+        """The nodes from the root to directory `parts`, or None if it does not exist."""
+        nodes = [self._root]
+        for part in parts:
+            child = self._child(nodes[-1], part, create=create)
+            if child is None:
+                return None
+            nodes.append(child)
+        return nodes
+
+    def get(self, path: str) -> tuple[str, str] | None:
+        """The (mode, sha) of the entry at `path`, or None."""
+        *parents, name = path.split("/")
+        nodes = self._path(parents, create=False)
+        return None if nodes is None else self._level(nodes[-1]).get(name)
+
+    def set(self, path: str, mode: str, sha: str) -> None:
+        """Add or replace the entry at `path` (a file, or a subtree by its sha)."""
+        *parents, name = path.split("/")
+        nodes = self._path(parents, create=True)
+        assert nodes is not None
+        level = self._level(nodes[-1])
+        level.set(name, mode, sha)
+        nodes[-1].children.pop(name, None)  # a subtree set by sha replaces an opened one
+        for node in nodes:
+            node.dirty = True
+
+    def remove(self, path: str) -> bool:
+        """Remove the entry at `path`; False if there was none."""
+        *parents, name = path.split("/")
+        nodes = self._path(parents, create=False)
+        if nodes is None or not self._level(nodes[-1]).remove(name):
+            return False
+        nodes[-1].children.pop(name, None)
+        for node in nodes:
+            node.dirty = True
+        return True
+
+    def listdir(self, path: str = "") -> dict[str, tuple[str, str]]:
+        """The entries of directory `path` as name -> (mode, sha); empty if it does not exist."""
+        nodes = self._path(path.split("/") if path else [], create=False)
+        return {} if nodes is None else self._level(nodes[-1]).entries()
+
+    def files(self, path: str) -> Iterator[tuple[str, str, str]]:
+        """Every file under directory `path`, recursively (depth first), as (path, mode, sha)."""
+        nodes = self._path(path.split("/") if path else [], create=False)
+        if nodes is None:
+            return
+        stack = [(path, nodes[-1])]
+        while stack:
+            prefix, node = stack.pop()
+            subdirs: list[tuple[str, _Node]] = []
+            for name, (mode, sha) in sorted(self._level(node).entries().items()):
+                if mode == TREE_MODE:
+                    child = self._child(node, name, create=False)
+                    assert child is not None
+                    subdirs.append((f"{prefix}/{name}" if prefix else name, child))
+                elif mode != "160000":
+                    yield (f"{prefix}/{name}" if prefix else name), mode, sha
+            stack.extend(reversed(subdirs))
+
+    def unload(self, path: str) -> None:
+        """Forget what was read under directory `path` (written first): it is read again when needed.
+
+        The status writer unloads `archive/` after each archive commit, so the archive's levels,
+        which only ever grow, are not all kept in memory.
+        """
+        nodes = self._path(path.split("/"), create=False) if path else [self._root]
+        if nodes is None:
+            return
+        node = nodes[-1]
+        if node.dirty:
+            raise StoreError(f"{path}: written changes must be stored before it is unloaded")
+        node.builder = None
+        node.children = {}
+
+    def write(self, store: Callable[[TreeBuilder], str]) -> str | None:
+        """Store the changed levels (deepest first) with `store`; the root's sha, None if empty."""
+        return self._write(self._root, store)
+
+    def _write(self, node: _Node, store: Callable[[TreeBuilder], str]) -> str | None:
+        if not node.dirty:
+            return None if node.builder is not None and not len(node.builder) else node.sha
+        level = self._level(node)
+        for name, child in list(node.children.items()):
+            if not child.dirty:
+                continue
+            sha = self._write(child, store)
+            if sha is None:
+                level.remove(name)
+                del node.children[name]
+            else:
+                level.set(name, TREE_MODE, sha)
+        node.dirty = False
+        node.sha = store(level) if len(level) else None
+        return node.sha
+
+
 class TreeReader:
     """Reads trees of one repository: one level at a time, or a whole commit's files."""
 
@@ -183,9 +334,11 @@ class TreeReader:
                     files[prefix + name] = sha
         return files
 
-    def ls_tree(self, commit: str) -> dict[str, str]:
-        """List `commit`'s files with one `git ls-tree -r`."""
-        args = ("ls-tree", "-r", "-z", "--full-tree", "--end-of-options", commit)
+    def ls_tree(self, commit: str, path: str = "") -> dict[str, str]:
+        """List `commit`'s files (under directory `path`) with one `git ls-tree -r`."""
+        args: tuple[str, ...] = ("ls-tree", "-r", "-z", "--full-tree", "--end-of-options", commit)
+        if path:
+            args += ("--", f"{path.rstrip('/')}/")
         out = process.in_repo(self._git_dir, *args).stdout
         files: dict[str, str] = {}
         for record in out.split(b"\0"):

@@ -1,0 +1,208 @@
+"""Retention: finished tasks leave the status branch's tip, as Kubernetes Jobs do (DESIGN §9).
+
+    Task "t" FinalAnswer at 10:00 ── retained ── 10:00 + ttl ──► archive: 3 resources
+        status/tasks/…/t.yaml              ──moved──►  archive/tasks/…/t.yaml
+        status/toolcalls/…/t-…-tc-01.yaml  ──moved──►  archive/toolcalls/…
+        status/tasks/…/t-…-child.yaml      ──moved──►  archive/tasks/…   (a delegated sub-task)
+
+A task is archived `spec.ttlSecondsAfterFinished` (else `serve --retain-finished`, default 168h)
+after its `completionTime`, together with everything it made: its tool calls and delegated child
+tasks, recursively. Nothing of a group moves while any part of it is unfinished, waits for a
+checkpoint, or is being reconciled, or while the task's answer is still being delivered
+(`responseUrl`). One `archive:` commit moves the files as they are, so the archived copy is the
+last checkpoint and every earlier one stays in history.
+
+A Task whose file stays on `main` is not run again once archived: its name is checked against
+`archive/` when it first appears, at start-up included, and the reactor leaves it out of the
+desired state as it leaves out other shards' tasks (reactor/ownership.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from gitops_acp.errors import UserError
+from gitops_acp.resources import lifecycle
+from gitops_acp.resources.lifecycle import Key
+from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, LABEL_TASK, Kind, parse_duration, parse_rfc3339
+from gitops_acp.resources.models import AnyResource, Task, ToolCall
+
+__all__ = ["Group", "Retention", "due_groups", "parse_retain"]
+
+log = logging.getLogger(__name__)
+
+NEVER = "never"
+#: Resources moved by one `archive:` commit at most.
+MAX_ARCHIVE_BATCH = 2000
+
+
+def parse_retain(text: str) -> float | None:
+    """`serve --retain-finished`: seconds, or None for `never`; a one-line error otherwise."""
+    if text.strip().lower() == NEVER:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise UserError(
+            f"--retain-finished {text!r}: expected a duration such as 168h, 30m, 90s or 0 (archive at "
+            f"once), or {NEVER!r}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Group:
+    """A finished task and everything it made, archived together."""
+
+    root: str  # the task's name
+    keys: tuple[Key, ...]  # the task first, then its tool calls and child tasks
+
+
+def _finished_at(task: Task) -> float | None:
+    status = task.status
+    if status is None or not lifecycle.terminal(task) or not status.completion_time:
+        return None
+    delivery = status.delivery or {}
+    if delivery and delivery.get("state") not in ("Delivered", "Failed"):
+        return None  # the answer is still on its way to responseUrl
+    try:
+        return parse_rfc3339(status.completion_time)
+    except ValueError:
+        return None
+
+
+def due_groups(
+    observed: Iterable[tuple[Key, AnyResource]],
+    *,
+    now: float,
+    retain: float | None,
+    busy: Callable[[Key], bool] = lambda key: False,
+) -> tuple[list[Group], float | None]:
+    """The groups to archive now, and when the next one falls due (None: none is waiting).
+
+    `retain`: seconds a finished task stays (None: never, unless its own TTL says otherwise).
+    `busy(key)`: being reconciled or checkpointed right now; its whole group waits.
+    """
+    roots: list[Task] = []
+    toolcalls: dict[str, list[ToolCall]] = defaultdict(list)  # task name -> its tool calls
+    children: dict[str, list[Task]] = defaultdict(list)  # tool call name -> delegated tasks
+    for (kind, _name), obj in observed:
+        if kind == Kind.ToolCall and isinstance(obj, ToolCall):
+            toolcalls[obj.metadata.labels.get(LABEL_TASK) or obj.spec.task_ref.name].append(obj)
+        elif kind == Kind.Task and isinstance(obj, Task):
+            parent = obj.metadata.labels.get(LABEL_PARENT_TOOLCALL)
+            if parent:
+                children[parent].append(obj)
+            else:
+                roots.append(obj)
+    calls = {call.metadata.name for found in toolcalls.values() for call in found}
+    for parent in set(children) - calls:  # a child whose call is gone (removed by hand): its own root
+        roots.extend(children.pop(parent))
+    groups: list[Group] = []
+    next_due: float | None = None
+    for root in roots:
+        ttl = root.spec.ttl_seconds_after_finished
+        keep = float(ttl) if ttl is not None else retain
+        finished = _finished_at(root)
+        if keep is None or finished is None:
+            continue
+        if finished + keep > now:
+            next_due = finished + keep if next_due is None else min(next_due, finished + keep)
+            continue
+        keys = _closure(root, toolcalls, children)
+        if keys is not None and not any(busy(key) for key in keys):
+            groups.append(Group(root.metadata.name, tuple(keys)))
+    return groups, next_due
+
+
+def _closure(
+    root: Task, toolcalls: dict[str, list[ToolCall]], children: dict[str, list[Task]]
+) -> list[Key] | None:
+    """The task, its tool calls and its child tasks (recursively); None if any is unfinished."""
+    keys: list[Key] = []
+    stack = [root]
+    while stack:
+        task = stack.pop()
+        if task is not root and not lifecycle.terminal(task):
+            return None
+        keys.append((Kind.Task, task.metadata.name))
+        for call in toolcalls.get(task.metadata.name, ()):
+            if not lifecycle.terminal(call):
+                return None
+            keys.append((Kind.ToolCall, call.metadata.name))
+            stack.extend(children.get(call.metadata.name, ()))
+    return keys
+
+
+class Retention:
+    """Archives finished tasks on time; knows which Tasks on `main` were archived (see module)."""
+
+    def __init__(
+        self,
+        *,
+        retain: float | None,
+        observed: Callable[[], list[tuple[Key, AnyResource]]],
+        archive: Callable[[list[Key]], Awaitable[str | None]],
+        busy: Callable[[Key], bool],
+        clock: Callable[[], float],
+        on_archived: Callable[[list[str]], None],
+    ) -> None:
+        """`archive(keys)` is awaited to commit one `archive:` commit (State.archive)."""
+        self.retain = retain
+        self._observed = observed
+        self._archive = archive
+        self._busy = busy
+        self._clock = clock
+        self._on_archived = on_archived
+        self._wake = asyncio.Event()
+        self.archived_total = 0
+
+    def poke(self) -> None:
+        """A task finished (or a TTL may have changed): look again soon."""
+        self._wake.set()
+
+    async def pass_once(self) -> float | None:
+        """Archive what is due now; return when the next group falls due (None: nothing waits)."""
+        groups, next_due = due_groups(
+            self._observed(), now=self._clock(), retain=self.retain, busy=self._busy
+        )
+        batch: list[Group] = []
+        size = 0
+        for group in [*groups, None]:
+            if group is not None and (not batch or size + len(group.keys) <= MAX_ARCHIVE_BATCH):
+                batch.append(group)
+                size += len(group.keys)
+                continue
+            if batch:
+                keys = [key for member in batch for key in member.keys]
+                await self._archive(keys)
+                self.archived_total += len(keys)
+                self._on_archived([member.root for member in batch])
+                log.info("archived %d finished task(s), %d resources", len(batch), len(keys))
+            if group is not None:
+                batch, size = [group], len(group.keys)
+        return next_due
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Archive on time until `stop` is set. Checks at least once a minute, at most once a second."""
+        while not stop.is_set():
+            try:
+                next_due = await self.pass_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failed commit is retried at the next pass
+                log.warning("archiving failed, retried in a minute: %s", exc)
+                next_due = self._clock() + 60.0
+            delay = 60.0 if next_due is None else min(60.0, max(0.0, next_due - self._clock()))
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=max(delay, 1.0), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if self._wake.is_set() and not stop.is_set():
+                await asyncio.sleep(1.0)  # a burst of finishing tasks is one pass, not one each

@@ -1,0 +1,133 @@
+"""Which finished tasks fall due for archiving, and with what (reactor/retention.py, DESIGN §9)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gitops_acp.errors import UserError
+from gitops_acp.reactor.retention import due_groups, parse_retain
+from gitops_acp.resources.lifecycle import Key
+from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, LABEL_TASK, Kind, rfc3339
+from gitops_acp.resources.models import AnyResource, from_document
+
+NOW = 1_800_000_000.0
+API = "acp.gitops.dev/v1alpha1"
+
+
+def task(
+    name: str, phase: str, *, done: float | None = None, ttl: int | None = None, **extra: Any
+) -> AnyResource:
+    spec: dict[str, Any] = {"agentRef": {"name": "a"}, "userMessage": "hi"}
+    if ttl is not None:
+        spec["ttlSecondsAfterFinished"] = ttl
+    status: dict[str, Any] = {"phase": phase}
+    if done is not None:
+        status["completionTime"] = rfc3339(done)
+    status.update(extra.pop("status", {}))
+    return from_document(
+        {
+            "apiVersion": API,
+            "kind": "Task",
+            "metadata": {"name": name, **extra},
+            "spec": spec,
+            "status": status,
+        }
+    )
+
+
+def toolcall(name: str, task_name: str, phase: str) -> AnyResource:
+    return from_document(
+        {
+            "apiVersion": API,
+            "kind": "ToolCall",
+            "metadata": {"name": name, "labels": {LABEL_TASK: task_name}},
+            "spec": {
+                "taskRef": {"name": task_name},
+                "toolRef": {"name": "s__t"},
+                "toolCallId": "call-1",
+                "toolType": "MCP",
+                "arguments": "{}",
+            },
+            "status": {"phase": phase},
+        }
+    )
+
+
+def items(*objects: AnyResource) -> list[tuple[Key, AnyResource]]:
+    return [((Kind(obj.kind), obj.metadata.name), obj) for obj in objects]
+
+
+def test_a_task_falls_due_after_its_retention_with_its_calls_and_children() -> None:
+    observed = items(
+        task("t", "FinalAnswer", done=NOW - 100),
+        toolcall("t-1", "t", "Succeeded"),
+        task("child", "FinalAnswer", done=NOW - 120, labels={LABEL_PARENT_TOOLCALL: "t-1"}),
+        toolcall("child-1", "child", "Succeeded"),
+        task("fresh", "FinalAnswer", done=NOW - 10),
+        task("running", "ReadyForLLM"),
+    )
+    groups, next_due = due_groups(observed, now=NOW, retain=60)
+    assert [(g.root, set(g.keys)) for g in groups] == [
+        (
+            "t",
+            {(Kind.Task, "t"), (Kind.ToolCall, "t-1"), (Kind.Task, "child"), (Kind.ToolCall, "child-1")},
+        )
+    ]
+    assert next_due == NOW + 50  # "fresh"
+    assert due_groups(observed, now=NOW, retain=None) == ([], None)  # never
+
+
+def test_a_task_ttl_overrides_the_default() -> None:
+    observed = items(
+        task("zero", "Failed", done=NOW, ttl=0), task("long", "FinalAnswer", done=NOW - 100, ttl=3600)
+    )
+    groups, next_due = due_groups(observed, now=NOW, retain=60)
+    assert [g.root for g in groups] == ["zero"]
+    assert next_due == NOW - 100 + 3600
+    groups, _ = due_groups(observed, now=NOW, retain=None)
+    assert [g.root for g in groups] == ["zero"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [toolcall("t-1", "t", "AwaitingHumanApproval")],  # a call still waiting
+        [
+            toolcall("t-1", "t", "Succeeded"),
+            task("child", "ReadyForLLM", labels={LABEL_PARENT_TOOLCALL: "t-1"}),  # a child still running
+        ],
+    ],
+)
+def test_nothing_of_a_group_moves_while_part_of_it_is_unfinished(extra: list[AnyResource]) -> None:
+    observed = items(task("t", "Cancelled", done=NOW - 1000), *extra)
+    assert due_groups(observed, now=NOW, retain=0)[0] == []
+
+
+def test_a_pending_delivery_or_a_busy_member_holds_the_group() -> None:
+    delivering = task("d", "FinalAnswer", done=NOW - 1000, status={"delivery": {"state": "Pending"}})
+    delivered = task("e", "FinalAnswer", done=NOW - 1000, status={"delivery": {"state": "Delivered"}})
+    observed = items(
+        delivering, delivered, task("b", "FinalAnswer", done=NOW - 1000), toolcall("b-1", "b", "Failed")
+    )
+    groups, _ = due_groups(observed, now=NOW, retain=0, busy=lambda key: key == (Kind.ToolCall, "b-1"))
+    assert [g.root for g in groups] == ["e"]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("168h", 168 * 3600), ("90s", 90), ("0", 0), ("1h30m", 5400)])
+def test_retain_finished_values(text: str, seconds: float) -> None:
+    assert parse_retain(text) == seconds
+
+
+def test_retain_finished_never_and_bad_values() -> None:
+    assert parse_retain("never") is None
+    for bad in ("7x", "-1h", "", "forever"):
+        with pytest.raises(UserError, match=r"^--retain-finished .*: expected a duration such as 168h"):
+            parse_retain(bad)
+
+
+def test_a_child_task_whose_call_is_gone_is_archived_on_its_own() -> None:
+    orphan = task("orphan", "FinalAnswer", done=NOW - 100, labels={LABEL_PARENT_TOOLCALL: "gone-1"})
+    groups, _ = due_groups(items(orphan), now=NOW, retain=10)
+    assert [(g.root, g.keys) for g in groups] == [("orphan", ((Kind.Task, "orphan"),))]
