@@ -344,27 +344,29 @@ def status_tip(repo: Path) -> str | None:
 
 
 def status_files(repo: Path, folder: str) -> dict[str, dict[str, Any]]:
-    """Every `status/<folder>/*.yaml` at the tip of the status branch, parsed, by resource name."""
+    """Every status file under `status/<folder>/` (fanned out: docs/growth.md) at the tip of the
+    status branch, parsed, by resource name."""
     if status_tip(repo) is None:
         return {}
-    listing = git(repo, "ls-tree", "--name-only", f"{STATUS_BRANCH}:status/{folder}/")
-    names = [line for line in listing.splitlines() if line.endswith(".yaml")]
-    if not names:
+    listing = git(repo, "ls-tree", "-r", "--name-only", STATUS_BRANCH, "--", f"status/{folder}/")
+    paths = [line for line in listing.splitlines() if line.endswith(".yaml")]
+    if not paths:
         return {}
     out = subprocess.run(
         ["git", "cat-file", "--batch"],
         cwd=repo,
-        input="".join(f"{STATUS_BRANCH}:status/{folder}/{n}\n" for n in names).encode(),
+        input="".join(f"{STATUS_BRANCH}:{path}\n" for path in paths).encode(),
         capture_output=True,
         check=True,
         timeout=120,
     ).stdout
     found: dict[str, dict[str, Any]] = {}
     offset = 0
-    for name in names:
+    for path in paths:
         header_end = out.index(b"\n", offset)
         size = int(out[offset:header_end].split()[2])
-        found[name.removesuffix(".yaml")] = yaml.safe_load(out[header_end + 1 : header_end + 1 + size])
+        name = path.rsplit("/", 1)[1].removesuffix(".yaml")
+        found[name] = yaml.safe_load(out[header_end + 1 : header_end + 1 + size])
         offset = header_end + 1 + size + 1
     return found
 

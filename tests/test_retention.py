@@ -131,3 +131,38 @@ def test_a_child_task_whose_call_is_gone_is_archived_on_its_own() -> None:
     orphan = task("orphan", "FinalAnswer", done=NOW - 100, labels={LABEL_PARENT_TOOLCALL: "gone-1"})
     groups, _ = due_groups(items(orphan), now=NOW, retain=10)
     assert [(g.root, g.keys) for g in groups] == [("orphan", ((Kind.Task, "orphan"),))]
+
+
+def test_an_archived_resource_leaves_memory_and_a_late_write_of_it_is_refused() -> None:
+    import asyncio
+    from collections.abc import Sequence
+
+    from gitops_acp.controllers.state import State
+    from gitops_acp.errors import StaleError
+    from gitops_acp.store.status import Change
+
+    committed: list[list[Change]] = []
+
+    async def commit(changes: Sequence[Change], spec_commit: str) -> str | None:
+        committed.append(list(changes))
+        return "c0ffee"
+
+    async def scenario() -> None:
+        state = State(commit, clock=lambda: NOW)
+        done = task("t", "FinalAnswer", done=NOW - 100)
+        state.load(done)
+        state.load(toolcall("t-1", "t", "Succeeded"))
+        assert (
+            await state.archive([(Kind.Task, "t"), (Kind.ToolCall, "t-1"), (Kind.Task, "unknown")])
+            == "c0ffee"
+        )
+        assert [(c.key, c.archive, c.new_phase) for c in committed[0]] == [
+            ((Kind.Task, "t"), True, "Archived"),
+            ((Kind.ToolCall, "t-1"), True, "Archived"),
+        ]
+        assert state.observed(Kind.Task, "t") is None
+        with pytest.raises(StaleError, match="archived"):
+            await state.checkpoint(done)  # a reconcile that read it before: not written back
+        assert len(committed) == 1
+
+    asyncio.run(scenario())

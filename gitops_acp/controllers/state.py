@@ -41,7 +41,9 @@ __all__ = ["ARCHIVE_TOMBSTONE", "Commit", "Landed", "State"]
 log = logging.getLogger("gitops_acp")
 
 #: Seconds an archived resource's key is remembered, to refuse a late write of it (`State.archive`).
-ARCHIVE_TOMBSTONE = 600.0
+#: Only a reconcile that began during the archive commit can write late (busy keys are not
+#: archived) and it writes at once; a short window keeps memory bounded at any archiving rate.
+ARCHIVE_TOMBSTONE = 30.0
 #: Commits one checkpoint's changes; returns the commit's sha (None: nothing changed) once it landed.
 Commit = Callable[[Sequence[Change], str], Awaitable[str | None]]
 #: Told of each resource a landed checkpoint changed: (key, old, new); new None = deleted.
@@ -67,8 +69,8 @@ class State:
         self.desired_state = DesiredState(commit=None)  # the reactor swaps in each new read of main
         self._observed: dict[Key, AnyResource] = {}
         self._submitted: dict[Key, AnyResource | None] = {}  # handed to the writer, not landed yet
-        # Archived lately (key -> when): a reconcile that read the resource before it was archived
-        # must not write it back as new. Forgotten after ARCHIVE_TOMBSTONE seconds (memory stays flat).
+        # Archived lately (key -> until when): a reconcile that read the resource before it was
+        # archived must not write it back as new. Forgotten after ARCHIVE_TOMBSTONE seconds.
         self._archived: dict[Key, float] = {}
 
     # -- reading --------------------------------------------------------------------------------

@@ -71,24 +71,23 @@ class StatusTree:
         return cls(tip, TreeEditor(repo.read_tree, root))
 
     def documents(self, repo: GitRepo) -> dict[Key, dict[str, Any]]:
-        """Read and parse every status file under `status/` (never `archive/`), keyed (kind, name)."""
+        """Read and parse every status file under `status/` (never `archive/`), keyed (kind, name).
+
+        The tip as committed (call it with no edits pending): one `git ls-tree -r status/`, then
+        the files; the editor reads its levels only when a checkpoint needs them.
+        """
         docs: dict[Key, dict[str, Any]] = {}
-        for path, _mode, sha in self.status_files():
+        if self.tip is None:
+            return docs
+        for path, sha in repo.list_tree(self.tip, STATUS_ROOT).items():
             found = parse_status_path(path)
             if found is None:
                 continue  # anything else on the branch is carried over, not ours to read
             try:
                 docs[found] = yamlio.load(repo.read_blob(sha))
             except StoreError as exc:
-                raise StoreError(f"{path} at {self.tip and self.tip[:12]}: {exc}") from exc
+                raise StoreError(f"{path} at {self.tip[:12]}: {exc}") from exc
         return docs
-
-    def status_files(self) -> list[tuple[str, str, str]]:
-        """(path, mode, sha) of every file under `status/<plural>/` for the known plurals."""
-        found: list[tuple[str, str, str]] = []
-        for plural in PLURALS.values():
-            found += self.tree.files(f"{STATUS_ROOT}/{plural}")
-        return found
 
     def legacy(self) -> list[tuple[Kind, str, str, str]]:
         """Tasks and tool calls still in the flat layout: (kind, name, mode, sha) each."""

@@ -63,10 +63,10 @@ def _tree_record(name: str, mode: str, sha: str) -> tuple[str, bytes, bytes]:
 class TreeBuilder:
     """One tree level kept in git's serialized form, sorted, ready to be written again.
 
-    The status writer rewrites `status/tasks/` and `status/toolcalls/` (thousands of entries, ever
-    growing) on every checkpoint with one or two entries changed. Checking and encoding every entry
-    again cost ~2.5 µs each (1.3 ms per commit at 500 files); keeping the records makes a rewrite
-    one join. Not thread-safe, like everything here.
+    The status writer rewrites a few levels on every checkpoint with one or two entries changed
+    (before the fan-out, all of `status/tasks/`). Checking and encoding every entry again cost
+    ~2.5 µs each (1.3 ms per commit at 500 files); keeping the records makes a rewrite one join.
+    Not thread-safe, like everything here.
     """
 
     def __init__(self, entries: Mapping[str, tuple[str, str]] | None = None) -> None:
