@@ -25,6 +25,7 @@ from gitops_acp.humans.gateway import Humans
 from gitops_acp.humans.humanlayer import DEFAULT_URL
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
+from gitops_acp.policy import Policy
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import Kind, parse_rfc3339, rfc3339
 from gitops_acp.resources.models import AnyResource
@@ -76,6 +77,7 @@ class Settings:
     humanlayer_url: str = DEFAULT_URL  # HumanLayer's API base, for slack and email channels
     humanlayer_poll: float = 5.0  # seconds between looks at a pending HumanLayer request
     forge_poll_interval: float = 60.0  # at best, seconds between two looks at one pull request's state
+    policy: Policy | None = None  # the operator's `serve --policy` (None: everything allowed, DESIGN §10)
 
 
 class Context:

@@ -6,6 +6,7 @@ delivery is a small state machine kept in `status.delivery` and committed like e
     Pending ──POST──► Delivered (2xx; deliveredAt, statusCode)
        │  └── 408/429/5xx, connection errors: attempts+1, nextAttemptTime (backoff) ──► POST again
        └──── other 4xx, or too many attempts ──► Failed (lastError)
+       └──── a URL `serve --policy` does not allow ──► Failed at once, no request (DESIGN §10)
 
 The record is written before the first attempt, so a restart resumes the outbox. A crash between a
 successful POST and its commit makes the POST happen again: delivery is at least once, and every
@@ -57,6 +58,12 @@ async def deliver(task: Task, ctx: Context) -> Result:
     if due > ctx.now():
         return Result(due - ctx.now(), progress=True)
 
+    policy = ctx.settings.policy
+    refused = policy.refuse_response_url(url) if policy is not None else None
+    if refused is not None:  # not one request: the answer stays in the status file
+        record.update(state="Failed", lastError=refused, nextAttemptTime=None)
+        await _save(task, ctx, record)
+        return DONE
     attempts = int(record.get("attempts", 0)) + 1
     key = f"{task.metadata.name}-{status.completion_time or ''}"
     try:

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx2
 
+from gitops_acp import policy
 from gitops_acp.controllers import registry
 from gitops_acp.controllers.base import Context, Controller, Key, Settings
 from gitops_acp.controllers.http import Http
@@ -51,13 +52,10 @@ from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
 from gitops_acp.reactor.retention import Retention
 from gitops_acp.reactor.watcher import RefWatcher
 from gitops_acp.resources import lifecycle
-from gitops_acp.resources.meta import (
-    LABEL_PARENT_TOOLCALL,
-    LABEL_TASK,
-    Kind,
-)
+from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, LABEL_TASK, Condition, Kind
 from gitops_acp.resources.models import (
     AnyResource,
+    MCPServer,
     from_document,
 )
 from gitops_acp.secrets import SecretResolver
@@ -217,6 +215,8 @@ class Manager:
             if kind != Kind.MCPServer:
                 continue
             state = self._mcp.state(name)
+            if state is None and _stopped_in_error(self._state.observed(Kind.MCPServer, name)):
+                continue  # its controller refused to start it (a policy, a missing secret): not coming
             if state is None or (not state.connected and state.error is None):
                 return True
             if not state.connected and state.restarts < 5 and self._dependents.get((Kind.MCPServer, name)):
@@ -442,6 +442,7 @@ class Manager:
             self.options.status_branch,
             f" (shard {self.options.shard})" if self.options.shard.sharded else "",
         )
+        log.info("%s", policy.describe(self.options.settings.policy))
         self._ready = True
 
     def readiness(self) -> str | None:
@@ -562,6 +563,11 @@ class Manager:
     def remote(self) -> RemoteSync | None:
         """The remote's fetcher and pusher, when serving a remote (its stats feed the benchmarks)."""
         return self._remote
+
+
+def _stopped_in_error(observed: AnyResource | None) -> bool:
+    status = observed.status if isinstance(observed, MCPServer) else None
+    return status is not None and status.status == Condition.Error and not status.connected
 
 
 def _ordered(keys: Iterable[Key]) -> list[Key]:

@@ -141,6 +141,13 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
         help="with a remote: seconds between fetches of main (default: 15); a webhook fetches at once",
     )
     parser.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="the operator's policy (YAML, outside the repository): which MCP commands and URLs and "
+        "which responseUrls are allowed (docs/security.md); without it everything is",
+    )
+    parser.add_argument(
         "--retain-finished",
         metavar="DURATION",
         default="168h",
@@ -181,9 +188,11 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
         raise UserError("--humanlayer-poll-interval must be more than 0 seconds")
     if args.fetch_interval <= 0:
         raise UserError("--fetch-interval must be more than 0 seconds")
+    from gitops_acp import policy
     from gitops_acp.reactor.retention import parse_retain
 
     retain_finished = parse_retain(args.retain_finished)
+    loaded_policy = policy.load(args.policy)
     shard = shard_from(args)
     remote = remote_options(args)
     repo = remote.mirror if remote is not None else Path(args.repo)
@@ -209,6 +218,7 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
             humanlayer_url=args.humanlayer_url,
             humanlayer_poll=args.humanlayer_poll_interval,
             forge_poll_interval=args.forge_poll_interval,
+            policy=loaded_policy,
         ),
     )
 

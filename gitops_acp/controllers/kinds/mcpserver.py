@@ -49,6 +49,12 @@ def _value(var: object, secrets: SecretResolver, owner: str) -> str:
     return secrets.resolve(ref.name, ref.key, owner=owner)
 
 
+def _checked(server: MCPServer) -> tuple[str, str | None, list[str], str | None]:
+    """What the policy looks at: the transport, the command, the env variable names, the URL."""
+    spec = server.spec
+    return str(spec.transport), spec.command, [var.name for var in spec.env], spec.url
+
+
 def _status(state: ServerState | None, previous: MCPServerStatus | None) -> MCPServerStatus:
     if state is None:
         return MCPServerStatus(connected=False, status=Condition.Pending, status_detail="Starting")
@@ -113,6 +119,13 @@ class MCPServerController:
             status = MCPServerStatus(connected=False, status=Condition.Error, status_detail=str(exc))
             await ctx.state.checkpoint(server.model_copy(update={"status": status}))
             return Result(ctx.settings.error_retry, progress=False)
+        policy = ctx.settings.policy
+        refused = policy.refuse_mcp(*_checked(server)) if policy is not None else None
+        if refused is not None:  # never spawned, never connected: a person changes the spec or the policy
+            await ctx.mcp.stop(name)
+            status = MCPServerStatus(connected=False, status=Condition.Error, status_detail=refused)
+            await ctx.state.checkpoint(server.model_copy(update={"status": status}))
+            return DONE
         learned = previous.max_concurrent_calls if previous is not None else None
         ctx.mcp.ensure(config, learned_limit=learned)
         status = _status(ctx.mcp.state(name), previous)
