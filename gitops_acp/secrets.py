@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from gitops_acp import redaction
 from gitops_acp.errors import SecretError
 
 __all__ = ["SecretResolver"]
@@ -58,12 +59,14 @@ class SecretResolver:
             path = self.secrets_dir / name / key
             value = _read_file(path, where=where, key=key)
             if value is not None:
+                redaction.remember(name, key, value)  # never written anywhere from now on
                 return value
 
         value = self._environ.get(key)
         if value is not None:
             if not value:
                 raise SecretError(f"{where}: key {key} is empty (environment variable {key})")
+            redaction.remember(name, key, value)
             return value
 
         places = (

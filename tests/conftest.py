@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from gitops_acp import redaction
+
 
 @pytest.fixture(autouse=True)
 def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,6 +25,12 @@ def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     (home / ".gitconfig").write_text(
         "[user]\n\tname = Test Human\n\temail = human@example.com\n[init]\n\tdefaultBranch = main\n"
     )
+
+
+@pytest.fixture(autouse=True)
+def forget_secrets() -> None:
+    """Each test starts with no secret value known to the redaction (one process runs them all)."""
+    redaction.clear()
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
-from gitops_acp import __version__
+from gitops_acp import __version__, redaction
 from gitops_acp.cli.commands import (
     approve,
     demo,
@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.debug else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redaction.LogFilter())  # no secret value in any line (DESIGN §10)
     if not args.debug:
         # Third-party request logs would print URLs on every LLM call; our own lines say what matters.
         for noisy in ("httpx", "httpx2", "openai", "mcp", "uvicorn", "watchfiles"):
@@ -109,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ACPError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(redaction.text(f"error: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -117,7 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(
-            f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            redaction.text(
+                f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)"
+            ),
             file=sys.stderr,
         )
         return 3

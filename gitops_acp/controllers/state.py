@@ -3,7 +3,8 @@
     desired  ── DesiredState of the commit of `main` being reconciled (the reactor swaps it in)
     observed ── every status file, as last committed to the status branch (kept in memory)
     checkpoint(*objects) ──► skip what changes nothing ──► refuse to move a terminal Task/ToolCall
-                         ──► stamp source and spec commit ──► one commit (the status writer)
+                         ──► stamp source and spec commit ──► redact secret values (redaction.py)
+                         ──► one commit (the status writer)
                          ──► once landed, and only then: observed updated, `on_landed` told
 
 The rules of a checkpoint live here, once: the reactor builds one State over the real status
@@ -20,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from gitops_acp import redaction
 from gitops_acp.errors import StaleError
 from gitops_acp.resources import lifecycle
 from gitops_acp.resources.lifecycle import Key
@@ -32,7 +34,7 @@ from gitops_acp.resources.meta import (
     Kind,
     rfc3339,
 )
-from gitops_acp.resources.models import AnyResource, to_document
+from gitops_acp.resources.models import AnyResource, from_document, to_document
 from gitops_acp.store.desired import DesiredState
 from gitops_acp.store.status import Change
 
@@ -127,11 +129,16 @@ class State:
             if lifecycle.terminal(old) and new != was:
                 raise StaleError(f"{key[0]}/{key[1]} is already {was}: not moving it to {new}")
             stamped = self._stamp(key, obj, old)
+            document = to_document(stamped)
+            clean = redaction.document(document)
+            if clean is not document:  # a secret was echoed (a tool, a model, an error): never written
+                log.warning("%s/%s: a secret value was redacted from its status", key[0], key[1])
+                document, stamped = clean, from_document(clean)
             changes.append(
                 Change(
                     kind=key[0],
                     name=key[1],
-                    document=to_document(stamped),
+                    document=document,
                     old_phase=was,
                     new_phase=lifecycle.phase_of(stamped),
                 )
