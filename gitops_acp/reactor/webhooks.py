@@ -11,6 +11,11 @@
                       polled pull-request states, re-check the approval of an `acp/approvals/` branch
          bad signature ──► 401 and one log line (never the secret, never the expected signature)
          no --webhook-secret-file ──► 403: webhooks are refused, never accepted unauthenticated
+         a delivery id seen already (X-GitHub-Delivery, X-Gitea-Delivery, X-Gitlab-Event-UUID,
+         Idempotency-Key; checked after the signature) ──► 200 {"duplicate": true}, nothing done
+
+If the HTTP server stops on its own, `serve` stops too and exits 1: a reconciler that no longer
+hears webhooks or answers /readyz must be restarted, not left running deaf.
 
 A webhook is only a wake-up: what counts is still read from git (a decision on `main`) or asked of
 the forge (a pull request closed without merging), so a forged or replayed event can cost a read,
@@ -26,6 +31,7 @@ import hmac
 import json
 import logging
 import socket
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -42,6 +48,15 @@ __all__ = ["app", "listen", "parse_address", "serve"]
 log = logging.getLogger("gitops_acp")
 
 Hook = Callable[[str, str | None], None]
+#: Delivery ids remembered to drop redeliveries (a forge retries for hours at most).
+MAX_DELIVERIES = 10_000
+_DELIVERY_HEADERS = (
+    "X-GitHub-Delivery",
+    "X-Gitea-Delivery",
+    "X-Forgejo-Delivery",
+    "X-Gitlab-Event-UUID",
+    "Idempotency-Key",  # GitLab 17+ sends it too, the same on every retry
+)
 Readiness = Callable[[], str | None]  # None: ready; else why not
 
 
@@ -95,7 +110,9 @@ def _branch(forge: str, headers: Any, payload: Any) -> str | None:
 
 
 def app(hook: Hook, secret: bytes | None, readiness: Readiness = lambda: None) -> Starlette:
-    """The HTTP application: `hook(forge, branch)` is called for every verified event."""
+    """The HTTP application: `hook(forge, branch)` is called for every verified event, once per
+    delivery ID (the last MAX_DELIVERIES are remembered)."""
+    seen: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -124,6 +141,14 @@ def app(hook: Hook, secret: bytes | None, readiness: Readiness = lambda: None) -
             payload = json.loads(body) if body else None
         except ValueError:
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        delivery = _delivery(request.headers)
+        if delivery is not None:
+            if (forge, delivery) in seen:  # a redelivery (the forge retried, or someone replays it)
+                log.debug("webhook /webhooks/%s: delivery %s seen already", forge, delivery)
+                return JSONResponse({"duplicate": True, "delivery": delivery}, status_code=200)
+            seen[(forge, delivery)] = None
+            while len(seen) > MAX_DELIVERIES:
+                seen.popitem(last=False)
         branch = _branch(forge, request.headers, payload)
         log.debug("webhook /webhooks/%s: branch %s", forge, branch)
         hook(forge, branch)
@@ -136,6 +161,15 @@ def app(hook: Hook, secret: bytes | None, readiness: Readiness = lambda: None) -
             Route("/webhooks/{forge}", webhook, methods=["POST"]),
         ]
     )
+
+
+def _delivery(headers: Any) -> str | None:
+    """The forge's id of this delivery (the same on a redelivery), if it sent one."""
+    for name in _DELIVERY_HEADERS:
+        value = headers.get(name)
+        if value:
+            return str(value)[:200]
+    return None
 
 
 class _Server(uvicorn.Server):
@@ -152,8 +186,13 @@ async def serve(
     sock: socket.socket,
     secret: bytes | None,
     readiness: Readiness = lambda: None,
+    stop: Callable[[], None] = lambda: None,
 ) -> int:
-    """Serve HTTP on `sock` while `run()` (the manager) runs; stop serving when it returns."""
+    """Serve HTTP on `sock` while `run()` (the manager) runs; stop serving when it returns.
+
+    Supervised: if the HTTP server stops on its own (it crashed), `stop()` stops the manager and
+    this returns 1, so a supervisor restarts `serve` rather than leaving it running deaf.
+    """
     config = uvicorn.Config(
         app(hook, secret, readiness), log_level="warning", lifespan="off", access_log=False
     )
@@ -163,9 +202,20 @@ async def serve(
     log.info("listening on http://%s:%d (GET /healthz, /readyz, POST /webhooks/<forge>)", host, port)
     if secret is None:
         log.warning("no --webhook-secret-file: POST /webhooks/* is refused (403) until one is given")
+    running = asyncio.ensure_future(run())
     try:
-        code: int = await run()
+        await asyncio.wait({running, task}, return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():
+            why = task.exception() if not task.cancelled() else None
+            log.error(
+                "the HTTP server stopped (%s): stopping serve rather than running deaf", why or "no reason"
+            )
+            stop()
+            await running
+            return 1
+        code: int = running.result()
         return code
     finally:
         server.should_exit = True
-        await task
+        with contextlib.suppress(Exception):
+            await task

@@ -350,8 +350,14 @@ def test_webhook_signatures_are_checked_for_every_forge(
             assert post(target, body + b" ", tampered) == 401, forge
     forgejo = {"X-Forgejo-Event": "push", **sign_webhook("forgejo", WEBHOOK_SECRET, body)}
     assert post(f"{url}/webhooks/gitea", body, forgejo) == 202
+    # A redelivery (same delivery id) is acknowledged and dropped; a forged one is still refused.
+    delivery = {"X-GitHub-Event": "push", "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
+    signed = {**delivery, **sign_webhook("github", WEBHOOK_SECRET, body)}
+    assert post(f"{url}/webhooks/github", body, signed) == 202
+    assert post(f"{url}/webhooks/github", body, signed) == 200
+    assert post(f"{url}/webhooks/github", body, {**delivery, **sign_webhook("github", "x", body)}) == 401
     stderr = server.stderr()
-    assert stderr.count("refused: missing or bad signature") == 8
+    assert stderr.count("refused: missing or bad signature") == 9
     assert WEBHOOK_SECRET not in stderr
     assert "Traceback" not in stderr
     assert server.proc.poll() is None

@@ -294,7 +294,9 @@ def run(args: argparse.Namespace) -> int:
     from gitops_acp.reactor import webhooks
 
     sock = webhooks.listen(*webhooks.parse_address(args.http))
-    return asyncio.run(webhooks.serve(manager.run, manager.webhook, sock, secret, manager.readiness))
+    return asyncio.run(
+        webhooks.serve(manager.run, manager.webhook, sock, secret, manager.readiness, manager.stop)
+    )
 
 
 def webhook_secret(path: Path | None) -> bytes | None:
