@@ -15,47 +15,46 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from gitops_acp.controllers.state import State
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import Kind, ToolCallPhase
-from gitops_acp.resources.models import ToolCall
+from gitops_acp.resources.models import AnyResource, ToolCall
 from gitops_acp.store.git import GitRepo
 
 __all__ = ["HumanWaits"]
 
 
 class HumanWaits:
-    """Finds the tool calls waiting on a branch and wakes them when their branch may have changed."""
+    """Knows the tool calls waiting on a branch and wakes them when their branch may have changed.
+
+    The set is kept up to date from each landed checkpoint (`note`), not found by scanning every
+    resource: the main loop asks after every wake, and the tip may hold 100,000 resources.
+    """
 
     def __init__(
         self,
-        state: State,
         wake: Callable[[Key], None],
         repo: Callable[[], GitRepo | None],
         git: ThreadPoolExecutor,
     ) -> None:
         """`wake` enqueues a reconcile; `repo` and `git` are the reader's repository and its thread."""
-        self._state = state
         self._wake = wake
         self._repo = repo
         self._git = git
+        self._waiting: dict[str, str] = {}  # tool call name -> the branch it waits on
+
+    def note(self, key: Key, obj: AnyResource | None) -> None:
+        """A resource's state as just committed (or loaded at start-up; None: gone or archived)."""
+        if key[0] != Kind.ToolCall:
+            return
+        branch = _branch(obj)
+        if branch is None:
+            self._waiting.pop(key[1], None)
+        else:
+            self._waiting[key[1]] = branch
 
     def waiting(self) -> dict[str, str]:
         """Tool calls waiting for a person through a branch: name → branch."""
-        waiting: dict[str, str] = {}
-        for (kind, name), obj in self._state.observed_items():
-            if kind != Kind.ToolCall or not isinstance(obj, ToolCall) or obj.status is None:
-                continue
-            status = obj.status
-            if status.phase == ToolCallPhase.AwaitingHumanApproval:
-                branch = status.approval.branch if status.approval else None
-            elif status.phase == ToolCallPhase.AwaitingHumanInput:
-                branch = status.human_contact.branch if status.human_contact else None
-            else:
-                continue
-            if branch:  # slack and email channels have none: they poll HumanLayer on a timer
-                waiting[name] = branch
-        return waiting
+        return dict(self._waiting)
 
     def wake_all(self) -> None:
         """Main moved: a decision or an answer may have arrived for any pending branch."""
@@ -84,3 +83,15 @@ class HumanWaits:
 
         for name in await asyncio.get_running_loop().run_in_executor(self._git, gone):
             self._wake((Kind.ToolCall, name))
+
+
+def _branch(obj: AnyResource | None) -> str | None:
+    """The branch a tool call waits on for a person, or None."""
+    if not isinstance(obj, ToolCall) or obj.status is None:
+        return None
+    status = obj.status
+    if status.phase == ToolCallPhase.AwaitingHumanApproval:
+        return status.approval.branch if status.approval else None
+    if status.phase == ToolCallPhase.AwaitingHumanInput:
+        return status.human_contact.branch if status.human_contact else None
+    return None  # slack and email channels have none: they poll HumanLayer on a timer

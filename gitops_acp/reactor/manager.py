@@ -170,7 +170,7 @@ class Manager:
             on_archived=self._archived_tasks,
         )
         self._retention_job: asyncio.Task[None] | None = None
-        self._waits = HumanWaits(self._state, self._queue_add, lambda: self._repo, self._git)
+        self._waits = HumanWaits(self._queue_add, lambda: self._repo, self._git)
         self._remote: RemoteSync | None = None
         self._claim: claim.Claim | None = None  # the status branch's locks, held while serving
         self._ready = False  # start-up recovery done: /readyz may say ready
@@ -255,8 +255,14 @@ class Manager:
 
     def _landed(self, key: Key, old: AnyResource | None, obj: AnyResource | None) -> None:
         """A checkpoint landed: index what the reconciler created, log the move, wake dependents."""
-        if key[0] == Kind.Task and lifecycle.terminal(obj) and not lifecycle.terminal(old):
-            self._retention.poke()
+        if (
+            obj is not None
+            and key[0] == Kind.Task
+            and lifecycle.terminal(obj)
+            and not lifecycle.terminal(old)
+        ):
+            self._retention.finished(obj)
+        self._waits.note(key, obj)
         created = obj is not None and old is None and key[0] in (Kind.ToolCall, Kind.Task)
         if created and obj is not None and key not in self._state.desired_state.resources:
             self._index(key, obj, self._dependents)  # created by the reconciler: index it now
@@ -394,9 +400,12 @@ class Manager:
         documents = await self._writer.start()
         for (kind_text, name), document in documents.items():
             try:
-                self._state.load(from_document(document))
+                obj = from_document(document)
             except Exception as exc:  # one unreadable status file must not stop the others
                 log.error("status of %s/%s: unreadable status file, ignored: %s", kind_text, name, exc)
+                continue
+            self._state.load(obj)
+            self._waits.note((Kind(kind_text), name), obj)
         # A task with status here too is ours to continue (it came back to this layout).
         observed = {key for key, _ in self._state.observed_items()}
         self._owned.retired = frozenset(retired - {name for kind, name in observed if kind == Kind.Task})

@@ -160,9 +160,14 @@ class Retention:
         self._wake = asyncio.Event()
         self.archived_total = 0
 
-    def poke(self) -> None:
-        """A task finished (or a TTL may have changed): look again soon."""
-        self._wake.set()
+    def finished(self, task: AnyResource) -> None:
+        """A task just finished: look again soon, if it can fall due (a retention, or its own TTL).
+
+        With `--retain-finished never` and no TTL, nothing can: no pass over the whole tip."""
+        if self.retain is not None or (
+            isinstance(task, Task) and task.spec.ttl_seconds_after_finished is not None
+        ):
+            self._wake.set()
 
     async def pass_once(self) -> float | None:
         """Archive what is due now; return when the next group falls due (None: nothing waits)."""
