@@ -265,6 +265,22 @@ def test_concurrent_calls_share_one_session(shared: Shared, server: str) -> None
     shared.run(go())
 
 
+@both
+def test_a_call_leaves_the_callers_context_as_it_was(shared: Shared, server: str) -> None:
+    """A call tells anyio it runs on asyncio (sniffio's variable) for its own duration only."""
+    import sniffio
+
+    async def go() -> None:
+        before = sniffio.current_async_library_cvar.get()
+        assert await call_text(shared.manager, server, "echo", text="x") == "x"
+        assert sniffio.current_async_library_cvar.get() == before
+        with pytest.raises(MCPError, match="timed out"):
+            await shared.manager.call_tool(server, "slow", {"seconds": 30}, timeout=0.2)
+        assert sniffio.current_async_library_cvar.get() == before
+
+    shared.run(go())
+
+
 def test_stdio_server_gets_its_env_and_not_ours(shared: Shared, monkeypatch: pytest.MonkeyPatch) -> None:
     async def go() -> None:
         m = shared.manager

@@ -147,6 +147,35 @@ def test_fingerprint_notices_rotation_without_showing_the_value(tmp_path: Path) 
     assert resolver.fingerprint("openai", "MISSING") is None
 
 
+def test_every_resolve_reads_the_file_again(tmp_path: Path) -> None:
+    """Nothing is cached: a same-length rewrite in the same clock tick and a Kubernetes-style
+    symlink swap are both seen by the very next call."""
+    path = write_secret(tmp_path, "openai", "OPENAI_API_KEY", "sk-aaaa\n")
+    resolver = SecretResolver(tmp_path, environ={})
+    assert resolver.resolve("openai", "OPENAI_API_KEY", owner=OWNER) == "sk-aaaa"
+    stat = path.stat()
+    path.write_text("sk-bbbb\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    assert resolver.resolve("openai", "OPENAI_API_KEY", owner=OWNER) == "sk-bbbb"
+
+    mounted = tmp_path / "mounted"
+    for version, value in (("v1", "sk-one"), ("v2", "sk-two")):
+        write_secret(mounted / version, "x", "KEY", value)
+    (mounted / "..data").symlink_to(mounted / "v1")
+    (mounted / "openai").symlink_to(mounted / "..data" / "x")
+    resolver = SecretResolver(mounted, environ={})
+    assert resolver.resolve("openai", "KEY", owner=OWNER) == "sk-one"
+    (mounted / "..data_tmp").symlink_to(mounted / "v2")
+    os.replace(mounted / "..data_tmp", mounted / "..data")
+    assert resolver.resolve("openai", "KEY", owner=OWNER) == "sk-two"
+
+
+def test_a_large_file_is_read_whole(tmp_path: Path) -> None:
+    value = "k" * 200_000  # more than one read() of the resolver
+    write_secret(tmp_path, "big", "KEY", value + "\n")
+    assert SecretResolver(tmp_path, environ={}).resolve("big", "KEY", owner=OWNER) == value
+
+
 def test_fingerprints_differ_across_processes(tmp_path: Path) -> None:
     write_secret(tmp_path, "openai", "OPENAI_API_KEY", VALUE)
     code = (

@@ -115,3 +115,22 @@ def test_other_types_fall_back_to_pyyaml() -> None:
     assert yamlio.load(yamlio.dump({"pair": (1, 2)})) == {"pair": [1, 2]}  # PyYAML writes tuples as lists
     with pytest.raises(StoreError, match="cannot write as YAML"):
         yamlio.dump({"when": object()})  # and refuses what it cannot represent, with our error
+
+
+def test_the_fast_raw_check_agrees_with_the_pattern() -> None:
+    rnd = random.Random(7)
+    alphabet = "".join(map(chr, range(0, 0x80))) + "é\u2028\x85\ufeff"
+    for _ in range(20000):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 6)))
+        assert yamlio._raw_ok(text) == (yamlio._RAW_OK.fullmatch(text) is not None), repr(text)
+
+
+def test_a_string_seen_before_is_written_the_same() -> None:
+    """The second dump takes every short string and key from the caches; the bytes must not change."""
+    rnd = random.Random(11)
+    docs = [{_text(rnd): _value(rnd) for _ in range(rnd.randint(1, 4))} for _ in range(500)]
+    first = [yamlio.dump(doc) for doc in docs]
+    assert [yamlio.dump(doc) for doc in docs] == first
+    yamlio._strings.clear()
+    yamlio._keys.clear()
+    assert [yamlio.dump(doc) for doc in docs] == first

@@ -157,7 +157,12 @@ class StdioTransport(contextlib.AbstractAsyncContextManager[TransportStreams]):
                             # Surfaced to the session like the SDK does; a server printing junk to
                             # stdout is a server bug, and the message names it.
                             item = exc
-                        await out.send(item)
+                        try:
+                            # send() would first yield to the event loop, once per message; a
+                            # waiting dispatcher or room in the buffer takes it at once.
+                            out.send_nowait(item)
+                        except anyio.WouldBlock:
+                            await out.send(item)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
             pass  # our own shutdown closed a side; the session sees the stream end
         finally:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import importlib
 import logging
 import math
 import random
@@ -33,6 +35,7 @@ import anyio
 import httpx2
 import mcp_types
 import pydantic
+import sniffio
 from mcp import Client
 from mcp import MCPError as SDKError
 from mcp.client import Transport
@@ -59,6 +62,12 @@ _EXIT_CODE_WAIT = 2.0
 # stdio shutdown itself is bounded (stdin close, SIGTERM, SIGKILL: about 7 s at worst).
 _CLOSE_WAIT = 15.0
 _CLIENT_INFO = mcp_types.Implementation(name="gitops-acp", version=gitops_acp.__version__)
+
+# The SDK checks every tool result against the tool's output schema with jsonschema, which it
+# imports on the first result it checks: ~35 ms of a busy reconciler's first tool call (py-spy).
+# Imported with this module instead, which the first MCPServer's reconcile loads.
+importlib.import_module("jsonschema.validators")
+importlib.import_module("referencing.exceptions")
 
 
 class Connection:
@@ -153,6 +162,13 @@ class Connection:
 
     async def call_tool(self, tool: str, arguments: dict[str, Any], *, timeout: float) -> ToolResult:
         """Call `tool` on the live session; SDK failures become MCPError with a readable reason."""
+        token = _say_asyncio()
+        try:
+            return await self._call_tool(tool, arguments, timeout=timeout)
+        finally:
+            sniffio.current_async_library_cvar.reset(token)
+
+    async def _call_tool(self, tool: str, arguments: dict[str, Any], *, timeout: float) -> ToolResult:
         client = self._client
         if client is None:
             why = self._error or "it is still starting"
@@ -216,6 +232,7 @@ class Connection:
 
     async def _run(self) -> None:
         """Keep the server connected until closed: connect, serve, back off, again."""
+        _say_asyncio()  # for this task and the session's tasks it starts (they copy its context)
         attempt = 0  # failures since the last connection that stayed up
         started = False
         while not self._stopping:
@@ -465,6 +482,19 @@ class Connection:
         if isinstance(leaf, TimeoutError):
             return str(leaf) or "timed out"
         return f"{type(leaf).__name__}: {leaf}"
+
+
+def _say_asyncio() -> contextvars.Token[str | None]:
+    """Tell anyio, through sniffio's context variable, that this task runs on asyncio.
+
+    The SDK's calls go through anyio, which asks sniffio for the event loop on every operation
+    (cancel scopes, memory streams, checkpoints), and sniffio, unless told, finds out by asking
+    asyncio for the current task, which is Python code on 3.11: about a tenth of the CPU an MCP
+    tool call costs this process (py-spy, ~1000 calls/s over stdio). Setting the variable is
+    sniffio's documented way for an event loop to announce itself; the answer is the same, only
+    cheaper. (sniffio comes with openai, a dependency; anyio uses it when it is there.)
+    """
+    return sniffio.current_async_library_cvar.set("asyncio")
 
 
 def _root_cause(exc: BaseException) -> BaseException:

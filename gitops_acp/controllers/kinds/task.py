@@ -128,12 +128,7 @@ class TaskController:
                 if not isinstance(outcome, Result):
                     task = outcome
                     continue
-                current = _current(name, ctx)
-                if (
-                    current is None
-                    or current.status is None
-                    or current.status.phase not in TERMINAL_TASK_PHASES
-                ):
+                if not _finished(name, ctx):
                     return outcome
             # The step ended the task: go round once more for the responseUrl outbox.
             current = _current(name, ctx)
@@ -393,6 +388,13 @@ def _current(name: str, ctx: Context) -> Task | None:
         status = observed.status if isinstance(observed, Task) else None
         return loaded.resource.model_copy(update={"status": status})
     return observed if isinstance(observed, Task) else None
+
+
+def _finished(name: str, ctx: Context) -> bool:
+    """Whether the task's committed status is terminal: `_current`'s status, without building it."""
+    observed = ctx.state.observed(Kind.Task, name)
+    status = observed.status if isinstance(observed, Task) else None
+    return status is not None and status.phase in TERMINAL_TASK_PHASES
 
 
 def _created_by_reconciler(task: Task) -> bool:
