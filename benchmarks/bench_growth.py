@@ -84,6 +84,18 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
             isinstance(task, Task) and task.status is not None and task.status.phase in TERMINAL_TASK_PHASES
         )
 
+    import gc
+
+    collecting: dict[str, float] = {"since": 0.0, "total": 0.0}
+
+    def timed_gc(phase: str, info: dict[str, int]) -> None:  # the cycle collector's share of a batch
+        if phase == "start":
+            collecting["since"] = time.perf_counter()
+        else:
+            collecting["total"] += time.perf_counter() - collecting["since"]
+
+    gc.callbacks.append(timed_gc)
+
     async def go() -> None:
         serving = await serve_until_ready(manager, ready)
         print(json.dumps({"ready": True}), flush=True)
@@ -99,6 +111,7 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
                 continue
             pending = set(line.split())
             started, commits0 = time.perf_counter(), manager.writer.stats.commits
+            gc0 = collecting["total"]
             while pending:  # a finished task may be archived soon after: remember it finished
                 pending = {name for name in pending if not done(name)}
                 await asyncio.sleep(0.01)
@@ -109,6 +122,7 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
                 "commits": len(durations),
                 "commit_p50_ms": percentile(durations, 50),
                 "commit_p99_ms": percentile(durations, 99),
+                "gc_s": collecting["total"] - gc0,
                 "rss_mb": _rss_mb(),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }

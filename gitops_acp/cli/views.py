@@ -25,7 +25,7 @@ from gitops_acp.store import mirror, shards, yamlio
 from gitops_acp.store.desired import DesiredReader
 from gitops_acp.store.git import GitRepo, is_url, redact_url
 from gitops_acp.store.status import read_tip
-from gitops_acp.store.statustree import read_status_file, status_names
+from gitops_acp.store.statustree import archived_names, read_status_file, status_names
 
 __all__ = ["Found", "Listing", "Snapshot", "listing", "lookup", "render_table", "snapshot", "table_rows"]
 
@@ -151,10 +151,11 @@ def listing(
     """The objects of `kind` by name, those `accept` keeps, `limit` of them after name `after`.
 
     What `snapshot` would show for the kind, reading only what the page needs: the status files'
-    names from each status branch's trees (one `git ls-tree` each), then the files themselves in
-    name order until the page is full. Declared objects come from `main` (parsed whole: it is
-    people's repository). Archived objects (DESIGN §9) are left out, also a Task still declared
-    on main whose task was archived, unless `archived`.
+    names from each status branch's trees (one `git ls-tree` of `status/<plural>` each), then the
+    files themselves in name order until the page is full. Declared objects come from `main`
+    (parsed whole: it is people's repository). Archived objects (DESIGN §9) are left out, also a
+    Task still declared on main whose task was archived (one lookup each of those with no live
+    status), unless `archived`: then `archive/<plural>` is listed too.
     """
     declared: dict[str, Loaded] = {}
     if kind != Kind.ToolCall:
@@ -166,19 +167,21 @@ def listing(
     for candidate in reversed(found):  # the oldest first: a newer tip's copy replaces it
         for name, sha in status_names(repo, candidate.tip, kind).items():
             holders[name] = (sha, candidate.name, False)
-    if kind in FANNED_OUT:
+    hidden: set[str] = set()  # declared on main, archived: shown only with `archived`
+    if kind in FANNED_OUT and archived:  # the whole archive: one ls-tree of it per branch
         for candidate in found:
             for name, sha in status_names(repo, candidate.tip, kind, root=ARCHIVE_ROOT).items():
-                if name not in holders:
-                    holders.setdefault(name, (sha, candidate.name, True))
-    names = sorted(set(declared) | set(holders))
+                holders.setdefault(name, (sha, candidate.name, True))
+    elif kind in FANNED_OUT:  # only whether the declared ones without a live status are archived
+        unseen = [name for name in declared if name not in holders]
+        for candidate in found:
+            hidden |= archived_names(repo, candidate.name, kind, unseen)
+    names = sorted((set(declared) - hidden) | set(holders))
     chosen: list[dict[str, Any]] = []
     for name in names:
         if after is not None and name <= after:
             continue
         holder = holders.get(name)
-        if holder is not None and holder[2] and not archived:
-            continue
         observed = yamlio.load(repo.read_blob(holder[0])) if holder is not None else None
         loaded = declared.get(name)
         if loaded is not None:
