@@ -19,11 +19,11 @@ def test_a_dead_http_server_stops_serve_with_exit_1(caplog: pytest.LogCaptureFix
         return 0
 
     async def scenario() -> int:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # not a stream: the server fails at once
-        sock.bind(("127.0.0.1", 0))
-        return await asyncio.wait_for(
-            webhooks.serve(run, lambda forge, branch: None, sock, b"secret", stop=stopped.set), timeout=30
-        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # not a stream: the server fails
+            sock.bind(("127.0.0.1", 0))
+            return await asyncio.wait_for(
+                webhooks.serve(run, lambda forge, branch: None, sock, b"secret", stop=stopped.set), timeout=30
+            )
 
     with caplog.at_level(logging.ERROR, logger="gitops_acp"):
         assert asyncio.run(scenario()) == 1
@@ -33,12 +33,11 @@ def test_a_dead_http_server_stops_serve_with_exit_1(caplog: pytest.LogCaptureFix
 
 def test_serve_returns_the_managers_code_when_it_stops_first() -> None:
     async def scenario() -> int:
-        sock = webhooks.listen("127.0.0.1", 0)
-
         async def run() -> int:
             await asyncio.sleep(0.2)
             return 0
 
-        return await webhooks.serve(run, lambda forge, branch: None, sock, None)
+        with webhooks.listen("127.0.0.1", 0) as sock:
+            return await webhooks.serve(run, lambda forge, branch: None, sock, None)
 
     assert asyncio.run(scenario()) == 0
