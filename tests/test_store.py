@@ -822,15 +822,7 @@ def test_tree_editor_matches_what_git_writes(repo: Path) -> None:
                     editor.set(path, "100644", sha)
                     files[path] = sha
             assert not editor.remove("status/tasks/nowhere/x.yaml")
-            root = editor.write(r.write_tree) or EMPTY_TREE
-            commit = r.write_commit(
-                tree=root,
-                parents=[],
-                message="m\n",
-                author=("a", "a@x"),
-                committer=("a", "a@x"),
-                timestamp=1.0,
-            )
+            commit = _root_commit(r, editor.write(r.write_tree) or EMPTY_TREE, "m")
             assert r.list_tree(commit) == files
             # the same tree, read back from the commit, edits the same way
             editor = TreeEditor(r.read_tree, r.tree_of(commit))
@@ -929,13 +921,14 @@ def _first_status(repo: Path, path: str, doc: dict[str, Any]) -> str:
         editor.set(path, "100644", blob)
         root = editor.write(r.write_tree)
         assert root is not None
-        sha = r.write_commit(
-            tree=root,
-            parents=[],
-            message="old layout\n",
-            author=("a", "a@x"),
-            committer=("a", "a@x"),
-            timestamp=1.0,
-        )
+        sha = _root_commit(r, root, "old layout")
         r.update_ref(BRANCH, sha, None, message="test")
     return sha
+
+
+def _root_commit(r: GitRepo, tree: str, message: str) -> str:
+    """A parentless commit of `tree`, written as objects (no index, no work tree)."""
+    identity = ("a", "a@x")
+    return r.write_commit(
+        tree=tree, parents=[], message=message + "\n", author=identity, committer=identity, timestamp=1.0
+    )

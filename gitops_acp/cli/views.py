@@ -124,10 +124,9 @@ def lookup(repo: GitRepo, kind: Kind, name: str, *, branch: str = "main") -> Fou
             declared = found[0] if found else None
     elif main_commit is not None and (observed is None or not _only_on_status(kind, observed)):
         declared = DesiredReader(repo).read(main_commit).resources.get((kind, name))
-    if declared is None:
-        return Found(observed, holder, archived) if observed is not None else None
-    document = to_document(declared.resource)
-    return Found(_merged(document, observed) if observed is not None else document, holder, archived)
+    if declared is None and observed is None:
+        return None
+    return Found(_shown(declared, observed), holder, archived)
 
 
 @dataclass(frozen=True)
@@ -162,34 +161,26 @@ def listing(
         main_commit = repo.resolve(f"refs/heads/{branch}")
         resources = DesiredReader(repo).read(main_commit).resources if main_commit else {}
         declared = {name: loaded for (k, name), loaded in resources.items() if k == kind}
-    holders: dict[str, tuple[str, str, bool]] = {}  # name -> (blob, branch, archived)
+    blobs: dict[str, str] = {}  # name -> its status file's blob
     found = shards.status_branches(repo)
     for candidate in reversed(found):  # the oldest first: a newer tip's copy replaces it
-        for name, sha in status_names(repo, candidate.tip, kind).items():
-            holders[name] = (sha, candidate.name, False)
+        blobs.update(status_names(repo, candidate.tip, kind))
     hidden: set[str] = set()  # declared on main, archived: shown only with `archived`
     if kind in FANNED_OUT and archived:  # the whole archive: one ls-tree of it per branch
         for candidate in found:
             for name, sha in status_names(repo, candidate.tip, kind, root=ARCHIVE_ROOT).items():
-                holders.setdefault(name, (sha, candidate.name, True))
+                blobs.setdefault(name, sha)
     elif kind in FANNED_OUT:  # only whether the declared ones without a live status are archived
-        unseen = [name for name in declared if name not in holders]
+        unseen = [name for name in declared if name not in blobs]
         for candidate in found:
             hidden |= archived_names(repo, candidate.name, kind, unseen)
-    names = sorted((set(declared) - hidden) | set(holders))
+    names = sorted((set(declared) - hidden) | set(blobs))
     chosen: list[dict[str, Any]] = []
     for name in names:
         if after is not None and name <= after:
             continue
-        holder = holders.get(name)
-        observed = yamlio.load(repo.read_blob(holder[0])) if holder is not None else None
-        loaded = declared.get(name)
-        if loaded is not None:
-            document = to_document(loaded.resource)
-            document = _merged(document, observed) if observed is not None else document
-        else:
-            assert observed is not None
-            document = observed
+        blob = blobs.get(name)
+        document = _shown(declared.get(name), yamlio.load(repo.read_blob(blob)) if blob else None)
         if not accept(document):
             continue
         if limit is not None and len(chosen) == limit:
@@ -208,6 +199,15 @@ def _status_of(repo: GitRepo, kind: Kind, name: str) -> tuple[dict[str, Any] | N
             if held is not None and held.archived == archived:
                 return yamlio.load(held.data), candidate.name, archived
     return None, shards.UNSHARDED, False
+
+
+def _shown(declared: Loaded | None, observed: dict[str, Any] | None) -> dict[str, Any]:
+    """What get and describe show of one object: declared and observed merged, or whichever exists."""
+    if declared is None:
+        assert observed is not None
+        return observed
+    document = to_document(declared.resource)
+    return _merged(document, observed) if observed is not None else document
 
 
 def _merged(declared: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
