@@ -6,9 +6,11 @@
       allowedCommands: ["npx", "uvx", "/opt/tools/*"]   # stdio MCP servers: globs on `command`
       allowedUrls: ["https://mcp.example.com/*"]        # Streamable HTTP MCP servers
     responseUrls: ["https://hooks.example.com/*"]       # where a Task's answer may be POSTed
-    signers:                                             # signed `main`: not enforced yet (refused)
-      allowedSignersFile: /etc/acp/allowed_signers
-      requireSignedMain: true
+    signers:
+      allowedSignersFile: /etc/acp/allowed_signers     # git's ssh format (gpg.ssh.allowedSignersFile)
+      gpgHome: /etc/acp/gnupg                          # optional: a gpg home whose trusted keys sign
+      signingKey: /etc/acp/reconciler_ed25519          # optional: signs the reconciler's proposals
+      requireSignedMain: true                          # apply only verified commits of main
 
 Without a policy everything is allowed, as before, and `serve` says so once at start. With one, what
 it does not allow is refused before anything happens: a stdio command that no `allowedCommands`
@@ -69,7 +71,7 @@ _METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
 )
 _FIELDS = {"mcp": {"allowedCommands", "allowedUrls"}, "responseUrls": None, "signers": None}
-_SIGNER_FIELDS = {"allowedSignersFile", "requireSignedMain"}
+_SIGNER_FIELDS = {"allowedSignersFile", "gpgHome", "requireSignedMain", "signingKey"}
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,15 @@ class Policy:
     allowed_urls: tuple[str, ...] = ()
     response_urls: tuple[str, ...] = ()
     allowed_signers_file: Path | None = None
+    gpg_home: Path | None = None
     require_signed_main: bool = False
+    signing_key: Path | None = None  # ssh private key the reconciler signs its proposal commits with
     resolve: Any = field(default=socket.getaddrinfo, repr=False, compare=False)  # tests inject one
+
+    @property
+    def has_signers(self) -> bool:
+        """Whether allowed signers are configured (ssh, gpg or both)."""
+        return self.allowed_signers_file is not None or self.gpg_home is not None
 
     def refuse_mcp(
         self, transport: str, command: str | None, env: Sequence[str], url: str | None
@@ -197,16 +206,26 @@ def load(path: Path | None) -> Policy | None:
     if not isinstance(signers, dict):
         raise UserError(f"{where}: signers: expected a mapping of allowedSignersFile and requireSignedMain")
     _known(signers, _SIGNER_FIELDS, where, "signers.")
-    if signers:
+    allowed_signers = _readable(signers, "allowedSignersFile", where, file=True)
+    gpg_home = _readable(signers, "gpgHome", where, file=False)
+    signing_key = _readable(signers, "signingKey", where, file=True)
+    require = signers.get("requireSignedMain", False)
+    if not isinstance(require, bool):
+        raise UserError(f"{where}: signers.requireSignedMain: expected true or false, got {require!r}")
+    if require and allowed_signers is None and gpg_home is None:
         raise UserError(
-            f"{where}: signers: verifying main's signatures is not supported by this version yet; "
-            "remove the signers section (a policy that claims it would be a false promise)"
+            f"{where}: signers.requireSignedMain: set signers.allowedSignersFile (ssh) or signers.gpgHome "
+            "(gpg): nobody could sign"
         )
     policy = Policy(
         source=str(path),
         allowed_commands=_strings(mcp, "allowedCommands", where, "mcp."),
         allowed_urls=_urls(mcp, "allowedUrls", where, "mcp."),
         response_urls=_urls(document, "responseUrls", where, ""),
+        allowed_signers_file=allowed_signers,
+        gpg_home=gpg_home,
+        require_signed_main=require,
+        signing_key=signing_key,
     )
     return policy
 
@@ -218,9 +237,17 @@ def describe(policy: Policy | None) -> str:
             "no --policy: every MCP command and URL and every responseUrl is allowed "
             "(DESIGN §10, docs/security.md)"
         )
+    signing = (
+        "main must be signed by an allowed signer"
+        if policy.require_signed_main
+        else "approvers identified by signature"
+        if policy.has_signers
+        else "signatures not checked"
+    )
     return (
         f"policy {policy.source}: {len(policy.allowed_commands)} command pattern(s), "
-        f"{len(policy.allowed_urls)} MCP URL pattern(s), {len(policy.response_urls)} responseUrl pattern(s)"
+        f"{len(policy.allowed_urls)} MCP URL pattern(s), {len(policy.response_urls)} responseUrl pattern(s); "
+        f"{signing}"
     )
 
 
@@ -230,6 +257,25 @@ def _known(mapping: dict[Any, Any], fields: set[str], where: str, prefix: str) -
             raise UserError(
                 f"{where}: {prefix}{key}: unknown field (expected one of {', '.join(sorted(fields))})"
             )
+
+
+def _readable(mapping: dict[str, Any], key: str, where: str, *, file: bool) -> Path | None:
+    """An absolute path from the signers section that exists and can be read, or None if unset."""
+    value = mapping.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{where}: signers.{key}: expected a path, got {value!r}")
+    path = Path(value).expanduser()
+    what = "file" if file else "directory"
+    if not (path.is_file() if file else path.is_dir()):
+        raise UserError(f"{where}: signers.{key}: {value} is not a readable {what}")
+    try:
+        if file:
+            path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{where}: signers.{key}: cannot read {value} ({exc.strerror})") from None
+    return path.resolve()
 
 
 def _strings(mapping: dict[str, Any], key: str, where: str, prefix: str) -> tuple[str, ...]:

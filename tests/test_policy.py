@@ -140,7 +140,11 @@ def test_an_empty_policy_allows_nothing(tmp_path: Path) -> None:
         ("approvers: []\n", "approvers: unknown field"),
         ("- a\n", "expected a mapping of mcp, responseUrls and signers"),
         ("mcp: [\n", "not YAML"),
-        ("signers:\n  requireSignedMain: true\n", "signers: verifying main's signatures is not supported"),
+        ("signers:\n  requireSignedMain: true\n", "signers.requireSignedMain: set signers.allowedSignersFile"),
+        ("signers:\n  requireSignedMain: yes please\n", "signers.requireSignedMain: expected true or false"),
+        ("signers:\n  allowedSignersFile: /nowhere/allowed\n", "signers.allowedSignersFile: /nowhere/allowed is"),
+        ("signers:\n  gpgHome: 3\n", "signers.gpgHome: expected a path, got 3"),
+        ("signers:\n  allowedSigners: /x\n", "signers.allowedSigners: unknown field"),
     ],
 )
 def test_mistakes_are_one_line_naming_the_field(tmp_path: Path, text: str, message: str) -> None:
@@ -155,3 +159,19 @@ def test_mistakes_are_one_line_naming_the_field(tmp_path: Path, text: str, messa
 def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"^--policy .*nowhere.yaml: cannot read it"):
         policy.load(tmp_path / "nowhere.yaml")
+
+
+def test_signers_are_read_and_described(tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text("alice@example.com ssh-ed25519 AAAA\n")
+    path = write(
+        tmp_path, f"signers:\n  allowedSignersFile: {allowed}\n  requireSignedMain: true\n"
+    )
+    loaded = policy.load(path)
+    assert loaded is not None
+    assert loaded.allowed_signers_file == allowed.resolve()
+    assert loaded.require_signed_main and loaded.has_signers
+    assert "main must be signed by an allowed signer" in policy.describe(loaded)
+    only_signers = write(tmp_path, f"signers:\n  allowedSignersFile: {allowed}\n")
+    described = policy.describe(policy.load(only_signers))
+    assert "approvers identified by signature" in described

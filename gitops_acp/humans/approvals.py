@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from gitops_acp.humans import branches
 from gitops_acp.humans.branches import Decision
 from gitops_acp.store.git import GitRepo
+from gitops_acp.store.git.signatures import Signers
 
 __all__ = ["APPROVALS_DIR", "Decision", "approval_path", "branch_name", "digest", "propose", "read_decision"]
 
@@ -49,6 +51,8 @@ def propose(
     document: dict[str, Any],
     message: str,
     identity: tuple[str, str],
+    at: str | None = None,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> str:
     """Create `acp/approvals/<toolcall>` from `main` plus the approval file; reuse it if it exists."""
     return branches.propose(
@@ -59,9 +63,23 @@ def propose(
         document=document,
         message=message,
         identity=identity,
+        at=at,
+        sign=sign,
     )
 
 
-def read_decision(repo: GitRepo, *, main: str, toolcall: str, reconciler: tuple[str, str]) -> Decision | None:
-    """The approval file on the tip of `main`, with the identity of the commit that put it there."""
-    return branches.read(repo, main=main, path=approval_path(toolcall), reconciler=reconciler)
+def read_decision(
+    repo: GitRepo,
+    *,
+    main: str,
+    toolcall: str,
+    reconciler: tuple[str, str],
+    at: str | None = None,
+    signers: Signers | None = None,
+) -> Decision | None:
+    """The approval file on the tip of `main`, with the identity of the commit that put it there.
+
+    `at`: the commit of main that is applied (signed main); `signers`: who may have signed it."""
+    return branches.read(
+        repo, main=main, path=approval_path(toolcall), reconciler=reconciler, at=at, signers=signers
+    )

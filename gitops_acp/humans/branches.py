@@ -10,12 +10,14 @@ tree. Everything here is blocking and runs on the reconciler's git thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gitops_acp.errors import ConflictError
 from gitops_acp.store import yamlio
-from gitops_acp.store.git import TREE_MODE, GitRepo, TreeBuilder
+from gitops_acp.store.git import TREE_MODE, GitRepo, TreeBuilder, signatures
+from gitops_acp.store.git.signatures import Signers
 
 __all__ = ["Decision", "propose", "read"]
 
@@ -30,6 +32,10 @@ class Decision:
     decided_by: str  # "Name <email>" of the first-parent commit that added or changed the file
     decided_at: float  # that commit's commit time
     fast_forward: bool  # the file came with the reconciler's own commit: who merged is unknown
+    commit: str = ""  # the first-parent commit that added or changed the file
+    # With allowed signers configured: the principal whose good signature that commit carries
+    # (None: unsigned, or not signed by an allowed signer: the author then proves nothing).
+    signed_by: str | None = None
 
 
 def propose(
@@ -41,12 +47,15 @@ def propose(
     document: dict[str, Any],
     message: str,
     identity: tuple[str, str],
+    at: str | None = None,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> str:
-    """Create `branch` from `main` plus `path` holding `document`; reuse the branch if it exists."""
+    """Create `branch` from `main` (or from its commit `at`: the one applied) plus `path` holding
+    `document`; reuse the branch if it exists. `sign` signs the commit (signers.signingKey)."""
     ref = f"refs/heads/{branch}"
     if repo.resolve(ref) is not None:
         return branch  # proposed before a restart: the same proposal
-    tip = repo.resolve(f"refs/heads/{main}")
+    tip = at or repo.resolve(f"refs/heads/{main}")
     if tip is None:
         raise ConflictError(f"cannot create {branch}: branch {main} does not exist")
     folder_name, _, file_name = path.rpartition("/")
@@ -55,7 +64,12 @@ def propose(
     folder.set(file_name, BLOB_MODE, repo.write_blob(yamlio.dump(document)))
     root.set(folder_name, TREE_MODE, repo.write_tree(folder))
     commit = repo.write_commit(
-        tree=repo.write_tree(root), parents=[tip], message=message, author=identity, committer=identity
+        tree=repo.write_tree(root),
+        parents=[tip],
+        message=message,
+        author=identity,
+        committer=identity,
+        sign=sign,
     )
     try:
         repo.update_ref(ref, commit, None, message=f"gitops-acp: propose {path}")
@@ -65,9 +79,18 @@ def propose(
     return branch
 
 
-def read(repo: GitRepo, *, main: str, path: str, reconciler: tuple[str, str]) -> Decision | None:
-    """The file at `path` on the tip of `main`, with the identity of the commit that put it there."""
-    tip = repo.resolve(f"refs/heads/{main}")
+def read(
+    repo: GitRepo,
+    *,
+    main: str,
+    path: str,
+    reconciler: tuple[str, str],
+    at: str | None = None,
+    signers: Signers | None = None,
+) -> Decision | None:
+    """The file at `path` on the tip of `main` (or at its commit `at`: the one applied), with the
+    identity of the commit that put it there, and with `signers` the principal who signed it."""
+    tip = at or repo.resolve(f"refs/heads/{main}")
     if tip is None:
         return None
     data = repo.read_file(tip, path)
@@ -78,9 +101,16 @@ def read(repo: GitRepo, *, main: str, path: str, reconciler: tuple[str, str]) ->
     author = commits[0].author if commits else ""
     when = commits[0].timestamp if commits else 0.0
     reconciler_text = f"{reconciler[0]} <{reconciler[1]}>"
+    sha = commits[0].sha if commits else ""
+    signed_by: str | None = None
+    if signers is not None and sha:
+        verdict = signatures.verdict_of(repo.git_dir, sha, signers=signers)
+        signed_by = verdict.signer if verdict.good and verdict.signer else None
     return Decision(
         spec=spec if isinstance(spec, dict) else {},
         decided_by=author,
         decided_at=when,
         fast_forward=author == reconciler_text,
+        commit=sha,
+        signed_by=signed_by,
     )

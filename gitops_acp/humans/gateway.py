@@ -26,6 +26,7 @@ from gitops_acp.humans.approvals import Decision
 from gitops_acp.resources.models import ContactChannel
 from gitops_acp.secrets import SecretResolver
 from gitops_acp.store.git import GitRepo
+from gitops_acp.store.git.signatures import Signers
 
 __all__ = ["Humans"]
 
@@ -46,10 +47,19 @@ class Humans:
         secrets: SecretResolver,
         http: httpx2.AsyncClient,
         forge_poll: float,
+        applied: Callable[[], str | None] = lambda: None,
+        signers: Signers | None = None,
+        sign: Callable[[bytes], bytes] | None = None,
     ) -> None:
         """`repo`: the served repository (opened at start); `run`: runs a function on the git thread;
-        `published`: returns once every branch made so far is on the remote (at once without one)."""
+        `published`: returns once every branch made so far is on the remote (at once without one).
+        Signed main (DESIGN §10): `applied` is the commit of `main` that is applied (decisions are
+        read there, proposals start there; None: the tip); `signers` identify who signed a decision;
+        `sign` signs the reconciler's proposal commits."""
         self.main = main  # the branch decisions land on, and pull requests' base
+        self.signers = signers
+        self._applied = applied
+        self._sign = sign
         self._repo = repo
         self._run = run
         self._identity = identity
@@ -80,6 +90,8 @@ class Humans:
                 document=document,
                 message=message,
                 identity=self._identity,
+                at=self._applied(),
+                sign=self._sign,
             )
         )
         # People must be able to see what the status will point at: published before it is committed.
@@ -91,7 +103,12 @@ class Humans:
         repo = self._repo()
         decision: Decision | None = await self._run(
             lambda: approvals.read_decision(
-                repo, main=self.main, toolcall=toolcall, reconciler=self._identity
+                repo,
+                main=self.main,
+                toolcall=toolcall,
+                reconciler=self._identity,
+                at=self._applied(),
+                signers=self.signers,
             )
         )
         return decision
@@ -101,7 +118,12 @@ class Humans:
         repo = self._repo()
         response: Decision | None = await self._run(
             lambda: questions.read_response(
-                repo, main=self.main, toolcall=toolcall, reconciler=self._identity
+                repo,
+                main=self.main,
+                toolcall=toolcall,
+                reconciler=self._identity,
+                at=self._applied(),
+                signers=self.signers,
             )
         )
         return response

@@ -11,11 +11,13 @@ reconciler's git thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gitops_acp.humans import branches
 from gitops_acp.humans.branches import Decision
 from gitops_acp.store.git import GitRepo
+from gitops_acp.store.git.signatures import Signers
 
 __all__ = ["RESPONSES_DIR", "branch_name", "propose", "read_response", "response_path"]
 
@@ -40,6 +42,8 @@ def propose(
     document: dict[str, Any],
     message: str,
     identity: tuple[str, str],
+    at: str | None = None,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> str:
     """Create `acp/questions/<toolcall>` from `main` plus the response file; reuse it if it exists."""
     return branches.propose(
@@ -50,9 +54,23 @@ def propose(
         document=document,
         message=message,
         identity=identity,
+        at=at,
+        sign=sign,
     )
 
 
-def read_response(repo: GitRepo, *, main: str, toolcall: str, reconciler: tuple[str, str]) -> Decision | None:
-    """The response file on the tip of `main`, with who merged (or committed) it."""
-    return branches.read(repo, main=main, path=response_path(toolcall), reconciler=reconciler)
+def read_response(
+    repo: GitRepo,
+    *,
+    main: str,
+    toolcall: str,
+    reconciler: tuple[str, str],
+    at: str | None = None,
+    signers: Signers | None = None,
+) -> Decision | None:
+    """The response file on the tip of `main`, with who merged (or committed) it.
+
+    `at`: the commit of main that is applied (signed main); `signers`: who may have signed it."""
+    return branches.read(
+        repo, main=main, path=response_path(toolcall), reconciler=reconciler, at=at, signers=signers
+    )

@@ -50,6 +50,7 @@ from gitops_acp.reactor.ownership import Ownership
 from gitops_acp.reactor.queue import Requeue, WorkQueue
 from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
 from gitops_acp.reactor.retention import Retention
+from gitops_acp.reactor.source import SOURCE_NAME, SourceGate
 from gitops_acp.reactor.watcher import RefWatcher
 from gitops_acp.resources import lifecycle
 from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, LABEL_TASK, Condition, Kind
@@ -132,6 +133,7 @@ class Manager:
         self._dependents: dict[Key, set[Key]] = defaultdict(set)
         self._reported_errors: set[str] = set()
         self._owned = Ownership(options.shard)  # the Tasks of main this process runs
+        self._source = SourceGate(options.settings.policy, options.branch)  # which commit of main runs
         self._queue = WorkQueue(self._reconcile, concurrency=options.concurrency)
         self._watcher: RefWatcher | None = None
         self._stop = asyncio.Event()
@@ -150,6 +152,9 @@ class Manager:
             secrets=secrets,
             http=self._http,
             forge_poll=options.settings.forge_poll_interval,
+            applied=lambda: self._state.desired_state.commit,
+            signers=self._source.signers,
+            sign=self._source.sign,
         )
         self._ctx = Context(
             state=self._state,
@@ -329,8 +334,14 @@ class Manager:
         assert self._reader is not None
         repo, reader = self._repo, self._reader
         ref = f"refs/heads/{self.options.branch}"
-        commit = await loop.run_in_executor(self._git, repo.resolve, ref)
-        if commit == self._state.desired_state.commit:
+        tip = await loop.run_in_executor(self._git, repo.resolve, ref)
+        if tip is None or tip == self._source.head:
+            return False
+        gate = self._source
+        verdict = await loop.run_in_executor(self._git, lambda: gate.check(repo, tip))
+        await self._state.checkpoint(gate.record(verdict))  # before anything of it is applied
+        commit = verdict.applied
+        if commit is None or commit == self._state.desired_state.commit:
             return False
         previous = self._state.desired_state
         state = await loop.run_in_executor(self._git, lambda: reader.read(commit, previous=previous))
@@ -355,6 +366,9 @@ class Manager:
                 self._queue.add(dependent)
         if previous.commit is not None:
             self._waits.wake_all()  # a decision or an answer is a file arriving on main
+        elif self._ready:  # the first verified commit after a start that had none: resume everything
+            for key, _ in self._state.observed_items():
+                self._queue.add(key)
         log.debug(
             "main at %s: %d resources, %d changed", (commit or "")[:12], len(state.resources), len(changed)
         )
@@ -409,10 +423,14 @@ class Manager:
         # A task with status here too is ours to continue (it came back to this layout).
         observed = {key for key, _ in self._state.observed_items()}
         self._owned.retired = frozenset(retired - {name for kind, name in observed if kind == Kind.Task})
+        self._source.resume(self._state.observed(Kind.Source, SOURCE_NAME))
         await self._read_main()
         background.tune_gc()
-        for key in _ordered(set(self._state.desired_state.resources) | observed):
-            self._queue.add(key)
+        if self._state.desired_state.commit is not None:
+            for key in _ordered(set(self._state.desired_state.resources) | observed):
+                self._queue.add(key)
+        else:  # nothing of main verified yet: nothing runs, nothing is cancelled (get source says why)
+            log.error("%s: no commit can be applied yet; waiting for a verified one", self.options.branch)
         self._watcher = RefWatcher(
             self._repo.git_dir if self._repo.common_dir is None else self._repo.common_dir,
             poll_interval=self.options.poll_interval,

@@ -27,7 +27,7 @@ from gitops_acp.errors import ResourceError, UserError
 from gitops_acp.resources import diagnostics, secretscan
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import ACCEPTED_API_VERSIONS, API_GROUPS, Kind
-from gitops_acp.resources.models import MODELS, AnyResource, ToolCall
+from gitops_acp.resources.models import MODELS, AnyResource, Source, ToolCall
 
 __all__ = [
     "RECORD_KINDS",
@@ -64,7 +64,9 @@ _RETIRED_KINDS = {
     ),
 }
 _KIND_VALUES = frozenset(kind.value for kind in Kind)
-_USER_KINDS = ", ".join(kind.value for kind in Kind if kind is not Kind.ToolCall)
+# Kinds only the reconciler writes, on the status branch: declaring one on main is an error.
+_STATUS_ONLY = frozenset({Kind.ToolCall, Kind.Source})
+_USER_KINDS = ", ".join(kind.value for kind in Kind if kind not in _STATUS_ONLY)
 _SECRET_DOC = (
     "secrets must not be committed: put them in --secrets-dir (<dir>/<name>/<key>) or the environment"
 )
@@ -393,10 +395,11 @@ def assemble(results: Iterable[FileResult]) -> LoadResult:
         if result.broken:
             broken.add(result.path)
         for item in result.loaded:
-            if isinstance(item.resource, ToolCall):
+            if isinstance(item.resource, ToolCall | Source):
+                kind = item.resource.kind
                 errors.append(
                     ResourceError(
-                        f'ToolCall "{item.resource.metadata.name}": ToolCalls exist only on the status '
+                        f'{kind} "{item.resource.metadata.name}": {kind}s exist only on the status '
                         "branch; the reconciler creates them",
                         path=item.path,
                         line=item.line,

@@ -73,6 +73,7 @@ class Kind(StrEnum):
     ContactChannel = "ContactChannel"
     Task = "Task"
     ToolCall = "ToolCall"
+    Source = "Source"
 
 
 # Plurals name the status directories (`status/<plural>/`) and are accepted on the command line.
@@ -83,6 +84,7 @@ PLURALS: dict[Kind, str] = {
     Kind.ContactChannel: "contactchannels",
     Kind.Task: "tasks",
     Kind.ToolCall: "toolcalls",
+    Kind.Source: "sources",
 }
 _KINDS_BY_PLURAL = {plural: kind for kind, plural in PLURALS.items()}
 _SHORT_NAMES: dict[Kind, tuple[str, ...]] = {

@@ -76,6 +76,7 @@ from gitops_acp.resources.kinds.mcpserver import (
     ResourceRequirements,
     Transport,
 )
+from gitops_acp.resources.kinds.source import Source, SourceSpec, SourceStatus
 from gitops_acp.resources.kinds.task import Task, TaskSpec, TaskStatus, Usage
 from gitops_acp.resources.kinds.toolcall import (
     ToolCall,
@@ -128,6 +129,9 @@ __all__ = [
     "SecretKeyRef",
     "SecretSource",
     "SlackChannel",
+    "Source",
+    "SourceSpec",
+    "SourceStatus",
     "SpecModel",
     "StatusModel",
     "Task",
@@ -150,7 +154,7 @@ __all__ = [
 ]
 
 
-AnyResource: TypeAlias = LLM | Agent | MCPServer | ContactChannel | Task | ToolCall
+AnyResource: TypeAlias = LLM | Agent | MCPServer | ContactChannel | Task | ToolCall | Source
 
 MODELS: dict[Kind, type[Resource]] = {
     Kind.LLM: LLM,
@@ -159,6 +163,7 @@ MODELS: dict[Kind, type[Resource]] = {
     Kind.ContactChannel: ContactChannel,
     Kind.Task: Task,
     Kind.ToolCall: ToolCall,
+    Kind.Source: Source,
 }
 
 

@@ -158,6 +158,7 @@ def test_status_branch_is_linear_and_holds_only_status_files(run: Run) -> None:
     assert sorted(files) == [
         f"status/agents/{AGENT_NAME}.yaml",
         f"status/llms/{LLM_NAME}.yaml",
+        "status/sources/main.yaml",  # which commit of main runs (DESIGN §10)
         status_path(Kind.Task, TASK),
     ]
     # Every commit records at least one move: a checkpoint that changes nothing is not committed.

@@ -85,6 +85,14 @@ def commit_data(
     return text.encode("utf-8")
 
 
+def with_signature(data: bytes, signature: bytes) -> bytes:
+    """A commit's content with `signature` as its `gpgsig` header (after the committer line)."""
+    head, _, message = data.partition(b"\n\n")
+    lines = signature.strip(b"\n").split(b"\n")
+    header = b"gpgsig " + b"\n ".join(lines)
+    return head + b"\n" + header + b"\n\n" + message
+
+
 class ObjectWriter:
     """Writes objects into a repository: one loose file each, or one pack per `one_pack()` block."""
 

@@ -25,7 +25,7 @@ import git
 
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import maintenance, process, transfer
-from gitops_acp.store.git.objects import ObjectReader, ObjectWriter, commit_data
+from gitops_acp.store.git.objects import ObjectReader, ObjectWriter, commit_data, with_signature
 from gitops_acp.store.git.refs import CommitInfo, Refs
 from gitops_acp.store.git.trees import TreeBuilder, TreeReader
 
@@ -263,11 +263,13 @@ class GitRepo:
         author: tuple[str, str],
         committer: tuple[str, str] | None = None,
         timestamp: float | None = None,
+        sign: Callable[[bytes], bytes] | None = None,
     ) -> str:
         """Store a commit object and return its sha (no ref moves: see `update_ref`).
 
         `author`/`committer` are (name, email); `timestamp` defaults to now, in the local time zone
-        as git records it.
+        as git records it. `sign` returns an armored signature of the commit's content (the
+        `gpgsig` header git verifies; signatures.ssh_signer).
         """
         data = commit_data(
             tree=tree,
@@ -277,6 +279,8 @@ class GitRepo:
             committer=committer,
             timestamp=timestamp,
         )
+        if sign is not None:
+            data = with_signature(data, sign(data))
         return self._writer.store(b"commit", data)
 
     # -- remotes (transfer.py) ----------------------------------------------------------------
