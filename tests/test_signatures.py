@@ -6,6 +6,7 @@ Keys are made by ssh-keygen in the test; commits are made by git (`commit -S`) a
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -76,8 +77,10 @@ def test_git_verdicts_good_unknown_unsigned_and_tampered(r: Repo) -> None:
         check=True,
     ).stdout.strip()
     found = {s.commit: s for s in signed_log(r.path / ".git", unsigned, signers=r.signers)}
-    assert found[good].verdict == "G" and found[good].signer == "alice@example.com"
-    assert found[unknown].verdict == "U" and not found[unknown].good
+    assert found[good].verdict == "G"
+    assert found[good].signer == "alice@example.com"
+    assert found[unknown].verdict == "U"
+    assert not found[unknown].good
     assert found[unsigned].verdict == "N"
     bad = verdict_of(r.path / ".git", tampered, signers=r.signers)
     assert bad.verdict == "B"
@@ -109,7 +112,9 @@ def test_everything_signed_applies_the_tip(r: Repo) -> None:
     r.commit("two", key=r.alice)
     tip = r.commit("three", key=r.alice)
     verdict = r.verdict(tip, base)
-    assert verdict.verified and verdict.applied == tip and verdict.checked == 2
+    assert verdict.verified
+    assert verdict.applied == tip
+    assert verdict.checked == 2
     assert verdict.signers == ("alice@example.com",)
 
 
@@ -120,9 +125,11 @@ def test_a_signed_commit_on_top_of_an_unsigned_one_is_not_applied(r: Repo) -> No
     tip = r.commit("on top", key=r.alice)
     verdict = r.verdict(tip, base)
     assert verdict.applied == good  # right before the first bad commit
-    assert verdict.blocked is not None and verdict.blocked.commit == bad
+    assert verdict.blocked is not None
+    assert verdict.blocked.commit == bad
     assert not verdict.verified
-    assert f"commit {bad[:12]}" in verdict.detail() and "not signed" in verdict.detail()
+    assert f"commit {bad[:12]}" in verdict.detail()
+    assert "not signed" in verdict.detail()
 
 
 def test_nothing_new_verified_keeps_the_base(r: Repo) -> None:
@@ -137,7 +144,8 @@ def test_first_start_walks_to_the_root_and_a_seal_adopts_history(r: Repo) -> Non
     assert r.verdict(tip, None).applied is None  # nothing verifies: nothing is applied
     seal = r.commit("adopt", key=r.alice, trailer=f"Acp-Seal: {old[:10]}")
     verdict = r.verdict(seal, None)
-    assert verdict.applied == seal and verdict.sealed == (old,)
+    assert verdict.applied == seal
+    assert verdict.sealed == (old,)
 
 
 def test_a_seal_by_someone_not_allowed_or_naming_nothing_adopts_nothing(r: Repo) -> None:
@@ -146,7 +154,9 @@ def test_a_seal_by_someone_not_allowed_or_naming_nothing_adopts_nothing(r: Repo)
     r.commit("mallory seals", key=r.mallory, trailer=f"Acp-Seal: {bad}")
     tip = r.commit("short seal", key=r.alice, trailer=f"Acp-Seal: {bad[:4]}")
     verdict = r.verdict(tip, base)
-    assert verdict.applied == base and verdict.blocked is not None and verdict.blocked.commit == bad
+    assert verdict.applied == base
+    assert verdict.blocked is not None
+    assert verdict.blocked.commit == bad
 
 
 def test_a_bad_commit_on_a_merged_branch_taints_the_merge(r: Repo) -> None:
@@ -177,3 +187,78 @@ def test_a_bad_commit_on_a_merged_branch_taints_the_merge(r: Repo) -> None:
 def test_choose_without_new_commits_stays(r: Repo) -> None:
     base = r.commit("one", key=r.alice)
     assert r.verdict(base, base).applied == base
+
+
+def _gpg(home: Path, *args: str, stdin: str | None = None) -> str:
+    out = subprocess.run(
+        ["gpg", "--batch", "--quiet", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "GNUPGHOME": str(home)},
+    )
+    return out.stdout
+
+
+def test_gpg_signatures_count_when_the_key_is_trusted_in_the_configured_home(tmp_path: Path) -> None:
+    """gpg: the keyring of `signers.gpgHome` is the list of allowed signers, and only a key it
+    trusts counts (an imported key of unknown trust is `U`, like an ssh key not in the file)."""
+    signer, operator = tmp_path / "carol-gnupg", tmp_path / "acp-gnupg"
+    for home in (signer, operator):
+        home.mkdir(mode=0o700)
+    try:
+        _gpg(
+            signer,
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "Carol <carol@example.com>",
+            "ed25519",
+            "sign",
+            "never",
+        )
+        fingerprint = next(
+            line.split(":")[9]
+            for line in _gpg(signer, "--with-colons", "--list-keys", "carol@example.com").splitlines()
+            if line.startswith("fpr:")
+        )
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        git(repo, "init", "-q", "-b", "main")
+        subprocess.run(
+            [
+                "git",
+                "-c",
+                f"user.signingkey={fingerprint}",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-S",
+                "-m",
+                "gpg",
+            ],
+            cwd=repo,
+            check=True,
+            env={**os.environ, "GNUPGHOME": str(signer)},
+        )
+        sha = git(repo, "rev-parse", "HEAD")
+        signers = Signers(gpg_home=operator)
+        assert verdict_of(repo / ".git", sha, signers=signers).verdict in ("E", "N")  # key unknown
+        _gpg(operator, "--import", stdin=_gpg(signer, "--export", "--armor", fingerprint))
+        assert verdict_of(repo / ".git", sha, signers=signers).verdict == "U"  # known, not trusted
+        _gpg(operator, "--import-ownertrust", stdin=f"{fingerprint}:6:\n")
+        good = verdict_of(repo / ".git", sha, signers=signers)
+        assert good.good
+        assert good.signer == "Carol <carol@example.com>"
+        # Without a gpg home, gpg signatures count for nothing, even from a keyring that trusts the key.
+        os.environ["GNUPGHOME"] = str(operator)
+        try:
+            assert not verdict_of(repo / ".git", sha, signers=Signers(tmp_path / "allowed")).good
+        finally:
+            del os.environ["GNUPGHOME"]
+    finally:
+        for home in (signer, operator):  # gpg starts an agent per home: stop it
+            subprocess.run(
+                ["gpgconf", "--kill", "all"], env={**os.environ, "GNUPGHOME": str(home)}, check=False
+            )

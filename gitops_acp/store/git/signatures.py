@@ -40,11 +40,15 @@ class Signers:
     gpg_home: Path | None = None
 
     def config(self) -> list[str]:
-        """The `-c` options that point git's verification at the allowed signers."""
-        if self.allowed_signers_file is None:
-            # An empty file: no ssh key is allowed (git would otherwise read the user's own config).
-            return ["-c", "gpg.ssh.allowedSignersFile=/dev/null"]
-        return ["-c", f"gpg.ssh.allowedSignersFile={self.allowed_signers_file}"]
+        """The `-c` options that point git's verification at the allowed signers and nothing else:
+        the reconciler user's own git config or keyring must never vouch for anyone."""
+        allowed = self.allowed_signers_file or "/dev/null"  # empty: no ssh key is allowed
+        options = [f"gpg.ssh.allowedSignersFile={allowed}", "gpg.x509.program=false"]
+        if self.gpg_home is None:
+            options.append("gpg.openpgp.program=false")  # no gpg home: a gpg signature cannot be checked
+        else:
+            options.append("gpg.openpgp.program=gpg")
+        return [arg for option in options for arg in ("-c", option)]
 
     def env(self) -> dict[str, str]:
         """The environment for git's gpg: the configured home, or none that could vouch for anyone."""
