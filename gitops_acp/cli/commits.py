@@ -68,9 +68,10 @@ def commit_as_user(
         work = _checked_out_at(repo, branch)
         if work is not None:
             return _commit_in_work_tree(work, files, message)
-        # The clone would not see this repository's own user.name/email (only the global ones).
+        # The clone would not see this repository's own identity and signing settings (only the
+        # global ones): a person who signs their commits here signs this one too (signed main).
         identity: list[str] = []
-        for key in ("user.name", "user.email"):
+        for key in ("user.name", "user.email", "user.signingkey", "gpg.format", "commit.gpgsign"):
             value = repo.config(key)
             if value:
                 identity += ["-c", f"{key}={value}"]

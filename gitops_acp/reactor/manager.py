@@ -470,6 +470,11 @@ class Manager:
             f" (shard {self.options.shard})" if self.options.shard.sharded else "",
         )
         log.info("%s", policy.describe(self.options.settings.policy))
+        if self._source.required and self._source.sign is None:
+            log.warning(
+                "signers.requireSignedMain without signers.signingKey: approval and question branches "
+                "are unsigned, and merging one stops applying main (docs/signing.md)"
+            )
         self._ready = True
 
     def readiness(self) -> str | None:
