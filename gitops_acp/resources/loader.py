@@ -14,8 +14,8 @@ Pure: the caller reads git; `load_paths` reads the working tree only for the CLI
 from __future__ import annotations
 
 import os
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -383,17 +383,59 @@ def _key_of(doc: object) -> Key | None:
 
 def assemble(results: Iterable[FileResult]) -> LoadResult:
     """Merge the files of a commit: duplicates become errors on every file that defines them."""
-    errors: list[ResourceError] = []
-    keys_in_error: set[Key] = set()
-    broken: set[str] = set()
-    records: list[Record] = []
-    places: dict[Key, list[Loaded]] = defaultdict(list)
-    for result in results:
-        errors.extend(result.errors)
-        keys_in_error.update(result.keys_in_error)
-        records.extend(result.records)
-        if result.broken:
-            broken.add(result.path)
+    assembly = Assembly()
+    assembly.update({result.path: result for result in results})
+    return assembly.result()
+
+
+class Assembly:
+    """The files of one commit merged, kept up to date file by file (what `assemble` does at once).
+
+    `update` takes the files that changed since the last call and returns the keys whose
+    declaration may have changed; the cost is the change, not the number of files, so a commit that
+    adds one Task to a `main` of 100,000 re-merges one file (DESIGN §9). `result` snapshots the
+    whole merge (copying the resource map, a C-speed dict copy).
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, FileResult] = {}
+        self._places: dict[Key, list[Loaded]] = {}
+        self._in_error: Counter[Key] = Counter()  # keys invalid in some file, by how many files
+        self._resources: dict[Key, Loaded] = {}
+        self._duplicates: dict[Key, list[ResourceError]] = {}
+        self._file_errors: dict[str, tuple[ResourceError, ...]] = {}
+        self._records: dict[str, tuple[Record, ...]] = {}
+        self._broken: set[str] = set()
+
+    def update(self, changes: Mapping[str, FileResult | None]) -> set[Key]:
+        """Apply changed files (None: the file is gone); return the keys they may have changed."""
+        touched: set[Key] = set()
+        for path, result in changes.items():
+            old = self._files.pop(path, None)
+            if old is not None:
+                self._remove(old, touched)
+            if result is not None:
+                self._files[path] = result
+                self._add(result, touched)
+        for key in touched:
+            self._settle(key)
+        return touched
+
+    def result(self) -> LoadResult:
+        """The merge as it stands."""
+        errors = [e for path in self._file_errors for e in self._file_errors[path]]
+        errors += [e for key in self._duplicates for e in self._duplicates[key]]
+        errors.sort(key=lambda e: (e.path, e.line))
+        return LoadResult(
+            resources=dict(self._resources),
+            errors=errors,
+            keys_in_error=frozenset(self._in_error) | frozenset(self._duplicates),
+            broken_paths=frozenset(self._broken),
+            records=[r for path in sorted(self._records) for r in self._records[path]],
+        )
+
+    def _add(self, result: FileResult, touched: set[Key]) -> None:
+        errors = list(result.errors)
         for item in result.loaded:
             if isinstance(item.resource, ToolCall | Source):
                 kind = item.resource.kind
@@ -406,30 +448,55 @@ def assemble(results: Iterable[FileResult]) -> LoadResult:
                     )
                 )
                 continue
-            places[(Kind(item.resource.kind), item.resource.metadata.name)].append(item)
+            key = (Kind(item.resource.kind), item.resource.metadata.name)
+            self._places.setdefault(key, []).append(item)
+            touched.add(key)
+        if errors:
+            self._file_errors[result.path] = tuple(errors)
+        self._in_error.update(result.keys_in_error)
+        touched.update(result.keys_in_error)
+        if result.records:
+            self._records[result.path] = result.records
+        if result.broken:
+            self._broken.add(result.path)
 
-    resources: dict[Key, Loaded] = {}
-    for key, items in places.items():
-        if len(items) == 1:
-            if key not in keys_in_error:  # also invalid elsewhere: which one is meant is unclear
-                resources[key] = items[0]
-            continue
-        keys_in_error.add(key)
-        for item in items:
-            others = ", ".join(f"{o.path}:{o.line}" for o in items if o is not item)
-            errors.append(
+    def _remove(self, result: FileResult, touched: set[Key]) -> None:
+        self._file_errors.pop(result.path, None)
+        self._records.pop(result.path, None)
+        self._broken.discard(result.path)
+        self._in_error.subtract(result.keys_in_error)
+        for key in result.keys_in_error:
+            if self._in_error[key] <= 0:
+                del self._in_error[key]
+        touched.update(result.keys_in_error)
+        for item in result.loaded:
+            key = (Kind(item.resource.kind), item.resource.metadata.name)
+            items = self._places.get(key)
+            if items is None:
+                continue  # a status-only kind: never placed
+            items[:] = [i for i in items if i is not item]
+            if not items:
+                del self._places[key]
+            touched.add(key)
+
+    def _settle(self, key: Key) -> None:
+        """Decide `key` again from every file that declares it."""
+        items = sorted(self._places.get(key, ()), key=lambda i: (i.path, i.line))
+        self._duplicates.pop(key, None)
+        if len(items) == 1 and key not in self._in_error:  # invalid elsewhere: which one is meant?
+            self._resources[key] = items[0]
+            return
+        self._resources.pop(key, None)
+        if len(items) > 1:
+            self._duplicates[key] = [
                 ResourceError(
-                    f'duplicate {key[0]} "{key[1]}": also defined at {others}', path=item.path, line=item.line
+                    f'duplicate {key[0]} "{key[1]}": also defined at '
+                    + ", ".join(f"{o.path}:{o.line}" for o in items if o is not item),
+                    path=item.path,
+                    line=item.line,
                 )
-            )
-    errors.sort(key=lambda e: (e.path, e.line))
-    return LoadResult(
-        resources=resources,
-        errors=errors,
-        keys_in_error=frozenset(keys_in_error),
-        broken_paths=frozenset(broken),
-        records=records,
-    )
+                for item in items
+            ]
 
 
 def load_paths(paths: Iterable[Path], root: Path) -> LoadResult:

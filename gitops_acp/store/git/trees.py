@@ -349,3 +349,22 @@ class TreeReader:
             if kind == b"blob":
                 files[name.decode("utf-8", "surrogateescape")] = sha.decode("ascii")
         return files
+
+    def changed_files(self, old: str, new: str) -> dict[str, str | None]:
+        """The files that differ between commits `old` and `new`: path -> blob sha in `new`, or None
+        where `new` has none (one `git diff-tree -r`: the cost is the change, not the tree)."""
+        out = process.in_repo(
+            self._git_dir, "diff-tree", "-r", "-z", "--no-renames", "--end-of-options", old, new
+        ).stdout
+        changed: dict[str, str | None] = {}
+        fields = out.split(b"\0")
+        for meta, name in zip(fields[0::2], fields[1::2], strict=False):
+            if not meta.startswith(b":"):
+                continue
+            _old_mode, new_mode, _old_sha, new_sha, status = meta[1:].split(b" ")
+            path = name.decode("utf-8", "surrogateescape")
+            if status.startswith(b"D") or new_mode == b"160000":  # deleted, or a submodule
+                changed[path] = None
+            else:
+                changed[path] = new_sha.decode("ascii")
+        return changed
