@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from gitops_acp import redaction
+from tests.fakes import openapi
+from tests.fakes.openapi import GitHubOpenAPI
 
 
 @pytest.fixture(autouse=True)
@@ -60,3 +62,12 @@ def commit_files(repo: Path, files: dict[str, str], message: str = "update") -> 
         git(repo, "add", rel)
     git(repo, "commit", "-q", "-m", message)
     return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture(scope="session")
+def github_openapi() -> GitHubOpenAPI:
+    """GitHub's OpenAPI description (npm @octokit/openapi), cut down and built once per session."""
+    path = openapi.spec_path()
+    if path is None:
+        pytest.fail(openapi.install_hint())
+    return openapi.GitHubOpenAPI.load(path)

@@ -226,7 +226,8 @@ def test_an_answer_merged_on_main_is_the_result_with_who_answered() -> None:
     assert (call.status.phase, call.status.result) == ("Succeeded", "Lisbon")
     assert call.status.human_contact.responded_by == "Alice <alice@example.com>"
     assert call.status.human_contact.responded_at.startswith("2027-01-15T08:")
-    assert call.status.status_detail == "Answered by Alice <alice@example.com>"
+    assert call.status.status_detail == "Answered by Alice <alice@example.com> (commit author)"
+    assert call.status.human_contact.responded_via == "commit author"
     reconcile(ctx, Kind.Task, "t1")
     assert ctx.llm.requests[1][1][-1] == {"role": "tool", "toolCallId": "call_1", "content": "Lisbon"}
 

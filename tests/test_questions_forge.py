@@ -55,14 +55,15 @@ async def reconcile(ctx: FakeContext, kind: Kind, name: str) -> Result:
     return await registry()[kind].reconcile(name, ctx)
 
 
-def scenario(repo: Path, body: Body) -> None:
+def scenario(repo: Path, body: Body, *, approvers: list[str] | None = None) -> None:
     """Run `body` with task t1's `team__human_contact` call (still Pending) on the fake's GitHub."""
+    channel = CHANNEL + (f"    approvers: [{', '.join(approvers)}]\n" if approvers else "")
 
     async def main() -> None:
         with FakeForge(repo) as fake:
             async with httpx2.AsyncClient() as http:
                 ctx = FakeContext(
-                    "\n---\n".join((LLM, CHANNEL.replace("API_URL", fake.api_url("github")), AGENT, TASK)),
+                    "\n---\n".join((LLM, channel.replace("API_URL", fake.api_url("github")), AGENT, TASK)),
                     llm=FakeLLM(
                         [tool_calls(("team__human_contact", json.dumps({"message": QUESTION}))), final("ok")]
                     ),
@@ -206,25 +207,54 @@ def test_closed_without_merging_fails_the_question_after_the_next_poll(repo: Pat
     scenario(repo, body)
 
 
-def test_an_answer_on_main_needs_no_forge_request(repo: Path) -> None:
+def answer(ctx: FakeContext, name: str, *, author: str) -> None:
+    document, _ = ctx.questions[name]
+    ctx.responses[name] = Decision(
+        spec={**document["spec"], "response": "Lisbon"},
+        decided_by=author,
+        decided_at=ctx.clock,
+        fast_forward=False,
+    )
+
+
+def test_who_answered_is_who_the_forge_says_merged(repo: Path) -> None:
     async def body(ctx: FakeContext, fake: FakeForge, call: ToolCall) -> None:
         name = call.metadata.name
         await reconcile(ctx, Kind.ToolCall, name)
-        document, _ = ctx.questions[name]
-        ctx.responses[name] = Decision(
-            spec={**document["spec"], "response": "Lisbon"},
-            decided_by="Bob <bob@example.com>",
-            decided_at=ctx.clock,
-            fast_forward=False,
-        )
-        seen = len(fake.requests)
+        number = call_named(ctx).status.human_contact.pull_request
+        fake.merge("github", number, by=("Mallory", "mallory@example.com"), login="bob")
+        answer(ctx, name, author="Mallory <mallory@example.com>")
         await reconcile(ctx, Kind.ToolCall, name)
         answered = call_named(ctx)
         assert (answered.status.phase, answered.status.result) == ("Succeeded", "Lisbon")
-        assert answered.status.human_contact.responded_by == "Bob <bob@example.com>"
-        assert len(fake.requests) == seen
+        contact = answered.status.human_contact
+        assert (contact.responded_by, contact.responded_via) == ("bob", "github merged_by")
+        assert answered.status.status_detail == "Answered by bob (github merged_by)"
+        assert fake.pulls["github"][number].comments == []  # merged: left alone
+        assert ctx.fake_humans.deleted == [f"acp/questions/{name}"]
 
-    scenario(repo, body)
+    scenario(repo, body, approvers=["bob"])
+
+
+def test_an_answer_pushed_to_main_by_a_non_approver_fails_and_closes_the_pull_request(repo: Path) -> None:
+    async def body(ctx: FakeContext, fake: FakeForge, call: ToolCall) -> None:
+        name = call.metadata.name
+        await reconcile(ctx, Kind.ToolCall, name)
+        number = call_named(ctx).status.human_contact.pull_request
+        answer(ctx, name, author="Bob <bob@example.com>")  # pushed straight to main, claiming Bob
+        await reconcile(ctx, Kind.ToolCall, name)
+        failed = call_named(ctx)
+        assert failed.status.phase == "Failed"
+        assert failed.status.error.startswith(
+            f"the answer cannot count: github cannot say who merged it (pull request #{number} is open"
+        )
+        pull = fake.pulls["github"][number]
+        assert pull.state == "closed"
+        (comment,) = pull.comments
+        assert comment.startswith(f"gitops-acp: question `{name}` was ended without an answer: the answer")
+        assert ctx.fake_humans.deleted == [f"acp/questions/{name}"]
+
+    scenario(repo, body, approvers=["bob"])
 
 
 def test_a_revoked_token_while_waiting_is_noted_and_the_question_keeps_waiting(repo: Path) -> None:

@@ -10,6 +10,10 @@
                           ── branch deleted or pull request closed without merging, timeout,
                              arguments edited (without allowArgumentEdits), decider not an
                              approver ──────────────────────────────────────────────► ToolCallRejected
+                          ── on main, but the forge cannot be asked who merged ──► stays, retried
+
+Who decided is chosen in controllers/deciders.py: with a forge, who it says merged the pull request
+(or an approving reviewer), never the merge commit's author; `decidedVia` records which.
 
 A pull request is found by its head branch before one is opened, so a crash between opening it
 and committing its number finds the same one again instead of opening a second. The decision is
@@ -33,8 +37,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gitops_acp.controllers import deciders, pullrequests
 from gitops_acp.controllers import humanlayer_calls as humanlayer
-from gitops_acp.controllers import pullrequests
 from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.calls import cannot_ask
 from gitops_acp.controllers.catalog import Entry
@@ -105,7 +109,7 @@ async def request(call: ToolCall, entry: Entry, channel: ContactChannel | None, 
         f"{approval_path(call.metadata.name)} and merge, or delete the branch without merging.\n"
     )
     branch = await ctx.humans.propose_approval(call.metadata.name, document, message)
-    approval = ToolCallApproval(branch=branch)
+    approval = ToolCallApproval(branch=branch, channel=channel.metadata.name)
     how = f"merge {branch} into main"
     if pullrequests.has_forge(channel):
         opened = await pullrequests.open_for(
@@ -206,34 +210,43 @@ async def check(call: ToolCall, channel: ContactChannel | None, ctx: Context) ->
             wait = remaining if wait is None else min(wait, remaining)
         return Result(wait, progress=False) if wait is not None else DONE
     spec = decision.spec
-    by = decision.decided_by
+    said = None
+    number = status.approval.pull_request if status.approval is not None else None
+    if channel is not None and number is not None and pullrequests.has_forge(channel):
+        asked = await pullrequests.merge_info(call, channel, number, ctx, waiting="Approved on main")
+        if isinstance(asked, Result):
+            return asked
+        said = asked
+    decider = deciders.choose(decision, channel=channel, forge=said)
+    by, via = decider.identity, decider.via
     proposed = json.loads(call.spec.arguments or "{}")
     original = digest(proposed)
     edited = "arguments" in spec and digest(spec["arguments"]) != original
     if (edited or spec.get("argumentsDigest") != original) and not (git and git.allow_argument_edits):
         return await _reject(
-            call, ctx, "the arguments were changed after the proposal (allowArgumentEdits is off)", by=by
+            call,
+            ctx,
+            "the arguments were changed after the proposal (allowArgumentEdits is off)",
+            by=by,
+            via=via,
         )
-    approvers = git.approvers if git is not None else []
-    if approvers:
-        if decision.fast_forward:
-            return await _reject(
-                call, ctx, "merged by fast-forward, so the approver is unknown: merge with --no-ff", by=by
-            )
-        if not is_approver(by, approvers):
-            return await _reject(
-                call, ctx, f"{by} is not one of the approvers ({', '.join(approvers)})", by=by
-            )
+    if decider.refused is not None:
+        return await _reject(call, ctx, decider.refused, by=by, via=via)
     comment = str(spec.get("comment") or "")
     if str(spec.get("decision", "approved")).lower() != "approved":
-        return await _reject(call, ctx, comment or "rejected", by=by, at=decision.decided_at)
+        return await _reject(call, ctx, comment or "rejected", by=by, via=via, at=decision.decided_at)
     approval = (status.approval or ToolCallApproval()).model_copy(
-        update={"decided_by": by, "decided_at": rfc3339(decision.decided_at), "comment": comment or None}
+        update={
+            "decided_by": by,
+            "decided_via": via,
+            "decided_at": rfc3339(decision.decided_at),
+            "comment": comment or None,
+        }
     )
     ready = status.model_copy(
         update={
             "phase": ToolCallPhase.ReadyToExecuteApprovedTool,
-            "status_detail": f"Approved by {by}",
+            "status_detail": f"Approved by {by} ({via})",
             "approval": approval,
         }
     )
@@ -258,9 +271,14 @@ async def _check_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Contex
     by = humanlayer.describe(channel)
     at = humanlayer.answered_at(outcome, ctx)
     if not outcome.approved:
-        return await _reject(call, ctx, outcome.comment or "rejected", by=by, at=at)
+        return await _reject(call, ctx, outcome.comment or "rejected", by=by, via=deciders.HUMANLAYER, at=at)
     approval = (status.approval or ToolCallApproval()).model_copy(
-        update={"decided_by": by, "decided_at": rfc3339(at), "comment": outcome.comment or None}
+        update={
+            "decided_by": by,
+            "decided_via": deciders.HUMANLAYER,
+            "decided_at": rfc3339(at),
+            "comment": outcome.comment or None,
+        }
     )
     ready = status.model_copy(
         update={
@@ -301,15 +319,20 @@ _PURPOSE = humanlayer.Purpose(
 
 def is_approver(identity: str, approvers: list[str]) -> bool:
     """Whether "Name <email>" matches an entry of `approvers` (a name, an email, or the whole identity)."""
-    name, _, email = identity.partition(" <")
-    email = email.rstrip(">")
-    return any(a in (identity, name, email) for a in approvers)
+    return deciders.matches(identity, approvers)
 
 
-async def _reject(call: ToolCall, ctx: Context, comment: str, *, by: str, at: float | None = None) -> Result:
+async def _reject(
+    call: ToolCall, ctx: Context, comment: str, *, by: str, via: str | None = None, at: float | None = None
+) -> Result:
     status = call.status or ToolCallStatus()
     approval = (status.approval or ToolCallApproval()).model_copy(
-        update={"decided_by": by or None, "decided_at": rfc3339(at or ctx.now()), "comment": comment}
+        update={
+            "decided_by": by or None,
+            "decided_via": via if by else None,
+            "decided_at": rfc3339(at or ctx.now()),
+            "comment": comment,
+        }
     )
     rejected = status.model_copy(
         update={

@@ -10,6 +10,7 @@ git channel (contract §5):
                        ── merged with an empty response ──────────────────────► Failed (the model reads why)
                        ── branch deleted or pull request closed without merging, the channel's
                           timeout, or an answer from someone not in its `approvers` ──► Failed
+                       ── on main, but the forge cannot be asked who merged ──► stays, retried
 
 slack / email channel (HumanLayer, controllers/humanlayer.py):
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gitops_acp.controllers import approval, pullrequests
+from gitops_acp.controllers import deciders, pullrequests
 from gitops_acp.controllers import humanlayer_calls as humanlayer
 from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.calls import cannot_ask, finish
@@ -180,14 +181,26 @@ async def _check_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> R
                 return DONE
             wait = remaining if wait is None else min(wait, remaining)
         return Result(wait, progress=False) if wait is not None else DONE
-    by = "unknown (merged by fast-forward)" if found.fast_forward else found.decided_by
-    answered = _answered(call, by=by, at=found.decided_at)
-    approvers = git.approvers if git is not None else []
-    if approvers and (found.fast_forward or not approval.is_approver(by, approvers)):
-        why = "merge with --no-ff" if found.fast_forward else f"approvers: {', '.join(approvers)}"
-        await finish(
-            answered, ctx, error=f"the answer came from {by}, who may not answer this channel ({why})"
-        )
+    said = None
+    number = status.human_contact.pull_request if status.human_contact is not None else None
+    if number is not None and pullrequests.has_forge(channel):
+        asked = await pullrequests.merge_info(call, channel, number, ctx, waiting="Answered on main")
+        if isinstance(asked, Result):
+            return asked
+        said = asked
+    decider = deciders.choose(found, channel=channel, forge=said)
+    by = decider.identity or "unknown"
+    if decider.via == deciders.COMMIT_AUTHOR and found.fast_forward:
+        by = "unknown (merged by fast-forward)"
+    answered = _answered(call, by=by, via=decider.via, at=found.decided_at)
+    if decider.refused is not None:
+        if decider.via == deciders.COMMIT_AUTHOR:
+            approvers = ", ".join(channel.spec.git.approvers) if channel.spec.git is not None else ""
+            why = "merge with --no-ff" if found.fast_forward else f"approvers: {approvers}"
+            error = f"the answer came from {by}, who may not answer this channel ({why})"
+        else:
+            error = f"the answer cannot count: {decider.refused}"
+        await finish(answered, ctx, error=error)
         return DONE
     response = found.spec.get("response")
     text = response if isinstance(response, str) else ("" if response is None else json.dumps(response))
@@ -196,7 +209,7 @@ async def _check_git(call: ToolCall, channel: ContactChannel, ctx: Context) -> R
             answered, ctx, error=f"{response_path(call.metadata.name)} was merged without a response"
         )
         return DONE
-    await finish(answered, ctx, result=text, detail=f"Answered by {by}")
+    await finish(answered, ctx, result=text, detail=f"Answered by {by} ({decider.via})")
     return DONE
 
 
@@ -211,14 +224,15 @@ async def _check_humanlayer(call: ToolCall, channel: ContactChannel, ctx: Contex
         return outcome
     by = humanlayer.describe(channel)
     at = humanlayer.answered_at(outcome, ctx)
-    await finish(_answered(call, by=by, at=at), ctx, result=outcome.response, detail=f"Answered through {by}")
+    answered = _answered(call, by=by, via=deciders.HUMANLAYER, at=at)
+    await finish(answered, ctx, result=outcome.response, detail=f"Answered through {by}")
     return DONE
 
 
-def _answered(call: ToolCall, *, by: str, at: float) -> ToolCall:
+def _answered(call: ToolCall, *, by: str, via: str, at: float) -> ToolCall:
     status = call.status or ToolCallStatus()
     contact = (status.human_contact or ToolCallHumanContact()).model_copy(
-        update={"responded_by": by, "responded_at": rfc3339(at)}
+        update={"responded_by": by, "responded_via": via, "responded_at": rfc3339(at)}
     )
     return call.model_copy(update={"status": status.model_copy(update={"human_contact": contact})})
 

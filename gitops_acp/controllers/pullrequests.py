@@ -6,6 +6,8 @@
                         ── forge refuses (token, repository) ──► Refused: the caller ends the call
     waiting ──► poll_state(number), at most once per poll interval per pull request (a webhook
                 invalidates it) ──► closed without merging? and when to look again
+    decided on main ──► merge_info(number): who merged, whose reviews approve (controllers/deciders.py)
+                        ── forge unreachable, rate-limited or refusing ──► the call keeps waiting
 
 Shared by controllers/approval.py and controllers/humancontact.py, which record what was opened in
 their own status field and decide what a closed pull request means for their call.
@@ -17,10 +19,10 @@ from dataclasses import dataclass
 
 from gitops_acp.controllers.base import Context, Result
 from gitops_acp.errors import ForgeError, TemporaryForgeError
-from gitops_acp.humans.forges import PRState, PullRequest
+from gitops_acp.humans.forges import MergeInfo, PRState, PullRequest
 from gitops_acp.resources.models import ContactChannel, ToolCall, ToolCallStatus
 
-__all__ = ["Refused", "closed", "has_forge", "note", "open_for"]
+__all__ = ["Refused", "closed", "has_forge", "merge_info", "note", "open_for"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,27 @@ async def closed(
         await note(call, ctx, f"{waiting}; the pull request's state cannot be read: {exc}")
         return False, ctx.settings.error_retry
     return state == PRState.CLOSED, wait
+
+
+async def merge_info(
+    call: ToolCall, channel: ContactChannel, number: int, ctx: Context, *, waiting: str
+) -> MergeInfo | Result:
+    """Ask the forge who merged the pull request and who approved it; a Result to wait on if it cannot say.
+
+    Never approves on a failure: a transient one (unreachable, rate-limited) and a refusal (a
+    revoked token) alike are noted in statusDetail, and the call waits and asks again.
+    """
+    try:
+        client = await ctx.humans.forge(channel)
+        return await client.merge_info(number)
+    except TemporaryForgeError as exc:
+        retry = exc.retry_after or ctx.settings.error_retry
+        detail = f"{waiting}; asking the forge who merged failed, will retry in {retry:.0f}s: {exc}"
+        await note(call, ctx, detail)
+        return Result(retry, progress=False)
+    except ForgeError as exc:
+        await note(call, ctx, f"{waiting}; the forge refuses to say who merged: {exc}")
+        return Result(ctx.settings.error_retry, progress=False)
 
 
 async def note(call: ToolCall, ctx: Context, detail: str) -> None:

@@ -6,6 +6,7 @@ One object per `serve` (built by the reactor, handed to controllers as `ctx.huma
                                             pushed before the call returns when there is a remote
     approval_decision / question_response ──► the file a person merged to `main`, and who merged it
     branch_exists                          ──► is the proposal still there (deleted = rejected)
+    delete_branch                          ──► a finished call's proposal goes: on the remote, then here
     forge(channel)                         ──► the pull-request client of a channel's forge, built
                                             once per token and repository, on the shared HTTP client
 
@@ -44,6 +45,7 @@ class Humans:
         main: str,
         identity: tuple[str, str],
         published: Callable[[], Awaitable[None]],
+        unpublish: Callable[[str], Awaitable[bool]] | None = None,
         secrets: SecretResolver,
         http: httpx2.AsyncClient,
         forge_poll: float,
@@ -64,6 +66,7 @@ class Humans:
         self._run = run
         self._identity = identity
         self._published = published
+        self._unpublish = unpublish
         self._secrets = secrets
         self._http = http
         self._forge_poll = forge_poll
@@ -133,6 +136,24 @@ class Humans:
         repo = self._repo()
         sha = await self._run(lambda: repo.resolve(f"refs/heads/{branch}"))
         return sha is not None
+
+    async def delete_branch(self, branch: str) -> None:
+        """Delete `refs/heads/<branch>` (a finished call's proposal), on the remote first, then here.
+
+        A compare-and-swap on the value just read: a branch someone moved meanwhile is left for
+        the next try. Raises StoreError (RemoteError: unreachable, ConflictError: moved) to retry.
+        """
+        ref = f"refs/heads/{branch}"
+        if self._unpublish is not None and await self._unpublish(ref):
+            return  # the remote's deletion deletes the mirror's branch too, on the remote's thread
+        repo = self._repo()
+
+        def delete() -> None:
+            sha = repo.resolve(ref)
+            if sha is not None:
+                repo.delete_ref(ref, sha)
+
+        await self._run(delete)
 
     def invalidate(self) -> None:
         """Forget polled pull-request states (a webhook said something changed on the forge)."""

@@ -150,6 +150,20 @@ class RemoteSync:
         self._wake.set()
         await future
 
+    async def delete_branch(self, ref: str) -> None:
+        """Delete one of the reconciler's branches on the remote (a push with a lease), then here.
+
+        On this thread, so no fetch can bring the branch back between the two. Raises RemoteError
+        when the remote cannot be reached or refuses (someone moved the branch: fetched, tried later).
+        """
+        mirror = self._mirror
+        if mirror is None:
+            raise RemoteError("the remote is not started yet")
+        refused = await self._call(lambda: mirror.delete_branch(ref))
+        if refused is not None:
+            self.poke()  # learn where the remote's branch is now
+            raise RemoteError(f"the remote refused to delete {ref}: {refused}")
+
     async def _loop(self) -> None:
         interval = self.options.fetch_interval
         next_fetch = time.monotonic() + interval

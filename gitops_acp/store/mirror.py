@@ -223,6 +223,28 @@ class Mirror:
                 self._repo.update_ref(track, update.sha, tracking.get(track), message="gitops-acp: push")
         return PushResult(pushed, rejected, merged)
 
+    def delete_branch(self, ref: str) -> str | None:
+        """Delete a reconciler branch on the remote (lease: the value last seen there), then here.
+
+        Returns why the remote refused (someone moved the branch since the last fetch), or None
+        once it is gone from both. A branch never pushed is only deleted here. Never `main` or a
+        status branch. Raises RemoteError when the remote cannot be reached.
+        """
+        if not ref.startswith(self._owned) or ref == self.status or _foreign_status(ref):
+            raise StoreError(f"refusing to delete {ref}: not one of the reconciler's proposal branches")
+        track = _tracking(ref)
+        theirs = self._repo.resolve(track)
+        if theirs is not None:
+            why = self._repo.push(ORIGIN, [PushUpdate(ref, "", theirs)]).get(ref)
+            if why is not None:
+                return why
+            with contextlib.suppress(RefConflictError):
+                self._repo.delete_ref(track, theirs)
+        ours = self._repo.resolve(ref)
+        if ours is not None:
+            self._repo.delete_ref(ref, ours)
+        return None
+
     def unpushed(self) -> int:
         """How many commits of the status branch the remote does not have (for logs)."""
         ours = self._repo.resolve(self.status)

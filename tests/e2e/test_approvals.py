@@ -258,6 +258,8 @@ class Run:
     branches_after_first: set[str] = field(default_factory=set)
     proposals: dict[str, str] = field(default_factory=dict, repr=False)  # task -> its approval file
     proposal_commits: dict[str, str] = field(default_factory=dict, repr=False)  # task -> `%an <%ae>%n%P%n%B`
+    proposal_shas: dict[str, str] = field(default_factory=dict)  # task -> its approval branch's commit
+    branches_after_second: set[str] = field(default_factory=set)
     decisions: dict[str, str] = field(default_factory=dict)  # task -> main's tip right after its decision
     second: Once | None = None
     chats: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -378,11 +380,13 @@ def run(stub_process: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 result.proposals[task] = git(repo.path, "show", f"{branch}:approvals/{name}.yaml")
                 log = git(repo.path, "log", "-1", "--format=%an <%ae>%n%P%n%B", branch)
                 result.proposal_commits[task] = log
+                result.proposal_shas[task] = git(repo.path, "rev-parse", branch)
 
         _decide(result)
         result.main["decided"] = repo.main_sha()
         result.second = serve_once_until(repo, lambda: repo.finished_tasks() >= set(TASKS))
         result.main["after second"] = repo.main_sha()
+        result.branches_after_second = branches(repo)
         result.chats = stub_process.chats()
         yield result
 
@@ -425,6 +429,15 @@ def test_serve_never_writes_main(run: Run) -> None:
     assert [sha for sha, who in authors.items() if who == IDENTITY] == [run.decisions["fast-forward"]]
 
 
+def test_the_branches_of_finished_calls_are_deleted(run: Run) -> None:
+    # Every call ended in the second run; its branch went after its terminal checkpoint (the
+    # fast-forwarded one too, whose commit is on main: deleting a branch never loses a commit).
+    assert run.second is not None
+    assert all(run.toolcall(task)["status"]["phase"] in ("Succeeded", "ToolCallRejected") for task in TASKS)
+    assert run.branches_after_second == set()
+    assert git(run.repo.path, "cat-file", "-t", run.proposal_shas["merged"]) == "commit"
+
+
 # -- waiting --------------------------------------------------------------------------------------
 
 
@@ -432,7 +445,10 @@ def test_every_gated_call_waits_and_nothing_runs(run: Run) -> None:
     for task, name in run.names.items():
         status = run.toolcall(task, rev=run.status_after_first)["status"]
         assert status["phase"] == "AwaitingHumanApproval", (task, status)
-        assert status["approval"] == {"branch": f"acp/approvals/{name}"}
+        channel = {"gated": "humans", "lenient": "editors", "guarded": "bobs", "partial": "humans"}[
+            TASKS[task]
+        ]
+        assert status["approval"] == {"branch": f"acp/approvals/{name}", "channel": channel}
         assert not status.get("result")
         assert run.task_status(task, rev=run.status_after_first)["phase"] == "ToolCallsPending", task
     assert run.counted_after_first == []
@@ -465,7 +481,7 @@ def test_the_proposal_shows_the_tool_the_arguments_the_request_and_the_annotatio
     assert '"label": "merged"' in text
     assert message("merged") in text
     assert "idempotentHint=False" in text
-    changed = git(run.repo.path, "diff", "--name-only", run.main["before"], f"acp/approvals/{name}")
+    changed = git(run.repo.path, "diff", "--name-only", run.main["before"], run.proposal_shas["merged"])
     assert changed.split() == [f"approvals/{name}.yaml"]
 
 
@@ -478,6 +494,7 @@ def test_approved_by_a_merge_the_tool_runs_once(run: Run) -> None:
     assert status["phase"] == "Succeeded", status
     assert status["result"] == "1"
     assert status["approval"]["decidedBy"] == "Alice <alice@example.com>"
+    assert status["approval"]["decidedVia"] == "commit author"  # no forge, no signers: the author
     assert status["approval"]["decidedAt"]
     assert counted(run.counter).count("merged") == 1
     assert phases(run.repo, run.names["merged"]) == [

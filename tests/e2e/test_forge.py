@@ -28,6 +28,7 @@ from tests.e2e.conftest import (
     Background,
     Stub,
     call,
+    cli,
     status_files,
     task_yaml,
     tool_agent_yaml,
@@ -35,14 +36,16 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_approvals import ALICE, counted, gated_server_yaml, git_as
 from tests.fakes.forges import FakeForge, sign_webhook
+from tests.fakes.openapi import GitHubOpenAPI
 
 pytestmark = pytest.mark.e2e
 
+MALLORY = ("Mallory", "mallory@example.com")
 TOKEN = "forge-token-e2e-do-not-leak-7f3a"
 WEBHOOK_SECRET = "webhook-secret-e2e-do-not-leak-91c2"
 
 
-def channel_yaml(forge: str, api_url: str, *, repository: str = "acme/agents") -> str:
+def channel_yaml(forge: str, api_url: str, *, repository: str = "acme/agents", extra: str = "") -> str:
     return f"""\
 apiVersion: {API}
 kind: ContactChannel
@@ -58,19 +61,21 @@ spec:
       secretKeyRef: {{name: forge-token, key: FORGE_TOKEN}}
     labels: [acp-approval]
     reviewers: [alice]
-"""
+{extra}"""
 
 
 @pytest.fixture
-def fake(acp_repo: AcpRepo) -> Iterator[FakeForge]:
+def fake(acp_repo: AcpRepo, github_openapi: GitHubOpenAPI) -> Iterator[FakeForge]:
+    """The fake forges on the repository; every GitHub exchange checked against GitHub's OpenAPI."""
     (acp_repo.secrets / "forge-token").mkdir()
     (acp_repo.secrets / "forge-token" / "FORGE_TOKEN").write_text(TOKEN + "\n")
-    with FakeForge(acp_repo.path, token=TOKEN) as server:
+    with FakeForge(acp_repo.path, token=TOKEN, openapi=github_openapi) as server:
         yield server
+    assert server.violations == []
 
 
 def setup_tasks(
-    repo: AcpRepo, stub: Stub, marker: str, fake: FakeForge, forge: str, tasks: list[str]
+    repo: AcpRepo, stub: Stub, marker: str, fake: FakeForge, forge: str, tasks: list[str], extra: str = ""
 ) -> Path:
     """A channel on `forge`, the gated MCP server, and one task per name each calling `gated__count`."""
     counter = repo.logs / "counter"
@@ -80,7 +85,7 @@ def setup_tasks(
     )
     repo.commit(
         {
-            "contactchannels/reviewers.yaml": channel_yaml(forge, fake.api_url(forge)),
+            "contactchannels/reviewers.yaml": channel_yaml(forge, fake.api_url(forge), extra=extra),
             "mcpservers/gated.yaml": gated_server_yaml(
                 "gated", marker=marker, counter=counter, channel="reviewers"
             ),
@@ -123,15 +128,15 @@ def test_a_merged_pull_request_runs_the_tool_and_a_closed_one_rejects_it(
     forge: str,
 ) -> None:
     repo = acp_repo
-    counter = setup_tasks(repo, stub, marker, fake, forge, ["merged", "closed"])
+    tasks = ["merged", "closed", "offline"]
+    counter = setup_tasks(repo, stub, marker, fake, forge, tasks, extra="    approvers: [alice]\n")
 
     first = serve_once(repo)
     assert first.returncode == 0, first.stderr
     waiting = calls(repo)
-    assert {t: d["status"]["phase"] for t, d in waiting.items()} == {
-        "merged": "AwaitingHumanApproval",
-        "closed": "AwaitingHumanApproval",
-    }
+    assert {t: d["status"]["phase"] for t, d in waiting.items()} == dict.fromkeys(
+        tasks, "AwaitingHumanApproval"
+    )
     channel = repo.status("contactchannels", "reviewers")
     assert channel is not None
     assert channel["status"]["status"] == "Ready", channel
@@ -151,19 +156,37 @@ def test_a_merged_pull_request_runs_the_tool_and_a_closed_one_rejects_it(
         assert f"#{pull.number}" in document["status"]["statusDetail"]
     assert counted(counter) == []
 
-    fake.merge(forge, numbers["merged"], by=ALICE)
+    # `gitops-acp approve` merges to main as the local git user: the forge never saw a merge.
+    offline = waiting["offline"]["metadata"]["name"]
+    approved = cli("--repo", str(repo.path), "approve", offline)
+    assert approved.returncode == 0, approved.stderr
+    fake.merge(forge, numbers["merged"], by=MALLORY, login="alice")  # the commit says Mallory
     fake.close(forge, numbers["closed"])
     second = serve_once(repo)
     assert second.returncode == 0, second.stderr
 
     ended = calls(repo)
     assert ended["merged"]["status"]["phase"] == "Succeeded"
-    assert ended["merged"]["status"]["approval"]["decidedBy"] == "Alice <alice@example.com>"
+    assert ended["merged"]["status"]["approval"]["decidedBy"] == "alice"
+    assert ended["merged"]["status"]["approval"]["decidedVia"] == f"{forge} merged_by"
     assert ended["closed"]["status"]["phase"] == "ToolCallRejected"
     assert ended["closed"]["status"]["result"] == "Rejected: closed without merging"
+    assert ended["offline"]["status"]["phase"] == "ToolCallRejected"
+    assert ended["offline"]["status"]["result"].startswith(f"Rejected: {forge} cannot say who merged it")
     assert counted(counter) == ["merged"]
-    assert repo.finished_tasks() == {"merged", "closed"}
-    assert len(fake.pulls[forge]) == 2  # the restart found its pull requests, opened none
+    assert repo.finished_tasks() == set(tasks)
+    assert len(fake.pulls[forge]) == 3  # the restart found its pull requests, opened none
+    # Decided elsewhere: its pull request is told how and closed; the others are left as they were.
+    pulls = {t: fake.pulls[forge][n] for t, n in numbers.items()}
+    assert (pulls["merged"].state, pulls["merged"].comments) == ("merged", [])
+    assert (pulls["closed"].state, pulls["closed"].comments) == ("closed", [])
+    assert pulls["offline"].state == "closed"
+    (comment,) = pulls["offline"].comments
+    assert comment.startswith(
+        f"gitops-acp: tool call `{offline}` was rejected: {forge} cannot say who merged"
+    )
+    # Every call ended: every approval branch is gone.
+    assert git(repo.path, "for-each-ref", "--format=%(refname)", "refs/heads/acp/approvals/") == ""
     assert "Traceback" not in first.stderr + second.stderr
     assert leaks(repo, TOKEN) == []
 
@@ -286,7 +309,8 @@ def test_a_question_pull_request_answered_by_merge_or_closed_unanswered(
         "Succeeded",
         "Lisbon",
     )
-    assert ended["answered"]["status"]["humanContact"]["respondedBy"] == "Alice <alice@example.com>"
+    assert ended["answered"]["status"]["humanContact"]["respondedBy"] == "alice"
+    assert ended["answered"]["status"]["humanContact"]["respondedVia"] == f"{forge} merged_by"
     assert ended["closed"]["status"]["phase"] == "Failed"
     assert ended["closed"]["status"]["error"] == "the question was closed without an answer"
     outputs = {t: (repo.status("tasks", t) or {})["status"]["output"] for t in tasks}

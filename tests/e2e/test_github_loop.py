@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import git
 from tests.e2e.conftest import (
     Remote,
     Stub,
     call,
+    cli,
     remote_phase,
     serving_remote,
     stderr_of,
@@ -57,7 +59,7 @@ def http_root(proc: subprocess.Popen[bytes]) -> str:
 def test_a_pull_request_merged_on_the_forge_reaches_the_reconciler_through_the_webhook(
     remote: Remote, stub: Stub, marker: str, forge: FakeForge, tmp_path: Path
 ) -> None:
-    tasks = ["merged", "closed"]
+    tasks = ["merged", "closed", "offline"]
     counter = tmp_path / "counter"
     stub.rules(
         *[
@@ -92,26 +94,56 @@ def test_a_pull_request_merged_on_the_forge_reaches_the_reconciler_through_the_w
         assert counted(counter) == []
         time.sleep(1.0)  # settled into waiting: the next fetch and poll are ten minutes away
 
-        merged_pull, closed_pull = pulls["merged"], pulls["closed"]
+        merged_pull, closed_pull, offline_pull = pulls["merged"], pulls["closed"], pulls["offline"]
         assert merged_pull is not None
         assert closed_pull is not None
-        forge.merge("github", merged_pull.number, by=ALICE)  # sends the signed event
+        assert offline_pull is not None
+        forge.merge("github", merged_pull.number, by=ALICE)  # sends the signed event (merged_by: alice)
         forge.close("github", closed_pull.number)
+        # Decided on a clone with the CLI and pushed: no webhook, the pull request stays open.
+        git(remote.human.path, "pull", "-q", "--ff-only", "origin", "main")
+        git(remote.human.path, "fetch", "-q", "origin", f"acp/approvals/{names['offline']}")
+        git(remote.human.path, "branch", "-q", f"acp/approvals/{names['offline']}", "FETCH_HEAD")
+        approved = cli("--repo", str(remote.human.path), "approve", names["offline"])
+        assert approved.returncode == 0, approved.stderr
+        remote.push()
+        forge.send_webhook("github", offline_pull, secret=WEBHOOK_SECRET)  # a push event's wake-up
         wait_for(
             lambda: all(remote_phase(remote, t) == "FinalAnswer" for t in tasks),
             timeout=30,
             what="both tasks finished on the remote, woken by the webhooks",
         )
         wait_for(lambda: remote.remote_status() == remote.mirror_status(), timeout=30, what="all pushed")
+
+        def approval_branches() -> tuple[str, str]:
+            refs = "refs/heads/acp/approvals/"
+            mirror = remote.cache / "mirror.git"
+            return git(remote.bare.path, "for-each-ref", refs), git(mirror, "for-each-ref", refs)
+
+        # Every call ended: its branch is deleted on the remote (a pushed deletion) and in the mirror.
+        wait_for(lambda: approval_branches() == ("", ""), timeout=30, what="the approval branches deleted")
+        wait_for(
+            lambda: offline_pull.state == "closed", timeout=30, what="the CLI-decided pull request closed"
+        )
         stderr = stderr_of(proc)
     calls = {t: (remote.bare.status("toolcalls", n) or {})["status"] for t, n in names.items()}
     assert calls["merged"]["phase"] == "Succeeded"
-    assert calls["merged"]["approval"]["decidedBy"] == "Alice <alice@example.com>"
+    assert calls["merged"]["approval"]["decidedBy"] == "alice"
+    assert calls["merged"]["approval"]["decidedVia"] == "github merged_by"
     assert calls["merged"]["approval"]["pullRequest"] == merged_pull.number
     assert calls["closed"]["phase"] == "ToolCallRejected"
     assert calls["closed"]["result"] == "Rejected: closed without merging"
-    assert counted(counter) == ["merged"]
-    assert len(forge.pulls["github"]) == 2
+    assert calls["offline"]["phase"] == "Succeeded"  # no approvers: the commit author is recorded as such
+    assert (calls["offline"]["approval"]["decidedBy"], calls["offline"]["approval"]["decidedVia"]) == (
+        "Test Human <human@example.com>",
+        "commit author",
+    )
+    assert sorted(counted(counter)) == ["merged", "offline"]
+    assert len(forge.pulls["github"]) == 3
+    assert (merged_pull.comments, closed_pull.comments) == ([], [])  # decided on the forge: left alone
+    (comment,) = offline_pull.comments
+    by = "Test Human <human@example.com> (commit author)"
+    assert comment.startswith(f"gitops-acp: tool call `{names['offline']}` was approved by {by}")
     assert "Traceback" not in stderr
     assert TOKEN not in stderr
     assert WEBHOOK_SECRET not in stderr

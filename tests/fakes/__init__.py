@@ -144,6 +144,7 @@ class FakeHumans:
         self.decisions: dict[str, Decision] = {}  # what humans put on main
         self.responses: dict[str, Decision] = {}  # answers humans put on main
         self.forges: dict[str, ForgeClient | ForgeError] = {}  # channel name -> client (or the error)
+        self.deleted: list[str] = []  # branches deleted, in order (a finished call's proposal)
 
     async def propose_approval(self, toolcall: str, document: dict[str, Any], message: str) -> str:
         self.proposals.setdefault(toolcall, (document, message))
@@ -155,6 +156,10 @@ class FakeHumans:
 
     async def branch_exists(self, branch: str) -> bool:
         return branch in self.branches
+
+    async def delete_branch(self, branch: str) -> None:
+        self.branches.discard(branch)
+        self.deleted.append(branch)
 
     async def propose_question(self, toolcall: str, document: dict[str, Any], message: str) -> str:
         self.questions.setdefault(toolcall, (document, message))

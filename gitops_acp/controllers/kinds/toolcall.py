@@ -7,6 +7,9 @@ checkpoint wakes the task, which appends the results in the LLM's order once all
 
 A call whose tool the agent does not offer, or whose arguments are not a JSON object, fails with a
 message the model can read and act on (ACP handed the model an empty string instead).
+
+Once a call that waited on a person is terminal (its checkpoint committed), its pull request is
+closed if still open and its branch deleted (controllers/cleanup.py), retried until done.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
+from gitops_acp.controllers import cleanup
 from gitops_acp.controllers.base import DONE, Context, Key, Result
 from gitops_acp.controllers.calls import finish
 from gitops_acp.controllers.catalog import split_mcp_name
@@ -56,7 +60,7 @@ class ToolCallController:
         if not isinstance(call, ToolCall) or call.status is None:
             return DONE
         if call.status.phase in TERMINAL_TOOLCALL_PHASES:
-            return DONE
+            return await cleanup.tidy(call, ctx, just_ended=False)
         executor = self._executors.get(call.spec.tool_type)
         tool = call.spec.tool_ref.name
         if call.status.phase == ToolCallPhase.Pending:
@@ -72,7 +76,13 @@ class ToolCallController:
         if executor is None:
             await finish(call, ctx, error=f"no executor for tool type {call.spec.tool_type}")
             return DONE
-        return await executor.execute(call, ctx)
+        result = await executor.execute(call, ctx)
+        ended = ctx.state.observed(Kind.ToolCall, name)
+        # Ended in this reconcile (its terminal checkpoint committed): now its branch may go.
+        if isinstance(ended, ToolCall) and ended.status and ended.status.phase in TERMINAL_TOOLCALL_PHASES:
+            tidied = await cleanup.tidy(ended, ctx, just_ended=True)
+            return tidied if tidied.requeue_after is not None else result
+        return result
 
 
 def _is_json_object(arguments: str) -> bool:

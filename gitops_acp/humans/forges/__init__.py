@@ -20,7 +20,7 @@ import httpx2
 
 from gitops_acp.errors import PermanentForgeError
 from gitops_acp.humans.forges import github, gitlab
-from gitops_acp.humans.forges.base import ForgeClient, HttpForge, PRState, PullRequest, RateBudget
+from gitops_acp.humans.forges.base import ForgeClient, HttpForge, MergeInfo, PRState, PullRequest, RateBudget
 from gitops_acp.humans.forges.gitea import GiteaClient
 from gitops_acp.humans.forges.github import GitHubClient
 from gitops_acp.humans.forges.gitlab import GitLabClient
@@ -28,6 +28,7 @@ from gitops_acp.humans.forges.gitlab import GitLabClient
 __all__ = [
     "ForgeClient",
     "HttpForge",
+    "MergeInfo",
     "PRState",
     "PullRequest",
     "RateBudget",

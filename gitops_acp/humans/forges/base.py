@@ -29,7 +29,7 @@ import httpx2
 from gitops_acp import retry
 from gitops_acp.errors import ForgeError, PermanentForgeError, TemporaryForgeError
 
-__all__ = ["ForgeClient", "HttpForge", "PRState", "PullRequest", "RateBudget"]
+__all__ = ["ForgeClient", "HttpForge", "MergeInfo", "PRState", "PullRequest", "RateBudget"]
 
 
 class PRState(StrEnum):
@@ -47,6 +47,17 @@ class PullRequest:
     number: int  # GitHub/Gitea `number`, GitLab `iid`
     url: str  # the page a person opens
     state: PRState = PRState.OPEN
+
+
+@dataclass(frozen=True)
+class MergeInfo:
+    """What the forge says about who decided a pull request (DESIGN §10 "Who approved")."""
+
+    forge: str  # github | gitea | gitlab: the start of `decidedVia`
+    number: int
+    state: PRState
+    merged_by: str | None  # the login of who merged it (None: not merged, or the forge does not say)
+    approved_by: tuple[str, ...] = ()  # logins whose latest review approves it (GitLab: approvals)
 
 
 @dataclass
@@ -134,6 +145,18 @@ class ForgeClient(Protocol):
 
     def invalidate(self) -> None:
         """Forget polled states: a webhook said something changed."""
+        ...
+
+    async def merge_info(self, number: int) -> MergeInfo:
+        """Ask the forge who merged the pull request and whose reviews approve it (never cached)."""
+        ...
+
+    async def comment(self, number: int, text: str) -> None:
+        """Add a comment to the pull request's conversation."""
+        ...
+
+    async def close_pull_request(self, number: int) -> None:
+        """Close the pull request without merging (closing a closed one is fine)."""
         ...
 
 
@@ -261,6 +284,32 @@ class HttpForge:
 
     async def pull_request_state(self, number: int) -> PRState:
         raise NotImplementedError
+
+    async def merge_info(self, number: int) -> MergeInfo:
+        raise NotImplementedError
+
+    async def comment(self, number: int, text: str) -> None:
+        raise NotImplementedError
+
+    async def close_pull_request(self, number: int) -> None:
+        raise NotImplementedError
+
+
+def approving_reviewers(reviews: Any) -> tuple[str, ...]:
+    """The logins whose latest deciding review (GitHub, Gitea) approves, in the order they reviewed.
+
+    Reviews come oldest first. A comment-only review changes nothing; a later request for changes
+    or a dismissal takes an approval back (as the forge's own merge rules count them).
+    """
+    latest: dict[str, bool] = {}
+    for review in reviews or []:
+        login = (review.get("user") or {}).get("login")
+        state = str(review.get("state") or "").upper()
+        if not login or state in ("COMMENTED", "COMMENT", "PENDING", ""):
+            continue
+        latest.pop(login, None)  # keep the order of each login's latest decision
+        latest[login] = state == "APPROVED" and not review.get("dismissed") and not review.get("stale")
+    return tuple(login for login, approved in latest.items() if approved)
 
 
 def _number(text: str | None) -> float | None:

@@ -5,6 +5,8 @@
            POST /repos/{o}/{r}/pulls/{n}/requested_reviewers {reviewers}
     find:  GET  /repos/{o}/{r}/pulls?state=all&page=N&limit=50, matched on head.ref
     state: GET  /repos/{o}/{r}/pulls/{n}  → state open|closed, merged true|false
+    who:   GET  /repos/{o}/{r}/pulls/{n}  → merged_by.login;  GET .../pulls/{n}/reviews → APPROVED
+    close: POST /repos/{o}/{r}/issues/{n}/comments {body};  PATCH /repos/{o}/{r}/pulls/{n} {state: closed}
 
 Authentication: `Authorization: token <token>`. Rate limits: `X-RateLimit-*` when the instance
 sets them, 429 with `Retry-After` (handled in `base`).
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitops_acp.errors import PermanentForgeError
-from gitops_acp.humans.forges.base import HttpForge, PRState, PullRequest
+from gitops_acp.humans.forges.base import HttpForge, MergeInfo, PRState, PullRequest, approving_reviewers
 
 __all__ = ["GiteaClient"]
 
@@ -82,6 +84,22 @@ class GiteaClient(HttpForge):
 
     async def pull_request_state(self, number: int) -> PRState:
         return _state(await self.request("GET", f"{self._repo}/pulls/{number}"))
+
+    async def merge_info(self, number: int) -> MergeInfo:
+        data = await self.request("GET", f"{self._repo}/pulls/{number}")
+        reviews = await self.request("GET", f"{self._repo}/pulls/{number}/reviews", params={"limit": 50})
+        state = _state(data)
+        merger = (data.get("merged_by") or {}).get("login") if state == PRState.MERGED else None
+        return MergeInfo(
+            self.forge, number, state, merged_by=merger or None, approved_by=approving_reviewers(reviews)
+        )
+
+    async def comment(self, number: int, text: str) -> None:
+        await self.request("POST", f"{self._repo}/issues/{number}/comments", body={"body": text})
+
+    async def close_pull_request(self, number: int) -> None:
+        await self.request("PATCH", f"{self._repo}/pulls/{number}", body={"state": "closed"})
+        self.remember(number, PRState.CLOSED)
 
 
 def _state(data: dict[str, Any]) -> PRState:

@@ -5,6 +5,8 @@
            POST /repos/{o}/{r}/pulls/{n}/requested_reviewers {reviewers}
     find:  GET  /repos/{o}/{r}/pulls?head={o}:{branch}&state=all
     state: GET  /repos/{o}/{r}/pulls/{n}  → state open|closed, merged true|false
+    who:   GET  /repos/{o}/{r}/pulls/{n}  → merged_by.login;  GET .../pulls/{n}/reviews → APPROVED
+    close: POST /repos/{o}/{r}/issues/{n}/comments {body};  PATCH /repos/{o}/{r}/pulls/{n} {state: closed}
 
 Authentication: `Authorization: Bearer <token>`. Rate limits: `X-RateLimit-*` headers, 429 and the
 secondary limit's 403 with `Retry-After` (handled in `base`).
@@ -15,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gitops_acp.humans.forges.base import HttpForge, PRState, PullRequest
+from gitops_acp.humans.forges.base import HttpForge, MergeInfo, PRState, PullRequest, approving_reviewers
 
 __all__ = ["GitHubClient"]
 
@@ -65,6 +67,22 @@ class GitHubClient(HttpForge):
 
     async def pull_request_state(self, number: int) -> PRState:
         return _state(await self.request("GET", f"{self._repo}/pulls/{number}"))
+
+    async def merge_info(self, number: int) -> MergeInfo:
+        data = await self.request("GET", f"{self._repo}/pulls/{number}")
+        reviews = await self.request("GET", f"{self._repo}/pulls/{number}/reviews", params={"per_page": 100})
+        state = _state(data)
+        merger = (data.get("merged_by") or {}).get("login") if state == PRState.MERGED else None
+        return MergeInfo(
+            "github", number, state, merged_by=merger or None, approved_by=approving_reviewers(reviews)
+        )
+
+    async def comment(self, number: int, text: str) -> None:
+        await self.request("POST", f"{self._repo}/issues/{number}/comments", body={"body": text})
+
+    async def close_pull_request(self, number: int) -> None:
+        await self.request("PATCH", f"{self._repo}/pulls/{number}", body={"state": "closed"})
+        self.remember(number, PRState.CLOSED)
 
 
 def _state(data: dict[str, Any]) -> PRState:

@@ -5,6 +5,10 @@
                                                  labels: "a,b", reviewer_ids}
     find:  GET  /projects/{path}/merge_requests?source_branch=<branch>&state=all
     state: GET  /projects/{path}/merge_requests/{iid}  → state opened|merged|closed|locked
+    who:   GET  /projects/{path}/merge_requests/{iid}  → merge_user.username (older: merged_by)
+           GET  /projects/{path}/merge_requests/{iid}/approvals → approved_by[].user.username
+    close: POST /projects/{path}/merge_requests/{iid}/notes {body}
+           PUT  /projects/{path}/merge_requests/{iid} {state_event: close}
 
 `{path}` is the URL-encoded project path (`group%2Fsub%2Fproject`). Authentication: `PRIVATE-TOKEN`.
 Rate limits: `RateLimit-*` headers and 429 with `Retry-After` (handled in `base`).
@@ -16,8 +20,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from gitops_acp.errors import PermanentForgeError
-from gitops_acp.humans.forges.base import HttpForge, PRState, PullRequest
+from gitops_acp.errors import PermanentForgeError, TemporaryForgeError
+from gitops_acp.humans.forges.base import HttpForge, MergeInfo, PRState, PullRequest
 
 __all__ = ["GitLabClient"]
 
@@ -76,6 +80,30 @@ class GitLabClient(HttpForge):
 
     async def pull_request_state(self, number: int) -> PRState:
         return _state(await self.request("GET", f"{self._project}/merge_requests/{number}"))
+
+    async def merge_info(self, number: int) -> MergeInfo:
+        data = await self.request("GET", f"{self._project}/merge_requests/{number}")
+        if data.get("state") == "locked":  # a merge under way: who merged is known in a moment
+            raise TemporaryForgeError(f"gitlab merge request !{number} is being merged", retry_after=2.0)
+        approvals = await self.request("GET", f"{self._project}/merge_requests/{number}/approvals")
+        state = _state(data)
+        merger = None
+        if state == PRState.MERGED:
+            user = data.get("merge_user") or data.get("merged_by") or {}
+            merger = user.get("username") or None
+        approved = tuple(
+            str(entry["user"]["username"])
+            for entry in (approvals or {}).get("approved_by") or []
+            if (entry.get("user") or {}).get("username")
+        )
+        return MergeInfo("gitlab", number, state, merged_by=merger, approved_by=approved)
+
+    async def comment(self, number: int, text: str) -> None:
+        await self.request("POST", f"{self._project}/merge_requests/{number}/notes", body={"body": text})
+
+    async def close_pull_request(self, number: int) -> None:
+        await self.request("PUT", f"{self._project}/merge_requests/{number}", body={"state_event": "close"})
+        self.remember(number, PRState.CLOSED)
 
 
 def _state(data: dict[str, Any]) -> PRState:

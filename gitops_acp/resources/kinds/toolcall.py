@@ -46,13 +46,17 @@ class ToolCallApproval(StatusModel):
     pull_request_url: str | None = None
     """The pull request's page, for people."""
     decided_by: str | None = None
-    """Who approved or rejected (the merge's author, or the CLI user)."""
+    """Who approved or rejected: a forge login, the merge commit's author, or the HumanLayer channel."""
+    decided_via: str | None = None
+    """How `decidedBy` was known: `github merged_by`, `github review`, `gitlab merged_by`,
+    `gitlab approval`, `gitea merged_by`, `gitea review`, `commit author` or `humanlayer`
+    (controllers/deciders.py)."""
     decided_at: str | None = None
     """When (RFC 3339)."""
     comment: str | None = None
     """The human's comment; the model reads it on a rejection."""
     channel: str | None = None
-    """The ContactChannel that asked (slack and email channels; git channels have `branch`)."""
+    """The ContactChannel that asked (git channels also have `branch`)."""
 
 
 class ToolCallHumanContact(StatusModel):
@@ -67,7 +71,9 @@ class ToolCallHumanContact(StatusModel):
     pull_request_url: str | None = None
     """The pull request's page, for people."""
     responded_by: str | None = None
-    """Who answered (the merge's author, or the CLI user; the channel for slack and email)."""
+    """Who answered: a forge login, the merge commit's author, or the channel for slack and email."""
+    responded_via: str | None = None
+    """How `respondedBy` was known (the values of `approval.decidedVia`)."""
     responded_at: str | None = None
     """When (RFC 3339)."""
 
