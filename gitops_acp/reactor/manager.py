@@ -149,6 +149,7 @@ class Manager:
             main=options.branch,
             identity=options.identity,
             published=self.published,
+            unpublish=self._unpublish,
             secrets=secrets,
             http=self._http,
             forge_poll=options.settings.forge_poll_interval,
@@ -239,6 +240,13 @@ class Manager:
         """
         if self._remote is not None:
             await self._remote.pushed()
+
+    async def _unpublish(self, ref: str) -> bool:
+        """Delete a finished call's branch on the remote and in the mirror (False: no remote)."""
+        if self._remote is None:
+            return False
+        await self._remote.delete_branch(ref)
+        return True
 
     def webhook(self, forge: str, branch: str | None) -> None:
         """A verified forge event: look at the refs now, and re-check the tool call waiting on `branch`.
