@@ -26,7 +26,6 @@ import contextlib
 import logging
 import signal
 import time
-from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
 from gitops_acp.reactor import background, claim
 from gitops_acp.reactor.awaiting import HumanWaits
+from gitops_acp.reactor.dependents import Dependents
 from gitops_acp.reactor.ownership import Ownership
 from gitops_acp.reactor.queue import Requeue, WorkQueue
 from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
@@ -130,7 +130,7 @@ class Manager:
             options.repo, branch=options.status_branch, identity=options.identity, clock=clock
         )
         self._state = State(self._commit, wake=self._queue_add, on_landed=self._landed, clock=clock)
-        self._dependents: dict[Key, set[Key]] = defaultdict(set)
+        self._dependents = Dependents(self._dependencies)
         self._reported_errors: set[str] = set()
         self._owned = Ownership(options.shard)  # the Tasks of main this process runs
         self._source = SourceGate(options.settings.policy, options.branch)  # which commit of main runs
@@ -226,7 +226,7 @@ class Manager:
             if state is None or (not state.connected and state.error is None):
                 return True
             if not state.connected and state.restarts < 5 and self._dependents.get((Kind.MCPServer, name)):
-                waiting = [k for k in self._dependents[(Kind.MCPServer, name)] if k[0] == Kind.ToolCall]
+                waiting = [k for k in self._dependents.get((Kind.MCPServer, name)) if k[0] == Kind.ToolCall]
                 observed = [self._state.observed(*k) for k in waiting]
                 if any(lifecycle.unfinished(obj) for obj in observed if obj is not None):
                     return True
@@ -265,6 +265,8 @@ class Manager:
         if declared:
             self._owned.archived.update(declared)
             self._state.desired_state = self._owned.mine(self._state.desired_state)
+        for name in names:
+            self._dependents.unset((Kind.Task, name))
 
     def _landed(self, key: Key, old: AnyResource | None, obj: AnyResource | None) -> None:
         """A checkpoint landed: index what the reconciler created, log the move, wake dependents."""
@@ -278,14 +280,16 @@ class Manager:
         self._waits.note(key, obj)
         created = obj is not None and old is None and key[0] in (Kind.ToolCall, Kind.Task)
         if created and obj is not None and key not in self._state.desired_state.resources:
-            self._index(key, obj, self._dependents)  # created by the reconciler: index it now
+            self._dependents.set(key, obj)  # created by the reconciler: index it now
+        elif key[0] == Kind.ToolCall and obj is not None and lifecycle.terminal(obj):
+            self._dependents.unset(key)  # a finished call waits for nothing
         if log.isEnabledFor(logging.INFO) and lifecycle.phase_of(old) != lifecycle.phase_of(obj):
             log.info("%s/%s: %s -> %s", key[0], key[1], lifecycle.phase_of(old), lifecycle.phase_of(obj))
         if _signature(old) != _signature(obj):
             self._wake_dependents(key, obj if obj is not None else old)
 
     def _wake_dependents(self, key: Key, obj: AnyResource | None) -> None:
-        for dependent in self._dependents.get(key, ()):
+        for dependent in self._dependents.get(key):
             self._queue.add(dependent)
         if obj is None:
             return
@@ -300,6 +304,11 @@ class Manager:
     async def _reconcile(self, item: Hashable) -> Requeue | None:
         assert isinstance(item, tuple)
         kind, name = item
+        if kind == Kind.Source:  # the record of what verifying main decided (reactor/source.py)
+            record = self._source.record()
+            if record is not None:
+                await self._state.checkpoint(record)
+            return None
         controller = self._controllers.get(kind)
         if controller is None:
             return None
@@ -314,7 +323,6 @@ class Manager:
 
     def _reindex(self) -> None:
         """Rebuild dependency → dependents from every declared (and reconciler-created) resource."""
-        dependents: dict[Key, set[Key]] = defaultdict(set)
         objects: list[tuple[Key, AnyResource]] = [
             (k, loaded.resource) for k, loaded in self._state.desired_state.resources.items()
         ]
@@ -324,16 +332,12 @@ class Manager:
             if (k[0] == Kind.Task and LABEL_PARENT_TOOLCALL in obj.metadata.labels)
             or (k[0] == Kind.ToolCall and lifecycle.unfinished(obj))
         ]
-        for key, obj in objects:
-            self._index(key, obj, dependents)
-        self._dependents = dependents
+        self._dependents.rebuild(objects)
 
-    def _index(self, key: Key, obj: AnyResource, dependents: dict[Key, set[Key]]) -> None:
-        """Record what `obj` depends on."""
+    def _dependencies(self, key: Key, obj: AnyResource) -> list[Key]:
+        """What `obj` depends on, as its controller says."""
         controller = self._controllers.get(key[0])
-        if controller is not None:
-            for dependency in controller.dependencies(obj):
-                dependents[dependency].add(key)
+        return list(controller.dependencies(obj)) if controller is not None else []
 
     async def _read_main(self) -> bool:
         """Read `main` if it moved; enqueue what changed. Returns whether it moved."""
@@ -347,7 +351,7 @@ class Manager:
             return False
         gate = self._source
         verdict = await loop.run_in_executor(self._git, lambda: gate.check(repo, tip))
-        await self._state.checkpoint(gate.record(verdict))  # before anything of it is applied
+        self._queue.add((Kind.Source, SOURCE_NAME))  # its status is committed like any checkpoint
         commit = verdict.applied
         if commit is None or commit == self._state.desired_state.commit:
             return False
@@ -363,14 +367,22 @@ class Manager:
         state = self._owned.mine(state)
         self._state.desired_state = state
         self._report_errors(state)
-        self._reindex()
         changed = changed_keys(previous, state)
+        if previous.commit is None:
+            self._reindex()
+        else:  # only what the commit changed (DESIGN §9: the cost is the change)
+            for key in changed:
+                loaded = state.resources.get(key)
+                if loaded is not None:
+                    self._dependents.set(key, loaded.resource)
+                else:
+                    self._dependents.unset(key)
         for key in changed:
             if key[0] == Kind.Task and key not in state.resources:
                 self._queue.interrupt(key)  # don't wait for an LLM answer nobody will read
         for key in _ordered(changed):
             self._queue.add(key)
-            for dependent in self._dependents.get(key, ()):
+            for dependent in self._dependents.get(key):
                 self._queue.add(dependent)
         if previous.commit is not None:
             self._waits.wake_all()  # a decision or an answer is a file arriving on main

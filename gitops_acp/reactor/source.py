@@ -8,8 +8,10 @@
                               └─ a commit refused ──► apply the newest clean commit before it (or
                                  keep the last one), Source Error naming the commit and why
 
-The Source status is a checkpoint like any other, committed before the new desired state is
-read, so a restart resumes verifying from the recorded `appliedCommit` rather than trusting the tip.
+The Source status is a checkpoint like any other (queued, so a status branch that cannot be written
+delays it without stopping anything); a restart resumes verifying from the recorded
+`appliedCommit`, never from the tip, and a restart before it landed verifies from the one before
+(the same verdict, one range longer).
 Blocking work (`verify`) runs on the reactor's git thread.
 """
 
@@ -46,6 +48,7 @@ class SourceGate:
         key = policy.signing_key if policy is not None else None
         self.sign = signatures.ssh_signer(key) if key is not None else None  # the reconciler's proposals
         self.head: str | None = None  # the tip last looked at
+        self.last: source.Verdict | None = None  # what looking at it decided
         self._base: str | None = None  # the last applied commit whose history was verified
         self._blocked: str | None = None  # the commit refused last time (logged once)
 
@@ -61,7 +64,8 @@ class SourceGate:
         """The verdict on a new tip (blocking: the git thread). Without requireSignedMain: apply it."""
         self.head = tip
         if not self.required or self.signers is None:
-            return source.Verdict(tip=tip, applied=tip)
+            self.last = source.Verdict(tip=tip, applied=tip)
+            return self.last
         verdict = source.verify(repo, tip, base=self._base, signers=self.signers)
         if verdict.applied is not None:
             self._base = verdict.applied
@@ -71,10 +75,14 @@ class SourceGate:
         elif blocked is None and self._blocked is not None:
             log.info("%s: %s", self.branch, verdict.detail())
         self._blocked = blocked
+        self.last = verdict
         return verdict
 
-    def record(self, verdict: source.Verdict) -> Source:
-        """The Source resource that says what `verdict` applied."""
+    def record(self) -> Source | None:
+        """The Source resource that says what the last verdict applied (None: no verdict yet)."""
+        verdict = self.last
+        if verdict is None:
+            return None
         if not self.required:
             detail = f"applied {verdict.tip[:12]}; signatures not checked (no signers.requireSignedMain)"
             status = SourceStatus(
