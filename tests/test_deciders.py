@@ -125,3 +125,69 @@ def test_the_decider(
     decision = Decision(spec={}, decided_by=AUTHOR, decided_at=0.0, fast_forward=fast_forward)
     chosen = deciders.choose(decision, channel=ch, forge=forge_said)
     assert (chosen.identity, chosen.via, chosen.refused) == expected
+
+
+def signed(signer: str | None, *, fast_forward: bool = False) -> Decision:
+    """A decision read with allowed signers configured; `signer`: whose good signature it carries."""
+    return Decision(
+        spec={},
+        decided_by=AUTHOR,
+        decided_at=0.0,
+        fast_forward=fast_forward,
+        commit="0123456789abcdef",
+        signed_by=signer,
+        signed_via="ssh signature" if signer else None,
+        signers_checked=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("decision", "ch", "expected"),
+    [
+        # With signers and no forge: the signing principal, never the author the commit claims.
+        (signed("bob@example.com"), channel(), ("bob@example.com", "ssh signature", None)),
+        (
+            signed("alice@example.com"),
+            channel(approvers=("alice@example.com",)),
+            ("alice@example.com", "ssh signature", None),
+        ),
+        (
+            signed(None),  # the author says Alice: only a claim
+            channel(approvers=("alice@example.com",)),
+            (
+                "",
+                "signature",
+                "commit 0123456789ab that brought it is not signed by an allowed signer "
+                f"(its author, {AUTHOR}, proves nothing): sign the merge (git merge --no-ff -S)",
+            ),
+        ),
+        (signed(None), channel(), (AUTHOR, "commit author", None)),  # anyone may: recorded as a claim
+        (
+            signed("mallory@example.com"),
+            channel(approvers=("alice@example.com",)),
+            (
+                "mallory@example.com",
+                "ssh signature",
+                "mallory@example.com (by ssh signature) is not one of the approvers (alice@example.com)",
+            ),
+        ),
+        (
+            signed("gitops-acp", fast_forward=True),  # the reconciler's own signed proposal
+            channel(approvers=("gitops-acp",)),
+            (
+                "",
+                "ssh signature",
+                "merged by fast-forward: the commit that brought it is the reconciler's own proposal, so "
+                "nobody signed the decision: merge with a signed merge commit (git merge --no-ff -S)",
+            ),
+        ),
+        # A forge, when there is one, decides: a signature does not stand in for who merged.
+        (signed("bob@example.com"), channel("github"), (AUTHOR, "commit author", None)),
+    ],
+)
+def test_the_decider_with_signers(
+    decision: Decision, ch: ContactChannel, expected: tuple[str, str, str | None]
+) -> None:
+    forge = said("github", None) if str(ch.spec.git.forge if ch.spec.git else "none") != "none" else None
+    chosen = deciders.choose(decision, channel=ch, forge=forge)
+    assert (chosen.identity, chosen.via, chosen.refused) == expected

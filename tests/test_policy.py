@@ -140,9 +140,9 @@ def test_an_empty_policy_allows_nothing(tmp_path: Path) -> None:
         ("approvers: []\n", "approvers: unknown field"),
         ("- a\n", "expected a mapping of mcp, responseUrls and signers"),
         ("mcp: [\n", "not YAML"),
-        ("signers:\n  requireSignedMain: true\n", "signers.requireSignedMain: set signers.allowedSignersFile"),
+        ("signers:\n  requireSignedMain: true\n", "requireSignedMain: set signers.allowedSignersFile"),
         ("signers:\n  requireSignedMain: yes please\n", "signers.requireSignedMain: expected true or false"),
-        ("signers:\n  allowedSignersFile: /nowhere/allowed\n", "signers.allowedSignersFile: /nowhere/allowed is"),
+        ("signers:\n  allowedSignersFile: /nowhere/a\n", "signers.allowedSignersFile: /nowhere/a is not"),
         ("signers:\n  gpgHome: 3\n", "signers.gpgHome: expected a path, got 3"),
         ("signers:\n  allowedSigners: /x\n", "signers.allowedSigners: unknown field"),
     ],
@@ -170,7 +170,8 @@ def test_signers_are_read_and_described(tmp_path: Path) -> None:
     loaded = policy.load(path)
     assert loaded is not None
     assert loaded.allowed_signers_file == allowed.resolve()
-    assert loaded.require_signed_main and loaded.has_signers
+    assert loaded.require_signed_main
+    assert loaded.has_signers
     assert "main must be signed by an allowed signer" in policy.describe(loaded)
     only_signers = write(tmp_path, f"signers:\n  allowedSignersFile: {allowed}\n")
     described = policy.describe(policy.load(only_signers))

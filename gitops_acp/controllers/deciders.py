@@ -12,7 +12,11 @@ The sources, strongest first:
   file that reached `main` without a merged pull request (a direct push, `gitops-acp approve` on a
   clone) is refused. Without `approvers`, the merger is recorded, or else the commit author,
   labelled as such.
-- (to come: with signers and no forge, the principal whose key signed the merge)
+- allowed signers (`signers` in the policy) and no forge: the principal whose key signed the
+  first-parent commit that brought the file to `main` (a signed merge, or a signed
+  `gitops-acp approve`). With `approvers`, an unsigned decision, or a fast-forward of the
+  reconciler's own proposal, is refused: the author's name proves nothing. Without `approvers`
+  anyone may decide, and such a decision records the author, labelled `commit author`.
 - neither: the author of the first-parent commit that brought the file to `main`, which anyone who
   can push can set (docs/security.md says so).
 
@@ -50,7 +54,8 @@ def choose(decision: Decision, *, channel: ContactChannel | None, forge: MergeIn
     has_forge = git is not None and str(git.forge) != "none"
     if has_forge:
         return _from_forge(decision, forge, approvers, str(git.forge) if git is not None else "forge")
-    # The lead's third source goes here: with signers and no forge, `decision.signed_by`.
+    if decision.signers_checked:
+        return _from_signature(decision, approvers)
     return _from_commit(decision, approvers)
 
 
@@ -84,6 +89,29 @@ def _from_forge(decision: Decision, forge: MergeInfo | None, approvers: list[str
         refused=f"{forge.merged_by} merged it ({reviews}), and none of them is one of the approvers "
         f"({', '.join(approvers)})",
     )
+
+
+def _from_signature(decision: Decision, approvers: list[str]) -> Decider:
+    via = decision.signed_via or "signature"
+    unsigned = decision.signed_by is None or decision.fast_forward
+    if unsigned and not approvers:  # anyone may decide: record who the commit claims, as a claim
+        return Decider(decision.decided_by, COMMIT_AUTHOR)
+    if decision.fast_forward:
+        why = (
+            "merged by fast-forward: the commit that brought it is the reconciler's own proposal, so "
+            "nobody signed the decision: merge with a signed merge commit (git merge --no-ff -S)"
+        )
+        return Decider("", via, refused=why)
+    if decision.signed_by is None:
+        why = (
+            f"commit {decision.commit[:12]} that brought it is not signed by an allowed signer (its author, "
+            f"{decision.decided_by}, proves nothing): sign the merge (git merge --no-ff -S)"
+        )
+        return Decider("", via, refused=why)
+    if approvers and not matches(decision.signed_by, approvers):
+        why = f"{decision.signed_by} (by {via}) is not one of the approvers ({', '.join(approvers)})"
+        return Decider(decision.signed_by, via, refused=why)
+    return Decider(decision.signed_by, via)
 
 
 def _from_commit(decision: Decision, approvers: list[str]) -> Decider:

@@ -36,6 +36,8 @@ class Decision:
     # With allowed signers configured: the principal whose good signature that commit carries
     # (None: unsigned, or not signed by an allowed signer: the author then proves nothing).
     signed_by: str | None = None
+    signed_via: str | None = None  # "ssh signature" or "gpg signature", with signed_by
+    signers_checked: bool = False  # allowed signers are configured: the author alone proves nothing
 
 
 def propose(
@@ -103,9 +105,12 @@ def read(
     reconciler_text = f"{reconciler[0]} <{reconciler[1]}>"
     sha = commits[0].sha if commits else ""
     signed_by: str | None = None
+    signed_via: str | None = None
     if signers is not None and sha:
         verdict = signatures.verdict_of(repo.git_dir, sha, signers=signers)
-        signed_by = verdict.signer if verdict.good and verdict.signer else None
+        if verdict.good and verdict.signer:
+            signed_by = verdict.signer
+            signed_via = "ssh signature" if verdict.key.startswith("SHA256:") else "gpg signature"
     return Decision(
         spec=spec if isinstance(spec, dict) else {},
         decided_by=author,
@@ -113,4 +118,6 @@ def read(
         fast_forward=author == reconciler_text,
         commit=sha,
         signed_by=signed_by,
+        signed_via=signed_via,
+        signers_checked=signers is not None,
     )

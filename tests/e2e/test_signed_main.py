@@ -277,6 +277,9 @@ def test_the_reconcilers_proposal_is_signed_and_a_signed_merge_approves(story: S
     calls = [c for c in _toolcalls(story) if c["spec"]["taskRef"]["name"] == "approve"]
     assert len(calls) == 1
     assert calls[0]["status"]["phase"] == "Succeeded"
+    # The merge's author is "Test Human" (the environment's identity): the signature names Alice.
+    approval = calls[0]["status"]["approval"]
+    assert (approval["decidedBy"], approval["decidedVia"]) == ("alice@example.com", "ssh signature")
     assert story.counter.read_text().split() == ["approve"]  # the tool ran once
 
 
