@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 import gitops_acp.store.git as package
+from gitops_acp.errors import StoreError
+from tests.conftest import commit_files, git
 
 
 def test_the_package_all_is_exactly_its_public_names() -> None:
+    # Names are imported from their modules on first use (`__getattr__`): dir() lists them all.
     public = {
         name
-        for name, value in vars(package).items()
-        if not name.startswith("_") and not isinstance(value, ModuleType)
+        for name in dir(package)
+        if not name.startswith("_") and not isinstance(getattr(package, name), ModuleType)
     }
     assert sorted(package.__all__) == sorted(public)
     assert set(package.__all__) == {
@@ -23,6 +29,8 @@ def test_the_package_all_is_exactly_its_public_names() -> None:
         "CommitInfo",
         "GitRepo",
         "PushUpdate",
+        "ReadOnlyRepo",
+        "Reader",
         "RefConflictError",
         "TreeBuilder",
         "TreeEditor",
@@ -43,3 +51,56 @@ def test_every_module_all_names_what_it_defines() -> None:
             value = getattr(module, item)
             home = getattr(value, "__module__", module.__name__)
             assert home == module.__name__, f"{module.__name__}.__all__ re-exports {item} from {home}"
+
+
+# -- the Reader protocol, the same reads through GitRepo and through ReadOnlyRepo ---------------
+
+OPENERS = {"GitRepo": package.GitRepo.open, "ReadOnlyRepo": package.ReadOnlyRepo.open}
+
+
+def _where(repo: Path, tmp_path: Path, shape: str) -> Path:
+    """`repo` opened as a work tree, through its `.git`, as a bare clone or a linked worktree."""
+    if shape == "work tree":
+        return repo
+    if shape == ".git":
+        return repo / ".git"
+    if shape == "bare":
+        git(tmp_path, "clone", "-q", "--bare", str(repo), "bare.git")
+        return tmp_path / "bare.git"
+    git(repo, "worktree", "add", "-q", str(tmp_path / "linked"), "-b", "elsewhere")
+    return tmp_path / "linked"
+
+
+@pytest.mark.parametrize("shape", ["work tree", ".git", "bare", "linked worktree"])
+@pytest.mark.parametrize("backend", sorted(OPENERS))
+def test_both_readers_read_the_same(repo: Path, tmp_path: Path, backend: str, shape: str) -> None:
+    first = commit_files(repo, {"a/one.yaml": "one: 1\n", "two words.txt": "2"}, "first")
+    second = commit_files(repo, {"a/one.yaml": "one: 2\n"}, "second\n\nTask/x: A -> B")
+    git(repo, "branch", "acp/status-0-of-2", first)
+    reader: package.Reader
+    with OPENERS[backend](_where(repo, tmp_path, shape)) as reader:
+        assert reader.resolve("refs/heads/main") == second
+        assert reader.resolve("refs/heads/nowhere") is None
+        assert reader.read_file(second, "a/one.yaml") == b"one: 2\n"
+        assert reader.read_file(first, "two words.txt") == b"2"
+        assert reader.read_file(second, "a/missing.yaml") is None
+        assert reader.read_file("0" * 40, "a/one.yaml") is None
+        blob = git(repo, "rev-parse", f"{first}:a/one.yaml")
+        assert reader.read_blob(blob) == b"one: 1\n"
+        assert reader.commit_time(second) == float(git(repo, "log", "-1", "--format=%ct", second))
+        assert reader.refs("refs/heads/acp/status-*-of-*") == {"refs/heads/acp/status-0-of-2": first}
+        log = reader.log("refs/heads/main", path=["a/one.yaml", "nowhere"], n=5)
+        assert [(c.sha, c.subject, c.body.strip()) for c in log] == [
+            (second, "second", "Task/x: A -> B"),
+            (first, "first", ""),
+        ]
+        with pytest.raises(StoreError):
+            reader.read_file(second, "a")  # a directory, not a file
+
+
+@pytest.mark.parametrize("backend", sorted(OPENERS))
+def test_both_readers_refuse_what_is_not_a_repository(tmp_path: Path, backend: str) -> None:
+    (tmp_path / "plain").mkdir()
+    for path in (tmp_path / "plain", tmp_path / "missing"):
+        with pytest.raises(StoreError, match="not a git repository"):
+            OPENERS[backend](path)

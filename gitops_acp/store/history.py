@@ -21,7 +21,7 @@ from gitops_acp.resources.meta import (
     status_path,
 )
 from gitops_acp.store import yamlio
-from gitops_acp.store.git import CommitInfo, GitRepo
+from gitops_acp.store.git import CommitInfo, Reader
 from gitops_acp.store.statustree import DEFAULT_BRANCH, read_status_file
 
 __all__ = ["Event", "events"]
@@ -38,7 +38,7 @@ class Event:
     detail: str  # status.statusDetail at that commit (plus status.error); "deleted"/"archived" if it went
 
 
-def events(repo: GitRepo, *, branch: str = DEFAULT_BRANCH, kind: str, name: str, n: int = 20) -> list[Event]:
+def events(repo: Reader, *, branch: str = DEFAULT_BRANCH, kind: str, name: str, n: int = 20) -> list[Event]:
     """Return the newest `n` checkpoints of resource (kind, name) on `branch`, newest first.
 
     Its file's path, and for tasks and tool calls also the flat path they had before the fan-out
@@ -57,7 +57,7 @@ def events(repo: GitRepo, *, branch: str = DEFAULT_BRANCH, kind: str, name: str,
     return found
 
 
-def _first_checkpoint(repo: GitRepo, ref: str, kind: Kind, name: str) -> float | None:
+def _first_checkpoint(repo: Reader, ref: str, kind: Kind, name: str) -> float | None:
     """When the resource's history began, from its status file at the tip (None: walk it all).
 
     A minute earlier than recorded: commit times are whole seconds from the same clock, and the
@@ -85,7 +85,7 @@ def _phases(commit: CommitInfo, prefix: str) -> tuple[str, str]:
     return "-", "-"
 
 
-def _detail(repo: GitRepo, sha: str, kind: Kind, name: str) -> str:
+def _detail(repo: Reader, sha: str, kind: Kind, name: str) -> str:
     found = read_status_file(repo, sha, kind, name)
     if found is None:
         return "deleted"

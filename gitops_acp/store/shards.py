@@ -22,13 +22,15 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitops_acp.errors import UserError
 from gitops_acp.resources import lifecycle, meta
 from gitops_acp.resources.lifecycle import Key
-from gitops_acp.store import status, statustree, yamlio
-from gitops_acp.store.git import GitRepo
+from gitops_acp.store import statustree, yamlio
+
+if TYPE_CHECKING:
+    from gitops_acp.store.git import GitRepo, Reader
 
 __all__ = [
     "UNSHARDED",
@@ -142,7 +144,7 @@ class StatusBranch:
         return layout[1]
 
 
-def status_branches(repo: GitRepo) -> list[StatusBranch]:
+def status_branches(repo: Reader) -> list[StatusBranch]:
     """Every status branch of the family in `repo`, the newest tip first (ties: by name)."""
     found: list[StatusBranch] = []
     refs = repo.refs(_HEADS + UNSHARDED, _HEADS + UNSHARDED + "-*-of-*")
@@ -180,18 +182,18 @@ def read_merged(repo: GitRepo) -> Merged:
     found = status_branches(repo)
     if len(found) <= 1:
         name = found[0].name if found else UNSHARDED
-        tip, only = status.read_tip(repo, name)
+        tip, only = statustree.read_tip(repo, name)
         return Merged(tip, only, dict.fromkeys(only, name))
     documents: dict[Key, dict[str, Any]] = {}
     branches: dict[Key, str] = {}
     for branch in reversed(found):  # the oldest first: a newer tip's copy replaces it
-        _tip, docs = status.read_tip(repo, branch.name)
+        _tip, docs = statustree.read_tip(repo, branch.name)
         documents.update(docs)
         branches.update(dict.fromkeys(docs, branch.name))
     return Merged(found[0].tip, documents, branches)
 
 
-def history_order(repo: GitRepo, *, kind: str, name: str) -> list[str]:
+def history_order(repo: Reader, *, kind: str, name: str) -> list[str]:
     """Status branches to read a resource's events from, best first.
 
     Those whose tip holds its file (the newest tip first), then the others (its file may have been

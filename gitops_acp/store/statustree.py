@@ -17,7 +17,7 @@ once, for the command line. Before the fan-out, tasks and tool calls sat flat in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitops_acp.errors import StoreError
 from gitops_acp.resources.lifecycle import Key
@@ -32,7 +32,9 @@ from gitops_acp.resources.meta import (
     status_path,
 )
 from gitops_acp.store import yamlio
-from gitops_acp.store.git import GitRepo, TreeEditor
+
+if TYPE_CHECKING:  # at run time only where used: reading one file must not load GitPython
+    from gitops_acp.store.git import GitRepo, Reader, TreeEditor
 
 __all__ = [
     "DEFAULT_BRANCH",
@@ -67,6 +69,8 @@ class StatusTree:
     @classmethod
     def load(cls, repo: GitRepo, tip: str | None) -> StatusTree:
         """The tip `tip` (None: an empty branch); its levels are read when first used."""
+        from gitops_acp.store.git import TreeEditor  # here: see the imports
+
         root = repo.tree_of(tip) if tip is not None else None
         return cls(tip, TreeEditor(repo.read_tree, root))
 
@@ -115,9 +119,7 @@ class Found:
     archived: bool
 
 
-def read_status_file(
-    repo: GitRepo, tip: str, kind: Kind, name: str, *, archived: bool = True
-) -> Found | None:
+def read_status_file(repo: Reader, tip: str, kind: Kind, name: str, *, archived: bool = True) -> Found | None:
     """One resource's file at `tip`: in `status/` (or the flat layout of old tips), else in
     `archive/` when `archived`; None if neither holds it. One to three object reads."""
     data = repo.read_file(tip, status_path(kind, name))

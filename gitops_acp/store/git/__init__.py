@@ -11,6 +11,7 @@ every name from here, never from the modules below::
       ├── refs.py         reading refs from files, compare-and-swap moves, log / CommitInfo
       ├── transfer.py     fetch, push with leases, URL helpers
       └── maintenance.py  repack and the commit-graph
+    readonly.py     ReadOnlyRepo: the reading half of GitRepo without GitPython (one-object readers)
     process.py      running one git command (environment, timeout, one-line errors); used by all
 
 Why `GitRepo` is composed of parts rather than built from mixins: each part owns its own state
@@ -24,12 +25,21 @@ forwarding method per call in ``repo.py``, which is also where a caller reads th
 Commits made *for a person* (``task create``, ``approve``, ``init``) are not here: they go through
 a working tree or a clone as that person would, and live beside the command line in
 ``cli/commits.py``. The reconciler never makes them.
+
+Importing this package loads none of its modules: each name is imported from its module when first
+used (`__getattr__` below), so a command that reads one status file through `readonly.ReadOnlyRepo`
+never pays for GitPython (~40 ms of every `gitops-acp get task NAME`; docs/growth.md).
 """
 
-from gitops_acp.store.git.refs import ZERO_OID, CommitInfo, RefConflictError
-from gitops_acp.store.git.repo import GitRepo
-from gitops_acp.store.git.transfer import PushUpdate, init_bare, is_url, redact_url
-from gitops_acp.store.git.trees import EMPTY_TREE, TREE_MODE, TreeBuilder, TreeEditor
+import importlib
+import typing
+
+if typing.TYPE_CHECKING:
+    from gitops_acp.store.git.readonly import Reader, ReadOnlyRepo
+    from gitops_acp.store.git.refs import ZERO_OID, CommitInfo, RefConflictError
+    from gitops_acp.store.git.repo import GitRepo
+    from gitops_acp.store.git.transfer import PushUpdate, init_bare, is_url, redact_url
+    from gitops_acp.store.git.trees import EMPTY_TREE, TREE_MODE, TreeBuilder, TreeEditor
 
 __all__ = [
     "EMPTY_TREE",
@@ -38,6 +48,8 @@ __all__ = [
     "CommitInfo",
     "GitRepo",
     "PushUpdate",
+    "ReadOnlyRepo",
+    "Reader",
     "RefConflictError",
     "TreeBuilder",
     "TreeEditor",
@@ -45,3 +57,34 @@ __all__ = [
     "is_url",
     "redact_url",
 ]
+
+#: Where each name lives (the module is imported on first use).
+_HOMES = {
+    "EMPTY_TREE": "trees",
+    "TREE_MODE": "trees",
+    "ZERO_OID": "refs",
+    "CommitInfo": "refs",
+    "GitRepo": "repo",
+    "PushUpdate": "transfer",
+    "ReadOnlyRepo": "readonly",
+    "Reader": "readonly",
+    "RefConflictError": "refs",
+    "TreeBuilder": "trees",
+    "TreeEditor": "trees",
+    "init_bare": "transfer",
+    "is_url": "transfer",
+    "redact_url": "transfer",
+}
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # once: later lookups are plain module attributes
+    return value

@@ -1,0 +1,222 @@
+"""Reading a repository without GitPython: what `get`, `describe` and `history` of one object use.
+
+A person's command is a new process every time, so whatever it imports is part of every figure
+(DESIGN §9: `get task NAME` within 100 ms at 100,000 tasks). GitPython costs ~40 ms to import and
+its `Repo` more to open, for what these commands need: a handful of objects and a `git log`. So
+`ReadOnlyRepo` offers the reading half of `GitRepo`'s API (the `Reader` protocol) over
+
+- its own `git cat-file --batch` process, started on the first read (one object per round trip,
+  `<commit>:<path>` resolved by git, as `GitRepo` reads through GitPython's);
+- `refs.Refs` for refs (read from the ref files) and `git log`, the very code `GitRepo` runs.
+
+The functions that read one resource (`statustree.read_status_file`, `history.events`,
+`shards.status_branches`) take a `Reader`, so they run unchanged over either. One thread at a
+time, like `GitRepo` (which guards it; this one is only for a command's single thread).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Protocol, Self
+
+from gitops_acp.errors import StoreError
+from gitops_acp.store.git import process
+from gitops_acp.store.git.refs import CommitInfo, Refs
+
+__all__ = ["ReadOnlyRepo", "Reader"]
+
+
+class Reader(Protocol):
+    """What reading one resource's files and history needs of a repository (`GitRepo` has it all)."""
+
+    @property
+    def git_dir(self) -> Path:
+        """The git directory."""
+
+    def resolve(self, ref: str) -> str | None:
+        """The full sha `ref` points at, or None."""
+
+    def refs(self, *prefixes: str) -> dict[str, str]:
+        """Every ref under `prefixes`, full name -> sha."""
+
+    def log(
+        self,
+        ref: str,
+        *,
+        path: str | Sequence[str] | None = None,
+        n: int = 20,
+        first_parent: bool = False,
+        since: float | None = None,
+    ) -> list[CommitInfo]:
+        """The newest `n` commits of `ref` (touching `path` if given), newest first."""
+
+    def read_blob(self, sha: str) -> bytes:
+        """The content of blob `sha`."""
+
+    def read_file(self, commit: str, path: str) -> bytes | None:
+        """The content of `path` in `commit`, or None."""
+
+    def commit_time(self, sha: str) -> float:
+        """The committer time of commit `sha`."""
+
+    def close(self) -> None:
+        """Stop any process it started."""
+
+
+def _git_dirs(path: Path) -> tuple[Path, Path]:
+    """The git directory and the common directory of the repository at exactly `path` (a work
+    tree, a `.git` directory, a linked worktree's `.git` file or a bare repository), as
+    `GitRepo.open` finds them: parent directories are not searched."""
+    dot = path / ".git"
+    if dot.is_dir():
+        git_dir = dot
+    elif dot.is_file():
+        text = dot.read_text(encoding="utf-8", errors="replace").strip()
+        if not text.startswith("gitdir:"):
+            raise StoreError(f"not a git repository: {path}")
+        git_dir = path / text.removeprefix("gitdir:").strip()
+    elif (path / "HEAD").is_file() and ((path / "objects").is_dir() or (path / "commondir").is_file()):
+        git_dir = path
+    else:
+        raise StoreError(f"not a git repository: {path}")
+    git_dir = git_dir.resolve()
+    try:
+        common = (git_dir / (git_dir / "commondir").read_text(encoding="utf-8").strip()).resolve()
+    except FileNotFoundError:
+        common = git_dir
+    return git_dir, common
+
+
+class ReadOnlyRepo:
+    """A repository opened for reading only, without GitPython (see the module docstring)."""
+
+    def __init__(self, git_dir: Path, common_dir: Path) -> None:
+        """Read the repository `git_dir`; use `ReadOnlyRepo.open`."""
+        self._git_dir = git_dir
+        self._refs = Refs(git_dir, common_dir)
+        self._cat: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> ReadOnlyRepo:
+        """Open a work tree, a `.git` directory or a bare repository at exactly `path`."""
+        return cls(*_git_dirs(Path(path)))
+
+    @property
+    def git_dir(self) -> Path:
+        """The git directory."""
+        return self._git_dir
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyRepo({str(self._git_dir)!r})"
+
+    def close(self) -> None:
+        """Stop the `git cat-file` process, if one was started."""
+        cat, self._cat = self._cat, None
+        if cat is not None:
+            assert cat.stdin is not None
+            cat.stdin.close()
+            cat.wait()
+            if cat.stdout is not None:
+                cat.stdout.close()
+        self._refs.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- refs and history (refs.Refs, as GitRepo) -----------------------------------------------
+
+    def resolve(self, ref: str) -> str | None:
+        """Return the full sha `ref` points at, or None if there is no such ref or object."""
+        return self._refs.resolve(ref)
+
+    def refs(self, *prefixes: str) -> dict[str, str]:
+        """Return every ref under `prefixes` (such as `refs/heads/acp/`) as full name -> sha."""
+        return self._refs.under(*prefixes)
+
+    def log(
+        self,
+        ref: str,
+        *,
+        path: str | Sequence[str] | None = None,
+        n: int = 20,
+        first_parent: bool = False,
+        since: float | None = None,
+    ) -> list[CommitInfo]:
+        """Return the newest `n` commits reachable from `ref` (touching `path`, or any of several,
+        if given), newest first; bounded by `-n` and `since` (see `GitRepo.log`)."""
+        return self._refs.log(ref, path=path, n=n, first_parent=first_parent, since=since)
+
+    # -- objects (one `git cat-file --batch`) ---------------------------------------------------
+
+    def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
+        if self._cat is None or self._cat.poll() is not None:
+            try:
+                self._cat = subprocess.Popen(
+                    ["git", f"--git-dir={self._git_dir}", "cat-file", "--batch"],
+                    cwd=self._git_dir,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    env=process.env(),
+                )
+            except OSError as exc:
+                raise StoreError(f"cannot run git: {exc}") from exc
+        assert self._cat.stdin is not None
+        assert self._cat.stdout is not None
+        return self._cat.stdin, self._cat.stdout
+
+    def cat(self, name: str) -> tuple[str, bytes] | None:
+        """Return (type, data) of the object `name` names (a sha, `<commit>:<path>`), or None."""
+        if "\n" in name:
+            return None
+        stdin, stdout = self._pipes()
+        try:
+            stdin.write(name.encode("utf-8", "surrogateescape") + b"\n")
+            stdin.flush()
+            header = stdout.readline()
+        except OSError as exc:
+            raise StoreError(f"git cat-file failed in {self._git_dir}: {exc}") from exc
+        if not header:
+            raise StoreError(f"git cat-file stopped in {self._git_dir}")
+        if header.endswith((b" missing\n", b" ambiguous\n")):
+            return None
+        _sha, kind, size = header.split()
+        data = stdout.read(int(size))
+        stdout.read(1)  # the newline after the content
+        return kind.decode("ascii"), data
+
+    def read_blob(self, sha: str) -> bytes:
+        """Return the content of blob `sha`."""
+        found = self.cat(sha)
+        if found is None or found[0] != "blob":
+            raise StoreError(f"no blob {sha} in {self._git_dir}")
+        return found[1]
+
+    def read_file(self, commit: str, path: str) -> bytes | None:
+        """Return the content of `path` in `commit`, or None if the file does not exist there."""
+        found = self.cat(f"{commit}:{path}")
+        if found is None:
+            return None
+        if found[0] != "blob":
+            raise StoreError(f"{path} at {commit[:12]} is a {found[0]}, not a file")
+        return found[1]
+
+    def commit_time(self, sha: str) -> float:
+        """Return the committer time of commit `sha` (seconds since the epoch)."""
+        found = self.cat(sha)
+        if found is None or found[0] != "commit":
+            raise StoreError(f"no commit {sha} in {self._git_dir}")
+        for line in found[1].split(b"\n"):
+            if line.startswith(b"committer "):
+                return float(line.rsplit(b" ", 2)[1])
+            if not line:
+                break
+        raise StoreError(f"commit {sha} has no committer line")
