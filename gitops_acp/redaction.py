@@ -23,8 +23,6 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-import pydantic_core
-
 __all__ = ["MIN_LENGTH", "LogFilter", "clear", "document", "remember", "text"]
 
 MIN_LENGTH = 6
@@ -80,6 +78,10 @@ def document(value: Any) -> Any:
     if _pattern is None:
         return value
     if not _walk_always:
+        # Only a process that resolved a secret gets here (the reconciler): the command line's
+        # error funnel imports this module, and pydantic_core would be ~20 ms of every command.
+        import pydantic_core
+
         try:
             blob = pydantic_core.to_json(value)
         except (TypeError, ValueError, pydantic_core.PydanticSerializationError):

@@ -7,6 +7,11 @@ each object from the branch that holds it, the newest tip's copy when several do
 of the status branch (a resource committed a moment ago shows up at once, with empty status), plus
 the resources that exist only on the status branch (tool calls, delegated tasks). The columns are
 ACP's printer columns.
+
+`get KIND NAME`, `describe` and `history` start a process for one object, so what this module
+imports is in every figure (DESIGN §9): `lookup` reads through a `ReadOnlyRepo` (no GitPython) and
+works on plain dicts; the pydantic models (to parse a file of `main`) are imported only by the
+functions that parse one, when they do.
 """
 
 from __future__ import annotations
@@ -14,20 +19,35 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gitops_acp.errors import StoreError, UserError
-from gitops_acp.resources.lifecycle import Key
-from gitops_acp.resources.loader import Loaded, load_file
 from gitops_acp.resources.meta import ANNOTATION_SOURCE, ARCHIVE_ROOT, FANNED_OUT, LABEL_PARENT_TOOLCALL, Kind
-from gitops_acp.resources.models import AnyResource, from_document, to_document
-from gitops_acp.store import mirror, shards, yamlio
-from gitops_acp.store.desired import DesiredReader
-from gitops_acp.store.git import GitRepo, is_url, redact_url
-from gitops_acp.store.status import read_tip
-from gitops_acp.store.statustree import archived_names, read_status_file, status_names
+from gitops_acp.store import shards, yamlio
+from gitops_acp.store.git import ReadOnlyRepo, is_url, redact_url
+from gitops_acp.store.statustree import archived_names, read_status_file, read_tip, status_names
 
-__all__ = ["Found", "Listing", "Snapshot", "listing", "lookup", "render_table", "snapshot", "table_rows"]
+if TYPE_CHECKING:  # imported where used: pydantic and GitPython only when a command needs them
+    from gitops_acp.resources.lifecycle import Key
+    from gitops_acp.resources.loader import Loaded
+    from gitops_acp.resources.models import AnyResource
+    from gitops_acp.store.git import GitRepo, Reader
+
+__all__ = [
+    "STATUS_ONLY",
+    "Found",
+    "Listing",
+    "Snapshot",
+    "listing",
+    "lookup",
+    "open_reader",
+    "open_repo",
+    "render_table",
+    "snapshot",
+    "table_rows",
+]
+
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -55,13 +75,26 @@ def open_repo(path: str) -> GitRepo:
 
     A URL is read through a copy in the cache directory, fetched now (docs/remotes.md).
     """
+    from gitops_acp.store.git import GitRepo
+
+    return _opened(GitRepo.open, path)
+
+
+def open_reader(path: str) -> ReadOnlyRepo:
+    """Open the repository named by --repo for reading one object (`lookup`, history), as `open_repo`."""
+    return _opened(ReadOnlyRepo.open, path)
+
+
+def _opened(opener: Callable[[Path], _R], path: str) -> _R:
     if is_url(path) and not Path(path).exists():
+        from gitops_acp.store import mirror
+
         try:
-            return GitRepo.open(mirror.refresh_view(path))
+            return opener(mirror.refresh_view(path))
         except StoreError as exc:
             raise UserError(f"cannot read {redact_url(path)}: {exc}") from exc
     try:
-        return GitRepo.open(Path(path))
+        return opener(Path(path))
     except Exception as exc:
         raise UserError(
             f"{path}: not a git repository (pass --repo PATH, or run `gitops-acp init DIR`)"
@@ -70,6 +103,9 @@ def open_repo(path: str) -> GitRepo:
 
 def snapshot(repo: GitRepo, *, branch: str = "main", status_branch: str = "acp/status") -> Snapshot:
     """Read `main` and the tip of the status branch (every shard's, by default) once and merge them."""
+    from gitops_acp.resources.models import to_document
+    from gitops_acp.store.desired import DesiredReader
+
     main_commit = repo.resolve(f"refs/heads/{branch}")
     desired = DesiredReader(repo).read(main_commit)
     where: dict[Key, str] = {}
@@ -97,7 +133,7 @@ class Found:
     archived: bool = False  # its status file is in `archive/` (DESIGN §9)
 
 
-def lookup(repo: GitRepo, kind: Kind, name: str, *, branch: str = "main") -> Found | None:
+def lookup(repo: Reader, kind: Kind, name: str, *, branch: str = "main") -> Found | None:
     """One object merged from `main` and the status branches, reading only what it shows.
 
     The same object `snapshot` would give, without reading every resource: the status file at
@@ -106,7 +142,9 @@ def lookup(repo: GitRepo, kind: Kind, name: str, *, branch: str = "main") -> Fou
     `main` only the file its `acp.gitops.dev/source` annotation names. Only an object with no
     status yet, or a declared kind whose status carries no source, needs the whole of `main`
     read. A source file that no longer declares it (removed from main) leaves the status copy as
-    it is: its spec as last reconciled.
+    it is: its spec as last reconciled. Only what it parses of `main` needs the pydantic models:
+    an object whose status is all there is to show (a tool call, a delegated task, a task whose
+    file left `main`) is read without them.
     """
     observed, holder, archived = _status_of(repo, kind, name)
     main_commit = repo.resolve(f"refs/heads/{branch}")
@@ -116,6 +154,8 @@ def lookup(repo: GitRepo, kind: Kind, name: str, *, branch: str = "main") -> Fou
     if main_commit is not None and source:
         data = repo.read_file(main_commit, source)
         if data is not None:
+            from gitops_acp.resources.loader import load_file
+
             found = [
                 loaded
                 for loaded in load_file(source, data).loaded
@@ -123,7 +163,7 @@ def lookup(repo: GitRepo, kind: Kind, name: str, *, branch: str = "main") -> Fou
             ]
             declared = found[0] if found else None
     elif main_commit is not None and (observed is None or not _only_on_status(kind, observed)):
-        declared = DesiredReader(repo).read(main_commit).resources.get((kind, name))
+        declared = _declared_on_main(repo, main_commit).get((kind, name))
     if declared is None and observed is None:
         return None
     return Found(_shown(declared, observed), holder, archived)
@@ -156,8 +196,10 @@ def listing(
     Task still declared on main whose task was archived (one lookup each of those with no live
     status), unless `archived`: then `archive/<plural>` is listed too.
     """
+    from gitops_acp.store.desired import DesiredReader
+
     declared: dict[str, Loaded] = {}
-    if kind != Kind.ToolCall:
+    if kind not in STATUS_ONLY:
         main_commit = repo.resolve(f"refs/heads/{branch}")
         resources = DesiredReader(repo).read(main_commit).resources if main_commit else {}
         declared = {name: loaded for (k, name), loaded in resources.items() if k == kind}
@@ -189,7 +231,19 @@ def listing(
     return Listing(chosen, None)
 
 
-def _status_of(repo: GitRepo, kind: Kind, name: str) -> tuple[dict[str, Any] | None, str, bool]:
+def _declared_on_main(repo: Reader, commit: str) -> dict[Key, Loaded]:
+    """Every resource declared in `commit` of `main` (the whole of it parsed: what `DesiredReader`,
+    on a `GitRepo`, is for)."""
+    from gitops_acp.store.desired import DesiredReader
+    from gitops_acp.store.git import GitRepo
+
+    if isinstance(repo, GitRepo):
+        return dict(DesiredReader(repo).read(commit).resources)
+    with GitRepo.open(repo.git_dir) as opened:
+        return dict(DesiredReader(opened).read(commit).resources)
+
+
+def _status_of(repo: Reader, kind: Kind, name: str) -> tuple[dict[str, Any] | None, str, bool]:
     """The status document, its branch and whether it is archived: a live copy on any branch
     (the newest tip first) before an archived one."""
     branches = shards.status_branches(repo)
@@ -206,6 +260,8 @@ def _shown(declared: Loaded | None, observed: dict[str, Any] | None) -> dict[str
     if declared is None:
         assert observed is not None
         return observed
+    from gitops_acp.resources.models import to_document
+
     document = to_document(declared.resource)
     return _merged(document, observed) if observed is not None else document
 
@@ -219,14 +275,20 @@ def _merged(declared: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any
     return {**declared, "metadata": metadata, "status": observed.get("status")}
 
 
+#: Kinds only the reconciler creates: their status is all there is, `main` is never read for them.
+STATUS_ONLY: frozenset[Kind] = frozenset({Kind.ToolCall})
+
+
 def _only_on_status(kind: Kind, observed: dict[str, Any]) -> bool:
     """Objects only the reconciler creates (tool calls, delegated tasks): never looked for on `main`."""
     labels = (observed.get("metadata") or {}).get("labels") or {}
-    return kind == Kind.ToolCall or LABEL_PARENT_TOOLCALL in labels
+    return kind in STATUS_ONLY or LABEL_PARENT_TOOLCALL in labels
 
 
 def parse(document: dict[str, Any]) -> AnyResource | None:
     """The typed object of a document, or None when it cannot be read."""
+    from gitops_acp.resources.models import from_document
+
     try:
         return from_document(document)
     except Exception:
@@ -301,7 +363,21 @@ COLUMNS: dict[Kind, list[Column]] = {
         ("COMPLETED", lambda d: _s(d, "status", "completionTime"), True),
         ("ERROR", lambda d: _s(d, "status", "error"), True),
     ],
+    Kind.Source: [
+        ("BRANCH", lambda d: _s(d, "spec", "branch"), False),
+        ("STATUS", lambda d: _s(d, "status", "status"), False),
+        ("VERIFIED", lambda d: _bool(_s(d, "status", "verified")), False),
+        ("APPLIED", lambda d: _short(_s(d, "status", "appliedCommit")), False),
+        ("HEAD", lambda d: _short(_s(d, "status", "headCommit")), False),
+        ("DETAIL", lambda d: _s(d, "status", "statusDetail"), False),
+        ("BLOCKED", lambda d: _s(d, "status", "blockedCommit"), True),
+        ("SIGNERS", lambda d: ", ".join(_s(d, "status", "signedBy") or []), True),
+    ],
 }
+
+
+def _short(sha: Any) -> str:
+    return str(sha)[:12] if sha else ""
 
 
 def _tokens(doc: dict[str, Any]) -> str:

@@ -11,11 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gitops_acp.cli import views
-from gitops_acp.cli.commits import commit_as_user
 from gitops_acp.errors import UserError
-from gitops_acp.humans.approvals import approval_path, branch_name
-from gitops_acp.store import yamlio
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -38,6 +34,12 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
 
 
 def _decide(args: argparse.Namespace, decision: str, comment: str) -> int:
+    # Imported when the command runs, not when main.py builds the parsers.
+    from gitops_acp.cli import views
+    from gitops_acp.cli.commits import commit_as_user
+    from gitops_acp.humans.approvals import approval_path, branch_name
+    from gitops_acp.store import yamlio
+
     repo = views.open_repo(args.repo)
     path = approval_path(args.toolcall)
     try:

@@ -9,16 +9,11 @@ scripted 503 first, so the run also shows ErrorBackoff recovering.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from gitops_acp.cli.commands import describe, get, history
-from gitops_acp.cli.commits import git_as_user, init_repository
-from gitops_acp.cli.examples import example_files
 
 DEMO_SCRIPT: dict[str, Any] = {
     "rules": [
@@ -71,6 +66,8 @@ def _section(title: str) -> None:
 
 def _approve_as_a_reviewer(repo: Path) -> None:
     """Do what a reviewer does: look at the pending approval branch, then merge it into main."""
+    from gitops_acp.cli.commits import git_as_user
+
     _section("gitops-acp get toolcalls  (one call waits for a person)")
     get.show(str(repo), "toolcalls")
     branches = git_as_user(
@@ -90,6 +87,12 @@ def _approve_as_a_reviewer(repo: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: openai, uvicorn and the reactor are slow to import and only the demo needs them.
+    import asyncio
+    import shutil
+    import tempfile
+
+    from gitops_acp.cli.commits import git_as_user, init_repository
+    from gitops_acp.cli.examples import example_files
     from gitops_acp.controllers.base import Settings
     from gitops_acp.llm.openai_client import OpenAIClient
     from gitops_acp.reactor.manager import Manager, ServeOptions

@@ -7,13 +7,15 @@ which, unlike Kubernetes events, never expire. With shards, on the branch the st
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gitops_acp.cli import views
 from gitops_acp.errors import UserError
 from gitops_acp.resources.meta import Kind, resolve_kind
-from gitops_acp.store import history, yamlio
+
+if TYPE_CHECKING:
+    from gitops_acp.store.history import Event
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -38,16 +40,28 @@ def run(args: argparse.Namespace) -> int:
 
 def show(repo_path: str, kind_text: str, name: str) -> int:
     """Print one resource: spec, status, its context window (tasks) and its newest events."""
+    # Imported when the command runs, not when main.py builds the parsers.
+    from gitops_acp.cli import views
+    from gitops_acp.store import history
+
     kind = resolve_kind(kind_text)
-    repo = views.open_repo(repo_path)
-    try:
+    with views.open_reader(repo_path) as repo:
         found = views.lookup(repo, kind, name)  # reads only this object (docs/decisions.md)
         if found is None:
             raise UserError(f'{kind} "{name}" not found (neither on main nor on the status branch)')
-        document, branch, archived = found.document, found.branch, found.archived
-        events = history.events(repo, branch=branch, kind=str(kind), name=name, n=20)
-    finally:
-        repo.close()
+        events = history.events(repo, branch=found.branch, kind=str(kind), name=name, n=20)
+    print(render(kind, name, found.document, archived=found.archived, events=events))
+    return 0
+
+
+def render(
+    kind: Kind, name: str, document: dict[str, Any], *, archived: bool, events: Sequence[Event]
+) -> str:
+    """What `describe` prints of one object (a plain document as `views.lookup` gives it), and its
+    events, newest last."""
+    from gitops_acp.cli import views
+    from gitops_acp.store import yamlio
+
     metadata = document.get("metadata") or {}
     status = dict(document.get("status") or {})
     window = status.pop("contextWindow", None) if kind == Kind.Task else None
@@ -92,8 +106,7 @@ def show(repo_path: str, kind_text: str, name: str) -> int:
             when = datetime.fromtimestamp(event.timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             rows.append([when, event.old_phase, event.new_phase, event.sha[:10], event.detail or ""])
         lines.append(_indent(views.render_table(rows)))
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines)
 
 
 def _pairs(mapping: object) -> str:

@@ -8,11 +8,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitops_acp.cli import views
 from gitops_acp.errors import UserError
 from gitops_acp.resources import selectors
 from gitops_acp.resources.meta import API_VERSION, Kind, TaskPhase, ToolCallPhase, resolve_kind
-from gitops_acp.store import yamlio
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -114,41 +112,51 @@ def show(
 ) -> int:
     """Print resources of a kind (one, with `name`) as a table, or as YAML or JSON; return the exit code.
 
-    One object reads only it; a list reads the names, then only the status files its page shows.
+    One object reads only it (through a `ReadOnlyRepo`: no GitPython, no pydantic unless its file
+    on `main` must be parsed); a list reads the names, then only the status files its page shows.
     """
+    # Imported when the command runs, not when main.py builds the parsers.
+    from gitops_acp.cli import views
+
     kind = resolve_kind(kind_text)
     page = page or Page()
     page.check(kind)
-    repo = views.open_repo(repo_path)
-    try:
-        if name:  # one object: read only it, however many resources the repository holds
-            found = views.lookup(repo, kind, name)
-            if found is None:
-                raise UserError(f'{kind} "{name}" not found (neither on main nor on the status branch)')
-            documents = [found.document]
-            token: str | None = None
-        else:
+    token: str | None = None
+    if name:  # one object: read only it, however many resources the repository holds
+        with views.open_reader(repo_path) as reader:
+            found = views.lookup(reader, kind, name)
+        if found is None:
+            raise UserError(f'{kind} "{name}" not found (neither on main nor on the status branch)')
+        documents = [found.document]
+    else:
+        with views.open_repo(repo_path) as repo:
             listed = views.listing(
                 repo, kind, page.accepts, limit=page.limit, after=page.after, archived=page.archived
             )
-            documents, token = listed.documents, listed.next_after
-    finally:
-        repo.close()
+        documents, token = listed.documents, listed.next_after
+    print(render(kind, documents, one=bool(name), output=output, token=token))
+    if token is not None and output not in ("yaml", "json"):
+        print(f"more: add --continue {token} for the next page", file=sys.stderr)
+    return 0
+
+
+def render(
+    kind: Kind, documents: list[dict[str, Any]], *, one: bool, output: str | None, token: str | None = None
+) -> str:
+    """What `get` prints of plain documents (as `views.lookup` and `views.listing` give them): one
+    object or a List in YAML or JSON, or a table with ACP's columns (more with `wide`)."""
+    from gitops_acp.cli import views
+    from gitops_acp.store import yamlio
+
     if output in ("yaml", "json"):
         payload: dict[str, Any] = (
-            documents[0] if name else {"apiVersion": API_VERSION, "kind": "List", "items": documents}
+            documents[0] if one else {"apiVersion": API_VERSION, "kind": "List", "items": documents}
         )
         if token is not None:
             payload["metadata"] = {"continue": token}  # as kubectl's List carries it
         if output == "json":
-            print(json.dumps(payload, indent=2))
-        else:
-            print(yamlio.dump(payload).decode(), end="")
-        return 0
+            return json.dumps(payload, indent=2)
+        return yamlio.dump(payload).decode().removesuffix("\n")
     if not documents:
-        print(f"No {kind} resources found.")
-        return 0
-    print(views.render_table(views.table_rows(kind, documents, wide=output == "wide")))
-    if token is not None:
-        print(f"more: add --continue {token} for the next page", file=sys.stderr)
-    return 0
+        return f"No {kind} resources found."
+    return views.render_table(views.table_rows(kind, documents, wide=output == "wide"))

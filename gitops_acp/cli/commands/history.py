@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gitops_acp.cli import views
 from gitops_acp.errors import UserError
 from gitops_acp.resources.meta import resolve_kind
-from gitops_acp.store import history, shards
+
+if TYPE_CHECKING:
+    from gitops_acp.store.history import Event
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -33,21 +35,29 @@ def run(args: argparse.Namespace) -> int:
 
 def show(repo_path: str, kind_text: str, name: str, *, max_count: int = 100) -> int:
     """Print one line per checkpoint commit of a resource, oldest first (the newest `max_count`)."""
+    # Imported when the command runs, not when main.py builds the parsers.
+    from gitops_acp.cli import views
+    from gitops_acp.store import history, shards
+
     kind = resolve_kind(kind_text)
-    repo = views.open_repo(repo_path)
-    try:
+    with views.open_reader(repo_path) as repo:
         events: list[history.Event] = []
         # Unsharded: acp/status alone. With shards: the branch holding the resource first.
         for branch in shards.history_order(repo, kind=str(kind), name=name):
             events = history.events(repo, branch=branch, kind=str(kind), name=name, n=max_count)
             if events:
                 break
-    finally:
-        repo.close()
     if not events:
         raise UserError(f'{kind} "{name}" has no checkpoints on the status branch')
+    print(render(events))
+    return 0
+
+
+def render(events: Sequence[Event]) -> str:
+    """One line per checkpoint (given newest first, as `history.events` returns them), oldest first."""
+    lines = []
     for event in reversed(events):
         when = datetime.fromtimestamp(event.timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         detail = f"  {event.detail}" if event.detail else ""
-        print(f"{event.sha[:10]}  {when}  {event.old_phase} -> {event.new_phase}{detail}")
-    return 0
+        lines.append(f"{event.sha[:10]}  {when}  {event.old_phase} -> {event.new_phase}{detail}")
+    return "\n".join(lines)

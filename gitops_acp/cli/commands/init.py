@@ -6,9 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gitops_acp.cli.commits import init_repository
-from gitops_acp.cli.examples import example_files
-
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
@@ -27,6 +24,10 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs, not when main.py builds the parsers.
+    from gitops_acp.cli.commits import init_repository
+    from gitops_acp.cli.examples import example_files
+
     variant = "offline" if args.offline else "getting-started"
     files = example_files(variant)
     sha = init_repository(args.dir, files=files, message=f"Add the {variant} example resources")

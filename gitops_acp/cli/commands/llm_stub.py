@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
@@ -27,6 +25,8 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
 def run(args: argparse.Namespace) -> int:
     """Serve until told to stop: print the URL on the first line of stdout; exit with the parent."""
     parent = os.getppid()  # first thing: the later we look, the likelier a dead parent goes unnoticed
+    import yaml
+
     from gitops_acp.testing import llm_stub  # uvicorn and starlette load only when the stub runs
 
     script = Path(args.script) if args.script else None

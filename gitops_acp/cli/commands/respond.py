@@ -11,11 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gitops_acp.cli import views
-from gitops_acp.cli.commits import commit_as_user
 from gitops_acp.errors import UserError
-from gitops_acp.humans.questions import branch_name, response_path
-from gitops_acp.store import yamlio
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -36,6 +32,12 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
 def run(args: argparse.Namespace) -> int:
     if not args.message.strip():
         raise UserError("--message is empty: write an answer (delete the question's branch to decline)")
+    # Imported when the command runs, not when main.py builds the parsers.
+    from gitops_acp.cli import views
+    from gitops_acp.cli.commits import commit_as_user
+    from gitops_acp.humans.questions import branch_name, response_path
+    from gitops_acp.store import yamlio
+
     repo = views.open_repo(args.repo)
     path = response_path(args.toolcall)
     try:

@@ -16,10 +16,8 @@ status branch (store/shards.py, docs/scale.md).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import os
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -225,6 +223,8 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
 
 def shard_from(args: argparse.Namespace) -> Shard:
     """The shard to serve (`--shard I/N` or `auto/N`); unsharded without the flag."""
+    import socket
+
     from gitops_acp.store import shards
 
     if args.shard is None:
@@ -287,6 +287,9 @@ def run(args: argparse.Namespace) -> int:
     if args.webhook_secret_file is not None and args.http is None:
         raise UserError("--webhook-secret-file needs --http ADDR (where the webhooks are received)")
     secret = webhook_secret(args.webhook_secret_file)
+    # Imported when the command runs, not when main.py builds the parsers.
+    import asyncio
+
     llm = OpenAIClient(max_concurrent_requests=args.llm_concurrency)
     manager = Manager(options, llm=llm, secrets=SecretResolver(args.secrets_dir))
     if args.http is None:

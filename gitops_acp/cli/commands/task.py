@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gitops_acp.cli import views
-from gitops_acp.cli.commits import commit_as_user
 from gitops_acp.errors import UserError
 from gitops_acp.resources.meta import API_VERSION, Kind, check_name
-from gitops_acp.store import yamlio
-from gitops_acp.store.desired import DesiredReader
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -34,6 +30,12 @@ def run_create(args: argparse.Namespace) -> int:
     problem = check_name(args.name)
     if problem:
         raise UserError(f'task name "{args.name}": {problem}')
+    # Imported when the command runs, not when main.py builds the parsers.
+    from gitops_acp.cli import views
+    from gitops_acp.cli.commits import commit_as_user
+    from gitops_acp.store import yamlio
+    from gitops_acp.store.desired import DesiredReader
+
     repo = views.open_repo(args.repo)
     try:
         main = repo.resolve(f"refs/heads/{args.branch}")

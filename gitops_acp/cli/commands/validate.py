@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from gitops_acp.errors import UserError
-from gitops_acp.resources.loader import load_paths
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -28,6 +27,9 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs, not when main.py builds the parsers.
+    from gitops_acp.resources.loader import load_paths
+
     root = Path(args.repo).resolve()
     paths = [Path(p).resolve() for p in args.paths] or [root]
     for path in paths:

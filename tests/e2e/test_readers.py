@@ -1,0 +1,250 @@
+"""`get`, `describe` and `history` of one object print what the full path shows, and load no more.
+
+One `serve --once` run: `chain` (ttlSecondsAfterFinished: 0) delegates to a worker that calls a
+tool, and is archived with its child task and both tool calls; `tooled` calls a tool and stays in
+the tip with its Task file on main; `kept` stays in the tip, its Task file removed from main
+afterwards; `later` is committed after the run (declared, not run yet).
+
+The commands run as a person runs them (a new process, through `ReadOnlyRepo`); the expected
+output is rendered in this process by the same renderers from what the full path reads: every
+resource of `main` parsed with the pydantic models and every status file of the tip
+(`views.snapshot` over a GitPython `GitRepo`), the archived files with plain git, and the events
+from `history.events` over the `GitRepo`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitops_acp.cli import views
+from gitops_acp.cli.commands import describe, get, history
+from gitops_acp.resources.meta import ARCHIVE_ROOT, Kind, status_path
+from gitops_acp.store import history as events_of
+from gitops_acp.store import yamlio
+from gitops_acp.store.git import GitRepo
+from tests.conftest import git
+from tests.e2e.conftest import (
+    AcpRepo,
+    call,
+    cli,
+    mcpserver_yaml,
+    module_repo,
+    no_servers_left,
+    serve_args,
+    task_yaml,
+    tool_agent_yaml,
+    toolcalls_of,
+)
+
+pytestmark = pytest.mark.e2e
+
+BOSS = "Boss: ask the worker (readers)."
+WORKER = "Worker: count readers"
+TOOLED = "Tooled: count once"
+KEPT = "Kept: just answer."
+# Modules a one-object command needs only when it parses a file of main (or opens a GitRepo).
+HEAVY = ("pydantic", "git", "asyncio", "gitops_acp.resources.models", "gitops_acp.store.git.repo")
+
+
+@dataclass
+class World:
+    repo: AcpRepo
+    objects: dict[str, tuple[Kind, str]]  # a role ("archived task", ...) -> the object
+    archived: set[tuple[Kind, str]]
+
+
+@pytest.fixture(scope="module")
+def world(stub_process: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    base = tmp_path_factory.mktemp("readers")
+    with no_servers_left() as marker, module_repo(stub_process, base) as (repo, _):
+        stub_process.rules(
+            {
+                "match": "^Boss:",
+                "when": "first",
+                "toolCalls": [call("delegate_to_agent__worker", message=WORKER)],
+            },
+            {"match": "^Worker:", "when": "first", "toolCalls": [call("tools__count", label="readers")]},
+            {"match": "^Worker:", "when": "tool", "content": "worker says {tool}"},
+            {"match": "^Boss:", "when": "tool", "content": "boss heard: {tool}"},
+            {"match": "^Tooled:", "when": "first", "toolCalls": [call("tools__count", label="tooled")]},
+            {"match": "^Tooled:", "when": "tool", "content": "tooled says {tool}"},
+            {"match": "^Kept:", "content": "kept answer"},
+        )
+        counter = base / "counter"
+        chain = task_yaml("chain", BOSS, agent="boss") + "  ttlSecondsAfterFinished: 0\n"
+        repo.commit(
+            {
+                "mcpservers/tools.yaml": mcpserver_yaml("tools", marker=marker, counter=counter),
+                "agents/boss.yaml": tool_agent_yaml("boss", sub_agents=("worker",)),
+                "agents/worker.yaml": tool_agent_yaml("worker", servers=("tools",), description="Counts."),
+                "tasks/chain.yaml": chain,
+                "tasks/tooled.yaml": task_yaml("tooled", TOOLED, agent="worker"),
+                "tasks/kept.yaml": task_yaml("kept", KEPT),
+            },
+            "Add agents and three tasks, one archived as soon as it finishes",
+        )
+        ran = cli(*serve_args(repo, "--log-dir", str(repo.logs), once=True), timeout=120)
+        assert ran.returncode == 0, ran.stderr
+        archive = git(repo.path, "log", "-1", "--format=%H", "--grep=^archive: ", "acp/status")
+        assert archive, "nothing archived"
+        (delegation,) = toolcalls_of(repo, "chain", rev=f"{archive}^")
+        child = f"delegate-{delegation['metadata']['name']}"
+        (worker_call,) = toolcalls_of(repo, child, rev=f"{archive}^")
+        (tooled_call,) = toolcalls_of(repo, "tooled")
+        repo.remove("tasks/kept.yaml")
+        repo.add_task("later", "Later: not run yet")
+        objects = {
+            "archived task, declared": (Kind.Task, "chain"),
+            "archived child task": (Kind.Task, child),
+            "archived tool call": (Kind.ToolCall, worker_call["metadata"]["name"]),
+            "live task, declared": (Kind.Task, "tooled"),
+            "live tool call": (Kind.ToolCall, tooled_call["metadata"]["name"]),
+            "live task, file gone from main": (Kind.Task, "kept"),
+            "declared, not run yet": (Kind.Task, "later"),
+            "agent": (Kind.Agent, "worker"),
+        }
+        archived = {objects[role] for role in objects if role.startswith("archived")}
+        archived.add((Kind.ToolCall, delegation["metadata"]["name"]))
+        yield World(repo, objects, archived)
+
+
+def _expected(world: World) -> dict[tuple[Kind, str], tuple[dict[str, Any], bool]]:
+    """Every object as the full path reads it, and whether it is archived."""
+    with GitRepo.open(world.repo.path) as repo:
+        whole = views.snapshot(repo)
+        tip = repo.resolve("refs/heads/acp/status")
+        assert tip is not None
+        shown: dict[tuple[Kind, str], tuple[dict[str, Any], bool]] = {
+            key: (doc, False) for key, doc in whole.objects.items()
+        }
+        for key in world.archived:
+            observed = yamlio.load(repo.read_file(tip, status_path(*key, root=ARCHIVE_ROOT)) or b"")
+            declared = whole.objects.get(key)
+            if declared is None:
+                shown[key] = (observed, True)
+                continue
+            # The spec as declared now, the status (and its annotations) as last reconciled.
+            metadata = {**declared["metadata"], "annotations": observed["metadata"]["annotations"]}
+            shown[key] = ({**declared, "metadata": metadata, "status": observed.get("status")}, True)
+    return shown
+
+
+def _events(world: World, key: tuple[Kind, str], n: int) -> list[events_of.Event]:
+    with GitRepo.open(world.repo.path) as repo:
+        return events_of.events(repo, kind=str(key[0]), name=key[1], n=n)
+
+
+ROLES = [
+    "archived task, declared",
+    "archived child task",
+    "archived tool call",
+    "live task, declared",
+    "live tool call",
+    "live task, file gone from main",
+    "declared, not run yet",
+    "agent",
+]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_get_prints_what_the_full_path_shows(world: World, role: str) -> None:
+    key = world.objects[role]
+    document, _archived = _expected(world)[key]
+    for output in (None, "wide", "yaml", "json"):
+        shown = cli(
+            "--repo", str(world.repo.path), "get", str(key[0]), key[1], *(["-o", output] if output else [])
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout == get.render(key[0], [document], one=True, output=output) + "\n", output
+    if role.startswith("archived"):
+        assert document["status"]["phase"] in ("FinalAnswer", "Succeeded")
+    if role == "declared, not run yet":
+        assert "status" not in document
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_describe_and_history_print_what_the_full_path_shows(world: World, role: str) -> None:
+    key = world.objects[role]
+    document, archived = _expected(world)[key]
+    described = cli("--repo", str(world.repo.path), "describe", str(key[0]), key[1])
+    assert described.returncode == 0, described.stderr
+    events = _events(world, key, 20)
+    assert described.stdout == describe.render(*key, document, archived=archived, events=events) + "\n"
+    assert ("Archived:     yes" in described.stdout) == archived
+    listed = cli("--repo", str(world.repo.path), "history", str(key[0]), key[1], "-n", "20")
+    if role == "declared, not run yet":
+        assert listed.returncode == 1
+        assert listed.stderr == f'error: Task "{key[1]}" has no checkpoints on the status branch\n'
+        return
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == history.render(events) + "\n"
+    assert ("-> Archived" in listed.stdout.splitlines()[-1]) == archived
+    last_two = cli("--repo", str(world.repo.path), "history", str(key[0]), key[1], "-n", "2")
+    assert last_two.stdout.splitlines() == listed.stdout.splitlines()[-2:]
+
+
+def _loaded(repo: Path, *argv: str) -> list[str]:
+    """The heavy modules a one-object command loaded, run in a new process as a person runs it."""
+    program = (
+        "import io, json, sys, contextlib\n"
+        "from gitops_acp.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    code = main(sys.argv[1:])\n"
+        f"print(json.dumps([code, [m for m in {HEAVY!r} if m in sys.modules]]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", program, "--repo", str(repo), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    code, loaded = json.loads(proc.stdout)
+    assert code == 0
+    return list(loaded)
+
+
+@pytest.mark.parametrize(
+    ("role", "parses_main"),
+    [
+        ("archived task, declared", True),  # its Task file is on main: parsed, with the models
+        ("archived child task", False),
+        ("archived tool call", False),
+        ("live task, declared", True),
+        ("live tool call", False),
+        ("live task, file gone from main", False),
+        ("declared, not run yet", True),
+    ],
+)
+def test_one_object_loads_pydantic_and_gitpython_only_to_parse_main(
+    world: World, role: str, parses_main: bool
+) -> None:
+    kind, name = world.objects[role]
+    for command in ("get", "describe"):
+        loaded = _loaded(world.repo.path, command, str(kind), name)
+        if parses_main:
+            assert "pydantic" in loaded, command
+            assert "asyncio" not in loaded, command
+        else:
+            assert loaded == [], command
+    if role != "declared, not run yet":
+        assert _loaded(world.repo.path, "history", str(kind), name) == []
+
+
+def test_building_the_parsers_loads_no_command_s_dependencies() -> None:
+    program = (
+        "import sys\nfrom gitops_acp.cli.main import build_parser\nbuild_parser()\n"
+        "print([m for m in sys.modules if m in ('yaml', *"
+        f"{HEAVY!r}) or m.startswith('gitops_acp.store')])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
