@@ -16,12 +16,13 @@ of a rotated secret stay known for the life of the process: an echo of the old o
 
 from __future__ import annotations
 
-import json
-import logging
 import re
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = ["MIN_LENGTH", "LogFilter", "clear", "document", "remember", "text"]
 
@@ -51,7 +52,7 @@ def remember(name: str, key: str, value: str) -> None:
         # Longest first, so a value that contains another is replaced whole.
         ordered = sorted(_labels, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(v) for v in ordered))
-        _json_forms = tuple(json.dumps(v)[1:-1].encode() for v in ordered)
+        _json_forms = tuple(_json_string(v) for v in ordered)
         _walk_always = _walk_always or not all(" " <= c <= "~" for c in value)
 
 
@@ -108,8 +109,19 @@ def _walk(value: Any) -> Any:
     return value
 
 
-class LogFilter(logging.Filter):
-    """Redacts every record's message (formatted with its arguments) before a handler writes it."""
+def _json_string(value: str) -> bytes:
+    import json  # here: the command line's error funnel imports this module (docs/growth.md)
+
+    return json.dumps(value)[1:-1].encode()
+
+
+class LogFilter:
+    """Redacts every record's message (formatted with its arguments) before a handler writes it.
+
+    An object with `filter`, which is what `Handler.addFilter` takes, rather than a
+    `logging.Filter`: the command line's error funnel imports this module, and need not import
+    logging with it.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if _pattern is None:
@@ -119,6 +131,8 @@ class LogFilter(logging.Filter):
         if clean != message:
             record.msg, record.args = clean, None
         if record.exc_info and record.exc_info[1] is not None:
+            import logging
+
             formatted = logging.Formatter().formatException(record.exc_info)
             if text(formatted) != formatted:
                 record.msg = f"{clean}\n{text(formatted)}"

@@ -104,3 +104,29 @@ def test_both_readers_refuse_what_is_not_a_repository(tmp_path: Path, backend: s
     for path in (tmp_path / "plain", tmp_path / "missing"):
         with pytest.raises(StoreError, match="not a git repository"):
             OPENERS[backend](path)
+
+
+def test_refs_from_the_ref_files_are_what_for_each_ref_lists(repo: Path) -> None:
+    first = git(repo, "rev-parse", "HEAD")
+    second = commit_files(repo, {"x": "x"}, "second")
+    for name in ("acp/status", "acp/status-0-of-2", "acp/status-1-of-2", "acp/status-x/deeper", "acp/other"):
+        git(repo, "branch", name, first)
+    git(repo, "pack-refs", "--all")  # packed at `first` ...
+    git(repo, "update-ref", "refs/heads/acp/status-1-of-2", second)  # ... one loose again, newer
+    git(repo, "branch", "acp/status-2-of-3", second)  # and one only loose
+    patterns = [
+        ("refs/heads/acp/status", "refs/heads/acp/status-*-of-*"),
+        ("refs/heads/acp/",),
+        ("refs/heads/acp/status-?-of-2",),
+        ("refs/heads/nothing", "refs/tags/"),
+    ]
+    with package.GitRepo.open(repo) as full, package.ReadOnlyRepo.open(repo) as light:
+        for prefixes in patterns:
+            assert light.refs(*prefixes) == full.refs(*prefixes), prefixes
+        assert light.refs("refs/heads/acp/status-*-of-*") == {
+            "refs/heads/acp/status-0-of-2": first,
+            "refs/heads/acp/status-1-of-2": second,
+            "refs/heads/acp/status-2-of-3": second,
+        }
+        git(repo, "symbolic-ref", "refs/heads/acp/status-3-of-4", "refs/heads/main")  # git resolves it
+        assert light.refs("refs/heads/acp/") == full.refs("refs/heads/acp/")

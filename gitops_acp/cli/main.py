@@ -3,50 +3,41 @@
 Exit codes: 0 success; 1 an error the user can act on (`error: ...` on stderr, no traceback
 unless --debug); 2 bad usage (argparse); 3 an internal error (a bug: the traceback with --debug);
 130 interrupted.
+
+A command is a new process each time, so what it imports is part of every figure (DESIGN §9:
+`get task NAME` within 100 ms). The registry names modules, not imports them: a run builds the
+parser of its own command only (`--help` builds them all), each command module imports its
+dependencies when it runs, and logging is imported only by commands that log.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import importlib
 import os
 import sys
-import traceback
 from collections.abc import Sequence
-from types import ModuleType
 
 from gitops_acp import __version__, redaction
-from gitops_acp.cli.commands import (
-    approve,
-    demo,
-    describe,
-    get,
-    history,
-    init,
-    llm_stub,
-    respond,
-    serve,
-    task,
-    validate,
-)
 from gitops_acp.errors import ACPError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-#: The visible registry of commands: name → module with `add_parser(subparsers)` and `run(args)`.
-COMMANDS: dict[str, ModuleType] = {
-    "init": init,
-    "serve": serve,
-    "get": get,
-    "describe": describe,
-    "history": history,
-    "task": task,
-    "approve": approve,
-    "reject": approve,
-    "respond": respond,
-    "validate": validate,
-    "demo": demo,
-    "llm-stub": llm_stub,
+#: The visible registry of commands: name → the module (under `gitops_acp.cli.commands`) with
+#: `add_parser(subparsers, name, common)`, which sets `run(args)`.
+COMMANDS: dict[str, str] = {
+    "init": "init",
+    "serve": "serve",
+    "get": "get",
+    "describe": "describe",
+    "history": "history",
+    "task": "task",
+    "approve": "approve",
+    "reject": "approve",
+    "respond": "respond",
+    "validate": "validate",
+    "demo": "demo",
+    "llm-stub": "llm_stub",
 }
 
 
@@ -72,8 +63,10 @@ def _common_options(*, defaults: bool) -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every command."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every command; given `argv`, of the command it runs only (unless it
+    asks for help: then of all of them, as without)."""
+    chosen = _command_of(argv) if argv is not None else None
     parser = argparse.ArgumentParser(
         prog="gitops-acp",
         description="An Agent Control Plane whose database is a git repository.",
@@ -83,11 +76,39 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common_options(defaults=False)
     for name, module in COMMANDS.items():
-        module.add_parser(subparsers, name, common)
+        if chosen is None or name == chosen:
+            importlib.import_module(f"gitops_acp.cli.commands.{module}").add_parser(subparsers, name, common)
     return parser
 
 
+class _Peek(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ValueError(message)  # let the real parser say it
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command `argv` runs, read as the real parser reads it; None when it asks for help or the
+    version (every command is listed then), or names none."""
+    if any(arg in ("-h", "--help", "--version") for arg in argv):
+        return None
+    peek = _Peek(add_help=False, parents=[_common_options(defaults=True)])
+    peek.add_argument("command", nargs="?")
+    try:
+        known, _rest = peek.parse_known_args(argv)
+    except ValueError:
+        return None
+    return known.command if known.command in COMMANDS else None
+
+
 def _configure_logging(args: argparse.Namespace) -> None:
+    if not getattr(args, "logs", True) and not (args.debug or args.verbose):
+        # A reader (`get`, `describe`, `history`): nothing it runs logs, so logging (~8 ms of a
+        # ~80 ms command) is not even imported. Should a record ever be emitted, Python's last
+        # resort prints warnings to stderr unfiltered: such a process resolves no secret, so
+        # `redaction` would have nothing to take out of it.
+        return
+    import logging
+
     level = logging.DEBUG if args.debug else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     for handler in logging.getLogger().handlers:
@@ -102,22 +123,23 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
     _configure_logging(args)
     try:
         code: int = args.run(args)
         return code
     except ACPError as exc:
         if args.debug:
-            traceback.print_exc()
+            _traceback()
         print(redaction.text(f"error: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
         if args.debug:
-            traceback.print_exc()
+            _traceback()
         print(
             redaction.text(
                 f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)"
@@ -125,6 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
+
+
+def _traceback() -> None:
+    import traceback
+
+    traceback.print_exc()
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ WORKER = "Worker: count readers"
 TOOLED = "Tooled: count once"
 KEPT = "Kept: just answer."
 # Modules a one-object command needs only when it parses a file of main (or opens a GitRepo).
-HEAVY = ("pydantic", "git", "asyncio", "gitops_acp.resources.models", "gitops_acp.store.git.repo")
+HEAVY = ("pydantic", "git", "asyncio", "logging", "gitops_acp.resources.models", "gitops_acp.store.git.repo")
 
 
 @dataclass

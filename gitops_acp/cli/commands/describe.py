@@ -27,7 +27,7 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
     )
     parser.add_argument("kind")
     parser.add_argument("name")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, logs=False)  # reads only, and logs nothing (main.py)
 
 
 def _indent(text: str, by: int = 2) -> str:

@@ -40,7 +40,7 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
         action="store_true",
         help="also archived tasks and tool calls (finished, moved out of the status branch's tip)",
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, logs=False)  # reads only, and logs nothing (main.py)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
     parser.add_argument(
         "-n", "--max-count", type=int, default=100, help="at most this many (the newest); default 100"
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, logs=False)  # reads only, and logs nothing (main.py)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@ its `Repo` more to open, for what these commands need: a handful of objects and 
 
 - its own `git cat-file --batch` process, started on the first read (one object per round trip,
   `<commit>:<path>` resolved by git, as `GitRepo` reads through GitPython's);
-- `refs.Refs` for refs (read from the ref files) and `git log`, the very code `GitRepo` runs.
+- `refs.Refs` for refs (read from the ref files) and `git log`, the very code `GitRepo` runs;
+  listing refs reads the ref files too (a `git for-each-ref` is ~3 ms of a ~80 ms command),
+  falling back to git for anything unusual (reftable, symbolic refs, `[...]` patterns).
 
 The functions that read one resource (`statustree.read_status_file`, `history.events`,
 `shards.status_branches`) take a `Reader`, so they run unchanged over either. One thread at a
@@ -16,6 +18,9 @@ time, like `GitRepo` (which guards it; this one is only for a command's single t
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,12 +95,22 @@ def _git_dirs(path: Path) -> tuple[Path, Path]:
     return git_dir, common
 
 
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+
+
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """for-each-ref's match: the whole name, a folder of it, or a glob within each part."""
+    glob = "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(f"{re.escape(pattern.rstrip('/'))}(/.*)?|{glob}")
+
+
 class ReadOnlyRepo:
     """A repository opened for reading only, without GitPython (see the module docstring)."""
 
     def __init__(self, git_dir: Path, common_dir: Path) -> None:
         """Read the repository `git_dir`; use `ReadOnlyRepo.open`."""
         self._git_dir = git_dir
+        self._common_dir = common_dir
         self._refs = Refs(git_dir, common_dir)
         self._cat: subprocess.Popen[bytes] | None = None
 
@@ -138,8 +153,46 @@ class ReadOnlyRepo:
         return self._refs.resolve(ref)
 
     def refs(self, *prefixes: str) -> dict[str, str]:
-        """Return every ref under `prefixes` (such as `refs/heads/acp/`) as full name -> sha."""
-        return self._refs.under(*prefixes)
+        """Return every ref under `prefixes` (such as `refs/heads/acp/`) as full name -> sha.
+
+        `prefixes` as `git for-each-ref` takes them: a ref, a folder, or a pattern whose `*` and
+        `?` stay within one part of the name.
+        """
+        found = self._refs_from_files(prefixes)
+        return found if found is not None else self._refs.under(*prefixes)
+
+    def _refs_from_files(self, patterns: Sequence[str]) -> dict[str, str] | None:
+        """`refs` from the loose ref files and `packed-refs`; None when only git can tell."""
+        if not patterns or (self._common_dir / "reftable").exists() or any("[" in p for p in patterns):
+            return None
+        if any(not p.startswith("refs/") or ".." in p for p in patterns):
+            return None
+        matches = [_pattern(p).fullmatch for p in patterns]
+        names: dict[str, str] = {}
+        try:
+            packed = (self._common_dir / "packed-refs").read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            packed = ""
+        for line in packed.splitlines():
+            sha, _space, name = line.partition(" ")
+            if line[:1] not in ("#", "^", "") and any(match(name) for match in matches):
+                names[name] = sha
+        for pattern in patterns:  # loose files win over packed-refs, as in git
+            parts = pattern.rstrip("/").split("/")
+            plain = list(itertools.takewhile(lambda part: "*" not in part and "?" not in part, parts))
+            folder = self._common_dir.joinpath(*plain)
+            if len(plain) == len(parts) and not folder.is_dir():
+                folder = folder.parent  # the pattern names a ref: its folder holds it
+            for top, _dirs, files in os.walk(folder):
+                for file in files:
+                    name = os.path.relpath(os.path.join(top, file), self._common_dir).replace(os.sep, "/")
+                    if name.endswith(".lock") or not any(match(name) for match in matches):
+                        continue
+                    content = (self._common_dir / name).read_text(encoding="utf-8", errors="replace").strip()
+                    if not _HEX40.fullmatch(content):
+                        return None  # a symbolic ref, or one being written: git knows
+                    names[name] = content
+        return names
 
     def log(
         self,
