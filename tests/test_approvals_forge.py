@@ -189,14 +189,15 @@ def test_closed_rejects_and_open_waits_for_the_next_poll(repo: Path) -> None:
     scenario(repo, body)
 
 
-def decide(ctx: FakeContext, name: str, *, author: str, decision: str = "approved") -> None:
-    """Put the approval file on main (as FakeContext sees main), committed by `author`."""
+def decide(ctx: FakeContext, name: str, *, author: str, decision: str = "approved", commit: str = "") -> None:
+    """Put the approval file on main (as FakeContext sees main), committed by `author` in `commit`."""
     document, _ = ctx.proposals[name]
     ctx.decisions[name] = Decision(
         spec={**document["spec"], "decision": decision},
         decided_by=author,
         decided_at=ctx.clock,
         fast_forward=False,
+        commit=commit,
     )
 
 
@@ -244,8 +245,8 @@ def test_the_forge_says_who_decided_never_the_commit_author(
         number = call_named(ctx).status.approval.pull_request
         for login, state in reviews:
             fake.review(forge, number, login, state)
-        fake.merge(forge, number, by=MALLORY, login=merger)
-        decide(ctx, name, author=author)
+        merge = fake.merge(forge, number, by=MALLORY, login=merger)
+        decide(ctx, name, author=author, commit=merge)  # the merge brought the file to main
         await reconcile(ctx, Kind.ToolCall, name)
         done = call_named(ctx)
         assert done.status.phase == phase
@@ -260,6 +261,31 @@ def test_the_forge_says_who_decided_never_the_commit_author(
             assert f"{merger} merged it" in done.status.result
         assert fake.pulls[forge][number].comments == []  # merged: left alone
         assert ctx.fake_humans.deleted == [f"acp/approvals/{name}"]
+
+    scenario(repo, body, forge=forge, approvers=["alice"], openapi=github_openapi)
+
+
+@pytest.mark.parametrize("forge", ["github", "gitea", "gitlab"])
+def test_a_file_changed_on_main_after_the_merge_is_not_the_mergers_decision(
+    repo: Path, github_openapi: GitHubOpenAPI, forge: str
+) -> None:
+    async def body(ctx: FakeContext, fake: FakeForge, call: ToolCall) -> None:
+        name = call.metadata.name
+        await reconcile(ctx, Kind.ToolCall, name)
+        number = call_named(ctx).status.approval.pull_request
+        merge = fake.merge(forge, number, by=("Alice", "alice@example.com"), login="alice")
+        later = "f" * 40  # a push after the merge changed the file (e.g. rejected -> approved)
+        assert later != merge
+        decide(ctx, name, author="Alice <alice@example.com>", commit=later)
+        await reconcile(ctx, Kind.ToolCall, name)
+        rejected = call_named(ctx)
+        assert rejected.status.phase == "ToolCallRejected"
+        assert rejected.status.result == (
+            f"Rejected: ffffffffffff changed the file after pull request #{number} was merged "
+            f"({merge[:12]}): {forge} cannot say who made that change; approvers (alice) decide by "
+            "merging the pull request"
+        )
+        assert rejected.status.approval.decided_by is None
 
     scenario(repo, body, forge=forge, approvers=["alice"], openapi=github_openapi)
 

@@ -74,6 +74,18 @@ def _from_forge(decision: Decision, forge: MergeInfo | None, approvers: list[str
             refused=f"{name} cannot say who merged it ({why}: the file reached main another way, "
             f"e.g. a direct push); approvers ({', '.join(approvers)}) decide by merging the pull request",
         )
+    if forge.merge_commit and decision.commit and forge.merge_commit != decision.commit:
+        # Merged, but the file on main was last changed by another commit: whoever pushed that one
+        # decided, and the forge cannot say who that was.
+        if not approvers:
+            return Decider(decision.decided_by, COMMIT_AUTHOR)
+        return Decider(
+            "",
+            f"{name} merged_by",
+            refused=f"{decision.commit[:12]} changed the file after pull request #{forge.number} was merged "
+            f"({forge.merge_commit[:12]}): {name} cannot say who made that change; approvers "
+            f"({', '.join(approvers)}) decide by merging the pull request",
+        )
     merged = Decider(forge.merged_by, f"{name} merged_by")
     if not approvers or forge.merged_by in approvers:
         return merged

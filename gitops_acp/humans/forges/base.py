@@ -58,6 +58,7 @@ class MergeInfo:
     state: PRState
     merged_by: str | None  # the login of who merged it (None: not merged, or the forge does not say)
     approved_by: tuple[str, ...] = ()  # logins whose latest review approves it (GitLab: approvals)
+    merge_commit: str | None = None  # the commit the merge made on the base (None: not merged, unknown)
 
 
 @dataclass

@@ -74,7 +74,12 @@ class GitHubClient(HttpForge):
         state = _state(data)
         merger = (data.get("merged_by") or {}).get("login") if state == PRState.MERGED else None
         return MergeInfo(
-            "github", number, state, merged_by=merger or None, approved_by=approving_reviewers(reviews)
+            "github",
+            number,
+            state,
+            merged_by=merger or None,
+            approved_by=approving_reviewers(reviews),
+            merge_commit=data.get("merge_commit_sha") if state == PRState.MERGED else None,
         )
 
     async def comment(self, number: int, text: str) -> None:

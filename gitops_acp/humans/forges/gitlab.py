@@ -96,7 +96,10 @@ class GitLabClient(HttpForge):
             for entry in (approvals or {}).get("approved_by") or []
             if (entry.get("user") or {}).get("username")
         )
-        return MergeInfo("gitlab", number, state, merged_by=merger, approved_by=approved)
+        merged = state == PRState.MERGED
+        # A squash merge's commit on the target is the squash commit (a merge commit may follow it).
+        commit = (data.get("merge_commit_sha") or data.get("squash_commit_sha")) if merged else None
+        return MergeInfo("gitlab", number, state, merged_by=merger, approved_by=approved, merge_commit=commit)
 
     async def comment(self, number: int, text: str) -> None:
         await self.request("POST", f"{self._project}/merge_requests/{number}/notes", body={"body": text})
