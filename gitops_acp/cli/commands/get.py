@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,6 +144,8 @@ def render(
 ) -> str:
     """What `get` prints of plain documents (as `views.lookup` and `views.listing` give them): one
     object or a List in YAML or JSON, or a table with ACP's columns (more with `wide`)."""
+    import json
+
     from gitops_acp.cli import views
     from gitops_acp.store import yamlio
 
