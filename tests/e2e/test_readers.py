@@ -178,7 +178,7 @@ def test_describe_and_history_print_what_the_full_path_shows(world: World, role:
     assert described.returncode == 0, described.stderr
     events = _events(world, key, 20)
     assert described.stdout == describe.render(*key, document, archived=archived, events=events) + "\n"
-    assert ("Archived:     yes" in described.stdout) == archived
+    assert described.stdout.count("Archived:     yes") == (1 if archived else 0)
     listed = cli("--repo", str(world.repo.path), "history", str(key[0]), key[1], "-n", "20")
     if role == "declared, not run yet":
         assert listed.returncode == 1

@@ -81,8 +81,6 @@ def render(
         "Status:",
         _indent(yamlio.dump(status).decode().rstrip()) if status else "  <none: not reconciled yet>",
     ]
-    if archived:
-        lines.insert(2, "Archived:     yes (finished; its last status is in archive/ on the status branch)")
     if window is not None:
         lines.append("Context Window:")
         for index, message in enumerate(window, start=1):
