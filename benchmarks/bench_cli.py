@@ -264,22 +264,26 @@ def environment(code: Path | None) -> dict[str, str]:
     return env
 
 
-def timed(argv: Sequence[str], *, runs: int, env: dict[str, str]) -> list[float]:
-    """Milliseconds of `runs` fresh processes of `argv` (after one unmeasured run), sorted."""
-    subprocess.run(argv, check=True, capture_output=True, env=env)
+def timed(argv: Sequence[str], *, runs: int, env: dict[str, str], cwd: Path) -> list[float]:
+    """Milliseconds of `runs` fresh processes of `argv` (after one unmeasured run), sorted.
+
+    Run in `cwd` (the repository), not here: `python -m` puts the current directory first on
+    sys.path, which would shadow `--code`.
+    """
+    subprocess.run(argv, check=True, capture_output=True, env=env, cwd=cwd)
     times: list[float] = []
     for _ in range(runs):
         started = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, env=env)
+        proc = subprocess.run(argv, capture_output=True, env=env, cwd=cwd)
         times.append((time.perf_counter() - started) * 1000)
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.decode().strip()}")
     return sorted(times)
 
 
-def import_ms(argv: Sequence[str], env: dict[str, str]) -> float:
+def import_ms(argv: Sequence[str], env: dict[str, str], cwd: Path) -> float:
     """Milliseconds of imports `-X importtime` reports for `argv` (top-level imports summed)."""
-    proc = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], capture_output=True, env=env)
+    proc = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], capture_output=True, env=env, cwd=cwd)
     total = 0
     for line in proc.stderr.decode().splitlines():
         parts = line.split("|")
@@ -287,6 +291,14 @@ def import_ms(argv: Sequence[str], env: dict[str, str]) -> float:
         if line.startswith("import time:") and top_level and parts[1].strip().isdigit():
             total += int(parts[1])
     return total / 1000
+
+
+def _code_of(env: dict[str, str], cwd: Path) -> str:
+    """Where the CLI's package is imported from, as the timed processes will import it."""
+    program = "import gitops_acp, pathlib; print(pathlib.Path(gitops_acp.__file__).parent.parent)"
+    return subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, cwd=cwd
+    ).stdout.strip()
 
 
 def measure(repo: Path, *, total: int, group: int, tool_every: int, runs: int, code: Path | None) -> None:
@@ -298,7 +310,7 @@ def measure(repo: Path, *, total: int, group: int, tool_every: int, runs: int, c
     toolcall = next(Path(p).stem for p in listed if Path(p).stem.startswith(task_name(0) + "-"))
     print(
         f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-        f"code: {code or ROOT}; medians of {runs} fresh processes (fastest-slowest), ms"
+        f"code: {_code_of(env, repo)}; medians of {runs} fresh processes (fastest-slowest), ms"
     )
     rows: list[tuple[str, list[str]]] = [
         ("python -c pass", [sys.executable, "-c", "pass"]),
@@ -312,8 +324,8 @@ def measure(repo: Path, *, total: int, group: int, tool_every: int, runs: int, c
         ("get tasks --limit 100", [*cli, "get", "tasks", "--limit", "100"]),
     ]
     for label, argv in rows:
-        times = timed(argv, runs=runs, env=env)
-        imports = "" if label == "python -c pass" else f"   imports {import_ms(argv, env):5.0f}"
+        times = timed(argv, runs=runs, env=env, cwd=repo)
+        imports = "" if label == "python -c pass" else f"   imports {import_ms(argv, env, repo):5.0f}"
         print(f"  {label:44s} {statistics.median(times):7.0f}   ({times[0]:.0f}-{times[-1]:.0f}){imports}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
