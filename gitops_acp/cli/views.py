@@ -276,7 +276,7 @@ def _merged(declared: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any
 
 
 #: Kinds only the reconciler creates: their status is all there is, `main` is never read for them.
-STATUS_ONLY: frozenset[Kind] = frozenset({Kind.ToolCall})
+STATUS_ONLY: frozenset[Kind] = frozenset({Kind.ToolCall, Kind.Source})
 
 
 def _only_on_status(kind: Kind, observed: dict[str, Any]) -> bool:
