@@ -164,9 +164,7 @@ def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
 def test_signers_are_read_and_described(tmp_path: Path) -> None:
     allowed = tmp_path / "allowed_signers"
     allowed.write_text("alice@example.com ssh-ed25519 AAAA\n")
-    path = write(
-        tmp_path, f"signers:\n  allowedSignersFile: {allowed}\n  requireSignedMain: true\n"
-    )
+    path = write(tmp_path, f"signers:\n  allowedSignersFile: {allowed}\n  requireSignedMain: true\n")
     loaded = policy.load(path)
     assert loaded is not None
     assert loaded.allowed_signers_file == allowed.resolve()
