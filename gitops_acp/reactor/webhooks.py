@@ -32,14 +32,14 @@ import json
 import logging
 import socket
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from gitops_acp.errors import UserError
 
@@ -109,9 +109,15 @@ def _branch(forge: str, headers: Any, payload: Any) -> str | None:
     return str(ref) if ref else None
 
 
-def app(hook: Hook, secret: bytes | None, readiness: Readiness = lambda: None) -> Starlette:
+def app(
+    hook: Hook,
+    secret: bytes | None,
+    readiness: Readiness = lambda: None,
+    routes: Sequence[BaseRoute] = (),
+) -> Starlette:
     """The HTTP application: `hook(forge, branch)` is called for every verified event, once per
-    delivery ID (the last MAX_DELIVERIES are remembered)."""
+    delivery ID (the last MAX_DELIVERIES are remembered). `routes` are served beside ours (the API
+    under /v1, /metrics)."""
     seen: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     async def healthz(request: Request) -> JSONResponse:
@@ -159,6 +165,7 @@ def app(hook: Hook, secret: bytes | None, readiness: Readiness = lambda: None) -
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/webhooks/{forge}", webhook, methods=["POST"]),
+            *routes,
         ]
     )
 
@@ -187,6 +194,7 @@ async def serve(
     secret: bytes | None,
     readiness: Readiness = lambda: None,
     stop: Callable[[], None] = lambda: None,
+    routes: Sequence[BaseRoute] = (),
 ) -> int:
     """Serve HTTP on `sock` while `run()` (the manager) runs; stop serving when it returns.
 
@@ -194,7 +202,7 @@ async def serve(
     this returns 1, so a supervisor restarts `serve` rather than leaving it running deaf.
     """
     config = uvicorn.Config(
-        app(hook, secret, readiness), log_level="warning", lifespan="off", access_log=False
+        app(hook, secret, readiness, routes), log_level="warning", lifespan="off", access_log=False
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
