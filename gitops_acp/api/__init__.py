@@ -1,0 +1,1 @@
+"""The HTTP API of `serve --http` (DESIGN §11): tokens and roles, tasks, tool calls, events."""
