@@ -1,7 +1,7 @@
 """The git-backed store: everything gitops-acp reads from or writes to the repository.
 
 - ``git/``: the only package that talks to git, split by job (objects and packs, trees, refs,
-  transfer, maintenance); commits made for a person live beside the command line (``cli/commits.py``);
+  transfer, maintenance); commits made for a person live in ``usercommits.py``;
 - ``yamlio``: YAML in and out (libyaml's safe loader and dumper);
 - ``desired``: the resources declared on ``main``, read from commits (never the working tree);
 - ``status``: the status branch's single writer (group commit, compare-and-swap) and its reader;

@@ -23,8 +23,8 @@ each other freely (a ref update re-reading the ref) without re-entering it. The 
 forwarding method per call in ``repo.py``, which is also where a caller reads the whole API.
 
 Commits made *for a person* (``task create``, ``approve``, ``init``) are not here: they go through
-a working tree or a clone as that person would, and live beside the command line in
-``cli/commits.py``. The reconciler never makes them.
+a working tree or a clone as that person would, and live in
+``store/usercommits.py``. The reconciler never makes them.
 
 Importing this package loads none of its modules: each name is imported from its module when first
 used (`__getattr__` below), so a command that reads one status file through `readonly.ReadOnlyRepo`

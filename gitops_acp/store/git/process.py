@@ -1,7 +1,7 @@
 """Running one git command: the environment it gets, its timeout, and its errors as one line.
 
 The bottom of ``store/git/``: every module that starts a git process (refs, trees, transfer,
-maintenance, and the person-side commits in ``cli/commits.py``) goes through `run`, so the scrubbed
+maintenance, and the person-side commits in ``store/usercommits.py``) goes through `run`, so the scrubbed
 environment, the C locale whose messages the conflict checks match, and the network timeout are
 decided here once.
 """
