@@ -27,6 +27,7 @@ tasks (of the command's own work: the start-up is printed beside them); RSS flat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -259,6 +260,7 @@ def main() -> int:
         "the commit that adds the next batch, as a team that lets finished Tasks go would)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="make the repository in DIR and keep it")
     parser.add_argument("--child", nargs=3, metavar=("REPO", "SECRETS", "RETAIN"), help=argparse.SUPPRESS)
     parser.add_argument("--startup", nargs=2, metavar=("REPO", "SECRETS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -273,7 +275,12 @@ def main() -> int:
     stub, url = start_stub()
     rows: list[dict[str, float]] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-growth-") as tmp:
+        with contextlib.ExitStack() as stack:
+            if args.keep is not None:
+                args.keep.mkdir(parents=True)
+                tmp = str(args.keep)
+            else:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-growth-"))
             repo, secrets = make_repo(Path(tmp), url, 0)
             before = None
             if archiving:  # start-up once the LLM and the agent are Ready, before any task ran
