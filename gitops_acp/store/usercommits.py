@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import GitRepo, is_url, process
 
-__all__ = ["commit_as_user", "git_as_user", "init_repository"]
+__all__ = ["checked_out_at", "commit_as_user", "commit_in_work_tree", "git_as_user", "init_repository"]
 
 # States of a working tree in which `git commit` would not make an ordinary one-parent commit.
 _IN_PROGRESS = {
@@ -117,7 +117,11 @@ def _write_files(root: Path, files: Mapping[str, bytes | None]) -> None:
 
 
 def _stage_and_commit(
-    work: Path, files: Mapping[str, bytes | None], message: str, config: Sequence[str] = ()
+    work: Path,
+    files: Mapping[str, bytes | None],
+    message: str,
+    config: Sequence[str] = (),
+    people: Mapping[str, str] | None = None,
 ) -> str | None:
     """Stage exactly `files` in `work`, commit them, return the sha; None if nothing changed."""
     written = [p for p, data in files.items() if data is not None]
@@ -131,8 +135,34 @@ def _stage_and_commit(
         )
     if process.run(["diff", "--cached", "--quiet"], cwd=work, check=False).returncode == 0:
         return None
-    process.run([*config, "commit", "-q", "-F", "-"], cwd=work, stdin=message.encode("utf-8"))
+    process.run(
+        [*config, "commit", "-q", "-F", "-"], cwd=work, stdin=message.encode("utf-8"), extra_env=people
+    )
     return process.run(["rev-parse", "HEAD"], cwd=work).stdout.decode().strip()
+
+
+def checked_out_at(path: Path, branch: str) -> Path | None:
+    """The working tree where `branch` of the repository at `path` is checked out, if any."""
+    with GitRepo.open(path) as repo:
+        return _checked_out_at(repo, branch)
+
+
+def commit_in_work_tree(
+    work: Path,
+    files: Mapping[str, bytes | None],
+    message: str,
+    *,
+    author: tuple[str, str],
+    committer: tuple[str, str],
+) -> str:
+    """Commit `files` through the working tree `work` as `author` (the HTTP API's caller), committed
+    by `committer`; the same refusals as a person's `task create` there. Returns the new sha."""
+    people = {
+        f"GIT_{role}_{field}": value
+        for role, (name, email) in (("AUTHOR", author), ("COMMITTER", committer))
+        for field, value in (("NAME", name), ("EMAIL", email))
+    }
+    return _commit_in_work_tree(work, files, message, people)
 
 
 def _checked_out_at(repo: GitRepo, branch: str) -> Path | None:
@@ -147,7 +177,9 @@ def _checked_out_at(repo: GitRepo, branch: str) -> Path | None:
     return None
 
 
-def _commit_in_work_tree(work: Path, files: Mapping[str, bytes | None], message: str) -> str:
+def _commit_in_work_tree(
+    work: Path, files: Mapping[str, bytes | None], message: str, people: Mapping[str, str] | None = None
+) -> str:
     """Commit `files` through the working tree `work`, refusing to mix in anyone's pending changes."""
     git_dir = Path(process.run(["rev-parse", "--absolute-git-dir"], cwd=work).stdout.decode().strip())
     for marker, what in _IN_PROGRESS.items():
@@ -170,7 +202,7 @@ def _commit_in_work_tree(work: Path, files: Mapping[str, bytes | None], message:
         )
     _write_files(work, files)
     try:
-        sha = _stage_and_commit(work, files, message)
+        sha = _stage_and_commit(work, files, message, people=people)
     except StoreError:
         _restore(work, files)
         raise

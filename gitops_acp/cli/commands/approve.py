@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gitops_acp.errors import UserError
-
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
     approving = name == "approve"
@@ -37,30 +35,18 @@ def _decide(args: argparse.Namespace, decision: str, comment: str) -> int:
     # Imported when the command runs, not when main.py builds the parsers.
     from gitops_acp.cli import views
     from gitops_acp.cli.commits import commit_as_user
-    from gitops_acp.humans.approvals import approval_path, branch_name
-    from gitops_acp.store import yamlio
+    from gitops_acp.humans import records
 
     repo = views.open_repo(args.repo)
-    path = approval_path(args.toolcall)
     try:
         main = repo.resolve(f"refs/heads/{args.branch}")
-        if main is not None and repo.read_file(main, path) is not None:
-            raise UserError(f"{args.toolcall} is already decided: {path} is on {args.branch}")
-        proposal = repo.resolve(f"refs/heads/{branch_name(args.toolcall)}")
-        data = repo.read_file(proposal, path) if proposal is not None else None
+        record = records.decision(
+            repo, args.toolcall, decision=decision, comment=comment, main=main, branch=args.branch
+        )
     finally:
         repo.close()
-    if data is None:
-        raise UserError(f"no pending approval named {args.toolcall} (no branch {branch_name(args.toolcall)})")
-    document = yamlio.load(data)
-    spec = document.setdefault("spec", {})
-    spec["decision"] = decision
-    spec["comment"] = comment
-    verb = "Approve" if decision == "approved" else "Reject"
-    message = f"{verb} {spec.get('tool', '?')} for task {spec.get('task', '?')}" + (
-        f"\n\n{comment}" if comment else ""
-    )
-    sha = commit_as_user(args.repo, files={path: yamlio.dump(document)}, message=message, branch=args.branch)
+    path, message = record.path, record.message
+    sha = commit_as_user(args.repo, files={path: record.data}, message=message, branch=args.branch)
     print(f"{args.toolcall} {decision} ({path} on {args.branch}, {sha[:10]})")
     return 0
 

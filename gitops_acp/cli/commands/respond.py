@@ -35,25 +35,15 @@ def run(args: argparse.Namespace) -> int:
     # Imported when the command runs, not when main.py builds the parsers.
     from gitops_acp.cli import views
     from gitops_acp.cli.commits import commit_as_user
-    from gitops_acp.humans.questions import branch_name, response_path
-    from gitops_acp.store import yamlio
+    from gitops_acp.humans import records
 
     repo = views.open_repo(args.repo)
-    path = response_path(args.toolcall)
     try:
         main = repo.resolve(f"refs/heads/{args.branch}")
-        if main is not None and repo.read_file(main, path) is not None:
-            raise UserError(f"{args.toolcall} is already answered: {path} is on {args.branch}")
-        question = repo.resolve(f"refs/heads/{branch_name(args.toolcall)}")
-        data = repo.read_file(question, path) if question is not None else None
+        record = records.answer(repo, args.toolcall, response=args.message, main=main, branch=args.branch)
     finally:
         repo.close()
-    if data is None:
-        raise UserError(f"no pending question named {args.toolcall} (no branch {branch_name(args.toolcall)})")
-    document = yamlio.load(data)
-    spec = document.setdefault("spec", {})
-    spec["response"] = args.message
-    message = f"Answer the question of task {spec.get('task', '?')}\n\n{args.message}"
-    sha = commit_as_user(args.repo, files={path: yamlio.dump(document)}, message=message, branch=args.branch)
+    path, message = record.path, record.message
+    sha = commit_as_user(args.repo, files={path: record.data}, message=message, branch=args.branch)
     print(f"{args.toolcall} answered ({path} on {args.branch}, {sha[:10]})")
     return 0
