@@ -46,6 +46,7 @@ from gitops_acp.mcp import MCPManager
 from gitops_acp.reactor import background, claim
 from gitops_acp.reactor.awaiting import HumanWaits
 from gitops_acp.reactor.dependents import Dependents
+from gitops_acp.reactor.events import EventHub
 from gitops_acp.reactor.ownership import Ownership
 from gitops_acp.reactor.queue import Requeue, WorkQueue
 from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
@@ -130,6 +131,9 @@ class Manager:
             options.repo, branch=options.status_branch, identity=options.identity, clock=clock
         )
         self._state = State(self._commit, wake=self._queue_add, on_landed=self._landed, clock=clock)
+        # Every commit of the status branch, as events, to live readers (GET /v1/events).
+        self.events = EventHub(options.repo, options.status_branch)
+        self._writer.on_commit.append(self.events.committed)
         self._dependents = Dependents(self._dependencies)
         self._reported_errors: set[str] = set()
         self._owned = Ownership(options.shard)  # the Tasks of main this process runs
@@ -432,6 +436,7 @@ class Manager:
         repo, shard, branch = self._repo, self.options.shard, self.options.status_branch
         retired = await loop.run_in_executor(self._git, lambda: shards.retired_tasks(repo, shard, branch))
         documents = await self._writer.start()
+        await self.events.start()
         for (kind_text, name), document in documents.items():
             try:
                 obj = from_document(document)
@@ -578,6 +583,7 @@ class Manager:
         if self._watcher is not None:
             await self._watcher.stop()
         await self._writer.close()  # commits every checkpoint already handed to it
+        await self.events.close()  # publishes them, then ends every live reader's stream
         if self._remote is not None:
             await self._remote.close()  # and pushes them, if the remote answers
         await self._ctx.llm.aclose()

@@ -1,0 +1,273 @@
+"""Checkpoint events: one per resource per commit of a status branch (DESIGN §11).
+
+An event is `{commit, time, kind, name, from, to}`: the commit that recorded a checkpoint, its
+committer time, the resource, and its phase before and after (a Task's or ToolCall's phase, else
+the condition an LLM, Agent, ... shows; the word the commit line uses). `gitops-acp events`, the
+Manager's live `EventHub` (reactor/events.py) and `GET /v1/events` all derive events here, from the
+commits themselves, so a live stream and a replay from history are the same events.
+
+How a commit becomes events, cheaply: one `git log --first-parent --raw` over the range names, for
+each commit, the files it changed against its first parent (the cost is the change, never the size
+of the tip: DESIGN §9), and its message carries each resource's move (`<Kind>/<name>: <old> ->
+<new>`, DESIGN §1). Per resource changed:
+
+- created (no status file before): `from` is null;
+- deleted (its file left the status branch: the resource left `main`): `to` is null;
+- archived (its file moved from `status/` to `archive/` by an `archive:` commit): `to` is
+  `"Archived"` (it is still found by `get`, `describe`, `history`);
+- a file moved as it is (the one-time fan-out of old layouts, `layout:` commits) is no event.
+
+Phases come from the commit's line for that resource; a status file changed by a commit that has
+no such line (someone else's commit on the branch) has its phases read from the two files.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gitops_acp.errors import StoreError
+from gitops_acp.resources.meta import (
+    ANNOTATION_FIRST_CHECKPOINT,
+    ARCHIVE_ROOT,
+    FANNED_OUT,
+    STATUS_ROOT,
+    Kind,
+    legacy_status_path,
+    parse_rfc3339,
+    parse_status_path,
+    status_path,
+)
+from gitops_acp.store import yamlio
+from gitops_acp.store.git import Reader, process
+from gitops_acp.store.statustree import DEFAULT_BRANCH, branch_ref, read_status_file
+
+__all__ = ["ARCHIVED", "Event", "UnknownCommitError", "format_time", "read", "resolve_commit"]
+
+ARCHIVED = "Archived"  # `to` of a resource an `archive:` commit moved out of the tip
+
+_ZERO = "0" * 40
+_LINE = re.compile(r"^([A-Za-z]+)/([a-z0-9][-a-z0-9]*): (.+?) -> (.+)$")
+_HEX = re.compile(r"[0-9a-fA-F]{4,40}")
+_FIELDS = "%x1e%H %ct%n%B"  # a record separator, then "<sha> <time>", then the message
+
+
+class UnknownCommitError(StoreError):
+    """The commit to resume after is not on the status branch (a typo, or history was replaced)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One resource's checkpoint in one commit of a status branch."""
+
+    commit: str  # the checkpoint commit (full sha): the SSE id, what `--since` and Last-Event-ID take
+    time: float  # its committer time, seconds since the epoch (git keeps whole seconds)
+    kind: str  # Task, ToolCall, LLM, ...
+    name: str
+    old: str | None  # the phase before; None: the resource had no status file (created)
+    new: str | None  # the phase after; None: its file was deleted; "Archived": moved to archive/
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as the API and `events -o json` give it: `{commit, time, kind, name, from, to}`."""
+        return {
+            "commit": self.commit,
+            "time": format_time(self.time),
+            "kind": self.kind,
+            "name": self.name,
+            "from": self.old,
+            "to": self.new,
+        }
+
+
+def format_time(ts: float) -> str:
+    """Commit times as RFC 3339 in UTC, whole seconds as git keeps them: `2026-12-05T07:25:11Z`."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resolve_commit(repo: Reader, text: str) -> str | None:
+    """The full sha of commit `text` (a sha or an abbreviation of one), or None if there is none."""
+    if not _HEX.fullmatch(text):
+        return None
+    args = ("rev-parse", "--verify", "--quiet", f"{text}^{{commit}}")
+    proc = process.in_repo(repo.git_dir, *args, check=False)
+    sha = proc.stdout.decode("ascii", "replace").strip()
+    return sha if proc.returncode == 0 and len(sha) == 40 else None
+
+
+def read(
+    repo: Reader,
+    *,
+    branch: str = DEFAULT_BRANCH,
+    after: str | None = None,
+    until: str | None = None,
+    n: int | None = None,
+    kind: Kind | None = None,
+    name: str | None = None,
+    trusted: bool = False,
+) -> list[Event]:
+    """Return the events of the commits of `branch` after commit `after`, oldest first.
+
+    `until`: a commit of the branch to stop at (included; default: the branch's tip). `n`: only
+    the newest `n` commits of the range. `kind` and `name`: one resource's events only (its
+    commits found by path, bounded like `history`). Raises UnknownCommitError if `after` is not a
+    commit of the branch (up to `until`). `trusted`: `after` is a full sha known to be an
+    ancestor of `until` (the live hub's own cursor): one git process instead of three.
+    """
+    short = branch.removeprefix("refs/heads/")
+    tip = until if until is not None else repo.resolve(branch_ref(branch))
+    if tip is None:
+        if after is not None:
+            raise UnknownCommitError(f"commit {after} is not on {short}: the branch does not exist")
+        return []
+    excluded: list[str] = []
+    if after is not None:
+        full = after if trusted else resolve_commit(repo, after)
+        if full is None or not (trusted or _is_ancestor(repo, full, tip)):
+            raise UnknownCommitError(f"commit {after} is not on {short}")
+        if full == tip:
+            return []
+        excluded = [f"^{full}"]
+    paths: list[str] = []
+    since: float | None = None
+    if kind is not None and name is not None:
+        paths = [status_path(kind, name), status_path(kind, name, root=ARCHIVE_ROOT)]
+        if kind in FANNED_OUT:
+            paths.append(legacy_status_path(kind, name))
+        if after is None:
+            since = _first_checkpoint(repo, tip, kind, name)
+    else:
+        paths = [f"{STATUS_ROOT}/", f"{ARCHIVE_ROOT}/"]
+    args = ["log", "-z", "--first-parent", "--reverse", "--no-renames", "--raw", "--no-abbrev"]
+    args += [f"--format={_FIELDS}"]
+    args += [f"-n{max(n, 0)}"] if n is not None else []
+    args += [f"--since={int(since)}"] if since is not None else []
+    args += ["--end-of-options", tip, *excluded, "--", *paths]
+    out = _git(repo, *args).stdout
+    found: list[Event] = []
+    for record in out.split(b"\x1e")[1:]:
+        found.extend(_commit_events(repo, record))
+    if kind is not None and name is not None:
+        found = [event for event in found if event.kind == kind and event.name == name]
+    return found
+
+
+def _git(repo: Reader, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return process.in_repo(repo.git_dir, *args)
+
+
+def _is_ancestor(repo: Reader, ancestor: str, descendant: str) -> bool:
+    proc = process.in_repo(repo.git_dir, "merge-base", "--is-ancestor", ancestor, descendant, check=False)
+    if proc.returncode not in (0, 1):
+        raise StoreError(f"git merge-base failed in {repo.git_dir}: {process.tail(proc)}")
+    return proc.returncode == 0
+
+
+def _first_checkpoint(repo: Reader, tip: str, kind: Kind, name: str) -> float | None:
+    """When the resource's history began (its first-checkpoint annotation, a minute early), as
+    `history` bounds its walk; None: walk it all (no annotation, or no file at the tip)."""
+    found = read_status_file(repo, tip, kind, name)
+    if found is None:
+        return None
+    try:
+        annotations = (yamlio.load(found.data).get("metadata") or {}).get("annotations") or {}
+        return parse_rfc3339(str(annotations[ANNOTATION_FIRST_CHECKPOINT])) - 60.0
+    except (KeyError, ValueError, AttributeError, StoreError):
+        return None
+
+
+@dataclass
+class _Files:
+    """One resource's files in one commit and its first parent (blob shas; None: absent)."""
+
+    before: str | None = None  # under status/
+    after: str | None = None  # under status/
+    archived: str | None = None  # added under archive/
+
+
+def _commit_events(repo: Reader, record: bytes) -> list[Event]:
+    """The events of one `git log --raw -z` record: "<sha> <time>\\n<message>\\0" then its changes."""
+    head, _nul, raw = record.partition(b"\0")
+    first, _nl, message_bytes = head.partition(b"\n")
+    sha_bytes, _space, ct = first.partition(b" ")
+    sha, when = sha_bytes.decode("ascii"), float(ct)
+    message = message_bytes.decode("utf-8", "replace")
+    files: dict[tuple[Kind, str], _Files] = {}
+    fields = raw.lstrip(b"\n").split(b"\0")
+    for meta, path_bytes in zip(fields[0::2], fields[1::2], strict=False):
+        if not meta.startswith(b":"):
+            continue
+        _old_mode, _new_mode, old_sha, new_sha, _status = meta[1:].decode("ascii").split(" ")
+        path = path_bytes.decode("utf-8", "surrogateescape")
+        key = parse_status_path(path)
+        if key is None:
+            continue
+        entry = files.setdefault(key, _Files())
+        if path.startswith(f"{STATUS_ROOT}/"):
+            entry.before = old_sha if old_sha != _ZERO else entry.before
+            entry.after = new_sha if new_sha != _ZERO else entry.after
+        elif new_sha != _ZERO:
+            entry.archived = new_sha
+    moves = _moves(message)
+    order = {key: i for i, key in enumerate(moves)}
+    events: list[Event] = []
+    ranked = sorted(files.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))
+    for (kind, name), entry in ranked:
+        if entry.before == entry.after and entry.archived is None:
+            continue  # moved as it is (the fan-out of an old layout): nothing happened to it
+        words = moves.get((kind, name))
+        if words is None:  # not written by the reconciler: read the phases from the files
+            words = (_phase(repo, entry.before), _phase(repo, entry.after))
+        old = words[0] if entry.before is not None else None
+        if entry.after is not None:
+            new: str | None = words[1]
+        elif entry.archived is not None:
+            new = ARCHIVED
+        else:
+            new = None
+        events.append(Event(sha, when, str(kind), name, old, new))
+    return events
+
+
+def _moves(message: str) -> dict[tuple[Kind, str], tuple[str, str]]:
+    """Each resource's "<Kind>/<name>: <old> -> <new>" line of a commit message, in message order."""
+    moves: dict[tuple[Kind, str], tuple[str, str]] = {}
+    for line in message.splitlines():
+        match = _LINE.match(line)
+        if match is None:
+            continue
+        try:
+            kind = Kind(match[1])
+        except ValueError:
+            continue
+        moves.setdefault((kind, match[2]), (match[3].strip(), match[4].strip()))
+    return moves
+
+
+def _phase(repo: Reader, blob: str | None) -> str:
+    """The word a commit line would use for the resource in blob `blob` (`-`: none, or unreadable)."""
+    if blob is None:
+        return "-"
+    try:
+        status = yamlio.load(repo.read_blob(blob)).get("status")
+    except (StoreError, AttributeError):
+        return "-"
+    if not isinstance(status, dict):
+        return "-"
+    return str(status.get("phase") or status.get("status") or "-")
+
+
+def commits(events: Iterable[Event]) -> list[str]:
+    """The distinct commits of `events`, in order."""
+    return list(dict.fromkeys(event.commit for event in events))
+
+
+def group(events: Sequence[Event]) -> list[tuple[str, list[Event]]]:
+    """`events` grouped by commit, in order: what one SSE id covers."""
+    grouped: dict[str, list[Event]] = {}
+    for event in events:
+        grouped.setdefault(event.commit, []).append(event)
+    return list(grouped.items())
