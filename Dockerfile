@@ -11,11 +11,12 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
 # git: the store is a git repository; tini: signals reach the reconciler (SIGTERM finishes the
-# checkpoint in flight and exits 0) and zombie MCP server processes are reaped.
+# checkpoint in flight and exits 0) and zombie MCP server processes are reaped; openssh-client: a
+# remote over SSH with a deploy key (git only recommends it, so --no-install-recommends leaves it out).
 # Debian's security updates replace pinned versions, so apt packages are not pinned here.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git tini \
+    && apt-get install -y --no-install-recommends git openssh-client tini \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
