@@ -26,6 +26,7 @@ from gitops_acp.controllers.catalog import Entry, entry_for_call
 from gitops_acp.errors import MCPError
 from gitops_acp.resources.meta import Condition, Kind, ToolCallPhase
 from gitops_acp.resources.models import MCPServer, ToolCall, ToolCallStatus
+from gitops_acp.telemetry import metrics
 
 __all__ = ["INTERRUPTED", "MCPExecutor"]
 
@@ -117,6 +118,7 @@ class MCPExecutor:
                 text = result.text
                 if result.is_error:
                     error = text or "the tool reported an error"
+            metrics.tool_call(entry.target, entry.tool, time.monotonic() - sent, ok=error is None)
         finally:
             gate.release(ticket, latency=latency)
         if error is not None:

@@ -22,6 +22,8 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
+from gitops_acp.telemetry import metrics
+
 __all__ = ["Requeue", "WorkQueue"]
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class WorkQueue:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
+        metrics.watch_queue(self)
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -174,6 +177,11 @@ class WorkQueue:
     def busy(self, key: Hashable) -> bool:
         """Whether `key` is queued, being reconciled, or waiting on a timer."""
         return key in self._queued or key in self._running or key in self._timers
+
+    @property
+    def depth(self) -> int:
+        """Keys queued and waiting for a worker (`gitops_acp_queue_depth`)."""
+        return len(self._queued)
 
     @property
     def pending_keys(self) -> int:

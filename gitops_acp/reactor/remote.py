@@ -30,6 +30,7 @@ from typing import TypeVar
 from gitops_acp.errors import ConflictError, RemoteError, StoreError
 from gitops_acp.store import mirror as mirrors
 from gitops_acp.store.git import GitRepo, redact_url
+from gitops_acp.telemetry import metrics
 
 __all__ = ["RemoteOptions", "RemoteSync"]
 
@@ -210,8 +211,10 @@ class RemoteSync:
         assert self._mirror is not None
         try:
             result = await self._call(self._mirror.push)
-        except BaseException:
+        except BaseException as exc:
             self._waiters[:0] = waiting  # not released: they wait for the next round
+            if isinstance(exc, Exception):
+                metrics.PUSH_FAILURES.inc()
             raise
         if result.merged is not None:
             self.stats.merges += 1
@@ -221,6 +224,7 @@ class RemoteSync:
                 result.merged[:12],
             )
         if result.rejected:
+            metrics.PUSH_FAILURES.inc()
             self.stats.rejected += 1
             self._rejections += 1
             self._waiters[:0] = waiting

@@ -2,8 +2,10 @@
 
     GET  /healthz                 200 {"status": "ok"}: the process answers (liveness)
     GET  /readyz                  200 {"status": "ready"}, or 503 {"status": "not ready", "reason": ...}
-                                  while starting (recovery), stopping, or when the status branch
-                                  cannot be written (a checkpoint failed after its bounded retries)
+                                  while starting (recovery), stopping, when the status branch
+                                  cannot be written (a checkpoint failed after its bounded retries),
+                                  or when the remote cannot be reached
+    GET  /metrics                 Prometheus text format, no authentication (telemetry/metrics.py)
     POST /webhooks/github         X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>
     POST /webhooks/gitea          X-Gitea-Signature / X-Forgejo-Signature: <hex HMAC-SHA256>
     POST /webhooks/gitlab         X-Gitlab-Token: <the secret>  (compared in constant time)
@@ -38,10 +40,11 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gitops_acp.errors import UserError
+from gitops_acp.telemetry import metrics
 
 __all__ = ["app", "listen", "parse_address", "serve"]
 
@@ -129,6 +132,9 @@ def app(
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
 
+    async def metrics_text(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+
     async def webhook(request: Request) -> JSONResponse:
         forge = request.path_params["forge"]
         if forge not in ("github", "gitea", "gitlab"):
@@ -164,6 +170,7 @@ def app(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_text, methods=["GET"]),
             Route("/webhooks/{forge}", webhook, methods=["POST"]),
             *routes,
         ]
@@ -207,7 +214,9 @@ async def serve(
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     host, port = sock.getsockname()[:2]
-    log.info("listening on http://%s:%d (GET /healthz, /readyz, POST /webhooks/<forge>)", host, port)
+    log.info(
+        "listening on http://%s:%d (GET /healthz, /readyz, /metrics, POST /webhooks/<forge>)", host, port
+    )
     if secret is None:
         log.warning("no --webhook-secret-file: POST /webhooks/* is refused (403) until one is given")
     running = asyncio.ensure_future(run())

@@ -59,6 +59,7 @@ from gitops_acp.store.statustree import (
     branch_ref,
     read_tip,
 )
+from gitops_acp.telemetry import metrics
 
 __all__ = [
     "DEFAULT_BRANCH",
@@ -256,6 +257,7 @@ class StatusWriter:
             self._executor = None
             raise
         self._flusher = asyncio.create_task(self._flush_loop(), name="status-writer")
+        metrics.tasks_at_start(docs.values())
         return docs
 
     async def commit(self, changes: Sequence[Change], *, spec_commit: str) -> str | None:
@@ -339,6 +341,10 @@ class StatusWriter:
                 outcome = await loop.run_in_executor(self._executor, self._write_batch, batch)
                 self._record(outcome)
                 if outcome.sha is not None:
+                    landed = (
+                        p.change for i, ok in zip(batch, outcome.landed, strict=True) if ok for p in i.changes
+                    )
+                    metrics.committed(outcome.duration_ms / 1000, landed)
                     for hook in list(self.on_commit):
                         await hook(outcome.sha)
             except asyncio.CancelledError:

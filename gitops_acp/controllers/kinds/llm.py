@@ -20,6 +20,7 @@ from gitops_acp.llm.client import LLMConfig
 from gitops_acp.resources.meta import Condition, Kind
 from gitops_acp.resources.models import LLM, AnyResource, LLMStatus
 from gitops_acp.secrets import SecretResolver
+from gitops_acp.telemetry import tracing
 
 __all__ = ["LLMController", "llm_config"]
 
@@ -96,7 +97,9 @@ class LLMController:
         except (SecretError, ValueError) as exc:  # ValueError: LLMConfigError, e.g. vertex without baseUrl
             return _error(str(exc)), Result(ctx.settings.error_retry, progress=False)
         try:
-            await ctx.llm.complete(replace(config, max_tokens=1), [{"role": "user", "content": "test"}])
+            with tracing.LLMCall(llm.metadata.name, config) as call:
+                probe = replace(config, max_tokens=1)
+                call.answered(await ctx.llm.complete(probe, [{"role": "user", "content": "test"}]))
         except LLMError as exc:
             return _error(f"validation request failed: {exc}"), Result(
                 ctx.settings.error_retry, progress=False

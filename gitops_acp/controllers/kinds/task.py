@@ -54,6 +54,7 @@ from gitops_acp.resources.models import (
     Usage,
     user_msg_preview,
 )
+from gitops_acp.telemetry import tracing
 
 __all__ = ["TaskController", "tool_type_of", "toolcall_name"]
 
@@ -190,7 +191,11 @@ class TaskController:
             config = llm_config(llm, ctx.secrets, timeout=ctx.settings.llm_timeout)
             messages = [m.model_dump(by_alias=True, exclude_none=True) for m in status.context_window]
             tools = catalog_of(agent, ctx).tools if agent else ()
-            completion = await ctx.llm.complete(config, messages, tools)
+            with tracing.LLMCall(
+                llm.metadata.name, config, ctx.state.observed(Kind.Task, task.metadata.name)
+            ) as call:
+                completion = await ctx.llm.complete(config, messages, tools)
+                call.answered(completion)
         except LLMError as exc:
             return await self._llm_failed(task, ctx, exc)
         except SecretError as exc:  # rotated away between validation and now: retry like a transient error
