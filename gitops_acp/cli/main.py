@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "get": "get",
     "describe": "describe",
     "history": "history",
+    "events": "events",
     "task": "task",
     "approve": "approve",
     "reject": "approve",

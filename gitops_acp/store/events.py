@@ -35,6 +35,7 @@ from gitops_acp.resources.meta import (
     ANNOTATION_FIRST_CHECKPOINT,
     ARCHIVE_ROOT,
     FANNED_OUT,
+    PLURALS,
     STATUS_ROOT,
     Kind,
     legacy_status_path,
@@ -112,10 +113,11 @@ def read(
     """Return the events of the commits of `branch` after commit `after`, oldest first.
 
     `until`: a commit of the branch to stop at (included; default: the branch's tip). `n`: only
-    the newest `n` commits of the range. `kind` and `name`: one resource's events only (its
-    commits found by path, bounded like `history`). Raises UnknownCommitError if `after` is not a
-    commit of the branch (up to `until`). `trusted`: `after` is a full sha known to be an
-    ancestor of `until` (the live hub's own cursor): one git process instead of three.
+    the newest `n` commits of the range (that touch what is asked for). `kind`: that kind's events
+    only; with `name`, one resource's (its commits found by path, bounded like `history`).
+    Raises UnknownCommitError if `after` is not a commit of the branch (up to `until`).
+    `trusted`: `after` is a full sha known to be an ancestor of `until` (the live hub's own
+    cursor): one git process instead of three.
     """
     short = branch.removeprefix("refs/heads/")
     tip = until if until is not None else repo.resolve(branch_ref(branch))
@@ -139,6 +141,8 @@ def read(
             paths.append(legacy_status_path(kind, name))
         if after is None:
             since = _first_checkpoint(repo, tip, kind, name)
+    elif kind is not None:
+        paths = [f"{STATUS_ROOT}/{PLURALS[kind]}/", f"{ARCHIVE_ROOT}/{PLURALS[kind]}/"]
     else:
         paths = [f"{STATUS_ROOT}/", f"{ARCHIVE_ROOT}/"]
     args = ["log", "-z", "--first-parent", "--reverse", "--no-renames", "--raw", "--no-abbrev"]
@@ -150,8 +154,8 @@ def read(
     found: list[Event] = []
     for record in out.split(b"\x1e")[1:]:
         found.extend(_commit_events(repo, record))
-    if kind is not None and name is not None:
-        found = [event for event in found if event.kind == kind and event.name == name]
+    if kind is not None:
+        found = [event for event in found if event.kind == kind and name in (None, event.name)]
     return found
 
 
