@@ -156,7 +156,7 @@ def _initial(
     if since is not None:
         full = events.resolve_commit(repo, since)
         if full is None:
-            raise UserError(f"--since {since}: no such commit in {repo.git_dir} (give a commit sha, as events show)")
+            raise UserError(f"--since {since}: no such commit in {repo.git_dir} (give a sha, as events show)")
         after_time = repo.commit_time(full)
     found: list[Event] = []
     held = False
