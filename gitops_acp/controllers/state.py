@@ -34,9 +34,10 @@ from gitops_acp.resources.meta import (
     Kind,
     rfc3339,
 )
-from gitops_acp.resources.models import AnyResource, from_document, to_document
+from gitops_acp.resources.models import AnyResource, SpanContext, Task, TaskStatus, from_document, to_document
 from gitops_acp.store.desired import DesiredState
 from gitops_acp.store.status import Change
+from gitops_acp.telemetry import tracing
 
 __all__ = ["ARCHIVE_TOMBSTONE", "Commit", "Landed", "State"]
 
@@ -230,7 +231,25 @@ class State:
             annotations[ANNOTATION_SPEC_COMMIT] = self.spec_commit
         metadata = obj.metadata.model_copy(update={"annotations": annotations})
         # Status files carry this project's apiVersion whatever the manifest used (ACP's are accepted).
-        return obj.model_copy(update={"metadata": metadata, "api_version": API_VERSION})
+        stamped = obj.model_copy(update={"metadata": metadata, "api_version": API_VERSION})
+        return _with_span_context(stamped, old) if isinstance(stamped, Task) else stamped
+
+
+def _with_span_context(task: Task, old: AnyResource | None) -> Task:
+    """Keep a task's trace ids (a step may build on a status read before they were stamped); with
+    traces on, give a task its own with its first checkpoint (telemetry/tracing.py)."""
+    status = task.status
+    if status is not None and status.span_context is not None:
+        return task
+    kept = old.status.span_context if isinstance(old, Task) and old.status is not None else None
+    if kept is None:
+        ids = tracing.new_span_context(task.metadata.annotations)
+        if ids is None:
+            return task
+        kept = SpanContext(trace_id=ids[0], span_id=ids[1])
+    return task.model_copy(
+        update={"status": (status or TaskStatus()).model_copy(update={"span_context": kept})}
+    )
 
 
 def _same_state(old: AnyResource, new: AnyResource) -> bool:

@@ -65,6 +65,7 @@ from gitops_acp.store import shards, statustree
 from gitops_acp.store.desired import DesiredReader, DesiredState, changed_keys
 from gitops_acp.store.git import GitRepo
 from gitops_acp.store.status import Change, StatusWriter
+from gitops_acp.telemetry import tracing
 
 __all__ = ["Manager", "ServeOptions"]
 
@@ -282,6 +283,7 @@ class Manager:
         ):
             self._retention.finished(obj)
         self._waits.note(key, obj)
+        tracing.landed(key[0], old, obj, self._state.observed)
         created = obj is not None and old is None and key[0] in (Kind.ToolCall, Kind.Task)
         if created and obj is not None and key not in self._state.desired_state.resources:
             self._dependents.set(key, obj)  # created by the reconciler: index it now
@@ -533,6 +535,7 @@ class Manager:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
         try:
+            tracing.configure()
             await self._start()
             while not self._stop.is_set():
                 assert self._watcher is not None
@@ -587,6 +590,7 @@ class Manager:
         if self._remote is not None:
             await self._remote.close()  # and pushes them, if the remote answers
         await self._ctx.llm.aclose()
+        tracing.shutdown()  # spans not exported yet go now (a SIGKILL loses them)
         if self._repo is not None:
             repo = self._repo
             await asyncio.get_running_loop().run_in_executor(self._git, repo.close)

@@ -77,7 +77,7 @@ from gitops_acp.resources.kinds.mcpserver import (
     Transport,
 )
 from gitops_acp.resources.kinds.source import Source, SourceSpec, SourceStatus
-from gitops_acp.resources.kinds.task import Task, TaskSpec, TaskStatus, Usage
+from gitops_acp.resources.kinds.task import SpanContext, Task, TaskSpec, TaskStatus, Usage
 from gitops_acp.resources.kinds.toolcall import (
     ToolCall,
     ToolCallApproval,
@@ -132,6 +132,7 @@ __all__ = [
     "Source",
     "SourceSpec",
     "SourceStatus",
+    "SpanContext",
     "SpecModel",
     "StatusModel",
     "Task",

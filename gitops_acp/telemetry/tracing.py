@@ -35,6 +35,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from gitops_acp.errors import UserError
 from gitops_acp.telemetry import metrics
 
 __all__ = [
@@ -98,7 +99,7 @@ def configure(environ: dict[str, str] | None = None, *, exporter: Any = None) ->
     """Turn traces on when the `OTEL_*` variables ask for them; return whether they are on.
 
     `exporter`: a span exporter to use instead (the tests' in-memory one), exported synchronously.
-    Raises ValueError naming the variable for an exporter this installation cannot provide.
+    Raises UserError naming the variable for an exporter this installation cannot provide.
     """
     global _tracer, _provider
     environ = dict(os.environ if environ is None else environ)
@@ -130,7 +131,7 @@ def _exporter(name: str, environ: dict[str, str]) -> Any:
             "OTEL_EXPORTER_OTLP_PROTOCOL"
         )
         if protocol and protocol != "http/protobuf":
-            raise ValueError(
+            raise UserError(
                 f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: only http/protobuf is supported "
                 "(point it at the collector's OTLP/HTTP port, usually 4318)"
             )
@@ -141,7 +142,7 @@ def _exporter(name: str, environ: dict[str, str]) -> Any:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()
-    raise ValueError(f"OTEL_TRACES_EXPORTER={name}: expected otlp, console or none")
+    raise UserError(f"OTEL_TRACES_EXPORTER={name}: expected otlp, console or none")
 
 
 def shutdown() -> None:
@@ -380,8 +381,9 @@ def _toolcall_landed(old: Any, new: Any, observed: Lookup) -> None:
     trace_id, task_span = task
     call_span = _call_span_id(trace_id, name)
     if was in _WAITS and now not in _WAITS:
+        # When the wait began: the status says (it is set on asking), else when this process saw it.
         since = _waiting_since.pop(name, None)
-        start = int(since * 1e9) if since is not None else _ns(new.status.start_time)
+        start = _ns(new.status.start_time) or (int(since * 1e9) if since is not None else None)
         approval = getattr(new.status, "approval", None)
         end = _ns(getattr(approval, "decided_at", None)) or time.time_ns()
         if start is not None:

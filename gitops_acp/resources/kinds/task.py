@@ -21,7 +21,7 @@ from gitops_acp.resources.common import (
 )
 from gitops_acp.resources.meta import Condition, TaskPhase
 
-__all__ = ["Task", "TaskSpec", "TaskStatus", "Usage"]
+__all__ = ["SpanContext", "Task", "TaskSpec", "TaskStatus", "Usage"]
 
 
 class TaskSpec(SpecModel):
@@ -78,6 +78,15 @@ class Usage(StatusModel):
     """Tokens generated."""
 
 
+class SpanContext(StatusModel):
+    """The ids of a task's own span: a resumed task continues this trace (DESIGN §11)."""
+
+    trace_id: str = Field(alias="traceID")
+    """32 hex digits."""
+    span_id: str = Field(alias="spanID")
+    """16 hex digits."""
+
+
 class TaskStatus(StatusModel):
     """The durable state of a conversation: phase, context window, output."""
 
@@ -113,6 +122,8 @@ class TaskStatus(StatusModel):
     """When ErrorBackoff retries (RFC 3339)."""
     delivery: dict[str, Any] | None = None
     """State of the responseUrl delivery (the outbox), owned by the delivery code."""
+    span_context: SpanContext | None = None
+    """The task's trace (ACP's field), committed with its first checkpoint when traces are on."""
 
 
 class Task(Resource):
