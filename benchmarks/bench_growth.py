@@ -7,8 +7,9 @@
 One reconciler (the Manager, in a child process so that its figures are its own) serves a local
 repository with the stub LLM answering at 0 ms. The parent commits a batch of single-turn tasks to
 `main`, tells the child their names, and the child reports once every one of them is finished:
-the batch's tasks/s, its checkpoint commits' p50/p99 (the status writer's own timings) and its
-RSS. Between batches, with the reconciler idle, the parent times what a person runs, through the
+the batch's tasks/s, its checkpoint commits' p50/p99 (the status writer's own timings), its
+RSS, and its CPU time per task and in the cycle collector (the reconciler process's, every
+thread; not the git processes it drives): steadier than tasks/s on a shared machine. Between batches, with the reconciler idle, the parent times what a person runs, through the
 real CLI: `get task NAME`, `describe task NAME`, `history task NAME -n 20` and `get tasks --limit
 100` (each a new process, as from a shell: Python's start-up and imports, ~0.07 s for these, are in
 every figure; bytecode is written and used even where PYTHONDONTWRITEBYTECODE is set, as an
@@ -113,6 +114,7 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
                 continue
             pending = set(line.split())
             started, commits0 = time.perf_counter(), manager.writer.stats.commits
+            cpu0 = time.process_time()
             gc0 = collecting["total"]
             while pending:  # a finished task may be archived soon after: remember it finished
                 pending = {name for name in pending if not done(name)}
@@ -121,6 +123,7 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
             durations = list(manager.writer.stats.durations_ms)[commits0:]
             figures = {
                 "seconds": seconds,
+                "cpu_s": time.process_time() - cpu0,  # this process, every thread (not its git children)
                 "commits": len(durations),
                 "commit_p50_ms": percentile(durations, 50),
                 "commit_p99_ms": percentile(durations, 99),
@@ -299,7 +302,7 @@ def main() -> int:
                 )
                 print(
                     "   tasks  tasks/s  commits  commit p50/p99 ms   get task  describe  history -n20"
-                    "  get --limit100   RSS MB   .git MB"
+                    "  get --limit100   RSS MB   .git MB  CPU ms/task  gc s"
                 )
                 done = 0
                 previous: list[str] = []
@@ -334,7 +337,8 @@ def main() -> int:
                         f"{done:8d} {row['tasks_per_s']:8.0f} {row['commits']:8.0f}"
                         f" {row['commit_p50_ms']:8.1f} /{row['commit_p99_ms']:7.1f}"
                         f" {row['get_task_ms']:10.0f} {row['describe_ms']:9.0f} {row['history_ms']:13.0f}"
-                        f" {row['get_limit_ms']:15.0f} {row['rss_mb']:8.0f} {row['git_mb']:9.1f}",
+                        f" {row['get_limit_ms']:15.0f} {row['rss_mb']:8.0f} {row['git_mb']:9.1f}"
+                        f" {1000 * row['cpu_s'] / len(names):12.2f} {row['gc_s']:5.2f}",
                         flush=True,
                     )
                 if archiving:
@@ -353,8 +357,10 @@ def main() -> int:
         stub.wait()
     first, last = rows[0], rows[-1]
     ratio = last["tasks_per_s"] / first["tasks_per_s"]
+    cpu_ratio = first["cpu_s"] / last["cpu_s"]  # tasks per CPU second, last / first (batches are equal)
     print(
         f"last batch / first batch tasks/s: {ratio:.2f} (target >= 0.8); "
+        f"tasks per CPU second: {cpu_ratio:.2f} of the first batch's; "
         f"RSS {first['rss_mb']:.0f} -> {last['rss_mb']:.0f} MB"
     )
     if args.json:
