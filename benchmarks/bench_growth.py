@@ -6,14 +6,15 @@
 
 One reconciler (the Manager, in a child process so that its figures are its own) serves a local
 repository with the stub LLM answering at 0 ms. The parent commits a batch of single-turn tasks to
-`main`, tells the child their names, and the child reports once every one of them is finished:
-the batch's tasks/s, its checkpoint commits' p50/p99 (the status writer's own timings), its
-RSS, and its CPU time per task and in the cycle collector (the reconciler process's, every
-thread; not the git processes it drives): steadier than tasks/s on a shared machine. Between batches, with the reconciler idle, the parent times what a person runs, through the
-real CLI: `get task NAME`, `describe task NAME`, `history task NAME -n 20` and `get tasks --limit
-100` (each a new process, as from a shell: Python's start-up and imports, ~0.07 s for these, are in
-every figure; bytecode is written and used even where PYTHONDONTWRITEBYTECODE is set, as an
-installed package has it), and the object store's size as `git count-objects` counts it.
+`main`, tells the child their names, and the child reports once every one of them is finished: the
+batch's tasks/s, its checkpoint commits' p50/p99 (the status writer's own timings), its RSS, and its
+CPU time per task and in the cycle collector (the reconciler process's, every thread; not the git
+processes it drives): steadier than tasks/s on a shared machine. Between batches, with the
+reconciler idle, the parent times what a person runs, through the real CLI: `get task NAME`,
+`describe task NAME`, `history task NAME -n 20` and `get tasks --limit 100` (each a new process, as
+from a shell: Python's start-up and imports, ~0.07 s for these, are in every figure; bytecode is
+written and used even where PYTHONDONTWRITEBYTECODE is set, as an installed package has it), and the
+object store's size as `git count-objects` counts it.
 
 The reader commands look at one task of the first batch (`g001000`): with archiving it is in
 `archive/` from the second batch or so on. By default each batch's Task files are removed from
