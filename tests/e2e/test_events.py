@@ -1,0 +1,148 @@
+"""Checkpoint events end to end (DESIGN §11): the real `serve`, the stub LLM, `gitops-acp events`
+printed, and `--watch`ed live and across a restart of serve, with no gap and no duplicate."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import git
+from tests.e2e.conftest import CLI, STATUS_BRANCH, AcpRepo, Background, Stub, cli, wait_for
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "e2e-events-viewer-token"
+
+
+def _events(repo: AcpRepo, *args: str) -> list[dict[str, Any]]:
+    result = cli("--repo", str(repo.path), "events", "-o", "json", *args)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def _status_commits(repo: AcpRepo) -> list[str]:
+    return git(repo.path, "rev-list", "--reverse", "--first-parent", STATUS_BRANCH).split()
+
+
+def _same_events(found: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    assert [json.dumps(e, sort_keys=True) for e in found] == [json.dumps(e, sort_keys=True) for e in expected]
+
+
+def test_events_show_a_task_from_creation_to_its_final_answer(
+    acp_repo: AcpRepo, stub: Stub, serve_once: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    acp_repo.add_task("hello", "Say hello")
+    assert serve_once(acp_repo).returncode == 0
+    everything = _events(acp_repo)
+    mine = [e for e in everything if e["kind"] == "Task" and e["name"] == "hello"]
+    assert mine[0]["from"] is None  # created
+    assert mine[-1]["to"] == "FinalAnswer"
+    assert [e["to"] for e in mine[:-1]] == [
+        e["from"] for e in mine[1:]
+    ]  # each move starts where the last ended
+    # One event per resource per checkpoint commit; every commit of the branch is there, in order.
+    commits = _status_commits(acp_repo)
+    assert list(dict.fromkeys(e["commit"] for e in everything)) == commits
+    assert {(e["kind"], e["name"]) for e in everything} >= {("LLM", "stub-llm"), ("Agent", "e2e-agent")}
+    # The same as `history`, and `events task/hello` is just the task's.
+    assert _events(acp_repo, "task/hello") == mine
+    history = cli("--repo", str(acp_repo.path), "history", "task", "hello").stdout.splitlines()
+    assert [line.split()[0] for line in history] == [e["commit"][:10] for e in mine]
+    table = cli("--repo", str(acp_repo.path), "events", "task/hello").stdout.splitlines()
+    assert table[0].split() == ["TIME", "COMMIT", "RESOURCE", "FROM", "TO"]
+    assert table[-1].split()[-3:] == ["Task/hello", mine[-1]["from"], "FinalAnswer"]
+    # --since: only what came after.
+    assert _events(acp_repo, "--since", mine[0]["commit"]) == everything[everything.index(mine[0]) + 1 :]
+
+
+class _Lines:
+    """A process's stdout lines, read by a thread (so a test can wait for one with a deadline)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        assert proc.stdout is not None
+        stdout = proc.stdout
+
+        def pump() -> None:
+            for line in stdout:
+                self.lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def until(self, predicate: Callable[[list[str]], bool], *, timeout: float, what: str) -> list[str]:
+        def ready() -> bool:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self.seen.append(self.lines.get_nowait())
+            return predicate(self.seen)
+
+        wait_for(ready, timeout=timeout, interval=0.05, what=what)
+        return self.seen
+
+
+@contextlib.contextmanager
+def _watching(repo: AcpRepo, *args: str) -> Iterator[_Lines]:
+    proc = subprocess.Popen(
+        [*CLI, "--repo", str(repo.path), "events", "--watch", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        yield _Lines(proc)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _finished(task: str) -> Callable[[list[str]], bool]:
+    def done(lines: list[str]) -> bool:
+        return any(f'"name": "{task}"' in line and '"to": "FinalAnswer"' in line for line in lines)
+
+    return done
+
+
+def test_events_watch_follows_live_tasks_across_a_restart_of_serve(
+    acp_repo: AcpRepo, stub: Stub, serve_bg: Callable[..., Background]
+) -> None:
+    acp_repo.add_task("before", "First task")
+    server = serve_bg(acp_repo)
+    with _watching(acp_repo, "-o", "json") as watch:
+        watch.until(_finished("before"), timeout=60, what="the first task's FinalAnswer event")
+        acp_repo.add_task("live", "A task the watch sees live")
+        watch.until(_finished("live"), timeout=60, what="the live task's FinalAnswer event")
+        server.signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        acp_repo.add_task("while-down", "Committed while serve is stopped")
+        serve_bg(acp_repo)
+        acp_repo.add_task("after", "After the restart")
+        watch.until(_finished("while-down"), timeout=60, what="the task committed while serve was down")
+        lines = watch.until(_finished("after"), timeout=60, what="the task after the restart")
+        assert watch.proc.poll() is None  # still following
+        watch.proc.send_signal(signal.SIGINT)
+        assert watch.proc.wait(timeout=10) == 0
+    # What the watch printed is every event of the branch, once each, in order.
+    printed = [json.loads(line) for line in lines]
+    everything = _events(acp_repo, "--max-count", "100000")
+    assert printed[0] in everything
+    _same_events(printed, everything[everything.index(printed[0]) :])
