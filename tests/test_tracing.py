@@ -265,3 +265,28 @@ def test_a_task_that_failed_is_an_error_span(spans: InMemorySpanExporter) -> Non
     assert span.status.status_code == StatusCode.ERROR
     assert span.status.description == "LLM request failed: 401 Unauthorized"
     assert span.parent is None
+
+
+def test_telemetry_imports_no_layer() -> None:
+    """Every layer imports telemetry/, so it may import none of them (import-linter checks the layers)."""
+    import ast
+    from pathlib import Path
+
+    import gitops_acp.telemetry
+
+    layers = ("cli", "api", "reactor", "controllers", "humans", "llm", "mcp", "store", "resources", "testing")
+    package = Path(gitops_acp.telemetry.__file__).parent
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                assert not name.startswith(tuple(f"gitops_acp.{layer}" for layer in layers)), (
+                    path.name,
+                    name,
+                )
