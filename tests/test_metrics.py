@@ -13,9 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gitops_acp.reactor import webhooks
 from gitops_acp.reactor.queue import WorkQueue
+from gitops_acp.reactor.remote import RemoteOptions, RemoteSync
 from gitops_acp.store.status import Change, StatusWriter
 from gitops_acp.telemetry import metrics
-from tests.conftest import git
+from tests.conftest import commit_files, git
 
 T = TypeVar("T")
 
@@ -212,3 +213,39 @@ def test_metrics_route_beside_healthz_without_authentication() -> None:
         "gitops_acp_push_failures_total",
     ):
         assert f"# TYPE {name} " in text, name
+
+
+def test_rejected_pushes_are_counted(repo: Path, tmp_path: Path) -> None:
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(origin))
+    git(tmp_path, "clone", "-q", str(origin), "human")
+    human = tmp_path / "human"
+    mirror = tmp_path / "cache" / "mirror.git"
+    options = RemoteOptions(url=str(origin), mirror=mirror, fetch_interval=3600)
+    identity = ("gitops-acp", "gitops-acp@localhost")
+
+    async def scenario() -> tuple[int, float]:
+        before = sample("gitops_acp_push_failures_total")
+        sync = RemoteSync(
+            options, main="main", status_branch="acp/status", identity=identity, on_change=lambda: None
+        )
+        await sync.start()
+        writer = StatusWriter(mirror)
+        writer.confirm = sync.pushed
+        await writer.start()
+        await writer.commit([task("t", "-", "Pending")], spec_commit="s")
+        assert sample("gitops_acp_push_failures_total") == before
+        git(human, "fetch", "-q", "origin")
+        git(human, "checkout", "-q", "-b", "theirs", "origin/acp/status")
+        commit_files(human, {"intruder.txt": "hello\n"}, "theirs")
+        git(human, "push", "-q", "origin", "theirs:acp/status")
+        await writer.commit(
+            [task("t", "Pending", "ReadyForLLM")], spec_commit="s"
+        )  # rejected, merged, pushed
+        await writer.close()
+        await sync.close()
+        return sync.stats.rejected, sample("gitops_acp_push_failures_total") - before
+
+    rejected, counted = run(scenario())
+    assert rejected >= 1
+    assert counted == rejected
