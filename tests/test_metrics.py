@@ -249,3 +249,34 @@ def test_rejected_pushes_are_counted(repo: Path, tmp_path: Path) -> None:
     rejected, counted = run(scenario())
     assert rejected >= 1
     assert counted == rejected
+
+
+def test_pushes_to_an_unreachable_remote_are_counted(repo: Path, tmp_path: Path) -> None:
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(origin))
+    mirror = tmp_path / "cache" / "mirror.git"
+    options = RemoteOptions(url=str(origin), mirror=mirror, fetch_interval=3600)
+
+    async def scenario() -> float:
+        before = sample("gitops_acp_push_failures_total")
+        sync = RemoteSync(
+            options, main="main", status_branch="acp/status", identity=("a", "a@b"), on_change=lambda: None
+        )
+        await sync.start()
+        writer = StatusWriter(mirror)
+        writer.confirm = sync.pushed
+        await writer.start()
+        origin.rename(tmp_path / "gone.git")  # the remote disappears
+        pending = asyncio.ensure_future(writer.commit([task("t", "-", "Pending")], spec_commit="s"))
+        deadline = time.monotonic() + 20
+        while sample("gitops_acp_push_failures_total") == before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        failed = sample("gitops_acp_push_failures_total") - before
+        (tmp_path / "gone.git").rename(origin)  # back: the checkpoint is pushed and returns
+        sync.poke()
+        assert await asyncio.wait_for(pending, 30) is not None
+        await writer.close()
+        await sync.close()
+        return failed
+
+    assert run(scenario()) >= 1
