@@ -28,7 +28,6 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gitops_acp.errors import StoreError
 from gitops_acp.store import events as store_events
 from gitops_acp.store.events import Event
 from gitops_acp.store.git import ReadOnlyRepo
@@ -166,10 +165,11 @@ class EventHub:
                     cursor = self._cursor
                     try:
                         found = await loop.run_in_executor(self._executor, self._read, cursor, target)
-                    except StoreError as exc:
-                        log.warning("events of %s..%s not published: %s", cursor, target, exc)
-                        found = []
-                    self._publish(store_events.group(found))
+                    except Exception as exc:  # never a silent gap: every reader re-reads history
+                        log.warning("events after %s not read (%s): readers resume from history", cursor, exc)
+                        self._drop_all()
+                    else:
+                        self._publish(store_events.group(found))
                 self._cursor = target
             if self._closing and self._newest == self._cursor:
                 return
@@ -177,6 +177,12 @@ class EventHub:
     def _read(self, cursor: str | None, target: str) -> list[Event]:
         assert self._reader is not None
         return store_events.read(self._reader, branch=self.branch, after=cursor, until=target, trusted=True)
+
+    def _drop_all(self) -> None:
+        for subscription in list(self._subscribers):
+            subscription.lagged = True
+            subscription._ready.set()
+        self._subscribers.clear()
 
     def _publish(self, batches: list[Batch]) -> None:
         for batch in batches:
