@@ -21,11 +21,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 import json
 import os
 import re
+import secrets
 import shlex
+import signal
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -509,3 +516,184 @@ def test_git_gets_the_mounted_credentials(
     assert ssh[0] == "ssh"
     assert "BatchMode=yes" in ssh
     assert Path(ssh[ssh.index("-i") + 1]).parent == mounted
+
+
+# -- the container's command, run ------------------------------------------------------------------
+
+API = "acp.gitops.dev/v1alpha1"
+AGENT = "deploy-agent"
+LLM = "deploy-llm"
+
+
+def _documented_secrets() -> set[str]:
+    """The Secrets docs/deploy.md tells people to create (`kubectl ... create secret generic NAME`)."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    return set(re.findall(r"create secret generic ([a-z0-9-]+)", text))
+
+
+def test_the_documented_secrets_are_the_mounted_ones(statefulset: dict[str, Any]) -> None:
+    volumes = statefulset["spec"]["template"]["spec"]["volumes"]
+    assert {v["secret"]["secretName"] for v in volumes if "secret" in v} == _documented_secrets()
+
+
+@pytest.mark.e2e
+def test_the_container_serves_a_first_task(tmp_path: Path) -> None:
+    """The base's container, run as the pod would (its arguments and environment, the Secrets made as
+    docs/deploy.md makes them, pod acp-1), against a remote: ready, a task created over the API as
+    the token's person, answered by the stub LLM with the mounted key, a signed webhook accepted,
+    every checkpoint on the remote, exit 0 on SIGTERM.
+
+    What differs from a pod, and only that: paths under a temporary directory, the HTTP address on
+    127.0.0.1, the remote a file:// URL.
+    """
+    from gitops_acp.store import shards
+    from gitops_acp.testing.llm_stub.servers import StubServer
+    from tests.conftest import commit_files, git
+
+    objects = render(DEPLOY)
+    statefulset = _one(objects, "StatefulSet")
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    root = tmp_path / "pod"
+
+    tops = "|".join(sorted({re.escape(m["mountPath"].split("/")[1]) for m in container["volumeMounts"]}))
+    under_a_mount = re.compile(rf"(?<![\w/.-])(/(?:{tops})(?=/|\b))")
+
+    def local(value: str) -> str:
+        return under_a_mount.sub(lambda match: f"{root}{match[1]}", value)
+
+    # The Secrets, made as docs/deploy.md makes them.
+    api_key, token, webhook_secret = "sk-deploy-test", secrets.token_hex(32), secrets.token_hex(16)
+    contents = {
+        "openai": {"OPENAI_API_KEY": api_key},
+        "acp-git": {"username": "x-access-token", "password": "not-used-by-file-urls"},
+        "acp-api-tokens": {
+            "tokens.yaml": "- name: Alice Example\n  email: alice@example.com\n"
+            "  roles: [operator, approver]\n"
+            f"  sha256: {hashlib.sha256(token.encode()).hexdigest()}\n"
+        },
+        "acp-webhook": {"secret": webhook_secret + "\n"},
+    }
+    for mount in container["volumeMounts"]:
+        volume, target = volumes.get(mount["name"], {}), Path(local(mount["mountPath"]))
+        target.mkdir(parents=True)
+        if "secret" in volume:
+            data = contents[volume["secret"]["secretName"]]
+            keys = [item["key"] for item in volume["secret"].get("items", [])] or list(data)
+            for key in keys:
+                (target / key).write_text(data[key])
+        elif "configMap" in volume:
+            for key, text in _one(objects, "ConfigMap", volume["configMap"]["name"])["data"].items():
+                (target / key).write_text(text)
+
+    with StubServer(
+        {"apiKey": api_key, "rules": [{"match": "capital", "content": "Mare Tranquillitatis"}]}
+    ) as stub:
+        remote, work = tmp_path / "agents.git", tmp_path / "work"
+        git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+        git(tmp_path, "init", "-q", "-b", "main", str(work))
+        commit_files(
+            work,
+            {
+                "llm.yaml": f"apiVersion: {API}\nkind: LLM\nmetadata: {{name: {LLM}}}\nspec:\n"
+                "  provider: openai\n  apiKeyFrom: {secretKeyRef: {name: openai, key: OPENAI_API_KEY}}\n"
+                f"  parameters: {{model: stub-model, baseUrl: '{stub.url}'}}\n",
+                "agent.yaml": f"apiVersion: {API}\nkind: Agent\nmetadata: {{name: {AGENT}}}\n"
+                f"spec:\n  llmRef: {{name: {LLM}}}\n  system: You answer briefly.\n",
+            },
+        )
+        git(work, "push", "-q", str(remote), "main")
+
+        port = webhooks.listen("127.0.0.1", 0)
+        address = port.getsockname()
+        port.close()
+        args = [local(arg) for arg in container["args"]]
+        args[args.index("--http") + 1] = f"127.0.0.1:{address[1]}"
+        environment = {key: local(value) for key, value in _environment(objects, container).items()}
+        environment["GITOPS_ACP_REPO"] = f"file://{remote}"
+        count = statefulset["spec"]["replicas"]
+        env = {**os.environ, **environment, "HOSTNAME": "acp-1", "XDG_CACHE_HOME": local("/cache")}
+        log = (tmp_path / "serve.log").open("w")
+        serve_proc = subprocess.Popen(
+            [sys.executable, "-m", "gitops_acp", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        base = f"http://127.0.0.1:{address[1]}"
+        try:
+            _wait(lambda: _get(f"{base}/readyz")[0] == 200, serve_proc, tmp_path, "ready")
+            name = next(f"hello-{i}" for i in range(100) if shards.shard_of(f"hello-{i}", count) == 1)
+            task = {
+                "name": name,
+                "agentRef": {"name": AGENT},
+                "userMessage": "What is the capital of the moon?",
+            }
+            code, created = _post(f"{base}/v1/tasks", task, token=token)
+            assert code == 201, created
+            assert _post(f"{base}/v1/tasks", task, token="not-a-token")[0] == 401
+
+            def answered() -> bool:
+                code, body = _get(f"{base}/v1/tasks/{name}", token=token)
+                return code == 200 and (body.get("status") or {}).get("phase") == "FinalAnswer"
+
+            _wait(answered, serve_proc, tmp_path, f"Task {name} FinalAnswer")
+            assert "Mare Tranquillitatis" in json.dumps(_get(f"{base}/v1/tasks/{name}", token=token)[1])
+            hook = json.dumps({"ref": "refs/heads/main"}).encode()
+            signature = "sha256=" + hmac.new(webhook_secret.encode(), hook, hashlib.sha256).hexdigest()
+            code, _ = _post(
+                f"{base}/webhooks/github",
+                hook,
+                headers={"X-Hub-Signature-256": signature, "X-GitHub-Event": "push"},
+            )
+            assert code == 202
+        finally:
+            serve_proc.send_signal(signal.SIGTERM)
+            try:
+                exit_code = serve_proc.wait(60)
+            finally:
+                serve_proc.kill()
+                log.close()
+        assert exit_code == 0, (tmp_path / "serve.log").read_text()
+    # The remote has the task on main, by Alice (the token's person), and shard 1's checkpoints.
+    assert git(remote, "log", "-1", "--format=%an <%ae>", "main") == "Alice Example <alice@example.com>"
+    assert f"{name}" in git(remote, "log", "--format=%B", f"acp/status-1-of-{count}")
+    output = (tmp_path / "serve.log").read_text()
+    for value in (api_key, token, webhook_secret):
+        assert value not in output
+
+
+def _request(
+    url: str, *, data: bytes | None = None, token: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    sent = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
+    if data is not None:
+        sent.setdefault("Content-Type", "application/json")
+    request = urllib.request.Request(
+        url, data=data, headers=sent, method="POST" if data is not None else "GET"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def _get(url: str, *, token: str | None = None) -> tuple[int, Any]:
+    return _request(url, token=token)
+
+
+def _post(
+    url: str, body: Any, *, token: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return _request(url, data=data, token=token, headers=headers)
+
+
+def _wait(
+    predicate: Any, proc: subprocess.Popen[Any], tmp_path: Path, what: str, timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"no {what}: serve {proc.poll()}: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+        time.sleep(0.1)
