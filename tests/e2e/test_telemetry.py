@@ -6,6 +6,7 @@ metrics ..... three tasks, four MCP tool calls: /metrics agrees with the stub's 
 traces ...... an OTLP/HTTP receiver made here gets the spans of a task whose `serve` is SIGKILLed
               while its tool call waits for an approval, then resumed: one trace, the one its
               traceparent annotation named; the second run's spans arrive only by the SIGTERM flush
+delegation .. a sub-agent's child task has a trace of its own, linked to the call that delegated it
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ class Span:
     span_id: str
     parent: str
     attributes: dict[str, Any]
+    links: tuple[tuple[str, str], ...] = ()
 
 
 class Receiver:
@@ -190,6 +192,10 @@ class Receiver:
         with self.lock:
             return [s for s in self.spans if s.trace_id == trace_id]
 
+    def named(self, name: str) -> list[Span]:
+        with self.lock:
+            return [s for s in self.spans if s.name == name]
+
 
 def _span(s: Any) -> Span:
     attributes = {}
@@ -201,7 +207,8 @@ def _span(s: Any) -> Span:
             if kind != "array_value"
             else [getattr(v, v.WhichOneof("value")) for v in value.array_value.values]
         )
-    return Span(s.name, s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), attributes)
+    links = tuple((link.trace_id.hex(), link.span_id.hex()) for link in s.links)
+    return Span(s.name, s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), attributes, links)
 
 
 @pytest.fixture
@@ -293,3 +300,53 @@ def test_a_killed_and_resumed_task_continues_its_trace(
     with receiver.lock:
         others = {s.trace_id for s in receiver.spans} - {PARENT_TRACE}
     assert not others, [s.name for s in receiver.spans if s.trace_id in others]
+
+
+def test_a_delegated_child_task_is_its_own_trace_linked_to_the_delegating_call(
+    acp_repo: AcpRepo,
+    stub: Stub,
+    serve_bg: Callable[..., Background],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stub.rules(
+        {
+            "match": "^Boss",
+            "when": "first",
+            "toolCalls": [call("delegate_to_agent__worker", message="Worker: go")],
+        },
+        {"match": "^Boss", "when": "tool", "content": "the worker said {tool}"},
+        {"match": "^Worker", "content": "work done"},
+    )
+    acp_repo.commit(
+        {
+            "agents/worker.yaml": tool_agent_yaml("worker", description="Does the work."),
+            "agents/boss.yaml": tool_agent_yaml("boss", sub_agents=("worker",)),
+            "tasks/boss-task.yaml": _task_yaml("boss-task", "Boss: delegate.").replace("e2e-agent", "boss"),
+        },
+        "A boss and a worker",
+    )
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    server = serve_bg(acp_repo)
+    wait_for(lambda: acp_repo.phase("boss-task") == "FinalAnswer", timeout=90, what="the boss task to finish")
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=30) == 0
+    parent = acp_repo.status("tasks", "boss-task")
+    assert parent is not None
+    parent_trace = parent["status"]["spanContext"]["traceID"]
+    (call_doc,) = toolcalls_of(acp_repo, "boss-task")
+    child = acp_repo.status("tasks", f"delegate-{call_doc['metadata']['name']}")
+    assert child is not None
+    child_context = child["status"]["spanContext"]
+    assert child_context["traceID"] != parent_trace
+    (delegating,) = [
+        s for s in receiver.of_trace(parent_trace) if s.name == "execute_tool delegate_to_agent__worker"
+    ]
+    (child_span,) = receiver.named("invoke_agent worker")
+    assert (child_span.trace_id, child_span.span_id) == (child_context["traceID"], child_context["spanID"])
+    assert child_span.parent == ""  # a root of its own trace ...
+    assert child_span.links == ((parent_trace, delegating.span_id),)  # ... linked to the delegating call
+    assert [s.name for s in receiver.of_trace(child_context["traceID"]) if s.name.startswith("chat")] == [
+        "chat stub-model"
+    ]
