@@ -248,10 +248,17 @@ def serving_child(repo: Path, secrets: Path, shard_text: str, n_tasks: int) -> N
     pending = list(mine)
 
     def finished() -> int:
-        """Tasks of this shard finished so far. Only the unfinished ones are looked at again, every
-        20 ms: the poll runs in the reconciler's own process, and looking at every task every 5 ms
-        took a sixth of its CPU (py-spy), which the figures then charged to the reconciler."""
-        pending[:] = [name for name in pending if not _terminal(manager.state.observed(Kind.Task, name))]
+        """Tasks of this shard finished so far, counted in order, every 20 ms: the poll runs in the
+        reconciler's own process, and looking at every task every 5 ms took a sixth of its CPU
+        (py-spy), which the figures then charged to the reconciler; looking at every unfinished
+        one every 20 ms still took 7% of it. The first unfinished task stops the count, so a poll
+        costs one lookup, and the last task finished is still seen within one poll."""
+        done = 0
+        for name in pending:
+            if not _terminal(manager.state.observed(Kind.Task, name)):
+                break
+            done += 1
+        del pending[:done]
         return len(mine) - len(pending)
 
     def _terminal(task: object) -> bool:
