@@ -656,7 +656,17 @@ def test_the_container_serves_a_first_task(tmp_path: Path) -> None:
     # The remote has the task on main, by Alice (the token's person), and shard 1's checkpoints.
     assert git(remote, "log", "-1", "--format=%an <%ae>", "main") == "Alice Example <alice@example.com>"
     assert f"{name}" in git(remote, "log", "--format=%B", f"acp/status-1-of-{count}")
-    output = (tmp_path / "serve.log").read_text()
+    # `kubectl exec acp-0 -- gitops-acp get task NAME` (docs/deploy.md): the same remote, no flags
+    shown = subprocess.run(
+        [sys.executable, "-m", "gitops_acp", "get", "task", name],
+        env={**env, "HOSTNAME": "acp-0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "FinalAnswer" in shown.stdout
+    output = (tmp_path / "serve.log").read_text() + shown.stdout + shown.stderr
     for value in (api_key, token, webhook_secret):
         assert value not in output
 
