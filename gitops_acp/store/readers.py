@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # imported where used: pydantic and GitPython only when a rea
     from gitops_acp.resources.loader import Loaded
     from gitops_acp.store.git import GitRepo, Reader
 
-__all__ = ["STATUS_ONLY", "Found", "Listing", "Snapshot", "listing", "lookup", "snapshot"]
+__all__ = ["STATUS_ONLY", "Found", "Listing", "Snapshot", "listing", "lookup", "snapshot", "status_of"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def lookup(repo: Reader, kind: Kind, name: str, *, branch: str = "main") -> Foun
     an object whose status is all there is to show (a tool call, a delegated task, a task whose
     file left `main`) is read without them.
     """
-    observed, holder, archived = _status_of(repo, kind, name)
+    observed, holder, archived = status_of(repo, kind, name)
     main_commit = repo.resolve(f"refs/heads/{branch}")
     annotations = ((observed or {}).get("metadata") or {}).get("annotations") or {}
     source = annotations.get(ANNOTATION_SOURCE)
@@ -192,7 +192,7 @@ def _declared_on_main(repo: Reader, commit: str) -> dict[Key, Loaded]:
         return dict(DesiredReader(opened).read(commit).resources)
 
 
-def _status_of(repo: Reader, kind: Kind, name: str) -> tuple[dict[str, Any] | None, str, bool]:
+def status_of(repo: Reader, kind: Kind, name: str) -> tuple[dict[str, Any] | None, str, bool]:
     """The status document, its branch and whether it is archived: a live copy on any branch
     (the newest tip first) before an archived one."""
     branches = shards.status_branches(repo)

@@ -4,7 +4,8 @@
 decision, a missing dependency appearing), then exits 0; a backoff timer keeps it running. A
 checkpoint that cannot be committed after its bounded retries stops it with exit 1 (never a stall).
 SIGINT/SIGTERM finish the checkpoint in flight and exit 0. `--http ADDR` serves `/healthz` and the
-forges' webhooks beside the reconciler (`reactor/webhooks.py`).
+forges' webhooks beside the reconciler (`reactor/webhooks.py`), and with `--api-tokens FILE` the
+HTTP API under `/v1` (`api/`, docs/api.md).
 
 `--repo URL` (or `--repo CLONE --remote origin`) serves a remote through a bare mirror in the
 cache directory (docs/remotes.md); a plain local path is served in place, as always.
@@ -24,7 +25,12 @@ from typing import TYPE_CHECKING, Any
 from gitops_acp.errors import StoreError, UserError
 
 if TYPE_CHECKING:
-    from gitops_acp.reactor.manager import ServeOptions
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from gitops_acp.api.app import Service
+    from gitops_acp.api.tokens import Tokens
+    from gitops_acp.reactor.manager import Manager, ServeOptions
     from gitops_acp.reactor.remote import RemoteOptions
     from gitops_acp.store.shards import Shard
 
@@ -114,6 +120,13 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
         metavar="ADDR",
         help="serve GET /healthz, /readyz and POST /webhooks/{github,gitea,gitlab} on HOST:PORT "
         "(e.g. 127.0.0.1:8080)",
+    )
+    parser.add_argument(
+        "--api-tokens",
+        type=Path,
+        metavar="FILE",
+        help="the HTTP API's tokens (YAML list of name, email, roles, sha256 of the token; docs/api.md); "
+        "without it every /v1 request is refused",
     )
     parser.add_argument(
         "--webhook-secret-file",
@@ -287,6 +300,11 @@ def run(args: argparse.Namespace) -> int:
     if args.webhook_secret_file is not None and args.http is None:
         raise UserError("--webhook-secret-file needs --http ADDR (where the webhooks are received)")
     secret = webhook_secret(args.webhook_secret_file)
+    if args.api_tokens is not None and args.http is None:
+        raise UserError("--api-tokens needs --http ADDR (where the API is served)")
+    from gitops_acp.api import tokens as api_tokens
+
+    tokens = api_tokens.load(args.api_tokens) if args.api_tokens is not None else None
     # Imported when the command runs, not when main.py builds the parsers.
     import asyncio
 
@@ -297,8 +315,67 @@ def run(args: argparse.Namespace) -> int:
     from gitops_acp.reactor import webhooks
 
     sock = webhooks.listen(*webhooks.parse_address(args.http))
-    return asyncio.run(
-        webhooks.serve(manager.run, manager.webhook, sock, secret, manager.readiness, manager.stop)
+    service = api_service(options, manager, tokens)
+
+    async def serve_http() -> int:
+        from gitops_acp.api import app as api_app
+
+        try:
+            return await webhooks.serve(
+                manager.run,
+                manager.webhook,
+                sock,
+                secret,
+                manager.readiness,
+                manager.stop,
+                routes=api_app.routes(service),
+            )
+        finally:
+            await service.aclose()
+
+    return asyncio.run(serve_http())
+
+
+def api_service(options: ServeOptions, manager: Manager, tokens: Tokens | None) -> Service:
+    """The HTTP API's service: readers and the writer of main over the served repository."""
+    import logging
+
+    from gitops_acp.api import app as api_app
+    from gitops_acp.api import events as api_events
+    from gitops_acp.api.reading import Reads
+    from gitops_acp.api.writer import MainWriter
+
+    log = logging.getLogger("gitops_acp")
+    policy = options.settings.policy
+    refused = None
+    if policy is not None and policy.require_signed_main:
+        refused = (
+            f"the policy ({policy.source}) requires signed commits on {options.branch} and the API cannot "
+            "sign as its callers: commit with your own key (gitops-acp task create, git)"
+        )
+    if tokens is None:
+        log.warning("no --api-tokens: every /v1 request is refused (403) until serve is given one")
+    else:
+        log.info("HTTP API on /v1: %d token(s) (docs/api.md)", len(tokens))
+    hub = manager.events
+
+    async def events(request: Request) -> Response:
+        return await api_events.sse(request, hub)
+
+    return api_app.Service(
+        tokens=tokens,
+        reads=Reads(options.repo, branch=options.branch),
+        writer=MainWriter(
+            options.repo,
+            branch=options.branch,
+            committer=options.identity,
+            remote=options.remote.url if options.remote is not None else None,
+            on_commit=manager.poke,
+            refused=refused,
+        ),
+        branch=options.branch,
+        signed_decisions=policy is not None and policy.has_signers,
+        events=events,
     )
 
 

@@ -1,0 +1,79 @@
+"""What the API's GETs read: the same readers as `get` and `describe` (store/readers.py), on one thread.
+
+Each answer reads only what it returns (DESIGN §9): one object is `readers.lookup` (its status
+file, the one file of `main` that declares it); a list is `readers.listing` (the status files'
+names, then only the files of its page). The repositories are opened once, on the read thread
+(GitPython objects belong to one thread), and see every new commit: refs are read on each call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gitops_acp.resources.meta import Kind
+from gitops_acp.store import readers
+from gitops_acp.store.git import GitRepo, ReadOnlyRepo
+
+__all__ = ["Reads"]
+
+T = TypeVar("T")
+
+
+class Reads:
+    """The served repository, read for the API's answers (see the module docstring)."""
+
+    def __init__(self, repo: Path, *, branch: str) -> None:
+        self._path = repo
+        self.branch = branch
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-reader")
+        self._repo: GitRepo | None = None
+        self._reader: ReadOnlyRepo | None = None
+
+    async def run(self, fn: Callable[[Reads], T]) -> T:
+        """Run `fn(self)` on the read thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self)
+
+    def repo(self) -> GitRepo:
+        """The repository for listings (on the read thread only)."""
+        if self._repo is None:
+            self._repo = GitRepo.open(self._path)
+        return self._repo
+
+    def reader(self) -> ReadOnlyRepo:
+        """The reader of single objects, without GitPython (on the read thread only)."""
+        if self._reader is None:
+            self._reader = ReadOnlyRepo.open(self._path)
+        return self._reader
+
+    def one(self, kind: Kind, name: str) -> readers.Found | None:
+        """One object as `get KIND NAME` shows it (archived ones too)."""
+        return readers.lookup(self.reader(), kind, name, branch=self.branch)
+
+    def page(
+        self,
+        kind: Kind,
+        accept: Callable[[dict[str, Any]], bool],
+        *,
+        limit: int,
+        after: str | None,
+        archived: bool,
+    ) -> readers.Listing:
+        """One page of a kind's objects by name, as `get KIND --limit --continue` lists them."""
+        return readers.listing(
+            self.repo(), kind, accept, limit=limit, after=after, archived=archived, branch=self.branch
+        )
+
+    async def aclose(self) -> None:
+        """Close the repositories and the thread."""
+
+        def close(_: Reads) -> None:
+            for opened in (self._repo, self._reader):
+                if opened is not None:
+                    opened.close()
+
+        await self.run(close)
+        self._thread.shutdown(wait=False)

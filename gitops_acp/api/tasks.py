@@ -1,0 +1,278 @@
+"""`/v1/tasks`: list, read, create and cancel tasks (DESIGN §11).
+
+A created Task is the document `gitops-acp task create` would commit (`tasks/<name>.yaml`), checked
+by the loader `validate` uses (its messages, word for word), and committed to `main` as the caller
+through the API's single writer (api/writer.py: many creates, one commit). Cancelling removes the
+Task's file from `main` as the caller, as `git rm` would; the reconciler cancels what no longer is.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gitops_acp.api.app import Service, body_of
+from gitops_acp.api.errors import ApiError
+from gitops_acp.api.tokens import Caller
+from gitops_acp.api.writer import Base, Edit
+from gitops_acp.resources import selectors
+from gitops_acp.resources.meta import API_VERSION, Kind, TaskPhase, check_name
+from gitops_acp.store import readers, yamlio
+
+__all__ = ["ANNOTATION_TRACEPARENT", "cancel", "create", "get_task", "list_tasks", "task_document"]
+
+ANNOTATION_TRACEPARENT = "acp.gitops.dev/traceparent"
+#: The body of POST /v1/tasks.
+CREATE_FIELDS = (
+    "name",
+    "generateName",
+    "agentRef",
+    "userMessage",
+    "contextWindow",
+    "contactChannelRef",
+    "responseUrl",
+    "labels",
+)
+_SPEC_FIELDS = ("agentRef", "userMessage", "contextWindow", "contactChannelRef", "responseUrl")
+#: The characters of a generated name's suffix (Kubernetes' generateName alphabet: no vowels).
+_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def page_params(request: Request, kind: Kind) -> tuple[int, str | None, bool]:
+    """`limit` (1..MAX_LIMIT, default DEFAULT_LIMIT), `continue` and `all` from the query."""
+    query = request.query_params
+    text = query.get("limit")
+    limit = DEFAULT_LIMIT
+    if text is not None:
+        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            raise ApiError(422, f"limit={text}: expected a number from 1 to {MAX_LIMIT}")
+        limit = int(text)
+    after = query.get("continue") or None
+    if after is not None and check_name(after):
+        raise ApiError(422, f"continue={after}: not a token this API gave (the last name of a page)")
+    archived = query.get("all", "false").lower()
+    if archived not in ("true", "false", "1", "0"):
+        raise ApiError(422, f"all={archived}: expected true or false")
+    return limit, after, archived in ("true", "1")
+
+
+def phase_param(request: Request, kind: Kind, phases: list[str]) -> str | None:
+    """The `phase` filter, checked against the kind's phases (the same words as `get --phase`)."""
+    phase = request.query_params.get("phase") or None
+    if phase is not None and phase not in phases:
+        raise ApiError(422, f"phase={phase}: not a {kind} phase; use one of {', '.join(phases)}")
+    return phase
+
+
+def selector_param(request: Request) -> selectors.Selector:
+    """The `selector` filter (kubectl's -l syntax)."""
+    text = request.query_params.get("selector")
+    if not text:
+        return selectors.Selector()
+    try:
+        return selectors.parse(text)
+    except ValueError as exc:
+        raise ApiError(422, f"selector={text}: {exc}") from None
+
+
+async def list_tasks(request: Request, service: Service, caller: Caller) -> Response:
+    """GET /v1/tasks?agent=&phase=&selector=&limit=&continue=&all= → {items, continue}."""
+    limit, after, archived = page_params(request, Kind.Task)
+    phase = phase_param(request, Kind.Task, [str(p) for p in TaskPhase])
+    selector = selector_param(request)
+    agent = request.query_params.get("agent") or None
+
+    def accept(document: dict[str, Any]) -> bool:
+        metadata = document.get("metadata") or {}
+        spec = document.get("spec") or {}
+        status = document.get("status") or {}
+        return (
+            selector.matches(metadata.get("labels"))
+            and (phase is None or status.get("phase") == phase)
+            and (agent is None or (spec.get("agentRef") or {}).get("name") == agent)
+        )
+
+    listed = await service.reads.run(
+        lambda reads: reads.page(Kind.Task, accept, limit=limit, after=after, archived=archived)
+    )
+    return JSONResponse({"items": listed.documents, "continue": listed.next_after})
+
+
+def name_param(request: Request, kind: Kind) -> str:
+    """The `{name}` of the path, a DNS-1123 label (422 otherwise, as `task create` says it)."""
+    name = str(request.path_params["name"])
+    problem = check_name(name)
+    if problem:
+        raise ApiError(422, f'{kind.lower()} name "{name}": {problem}')
+    return name
+
+
+async def get_task(request: Request, service: Service, caller: Caller) -> Response:
+    """GET /v1/tasks/{name}: the whole Task with its context window, archived ones too."""
+    name = name_param(request, Kind.Task)
+    found = await service.reads.run(lambda reads: reads.one(Kind.Task, name))
+    if found is None:
+        raise ApiError(404, f'Task "{name}" not found (neither on main nor on the status branch)')
+    return JSONResponse(found.document)
+
+
+# -- creating -----------------------------------------------------------------------------------
+
+
+def task_document(body: dict[str, Any], name: str, *, traceparent: str | None) -> dict[str, Any]:
+    """The Task a create body describes (not yet validated)."""
+    metadata: dict[str, Any] = {"name": name}
+    if body.get("labels") is not None:
+        metadata["labels"] = body["labels"]
+    if traceparent is not None:
+        metadata["annotations"] = {ANNOTATION_TRACEPARENT: traceparent}
+    spec = {key: body[key] for key in _SPEC_FIELDS if body.get(key) is not None}
+    return {"apiVersion": API_VERSION, "kind": "Task", "metadata": metadata, "spec": spec}
+
+
+def validated(document: dict[str, Any], path: str) -> bytes:
+    """The Task's file, checked by the loader `validate` uses: 422 with its messages otherwise."""
+    from gitops_acp.resources.loader import load_file
+
+    data = yamlio.dump(document)
+    result = load_file(path, data)
+    if result.errors:
+        raise ApiError(422, "; ".join(str(error) for error in result.errors))
+    if len(result.loaded) != 1:  # cannot happen with one document of a known kind
+        raise ApiError(422, f"{path}: not one Task")
+    return data
+
+
+def _traceparent(request: Request) -> str | None:
+    """A valid W3C `traceparent` header (all-zero ids are invalid), else None (ignored)."""
+    value = (request.headers.get("traceparent") or "").strip().lower()
+    match = _TRACEPARENT.match(value)
+    if match is None or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
+        return None
+    return value
+
+
+def _generated(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(5))
+
+
+def exists(base: Base, name: str, path: str) -> str | None:
+    """Why `name` cannot be a new Task at `base` (declared, written by this batch, or already ran)."""
+    declared = base.desired.get(Kind.Task, name)
+    if declared is not None:
+        return f'Task "{name}" already exists on main ({declared.path}:{declared.line})'
+    if path in base.taken or (base.commit is not None and base.repo.read_file(base.commit, path) is not None):
+        return f'Task "{name}" already exists: {path} is on main'
+    observed, branch, archived = readers.status_of(base.repo, Kind.Task, name)
+    if observed is not None:
+        where = "archived on" if archived else "on"
+        return (
+            f'Task "{name}" already ran (its status is {where} {branch}): a task name is never reused; '
+            "choose another"
+        )
+    return None
+
+
+async def create(request: Request, service: Service, caller: Caller) -> Response:
+    """POST /v1/tasks: commit a new Task to main as the caller; 201 with the Task."""
+    body = await body_of(request, (*CREATE_FIELDS, "forkFrom"))
+    if "forkFrom" in body:
+        raise ApiError(
+            422, "forkFrom: forks (DESIGN §12) are not built yet; create the task with userMessage"
+        )
+    name = body.get("name")
+    prefix = body.get("generateName")
+    if name is not None and prefix is not None:
+        raise ApiError(422, "name, generateName: give one of them, not both")
+    if name is not None and not isinstance(name, str):
+        raise ApiError(422, "name: expected a string")
+    if prefix is not None and (
+        not isinstance(prefix, str) or check_name(prefix.rstrip("-") or "x") or len(prefix) > 57
+    ):
+        raise ApiError(422, f"generateName {prefix!r}: expected a name prefix such as task- (at most 57)")
+    generate = name is None
+    prefix = prefix if isinstance(prefix, str) else "task-"
+    if name is not None:
+        problem = check_name(name)
+        if problem:
+            raise ApiError(422, f'task name "{name}": {problem}')
+    agent = (body.get("agentRef") or {}).get("name") if isinstance(body.get("agentRef"), dict) else None
+    traceparent = _traceparent(request)
+    chosen = name or _generated(prefix)
+    # Checked before queueing, so bad input never waits for a batch: the same check runs again on
+    # each base in prepare (with the name the batch settles on).
+    validated(task_document(body, chosen, traceparent=traceparent), f"tasks/{chosen}.yaml")
+    document: dict[str, Any] = {}
+    edit = Edit(caller=caller, subject=f"Add task {chosen}", prepare=lambda base: {})
+
+    def prepare(base: Base) -> dict[str, bytes | None]:
+        nonlocal chosen
+        for _ in range(10 if generate else 1):
+            path = f"tasks/{chosen}.yaml"
+            why = exists(base, chosen, path)
+            if why is None:
+                break
+            if not generate:
+                raise ApiError(409, why)
+            chosen = _generated(prefix)
+        else:
+            raise ApiError(409, f"no free name with generateName {prefix!r} after 10 tries")
+        if agent is not None and base.desired.get(Kind.Agent, agent) is None:
+            raise ApiError(
+                422,
+                f'agentRef: Agent "{agent}" is not declared on main (`gitops-acp get agents` lists them)',
+            )
+        document.clear()
+        document.update(task_document(body, chosen, traceparent=traceparent))
+        edit.subject = f"Add task {chosen}"
+        return {path: validated(document, path)}
+
+    edit.prepare = prepare
+    sha = await service.writer.submit(edit)
+    return JSONResponse(
+        document,
+        status_code=201,
+        headers={"Location": f"/v1/tasks/{chosen}", "X-Commit": sha},
+    )
+
+
+# -- cancelling ---------------------------------------------------------------------------------
+
+
+async def cancel(request: Request, service: Service, caller: Caller) -> Response:
+    """DELETE /v1/tasks/{name}: remove the Task's file from main as the caller."""
+    name = name_param(request, Kind.Task)
+    removed: dict[str, str] = {}
+
+    def prepare(base: Base) -> dict[str, bytes | None]:
+        declared = base.desired.get(Kind.Task, name)
+        if declared is None:
+            raise ApiError(404, f'Task "{name}" is not declared on main: nothing to cancel')
+        others = [
+            f"{kind}/{other}"
+            for (kind, other), loaded in base.desired.resources.items()
+            if loaded.path == declared.path and (kind, other) != (Kind.Task, name)
+        ]
+        if others:
+            raise ApiError(
+                409,
+                f'Task "{name}" is declared in {declared.path} with {", ".join(sorted(others)[:5])}: '
+                "remove it from that file with a commit of your own",
+            )
+        if declared.path in base.taken:
+            raise ApiError(409, f"{declared.path} is changed by another request of this commit: try again")
+        removed["path"] = declared.path
+        return {declared.path: None}
+
+    sha = await service.writer.submit(Edit(caller=caller, subject=f"Cancel task {name}", prepare=prepare))
+    return JSONResponse({"name": name, "cancelled": True, "removed": removed.get("path"), "commit": sha})
