@@ -112,6 +112,13 @@ def test_the_variables_choose_the_exporter_and_bad_values_are_one_line_errors() 
     finally:
         tracing.shutdown()
     assert not tracing.enabled()
+    try:
+        assert tracing.configure({"OTEL_TRACES_EXPORTER": "otlp, console"})  # a list: both
+        provider = tracing._provider
+        assert len(provider._active_span_processor._span_processors) == 2
+        assert provider.resource.attributes["service.name"] == "gitops-acp"
+    finally:
+        tracing.shutdown()
     with pytest.raises(UserError, match="OTEL_TRACES_EXPORTER=zipkin: expected otlp, console or none"):
         tracing.configure({"OTEL_TRACES_EXPORTER": "zipkin"})
     with pytest.raises(UserError, match="OTEL_EXPORTER_OTLP_PROTOCOL=grpc: only http/protobuf"):

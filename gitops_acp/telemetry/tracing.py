@@ -72,7 +72,7 @@ _PROVIDERS = {
 
 _tracer: Any = None  # an SDK Tracer when on; None: off
 _provider: Any = None
-#: (trace id, span id) the next span started on this context must take (see _Ids).
+#: (trace id, span id) the next span started on this context must take (see _ids_generator).
 _forced: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar("forced_ids", default=None)
 #: Tool calls waiting for a person in this process: name -> when the wait was committed.
 _waiting_since: dict[str, float] = {}
@@ -87,7 +87,9 @@ def _wanted(environ: dict[str, str]) -> str | None:
     """The exporter the standard variables ask for, or None: tracing stays off."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
-    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    exporter = ",".join(
+        n.strip() for n in environ.get("OTEL_TRACES_EXPORTER", "").lower().split(",") if n.strip()
+    )
     if exporter:
         return None if exporter == "none" else exporter
     if environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
@@ -102,6 +104,7 @@ def configure(environ: dict[str, str] | None = None, *, exporter: Any = None) ->
     Raises UserError naming the variable for an exporter this installation cannot provide.
     """
     global _tracer, _provider
+    shutdown()  # a second configuration replaces the first
     environ = dict(os.environ if environ is None else environ)
     wanted = "given" if exporter is not None else _wanted(environ)
     if wanted is None:
@@ -113,14 +116,16 @@ def configure(environ: dict[str, str] | None = None, *, exporter: Any = None) ->
     from gitops_acp import __version__
 
     if exporter is not None:
-        processor: Any = SimpleSpanProcessor(exporter)
-    else:
-        processor = BatchSpanProcessor(_exporter(wanted, environ))
-    resource = Resource.create({"service.name": "gitops-acp", "service.version": __version__})
-    if environ.get("OTEL_SERVICE_NAME"):
-        resource = resource.merge(Resource.create({"service.name": environ["OTEL_SERVICE_NAME"]}))
+        processors: list[Any] = [SimpleSpanProcessor(exporter)]
+    else:  # a list is allowed ("otlp,console"); a wrong name stops serve before anything is sent
+        processors = [BatchSpanProcessor(_exporter(name.strip(), environ)) for name in wanted.split(",")]
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read here by the SDK; ours only by default.
+    resource = Resource.create({"service.version": __version__})
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": "gitops-acp"}))
     provider = TracerProvider(resource=resource, id_generator=_ids_generator())
-    provider.add_span_processor(processor)
+    for processor in processors:
+        provider.add_span_processor(processor)
     _provider, _tracer = provider, provider.get_tracer("gitops_acp", __version__)
     return True
 

@@ -36,6 +36,7 @@ from tests.e2e.conftest import (
     call,
     cli,
     mcpserver_yaml,
+    one_error_line,
     tool_agent_yaml,
     toolcalls_of,
     wait_for,
@@ -350,3 +351,12 @@ def test_a_delegated_child_task_is_its_own_trace_linked_to_the_delegating_call(
     assert [s.name for s in receiver.of_trace(child_context["traceID"]) if s.name.startswith("chat")] == [
         "chat stub-model"
     ]
+
+
+def test_an_exporter_that_cannot_be_made_is_one_error_line(
+    acp_repo: AcpRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    line = one_error_line(cli("--repo", str(acp_repo.path), "serve", "--once", timeout=60))
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: only http/protobuf is supported" in line
