@@ -136,6 +136,14 @@ def test_events_of_checkpoints_group_commits_deletions_and_archives(bare: Path) 
         with pytest.raises(events.UnknownCommitError):  # a commit of the branch, but after `until`
             events.read(repo, branch=BRANCH, after=shas[4], until=shas[2])
         assert events.read(repo, branch="acp/none") == []
+    # The live hub's path (cat-file only) gives the very same events, from any commit.
+    with ReadOnlyRepo.open(bare) as reader:
+        assert events.follow(reader, after=None, until=shas[-1]) == found
+        assert events.follow(reader, after=shas[1], until=shas[4]) == events.read(
+            reader, branch=BRANCH, after=shas[1], until=shas[4]
+        )
+        assert events.follow(reader, after=shas[3], until=shas[1]) is None  # not an ancestor
+        assert events.follow(reader, after=shas[0], until=shas[-1], max_commits=2) is None
 
 
 def test_a_commit_without_lines_and_a_layout_move(tmp_path: Path) -> None:
@@ -167,6 +175,8 @@ def test_a_commit_without_lines_and_a_layout_move(tmp_path: Path) -> None:
             ("Task", "old", "Failed", "Cancelled"),  # nothing for the layout commit between
         ]
         assert _moves(events.read(repo, branch=BRANCH, kind=Kind.Task, name="old")) == _moves(found)
+    with ReadOnlyRepo.open(work) as reader:
+        assert events.follow(reader, after=None, until=git(work, "rev-parse", BRANCH)) == found
 
 
 async def _writer_and_hub(bare: Path, **hub_options: Any) -> tuple[StatusWriter, EventHub]:

@@ -1,18 +1,19 @@
 """The live event stream of a running reconciler: `EventHub`, what `GET /v1/events` follows.
 
     status writer ── on_commit(sha) ──► EventHub: the branch's newest commit noted, worker woken
-                                          │ (only while someone listens) one `git log --raw`
-                                          │ of cursor..newest on its own thread (store/events.py)
+                                          │ (only while someone listens) the commits of
+                                          │ cursor..newest diffed through one persistent
+                                          │ `git cat-file`, on its own thread (store/events.py)
                                           ▼
                                    each subscriber's bounded queue: one item per commit, in order
 
 Why events are read back from the commits rather than built from memory: a live event is then the
-very event a replay from history gives (the same function derives both), archive commits are
+very event a replay from history gives (the same rules derive both), archive commits are
 covered like checkpoints, times are the commits' own, and a stream resuming after a commit
 (`Last-Event-ID`) joins history and live at one exact commit, the hub's cursor, with no gap and
-no duplicate. The cost is one git process per wake-up while someone listens (under load a wake-up
-covers every commit since the last one: the work follows the wake-ups, not the commits), none
-when nobody does; the writer only notes a sha, it never waits for the hub.
+no duplicate. The cost, while someone listens, is a few object reads per commit through one
+long-lived `git cat-file` (the trees on the changed paths only; a `git log` only when far behind);
+none when nobody does. The writer only notes a sha, it never waits for the hub.
 
 A slow subscriber never slows the reconciler nor the other subscribers: its queue is bounded
 (`max_pending` commits); when full, the subscription is dropped and marked `lagged`, and the
@@ -176,7 +177,12 @@ class EventHub:
 
     def _read(self, cursor: str | None, target: str) -> list[Event]:
         assert self._reader is not None
-        return store_events.read(self._reader, branch=self.branch, after=cursor, until=target, trusted=True)
+        found = store_events.follow(self._reader, after=cursor, until=target)
+        if found is None:  # far behind, or not a descendant of the cursor: one git log
+            found = store_events.read(
+                self._reader, branch=self.branch, after=cursor, until=target, trusted=True
+            )
+        return found
 
     def _drop_all(self) -> None:
         for subscription in list(self._subscribers):
