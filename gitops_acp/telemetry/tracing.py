@@ -142,7 +142,12 @@ def _exporter(name: str, environ: dict[str, str]) -> Any:
             )
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter()
+        # The SDK reads the rest (headers, timeout, TLS) itself; the endpoint is taken from
+        # `environ` here so that what configure() was given is what is used.
+        endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        if not endpoint and environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            endpoint = environ["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+        return OTLPSpanExporter(endpoint=endpoint or None)
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
