@@ -374,7 +374,10 @@ def test_probes_and_services_reach_serve_http(
     def resolved(value: str | int) -> int:
         return ports[value] if isinstance(value, str) else value
 
-    probes = {kind: container[kind]["httpGet"] for kind in ("livenessProbe", "readinessProbe")}
+    probes = {
+        kind: container[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert probes["startupProbe"]["path"] == "/healthz"
     assert probes["livenessProbe"]["path"] == "/healthz"
     assert probes["readinessProbe"]["path"] == "/readyz"
     assert {resolved(probe["port"]) for probe in probes.values()} == {port}
