@@ -7,18 +7,22 @@ traces ...... an OTLP/HTTP receiver made here gets the spans of a task whose `se
               while its tool call waits for an approval, then resumed: one trace, the one its
               traceparent annotation named; the second run's spans arrive only by the SIGTERM flush
 delegation .. a sub-agent's child task has a trace of its own, linked to the call that delegated it
+API ......... a `traceparent` header on POST /v1/tasks: the task's span is a child of the caller's
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import re
 import signal
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -360,3 +364,65 @@ def test_an_exporter_that_cannot_be_made_is_one_error_line(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     line = one_error_line(cli("--repo", str(acp_repo.path), "serve", "--once", timeout=60))
     assert "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: only http/protobuf is supported" in line
+
+
+def test_a_traceparent_header_on_post_v1_tasks_makes_the_task_part_of_the_callers_trace(
+    acp_repo: AcpRepo,
+    stub: Stub,
+    serve_bg: Callable[..., Background],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    token = "telemetry-operator-token-42"
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "Olga Operator",
+                    "email": "olga@example.com",
+                    "roles": ["operator"],
+                    "sha256": hashlib.sha256(token.encode()).hexdigest(),
+                }
+            ]
+        )
+    )
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    server = serve_bg(acp_repo, "--http", "127.0.0.1:0", "--api-tokens", str(tokens))
+    url = listening_url(server)
+    trace, parent = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
+    request = urllib.request.Request(
+        url + "/v1/tasks",
+        data=json.dumps(
+            {"name": "from-api", "agentRef": {"name": "e2e-agent"}, "userMessage": "Hi"}
+        ).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "traceparent": f"00-{trace}-{parent}-01",
+        },
+    )
+    wait_for(lambda: _readyz(url) == 200, timeout=60, what="serve to be ready")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 201
+    wait_for(lambda: acp_repo.phase("from-api") == "FinalAnswer", timeout=60, what="the task to finish")
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=30) == 0
+    document = acp_repo.status("tasks", "from-api")
+    assert document is not None
+    assert document["status"]["spanContext"]["traceID"] == trace
+    (task_span,) = [s for s in receiver.of_trace(trace) if s.name == "invoke_agent e2e-agent"]
+    assert task_span.parent == parent
+    assert task_span.span_id == document["status"]["spanContext"]["spanID"]
+    (chat,) = [s for s in receiver.of_trace(trace) if s.name.startswith("chat ")]
+    assert chat.parent == task_span.span_id
+
+
+def _readyz(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
