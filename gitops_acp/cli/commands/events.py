@@ -104,7 +104,8 @@ def show(
 
     printer = _Printer(json_lines=json_lines)
     with views.open_reader(repo_path) as repo:
-        branches = _branches(repo, branch, kind, name)
+        # Watching one resource that may not exist yet: every branch (it may appear on any shard).
+        branches = _branches(repo, branch, kind, None if watch else name)
         cursors = {b: repo.resolve(_ref(b)) for b in branches}
         found = _initial(repo, cursors, kind=kind, name=name, since=since, count=count)
     if not found and not watch:
