@@ -3,9 +3,10 @@
 `--once` runs until nothing can progress without an outside change (a new commit, a human's
 decision, a missing dependency appearing), then exits 0; a backoff timer keeps it running. A
 checkpoint that cannot be committed after its bounded retries stops it with exit 1 (never a stall).
-SIGINT/SIGTERM finish the checkpoint in flight and exit 0. `--http ADDR` serves `/healthz` and the
-forges' webhooks beside the reconciler (`reactor/webhooks.py`), and with `--api-tokens FILE` the
-HTTP API under `/v1` (`api/`, docs/api.md).
+SIGINT/SIGTERM finish the checkpoint in flight and exit 0. `--http ADDR` serves `/healthz`, `/readyz`,
+`/metrics` and the forges' webhooks beside the reconciler (`reactor/webhooks.py`), and with
+`--api-tokens FILE` the HTTP API under `/v1` (`api/`, docs/api.md). Traces follow the `OTEL_*`
+variables (docs/telemetry.md).
 
 `--repo URL` (or `--repo CLONE --remote origin`) serves a remote through a bare mirror in the
 cache directory (docs/remotes.md); a plain local path is served in place, as always.
@@ -118,8 +119,8 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
     parser.add_argument(
         "--http",
         metavar="ADDR",
-        help="serve GET /healthz, /readyz and POST /webhooks/{github,gitea,gitlab} on HOST:PORT "
-        "(e.g. 127.0.0.1:8080)",
+        help="serve GET /healthz, /readyz, /metrics and POST /webhooks/{github,gitea,gitlab} on HOST:PORT "
+        "(e.g. 127.0.0.1:8080); traces: the OTEL_* variables (docs/telemetry.md)",
     )
     parser.add_argument(
         "--api-tokens",
