@@ -2,6 +2,7 @@
 
     python benchmarks/bench_api.py                     # 1,000 tasks, 32 clients
     python benchmarks/bench_api.py --n 200 --clients 8
+    python benchmarks/bench_api.py --remote            # serve a git:// remote, as deployed
 
 `gitops-acp serve --http --api-tokens` (the real CLI, a child process) serves a temporary local
 repository whose LLM is the scripted stub at 0 ms (`gitops-acp llm-stub`, one LLM turn per task).
@@ -23,6 +24,12 @@ one more connection follows `GET /v1/events` (Server-Sent Events) and a thread w
   left out, and their number printed;
 - the commits on `main` that the creates made (the API batches many creates into one commit: far
   fewer than tasks) and the checkpoint commits on `acp/status`.
+
+With `--remote`, the repository is a bare one behind `git daemon` on 127.0.0.1 and `serve` serves
+its URL through a mirror (`--repo git://... --cache-dir`), as the Kubernetes deployment does
+(docs/deploy.md): each create's commit is pushed to the remote's `main` before its 201, and each
+checkpoint to the remote before its task moves on. The watcher then watches the mirror's
+`acp/status`, and the commits on `main` are counted on the remote.
 
 Times are taken in this process with `time.perf_counter()`; the stream reader and the watcher are
 threads of their own, so a figure includes up to a few milliseconds of this process's scheduling.
@@ -80,9 +87,8 @@ def request(
         return response.status, raw.decode(errors="replace")
 
 
-def status_tip(repo: Path) -> str | None:
+def status_tip(git_dir: Path) -> str | None:
     """The tip of acp/status, read from the ref file, or from packed-refs once it was packed."""
-    git_dir = repo / ".git"
     try:
         return (git_dir / "refs" / "heads" / STATUS).read_text().strip() or None
     except (FileNotFoundError, IsADirectoryError):
@@ -100,16 +106,16 @@ def status_tip(repo: Path) -> str | None:
 class TipWatcher(threading.Thread):
     """Record when each new tip of acp/status is first seen (polled every millisecond)."""
 
-    def __init__(self, repo: Path) -> None:
+    def __init__(self, git_dir: Path) -> None:
         super().__init__(daemon=True)
-        self.repo = repo
+        self.git_dir = git_dir
         self.seen: dict[str, float] = {}
         self.stopping = threading.Event()
 
     def run(self) -> None:
         last = None
         while not self.stopping.is_set():
-            tip = status_tip(self.repo)
+            tip = status_tip(self.git_dir)
             if tip is not None and tip != last:
                 self.seen.setdefault(tip, time.perf_counter())
                 last = tip
@@ -216,9 +222,11 @@ def create_all(port: int, token: str, n: int, clients: int) -> dict[str, tuple[f
     return created
 
 
-def agent_ready(repo: Path) -> bool:
+def agent_ready(git_dir: Path) -> bool:
+    if not git_dir.is_dir():  # a mirror not made yet
+        return False
     shown = subprocess.run(
-        ["git", "show", f"{STATUS}:status/agents/bench.yaml"], cwd=repo, capture_output=True, text=True
+        ["git", "show", f"{STATUS}:status/agents/bench.yaml"], cwd=git_dir, capture_output=True, text=True
     )
     return shown.returncode == 0 and "ready: true" in shown.stdout
 
@@ -251,12 +259,21 @@ def readyz(port: int) -> bool:
         return False
 
 
-def run(n: int, clients: int, timeout: float) -> dict[str, Any]:
+def run(n: int, clients: int, timeout: float, *, remote: bool) -> dict[str, Any]:
     stub, url = start_stub()
+    server: Any = None
     try:
         with tempfile.TemporaryDirectory(prefix="bench-acp-") as tmp:
             base = Path(tmp)
             repo, secrets_dir = make_repo(base, url, 0)
+            served, origin, target = repo / ".git", repo / ".git", [str(repo)]
+            if remote:
+                from bench_remote import GitServer
+
+                git(base, "clone", "-q", "--bare", str(repo), "remote.git")
+                server = GitServer(base)
+                origin, served = base / "remote.git", base / "cache" / "mirror.git"
+                target = [server.url("remote.git"), "--cache-dir", str(base / "cache")]
             token = secrets.token_hex(32)
             tokens = base / "tokens.yaml"
             tokens.write_text(
@@ -266,7 +283,7 @@ def run(n: int, clients: int, timeout: float) -> dict[str, Any]:
             port = free_port()
             log = base / "serve.log"
             command = [
-                *(sys.executable, "-m", "gitops_acp", "--repo", str(repo), "serve"),
+                *(sys.executable, "-m", "gitops_acp", "--repo", target[0], "serve", *target[1:]),
                 *("--secrets-dir", str(secrets_dir), "--http", f"127.0.0.1:{port}"),
                 *("--api-tokens", str(tokens)),
             ]
@@ -274,8 +291,8 @@ def run(n: int, clients: int, timeout: float) -> dict[str, Any]:
                 serve = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
             try:
                 wait_for(lambda: readyz(port), "/readyz", serve, log)
-                wait_for(lambda: agent_ready(repo), "the agent Ready", serve, log)
-                return measure(repo, port, token, n, clients, timeout)
+                wait_for(lambda: agent_ready(served), "the agent Ready", serve, log)
+                return measure(served, origin, port, token, n, clients, timeout)
             finally:
                 serve.terminate()
                 try:
@@ -284,14 +301,19 @@ def run(n: int, clients: int, timeout: float) -> dict[str, Any]:
                     serve.kill()
                     serve.wait()
     finally:
+        if server is not None:
+            server.stop()
         stub.terminate()
         stub.wait(10)
 
 
-def measure(repo: Path, port: int, token: str, n: int, clients: int, timeout: float) -> dict[str, Any]:
-    main_before = int(git(repo, "rev-list", "--count", "main"))
-    status_before = int(git(repo, "rev-list", "--count", STATUS))
-    watcher = TipWatcher(repo)
+def measure(
+    served: Path, origin: Path, port: int, token: str, n: int, clients: int, timeout: float
+) -> dict[str, Any]:
+    """Create and follow the tasks; `served`: the git dir serve writes; `origin`: where main is counted."""
+    main_before = int(git(origin, "rev-list", "--count", "main"))
+    status_before = int(git(served, "rev-list", "--count", STATUS))
+    watcher = TipWatcher(served)
     watcher.start()
     stream = EventStream(port, token)
     stream.start()
@@ -339,8 +361,8 @@ def measure(repo: Path, port: int, token: str, n: int, clients: int, timeout: fl
         "event_p99": percentile(to_event_ms, 99),
         "event_commits": len(to_event_ms),
         "event_commits_unseen": len(set(stream.first_of_commit) - set(watcher.seen)),
-        "main_commits": int(git(repo, "rev-list", "--count", "main")) - main_before,
-        "status_commits": int(git(repo, "rev-list", "--count", STATUS)) - status_before,
+        "main_commits": int(git(origin, "rev-list", "--count", "main")) - main_before,
+        "status_commits": int(git(served, "rev-list", "--count", STATUS)) - status_before,
     }
 
 
@@ -351,17 +373,21 @@ def main() -> int:
     parser.add_argument(
         "--timeout", type=float, default=600, help="seconds for every task to finish after the creates"
     )
+    parser.add_argument(
+        "--remote", action="store_true", help="serve a git:// remote through a mirror, as deployed"
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {git(ROOT, '--version')}")
     try:
-        r = run(args.n, args.clients, args.timeout)
+        r = run(args.n, args.clients, args.timeout, remote=args.remote)
     except Failed as exc:
         print(f"bench_api: cannot run: {exc}")
         return 1
     n = args.n
     print(
         f"{n} tasks created over HTTP by {args.clients} clients (POST /v1/tasks), "
-        "one LLM turn each (stub, 0 ms)"
+        "one LLM turn each (stub, 0 ms), "
+        + ("a git:// remote through a mirror" if args.remote else "a local repository")
     )
     print(
         f"creates: {r['creates_per_s']:.0f}/s, "
