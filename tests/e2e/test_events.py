@@ -1,16 +1,21 @@
 """Checkpoint events end to end (DESIGN §11): the real `serve`, the stub LLM, `gitops-acp events`
-printed, and `--watch`ed live and across a restart of serve, with no gap and no duplicate."""
+(printed, `--watch`ed live and across a restart of serve) and `GET /v1/events` resumed with
+`Last-Event-ID` after a restart, with no gap and no duplicate."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import http.client
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,3 +151,113 @@ def test_events_watch_follows_live_tasks_across_a_restart_of_serve(
     everything = _events(acp_repo, "--max-count", "100000")
     assert printed[0] in everything
     _same_events(printed, everything[everything.index(printed[0]) :])
+
+
+# -- GET /v1/events across a restart ---------------------------------------------------------------
+
+
+def _tokens_file(repo: AcpRepo) -> Path:
+    path = repo.logs.parent / "api-tokens.yaml"
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    path.write_text(
+        f"- name: Events Viewer\n  email: viewer@example.com\n  roles: [viewer]\n  sha256: {digest}\n"
+    )
+    return path
+
+
+def _listening(server: Background) -> tuple[str, int]:
+    def printed() -> tuple[str, int] | None:
+        match = re.search(r"listening on http://([0-9.]+):(\d+)", server.stderr())
+        return (match[1], int(match[2])) if match else None
+
+    found: tuple[str, int] = wait_for(printed, timeout=60, interval=0.1, what="serve --http to listen")
+    return found
+
+
+class _Stream(threading.Thread):
+    """One `GET /v1/events` connection: its messages as they arrive, and whether it ended."""
+
+    def __init__(self, address: tuple[str, int], headers: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.conn = http.client.HTTPConnection(*address, timeout=60)
+        self.conn.request("GET", "/v1/events", headers={"Authorization": f"Bearer {TOKEN}", **headers})
+        self.response = self.conn.getresponse()
+        self.messages: list[dict[str, str]] = []
+        self.ended = threading.Event()
+
+    def run(self) -> None:
+        fields: dict[str, str] = {}
+        try:
+            while True:
+                raw = self.response.readline()
+                if not raw:
+                    return
+                line = raw.decode("utf-8").rstrip("\n")
+                if line == "":
+                    if "data" in fields:
+                        self.messages.append(fields)
+                    fields = {}
+                elif not line.startswith(":"):
+                    key, _, value = line.partition(": ")
+                    fields[key] = value
+        except OSError:
+            return
+        finally:
+            self.ended.set()
+            self.conn.close()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(m["data"]) for m in list(self.messages)]
+
+
+def test_sse_resumes_after_a_restart_of_serve_with_last_event_id(
+    acp_repo: AcpRepo, stub: Stub, serve_bg: Callable[..., Background]
+) -> None:
+    tokens = _tokens_file(acp_repo)
+    server = serve_bg(acp_repo, "--http", "127.0.0.1:0", "--api-tokens", str(tokens))
+    first = _Stream(_listening(server), {})
+    assert first.response.status == 200, first.response.read()
+    first.start()
+    acp_repo.add_task("one", "Before the restart")
+    wait_for(
+        lambda: any(e["name"] == "one" and e["to"] == "FinalAnswer" for e in first.events()),
+        timeout=60,
+        what="task one's FinalAnswer on /v1/events",
+    )
+    server.signal(signal.SIGTERM)
+    assert first.ended.wait(30), "the stream did not end when serve stopped"
+    assert server.wait(timeout=30) == 0
+    last_id = [m["id"] for m in first.messages if "id" in m][-1]  # a commit's last event carries it
+    seen = first.events()
+
+    acp_repo.add_task("two", "While serve is stopped")
+    server = serve_bg(acp_repo, "--http", "127.0.0.1:0", "--api-tokens", str(tokens))
+    address = _listening(server)
+    wait_for(lambda: acp_repo.phase("two") == "FinalAnswer", timeout=60, what="task two to finish")
+    resumed = _Stream(address, {"Last-Event-ID": last_id})
+    assert resumed.response.status == 200
+    resumed.start()
+    acp_repo.add_task("three", "After the restart, live")
+    wait_for(
+        lambda: any(e["name"] == "three" and e["to"] == "FinalAnswer" for e in resumed.events()),
+        timeout=60,
+        what="task three's FinalAnswer on the resumed stream",
+    )
+    # No gap, no duplicate: both streams together are the branch's events from the first one on.
+    everything = _events(acp_repo, "--max-count", "100000")
+    streamed = [*seen, *resumed.events()]
+    _same_events(streamed, everything[everything.index(seen[0]) :][: len(streamed)])
+    assert streamed[-1]["name"] == "three"
+    # A commit that is not on the branch cannot be resumed from.
+    gone = http.client.HTTPConnection(*address, timeout=10)
+    gone.request(
+        "GET", "/v1/events", headers={"Authorization": f"Bearer {TOKEN}", "Last-Event-ID": "ab" * 20}
+    )
+    answer = gone.getresponse()
+    assert answer.status == 410
+    assert "is not on acp/status" in json.loads(answer.read())["error"]["message"]
+    gone.close()
+    unauthenticated = http.client.HTTPConnection(*address, timeout=10)
+    unauthenticated.request("GET", "/v1/events")
+    assert unauthenticated.getresponse().status == 401
+    unauthenticated.close()
