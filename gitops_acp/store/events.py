@@ -47,7 +47,17 @@ from gitops_acp.store import yamlio
 from gitops_acp.store.git import Reader, ReadOnlyRepo, process
 from gitops_acp.store.statustree import DEFAULT_BRANCH, branch_ref, read_status_file
 
-__all__ = ["ARCHIVED", "Event", "UnknownCommitError", "follow", "format_time", "read", "resolve_commit"]
+__all__ = [
+    "ARCHIVED",
+    "Event",
+    "UnknownCommitError",
+    "commits",
+    "follow",
+    "format_time",
+    "group",
+    "read",
+    "resolve_commit",
+]
 
 ARCHIVED = "Archived"  # `to` of a resource an `archive:` commit moved out of the tip
 
