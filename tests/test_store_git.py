@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import pkgutil
 from pathlib import Path
@@ -130,3 +131,22 @@ def test_refs_from_the_ref_files_are_what_for_each_ref_lists(repo: Path) -> None
         }
         git(repo, "symbolic-ref", "refs/heads/acp/status-3-of-4", "refs/heads/main")  # git resolves it
         assert light.refs("refs/heads/acp/") == full.refs("refs/heads/acp/")
+
+
+def test_a_loose_object_lands_after_prune_packed_removed_its_folder(repo: Path) -> None:
+    """`git repack -d` (maintenance) runs prune-packed, which removes the fan-out folders it empties,
+    ones the writer already made included: the next object for that folder is still written."""
+    from gitops_acp.store.git.objects import ObjectWriter
+
+    def blob_sha(data: bytes) -> str:
+        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+    writer = ObjectWriter(repo / ".git")
+    first = writer.store(b"blob", b"first\n")
+    folder = repo / ".git" / "objects" / first[:2]
+    (folder / first[2:]).unlink()  # packed elsewhere, then pruned with its folder
+    folder.rmdir()
+    data = next(d for i in range(100_000) if blob_sha(d := f"again {i}\n".encode())[:2] == first[:2])
+    second = writer.store(b"blob", data)
+    assert second[:2] == first[:2]
+    assert git(repo, "cat-file", "-p", second) == data.decode().strip()

@@ -131,7 +131,13 @@ class ObjectWriter:
             if sha[:2] not in self._object_folders:
                 os.makedirs(folder, exist_ok=True)
                 self._object_folders.add(sha[:2])
-            _write_new_file(tmp, payload)
+            try:
+                _write_new_file(tmp, payload)
+            except FileNotFoundError:
+                # `git prune-packed` (run by `repack -d` and `gc` in maintain()) removes the fan-out
+                # folders it empties, ones this writer made included: make it again, as git does.
+                os.makedirs(folder, exist_ok=True)
+                _write_new_file(tmp, payload)
             os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
