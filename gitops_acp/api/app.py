@@ -26,7 +26,8 @@ from gitops_acp.api.errors import ApiError, error_response
 from gitops_acp.api.reading import Reads
 from gitops_acp.api.tokens import Caller, Tokens
 from gitops_acp.api.writer import MainWriter
-from gitops_acp.errors import ACPError
+from gitops_acp.errors import ACPError, StoreError
+from gitops_acp.store.git import redact_url
 
 __all__ = ["MAX_BODY", "Service", "body_of", "routes"]
 
@@ -67,7 +68,9 @@ def guarded(service: Service, role: str, handler: Handler) -> Callable[[Request]
             return await handler(request, service, caller)
         except ApiError as exc:
             return error_response(exc.code, exc.message, exc.headers)
-        except ACPError as exc:  # a refusal of the program's own (a bad name, a store error)
+        except StoreError as exc:  # the repository could not be read or written now
+            return error_response(503, redact_url(str(exc)))
+        except ACPError as exc:  # a refusal of the program's own (a bad name)
             return error_response(422, str(exc))
         except Exception:
             log.exception("API %s %s failed", request.method, request.url.path)

@@ -2,8 +2,10 @@
 
 Each answer reads only what it returns (DESIGN §9): one object is `readers.lookup` (its status
 file, the one file of `main` that declares it); a list is `readers.listing` (the status files'
-names, then only the files of its page). The repositories are opened once, on the read thread
-(GitPython objects belong to one thread), and see every new commit: refs are read on each call.
+names, then only the files of its page), with `main`'s declarations from one long-lived
+`DesiredReader` that parses only the files a new commit changed. The repositories are opened
+once, on the read thread (GitPython objects belong to one thread), and see every new commit:
+refs are read on each call.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, TypeVar
 
 from gitops_acp.resources.meta import Kind
 from gitops_acp.store import readers
+from gitops_acp.store.desired import DesiredReader
 from gitops_acp.store.git import GitRepo, ReadOnlyRepo
 
 __all__ = ["Reads"]
@@ -32,6 +35,7 @@ class Reads:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-reader")
         self._repo: GitRepo | None = None
         self._reader: ReadOnlyRepo | None = None
+        self._desired: DesiredReader | None = None  # main, parsed once, then only what changed
 
     async def run(self, fn: Callable[[Reads], T]) -> T:
         """Run `fn(self)` on the read thread."""
@@ -63,8 +67,18 @@ class Reads:
         archived: bool,
     ) -> readers.Listing:
         """One page of a kind's objects by name, as `get KIND --limit --continue` lists them."""
+        repo = self.repo()
+        if self._desired is None:
+            self._desired = DesiredReader(repo)
         return readers.listing(
-            self.repo(), kind, accept, limit=limit, after=after, archived=archived, branch=self.branch
+            repo,
+            kind,
+            accept,
+            limit=limit,
+            after=after,
+            archived=archived,
+            branch=self.branch,
+            desired=self._desired,
         )
 
     async def aclose(self) -> None:

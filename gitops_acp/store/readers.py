@@ -25,6 +25,7 @@ from gitops_acp.store.statustree import archived_names, read_status_file, read_t
 if TYPE_CHECKING:  # imported where used: pydantic and GitPython only when a reader needs them
     from gitops_acp.resources.lifecycle import Key
     from gitops_acp.resources.loader import Loaded
+    from gitops_acp.store.desired import DesiredReader
     from gitops_acp.store.git import GitRepo, Reader
 
 __all__ = ["STATUS_ONLY", "Found", "Listing", "Snapshot", "listing", "lookup", "snapshot", "status_of"]
@@ -135,6 +136,7 @@ def listing(
     after: str | None = None,
     archived: bool = False,
     branch: str = "main",
+    desired: DesiredReader | None = None,
 ) -> Listing:
     """The objects of `kind` by name, those `accept` keeps, `limit` of them after name `after`.
 
@@ -143,14 +145,17 @@ def listing(
     files themselves in name order until the page is full. Declared objects come from `main`
     (parsed whole: it is people's repository). Archived objects (DESIGN §9) are left out, also a
     Task still declared on main whose task was archived (one lookup each of those with no live
-    status), unless `archived`: then `archive/<plural>` is listed too.
+    status), unless `archived`: then `archive/<plural>` is listed too. A long-lived caller (the
+    HTTP API) passes its own `desired` reader, which parses only what changed on `main` since its
+    last read.
     """
     from gitops_acp.store.desired import DesiredReader
 
     declared: dict[str, Loaded] = {}
     if kind not in STATUS_ONLY:
         main_commit = repo.resolve(f"refs/heads/{branch}")
-        resources = DesiredReader(repo).read(main_commit).resources if main_commit else {}
+        reader = desired if desired is not None else DesiredReader(repo)
+        resources = reader.read(main_commit).resources if main_commit else {}
         declared = {name: loaded for (k, name), loaded in resources.items() if k == kind}
     blobs: dict[str, str] = {}  # name -> its status file's blob
     found = shards.status_branches(repo)

@@ -183,9 +183,9 @@ def start_serve(repo: AcpRepo, tokens: Path, *extra: str, start: Any) -> tuple[A
     def ready() -> bool:
         assert background.proc.poll() is None, background.stderr()
         try:
-            with urllib.request.urlopen(client.url + "/readyz", timeout=2) as response:
+            with urllib.request.urlopen(client.url + "/readyz", timeout=5) as response:
                 return bool(response.status == 200)
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, OSError):
             return False
 
     wait_for(ready, timeout=60, what="serve --http to be ready")
@@ -240,6 +240,11 @@ def served(stub_process: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iter
     with no_servers_left() as marker, module_repo(stub_process, base) as (work, secret), serving() as start:
         stub_process.rules(
             {"match": "^Use the gate", "when": "first", "toolCalls": [call("gated__echo", text="hi")]},
+            {
+                "match": "^Ask",
+                "when": "first",
+                "toolCalls": [call("humans__human_contact", message="Where?")],
+            },
             {"when": "tool", "content": "tool said: {tool}"},
         )
         server = mcpserver_yaml("gated", marker=marker) + "  approvalContactChannel:\n    name: humans\n"
@@ -248,6 +253,8 @@ def served(stub_process: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 "contactchannels/humans.yaml": channel_yaml(),
                 "mcpservers/gated.yaml": server,
                 "agents/tooly.yaml": tool_agent_yaml("tooly", servers=("gated",)),
+                "agents/asker.yaml": tool_agent_yaml("asker")
+                + "  humanContactChannels:\n    - name: humans\n",
             },
             "Add a gated MCP server and its agent",
         )
@@ -535,6 +542,65 @@ def test_decisions_over_http_are_the_clis_record(served: Served) -> None:
     assert calls[refused]["status"]["phase"] == "ToolCallRejected"
 
 
+def test_a_question_answered_over_http(served: Served) -> None:
+    client, repo = served.client, served.repo
+    body = {"name": "asking", "agentRef": {"name": "asker"}, "userMessage": "Ask where to go"}
+    assert client("POST", "/v1/tasks", body).status == 201
+
+    def waiting() -> str | None:
+        listed = client(
+            "GET", "/v1/toolcalls", who="vic", query={"task": "asking", "phase": "AwaitingHumanInput"}
+        )
+        return listed.body["items"][0]["metadata"]["name"] if listed.body["items"] else None
+
+    name: str = wait_for(waiting, timeout=60, what="the question to wait for an answer")
+    assert client("POST", f"/v1/toolcalls/{name}/respond", {"response": ""}).status == 422
+    answered = client("POST", f"/v1/toolcalls/{name}/respond", {"response": "Porto"})
+    assert answered.status == 200, answered.body
+    assert answered.body == {
+        "name": name,
+        "decision": "answered",
+        "path": f"responses/{name}.yaml",
+        "commit": repo.main_sha(),
+    }
+    assert author_committer(repo.path, "main")[0] == "Alice Operator <alice@example.com>"
+    document = wait_phase(client, "asking", "FinalAnswer")
+    assert "Porto" in json.dumps(document["status"]["contextWindow"])
+    one = client("GET", f"/v1/toolcalls/{name}", who="vic")
+    assert one.body["status"]["humanContact"]["respondedBy"] == "Alice Operator <alice@example.com>"
+
+
+def test_events_stream_behind_the_viewer_role(served: Served) -> None:
+    client = served.client
+    assert client("GET", "/v1/events", who=None).status == 401
+    request = urllib.request.Request(
+        client.url + "/v1/events?kind=task&name=streamed",
+        headers={"Authorization": f"Bearer {TOKENS['vic'][0]}"},
+    )
+    events: list[dict[str, Any]] = []
+    with urllib.request.urlopen(request, timeout=30) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert client("POST", "/v1/tasks", task_body("streamed", "Stream me")).status == 201
+        while not events or events[-1]["to"] != "FinalAnswer":
+            line = stream.readline().decode()
+            assert line, "the stream ended"
+            if line.startswith("data:"):
+                events.append(json.loads(line.removeprefix("data:")))
+    assert {(e["kind"], e["name"]) for e in events} == {("Task", "streamed")}
+    assert events[0]["from"] in ("", "-", None) or events[0]["from"] != "FinalAnswer"
+
+
+def test_unknown_endpoints_answer_json(served: Served) -> None:
+    answer = served.client.url + "/v1/nothing"
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(answer, timeout=10)
+    assert caught.value.code == 404
+    assert (
+        json.loads(caught.value.read())["error"]["message"]
+        == "no such endpoint: GET /v1/nothing (see /v1/openapi.json)"
+    )
+
+
 def test_no_answer_carries_a_secret(served: Served) -> None:
     # Everything this module received, every endpoint (the LLM's key is in --secrets-dir).
     assert served.client.answers
@@ -595,9 +661,9 @@ def test_a_remote_refusing_the_push_is_a_clear_409_and_nothing_is_created(
         def ready() -> bool:
             assert proc.poll() is None, stderr_path.read_text()
             try:
-                with urllib.request.urlopen(client.url + "/readyz", timeout=2) as response:
+                with urllib.request.urlopen(client.url + "/readyz", timeout=5) as response:
                     return bool(response.status == 200)
-            except (urllib.error.URLError, ConnectionError):
+            except (urllib.error.URLError, OSError):
                 return False
 
         wait_for(ready, timeout=60, what="serve to be ready")
@@ -654,7 +720,7 @@ def test_without_a_tokens_file_v1_is_refused(acp_repo: AcpRepo, serve_bg: Any) -
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, OSError):
             return None
 
     status, body = wait_for(answered, timeout=60, what="serve --http")
