@@ -8,7 +8,6 @@ Task's file from `main` as the caller, as `git rm` would; the reconciler cancels
 
 from __future__ import annotations
 
-import re
 import secrets
 from typing import Any
 
@@ -22,10 +21,11 @@ from gitops_acp.api.writer import Base, Edit
 from gitops_acp.resources import selectors
 from gitops_acp.resources.meta import API_VERSION, Kind, TaskPhase, check_name
 from gitops_acp.store import readers, yamlio
+from gitops_acp.telemetry import tracing
+from gitops_acp.telemetry.tracing import ANNOTATION_TRACEPARENT
 
 __all__ = ["ANNOTATION_TRACEPARENT", "cancel", "create", "get_task", "list_tasks", "task_document"]
 
-ANNOTATION_TRACEPARENT = "acp.gitops.dev/traceparent"
 #: The body of POST /v1/tasks.
 CREATE_FIELDS = (
     "name",
@@ -40,7 +40,6 @@ CREATE_FIELDS = (
 _SPEC_FIELDS = ("agentRef", "userMessage", "contextWindow", "contactChannelRef", "responseUrl")
 #: The characters of a generated name's suffix (Kubernetes' generateName alphabet: no vowels).
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
@@ -156,10 +155,7 @@ def validated(document: dict[str, Any], path: str) -> bytes:
 def _traceparent(request: Request) -> str | None:
     """A valid W3C `traceparent` header (all-zero ids are invalid), else None (ignored)."""
     value = (request.headers.get("traceparent") or "").strip().lower()
-    match = _TRACEPARENT.match(value)
-    if match is None or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
-        return None
-    return value
+    return value if tracing.parse_traceparent(value) is not None else None
 
 
 def _generated(prefix: str) -> str:

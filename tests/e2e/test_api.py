@@ -729,3 +729,28 @@ def test_without_a_tokens_file_v1_is_refused(acp_repo: AcpRepo, serve_bg: Any) -
         "error": {"code": 403, "message": "the API is disabled: serve was started without --api-tokens FILE"}
     }
     assert "no --api-tokens" in background.stderr()
+
+
+def test_archived_tasks_are_still_read_by_name_and_listed_with_all(
+    acp_repo: AcpRepo, tmp_path: Path, serve_bg: Any
+) -> None:
+    bare = tmp_path / "served.git"
+    git(tmp_path, "clone", "-q", "--bare", str(acp_repo.path), str(bare))
+    repo = AcpRepo(path=bare, secrets=acp_repo.secrets, stub_url=acp_repo.stub_url, logs=acp_repo.logs)
+    _, client = start_serve(
+        repo, write_tokens(tmp_path / "tokens.yaml"), "--retain-finished", "1s", start=serve_bg
+    )
+    assert client("POST", "/v1/tasks", task_body("old", "Archive me")).status == 201
+    wait_phase(client, "old", "FinalAnswer")
+
+    def names(**query: str) -> list[str]:
+        listed = client("GET", "/v1/tasks", who="vic", query=query)
+        return [d["metadata"]["name"] for d in listed.body["items"]]
+
+    wait_for(lambda: "old" not in names(), timeout=30, what="the finished task to be archived")
+    subjects = git(bare, "log", "--format=%s", "acp/status").splitlines()
+    assert any(subject.startswith("archive:") for subject in subjects)
+    assert names(all="true") == ["old"]
+    document = client("GET", "/v1/tasks/old", who="vic").body
+    assert document["status"]["phase"] == "FinalAnswer"
+    assert document["status"]["contextWindow"][-1]["content"] == "Echo: Archive me"
