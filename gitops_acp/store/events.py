@@ -143,30 +143,74 @@ def read(
         if full == tip:
             return []
         excluded = [f"^{full}"]
-    paths: list[str] = []
-    since: float | None = None
     if kind is not None and name is not None:
-        paths = [status_path(kind, name), status_path(kind, name, root=ARCHIVE_ROOT)]
-        if kind in FANNED_OUT:
-            paths.append(legacy_status_path(kind, name))
-        if after is None:
-            since = _first_checkpoint(repo, tip, kind, name)
-    elif kind is not None:
+        found = [_derive(repo, *record) for record in _resource_log(repo, tip, excluded, n, kind, name)]
+        return [event for events in found for event in events if event.kind == kind and event.name == name]
+    if kind is not None:
         paths = [f"{STATUS_ROOT}/{PLURALS[kind]}/", f"{ARCHIVE_ROOT}/{PLURALS[kind]}/"]
     else:
         paths = [f"{STATUS_ROOT}/", f"{ARCHIVE_ROOT}/"]
+    found = [_derive(repo, *record) for record in _log(repo, tip, excluded, paths, n=n)]
+    return [event for events in found for event in events if kind is None or event.kind == kind]
+
+
+_Record = tuple[str, float, str, list[tuple[str, str | None, str | None]]]  # sha, time, message, changes
+
+
+def _log(
+    repo: Reader,
+    tip: str,
+    excluded: list[str],
+    paths: list[str],
+    *,
+    n: int | None,
+    since: float | None = None,
+) -> list[_Record]:
+    """The commits of `tip` (not in `excluded`) touching `paths`, oldest first, with their changes
+    there (one `git log --first-parent --raw`)."""
     args = ["log", "-z", "--first-parent", "--reverse", "--no-renames", "--raw", "--no-abbrev"]
     args += [f"--format={_FIELDS}"]
     args += [f"-n{max(n, 0)}"] if n is not None else []
     args += [f"--since={int(since)}"] if since is not None else []
     args += ["--end-of-options", tip, *excluded, "--", *paths]
     out = _git(repo, *args).stdout
-    found: list[Event] = []
-    for record in out.split(b"\x1e")[1:]:
-        found.extend(_commit_events(repo, record))
-    if kind is not None:
-        found = [event for event in found if event.kind == kind and name in (None, event.name)]
-    return found
+    return [_parse_record(record) for record in out.split(b"\x1e")[1:]]
+
+
+def _resource_log(
+    repo: Reader, tip: str, excluded: list[str], n: int | None, kind: Kind, name: str
+) -> list[_Record]:
+    """One resource's commits, oldest first: one `git log` per path, as `history` reads them.
+
+    git uses the commit-graph's changed-path Bloom filters only for a single pathspec (history.py):
+    so the fanned-out path, then the flat path of old layouts only where it can have history
+    (before the commit that moved the file, or when the fanned-out path has none), then the
+    archive path only when the resource is archived at `tip`. A commit found by two paths (the
+    fan-out's move, the archive commit) is one record with both changes.
+    """
+    since, archived = (None, True) if excluded else _first_checkpoint(repo, tip, kind, name)
+    records = _log(repo, tip, excluded, [status_path(kind, name)], n=n, since=since)
+    if kind in FANNED_OUT and (n is None or len(records) < n):
+        flat = legacy_status_path(kind, name)
+        # From the commit that moved the file (its removal of the flat file is part of that move).
+        start = records[0][0] if records else tip
+        if not records or repo.read_file(f"{start}^", flat) is not None:
+            records = _merged(_log(repo, start, excluded, [flat], n=n, since=since), records)
+    if archived:
+        archive = status_path(kind, name, root=ARCHIVE_ROOT)
+        records = _merged(records, _log(repo, tip, excluded, [archive], n=n))
+    return records[-n:] if n is not None else records
+
+
+def _merged(first: list[_Record], then: list[_Record]) -> list[_Record]:
+    """`first` then `then` (both oldest first, `then` not older), a commit in both merged once."""
+    merged = {record[0]: record for record in first}
+    for sha, when, message, changes in then:
+        if sha in merged:
+            merged[sha] = (sha, when, message, merged[sha][3] + changes)
+        else:
+            merged[sha] = (sha, when, message, changes)
+    return list(merged.values())
 
 
 def _git(repo: Reader, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -180,17 +224,17 @@ def _is_ancestor(repo: Reader, ancestor: str, descendant: str) -> bool:
     return proc.returncode == 0
 
 
-def _first_checkpoint(repo: Reader, tip: str, kind: Kind, name: str) -> float | None:
-    """When the resource's history began (its first-checkpoint annotation, a minute early), as
-    `history` bounds its walk; None: walk it all (no annotation, or no file at the tip)."""
+def _first_checkpoint(repo: Reader, tip: str, kind: Kind, name: str) -> tuple[float | None, bool]:
+    """When the resource's history began (its first-checkpoint annotation, a minute early, as
+    `history` bounds its walk; None: walk it all) and whether it is archived at `tip`."""
     found = read_status_file(repo, tip, kind, name)
     if found is None:
-        return None
+        return None, False
     try:
         annotations = (yamlio.load(found.data).get("metadata") or {}).get("annotations") or {}
-        return parse_rfc3339(str(annotations[ANNOTATION_FIRST_CHECKPOINT])) - 60.0
+        return parse_rfc3339(str(annotations[ANNOTATION_FIRST_CHECKPOINT])) - 60.0, found.archived
     except (KeyError, ValueError, AttributeError, StoreError):
-        return None
+        return None, found.archived
 
 
 @dataclass
@@ -202,8 +246,8 @@ class _Files:
     archived: str | None = None  # added under archive/
 
 
-def _commit_events(repo: Reader, record: bytes) -> list[Event]:
-    """The events of one `git log --raw -z` record: "<sha> <time>\\n<message>\\0" then its changes."""
+def _parse_record(record: bytes) -> _Record:
+    """One `git log --raw -z` record: "<sha> <time>\\n<message>\\0", then its changes."""
     head, _nul, raw = record.partition(b"\0")
     first, _nl, message_bytes = head.partition(b"\n")
     sha_bytes, _space, ct = first.partition(b" ")
@@ -215,8 +259,7 @@ def _commit_events(repo: Reader, record: bytes) -> list[Event]:
         _old_mode, _new_mode, old_sha, new_sha, _status = meta[1:].decode("ascii").split(" ")
         path = path_bytes.decode("utf-8", "surrogateescape")
         changes.append((path, old_sha if old_sha != _ZERO else None, new_sha if new_sha != _ZERO else None))
-    message = message_bytes.decode("utf-8", "replace")
-    return _derive(repo, sha_bytes.decode("ascii"), float(ct), message, changes)
+    return sha_bytes.decode("ascii"), float(ct), message_bytes.decode("utf-8", "replace"), changes
 
 
 def _derive(
