@@ -226,7 +226,13 @@ def document(*, events: bool = False) -> dict[str, Any]:
                 "description": "role: operator; committed to main as the caller (`traceparent` is kept)",
                 "requestBody": _body("NewTask"),
                 "responses": {
-                    "201": _answer("committed on main", "Task"),
+                    "201": {
+                        **_answer("committed on main", "Task"),
+                        "headers": {
+                            "Location": {"schema": {"type": "string"}, "description": "/v1/tasks/<name>"},
+                            "X-Commit": {"schema": {"type": "string"}, "description": "the commit on main"},
+                        },
+                    },
                     **_errors("400", "401", "403", "409", "413", "422", "503"),
                 },
             },

@@ -211,9 +211,10 @@ class MainWriter:
                 shas = self._write(tip, [(edits[i], files[i]) for i in sorted(files)])
             except _Retry:
                 continue
-            except ApiError as exc:
+            except (ApiError, StoreError) as exc:
+                error = exc if isinstance(exc, ApiError) else from_program_error(exc, code=503)
                 for index in files:
-                    outcomes[index] = _Outcome(error=exc)
+                    outcomes[index] = _Outcome(error=error)
                 return outcomes
             for index in files:
                 result = shas[edits[index].caller]
