@@ -402,3 +402,35 @@ def test_events_command_prints_and_filters(bare: Path) -> None:
     wrong = subprocess.run([*cli, "--since", "0123abcd"], capture_output=True, text=True)
     assert wrong.returncode == 1
     assert wrong.stderr.startswith("error: --since 0123abcd: no such commit")
+
+
+def test_sse_resume_from_a_commit_the_hub_has_not_reached_yet(bare: Path) -> None:
+    """A Last-Event-ID read from the branch (`events`) a moment before the hub read that commit."""
+
+    async def scenario() -> None:
+        writer = StatusWriter(bare)
+        await writer.start()
+        hub = EventHub(bare, BRANCH, keepalive=5)
+        await hub.start()  # not told of the next commit yet
+        ahead = await writer.commit([_task("r", "-", "Pending")], spec_commit="m")
+        writer.on_commit.append(hub.committed)
+        async with _served(hub) as url, httpx2.AsyncClient(timeout=10) as client:
+
+            async def catch_up() -> None:
+                await asyncio.sleep(0.2)
+                assert ahead is not None
+                await hub.committed(ahead)
+
+            catching = asyncio.create_task(catch_up())
+            async with client.stream("GET", url, headers={"Last-Event-ID": str(ahead)}) as response:
+                assert response.status_code == 200
+                reader = _Reader(response.aiter_lines())
+                live = await writer.commit([_task("r", "Pending", "FinalAnswer")], spec_commit="m")
+                got = await _messages(reader, 1)
+                assert got[0]["id"] == live  # the resumed-from commit is not sent again
+                await writer.close()
+                await hub.close()
+                assert await asyncio.wait_for(reader.message(), 5) is None
+            await catching
+
+    asyncio.run(scenario())

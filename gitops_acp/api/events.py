@@ -24,6 +24,7 @@ ends when serve stops. No authentication here: the API mounts this behind the `v
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -40,6 +41,7 @@ from gitops_acp.store.events import Event, UnknownCommitError
 __all__ = ["sse"]
 
 _COMMIT = re.compile(r"[0-9a-fA-F]{4,40}")
+_CATCH_UP = 2.0  # seconds a resume waits for the hub to reach a commit already on the branch
 
 
 def _error(code: int, message: str) -> JSONResponse:
@@ -63,12 +65,20 @@ async def sse(request: Request, hub: EventHub) -> Response:
         return _error(400, "name needs kind (e.g. ?kind=task&name=hello)")
     subscription = await hub.subscribe()
     backlog: list[Event] = []
-    if after is not None:
+    waited = 0.0
+    while after is not None:
         try:
             backlog = await hub.history(after, subscription.start)
+            break
         except UnknownCommitError as exc:
             subscription.close()
-            return _error(410, f"Last-Event-ID: {exc}; reconnect without it to follow from now")
+            # A commit the hub has not reached yet (read from the branch by someone else a moment
+            # ago) is on the branch: wait for the hub, briefly, rather than refuse it.
+            if waited >= _CATCH_UP or not await hub.on_branch(after):
+                return _error(410, f"Last-Event-ID: {exc}; reconnect without it to follow from now")
+            await asyncio.sleep(0.02)
+            waited += 0.02
+            subscription = await hub.subscribe()
     stream = _stream(hub, subscription, backlog, _Filter(kind, name))
     return StreamingResponse(
         stream,

@@ -234,3 +234,19 @@ class EventHub:
                 return store_events.read(repo, branch=self.branch, after=after, until=until)
 
         return await asyncio.to_thread(read)
+
+    async def on_branch(self, commit: str) -> bool:
+        """Whether `commit` is on the branch now (the hub may not have read that far yet)."""
+
+        def check() -> bool:
+            with ReadOnlyRepo.open(self.repo) as repo:
+                tip = repo.resolve(branch_ref(self.branch))
+                if tip is None:
+                    return False
+                try:
+                    store_events.read(repo, branch=self.branch, after=commit, until=tip, n=0)
+                except store_events.UnknownCommitError:
+                    return False
+                return True
+
+        return await asyncio.to_thread(check)
