@@ -434,3 +434,38 @@ def test_sse_resume_from_a_commit_the_hub_has_not_reached_yet(bare: Path) -> Non
             await catching
 
     asyncio.run(scenario())
+
+
+def test_events_command_merges_the_shards_branches(bare: Path) -> None:
+    async def scenario() -> None:
+        for index, task in ((0, "on-zero"), (1, "on-one")):
+            writer = StatusWriter(bare, branch=f"acp/status-{index}-of-2")
+            await writer.start()
+            await writer.commit([_task(task, "-", "Pending")], spec_commit="m")
+            await writer.commit([_task(task, "Pending", "FinalAnswer")], spec_commit="m")
+            await writer.close()
+
+    asyncio.run(scenario())
+    cli = [sys.executable, "-m", "gitops_acp", "--repo", str(bare), "events", "-o", "json"]
+    every = [
+        json.loads(line)
+        for line in subprocess.run(cli, capture_output=True, text=True, check=True).stdout.splitlines()
+    ]
+    assert sorted((e["name"], e["to"]) for e in every) == [
+        ("on-one", "FinalAnswer"),
+        ("on-one", "Pending"),
+        ("on-zero", "FinalAnswer"),
+        ("on-zero", "Pending"),
+    ]
+    assert [e["time"] for e in every] == sorted(e["time"] for e in every)
+    one = subprocess.run(
+        [*cli, "task/on-one"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert [json.loads(line)["to"] for line in one] == ["Pending", "FinalAnswer"]
+    only = subprocess.run(
+        [*cli, "--status-branch", "acp/status-0-of-2"], capture_output=True, text=True, check=True
+    )
+    assert {json.loads(line)["name"] for line in only.stdout.splitlines()} == {"on-zero"}
+    missing = subprocess.run([*cli, "--status-branch", "acp/nope"], capture_output=True, text=True)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: --status-branch acp/nope: no such branch"
