@@ -726,6 +726,13 @@ def test_init_repository(tmp_path: Path) -> None:
         init_repository(target, files={}, message="again")
 
 
+def test_init_repository_at_a_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    sha = init_repository("demo", files={"README.md": b"hi\n"}, message="init")  # `gitops-acp init demo`
+    assert git(tmp_path / "demo", "rev-parse", "main") == sha
+    assert not (tmp_path / "demo" / "demo").exists()
+
+
 def test_one_pack_writes_a_pack_git_reads_and_nothing_when_the_block_fails(repo: Path) -> None:
     pack_dir = repo / ".git" / "objects" / "pack"
     before = set(pack_dir.glob("*.pack"))

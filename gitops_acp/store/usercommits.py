@@ -85,7 +85,7 @@ def init_repository(path: str | Path, *, files: Mapping[str, bytes], message: st
         raise StoreError(f"{root} already exists and is not an empty directory")
     _check_paths(list(files))
     root.mkdir(parents=True, exist_ok=True)
-    process.run(["init", "-q", "-b", "main", str(root)], cwd=root)
+    process.run(["init", "-q", "-b", "main", "."], cwd=root)  # `.`: `root` may be relative to us
     _write_files(root, files)
     if files:
         process.run(["--literal-pathspecs", "add", "--force", "--", *files], cwd=root)
