@@ -18,6 +18,7 @@ from gitops_acp.errors import UserError
 __all__ = [
     "ACCEPTED_API_VERSIONS",
     "ANNOTATION_FIRST_CHECKPOINT",
+    "ANNOTATION_SCHEDULED_TIME",
     "ANNOTATION_SOURCE",
     "ANNOTATION_SPEC_COMMIT",
     "API_GROUPS",
@@ -26,6 +27,7 @@ __all__ = [
     "FANNED_OUT",
     "FANOUT_LEVELS",
     "LABEL_PARENT_TOOLCALL",
+    "LABEL_SCHEDULE",
     "LABEL_TASK",
     "LABEL_TOOLCALL_REQUEST",
     "NAME_MAX_LENGTH",
@@ -72,6 +74,7 @@ class Kind(StrEnum):
     MCPServer = "MCPServer"
     ContactChannel = "ContactChannel"
     Task = "Task"
+    TaskSchedule = "TaskSchedule"
     ToolCall = "ToolCall"
     Source = "Source"
 
@@ -83,6 +86,7 @@ PLURALS: dict[Kind, str] = {
     Kind.MCPServer: "mcpservers",
     Kind.ContactChannel: "contactchannels",
     Kind.Task: "tasks",
+    Kind.TaskSchedule: "taskschedules",
     Kind.ToolCall: "toolcalls",
     Kind.Source: "sources",
 }
@@ -91,6 +95,7 @@ _SHORT_NAMES: dict[Kind, tuple[str, ...]] = {
     Kind.MCPServer: ("mcp",),
     Kind.ContactChannel: ("cc",),
     Kind.ToolCall: ("tc",),
+    Kind.TaskSchedule: ("ts", "schedule", "schedules"),
 }
 _KIND_WORDS: dict[str, Kind] = {
     **{kind.value.lower(): kind for kind in Kind},
@@ -294,6 +299,8 @@ class Condition(StrEnum):
 LABEL_TASK = "acp.gitops.dev/task"  # on a ToolCall: the Task that requested it
 LABEL_TOOLCALL_REQUEST = "acp.gitops.dev/toolcallrequest"  # on a ToolCall: the LLM response it came from
 LABEL_PARENT_TOOLCALL = "acp.gitops.dev/parent-toolcall"  # on a delegated child Task: its ToolCall
+LABEL_SCHEDULE = "acp.gitops.dev/schedule"  # on a Task a TaskSchedule created: the schedule
+ANNOTATION_SCHEDULED_TIME = "acp.gitops.dev/scheduled-time"  # on such a Task: the slot it ran for
 ANNOTATION_SOURCE = "acp.gitops.dev/source"  # the file on main that declared the resource
 ANNOTATION_SPEC_COMMIT = "acp.gitops.dev/spec-commit"  # the commit of main that was reconciled
 # When the resource's first checkpoint was made: its history starts there, so `history` and

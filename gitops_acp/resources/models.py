@@ -78,6 +78,13 @@ from gitops_acp.resources.kinds.mcpserver import (
 )
 from gitops_acp.resources.kinds.source import Source, SourceSpec, SourceStatus
 from gitops_acp.resources.kinds.task import SpanContext, Task, TaskSpec, TaskStatus, Usage
+from gitops_acp.resources.kinds.taskschedule import (
+    ConcurrencyPolicy,
+    TaskSchedule,
+    TaskScheduleSpec,
+    TaskScheduleStatus,
+    TaskTemplate,
+)
 from gitops_acp.resources.kinds.toolcall import (
     ToolCall,
     ToolCallApproval,
@@ -98,6 +105,7 @@ __all__ = [
     "AnyResource",
     "ApiType",
     "ChannelType",
+    "ConcurrencyPolicy",
     "ContactChannel",
     "ContactChannelSpec",
     "ContactChannelStatus",
@@ -136,8 +144,12 @@ __all__ = [
     "SpecModel",
     "StatusModel",
     "Task",
+    "TaskSchedule",
+    "TaskScheduleSpec",
+    "TaskScheduleStatus",
     "TaskSpec",
     "TaskStatus",
+    "TaskTemplate",
     "ToolCall",
     "ToolCallApproval",
     "ToolCallHumanContact",
@@ -155,7 +167,7 @@ __all__ = [
 ]
 
 
-AnyResource: TypeAlias = LLM | Agent | MCPServer | ContactChannel | Task | ToolCall | Source
+AnyResource: TypeAlias = LLM | Agent | MCPServer | ContactChannel | Task | TaskSchedule | ToolCall | Source
 
 MODELS: dict[Kind, type[Resource]] = {
     Kind.LLM: LLM,
@@ -163,6 +175,7 @@ MODELS: dict[Kind, type[Resource]] = {
     Kind.MCPServer: MCPServer,
     Kind.ContactChannel: ContactChannel,
     Kind.Task: Task,
+    Kind.TaskSchedule: TaskSchedule,
     Kind.ToolCall: ToolCall,
     Kind.Source: Source,
 }
