@@ -16,10 +16,10 @@ branch. The API acts for a person, so it does what that person's `gitops-acp tas
 there (store/usercommits.py): refuses, naming the paths, when uncommitted changes would be mixed
 in. A bare repository or a mirror (the deployed case) is written with objects and refs only.
 
-With a remote, the mirror's `main` is never moved here: it follows the remote's (store/mirror.py)
-once the manager's fetch sees the push. A push the remote refuses (a protected branch, a hook)
-is a 409 naming the remote's reason: nothing was created, the mirror is as before, and the
-objects written for it are left for `git gc`.
+With a remote, the mirror's `main` moves only once the remote has the commit (a fast-forward to
+what was pushed, as the next fetch would do), so it is never ahead of the remote. A push the
+remote refuses (a protected branch, a hook) is a 409 naming the remote's reason: nothing was
+created, the mirror is as before, and the objects written for it are left for `git gc`.
 """
 
 from __future__ import annotations
@@ -295,6 +295,13 @@ class MainWriter:
         if refused is None:
             with contextlib.suppress(StoreError):  # only a hint for the next base
                 repo.update_ref(PUSHED_REF, new, repo.resolve(PUSHED_REF), message="gitops-acp API: pushed")
+            # The remote has it now: the mirror's main may follow at once (what a fetch would do),
+            # so the caller reads its own write and the reconciler starts without waiting for one.
+            # Never past the remote, never backwards: only a fast-forward from where main is.
+            local = repo.resolve(self._ref)
+            if local is None or (local != new and repo.is_ancestor(local, new)):
+                with contextlib.suppress(StoreError):  # a fetch moved it first: it knows better
+                    repo.update_ref(self._ref, new, local, message="gitops-acp API: pushed")
             return
         if refused.startswith("[rejected]") or "stale info" in refused or "fetch first" in refused:
             # Someone pushed first: learn their main, rebuild on it.

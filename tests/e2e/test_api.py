@@ -682,6 +682,9 @@ def test_a_remote_refusing_the_push_is_a_clear_409_and_nothing_is_created(
         created = client("POST", "/v1/tasks", task_body("blocked", "Blocked"))
         assert created.status == 201, created.body
         assert git(remote.bare.path, "rev-parse", "main") == created.headers["x-commit"]
+        # The mirror follows at once (the remote has it): the caller reads its own write.
+        assert git(remote.cache / "mirror.git", "rev-parse", "refs/heads/main") == created.headers["x-commit"]
+        assert client("GET", "/v1/tasks/blocked", who="vic").status == 200
         assert author_committer(remote.bare.path, "main")[0] == "Alice Operator <alice@example.com>"
         wait_phase(client, "blocked", "FinalAnswer")
     finally:
