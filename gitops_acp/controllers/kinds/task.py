@@ -28,7 +28,9 @@ from gitops_acp.controllers.kinds.llm import llm_config
 from gitops_acp.errors import LLMError, SecretError
 from gitops_acp.llm.client import Completion
 from gitops_acp.resources.meta import (
+    ANNOTATION_SOURCE,
     LABEL_PARENT_TOOLCALL,
+    LABEL_SCHEDULE,
     LABEL_TASK,
     LABEL_TOOLCALL_REQUEST,
     TERMINAL_TASK_PHASES,
@@ -56,7 +58,7 @@ from gitops_acp.resources.models import (
 )
 from gitops_acp.telemetry import tracing
 
-__all__ = ["TaskController", "tool_type_of", "toolcall_name"]
+__all__ = ["TaskController", "cancelled_tree", "tool_type_of", "toolcall_name"]
 
 _RNG = random.SystemRandom()
 _LETTERS = string.ascii_lowercase
@@ -403,8 +405,12 @@ def _finished(name: str, ctx: Context) -> bool:
 
 
 def _created_by_reconciler(task: Task) -> bool:
-    """Delegated child tasks live only on the status branch."""
-    return LABEL_PARENT_TOOLCALL in task.metadata.labels
+    """Delegated child tasks and a TaskSchedule's tasks live only on the status branch (never
+    declared on main: no source annotation)."""
+    labels = task.metadata.labels
+    return LABEL_PARENT_TOOLCALL in labels or (
+        LABEL_SCHEDULE in labels and ANNOTATION_SOURCE not in task.metadata.annotations
+    )
 
 
 def _removed(task: Task, ctx: Context) -> bool:
@@ -493,6 +499,12 @@ async def _cancel(task: Task, ctx: Context, reason: str) -> None:
     await ctx.state.checkpoint(*objects)
     for obj in objects[1:]:
         ctx.state.wake(Kind(obj.kind), obj.metadata.name)
+
+
+def cancelled_tree(task: Task, ctx: Context, reason: str) -> list[AnyResource]:
+    """The task cancelled with its unfinished tool calls and sub-agent tasks, to commit as one
+    checkpoint (a TaskSchedule's Replace cancels its running task this way)."""
+    return _cancelled_tree(task, ctx, reason)
 
 
 def _cancelled_tree(task: Task, ctx: Context, reason: str, depth: int = 0) -> list[AnyResource]:
