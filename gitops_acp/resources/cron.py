@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter  # type: ignore[import-untyped]  # no stubs shipped
+from croniter import CroniterError, croniter
 
 __all__ = ["TEST_SECONDS_ENV", "Cron", "Due", "check_schedule", "check_time_zone", "parse", "zone"]
 
@@ -119,7 +119,6 @@ class Cron:
         return croniter(
             self.expression,
             start,
-            ret_type=datetime,
             is_prev=backwards,
             second_at_beginning=self.seconds,
             max_years_between_matches=_MAX_YEARS,
