@@ -420,6 +420,23 @@ def test_bad_input_is_refused_and_nothing_is_committed(
     assert served.repo.main_sha() == before, f"{label}: something was committed"
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "says"),
+    [
+        ("/v1/tasks", {"phase": "Sleeping"}, "phase=Sleeping: not a Task phase; use one of"),
+        ("/v1/tasks", {"limit": "0"}, "limit=0: expected a number from 1 to 1000"),
+        ("/v1/tasks", {"selector": "a==b=c"}, "selector=a==b=c:"),
+        ("/v1/tasks", {"continue": "Not_A_Token"}, "continue=Not_A_Token: not a token this API gave"),
+        ("/v1/toolcalls", {"phase": "FinalAnswer"}, "phase=FinalAnswer: not a ToolCall phase"),
+        ("/v1/tasks/Bad_Name", {}, 'task name "Bad_Name"'),
+    ],
+)
+def test_bad_queries_are_422(served: Served, path: str, query: dict[str, str], says: str) -> None:
+    answer = served.client("GET", path, who="vic", query=query)
+    assert answer.status == 422, answer.body
+    assert says in answer.body["error"]["message"]
+
+
 def test_validation_messages_are_validates_own(served: Served, tmp_path: Path) -> None:
     body = task_body("v1", "x", contextWindow=[{"role": "user", "content": "x", "mood": 1}])
     answer = served.client("POST", "/v1/tasks", body)
