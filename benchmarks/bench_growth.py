@@ -109,7 +109,7 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
             if not line.strip():
                 break
             if line.strip() == "drain":  # until every task is archived (archiving mode only)
-                while any(kind == Kind.Task for (kind, _), _obj in manager.state.observed_items()):
+                while any(kind == Kind.Task for kind, _ in manager.state.observed_keys()):
                     await asyncio.sleep(0.1)
                 print(json.dumps({"drained": True}), flush=True)
                 continue
@@ -163,7 +163,7 @@ def startup_child(repo: Path, secrets: Path) -> None:
         elapsed = (time.perf_counter() - started) * 1000
         manager.stop()
         await serving
-        print(json.dumps({"startup_ms": elapsed, "observed": len(manager.state.observed_items())}))
+        print(json.dumps({"startup_ms": elapsed, "observed": len(manager.state.observed_keys())}))
 
     asyncio.run(go())
 

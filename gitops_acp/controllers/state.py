@@ -19,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from gitops_acp import redaction
+from gitops_acp.controllers.cold import COLD_AFTER, COLD_KINDS, Cold
 from gitops_acp.errors import StaleError
 from gitops_acp.resources import lifecycle
 from gitops_acp.resources.lifecycle import Key
@@ -70,7 +73,9 @@ class State:
         self._wake = wake
         self._on_landed = on_landed
         self.desired_state = DesiredState(commit=None)  # the reactor swaps in each new read of main
-        self._observed: dict[Key, AnyResource] = {}
+        # Finished tasks and tool calls unread for COLD_AFTER seconds are kept cold (cold.py).
+        self._observed: dict[Key, AnyResource | Cold] = {}
+        self._cooling: deque[tuple[float, Key, AnyResource, dict[str, Any] | None]] = deque()
         self._submitted: dict[Key, AnyResource | None] = {}  # handed to the writer, not landed yet
         # Archived lately (key -> until when): a reconcile that read the resource before it was
         # archived must not write it back as new. Forgotten after ARCHIVE_TOMBSTONE seconds.
@@ -89,19 +94,51 @@ class State:
 
     def observed(self, kind: Kind, name: str) -> AnyResource | None:
         """The resource as last committed to the status branch, or None."""
-        return self._observed.get((kind, name))
+        return self._warm((kind, name))
 
     def observed_all(self, kind: Kind) -> list[AnyResource]:
-        """Every resource of `kind` on the status branch."""
-        return [obj for (k, _), obj in list(self._observed.items()) if k == kind]
+        """Every resource of `kind` on the status branch (cold ones parsed: for tests and tools)."""
+        return [obj for (k, name) in list(self._observed) if k == kind if (obj := self._warm((k, name)))]
 
     def observed_items(self) -> list[tuple[Key, AnyResource]]:
-        """Every (key, resource) on the status branch (a copy: safe to iterate while committing)."""
+        """Every (key, resource) on the status branch, cold ones parsed (a copy: safe to iterate
+        while committing). Costly with a large tip: see `observed_keys` and `observed_entries`."""
+        return [(key, obj) for key in list(self._observed) if (obj := self._warm(key)) is not None]
+
+    def observed_keys(self) -> list[Key]:
+        """The key of every resource on the status branch."""
+        return list(self._observed)
+
+    def observed_entries(self) -> list[tuple[Key, AnyResource | Cold]]:
+        """Every resource on the status branch, parsed or cold, as held (retention reads their facts)."""
         return list(self._observed.items())
 
-    def load(self, obj: AnyResource) -> None:
-        """Take `obj` as committed already (start-up reads the status branch's tip into this)."""
-        self._observed[(Kind(obj.kind), obj.metadata.name)] = obj
+    def load(self, obj: AnyResource, document: dict[str, Any] | None = None) -> None:
+        """Take `obj` as committed already (start-up reads the status branch's tip into this); a
+        finished Task or ToolCall is kept cold at once when its `document` is given."""
+        key = (Kind(obj.kind), obj.metadata.name)
+        if document is not None and key[0] in COLD_KINDS and lifecycle.terminal(obj):
+            self._observed[key] = Cold.of(obj, document)
+        else:
+            self._observed[key] = obj
+
+    def _warm(self, key: Key) -> AnyResource | None:
+        """The parsed resource of `key`; a cold one is parsed and kept warm for a while again."""
+        obj = self._observed.get(key)
+        if not isinstance(obj, Cold):
+            return obj
+        warm = obj.warm()
+        self._observed[key] = warm
+        self._cooling.append((self._clock(), key, warm, None))
+        return warm
+
+    def _cool(self, now: float) -> None:
+        """Keep cold what finished (or was last read) COLD_AFTER seconds ago and is unchanged since."""
+        cooling, observed = self._cooling, self._observed
+        while cooling and cooling[0][0] <= now - COLD_AFTER:
+            _, key, obj, document = cooling.popleft()
+            if observed.get(key) is obj and key not in self._submitted:
+                observed[key] = Cold.of(obj, document)
 
     def wake(self, kind: Kind, name: str) -> None:
         """Ask for a reconcile of another resource."""
@@ -121,7 +158,7 @@ class State:
         for obj in objects:
             key = (Kind(obj.kind), obj.metadata.name)
             # The latest state includes checkpoints handed to the writer but not landed yet.
-            old = self._submitted.get(key, self._observed.get(key))
+            old = self._submitted[key] if key in self._submitted else self._warm(key)
             if old is None and key in self._archived:
                 raise StaleError(f"{key[0]}/{key[1]} was archived: not writing it again")
             if old is not None and _same_state(old, obj):
@@ -150,7 +187,7 @@ class State:
 
     async def remove(self, kind: Kind, name: str, *, reason: str) -> None:
         """Delete the resource's status file (the resource left `main`)."""
-        old = self._observed.get((kind, name))
+        old = self._warm((kind, name))
         change = Change(
             kind=kind, name=name, document=None, old_phase=lifecycle.phase_of(old), new_phase="Deleted"
         )
@@ -174,7 +211,8 @@ class State:
             old = self._observed.get(key)
             if old is None or key in self._submitted:
                 continue
-            changes.append(Change(key[0], key[1], None, lifecycle.phase_of(old), "Archived", archive=True))
+            phase = old.facts.phase if isinstance(old, Cold) else lifecycle.phase_of(old)
+            changes.append(Change(key[0], key[1], None, phase, "Archived", archive=True))
         if not changes:
             return None
         sha = await asyncio.shield(self._commit_changes(changes, ""))
@@ -205,12 +243,16 @@ class State:
                     del self._submitted[key]
             if future.cancelled() or future.exception() is not None:
                 return
-            for key, obj, old in committed:
+            now = self._clock()
+            for change, (key, obj, old) in zip(changes, committed, strict=True):
                 if obj is None:
                     self._observed.pop(key, None)
                 else:
                     self._observed[key] = obj
+                    if key[0] in COLD_KINDS and lifecycle.terminal(obj):
+                        self._cooling.append((now, key, obj, change.document))
                 self._on_landed(key, old, obj)
+            self._cool(now)
 
         landing.add_done_callback(landed)
         await asyncio.shield(landing)

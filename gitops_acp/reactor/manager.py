@@ -54,7 +54,7 @@ from gitops_acp.reactor.retention import Retention
 from gitops_acp.reactor.source import SOURCE_NAME, SourceGate
 from gitops_acp.reactor.watcher import RefWatcher
 from gitops_acp.resources import lifecycle
-from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, LABEL_TASK, Condition, Kind
+from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, LABEL_SCHEDULE, LABEL_TASK, Condition, Kind
 from gitops_acp.resources.models import (
     AnyResource,
     MCPServer,
@@ -72,7 +72,15 @@ __all__ = ["Manager", "ServeOptions"]
 log = logging.getLogger("gitops_acp")
 
 #: Kinds in the order start-up enqueues them: dependencies before their dependents.
-START_ORDER = (Kind.LLM, Kind.ContactChannel, Kind.MCPServer, Kind.Agent, Kind.Task, Kind.ToolCall)
+START_ORDER = (
+    Kind.LLM,
+    Kind.ContactChannel,
+    Kind.MCPServer,
+    Kind.Agent,
+    Kind.Task,
+    Kind.ToolCall,
+    Kind.TaskSchedule,
+)
 
 
 @dataclass(frozen=True)
@@ -174,7 +182,7 @@ class Manager:
         )
         self._retention = Retention(
             retain=options.retain_finished,
-            observed=self._state.observed_items,
+            observed=self._state.observed_entries,
             archive=self._state.archive,
             busy=lambda key: self._queue.busy(key) or self._state.busy(key),
             clock=clock,
@@ -304,6 +312,10 @@ class Manager:
             self._queue.add((Kind.Task, labels[LABEL_TASK]))
         if key[0] == Kind.Task and LABEL_PARENT_TOOLCALL in labels:
             self._queue.add((Kind.ToolCall, labels[LABEL_PARENT_TOOLCALL]))
+        if key[0] == Kind.Task and LABEL_SCHEDULE in labels:  # active[], history limits, Forbid
+            self._queue.add((Kind.TaskSchedule, labels[LABEL_SCHEDULE]))
+        if key[0] == Kind.Task and LABEL_SCHEDULE in labels:  # active[], history limits, Forbid
+            self._queue.add((Kind.TaskSchedule, labels[LABEL_SCHEDULE]))
 
     # -- the reactor ---------------------------------------------------------------------------
 
@@ -329,13 +341,13 @@ class Manager:
 
     def _reindex(self) -> None:
         """Rebuild dependency → dependents from every declared (and reconciler-created) resource."""
-        objects: list[tuple[Key, AnyResource]] = [
-            (k, loaded.resource) for k, loaded in self._state.desired_state.resources.items()
-        ]
+        declared = self._state.desired_state.resources
+        objects: list[tuple[Key, AnyResource]] = [(k, loaded.resource) for k, loaded in declared.items()]
         objects += [
             (k, obj)
             for k, obj in self._state.observed_items()
             if (k[0] == Kind.Task and LABEL_PARENT_TOOLCALL in obj.metadata.labels)
+            or (k[0] == Kind.Task and LABEL_SCHEDULE in obj.metadata.labels and k not in declared)
             or (k[0] == Kind.ToolCall and lifecycle.unfinished(obj))
         ]
         self._dependents.rebuild(objects)
@@ -393,7 +405,7 @@ class Manager:
         if previous.commit is not None:
             self._waits.wake_all()  # a decision or an answer is a file arriving on main
         elif self._ready:  # the first verified commit after a start that had none: resume everything
-            for key, _ in self._state.observed_items():
+            for key in self._state.observed_keys():
                 self._queue.add(key)
         log.debug(
             "main at %s: %d resources, %d changed", (commit or "")[:12], len(state.resources), len(changed)
@@ -445,10 +457,10 @@ class Manager:
             except Exception as exc:  # one unreadable status file must not stop the others
                 log.error("status of %s/%s: unreadable status file, ignored: %s", kind_text, name, exc)
                 continue
-            self._state.load(obj)
+            self._state.load(obj, document)
             self._waits.note((Kind(kind_text), name), obj)
         # A task with status here too is ours to continue (it came back to this layout).
-        observed = {key for key, _ in self._state.observed_items()}
+        observed = set(self._state.observed_keys())
         self._owned.retired = frozenset(retired - {name for kind, name in observed if kind == Kind.Task})
         self._source.resume(self._state.observed(Kind.Source, SOURCE_NAME))
         await self._read_main()
@@ -492,7 +504,7 @@ class Manager:
             self._remote.describe() if self._remote is not None else self.options.repo,
             len(self._state.desired_state.resources),
             self.options.branch,
-            len(self._state.observed_items()),
+            len(self._state.observed_keys()),
             self.options.status_branch,
             f" (shard {self.options.shard})" if self.options.shard.sharded else "",
         )

@@ -25,11 +25,11 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from gitops_acp.controllers.cold import Cold, Facts, facts_of
 from gitops_acp.errors import UserError
-from gitops_acp.resources import lifecycle
 from gitops_acp.resources.lifecycle import Key
-from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, LABEL_TASK, Kind, parse_duration, parse_rfc3339
-from gitops_acp.resources.models import AnyResource, Task, ToolCall
+from gitops_acp.resources.meta import Kind, parse_duration
+from gitops_acp.resources.models import AnyResource, Task
 
 __all__ = ["Group", "Retention", "due_groups", "parse_retain"]
 
@@ -61,21 +61,8 @@ class Group:
     keys: tuple[Key, ...]  # the task first, then its tool calls and child tasks
 
 
-def _finished_at(task: Task) -> float | None:
-    status = task.status
-    if status is None or not lifecycle.terminal(task) or not status.completion_time:
-        return None
-    delivery = status.delivery or {}
-    if delivery and delivery.get("state") not in ("Delivered", "Failed"):
-        return None  # the answer is still on its way to responseUrl
-    try:
-        return parse_rfc3339(status.completion_time)
-    except ValueError:
-        return None
-
-
 def due_groups(
-    observed: Iterable[tuple[Key, AnyResource]],
+    observed: Iterable[tuple[Key, AnyResource | Cold]],
     *,
     now: float,
     retain: float | None,
@@ -83,57 +70,60 @@ def due_groups(
 ) -> tuple[list[Group], float | None]:
     """The groups to archive now, and when the next one falls due (None: none is waiting).
 
+    `observed`: the tip's resources, parsed or cold (only their `Facts` are read).
     `retain`: seconds a finished task stays (None: never, unless its own TTL says otherwise).
     `busy(key)`: being reconciled or checkpointed right now; its whole group waits.
     """
-    roots: list[Task] = []
-    toolcalls: dict[str, list[ToolCall]] = defaultdict(list)  # task name -> its tool calls
-    children: dict[str, list[Task]] = defaultdict(list)  # tool call name -> delegated tasks
-    for (kind, _name), obj in observed:
-        if kind == Kind.ToolCall and isinstance(obj, ToolCall):
-            toolcalls[obj.metadata.labels.get(LABEL_TASK) or obj.spec.task_ref.name].append(obj)
-        elif kind == Kind.Task and isinstance(obj, Task):
-            parent = obj.metadata.labels.get(LABEL_PARENT_TOOLCALL)
-            if parent:
-                children[parent].append(obj)
-            else:
-                roots.append(obj)
-    calls = {call.metadata.name for found in toolcalls.values() for call in found}
+    roots: list[tuple[str, Facts]] = []
+    toolcalls: dict[str, list[tuple[str, Facts]]] = defaultdict(list)  # task name -> its tool calls
+    children: dict[str, list[tuple[str, Facts]]] = defaultdict(list)  # tool call -> delegated tasks
+    for (kind, name), obj in observed:
+        facts = obj.facts if isinstance(obj, Cold) else facts_of(obj)
+        if facts is None:
+            continue
+        if kind == Kind.ToolCall:
+            toolcalls[facts.owner or ""].append((name, facts))
+        elif facts.owner:
+            children[facts.owner].append((name, facts))
+        else:
+            roots.append((name, facts))
+    calls = {name for found in toolcalls.values() for name, _ in found}
     for parent in set(children) - calls:  # a child whose call is gone (removed by hand): its own root
         roots.extend(children.pop(parent))
     groups: list[Group] = []
     next_due: float | None = None
-    for root in roots:
-        ttl = root.spec.ttl_seconds_after_finished
-        keep = float(ttl) if ttl is not None else retain
-        finished = _finished_at(root)
+    for name, facts in roots:
+        keep = facts.ttl if facts.ttl is not None else retain
+        finished = facts.finished_at
         if keep is None or finished is None:
             continue
         if finished + keep > now:
             next_due = finished + keep if next_due is None else min(next_due, finished + keep)
             continue
-        keys = _closure(root, toolcalls, children)
+        keys = _closure(name, toolcalls, children)
         if keys is not None and not any(busy(key) for key in keys):
-            groups.append(Group(root.metadata.name, tuple(keys)))
+            groups.append(Group(name, tuple(keys)))
     return groups, next_due
 
 
 def _closure(
-    root: Task, toolcalls: dict[str, list[ToolCall]], children: dict[str, list[Task]]
+    root: str,
+    toolcalls: dict[str, list[tuple[str, Facts]]],
+    children: dict[str, list[tuple[str, Facts]]],
 ) -> list[Key] | None:
     """The task, its tool calls and its child tasks (recursively); None if any is unfinished."""
     keys: list[Key] = []
-    stack = [root]
+    stack: list[tuple[str, Facts | None]] = [(root, None)]
     while stack:
-        task = stack.pop()
-        if task is not root and not lifecycle.terminal(task):
+        task, facts = stack.pop()
+        if facts is not None and not facts.terminal:
             return None
-        keys.append((Kind.Task, task.metadata.name))
-        for call in toolcalls.get(task.metadata.name, ()):
-            if not lifecycle.terminal(call):
+        keys.append((Kind.Task, task))
+        for call, call_facts in toolcalls.get(task, ()):
+            if not call_facts.terminal:
                 return None
-            keys.append((Kind.ToolCall, call.metadata.name))
-            stack.extend(children.get(call.metadata.name, ()))
+            keys.append((Kind.ToolCall, call))
+            stack.extend(children.get(call, ()))
     return keys
 
 
@@ -144,7 +134,7 @@ class Retention:
         self,
         *,
         retain: float | None,
-        observed: Callable[[], list[tuple[Key, AnyResource]]],
+        observed: Callable[[], list[tuple[Key, AnyResource | Cold]]],
         archive: Callable[[list[Key]], Awaitable[str | None]],
         busy: Callable[[Key], bool],
         clock: Callable[[], float],

@@ -1,0 +1,100 @@
+"""Finished tasks and tool calls kept cold: their last status document as JSON (DESIGN §9).
+
+    Task/ToolCall lands terminal ── COLD_AFTER seconds unread ──► Cold(JSON bytes, Facts)
+    State.observed(kind, name) of a cold one ──► parsed again (as a restart reads it), warm again
+
+A single-turn Task held as pydantic models takes ~7.5 KB and 30 objects that the cycle collector
+walks at every full collection; its JSON takes ~1 KB and one object. Without archiving
+(`--retain-finished never`) the tip grows with every task run, and so did the reconciler's memory
+(~800 MB at 100,000 tasks) and the share of each batch spent collecting. A finished task is
+rarely read again (a parent reading its child's answer, a `responseUrl` delivery, retention), so
+it is kept as the document it was committed as, and parsed again when it is.
+
+`Facts` are what retention and the reactor need without parsing: the phase, who made the resource
+(a tool call's task, a child task's tool call), its TTL and when it finished.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gitops_acp.resources import lifecycle
+from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, LABEL_TASK, Kind, parse_rfc3339
+from gitops_acp.resources.models import AnyResource, Task, ToolCall, from_document, to_document
+
+__all__ = ["COLD_AFTER", "COLD_KINDS", "Cold", "Facts", "facts_of", "finished_at"]
+
+#: Seconds a finished Task or ToolCall stays parsed after it landed (or was last read).
+COLD_AFTER = 30.0
+COLD_KINDS = frozenset({Kind.Task, Kind.ToolCall})
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What is read of a Task or ToolCall without parsing it (retention, the reactor)."""
+
+    phase: str  # as lifecycle.phase_of says it
+    terminal: bool
+    owner: str | None  # a ToolCall's task; a delegated Task's tool call; None for a root task
+    ttl: float | None  # a Task's spec.ttlSecondsAfterFinished
+    finished_at: float | None  # a Task's completionTime once its answer is delivered (retention)
+
+
+@dataclass(frozen=True, slots=True)
+class Cold:
+    """A finished resource as the JSON of its committed status document."""
+
+    document: bytes
+    facts: Facts
+
+    @classmethod
+    def of(cls, obj: AnyResource, document: dict[str, Any] | None = None) -> Cold:
+        """`obj` cold, from the document it was committed as or read from (else made from `obj`).
+
+        A status file read at start-up may hold what JSON cannot (a YAML date in a free-form
+        field, written by a person): then the document is made from the model instead.
+        """
+        facts = facts_of(obj)
+        assert facts is not None
+        try:
+            text = json.dumps(document if document is not None else to_document(obj), separators=(",", ":"))
+        except (TypeError, ValueError):
+            text = json.dumps(to_document(obj), separators=(",", ":"))
+        return cls(text.encode(), facts)
+
+    def warm(self) -> AnyResource:
+        """The resource parsed again, as start-up parses a status file."""
+        return from_document(json.loads(self.document))
+
+
+def facts_of(obj: AnyResource) -> Facts | None:
+    """The facts of a Task or ToolCall (None for other kinds)."""
+    if isinstance(obj, ToolCall):
+        owner = obj.metadata.labels.get(LABEL_TASK) or obj.spec.task_ref.name
+        return Facts(lifecycle.phase_of(obj), lifecycle.terminal(obj), owner, None, None)
+    if isinstance(obj, Task):
+        ttl = obj.spec.ttl_seconds_after_finished
+        return Facts(
+            lifecycle.phase_of(obj),
+            lifecycle.terminal(obj),
+            obj.metadata.labels.get(LABEL_PARENT_TOOLCALL) or None,
+            float(ttl) if ttl is not None else None,
+            finished_at(obj),
+        )
+    return None
+
+
+def finished_at(task: Task) -> float | None:
+    """When a task finished, for retention: None while unfinished or its answer is being delivered."""
+    status = task.status
+    if status is None or not lifecycle.terminal(task) or not status.completion_time:
+        return None
+    delivery = status.delivery or {}
+    if delivery and delivery.get("state") not in ("Delivered", "Failed"):
+        return None  # the answer is still on its way to responseUrl
+    try:
+        return parse_rfc3339(status.completion_time)
+    except ValueError:
+        return None

@@ -1,0 +1,133 @@
+"""Finished tasks and tool calls kept cold in memory (controllers/cold.py, DESIGN §9).
+
+The real State rules over a commit function that records what it is given: a finished resource
+becomes cold COLD_AFTER seconds after it landed, reads give back an equal object, writes and
+archiving work on cold ones, and retention finds the same groups from cold facts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Sequence
+
+from gitops_acp.controllers.cold import COLD_AFTER, Cold
+from gitops_acp.controllers.state import State
+from gitops_acp.reactor.retention import due_groups
+from gitops_acp.resources.lifecycle import Key
+from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, Kind
+from gitops_acp.resources.models import AnyResource, to_document
+from gitops_acp.store.status import Change
+from tests.test_retention import NOW, items, task, toolcall
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.commits: list[list[Change]] = []
+
+    async def __call__(self, changes: Sequence[Change], spec_commit: str) -> str | None:
+        self.commits.append(list(changes))
+        return f"c{len(self.commits)}"
+
+
+def held(state: State, key: Key) -> AnyResource | Cold | None:
+    return dict(state.observed_entries()).get(key)
+
+
+def test_a_finished_task_turns_cold_after_a_while_and_reads_back_equal() -> None:
+    clock = [NOW]
+    state = State(Recorder(), clock=lambda: clock[0])
+
+    async def scenario() -> None:
+        done = task("t", "FinalAnswer", done=NOW)
+        running = task("r", "ReadyForLLM")
+        await state.checkpoint(done, running)
+        landed = state.observed(Kind.Task, "t")
+        assert landed is not None
+        assert not isinstance(held(state, (Kind.Task, "t")), Cold)
+        clock[0] += COLD_AFTER + 1
+        await state.checkpoint(task("other", "FinalAnswer", done=NOW))  # a landing sweeps
+        cold = held(state, (Kind.Task, "t"))
+        assert isinstance(cold, Cold)
+        assert cold.facts.terminal
+        assert cold.facts.phase == "FinalAnswer"
+        assert cold.facts.owner is None
+        assert not isinstance(held(state, (Kind.Task, "r")), Cold)  # unfinished: never cold
+        assert not gc.is_tracked(cold.document)
+        again = state.observed(Kind.Task, "t")
+        assert again is not None
+        assert to_document(again) == to_document(landed)
+        assert not isinstance(held(state, (Kind.Task, "t")), Cold)  # read: warm again for a while
+
+    asyncio.run(scenario())
+
+
+def test_a_cold_task_is_written_and_archived_as_a_warm_one() -> None:
+    clock = [NOW]
+    recorder = Recorder()
+    state = State(recorder, clock=lambda: clock[0])
+
+    async def scenario() -> None:
+        await state.checkpoint(task("t", "FinalAnswer", done=NOW), toolcall("t-1", "t", "Succeeded"))
+        clock[0] += COLD_AFTER + 1
+        await state.checkpoint(task("x", "Pending"))
+        assert isinstance(held(state, (Kind.ToolCall, "t-1")), Cold)
+        # Unchanged: nothing is committed for it (the no-op rule reads the cold one).
+        before = len(recorder.commits)
+        await state.checkpoint(task("t", "FinalAnswer", done=NOW))
+        assert len(recorder.commits) == before
+        assert await state.archive([(Kind.Task, "t"), (Kind.ToolCall, "t-1")]) is not None
+        assert [(c.key, c.old_phase, c.new_phase) for c in recorder.commits[-1]] == [
+            ((Kind.Task, "t"), "FinalAnswer", "Archived"),
+            ((Kind.ToolCall, "t-1"), "Succeeded", "Archived"),
+        ]
+        assert state.observed(Kind.ToolCall, "t-1") is None
+
+    asyncio.run(scenario())
+
+
+def test_start_up_keeps_finished_resources_cold_and_retention_reads_their_facts() -> None:
+    child = task("c", "FinalAnswer", done=NOW - 100, labels={LABEL_PARENT_TOOLCALL: "p-1"})
+    objects = [
+        task("p", "FinalAnswer", done=NOW - 100),
+        toolcall("p-1", "p", "Succeeded"),
+        child,
+        task("young", "FinalAnswer", done=NOW - 5),
+        task("running", "ReadyForLLM"),
+        toolcall("running-1", "running", "Pending"),
+    ]
+    state = State(Recorder(), clock=lambda: NOW)
+    for obj in objects:
+        state.load(obj, to_document(obj))
+    entries = dict(state.observed_entries())
+    assert {key for key, obj in entries.items() if isinstance(obj, Cold)} == {
+        (Kind.Task, "p"),
+        (Kind.ToolCall, "p-1"),
+        (Kind.Task, "c"),
+        (Kind.Task, "young"),
+    }
+    cold = due_groups(state.observed_entries(), now=NOW, retain=60)
+    warm = due_groups(items(*objects), now=NOW, retain=60)
+    assert cold == warm
+    assert [group.keys for group in cold[0]] == [
+        ((Kind.Task, "p"), (Kind.ToolCall, "p-1"), (Kind.Task, "c")),
+    ]
+    assert cold[1] == NOW - 5 + 60
+    assert state.observed(Kind.Task, "c") == child
+
+
+def test_a_status_file_json_cannot_hold_is_kept_cold_from_its_model() -> None:
+    """A person's commit may leave a YAML date in a free-form field: start-up must not fail on it."""
+    import datetime
+
+    from gitops_acp.resources.models import from_document
+
+    document = to_document(task("t", "FinalAnswer", done=NOW))
+    document["status"]["delivery"] = {"state": "Delivered", "at": datetime.datetime(2026, 12, 5, 8, 0)}
+    obj = from_document(document)
+    state = State(Recorder(), clock=lambda: NOW)
+    state.load(obj, document)
+    assert isinstance(held(state, (Kind.Task, "t")), Cold)
+    again = state.observed(Kind.Task, "t")
+    assert again is not None
+    assert to_document(again) == to_document(obj)
