@@ -226,3 +226,52 @@ def test_writes_refused_by_policy_are_409_before_anything(bare: Path) -> None:
 
     error = asyncio.run(run())
     assert (error.code, error.message) == (409, "main must be signed")
+
+
+def test_with_a_signing_key_every_commit_is_signed_and_verifies(bare: Path, tmp_path: Path) -> None:
+    from gitops_acp.store.git import signatures
+
+    key = tmp_path / "serve-key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "serve", "-f", str(key)], check=True)
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"serve@example.com {Path(f'{key}.pub').read_text().strip()}\n")
+    writer = MainWriter(bare, branch="main", committer=SERVICE, sign=signatures.ssh_signer(key))
+
+    async def run() -> str:
+        try:
+            return await writer.submit(adding(ALICE, "signed"))
+        finally:
+            await writer.aclose()
+
+    sha = asyncio.run(run())
+    verified = subprocess.run(
+        ["git", "-c", f"gpg.ssh.allowedSignersFile={allowed}", "verify-commit", sha],
+        cwd=bare,
+        capture_output=True,
+        text=True,
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert 'Good "git" signature for serve@example.com' in verified.stderr
+    assert git(bare, "log", "-1", "--format=%an <%ae>|%cn", sha) == "Alice <alice@example.com>|gitops-acp"
+
+
+def test_signed_commits_are_never_made_through_a_work_tree(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    git(work, "commit", "-q", "--allow-empty", "-m", "first")
+    writer = MainWriter(work, branch="main", committer=SERVICE, sign=lambda data: b"")
+
+    async def run() -> object:
+        try:
+            return await writer.submit(adding(ALICE, "x"))
+        except ApiError as exc:
+            return exc
+        finally:
+            await writer.aclose()
+
+    error = asyncio.run(run())
+    assert isinstance(error, ApiError)
+    assert error.code == 409
+    assert f"main must be signed and is checked out in {work}" in error.message
+    assert git(work, "rev-list", "--count", "main") == "1"

@@ -51,6 +51,9 @@ class Service:
     writer: MainWriter
     branch: str = "main"
     signed_decisions: bool = False  # the policy checks signers: a decision must be signed to count
+    signed_main: bool = (
+        False  # the policy requires signed main: a decision signed by serve is not the caller's
+    )
     events: Callable[[Request], Awaitable[Response]] | None = None  # GET /v1/events, once it exists
 
     async def aclose(self) -> None:

@@ -128,6 +128,13 @@ async def decide(request: Request, service: Service, caller: Caller) -> Response
             f"{field}: required and not empty ("
             + ("why: the model reads it as the tool's result)" if action == "reject" else "your answer)"),
         )
+    if service.signed_main:
+        raise ApiError(
+            409,
+            f"{service.branch} must be signed (the policy's requireSignedMain), and a decision signed by "
+            "serve would name serve, not you, as the one who decided: decide with your own signing key "
+            "(gitops-acp approve, or a signed merge)",
+        )
     await _check_approvers(service, caller, name, action)
     recorded: dict[str, str] = {}
 

@@ -96,10 +96,14 @@ class MainWriter:
         remote: str | None = None,
         on_commit: Callable[[], None] = lambda: None,
         refused: str | None = None,
+        sign: Callable[[bytes], bytes] | None = None,
     ) -> None:
         """`repo`: the served repository (the mirror with a remote); `remote`: its URL, if any;
-        `refused`: why main may not be written by the API at all (every edit is a 409 saying so)."""
+        `refused`: why main may not be written by the API at all (every edit is a 409 saying so);
+        `sign`: signs every commit (signed main: the policy's signingKey), which then are never
+        made through a work tree."""
         self._refused = refused
+        self._sign = sign
         self._path = repo
         self._branch = branch
         self._ref = f"refs/heads/{branch}"
@@ -236,6 +240,12 @@ class MainWriter:
             groups.setdefault(edit.caller, []).append((edit, files))
         if self._remote is None:
             work = usercommits.checked_out_at(self._path, self._branch)
+            if work is not None and self._sign is not None:
+                raise ApiError(
+                    409,
+                    f"{self._branch} must be signed and is checked out in {work}: the API signs only "
+                    "when it writes objects (serve a bare repository or a remote)",
+                )
             if work is not None:
                 if self._opened().resolve(self._ref) != tip:
                     raise _Retry  # someone committed meanwhile: check the edits against theirs
@@ -280,6 +290,7 @@ class MainWriter:
             message=_message([edit for edit, _ in items]),
             author=caller.identity,
             committer=self._committer,
+            sign=self._sign,
         )
 
     def _push(self, repo: GitRepo, new: str, base: str | None) -> None:

@@ -347,12 +347,19 @@ def api_service(options: ServeOptions, manager: Manager, tokens: Tokens | None) 
     from gitops_acp.api.writer import MainWriter
 
     log = logging.getLogger("gitops_acp")
+    from gitops_acp.store.git import signatures
+
     policy = options.settings.policy
     refused = None
-    if policy is not None and policy.require_signed_main:
+    sign = None
+    signed_main = policy is not None and policy.require_signed_main
+    if policy is not None and signed_main and policy.signing_key is not None:
+        sign = signatures.ssh_signer(policy.signing_key)  # serve vouches for its callers' commits
+    elif policy is not None and signed_main:
         refused = (
-            f"the policy ({policy.source}) requires signed commits on {options.branch} and the API cannot "
-            "sign as its callers: commit with your own key (gitops-acp task create, git)"
+            f"the policy ({policy.source}) requires signed commits on {options.branch} and has no "
+            "signers.signingKey for serve to sign with: commit with your own key "
+            "(git, gitops-acp task create)"
         )
     if tokens is None:
         log.warning("no --api-tokens: every /v1 request is refused (403) until serve is given one")
@@ -373,9 +380,11 @@ def api_service(options: ServeOptions, manager: Manager, tokens: Tokens | None) 
             remote=options.remote.url if options.remote is not None else None,
             on_commit=manager.poke,
             refused=refused,
+            sign=sign,
         ),
         branch=options.branch,
         signed_decisions=policy is not None and policy.has_signers,
+        signed_main=signed_main,
         events=events,
     )
 
