@@ -10,6 +10,7 @@ from gitops_acp.controllers.kinds.contactchannel import ContactChannelController
 from gitops_acp.controllers.kinds.llm import LLMController
 from gitops_acp.controllers.kinds.mcpserver import MCPServerController
 from gitops_acp.controllers.kinds.task import TaskController
+from gitops_acp.controllers.kinds.taskschedule import TaskScheduleController
 from gitops_acp.controllers.kinds.toolcall import ToolCallController
 from gitops_acp.controllers.mcptools import MCPExecutor
 from gitops_acp.resources.meta import Kind, ToolType
@@ -25,6 +26,7 @@ def registry() -> dict[Kind, Controller]:
         MCPServerController(),
         ContactChannelController(),
         TaskController(),
+        TaskScheduleController(),
         ToolCallController(
             {
                 ToolType.MCP: MCPExecutor(),

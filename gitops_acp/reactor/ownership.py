@@ -42,6 +42,8 @@ class Ownership:
 
         def mine(key: Key) -> bool:
             name = key[1]
+            if key[0] == Kind.TaskSchedule:  # a schedule fires on one shard, its tasks live there
+                return shard.owns(name)
             return key[0] != Kind.Task or (shard.owns(name) and name not in retired and name not in archived)
 
         return dataclasses.replace(
