@@ -182,7 +182,7 @@ class Manager:
         )
         self._retention = Retention(
             retain=options.retain_finished,
-            observed=self._state.observed_items,
+            observed=self._state.observed_entries,
             archive=self._state.archive,
             busy=lambda key: self._queue.busy(key) or self._state.busy(key),
             clock=clock,
@@ -403,7 +403,7 @@ class Manager:
         if previous.commit is not None:
             self._waits.wake_all()  # a decision or an answer is a file arriving on main
         elif self._ready:  # the first verified commit after a start that had none: resume everything
-            for key, _ in self._state.observed_items():
+            for key in self._state.observed_keys():
                 self._queue.add(key)
         log.debug(
             "main at %s: %d resources, %d changed", (commit or "")[:12], len(state.resources), len(changed)
@@ -455,10 +455,10 @@ class Manager:
             except Exception as exc:  # one unreadable status file must not stop the others
                 log.error("status of %s/%s: unreadable status file, ignored: %s", kind_text, name, exc)
                 continue
-            self._state.load(obj)
+            self._state.load(obj, document)
             self._waits.note((Kind(kind_text), name), obj)
         # A task with status here too is ours to continue (it came back to this layout).
-        observed = {key for key, _ in self._state.observed_items()}
+        observed = set(self._state.observed_keys())
         self._owned.retired = frozenset(retired - {name for kind, name in observed if kind == Kind.Task})
         self._source.resume(self._state.observed(Kind.Source, SOURCE_NAME))
         await self._read_main()
@@ -502,7 +502,7 @@ class Manager:
             self._remote.describe() if self._remote is not None else self.options.repo,
             len(self._state.desired_state.resources),
             self.options.branch,
-            len(self._state.observed_items()),
+            len(self._state.observed_keys()),
             self.options.status_branch,
             f" (shard {self.options.shard})" if self.options.shard.sharded else "",
         )
