@@ -27,6 +27,7 @@ import logging
 from collections.abc import Iterable
 
 from gitops_acp.controllers.base import DONE, Context, Key, Result, forget, parse_rfc3339, rfc3339
+from gitops_acp.controllers.cold import Cold, facts_of, finished_at
 from gitops_acp.controllers.kinds.task import cancelled_tree
 from gitops_acp.resources import lifecycle
 from gitops_acp.resources.cron import Cron
@@ -34,9 +35,7 @@ from gitops_acp.resources.meta import (
     ANNOTATION_FIRST_CHECKPOINT,
     ANNOTATION_SCHEDULED_TIME,
     ANNOTATION_SOURCE,
-    LABEL_PARENT_TOOLCALL,
     LABEL_SCHEDULE,
-    LABEL_TASK,
     Condition,
     Kind,
     TaskPhase,
@@ -49,7 +48,6 @@ from gitops_acp.resources.models import (
     Task,
     TaskSchedule,
     TaskScheduleStatus,
-    ToolCall,
 )
 
 __all__ = ["TaskScheduleController", "scheduled_task_name", "tasks_of"]
@@ -63,14 +61,23 @@ def scheduled_task_name(schedule: str, cron: Cron, slot: float) -> str:
 
 
 def tasks_of(schedule: str, ctx: Context) -> list[Task]:
-    """The tasks a schedule made that are in the status branch's tip, oldest slot first."""
-    found = [
-        obj
-        for obj in ctx.state.observed_all(Kind.Task)
-        if isinstance(obj, Task)
-        and obj.metadata.labels.get(LABEL_SCHEDULE) == schedule
-        and ANNOTATION_SOURCE not in obj.metadata.annotations
-    ]
+    """The tasks a schedule made that are in the status branch's tip, oldest slot first.
+
+    Found by name first (`<schedule>-<digits>`, from the keys alone), so only the schedule's own
+    tasks are read: finished tasks are held cold (controllers/cold.py) and stay so.
+    """
+    prefix = schedule + "-"
+    found: list[Task] = []
+    for kind, name in ctx.state.observed_keys():
+        if kind != Kind.Task or not name.startswith(prefix) or not name[len(prefix) :].isdigit():
+            continue
+        obj = ctx.state.observed(kind, name)
+        if (
+            isinstance(obj, Task)
+            and obj.metadata.labels.get(LABEL_SCHEDULE) == schedule
+            and ANNOTATION_SOURCE not in obj.metadata.annotations
+        ):
+            found.append(obj)
     return sorted(found, key=_slot_of)
 
 
@@ -258,10 +265,10 @@ async def _prune(schedule: TaskSchedule, ctx: Context) -> None:
     )
     if not extra:
         return
-    calls, children = _made_by_tasks(ctx)
+    made = _made_by_tasks(ctx)
     keys: list[Key] = []
     for task in extra:
-        closure = _closure(task, calls, children)
+        closure = _closure(task, made)
         if closure is not None:
             keys += closure
     if keys:
@@ -279,36 +286,29 @@ def _beyond(tasks: list[Task], limit: int) -> list[Task]:
     return tasks[: max(len(tasks) - limit, 0)]
 
 
-def _made_by_tasks(ctx: Context) -> tuple[dict[str, list[ToolCall]], dict[str, list[Task]]]:
-    """Tool calls by their task, and delegated child tasks by their tool call."""
-    calls: dict[str, list[ToolCall]] = {}
-    children: dict[str, list[Task]] = {}
-    for (kind, _), obj in ctx.state.observed_items():
-        if kind == Kind.ToolCall and isinstance(obj, ToolCall):
-            calls.setdefault(obj.metadata.labels.get(LABEL_TASK) or obj.spec.task_ref.name, []).append(obj)
-        elif kind == Kind.Task and isinstance(obj, Task) and LABEL_PARENT_TOOLCALL in obj.metadata.labels:
-            children.setdefault(obj.metadata.labels[LABEL_PARENT_TOOLCALL], []).append(obj)
-    return calls, children
+def _made_by_tasks(ctx: Context) -> dict[str, list[tuple[Key, bool]]]:
+    """What each task and tool call made, as (key, finished): a task's tool calls, a tool call's
+    child tasks. Read from the facts of cold resources: nothing is parsed."""
+    made: dict[str, list[tuple[Key, bool]]] = {}
+    for key, held in ctx.state.observed_entries():
+        facts = held.facts if isinstance(held, Cold) else facts_of(held)
+        if facts is not None and facts.owner:
+            made.setdefault(facts.owner, []).append((key, facts.terminal))
+    return made
 
 
-def _closure(
-    root: Task, calls: dict[str, list[ToolCall]], children: dict[str, list[Task]]
-) -> list[Key] | None:
+def _closure(root: Task, made: dict[str, list[tuple[Key, bool]]]) -> list[Key] | None:
     """The task, its tool calls and their child tasks, recursively; None while any is unfinished or
     the answer is still being delivered to responseUrl (retention waits the same way)."""
-    delivery = (root.status.delivery if root.status is not None else None) or {}
-    if delivery and delivery.get("state") not in ("Delivered", "Failed"):
+    if not lifecycle.terminal(root) or finished_at(root) is None:
         return None
-    keys: list[Key] = []
-    stack = [root]
+    keys: list[Key] = [(Kind.Task, root.metadata.name)]
+    stack = [root.metadata.name]
     while stack:
-        task = stack.pop()
-        if not lifecycle.terminal(task):
-            return None
-        keys.append((Kind.Task, task.metadata.name))
-        for call in calls.get(task.metadata.name, ()):
-            if not lifecycle.terminal(call):
+        owner = stack.pop()
+        for key, finished in made.get(owner, ()):
+            if not finished:
                 return None
-            keys.append((Kind.ToolCall, call.metadata.name))
-            stack.extend(children.get(call.metadata.name, ()))
+            keys.append(key)
+            stack.append(key[1])
     return keys
