@@ -774,3 +774,66 @@ def test_archived_tasks_are_still_read_by_name_and_listed_with_all(
     document = client("GET", "/v1/tasks/old", who="vic").body
     assert document["status"]["phase"] == "FinalAnswer"
     assert document["status"]["contextWindow"][-1]["content"] == "Echo: Archive me"
+
+
+def test_under_signed_main_serve_signs_the_callers_commits(
+    acp_repo: AcpRepo, tmp_path: Path, serve_bg: Any
+) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for name in ("alice", "serve"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(keys / name)], check=True
+        )
+    allowed = keys / "allowed_signers"
+    allowed.write_text(
+        "".join(
+            f"{name}@example.com {(keys / f'{name}.pub').read_text().strip()}\n"
+            for name in ("alice", "serve")
+        )
+    )
+    signing = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={keys / 'alice'}", "-c", "commit.gpgsign=true"]
+    tip = acp_repo.main_sha()
+    git(
+        acp_repo.path,
+        *signing,
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "Adopt",
+        "--trailer",
+        f"Acp-Seal: {tip}",
+    )
+    bare = tmp_path / "served.git"
+    git(tmp_path, "clone", "-q", "--bare", str(acp_repo.path), str(bare))
+    repo = AcpRepo(path=bare, secrets=acp_repo.secrets, stub_url=acp_repo.stub_url, logs=acp_repo.logs)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        json.dumps(
+            {
+                "signers": {
+                    "allowedSignersFile": str(allowed),
+                    "requireSignedMain": True,
+                    "signingKey": str(keys / "serve"),
+                }
+            }
+        )
+    )
+    _, client = start_serve(
+        repo, write_tokens(tmp_path / "tokens.yaml"), "--policy", str(policy), start=serve_bg
+    )
+    created = client("POST", "/v1/tasks", task_body("signed", "Signed by serve"))
+    assert created.status == 201, created.body
+    verified = subprocess.run(
+        ["git", "-c", f"gpg.ssh.allowedSignersFile={allowed}", "verify-commit", "main"],
+        cwd=bare,
+        capture_output=True,
+        text=True,
+    )
+    assert 'Good "git" signature for serve@example.com' in verified.stderr, verified.stderr
+    assert author_committer(bare, "main")[0] == "Alice Operator <alice@example.com>"
+    wait_phase(client, "signed", "FinalAnswer")  # applied: main stayed verified
+    decided = client("POST", "/v1/toolcalls/anything/approve", {"comment": ""})
+    assert decided.status == 409
+    assert "decide with your own signing key" in decided.body["error"]["message"]
