@@ -461,3 +461,54 @@ def test_a_schedule_removed_from_main_fires_no_more_and_its_tasks_go_on() -> Non
     task = ctx.observed(Kind.Task, name)
     assert isinstance(task, Task)
     assert task.status is None
+
+
+# -- `get taskschedules` ---------------------------------------------------------------------------
+
+
+def test_get_columns_are_a_cronjobs() -> None:
+    from gitops_acp.cli import views
+
+    now = at(2026, 12, 5, 9, 0)
+    doc = {
+        "metadata": {
+            "name": "report",
+            "annotations": {"acp.gitops.dev/first-checkpoint": rfc3339(now - 3 * 86400)},
+        },
+        "spec": {"schedule": "*/15 * * * *", "timeZone": "Europe/Paris", "suspend": False},
+        "status": {"active": [{"name": "report-1"}], "lastScheduleTime": rfc3339(now - 45)},
+    }
+    rows = views.table_rows(Kind.TaskSchedule, [doc], wide=False)
+    assert rows[0] == ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"]
+    assert rows[1][:5] == ["report", "*/15 * * * *", "Europe/Paris", "false", "1"]
+    never = {"metadata": {"name": "new"}, "spec": {"schedule": "@daily"}}
+    assert views.table_rows(Kind.TaskSchedule, [never], wide=False)[1] == [
+        "new",
+        "@daily",
+        "<none>",
+        "false",
+        "0",
+        "<none>",
+        "",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (5, "5s"),
+        (119, "119s"),
+        (125, "2m5s"),
+        (600, "10m"),
+        (3 * 3600 + 60, "3h1m"),
+        (30 * 3600, "30h"),
+        (3 * 86400, "3d"),
+        (3 * 86400 + 7200, "3d2h"),
+        (40 * 86400, "40d"),
+    ],
+)
+def test_ages_read_like_kubectls(seconds: int, shown: str) -> None:
+    from gitops_acp.cli.views import _ago
+
+    now = 1_800_000_000.0
+    assert _ago(rfc3339(now - seconds), now) == shown

@@ -11,12 +11,13 @@ works on plain dicts; the pydantic models are imported only by the functions tha
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gitops_acp.errors import StoreError, UserError
-from gitops_acp.resources.meta import Kind
+from gitops_acp.resources.meta import ANNOTATION_FIRST_CHECKPOINT, Kind, parse_rfc3339
 from gitops_acp.store.git import ReadOnlyRepo, is_url, redact_url
 from gitops_acp.store.readers import STATUS_ONLY, Found, Listing, Snapshot, listing, lookup, snapshot
 
@@ -150,6 +151,18 @@ COLUMNS: dict[Kind, list[Column]] = {
         ("COMPLETED", lambda d: _s(d, "status", "completionTime"), True),
         ("ERROR", lambda d: _s(d, "status", "error"), True),
     ],
+    Kind.TaskSchedule: [  # a CronJob's columns
+        ("SCHEDULE", lambda d: _s(d, "spec", "schedule"), False),
+        ("TIMEZONE", lambda d: _s(d, "spec", "timeZone") or "<none>", False),
+        ("SUSPEND", lambda d: _bool(bool(_s(d, "spec", "suspend"))), False),
+        ("ACTIVE", lambda d: str(len(_s(d, "status", "active") or [])), False),
+        ("LAST SCHEDULE", lambda d: _ago(_s(d, "status", "lastScheduleTime")) or "<none>", False),
+        ("AGE", lambda d: _ago(_s(d, "metadata", "annotations", ANNOTATION_FIRST_CHECKPOINT)), False),
+        ("POLICY", lambda d: _s(d, "spec", "concurrencyPolicy") or "Allow", True),
+        ("NEXT SCHEDULE", lambda d: _s(d, "status", "nextScheduleTime"), True),
+        ("LAST SUCCESSFUL", lambda d: _s(d, "status", "lastSuccessfulTime"), True),
+        ("DETAIL", lambda d: _s(d, "status", "statusDetail"), True),
+    ],
     Kind.Source: [
         ("BRANCH", lambda d: _s(d, "spec", "branch"), False),
         ("STATUS", lambda d: _s(d, "status", "status"), False),
@@ -161,6 +174,31 @@ COLUMNS: dict[Kind, list[Column]] = {
         ("SIGNERS", lambda d: ", ".join(_s(d, "status", "signedBy") or []), True),
     ],
 }
+
+
+def _ago(timestamp: Any, now: float | None = None) -> str:
+    """How long ago an RFC 3339 time was, as kubectl says it (`45s`, `3m12s`, `5h`, `12d`); "" if unset."""
+    if not timestamp:
+        return ""
+    try:
+        seconds = int((time.time() if now is None else now) - parse_rfc3339(str(timestamp)))
+    except ValueError:
+        return ""
+    seconds = max(seconds, 0)
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 120:
+        return f"{seconds}s"
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if hours < 3:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if days < 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    return f"{days}d" if days < 730 else f"{days // 365}y"
 
 
 def _short(sha: Any) -> str:

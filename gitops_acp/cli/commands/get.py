@@ -16,11 +16,18 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
     parser = subparsers.add_parser(
         name,
         parents=[common],
-        help="list resources with their status (llm, agent, mcpserver, contactchannel, task, toolcall)",
+        help=(
+            "list resources with their status (llm, agent, mcpserver, contactchannel, task, "
+            "taskschedule, toolcall)"
+        ),
         description="List resources declared on main with their status from the status branch.",
     )
     parser.add_argument(
-        "kind", help="llm(s), agent(s), mcpserver(s), contactchannel(s)/cc, task(s), toolcall(s)/tc"
+        "kind",
+        help=(
+            "llm(s), agent(s), mcpserver(s), contactchannel(s)/cc, task(s), taskschedule(s)/ts, "
+            "toolcall(s)/tc"
+        ),
     )
     parser.add_argument("name", nargs="?", help="one resource by name")
     parser.add_argument("-o", "--output", choices=["wide", "yaml", "json"], help="output format")
