@@ -18,7 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gitops_acp.resources.meta import ANNOTATION_SOURCE, ARCHIVE_ROOT, FANNED_OUT, LABEL_PARENT_TOOLCALL, Kind
+from gitops_acp.resources.meta import (
+    ANNOTATION_SOURCE,
+    ARCHIVE_ROOT,
+    FANNED_OUT,
+    LABEL_PARENT_TOOLCALL,
+    LABEL_SCHEDULE,
+    Kind,
+)
 from gitops_acp.store import shards, yamlio
 from gitops_acp.store.statustree import archived_names, read_status_file, read_tip, status_names
 
@@ -234,6 +241,7 @@ STATUS_ONLY: frozenset[Kind] = frozenset({Kind.ToolCall, Kind.Source})
 
 
 def _only_on_status(kind: Kind, observed: dict[str, Any]) -> bool:
-    """Objects only the reconciler creates (tool calls, delegated tasks): never looked for on `main`."""
+    """Objects only the reconciler creates (tool calls, delegated tasks, a schedule's tasks): never
+    looked for on `main`."""
     labels = (observed.get("metadata") or {}).get("labels") or {}
-    return kind in STATUS_ONLY or LABEL_PARENT_TOOLCALL in labels
+    return kind in STATUS_ONLY or LABEL_PARENT_TOOLCALL in labels or LABEL_SCHEDULE in labels
