@@ -245,6 +245,7 @@ def served(stub_process: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 "when": "first",
                 "toolCalls": [call("humans__human_contact", message="Where?")],
             },
+            {"match": "^Echo my key", "status": 400, "message": f"Incorrect API key provided: {secret}"},
             {"when": "tool", "content": "tool said: {tool}"},
         )
         server = mcpserver_yaml("gated", marker=marker) + "  approvalContactChannel:\n    name: humans\n"
@@ -618,8 +619,19 @@ def test_unknown_endpoints_answer_json(served: Served) -> None:
     )
 
 
+def test_a_provider_echoing_the_key_is_redacted_in_what_the_api_returns(served: Served) -> None:
+    assert served.client("POST", "/v1/tasks", task_body("leaky", "Echo my key")).status == 201
+    document = wait_phase(served.client, "leaky", "Failed")
+    assert "Incorrect API key provided: ***" in document["status"]["error"]  # redacted
+    assert served.secret not in json.dumps(document)
+    listed = served.client("GET", "/v1/tasks", who="vic", query={"phase": "Failed"})
+    assert "leaky" in [d["metadata"]["name"] for d in listed.body["items"]]
+    assert served.secret.encode() not in listed.raw
+
+
 def test_no_answer_carries_a_secret(served: Served) -> None:
     # Everything this module received, every endpoint (the LLM's key is in --secrets-dir).
+    served.client("GET", "/v1/toolcalls", who="vic")
     assert served.client.answers
     for body in served.client.answers:
         assert served.secret.encode() not in body
