@@ -1,0 +1,315 @@
+"""A few string fields of a status file, read without PyYAML when that is certain to give its answer.
+
+`gitops-acp history` is a new process each time, and of each checkpoint it shows two fields
+(`status.statusDetail`, `status.error`), bounded by one more of the tip's file (the
+`acp.gitops.dev/first-checkpoint` annotation). Importing PyYAML costs ~15 ms of a command that
+should take 50 (its pure-Python reader compiles a large regular expression at import), so these
+fields are read here from the text `yamlio.dump` writes, and the caller falls back to
+`yamlio.load` whenever `strings` returns None.
+
+It returns an answer only when the whole file is in the language of `yamlio`'s emitter: block
+mappings and sequences indented two spaces a level (a list at its key's own indentation), one
+scalar a line (plain, JSON-quoted, `{}` or `[]`) or a literal block (`|`, `|-`, `|+`) whose lines
+carry no trailing blank; only characters YAML allows raw; every plain scalar resolving, by
+PyYAML's own patterns (copied below; tests/test_statusfields.py checks them against PyYAML's), to
+a string or to a null, boolean, integer or float PyYAML builds without error; and each field asked
+for a string or absent. Such a file is valid YAML, and PyYAML reads the same values from it. Anything
+else (a file PyYAML's dumper wrote, an escape JSON never writes, a date-like plain scalar, a blank
+line, a field that is a number) returns None: the caller does not guess. The tests check that both
+readers agree on the emitter's output for random documents and tricky values (multi-line text,
+quotes, colons, unicode), and that the fast reader declines what it cannot be sure of.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["strings"]
+
+# Characters YAML allows raw in a document (yamlio's `_RAW_OK`: no control characters but tab and
+# newline, no NEL or line separators, no BOM): anything else may make PyYAML refuse the file.
+_RAW_OK = re.compile(
+    r"[\x09\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*"
+)
+# A double-quoted scalar as `json.encoder` writes it: the escapes JSON uses, all of which YAML's
+# double-quoted style reads the same way (but surrogate escapes, which libyaml refuses: see `_json`).
+_JSON = r'"(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u[0-9a-fA-F]{4})*"'
+# A plain scalar in the emitter's character set (no indicator, no `: `, no ` #`, no trailing blank).
+_PLAIN_BODY = r"[A-Za-z0-9_./()+=;~^$\\](?:[A-Za-z0-9 _./()+=;~^$\\,@-]*[A-Za-z0-9_./()+=;~^$\\,@-])?"
+_KEY_LINE = re.compile(rf"({_JSON}|{_PLAIN_BODY}):(?: (.+))?")
+_PLAIN_VALUE = re.compile(rf"-?{_PLAIN_BODY}")  # `-5`, `-.inf`: a dash followed by no blank
+_JSON_VALUE = re.compile(_JSON)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")
+_UNESCAPED = {'"': '"', "\\": "\\", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+# PyYAML's implicit resolvers (yaml/resolver.py), by the first character of a plain scalar, in its
+# order: the first pattern that matches gives the tag; none gives a string.
+_BOOL = r"""^(?:yes|Yes|YES|no|No|NO
+                    |true|True|TRUE|false|False|FALSE
+                    |on|On|ON|off|Off|OFF)$"""
+_FLOAT = r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+                    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+                    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$"""
+_INT = r"""^(?:[-+]?0b[0-1_]+
+                    |[-+]?0[0-7_]+
+                    |[-+]?(?:0|[1-9][0-9_]*)
+                    |[-+]?0x[0-9a-fA-F_]+
+                    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$"""
+_MERGE = r"^(?:<<)$"
+_NULL = r"""^(?: ~
+                    |null|Null|NULL
+                    | )$"""
+_TIMESTAMP = r"""^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]
+                    |[0-9][0-9][0-9][0-9] -[0-9][0-9]? -[0-9][0-9]?
+                     (?:[Tt]|[ \t]+)[0-9][0-9]?
+                     :[0-9][0-9] :[0-9][0-9] (?:\.[0-9]*)?
+                     (?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$"""
+_VALUE = r"^(?:=)$"
+_PATTERNS: dict[str, str] = {
+    "bool": _BOOL,
+    "float": _FLOAT,
+    "int": _INT,
+    "merge": _MERGE,
+    "null": _NULL,
+    "timestamp": _TIMESTAMP,
+    "value": _VALUE,
+}
+_FIRST: dict[str, tuple[str, ...]] = {
+    "bool": tuple("yYnNtTfFoO"),
+    "float": tuple("-+0123456789."),
+    "int": tuple("-+0123456789"),
+    "merge": ("<",),
+    "null": ("~", "n", "N", ""),
+    "timestamp": tuple("0123456789"),
+    "value": ("=",),
+}
+#: first character -> [(tag, pattern)], as PyYAML's `Resolver.yaml_implicit_resolvers` holds them.
+RESOLVERS: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+for _tag in _PATTERNS:  # PyYAML's registration order (add_implicit_resolver appends)
+    for _first in _FIRST[_tag]:
+        RESOLVERS.setdefault(_first, []).append((_tag, re.compile(_PATTERNS[_tag], re.X)))
+# Tags whose value PyYAML builds from any text the pattern matches (an int only without 0b/0x,
+# where `0b_` would fail): a field of another tag makes the whole file uncertain.
+_SAFE_TAGS = frozenset({"bool", "float", "null", "int"})
+
+
+class _Uncertain(Exception):
+    """The text is not (certainly) the emitter's: PyYAML reads it."""
+
+
+class _Other:
+    """A value that is not a string nor a mapping (a number, a list, ...)."""
+
+
+_OTHER = _Other()
+_MAX_DEPTH = 64
+_MAX_KEY = 1000  # libyaml allows a simple key of at most 1024 characters
+
+
+def strings(data: bytes, *paths: tuple[str, ...]) -> list[str | None] | None:
+    """The string at each path of keys (None where a key is absent), or None when not certain.
+
+    None means: read the file with `yamlio.load` instead (it may be valid YAML in another style,
+    hold a non-string where a string was asked for, or not be YAML at all).
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text.endswith("\n") or not _raw_ok(text):
+        return None
+    try:
+        root = _Parser(text[:-1].split("\n")).document()
+        return [_string_at(root, path) for path in paths]
+    except _Uncertain:
+        return None
+
+
+def _raw_ok(text: str) -> bool:
+    if text.isascii():  # then only tabs, newlines and printable ASCII are allowed
+        return text.replace("\n", "").replace("\t", "").isprintable()
+    return _RAW_OK.fullmatch(text) is not None
+
+
+def _string_at(root: dict[object, object], path: tuple[str, ...]) -> str | None:
+    node: object = root
+    for key in path:
+        if not isinstance(node, dict):
+            raise _Uncertain  # a scalar or a list where a mapping was expected
+        if key not in node:
+            return None
+        node = node[key]
+    if isinstance(node, _Leaf):
+        return node.text()
+    raise _Uncertain  # a mapping, a list, a number, null: PyYAML says what it is
+
+
+class _Leaf:
+    """A string scalar, decoded when asked for (most are never looked at)."""
+
+    __slots__ = ("chomp", "lines", "raw")
+
+    def __init__(self, raw: str, *, lines: list[str] | None = None, chomp: str = "") -> None:
+        self.raw = raw  # a plain or a JSON-quoted scalar; "" for a literal block
+        self.lines = lines  # a literal block's lines, without their indentation
+        self.chomp = chomp
+
+    def text(self) -> str:
+        if self.lines is not None:
+            body = list(self.lines)
+            trailing = 0
+            while body and body[-1] == "":
+                body.pop()
+                trailing += 1
+            end = {"-": "", "": "\n", "+": "\n" * (trailing + 1)}[self.chomp]
+            return "\n".join(body) + end
+        if self.raw[:1] != '"':
+            return self.raw
+        inner = self.raw[1:-1]
+        if "\\" not in inner:
+            return inner
+        return _ESCAPE.sub(_unescape, inner)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    code = match[1]
+    return chr(int(code[1:], 16)) if len(code) == 5 else _UNESCAPED[code]
+
+
+class _Parser:
+    """The emitter's language, line by line: mappings as dicts (str keys), strings as `_Leaf`."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self.i = 0  # the next line to read
+
+    def document(self) -> dict[object, object]:
+        root = self.mapping(0, None, 0)
+        if self.i != len(self.lines) or not root:
+            raise _Uncertain
+        return root
+
+    def head(self) -> tuple[int, bool, str] | None:
+        """The next line as (indentation, after a "- ", the rest), None at the end."""
+        if self.i >= len(self.lines):
+            return None
+        line = self.lines[self.i]
+        rest = line.lstrip(" ")
+        indent = len(line) - len(rest)
+        if rest[:2] == "- ":
+            return indent, True, rest[2:]
+        if rest == "-":
+            return indent, True, ""
+        return indent, False, rest
+
+    def mapping(self, indent: int, first: str | None, depth: int) -> dict[object, object]:
+        """Key lines at `indent` (the first one's rest given when it follows a list's dash)."""
+        if depth > _MAX_DEPTH:
+            raise _Uncertain
+        node: dict[object, object] = {}
+        rest = first
+        while True:
+            if rest is None:
+                head = self.head()
+                if head is None or head[0] < indent:
+                    return node
+                if head[0] > indent or head[1]:
+                    raise _Uncertain
+                rest = head[2]
+            match = _KEY_LINE.fullmatch(rest)
+            if match is None or len(match[1]) > _MAX_KEY or rest.startswith(("...", "---")):
+                raise _Uncertain
+            key = self.scalar(match[1])
+            self.i += 1
+            value = match[2]
+            # Later keys win, as in PyYAML; a key that is not a string is never asked for.
+            node[key.text() if isinstance(key, _Leaf) else _Other()] = (
+                self.nested(indent, depth) if value is None else self.value(value, indent + 2)
+            )
+            rest = None
+
+    def nested(self, indent: int, depth: int) -> object:
+        """The value of a key line ending in `:` at `indent`: a mapping below it, or a list at it."""
+        head = self.head()
+        if head is not None and head[0] == indent + 2 and not head[1]:
+            return self.mapping(indent + 2, None, depth + 1)
+        if head is not None and head[0] == indent and head[1]:
+            self.sequence(indent, depth + 1)
+            return _OTHER
+        raise _Uncertain
+
+    def sequence(self, indent: int, depth: int) -> None:
+        """Dash lines at `indent` (validated; nothing in a list is a field `strings` reads)."""
+        if depth > _MAX_DEPTH:
+            raise _Uncertain
+        while True:
+            head = self.head()
+            if head is None or head[0] < indent or (head[0] == indent and not head[1]):
+                return  # the end of the list (a key line at `indent` is its mapping's next key)
+            if head[0] > indent:
+                raise _Uncertain
+            rest = head[2]
+            if not rest:  # a list in a list: its items two columns in, from the next line
+                self.i += 1
+                following = self.head()
+                if following is None or following[0] != indent + 2 or not following[1]:
+                    raise _Uncertain
+                self.sequence(indent + 2, depth + 1)
+            elif _KEY_LINE.fullmatch(rest):
+                self.mapping(indent + 2, rest, depth + 1)
+            else:
+                self.i += 1
+                self.value(rest, indent + 2)
+
+    def value(self, text: str, pad: int) -> object:
+        """A value written on its key's (or dash's) line; a literal block's lines are `pad` in."""
+        if text == "{}":
+            return {}
+        if text == "[]":
+            return _OTHER
+        if text[:1] == "|":
+            if text not in ("|", "|-", "|+"):
+                raise _Uncertain
+            return self.block(pad, text[1:])
+        return self.scalar(text)
+
+    def scalar(self, text: str) -> object:
+        """A one-line scalar: a `_Leaf` for a string, `_OTHER` for a null, boolean or number."""
+        if text[:1] == '"':
+            if not _JSON_VALUE.fullmatch(text) or _SURROGATE_ESCAPE.search(text):
+                raise _Uncertain
+            return _Leaf(text)
+        if not _PLAIN_VALUE.fullmatch(text):
+            raise _Uncertain
+        for tag, pattern in RESOLVERS.get(text[0], ()):
+            if pattern.match(text):
+                if tag not in _SAFE_TAGS or (tag == "int" and ("b" in text or "x" in text)):
+                    raise _Uncertain
+                return _OTHER
+        return _Leaf(text)
+
+    def block(self, pad: int, chomp: str) -> _Leaf:
+        """A literal block's lines: `pad` spaces in, the first not blank; ended by a line less in."""
+        lines: list[str] = []
+        while self.i < len(self.lines):
+            line = self.lines[self.i]
+            if line and line[:pad].strip(" ") == "" and len(line) > pad:
+                content = line[pad:]
+                if content[-1] in " \t" or (not lines and content[0] in " \t"):
+                    raise _Uncertain  # blanks at an edge: where libyaml's rules are subtle
+                lines.append(content)
+            elif line:
+                if not line.strip(" ") or not lines:
+                    raise _Uncertain  # a line of spaces, or no content at all
+                break  # a line less indented: the next key or item
+            elif lines:
+                lines.append("")  # an empty line inside (or trailing) the block
+            else:
+                raise _Uncertain
+            self.i += 1
+        if not lines:
+            raise _Uncertain
+        return _Leaf("", lines=lines, chomp=chomp)

@@ -1,0 +1,287 @@
+"""`statusfields.strings` gives PyYAML's answer for every status file it answers for, and declines
+(None: the caller reads the file with PyYAML) whatever it cannot be sure of."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gitops_acp.resources.meta import ANNOTATION_FIRST_CHECKPOINT
+from gitops_acp.store import statusfields, yamlio
+from tests.test_yamlio import _text, _value
+
+PATHS = [
+    ("status", "statusDetail"),
+    ("status", "error"),
+    ("metadata", "annotations", ANNOTATION_FIRST_CHECKPOINT),
+]
+ABSENT = object()
+
+
+def _pyyaml(data: bytes) -> list[object] | None:
+    """What PyYAML reads at each path (ABSENT where a key is missing); None if it cannot read it."""
+    try:
+        doc = yaml.load(data, Loader=yaml.CSafeLoader)
+    except (yaml.YAMLError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    found: list[object] = []
+    for path in PATHS:
+        node: Any = doc
+        for key in path:
+            if not isinstance(node, dict):
+                node = "not a mapping"
+                break
+            node = node.get(key, ABSENT)
+            if node is ABSENT:
+                break
+        found.append(node)
+    return found
+
+
+def _agrees(data: bytes) -> bool:
+    """Check the fast answer against PyYAML's; return whether there was one."""
+    fast = statusfields.strings(data, *PATHS)
+    if fast is None:
+        return False
+    reference = _pyyaml(data)
+    assert reference is not None, data
+    assert [ABSENT if value is None else value for value in fast] == reference, data
+    return True
+
+
+TRICKY = [
+    "LLM final response received",
+    'Waiting for agent "my-assistant" to become ready (waiting for LLM "local-stub")',
+    "tool call add-numbers-tc-01: Failed",
+    "a: b",
+    "key:value",
+    "# not a comment",
+    "x #y",
+    "trail ",
+    " lead",
+    "'single'",
+    '"double"',
+    "back\\slash",
+    "tab\there",
+    "two\nlines",
+    "ends with newline\n",
+    "two trailing newlines\n\n",
+    "\n starts with a newline",
+    "line\n  indented\n\nafter a blank",
+    "trailing space \non a line",
+    "crlf\r\nline",
+    "unicode: é ✓ 漢字 😀",
+    "emoji and control \x01 😀",
+    "nbsp\xa0and\u2028separator",
+    "nul\x00",
+    "yes",
+    "no tools",
+    "null",
+    "~",
+    "1.0",
+    "0x1F",
+    "0b_",
+    "2026-11-22",
+    "2026-11-22T10:00:00Z",
+    "=",
+    "<<",
+    "-x",
+    "- x",
+    "---",
+    "...",
+    "[x]",
+    "{x}",
+    "|",
+    "*ref",
+    "&anchor",
+    "!tag",
+    "%x",
+    "@x",
+    "`x",
+    "",
+]
+
+
+@pytest.mark.parametrize("value", TRICKY)
+def test_tricky_values_read_as_pyyaml_reads_them(value: str) -> None:
+    doc = {
+        "apiVersion": "acp.gitops.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {
+            "name": "t",
+            "annotations": {ANNOTATION_FIRST_CHECKPOINT: "2026-11-05T07:45:44.280778Z"},
+        },
+        "spec": {"agentRef": {"name": "a"}, "userMessage": value},
+        "status": {
+            "phase": "Failed",
+            "statusDetail": value,
+            "error": value,
+            "contextWindow": [{"role": "user", "content": value}, {"role": "tool", "content": [value, {}]}],
+        },
+    }
+    data = yamlio.dump(doc)
+    # What the writer writes is read without PyYAML, but two: a literal block with a line ending in
+    # a blank, and an escaped surrogate pair (an emoji beside a control character), which libyaml
+    # refuses: `yamlio.load` cannot read that file either.
+    assert _agrees(data) == (value not in DECLINED), data
+
+
+DECLINED = {"trailing space \non a line", "emoji and control \x01 😀"}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_documents_agree_with_pyyaml(seed: int) -> None:
+    rnd = random.Random(seed)
+    answered = 0
+    for _ in range(2000):
+        doc: dict[str, Any] = {_text(rnd): _value(rnd) for _ in range(rnd.randint(1, 3))}
+        doc["metadata"] = {"annotations": {ANNOTATION_FIRST_CHECKPOINT: _text(rnd)}}
+        status = {_text(rnd): _value(rnd) for _ in range(rnd.randint(0, 3))}
+        for field in ("statusDetail", "error"):
+            if rnd.random() < 0.7:
+                status[field] = rnd.choice([_text(rnd), f"{_text(rnd)}\n{_text(rnd)}", _value(rnd)])
+        doc["status"] = status
+        answered += _agrees(yamlio.dump(doc))
+    assert answered > 1000  # most are answered without PyYAML
+
+
+MUTATIONS = [
+    " ",
+    "  ",
+    "-",
+    "- ",
+    ":",
+    ": ",
+    "\n",
+    "#",
+    '"',
+    "'",
+    "|",
+    "|+",
+    ">",
+    "{",
+    "[",
+    "\t",
+    "\\",
+    "\\ud800",
+]
+MUTATIONS += [
+    "yes",
+    "0x",
+    "0b_",
+    "2026-01-01",
+    "=",
+    "<<",
+    "~",
+    "...",
+    "---",
+    "é",
+    "\x85",
+    "!",
+    "&a",
+    "*a",
+    "?",
+    "%",
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_edited_files_are_answered_only_as_pyyaml_reads_them(seed: int) -> None:
+    """Text the emitter never wrote (random edits of what it wrote): an answer is PyYAML's or none."""
+    rnd = random.Random(seed)
+    for _ in range(3000):
+        doc = {_text(rnd): _value(rnd) for _ in range(rnd.randint(1, 3))}
+        doc["status"] = {
+            "statusDetail": rnd.choice([_text(rnd), f"{_text(rnd)}\n{_text(rnd)}"]),
+            "error": _text(rnd),
+        }
+        text = yamlio.dump(doc).decode()
+        for _ in range(rnd.randint(1, 3)):
+            at = rnd.randint(0, len(text))
+            if rnd.random() < 0.5:
+                text = text[:at] + rnd.choice(MUTATIONS) + text[at:]
+            elif rnd.random() < 0.6:
+                text = text[:at] + text[at + rnd.randint(1, 3) :]
+            else:
+                lines = text.split("\n")
+                i, j = rnd.randrange(len(lines)), rnd.randrange(len(lines))
+                lines[i], lines[j] = lines[j], lines[i]
+                text = "\n".join(lines)
+        _agrees(text.encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # PyYAML's own dumper, and hand-written YAML: valid, but not the emitter's
+        "status:\n  statusDetail: 'single quoted'\n",
+        "status:\n    statusDetail: four spaces\n",
+        "status: {statusDetail: flow}\n",
+        "status:\n  statusDetail: >\n    folded\n",
+        "status:\n  statusDetail: plain\n    continued\n",
+        '# a comment\nstatus:\n  statusDetail: "x"\n',
+        '---\nstatus:\n  statusDetail: "x"\n',
+        "status:\n  statusDetail: 2026-01-01\n",
+        "status:\n  statusDetail: 12\n",
+        "status:\n  statusDetail: null\n",
+        "status:\n  statusDetail: x\n\n",
+        "status:\n  statusDetail: x",
+        "status: []\n",
+        "status:\n  statusDetail: |\n    trailing \n",
+        # not YAML, or not what yamlio.load accepts
+        "status:\n  statusDetail: x\n error: y\n",
+        "status:\n  statusDetail: a: b\n",
+        "- status\n",
+        'status:\n  statusDetail: "\\ud83d\\ude00"\n',
+        "status:\n  statusDetail: \x85\n",
+        "",
+    ],
+)
+def test_what_is_not_certain_is_left_to_pyyaml(text: str) -> None:
+    assert statusfields.strings(text.encode(), *PATHS) is None
+
+
+def test_the_resolver_patterns_are_pyyamls() -> None:
+    """The copied patterns, by first character and in order, are exactly those PyYAML resolves with."""
+    theirs = {
+        first: [(tag.rsplit(":", 1)[1], pattern.pattern) for tag, pattern in resolvers]
+        for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
+        if first not in ("!", "&", "*")  # `!`, `&`, `*` never start a plain scalar the reader accepts
+    }
+    ours = {
+        first: [(tag, pattern.pattern) for tag, pattern in resolvers]
+        for first, resolvers in statusfields.RESOLVERS.items()
+    }
+    assert ours == theirs
+
+
+def test_real_status_files_of_a_demo_run(tmp_path: Path) -> None:
+    """Every status file a real run writes (through the reconciler) is read without PyYAML, the same."""
+    demo = tmp_path / "demo"
+    subprocess.run(
+        [sys.executable, "-m", "gitops_acp", "demo", "--dir", str(demo)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    listed = subprocess.run(
+        ["git", "-C", str(demo / "repo"), "rev-list", "--objects", "acp/status"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\n")
+    blobs = [line.split()[0] for line in listed if line.endswith(".yaml")]
+    assert len(blobs) > 10
+    for sha in blobs:
+        data = subprocess.run(
+            ["git", "-C", str(demo / "repo"), "cat-file", "blob", sha], check=True, capture_output=True
+        ).stdout
+        assert _agrees(data), data
