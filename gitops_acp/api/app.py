@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
 from gitops_acp.api import openapi
 from gitops_acp.api.errors import ApiError, error_response
@@ -140,9 +140,22 @@ def routes(service: Service) -> list[BaseRoute]:
         return JSONResponse(described)
 
     async def unknown(request: Request) -> Response:
-        return error_response(
-            404, f"no such endpoint: {request.method} {request.url.path} (see /v1/openapi.json)"
+        """404 in JSON, or 405 (with Allow) when the path exists with other methods."""
+        allowed = sorted(
+            {
+                method
+                for route in found[:-1]
+                if isinstance(route, Route) and route.matches(request.scope)[0] == Match.PARTIAL
+                for method in route.methods or ()
+                if method != "HEAD"
+            }
         )
+        where = f"{request.method} {request.url.path}"
+        if allowed:
+            return error_response(
+                405, f"{where}: not allowed; use {', '.join(allowed)}", {"Allow": ", ".join(allowed)}
+            )
+        return error_response(404, f"no such endpoint: {where} (see /v1/openapi.json)")
 
     found: list[BaseRoute] = [
         Route("/v1/openapi.json", document, methods=["GET"]),
@@ -165,5 +178,6 @@ def routes(service: Service) -> list[BaseRoute]:
             return await stream(request)
 
         found.append(Route("/v1/events", guarded(service, viewer, sse), methods=["GET"]))
-    found.append(Route("/v1/{rest:path}", unknown))
+    everything = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # (a function route is GET only)
+    found.append(Route("/v1/{rest:path}", unknown, methods=everything))
     return found

@@ -139,7 +139,8 @@ class Client:
                     {k.lower(): v for k, v in response.headers.items()},
                 )
         except urllib.error.HTTPError as exc:
-            status, payload, got = exc.code, exc.read(), {k.lower(): v for k, v in exc.headers.items()}
+            with exc:
+                status, payload, got = exc.code, exc.read(), {k.lower(): v for k, v in exc.headers.items()}
         self.answers.append(payload)
         parsed = json.loads(payload) if payload else None
         self._check(method, path, query or {}, sent, data, status, payload)
@@ -608,15 +609,24 @@ def test_events_stream_behind_the_viewer_role(served: Served) -> None:
     assert events[0]["from"] in ("", "-", None) or events[0]["from"] != "FinalAnswer"
 
 
+def _unauthenticated(url: str, method: str) -> tuple[int, Any, Any]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.headers, json.loads(exc.read())
+
+
 def test_unknown_endpoints_answer_json(served: Served) -> None:
-    answer = served.client.url + "/v1/nothing"
-    with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(answer, timeout=10)
-    assert caught.value.code == 404
-    assert (
-        json.loads(caught.value.read())["error"]["message"]
-        == "no such endpoint: GET /v1/nothing (see /v1/openapi.json)"
-    )
+    code, _, body = _unauthenticated(served.client.url + "/v1/nothing", "GET")
+    assert code == 404
+    assert body["error"]["message"] == "no such endpoint: GET /v1/nothing (see /v1/openapi.json)"
+    code, headers, body = _unauthenticated(served.client.url + "/v1/tasks/hello", "PUT")
+    assert code == 405
+    assert headers["Allow"] == "DELETE, GET"
+    assert body["error"]["message"] == "PUT /v1/tasks/hello: not allowed; use DELETE, GET"
 
 
 def test_a_provider_echoing_the_key_is_redacted_in_what_the_api_returns(served: Served) -> None:
@@ -751,7 +761,8 @@ def test_without_a_tokens_file_v1_is_refused(acp_repo: AcpRepo, serve_bg: Any) -
             with urllib.request.urlopen(request, timeout=2) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+            with exc:
+                return exc.code, json.loads(exc.read())
         except (urllib.error.URLError, OSError):
             return None
 
