@@ -460,7 +460,8 @@ def test_a_schedule_removed_from_main_fires_no_more_and_its_tasks_go_on() -> Non
     assert tasks(ctx) == [name]
     task = ctx.observed(Kind.Task, name)
     assert isinstance(task, Task)
-    assert task.status is None
+    assert task.status is not None
+    assert task.status.phase == TaskPhase.Pending  # not cancelled
 
 
 # -- `get taskschedules` ---------------------------------------------------------------------------

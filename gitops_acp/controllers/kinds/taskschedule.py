@@ -48,6 +48,7 @@ from gitops_acp.resources.models import (
     Task,
     TaskSchedule,
     TaskScheduleStatus,
+    TaskStatus,
 )
 
 __all__ = ["TaskScheduleController", "scheduled_task_name", "tasks_of"]
@@ -192,7 +193,7 @@ class TaskScheduleController:
                         objects += cancelled_tree(task, ctx, reason)
                     unfinished = []
                 if ctx.state.observed(Kind.Task, task_name) is None:
-                    objects.insert(0, _new_task(schedule, task_name, slot))
+                    objects.insert(0, _new_task(schedule, task_name, slot, cron))
                     created_task = task_name
                 active = sorted({t.metadata.name for t in unfinished} | {task_name})
                 update["last_schedule_time"] = rfc3339(slot)
@@ -241,8 +242,9 @@ def _bookkeeping(status: TaskScheduleStatus, tasks: list[Task]) -> TaskScheduleS
     return status.model_copy(update={"active": active, "last_successful_time": last_success})
 
 
-def _new_task(schedule: TaskSchedule, name: str, slot: float) -> Task:
-    """The task of one slot, from the template, labelled with the schedule (status branch only)."""
+def _new_task(schedule: TaskSchedule, name: str, slot: float, cron: Cron) -> Task:
+    """The task of one slot, from the template, labelled with the schedule (status branch only),
+    Pending until its controller takes it (its creation reads `Task/<name>: - -> Pending`)."""
     template = schedule.spec.task_template
     labels = {**template.labels, LABEL_SCHEDULE: schedule.metadata.name}
     return Task(
@@ -250,6 +252,11 @@ def _new_task(schedule: TaskSchedule, name: str, slot: float) -> Task:
         kind="Task",
         metadata=ObjectMeta(name=name, labels=labels, annotations={ANNOTATION_SCHEDULED_TIME: rfc3339(slot)}),
         spec=template.task_spec(),
+        status=TaskStatus(
+            phase=TaskPhase.Pending,
+            status=Condition.Pending,
+            status_detail=f"Created by TaskSchedule {schedule.metadata.name} for slot {cron.describe(slot)}",
+        ),
     )
 
 
