@@ -513,3 +513,16 @@ def test_ages_read_like_kubectls(seconds: int, shown: str) -> None:
 
     now = 1_800_000_000.0
     assert _ago(rfc3339(now - seconds), now) == shown
+
+
+def test_a_schedule_fires_on_the_shard_its_name_hashes_to() -> None:
+    from gitops_acp.reactor.ownership import Ownership
+    from gitops_acp.store.shards import Shard, shard_of
+
+    ctx = make()
+    state = ctx.state.desired_state
+    owner = shard_of("report", 2)
+    for index in range(2):
+        kept = Ownership(Shard(index, 2)).mine(state)
+        assert ((Kind.TaskSchedule, "report") in kept.resources) == (index == owner)
+        assert (Kind.Agent, "helper") in kept.resources  # agents and LLMs are every shard's

@@ -315,3 +315,18 @@ def test_validate_names_a_bad_schedule_and_time_zone_with_file_and_line(
         'use an IANA name such as "Europe/Paris" or "UTC"'
     )
     assert lines[2].startswith("2 error(s)")
+
+
+def test_serve_once_fires_what_is_due_and_does_not_wait_for_the_next_slot(
+    acp_repo: AcpRepo, stub: Stub, serve_once: Callable[..., Any]
+) -> None:
+    acp_repo.commit({"schedules/once.yaml": schedule_yaml("once", "once")}, "Add a schedule")
+    first = serve_once(acp_repo, timeout=60)  # the schedule starts now: nothing is due yet
+    assert first.returncode == 0, first.stderr
+    assert creations(acp_repo, "once") == []
+    assert schedule_status(acp_repo, "once")["nextScheduleTime"]
+    time.sleep(2.5)  # down for two slots or more: the most recent one runs, once
+    second = serve_once(acp_repo, timeout=60)
+    assert second.returncode == 0, second.stderr
+    (made,) = creations(acp_repo, "once")
+    assert acp_repo.phase(made[0]) == "FinalAnswer"
