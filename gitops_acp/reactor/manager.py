@@ -297,6 +297,12 @@ class Manager:
             self._dependents.set(key, obj)  # created by the reconciler: index it now
         elif key[0] == Kind.ToolCall and obj is not None and lifecycle.terminal(obj):
             self._dependents.unset(key)  # a finished call waits for nothing
+        elif (
+            key[0] == Kind.Task and lifecycle.terminal(obj) and key not in self._state.desired_state.resources
+        ):
+            # Nor does a finished task the reconciler made (a child, a schedule's): it may leave the
+            # tip without retention telling (a TaskSchedule's history limits archive it).
+            self._dependents.unset(key)
         if log.isEnabledFor(logging.INFO) and lifecycle.phase_of(old) != lifecycle.phase_of(obj):
             log.info("%s/%s: %s -> %s", key[0], key[1], lifecycle.phase_of(old), lifecycle.phase_of(obj))
         if _signature(old) != _signature(obj):
