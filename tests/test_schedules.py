@@ -526,3 +526,49 @@ def test_a_schedule_fires_on_the_shard_its_name_hashes_to() -> None:
         kept = Ownership(Shard(index, 2)).mine(state)
         assert ((Kind.TaskSchedule, "report") in kept.resources) == (index == owner)
         assert (Kind.Agent, "helper") in kept.resources  # agents and LLMs are every shard's
+
+
+class GatedContext(FakeContext):
+    """A status writer that holds back commits of one resource until let go (a slow group commit)."""
+
+    held: str | None = None
+    gate: asyncio.Event | None = None
+
+    async def _record(self, changes, spec_commit):  # type: ignore[no-untyped-def]
+        if self.gate is not None and any(change.name == self.held for change in changes):
+            await self.gate.wait()
+        return await super()._record(changes, spec_commit)
+
+
+def test_replace_waits_for_a_checkpoint_in_flight_then_cancels_what_it_committed() -> None:
+    ctx = GatedContext(
+        "\n---\n".join([LLM_YAML, AGENT_YAML, schedule_yaml("  concurrencyPolicy: Replace\n")]), now=START
+    )
+    ready(ctx, Kind.LLM, "gpt")
+    ready(ctx, Kind.Agent, "helper")
+    reconcile(ctx)
+    fire(ctx, 9, 0)
+    (first,) = tasks(ctx)
+
+    async def scenario() -> None:
+        ctx.held, ctx.gate = first, asyncio.Event()
+        task = ctx.observed(Kind.Task, first)
+        assert isinstance(task, Task)
+        moved = task.model_copy(update={"status": TaskStatus(phase=TaskPhase.ReadyForLLM, turns=1)})
+        landing = asyncio.ensure_future(ctx.state.checkpoint(moved))
+        await asyncio.sleep(0)
+        ctx.clock_value = at(2026, 12, 5, 9, 15, 1)
+        result = await TaskScheduleController().reconcile("report", ctx)
+        assert result.requeue_after == pytest.approx(0.05)  # nothing written while it is in flight
+        assert tasks(ctx) == [first]
+        ctx.gate.set()
+        await landing
+        await TaskScheduleController().reconcile("report", ctx)
+
+    run(scenario())
+    cancelled = ctx.observed(Kind.Task, first)
+    assert isinstance(cancelled, Task)
+    assert cancelled.status is not None
+    assert cancelled.status.phase == TaskPhase.Cancelled
+    assert cancelled.status.turns == 1  # built on the checkpoint that was in flight
+    assert len(tasks(ctx)) == 2

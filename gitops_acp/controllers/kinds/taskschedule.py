@@ -55,6 +55,9 @@ __all__ = ["TaskScheduleController", "scheduled_task_name", "tasks_of"]
 
 log = logging.getLogger("gitops_acp")
 
+#: Seconds before Replace looks again at a task whose checkpoint is being committed.
+_BUSY_RETRY = 0.05
+
 
 def scheduled_task_name(schedule: str, cron: Cron, slot: float) -> str:
     """`<schedule>-<unix minute of the slot>` (`-<unix second>` in the test-only seconds form)."""
@@ -191,6 +194,10 @@ class TaskScheduleController:
                     reason = f"replaced by task {task_name} (TaskSchedule {name}, concurrencyPolicy Replace)"
                     for task in unfinished:
                         objects += cancelled_tree(task, ctx, reason)
+                    if any(ctx.state.busy((Kind(o.kind), o.metadata.name)) for o in objects):
+                        # A checkpoint of one of them is being committed: cancel what it commits
+                        # (its tool calls included), not the state before it. Nothing was written.
+                        return Result(requeue_after=_BUSY_RETRY, progress=True)
                     unfinished = []
                 if ctx.state.observed(Kind.Task, task_name) is None:
                     objects.insert(0, _new_task(schedule, task_name, slot, cron))
