@@ -572,3 +572,16 @@ def test_replace_waits_for_a_checkpoint_in_flight_then_cancels_what_it_committed
     assert cancelled.status.phase == TaskPhase.Cancelled
     assert cancelled.status.turns == 1  # built on the checkpoint that was in flight
     assert len(tasks(ctx)) == 2
+
+
+def test_the_examples_in_the_docs_validate() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "schedules.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    schedules = [b for b in blocks if "kind: TaskSchedule" in b]
+    assert len(schedules) >= 3
+    for block in schedules:
+        result = load_file("example.yaml", block.encode())
+        assert [str(e) for e in result.errors] == []
+        assert [loaded.resource.kind for loaded in result.loaded] == ["TaskSchedule"]
