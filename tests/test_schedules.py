@@ -325,6 +325,7 @@ def test_the_task_runs_although_it_is_not_on_main() -> None:
     assert status is not None
     assert status.active == []
     assert status.last_successful_time == task.status.completion_time
+    assert status.status_detail == f"Task {name} ended: FinalAnswer"
 
 
 def test_after_downtime_only_the_most_recent_slot_runs() -> None:

@@ -58,10 +58,11 @@ from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, LABEL_SCHEDULE, LAB
 from gitops_acp.resources.models import (
     AnyResource,
     MCPServer,
+    Message,
     from_document,
 )
 from gitops_acp.secrets import SecretResolver
-from gitops_acp.store import shards, statustree
+from gitops_acp.store import forks, shards, statustree
 from gitops_acp.store.desired import DesiredReader, DesiredState, changed_keys
 from gitops_acp.store.git import GitRepo
 from gitops_acp.store.status import Change, StatusWriter
@@ -179,6 +180,7 @@ class Manager:
             humans=self._humans,
             http=Http(self._http),
             clock=clock,
+            fork_window=self._checkpoint_window,
         )
         self._retention = Retention(
             retain=options.retain_finished,
@@ -213,6 +215,10 @@ class Manager:
     async def _on_git_thread(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the git thread (GitPython objects belong to one thread)."""
         return await asyncio.get_running_loop().run_in_executor(self._git, fn)
+
+    async def _checkpoint_window(self, task: str, commit: str) -> list[Message]:
+        """A task's context window at a checkpoint commit, read on the git thread (a fork's start)."""
+        return await self._on_git_thread(lambda: forks.window(self._opened(), task, commit))  # type: ignore[no-any-return]
 
     def _queue_add(self, key: Key) -> None:
         self._queue.add(key)

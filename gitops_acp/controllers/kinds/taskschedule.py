@@ -238,7 +238,8 @@ def _created(observed: AnyResource | None, ctx: Context) -> float:
 
 
 def _bookkeeping(status: TaskScheduleStatus, tasks: list[Task]) -> TaskScheduleStatus:
-    """active[] from the tasks unfinished now; lastSuccessfulTime from the newest FinalAnswer."""
+    """active[] from the tasks unfinished now; lastSuccessfulTime from the newest FinalAnswer; the
+    tasks that left active[] since, in statusDetail."""
     active = [LocalObjectReference(name=t.metadata.name) for t in tasks if not lifecycle.terminal(t)]
     last_success = status.last_successful_time
     for task in tasks:
@@ -246,7 +247,14 @@ def _bookkeeping(status: TaskScheduleStatus, tasks: list[Task]) -> TaskScheduleS
         succeeded = task.status is not None and task.status.phase == TaskPhase.FinalAnswer
         if succeeded and done and (last_success is None or _time(done) > _time(last_success)):
             last_success = done
-    return status.model_copy(update={"active": active, "last_successful_time": last_success})
+    update: dict[str, object] = {"active": active, "last_successful_time": last_success}
+    was_active = {ref.name for ref in status.active}
+    ended = [t for t in tasks if t.metadata.name in was_active and lifecycle.terminal(t)]
+    if ended:
+        update["status_detail"] = "; ".join(
+            f"Task {t.metadata.name} ended: {lifecycle.phase_of(t)}" for t in ended
+        )
+    return status.model_copy(update=update)
 
 
 def _new_task(schedule: TaskSchedule, name: str, slot: float, cron: Cron) -> Task:
