@@ -134,7 +134,8 @@ def test_message_is_the_old_name_of_user_message_only_for_kubechain() -> None:
     )
     assert messages(result) == [
         'r.yaml:6: Task "t": spec.message: unknown field, did you mean userMessage? (allowed: agentRef, '
-        "baseURL, channelTokenFrom, contactChannelRef, contextWindow, responseUrl, threadID, "
+        "baseURL, channelTokenFrom, contactChannelRef, contextWindow, followUps, forkFrom, responseUrl, "
+        "threadID, "
         "ttlSecondsAfterFinished, userMessage)",
     ]
 

@@ -14,7 +14,7 @@ the real checkpoint rules and fakes only at the protocol boundaries.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,11 +28,12 @@ from gitops_acp.mcp import MCPManager
 from gitops_acp.policy import Policy
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import Kind, parse_rfc3339, rfc3339
-from gitops_acp.resources.models import AnyResource
+from gitops_acp.resources.models import AnyResource, Message
 from gitops_acp.secrets import SecretResolver
 
 __all__ = [
     "DONE",
+    "Checkpoints",
     "Context",
     "Controller",
     "Key",
@@ -58,6 +59,10 @@ class Result:
 
 
 DONE = Result()
+
+#: Reads a task's context window at one of its checkpoint commits (task, full sha), from git
+#: objects (store/forks.py); UserError, one line, when that commit cannot be forked from.
+Checkpoints = Callable[[str, str], Awaitable[list[Message]]]
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,8 @@ class Context:
     (controllers/state.py); ``humans`` the branches, decisions and forges people act through
     (humans/gateway.py); ``http`` JSON over one injected client (controllers/http.py); ``llm``,
     ``mcp`` and ``secrets`` the clients of the outside systems; ``clock`` the time (a fixed one
-    in tests). The reactor builds one Context for the life of `serve`; a test builds the same
+    in tests); ``fork_window`` reads a task's context window at a checkpoint commit (forks).
+    The reactor builds one Context for the life of `serve`; a test builds the same
     objects over fakes at the protocol boundary.
     """
 
@@ -102,8 +108,10 @@ class Context:
         humans: Humans,
         http: Http,
         clock: Callable[[], float] = time.time,
+        fork_window: Checkpoints | None = None,
     ) -> None:
         self.state = state
+        self.fork_window = fork_window
         self.settings = settings
         self.llm = llm
         self.mcp = mcp

@@ -151,7 +151,8 @@ class State:
 
         Objects that change nothing are left out (no commit at all if none changes). Raises
         StaleError, before anything is written, when one would move a Task or ToolCall out of a
-        terminal phase another reconcile committed meanwhile.
+        terminal phase another reconcile committed meanwhile (but a follow-up reopens a Task that
+        answered: `lifecycle.reopens`).
         """
         changes: list[Change] = []
         committed: list[tuple[Key, AnyResource | None, AnyResource | None]] = []
@@ -164,7 +165,7 @@ class State:
             if old is not None and _same_state(old, obj):
                 continue
             was, new = lifecycle.phase_of(old), lifecycle.phase_of(obj)
-            if lifecycle.terminal(old) and new != was:
+            if lifecycle.terminal(old) and new != was and not lifecycle.reopens(old, obj):
                 raise StaleError(f"{key[0]}/{key[1]} is already {was}: not moving it to {new}")
             stamped = self._stamp(key, obj, old)
             document = to_document(stamped)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gitops_acp.resources.meta import TERMINAL_TASK_PHASES, TERMINAL_TOOLCALL_PHASES, Kind
+from gitops_acp.resources.meta import TERMINAL_TASK_PHASES, TERMINAL_TOOLCALL_PHASES, Kind, TaskPhase
 
-__all__ = ["Key", "phase_of", "task_finished", "terminal", "unfinished"]
+__all__ = ["Key", "phase_of", "reopens", "task_finished", "terminal", "unfinished"]
 
 #: A resource's identity everywhere: (kind, name).
 Key = tuple[Kind, str]
@@ -32,6 +32,16 @@ def terminal(obj: Any) -> bool:
     if obj.kind == Kind.ToolCall:
         return _phase(obj) in TERMINAL_TOOLCALL_PHASES
     return False
+
+
+def reopens(old: Any, new: Any) -> bool:
+    """Whether `new` is a follow-up reopening a Task that answered (DESIGN §12): FinalAnswer ->
+    ReadyForLLM with one more follow-up counted. The only way out of a terminal phase."""
+    if old is None or new is None or old.kind != Kind.Task or new.kind != Kind.Task:
+        return False
+    if _phase(old) != TaskPhase.FinalAnswer or _phase(new) != TaskPhase.ReadyForLLM:
+        return False
+    return bool(new.status.follow_ups_applied > old.status.follow_ups_applied)
 
 
 def unfinished(obj: Any) -> bool:

@@ -77,7 +77,7 @@ from gitops_acp.resources.kinds.mcpserver import (
     Transport,
 )
 from gitops_acp.resources.kinds.source import Source, SourceSpec, SourceStatus
-from gitops_acp.resources.kinds.task import SpanContext, Task, TaskSpec, TaskStatus, Usage
+from gitops_acp.resources.kinds.task import FollowUp, ForkFrom, SpanContext, Task, TaskSpec, TaskStatus, Usage
 from gitops_acp.resources.kinds.taskschedule import (
     ConcurrencyPolicy,
     TaskSchedule,
@@ -89,6 +89,7 @@ from gitops_acp.resources.kinds.toolcall import (
     ToolCall,
     ToolCallApproval,
     ToolCallHumanContact,
+    ToolCallMCPTask,
     ToolCallSpec,
     ToolCallStatus,
 )
@@ -112,7 +113,9 @@ __all__ = [
     "EmailChannel",
     "EnvVar",
     "EnvVarSource",
+    "FollowUp",
     "Forge",
+    "ForkFrom",
     "FunctionCall",
     "GitChannel",
     "GoogleOptions",
@@ -153,6 +156,7 @@ __all__ = [
     "ToolCall",
     "ToolCallApproval",
     "ToolCallHumanContact",
+    "ToolCallMCPTask",
     "ToolCallSpec",
     "ToolCallStatus",
     "Transport",

@@ -6,6 +6,15 @@
        │            ├──────────► Failed (other 4xx, with the provider's message; or too many attempts)
        │            └──────────► Cancelled (limits exceeded, or the Task left `main`)
        └── the agent is missing or not ready (the context window is kept, never rebuilt)
+    FinalAnswer ──(spec.followUps has one more)──► ReadyForLLM ── … ──► FinalAnswer  (DESIGN §12)
+
+Follow-ups: the next one (spec.followUps[status.followUpsApplied]) is taken once the answer before
+it is final (and delivered to responseUrl), in ONE checkpoint that appends it as a user message and
+counts it, so after a crash the count says exactly which follow-ups the committed context window
+holds: none is lost or taken twice. A follow-up already taken that is removed or changed on main is
+a status error (condition Error, statusDetail naming it), never a rewrite of the conversation.
+A fork (spec.forkFrom) starts from another task's context window at one of its checkpoint
+commits, read from git by `ctx.fork_window` (docs/conversations.md).
 
 Each step is a private method returning either the task to continue with or a `Result` to stop on.
 The LLM answer that asks for tools is ONE commit: the assistant message, the phase and every
@@ -20,12 +29,13 @@ import random
 import string
 from collections.abc import Awaitable, Callable, Iterable
 
+from gitops_acp import redaction
 from gitops_acp.controllers.base import DONE, Context, Key, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.catalog import agent_catalog, catalog_of
 from gitops_acp.controllers.delegation import child_task_name
 from gitops_acp.controllers.delivery import deliver
 from gitops_acp.controllers.kinds.llm import llm_config
-from gitops_acp.errors import LLMError, SecretError
+from gitops_acp.errors import LLMError, SecretError, UserError
 from gitops_acp.llm.client import Completion
 from gitops_acp.resources.meta import (
     ANNOTATION_SOURCE,
@@ -120,10 +130,25 @@ class TaskController:
         while True:
             status = task.status or TaskStatus()
             if status.phase in TERMINAL_TASK_PHASES:
-                return await deliver(task, ctx)
+                if status.phase != TaskPhase.FinalAnswer or _removed(task, ctx):
+                    return await deliver(task, ctx)
+                checked = await _check_conversation(task, ctx)
+                result = await deliver(checked or task, ctx)
+                current = _current(name, ctx)
+                if checked is None or current is None or not _delivered(current):
+                    return result
+                reopened = await _take_follow_up(current, ctx)
+                if reopened is None:
+                    return result
+                task = reopened
+                continue
             if _removed(task, ctx):
                 await _cancel(task, ctx, "Task removed from main")
             else:
+                checked = await _check_conversation(task, ctx)
+                if checked is None:
+                    return DONE  # a follow-up taken was changed on main: wait for it to be put back
+                task = checked
                 step = steps.get(status.phase)
                 if step is None:  # a phase this version does not know: say so instead of guessing
                     return DONE
@@ -159,7 +184,10 @@ class TaskController:
             return DONE
         agent = _agent(task, ctx)
         assert agent is not None
-        window = status.context_window or _initial_context(task, agent)
+        window = status.context_window
+        if not window and task.spec.fork_from is not None:
+            return await _fork(task, ctx)
+        window = window or _initial_context(task, agent)
         new = status.model_copy(
             update={
                 "phase": TaskPhase.ReadyForLLM,
@@ -228,7 +256,8 @@ class TaskController:
                     "phase": TaskPhase.FinalAnswer,
                     "ready": True,
                     "status": Condition.Ready,
-                    "status_detail": "LLM final response received",
+                    "status_detail": "LLM final response received"
+                    + (f" (follow-up {status.follow_ups_applied})" if status.follow_ups_applied else ""),
                     "output": completion.content or "",
                     "completion_time": rfc3339(ctx.now()),
                 }
@@ -475,8 +504,9 @@ def _limit_exceeded(task: Task, ctx: Context, *, only_timeout: bool = False) -> 
     if not only_timeout and limits.max_tokens is not None and used >= limits.max_tokens:
         return f"limit exceeded: maxTokens {limits.max_tokens} reached ({used} tokens used)"
     timeout = limits.timeout_seconds
-    if timeout is not None and status.start_time:
-        elapsed = ctx.now() - parse_rfc3339(status.start_time)
+    started = status.last_follow_up_time or status.start_time  # a conversation's idle time is not the agent's
+    if timeout is not None and started:
+        elapsed = ctx.now() - parse_rfc3339(started)
         if elapsed >= timeout:
             return f"limit exceeded: timeout {limits.timeout} reached after {elapsed:.1f}s"
     return None
@@ -487,9 +517,10 @@ def _timeout_result(task: Task, ctx: Context) -> Result:
     agent = _agent(task, ctx)
     timeout = agent.spec.limits.timeout_seconds if agent is not None and agent.spec.limits else None
     status = task.status or TaskStatus()
-    if timeout is None or not status.start_time:
+    started = status.last_follow_up_time or status.start_time
+    if timeout is None or not started:
         return DONE
-    remaining = parse_rfc3339(status.start_time) + timeout - ctx.now()
+    remaining = parse_rfc3339(started) + timeout - ctx.now()
     return Result(max(remaining, 0.0), progress=False)
 
 
@@ -553,3 +584,172 @@ def _cancelled_tree(task: Task, ctx: Context, reason: str, depth: int = 0) -> li
         ):
             objects += _cancelled_tree(child, ctx, f"parent task {task.metadata.name} cancelled", depth + 1)
     return objects
+
+
+# -- conversations (DESIGN §12): follow-ups and forks ----------------------------------------------
+
+#: How a conversation error's text begins: `spec.followUps[<i>] ...` (cleared once main agrees again).
+CONFLICT_PREFIX = "spec.followUps["
+
+
+def _conversation_problem(task: Task) -> str | None:
+    """Why spec.followUps no longer agrees with the follow-ups taken into the context window, or None.
+
+    The follow-ups taken are the last `followUpsApplied` user messages of the window: after the
+    first checkpoint only a follow-up adds a user message (tool results are `tool` messages).
+    """
+    status = task.status or TaskStatus()
+    applied = status.follow_ups_applied
+    if not applied:
+        return None
+    name = task.metadata.name
+    spec = task.spec.follow_ups
+    fix = (
+        "the conversation is not rewritten: put it back as it was, or fork it "
+        f"(`gitops-acp task create NEW --fork-from {name}`)"
+    )
+    if len(spec) < applied:
+        return (
+            f"spec.followUps[{len(spec)}] was removed from main after it was taken into the conversation "
+            f"({applied} follow-up(s) were): {fix}"
+        )
+    users = [m.content for m in status.context_window if m.role == "user"][-applied:]
+    for index, (taken, follow_up) in enumerate(zip(users, spec, strict=False)):
+        if taken not in (follow_up.content, redaction.text(follow_up.content)):
+            return (
+                f"spec.followUps[{index}] was changed on main after it was taken into the conversation "
+                f"(it was {user_msg_preview(taken)!r}): {fix}"
+            )
+    return None
+
+
+async def _check_conversation(task: Task, ctx: Context) -> Task | None:
+    """The task to go on with, or None when its follow-ups disagree with its conversation (the
+    condition Error and the reason are committed once; the phase stays). Cleared when main agrees."""
+    status = task.status or TaskStatus()
+    if not status.follow_ups_applied and not (status.error or "").startswith(CONFLICT_PREFIX):
+        return task  # the common case: nothing to compare
+    problem = _conversation_problem(task)
+    if problem is None:
+        if not (status.error or "").startswith(CONFLICT_PREFIX):
+            return task
+        fixed = status.model_copy(
+            update={
+                "ready": True,
+                "status": Condition.Ready,
+                "status_detail": "spec.followUps agrees with the conversation again",
+                "error": None,
+            }
+        )
+        updated = task.model_copy(update={"status": fixed})
+        await ctx.state.checkpoint(updated)
+        return updated
+    if status.error != problem:
+        conflict = status.model_copy(
+            update={"ready": False, "status": Condition.Error, "status_detail": problem, "error": problem}
+        )
+        await ctx.state.checkpoint(task.model_copy(update={"status": conflict}))
+    return None
+
+
+def _delivered(task: Task) -> bool:
+    """Whether the answer has gone to responseUrl (or there is none): the next follow-up may come."""
+    status = task.status or TaskStatus()
+    if not task.spec.response_url:
+        return True
+    return (status.delivery or {}).get("state") in ("Delivered", "Failed")
+
+
+async def _take_follow_up(task: Task, ctx: Context) -> Task | None:
+    """FinalAnswer → ReadyForLLM with the next follow-up appended and counted, in one checkpoint."""
+    status = task.status or TaskStatus()
+    applied = status.follow_ups_applied
+    if status.phase != TaskPhase.FinalAnswer or len(task.spec.follow_ups) <= applied:
+        return None
+    content = task.spec.follow_ups[applied].content
+    now = rfc3339(ctx.now())
+    reopened = status.model_copy(
+        update={
+            "phase": TaskPhase.ReadyForLLM,
+            "ready": True,
+            "status": Condition.Ready,
+            "status_detail": f"Follow-up {applied + 1} received, ready to send to LLM",
+            "error": None,
+            "context_window": [*status.context_window, Message(role="user", content=content)],
+            "follow_ups_applied": applied + 1,
+            "last_follow_up_time": now,
+            "user_msg_preview": user_msg_preview(content),
+            "completion_time": None,
+            "delivery": None,  # the next answer is delivered again
+        }
+    )
+    updated = task.model_copy(update={"status": reopened})
+    await ctx.state.checkpoint(updated)
+    return updated
+
+
+async def _fork(task: Task, ctx: Context) -> Task | Result:
+    """Start from the context window of `spec.forkFrom` at its checkpoint commit (read from git).
+
+    Without a userMessage, a checkpoint that ends on an answer gives a task that has answered
+    (FinalAnswer, the same output), ready for follow-ups; otherwise the LLM is called.
+    """
+    fork = task.spec.fork_from
+    assert fork is not None
+    status = task.status or TaskStatus()
+    now = rfc3339(ctx.now())
+    where = f"{fork.task}@{fork.commit[:12]}"
+    try:
+        if ctx.fork_window is None:
+            raise UserError("this reconciler cannot read checkpoints")
+        window = await ctx.fork_window(fork.task, fork.commit)
+    except UserError as exc:
+        reason = f"cannot fork from {where}: {exc}"
+        failed = status.model_copy(
+            update={
+                "phase": TaskPhase.Failed,
+                "ready": False,
+                "status": Condition.Error,
+                "status_detail": reason,
+                "error": reason,
+                "start_time": status.start_time or now,
+                "completion_time": now,
+            }
+        )
+        await ctx.state.checkpoint(task.model_copy(update={"status": failed}))
+        return DONE
+    if task.spec.user_message:
+        window = [*window, Message(role="user", content=task.spec.user_message)]
+    last = window[-1] if window else None
+    answered = last is not None and last.role == "assistant" and not last.tool_calls
+    common = {
+        "ready": True,
+        "status": Condition.Ready,
+        "context_window": window,
+        "user_msg_preview": _preview(window),
+        "start_time": status.start_time or now,
+        "error": None,
+    }
+    if answered and last is not None:
+        new = status.model_copy(
+            update={
+                **common,
+                "phase": TaskPhase.FinalAnswer,
+                "status_detail": f"Forked from {where}: its answer is this task's answer",
+                "output": last.content,
+                "completion_time": now,
+            }
+        )
+        await ctx.state.checkpoint(task.model_copy(update={"status": new}))
+        current = _current(task.metadata.name, ctx)
+        return current if current is not None else DONE
+    new = status.model_copy(
+        update={
+            **common,
+            "phase": TaskPhase.ReadyForLLM,
+            "status_detail": f"Forked from {where}: ready to send to LLM",
+        }
+    )
+    updated = task.model_copy(update={"status": new})
+    await ctx.state.checkpoint(updated)
+    return updated

@@ -6,9 +6,10 @@ counters that enforce limits and backoff. The exactly-one rule for the input kee
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from gitops_acp.resources.common import (
     Int,
@@ -19,9 +20,52 @@ from gitops_acp.resources.common import (
     SpecModel,
     StatusModel,
 )
-from gitops_acp.resources.meta import Condition, TaskPhase
+from gitops_acp.resources.meta import Condition, TaskPhase, check_name
 
-__all__ = ["SpanContext", "Task", "TaskSpec", "TaskStatus", "Usage"]
+__all__ = ["FollowUp", "ForkFrom", "SpanContext", "Task", "TaskSpec", "TaskStatus", "Usage"]
+
+_SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+
+
+class FollowUp(SpecModel):
+    """A message sent after the task answered (DESIGN §12): the conversation goes on with it."""
+
+    content: str
+    """What the user says next; it becomes a user message after the newest answer."""
+
+    @field_validator("content")
+    @classmethod
+    def _not_empty(cls, content: str) -> str:
+        if not content.strip():
+            raise ValueError("a follow-up needs content (the message to send)")
+        return content
+
+
+class ForkFrom(SpecModel):
+    """Where a forked task starts: another task's context window at one of its checkpoints."""
+
+    task: str
+    """The task whose conversation is copied (it is not changed)."""
+    commit: str
+    """The checkpoint commit on the status branch, as a full sha (`task create --fork-from` resolves it)."""
+
+    @field_validator("task")
+    @classmethod
+    def _task_name(cls, task: str) -> str:
+        problem = check_name(task)
+        if problem:
+            raise ValueError(problem)
+        return task
+
+    @field_validator("commit")
+    @classmethod
+    def _full_sha(cls, commit: str) -> str:
+        if not _SHA.fullmatch(commit):
+            raise ValueError(
+                f"{commit!r} is not a full commit sha (40 hex digits): `gitops-acp task create NEW "
+                "--fork-from TASK[@COMMIT]` resolves one"
+            )
+        return commit
 
 
 class TaskSpec(SpecModel):
@@ -50,9 +94,22 @@ class TaskSpec(SpecModel):
     ttl_seconds_after_finished: Int | None = Field(default=None, ge=0)
     """Seconds the finished task stays in the status branch's tip before it is archived, as a
     Kubernetes Job's (DESIGN §9); unset: `serve --retain-finished` (default 168h). 0: at once."""
+    follow_ups: list[FollowUp] = Field(default_factory=list)
+    """Messages sent after an answer, oldest first (`task send`); each one is answered in turn.
+    Append only: one already taken into the conversation may not be changed or removed."""
+    fork_from: ForkFrom | None = None
+    """Start from another task's context window at a checkpoint (`task create --fork-from`);
+    userMessage, if given, is added to it as the next user message."""
 
     @model_validator(mode="after")
     def _one_input(self) -> TaskSpec:
+        if self.fork_from is not None:
+            if self.context_window:
+                raise ValueError(
+                    "forkFrom starts from that task's context window: contextWindow cannot be given "
+                    "with it (userMessage adds a message to it)"
+                )
+            return self
         # ACP's messages, word for word, so people and scripts that know them still match.
         if self.user_message and self.context_window:
             raise ValueError("only one of userMessage or contextWindow can be provided")
@@ -124,6 +181,11 @@ class TaskStatus(StatusModel):
     """State of the responseUrl delivery (the outbox), owned by the delivery code."""
     span_context: SpanContext | None = None
     """The task's trace (ACP's field), committed with its first checkpoint when traces are on."""
+    follow_ups_applied: int = Field(default=0, exclude_if=lambda count: count == 0)
+    """How many of spec.followUps are in the context window (each as a user message, taken in the
+    same checkpoint that counts it): the next one to take is spec.followUps[followUpsApplied]."""
+    last_follow_up_time: str | None = None
+    """When the newest follow-up was taken (RFC 3339): the agent's timeout counts from here."""
 
 
 class Task(Resource):
