@@ -18,7 +18,18 @@ from gitops_acp.resources.common import (
 )
 from gitops_acp.resources.meta import Condition, ToolCallPhase, ToolType
 
-__all__ = ["ToolCall", "ToolCallApproval", "ToolCallHumanContact", "ToolCallSpec", "ToolCallStatus"]
+__all__ = [
+    "MCP_TASK_TERMINAL",
+    "ToolCall",
+    "ToolCallApproval",
+    "ToolCallHumanContact",
+    "ToolCallMCPTask",
+    "ToolCallSpec",
+    "ToolCallStatus",
+]
+
+#: The statuses an MCP task ends in (the tasks extension's names).
+MCP_TASK_TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
 class ToolCallSpec(SpecModel):
@@ -78,6 +89,29 @@ class ToolCallHumanContact(StatusModel):
     """When (RFC 3339)."""
 
 
+class ToolCallMCPTask(StatusModel):
+    """A call the MCP server runs as a task (docs/tools.md): what a restart needs to follow it."""
+
+    server: str
+    """The MCPServer running it."""
+    task_id: str
+    """The server's task id, committed before the reconciler waits for the task."""
+    status: str | None = None
+    """The task's status when last looked at: working, input_required, completed, failed, cancelled."""
+    status_message: str | None = None
+    """The server's words on it, when last looked at."""
+    input_request: str | None = None
+    """The key of the server's request for input that the pending question answers."""
+    question: str | None = None
+    """The pending question's name: `responses/<question>.yaml` on `acp/questions/<question>`."""
+    inputs_answered: int = 0
+    """Requests for input answered (or declined) so far; numbers the next question."""
+    declined: str | None = None
+    """Why the last request for input was declined without asking anyone."""
+    cancel_requested_at: str | None = None
+    """When tasks/cancel was sent, because the call ended before the task (its Task was cancelled)."""
+
+
 class ToolCallStatus(StatusModel):
     """The durable state of one tool invocation."""
 
@@ -103,6 +137,8 @@ class ToolCallStatus(StatusModel):
     """The question and its answer, for `<channel>__human_contact` calls."""
     external_call_id: str | None = Field(default=None, alias="externalCallID")
     """HumanLayer's call id (ACP's name), committed before the request is sent, so a restart finds it."""
+    mcp_task: ToolCallMCPTask | None = None
+    """The MCP task running the call, when the server runs it as one."""
 
 
 class ToolCall(Resource):
