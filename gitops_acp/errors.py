@@ -19,7 +19,9 @@ string matching at the call site::
     │   ├── TemporaryLLMError     408/409/429/5xx, timeouts, connection errors: back off and retry
     │   └── PermanentLLMError     any other 4xx: fail the task with the provider's message
     ├── MCPError                  an MCP server could not run a tool call: a JSON-RPC error, a timeout,
-    │                             a server that is not connected or crashed (the text goes to the model)
+    │   │                         a server that is not connected or crashed (the text goes to the model)
+    │   └── MCPRefusedError       the server answered a request with a JSON-RPC error: it is up and
+    │                             says no (an MCP task it does not know): asking again will not help
     └── ForgeError                a forge API (GitHub, Gitea, GitLab) refused or failed a request
         ├── TemporaryForgeError   429, a secondary rate limit, 5xx, timeouts: back off and retry
         └── PermanentForgeError   a bad token, an unknown repository, a refused request: say so
@@ -101,6 +103,10 @@ class PermanentLLMError(LLMError):
 
 class MCPError(ACPError):
     """An MCP server could not run a tool call; the message says why and is shown to the model."""
+
+
+class MCPRefusedError(MCPError):
+    """The MCP server answered with a JSON-RPC error (not a timeout, not a lost connection)."""
 
 
 class StaleError(ACPError):

@@ -16,6 +16,6 @@ Importing this package does not import the SDK; the first ``MCPManager.ensure`` 
 from __future__ import annotations
 
 from gitops_acp.mcp.manager import MCPManager
-from gitops_acp.mcp.models import ServerConfig, ServerState, ToolInfo, ToolResult
+from gitops_acp.mcp.models import ServerConfig, ServerState, TaskState, ToolInfo, ToolResult
 
-__all__ = ["MCPManager", "ServerConfig", "ServerState", "ToolInfo", "ToolResult"]
+__all__ = ["MCPManager", "ServerConfig", "ServerState", "TaskState", "ToolInfo", "ToolResult"]

@@ -44,10 +44,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import gitops_acp
-from gitops_acp.errors import MCPError
-from gitops_acp.mcp import convert
+from gitops_acp.errors import MCPError, MCPRefusedError
+from gitops_acp.mcp import convert, tasks
 from gitops_acp.mcp._stdio import StdioTransport
-from gitops_acp.mcp.models import ServerConfig, ServerState, ToolInfo, ToolResult
+from gitops_acp.mcp.models import ServerConfig, ServerState, TaskState, ToolInfo, ToolResult
 
 __all__ = ["Connection"]
 
@@ -179,6 +179,9 @@ class Connection:
             # also covers a write blocked on a server that stopped reading.
             with anyio.fail_after(timeout + 1.0):
                 result = await client.call_tool(tool, arguments, read_timeout_seconds=timeout)
+        except tasks.TaskCreated as created:
+            # The server runs the call as an MCP task: the caller commits its id, then follows it.
+            return ToolResult(text="", is_error=False, task=tasks.state(created.handle))
         except SDKError as exc:
             raise MCPError(
                 self.config.scrub(await self._call_failure(tool, exc, timeout, client, transport))
@@ -200,6 +203,56 @@ class Connection:
             message = f'MCP server "{self.name}": tool "{tool}" returned an invalid result: {exc}'
             raise MCPError(self.config.scrub(message)) from None
         return convert.tool_result(result)
+
+    async def task_request(
+        self, method: str, task_id: str, *, timeout: float, responses: dict[str, Any] | None = None
+    ) -> TaskState | None:
+        """Send `tasks/get`, `tasks/cancel` or `tasks/update` for `task_id` (mcp/tasks.py).
+
+        Returns the task's state for tasks/get, None for the others. Raises MCPRefusedError when
+        the server answers with a JSON-RPC error (a task it does not know), MCPError when it
+        cannot be asked (not connected, a timeout, the connection lost).
+        """
+        token = _say_asyncio()
+        try:
+            client = self._client
+            if client is None:
+                why = self._error or "it is still starting"
+                raise MCPError(self.config.scrub(f'MCP server "{self.name}" is not connected: {why}'))
+            request: tasks.GetTask | tasks.CancelTask | tasks.UpdateTask
+            if method == "tasks/update":
+                params = tasks.UpdateTaskParams(task_id=task_id, input_responses=responses or {})
+                request = tasks.UpdateTask(params=params)
+            elif method == "tasks/cancel":
+                request = tasks.CancelTask(params=tasks.TaskIdParams(task_id=task_id))
+            else:
+                request = tasks.GetTask(params=tasks.TaskIdParams(task_id=task_id))
+            prefix = f'MCP server "{self.name}": {method} for task {task_id}'
+            try:
+                with anyio.fail_after(timeout + 1.0):
+                    answer = await client.session.send_request(
+                        request,
+                        tasks.WireTask if method == "tasks/get" else mcp_types.Result,
+                        request_read_timeout_seconds=timeout,
+                    )
+            except SDKError as exc:
+                if exc.code == mcp_types.REQUEST_TIMEOUT:
+                    raise MCPError(f"{prefix} timed out after {timeout:g}s") from None
+                if exc.code == mcp_types.CONNECTION_CLOSED and (
+                    exc.error.message == "Connection closed" or self._client is not client
+                ):
+                    raise MCPError(f"{prefix}: connection lost") from None
+                message = f"{prefix} failed: {exc.error.message} (JSON-RPC error {exc.code})"
+                raise MCPRefusedError(self.config.scrub(message)) from None
+            except TimeoutError:
+                raise MCPError(f"{prefix} timed out after {timeout:g}s") from None
+            except RuntimeError as exc:
+                raise MCPError(self.config.scrub(f"{prefix}: connection lost ({exc})")) from None
+            except pydantic.ValidationError as exc:
+                raise MCPError(self.config.scrub(f"{prefix}: invalid answer: {exc}")) from None
+            return tasks.state(answer) if isinstance(answer, tasks.WireTask) else None
+        finally:
+            sniffio.current_async_library_cvar.reset(token)
 
     async def _call_failure(
         self, tool: str, exc: SDKError, timeout: float, client: Client, transport: StdioTransport | None
@@ -292,7 +345,11 @@ class Connection:
                     transport = await self._open_transport(config, stack)
                     client = await stack.enter_async_context(
                         Client(
-                            transport, cache=None, client_info=_CLIENT_INFO, message_handler=self._on_message
+                            transport,
+                            cache=None,
+                            client_info=_CLIENT_INFO,
+                            message_handler=self._on_message,
+                            extensions=[tasks.TasksExtension()],
                         )
                     )
                     tools = await self._list_tools(client)

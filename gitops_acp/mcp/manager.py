@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from gitops_acp.errors import MCPError
 from gitops_acp.mcp.gate import CallGate
-from gitops_acp.mcp.models import ServerConfig, ServerState, ToolResult
+from gitops_acp.mcp.models import ServerConfig, ServerState, TaskState, ToolResult
 
 if TYPE_CHECKING:
     from gitops_acp.mcp.connection import Connection
@@ -103,6 +103,34 @@ class MCPManager:
         if connection is None:
             raise MCPError(f'MCP server "{server}" is not connected: no such MCP server is running')
         return await connection.call_tool(tool, arguments, timeout=timeout)
+
+    async def get_task(self, server: str, task_id: str, *, timeout: float) -> TaskState:
+        """Ask `server` how its MCP task `task_id` is doing (`tasks/get`).
+
+        Raises MCPRefusedError when the server answers with an error (it does not know the task),
+        MCPError when it cannot be asked now (not connected, a timeout, the connection lost).
+        """
+        state = await self._connection(server).task_request("tasks/get", task_id, timeout=timeout)
+        assert state is not None
+        return state
+
+    async def answer_task(
+        self, server: str, task_id: str, responses: dict[str, Any], *, timeout: float
+    ) -> None:
+        """Send the answers to a task's input requests (`tasks/update`); errors as get_task's."""
+        await self._connection(server).task_request(
+            "tasks/update", task_id, timeout=timeout, responses=responses
+        )
+
+    async def cancel_task(self, server: str, task_id: str, *, timeout: float) -> None:
+        """Ask `server` to cancel its MCP task `task_id` (`tasks/cancel`); errors as get_task's."""
+        await self._connection(server).task_request("tasks/cancel", task_id, timeout=timeout)
+
+    def _connection(self, server: str) -> Connection:
+        connection = self._servers.get(server)
+        if connection is None:
+            raise MCPError(f'MCP server "{server}" is not connected: no such MCP server is running')
+        return connection
 
     async def wait_connected(self, name: str, timeout: float) -> bool:
         """Wait up to `timeout` seconds for `name` to be connected; return whether it is."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ServerConfig", "ServerState", "ToolInfo", "ToolResult"]
+__all__ = ["InputRequest", "ServerConfig", "ServerState", "TaskState", "ToolInfo", "ToolResult"]
 
 # Per-process salt, as in gitops_acp/secrets.py: a fingerprint says "changed or not" within one run
 # and cannot be matched against a guess of a secret offline.
@@ -105,3 +105,34 @@ class ToolResult:
 
     text: str
     is_error: bool  # the tool reported a failure (isError); `text` says what
+    # Set when the server ran the call as an MCP task (the tasks extension) instead of answering:
+    # the result comes later, from get_task(task.task_id). `text` is then empty.
+    task: TaskState | None = None
+
+
+@dataclass(frozen=True)
+class InputRequest:
+    """One request for input a server made during a task (an elicitation, as the spec calls it)."""
+
+    key: str  # the server's key for it, unique over the task's lifetime
+    method: str  # "elicitation/create" (what the reconciler answers); anything else is declined
+    message: str  # what the server asks, for a person
+    schema: dict[str, Any] | None  # `requestedSchema`: the form's JSON Schema (flat object)
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """An MCP task as the server last described it (`tasks/get`, or the handle `tools/call` returned)."""
+
+    task_id: str
+    status: str  # working, input_required, completed, failed, cancelled
+    status_message: str | None = None
+    poll_interval: float | None = None  # seconds the server suggests between looks
+    result: ToolResult | None = None  # completed: the tool's result
+    error: str | None = None  # failed: the JSON-RPC error, as text
+    input_requests: tuple[InputRequest, ...] = ()  # input_required: what it waits for
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the task has ended (completed, failed or cancelled)."""
+        return self.status in ("completed", "failed", "cancelled")

@@ -17,7 +17,14 @@ stdout). Its tools cover what the client side has to get right:
   `crash` (exits with code 3 mid-call);
 - `complex`: arrays, anyOf and nested objects under `$defs` in its input schema;
 - `pid`, `spawn` (a child left behind), `getenv`: for the restart, orphan and environment checks;
-- `grow`: adds a tool and announces the changed tool list.
+- `grow`: adds a tool and announces the changed tool list;
+- `long_job` and `ask`: run as MCP tasks (the tasks extension, `io.modelcontextprotocol/tasks`,
+  2026-07-28) when the client declares it. `long_job` (not idempotent) appends `start <label>`
+  to the counter file, waits until the file `<counter file>.release` exists, appends
+  `end <label>` and answers; cancelled (`tasks/cancel`), it appends `cancelled <label>`.
+  `ask` asks its question through the task's `input_required` state (an elicitation) and
+  answers with what came back. Tasks live in the server process: a server on Streamable HTTP
+  that outlives its client keeps them across the client's restarts.
 
 The server never outlives its test: it exits after `--max-seconds` (default 600) and as soon as
 its parent process is gone (stdio servers also exit when stdin closes).
@@ -34,19 +41,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
+import datetime
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
+from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError as MCPProtocolError
 from mcp.types import ToolAnnotations
+from mcp_types import RequestParams
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
@@ -69,7 +82,7 @@ class Nested(BaseModel):
 
 def build_server() -> MCPServer:
     """Return the test server with all its tools registered."""
-    server = MCPServer("gitops-acp-testserver", version="1", log_level="WARNING")
+    server = MCPServer("gitops-acp-testserver", version="1", log_level="WARNING", extensions=[_Tasks()])
 
     @server.tool(annotations=ToolAnnotations(title="Echo", read_only_hint=True))
     async def echo(text: str) -> str:
@@ -160,7 +173,158 @@ def build_server() -> MCPServer:
             await ctx.session.send_tool_list_changed()
         return f"added {name}"
 
+    @server.tool(annotations=ToolAnnotations(destructive_hint=False, idempotent_hint=False))
+    async def long_job(label: str) -> str:
+        """Start a job under `label` and finish it once the test releases it (run as an MCP task)."""
+        release = pathlib.Path(_record(f"start {label}") + ".release")
+        try:
+            while not release.exists():  # noqa: ASYNC240 - a stat every 50 ms, in a test server
+                await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            _record(f"cancelled {label}")
+            raise
+        _record(f"end {label}")
+        return f"job {label} done"
+
+    @server.tool(annotations=ToolAnnotations(destructive_hint=False, idempotent_hint=False))
+    async def ask(question: str) -> str:
+        """Ask a person `question` (an elicitation while running as an MCP task); return the answer."""
+        schema: dict[str, object] = {
+            "type": "object",
+            "properties": {"answer": {"type": "string"}},
+            "required": ["answer"],
+        }
+        reply = await _elicit(question, schema)
+        action = reply.get("action")
+        if action != "accept":
+            return f"no answer ({action})"
+        content = reply.get("content")
+        answer = content.get("answer") if isinstance(content, dict) else None
+        return f"the answer was: {answer}"
+
     return server
+
+
+class _TaskIdParams(RequestParams):
+    task_id: str
+
+
+class _UpdateParams(RequestParams):
+    task_id: str
+    input_responses: dict[str, dict[str, object]]
+
+
+class _Task:
+    """One MCP task of this server: its wire record, its runner, and the input it waits for."""
+
+    def __init__(self, task_id: str) -> None:
+        now = _now()
+        self.record: dict[str, object] = {
+            "taskId": task_id,
+            "status": "working",
+            "createdAt": now,
+            "lastUpdatedAt": now,
+            "ttlMs": None,
+            "pollIntervalMs": 100,
+        }
+        self.runner: asyncio.Task[None] | None = None
+        self.waiting: dict[str, asyncio.Future[dict[str, object]]] = {}
+        self.keys = 0
+
+    def update(self, **fields: object) -> None:
+        self.record.update(fields, lastUpdatedAt=_now())
+
+
+#: The task a tool body runs in (set in the task's runner; the tool's `_elicit` reads it).
+_CURRENT: contextvars.ContextVar[_Task | None] = contextvars.ContextVar("task", default=None)
+
+
+class _Tasks(Extension):
+    """The tasks extension, server side: `long_job` and `ask` become tasks when the client asks."""
+
+    identifier = "io.modelcontextprotocol/tasks"
+    TOOLS = frozenset({"long_job", "ask"})
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, _Task] = {}
+
+    def methods(self) -> list[MethodBinding]:
+        return [
+            MethodBinding("tasks/get", _TaskIdParams, self._get),
+            MethodBinding("tasks/update", _UpdateParams, self._update),
+            MethodBinding("tasks/cancel", _TaskIdParams, self._cancel),
+        ]
+
+    async def intercept_tool_call(self, params, ctx, call_next):  # type: ignore[no-untyped-def]
+        capabilities = (ctx.meta or {}).get("io.modelcontextprotocol/clientCapabilities") or {}
+        if params.name not in self.TOOLS or self.identifier not in (capabilities.get("extensions") or {}):
+            return await call_next(ctx)
+        task = _Task(uuid.uuid4().hex)
+        self.tasks[task.record["taskId"]] = task  # type: ignore[index]
+
+        async def run() -> None:
+            _CURRENT.set(task)
+            try:
+                result = await call_next(ctx)
+            except asyncio.CancelledError:
+                task.update(status="cancelled", statusMessage="cancelled by the client")
+                raise
+            except MCPProtocolError as exc:
+                task.update(status="failed", error={"code": exc.code, "message": exc.error.message})
+                return
+            assert isinstance(result, BaseModel)
+            dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+            task.update(status="completed", result=dumped)
+
+        task.runner = asyncio.get_running_loop().create_task(run())
+        return {"resultType": "task", **task.record}
+
+    def _task(self, task_id: str) -> _Task:
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise MCPProtocolError(-32602, f"unknown task {task_id}")
+        return task
+
+    async def _get(self, ctx, params: _TaskIdParams) -> dict[str, object]:  # type: ignore[no-untyped-def]
+        return dict(self._task(params.task_id).record)
+
+    async def _update(self, ctx, params: _UpdateParams) -> dict[str, object]:  # type: ignore[no-untyped-def]
+        task = self._task(params.task_id)
+        for key, response in params.input_responses.items():
+            waiter = task.waiting.pop(key, None)
+            if waiter is not None and not waiter.done():  # unknown or answered keys are ignored
+                waiter.set_result(response)
+        return {}
+
+    async def _cancel(self, ctx, params: _TaskIdParams) -> dict[str, object]:  # type: ignore[no-untyped-def]
+        task = self._task(params.task_id)
+        if task.runner is not None and not task.runner.done():
+            task.runner.cancel()
+            task.update(status="cancelled", statusMessage="cancelled by the client")
+        return {}
+
+
+async def _elicit(message: str, schema: dict[str, object]) -> dict[str, object]:
+    """Ask the client for input through the current task's `input_required` state; wait for it."""
+    task = _CURRENT.get()
+    if task is None:
+        raise ToolError("this tool asks for input only when run as an MCP task")
+    task.keys += 1
+    key = f"input-{task.keys}"
+    waiter: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+    task.waiting[key] = waiter
+    params = {"mode": "form", "message": message, "requestedSchema": schema}
+    request = {"method": "elicitation/create", "params": params}
+    task.update(status="input_required", inputRequests={key: request}, statusMessage=message)
+    try:
+        return await waiter
+    finally:
+        task.record.pop("inputRequests", None)
+        task.update(status="working", statusMessage=None)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat()
 
 
 def _echo_as(name: str) -> Callable[[str], Awaitable[str]]:
