@@ -107,13 +107,16 @@ def _signature(obj: AnyResource | None) -> tuple[object, ...]:
     """What dependents care about: readiness, phase, an MCP server's tools (not, e.g., a retry counter)."""
     if obj is None or obj.status is None:
         return ()
-    status = obj.status
-    tools = tuple(tool.name for tool in getattr(status, "tools", ()))
+    # The model's own field values: `getattr(status, "tools", ())` on a kind without the field
+    # goes through pydantic's __getattr__, which builds an AttributeError each time (two per
+    # landed checkpoint: 2.6% of the reconciler's CPU on the tool workload, py-spy).
+    fields = obj.status.__dict__
+    tools = tuple(tool.name for tool in fields.get("tools", ()))
     return (
-        getattr(status, "phase", None),
-        getattr(status, "status", None),
-        getattr(status, "ready", None),
-        getattr(status, "connected", None),
+        fields.get("phase"),
+        fields.get("status"),
+        fields.get("ready"),
+        fields.get("connected"),
         tools,
     )
 
@@ -223,8 +226,9 @@ class Manager:
     def _queue_add(self, key: Key) -> None:
         self._queue.add(key)
 
-    async def _commit(self, changes: Sequence[Change], spec_commit: str) -> str | None:
-        return await self._writer.commit(changes, spec_commit=spec_commit)
+    def _commit(self, changes: Sequence[Change], spec_commit: str) -> asyncio.Future[str | None]:
+        # The writer's future itself (State shields it): no coroutine, no task per checkpoint.
+        return self._writer.submit(changes, spec_commit=spec_commit)
 
     def _mcp_changed(self, name: str) -> None:
         """A session connected, dropped or changed its tools: commit the MCPServer's new state."""

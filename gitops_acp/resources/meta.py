@@ -224,7 +224,19 @@ def parse_duration(value: str | int | float) -> float:
 
 def rfc3339(ts: float) -> str:
     """Format epoch seconds the way status files carry times: `2026-11-22T10:00:00.123456Z`."""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    if moment.year < 1000:  # strftime's %Y does not pad such years: keep its exact text
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The same text as that strftime, a third of its cost (every checkpoint stamps a time or two).
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031  (faster than an f-string here)
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond,
+    )
 
 
 def parse_rfc3339(text: str) -> float:

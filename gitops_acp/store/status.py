@@ -266,20 +266,31 @@ class StatusWriter:
         Returns once the branch points at that commit. Raises StoreError if it could not be
         written (nothing of this checkpoint is then reported as committed).
         """
-        if self._flusher is None or self._closing:
-            raise StoreError("the status writer is not running (call start(), and not after close())")
-        prepared = self._prepare(changes)
-        if not prepared:
-            return None
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(prepared, spec_commit, future, frozenset(p.change.key for p in prepared)))
-        self._wake.set()
+        future = self.submit(changes, spec_commit=spec_commit)
         try:
             # Shielded: cancelling the caller must not cancel the checkpoint it already handed over.
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             future.add_done_callback(_consume)
             raise
+
+    def submit(self, changes: Sequence[Change], *, spec_commit: str) -> asyncio.Future[str | None]:
+        """Hand `changes` to the writer now; the future is `commit`'s outcome (never cancel it).
+
+        `commit` without its coroutine: the State (controllers/state.py) awaits the future itself,
+        so a checkpoint costs no task of its own (2% of the reconciler's CPU on the tool workload).
+        Bad changes (a name unfit for a file, a resource twice) raise here, before anything is queued.
+        """
+        if self._flusher is None or self._closing:
+            raise StoreError("the status writer is not running (call start(), and not after close())")
+        prepared = self._prepare(changes)
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        if not prepared:
+            future.set_result(None)
+            return future
+        self._queue.append(_Pending(prepared, spec_commit, future, frozenset(p.change.key for p in prepared)))
+        self._wake.set()
+        return future
 
     def _prepare(self, changes: Sequence[Change]) -> list[_Prepared]:
         """Check and serialize a call's changes now, so later mutation by the caller cannot leak in."""
