@@ -338,3 +338,39 @@ def test_serve_once_fires_what_is_due_and_does_not_wait_for_the_next_slot(
     assert second.returncode == 0, second.stderr
     (made,) = creations(acp_repo, "once")
     assert acp_repo.phase(made[0]) == "FinalAnswer"
+
+
+def test_after_downtime_one_missed_slot_runs_within_its_starting_deadline(
+    acp_repo: AcpRepo, stub: Stub, serve_once: Callable[..., Any]
+) -> None:
+    # Three schedules, the same downtime: `strict` (every 10 s, 1 s of grace) misses its slot,
+    # `lenient` (8 s of grace) runs it, `every2` (no deadline) runs only the newest of its misses.
+    acp_repo.commit(
+        {
+            "schedules/strict.yaml": schedule_yaml(
+                "strict", "strict", schedule="*/10 * * * * *", extra="  startingDeadlineSeconds: 1\n"
+            ),
+            "schedules/lenient.yaml": schedule_yaml(
+                "lenient", "lenient", schedule="*/10 * * * * *", extra="  startingDeadlineSeconds: 8\n"
+            ),
+            "schedules/every2.yaml": schedule_yaml("every2", "every2", schedule="*/2 * * * * *"),
+        },
+        "Add three schedules",
+    )
+    first = serve_once(acp_repo, timeout=60)  # they start now; then serve is down
+    assert first.returncode == 0, first.stderr
+    slot = (int(time.time()) // 10 + 1) * 10
+    time.sleep(max(0.0, slot + 1.5 - time.time()))  # down over `slot`, back 1.5 s after it
+    second = serve_once(acp_repo, timeout=60)
+    assert second.returncode == 0, second.stderr
+
+    assert creations(acp_repo, "strict") == []
+    strict = schedule_status(acp_repo, "strict")
+    assert strict["lastSkippedTime"] == rfc3339(slot)
+    assert "more than startingDeadlineSeconds 1: not run" in strict["statusDetail"]
+    assert "more than startingDeadlineSeconds 1: not run" in second.stderr
+    ((lenient, _),) = creations(acp_repo, "lenient")
+    assert lenient == f"lenient-{slot}"
+    assert acp_repo.phase(lenient) == "FinalAnswer"
+    ((every2, _),) = creations(acp_repo, "every2")  # one task for the five or more slots missed
+    assert int(every2.rsplit("-", 1)[1]) >= slot
