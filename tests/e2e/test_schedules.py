@@ -8,6 +8,8 @@ come every second, so a few seconds show many firings:
 - Allow runs tasks side by side, Forbid never does (skipped slots recorded), Replace cancels;
 - suspend: no task while suspended, and none for a slot that passed meanwhile;
 - history limits: older finished tasks leave the tip for `archive/` (history keeps them);
+- downtime: at most one missed slot runs, within startingDeadlineSeconds; `serve --once` fires
+  what is due and does not wait for the next slot;
 - `get taskschedules` and `validate`, through the real CLI.
 """
 
