@@ -128,6 +128,7 @@ def test_due_nothing_before_the_first_slot_after_earliest() -> None:
         ("@every 5m", "unknown schedule macro"),
         ("TZ=Europe/Paris 0 9 * * *", "set spec.timeZone instead"),
         ("", "empty schedule"),
+        ("0 0 30 2 *", "never fires: no date matches it"),
     ],
 )
 def test_bad_schedules_are_refused(schedule: str, problem: str) -> None:

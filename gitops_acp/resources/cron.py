@@ -62,9 +62,13 @@ def check_schedule(expression: str) -> str | None:
             'day-of-week), e.g. "*/15 * * * *"'
         )
     try:
-        croniter(text, datetime(2026, 1, 1, tzinfo=UTC), second_at_beginning=seconds)
+        it = croniter(text, datetime(2026, 1, 1, tzinfo=UTC), second_at_beginning=seconds)
     except (CroniterError, ValueError, KeyError) as exc:
         return f'invalid schedule "{text}": {exc}'
+    try:
+        it.get_next(float)
+    except CroniterError:  # e.g. "0 0 30 2 *": a valid expression of a day that never comes
+        return f'schedule "{text}" never fires: no date matches it'
     return None
 
 
