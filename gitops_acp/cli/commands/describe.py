@@ -95,6 +95,8 @@ def render(
                 lines.append(
                     f"      -> {function.get('name')}({function.get('arguments')})  id={call.get('id')}"
                 )
+    if kind == Kind.Task:
+        lines += _conversation(document.get("spec") or {}, status, window or [])
     lines.append("Events:")
     if not events:
         lines.append("  <none>")
@@ -105,6 +107,53 @@ def render(
             rows.append([when, event.old_phase, event.new_phase, event.sha[:10], event.detail or ""])
         lines.append(_indent(views.render_table(rows)))
     return "\n".join(lines)
+
+
+def _conversation(spec: dict[str, Any], status: dict[str, Any], window: list[dict[str, Any]]) -> list[str]:
+    """Each exchange of a task with follow-ups or a fork (DESIGN §12): what was sent, what answered."""
+    follow_ups = [f.get("content", "") for f in spec.get("followUps") or [] if isinstance(f, dict)]
+    fork = spec.get("forkFrom") or {}
+    applied = int(status.get("followUpsApplied") or 0)
+    if not follow_ups and not fork and not applied:
+        return []
+    users = [i for i, message in enumerate(window) if message.get("role") == "user"]
+    starts = users[len(users) - applied :] if applied else []
+    first = users[len(users) - applied - 1] if len(users) > applied else None
+    lines = ["Conversation:"]
+    if fork:
+        lines.append(f"  forked from: {fork.get('task')}@{str(fork.get('commit', ''))[:12]}")
+    exchanges: list[tuple[str, int | None]] = []
+    if first is not None:
+        exchanges.append(("message", first))
+    exchanges += [(f"follow-up {n}", start) for n, start in enumerate(starts, start=1)]
+    for label, start in exchanges:
+        assert start is not None
+        lines.append(f"  {label}: {_one_line(window[start].get('content'))}")
+        lines.append(f"    answer: {_answer(window, start)}")
+    phase = status.get("phase")
+    for n, content in enumerate(follow_ups[applied:], start=applied + 1):
+        lines.append(f"  follow-up {n}: {_one_line(content)}")
+        waiting = phase in ("Failed", "Cancelled")
+        lines.append(
+            f"    {'not taken: the task is ' + str(phase) if waiting else 'waiting for the answer before it'}"
+        )
+    return lines
+
+
+def _answer(window: list[dict[str, Any]], start: int) -> str:
+    """The final answer to the user message at `start`, or what it waits for."""
+    answer = None
+    for message in window[start + 1 :]:
+        if message.get("role") == "user":
+            break
+        if message.get("role") == "assistant" and not message.get("toolCalls"):
+            answer = message.get("content")
+    return _one_line(answer) if answer is not None else "<being answered>"
+
+
+def _one_line(text: object, width: int = 100) -> str:
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
 def _pairs(mapping: object) -> str:
