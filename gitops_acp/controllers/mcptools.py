@@ -6,6 +6,10 @@
                                       ├─ tool annotated readOnlyHint/idempotentHint: run again, attempt n+1
                                       └─ otherwise: Failed "interrupted: outcome unknown, not re-run"
 
+A call the server runs as an MCP task (its answer is a task handle) is followed by
+controllers/mcptasks.py: its task id is committed before any wait, and a call found `Running` with
+one is followed again after a restart, never run again.
+
 "Room on it": calls that cannot be re-run wait, still Pending, while the server is busy (its
 limit: spec.maxConcurrentCalls, or learned; mcp/gate.py), so only a call whose request was handed
 to a server with room can end "outcome unknown". A key is reconciled by one worker at a time, so
@@ -19,11 +23,12 @@ from __future__ import annotations
 import json
 import time
 
-from gitops_acp.controllers import approval
+from gitops_acp.controllers import approval, mcptasks
 from gitops_acp.controllers.base import DONE, Context, Result, rfc3339
 from gitops_acp.controllers.calls import finish
 from gitops_acp.controllers.catalog import Entry, entry_for_call
 from gitops_acp.errors import MCPError
+from gitops_acp.mcp.models import TaskState
 from gitops_acp.resources.meta import Condition, Kind, ToolCallPhase
 from gitops_acp.resources.models import MCPServer, ToolCall, ToolCallStatus
 from gitops_acp.telemetry import metrics
@@ -53,6 +58,10 @@ class MCPExecutor:
                 call, ctx, error=INTERRUPTED if interrupted else f'unknown tool "{call.spec.tool_ref.name}"'
             )
             return DONE
+        if status.mcp_task is not None and status.phase == ToolCallPhase.Running:
+            return await mcptasks.follow(call, entry, ctx)  # the server's task: never a second run
+        if status.mcp_task is not None and status.phase == ToolCallPhase.AwaitingHumanInput:
+            return await mcptasks.check_answer(call, entry, ctx)
         if status.phase == ToolCallPhase.Running and not entry.idempotent:
             await finish(call, ctx, error=INTERRUPTED)
             return DONE
@@ -86,6 +95,7 @@ class MCPExecutor:
         latency: float | None = None
         error: str | None = None
         text = ""
+        handle: TaskState | None = None
         try:
             if not _connected(entry, ctx):  # it went away while the call waited
                 return DONE
@@ -114,13 +124,17 @@ class MCPExecutor:
             except MCPError as exc:
                 error = str(exc)
             else:
-                latency = time.monotonic() - sent
+                handle = result.task
+                # A task handle comes back at once: its latency says nothing about the server's room.
+                latency = time.monotonic() - sent if handle is None else None
                 text = result.text
                 if result.is_error:
                     error = text or "the tool reported an error"
             metrics.tool_call(entry.target, entry.tool, time.monotonic() - sent, ok=error is None)
         finally:
             gate.release(ticket, latency=latency)
+        if handle is not None:
+            return await mcptasks.started(call, entry, ctx, handle)
         if error is not None:
             await finish(call, ctx, error=error)
         else:

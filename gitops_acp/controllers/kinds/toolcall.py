@@ -9,7 +9,9 @@ A call whose tool the agent does not offer, or whose arguments are not a JSON ob
 message the model can read and act on (ACP handed the model an empty string instead).
 
 Once a call that waited on a person is terminal (its checkpoint committed), its pull request is
-closed if still open and its branch deleted (controllers/cleanup.py), retried until done.
+closed if still open and its branch deleted (controllers/cleanup.py), retried until done; a call
+that ended before the MCP task running it (its Task was cancelled) cancels that task
+(controllers/mcptasks.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from gitops_acp.controllers import cleanup
+from gitops_acp.controllers import cleanup, mcptasks
 from gitops_acp.controllers.base import DONE, Context, Key, Result
 from gitops_acp.controllers.calls import finish
 from gitops_acp.controllers.catalog import split_mcp_name
@@ -60,6 +62,9 @@ class ToolCallController:
         if not isinstance(call, ToolCall) or call.status is None:
             return DONE
         if call.status.phase in TERMINAL_TOOLCALL_PHASES:
+            cancelling = await mcptasks.cancel_if_unfinished(call, ctx)  # its Task was cancelled
+            if cancelling is not None:
+                return cancelling
             return await cleanup.tidy(call, ctx, just_ended=False)
         executor = self._executors.get(call.spec.tool_type)
         tool = call.spec.tool_ref.name

@@ -104,8 +104,8 @@ class ToolCallMCPTask(StatusModel):
     """The key of the server's request for input that the pending question answers."""
     question: str | None = None
     """The pending question's name: `responses/<question>.yaml` on `acp/questions/<question>`."""
-    inputs_answered: int = 0
-    """Requests for input answered (or declined) so far; numbers the next question."""
+    answered_inputs: list[str] = Field(default_factory=list)
+    """The keys of the requests for input answered or declined so far (never asked twice)."""
     declined: str | None = None
     """Why the last request for input was declined without asking anyone."""
     cancel_requested_at: str | None = None
