@@ -14,6 +14,8 @@ The read side (`gitops-acp get`, `describe`, `history`): every status branch of 
 (`acp/status`, `acp/status-<i>-of-<n>`) is read; a resource present on several (it ran under an
 older layout, or it is an LLM every shard reconciles) is taken from the branch whose tip commit is
 the newest: the live layout. docs/scale.md says how to run shards and change their number.
+Which branches of the family exist, and which hold a resource, is `store/statusbranches.py`
+(re-exported here): what `history` needs, without this module's dataclasses.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 from gitops_acp.errors import UserError
 from gitops_acp.resources import lifecycle, meta
 from gitops_acp.resources.lifecycle import Key
-from gitops_acp.store import statustree, yamlio
+from gitops_acp.store import statustree
+from gitops_acp.store.statusbranches import UNSHARDED, StatusBranch, history_order, layout_of, status_branches
 
 if TYPE_CHECKING:
-    from gitops_acp.store.git import GitRepo, Reader
+    from gitops_acp.store.git import GitRepo
 
 __all__ = [
     "UNSHARDED",
@@ -48,10 +51,6 @@ __all__ = [
     "task_phases",
 ]
 
-#: The status branch of an unsharded reconciler (and of `--shard 0/1`).
-UNSHARDED = "acp/status"
-_HEADS = "refs/heads/"
-_SHARD_BRANCH = re.compile(r"^acp/status-(?P<index>0|[1-9][0-9]*)-of-(?P<count>[1-9][0-9]*)$")
 _ORDINAL = re.compile(r"-(?P<ordinal>0|[1-9][0-9]*)$")
 
 
@@ -118,45 +117,10 @@ def from_hostname(hostname: str | None, *, flag: str) -> int:
     return int(match["ordinal"])
 
 
-def layout_of(branch: str) -> tuple[int, int] | None:
-    """(index, count) of a status branch of the family (`acp/status` is 0 of 1); None for others."""
-    if branch == UNSHARDED:
-        return 0, 1
-    match = _SHARD_BRANCH.match(branch)
-    if match is None or int(match["index"]) >= int(match["count"]):
-        return None
-    return int(match["index"]), int(match["count"])
-
-
-@dataclass(frozen=True)
-class StatusBranch:
-    """A status branch of the family and its tip."""
-
-    name: str  # short, e.g. acp/status-0-of-2
-    tip: str
-    time: float  # the tip's committer time
-
-    @property
-    def count(self) -> int:
-        """How many shards the layout that wrote it had."""
-        layout = layout_of(self.name)
-        assert layout is not None
-        return layout[1]
-
-
-def status_branches(repo: Reader) -> list[StatusBranch]:
-    """Every status branch of the family in `repo`, the newest tip first (ties: by name)."""
-    found: list[StatusBranch] = []
-    refs = repo.refs(_HEADS + UNSHARDED, _HEADS + UNSHARDED + "-*-of-*")
-    for ref, sha in refs.items():
-        name = ref.removeprefix(_HEADS)
-        if layout_of(name) is not None:
-            found.append(StatusBranch(name, sha, repo.commit_time(sha)))
-    return sorted(found, key=lambda branch: (-branch.time, branch.name))
-
-
 def task_phases(repo: GitRepo, branch: StatusBranch) -> dict[str, str]:
     """Every Task on `branch` and its phase there (`-` when it has none yet), by name."""
+    from gitops_acp.store import yamlio
+
     phases: dict[str, str] = {}
     for name, sha in sorted(statustree.status_names(repo, branch.tip, meta.Kind.Task).items()):
         document: Mapping[str, Any] = yamlio.load(repo.read_blob(sha))
@@ -193,21 +157,6 @@ def read_merged(repo: GitRepo) -> Merged:
     return Merged(found[0].tip, documents, branches)
 
 
-def history_order(repo: Reader, *, kind: str, name: str) -> list[str]:
-    """Status branches to read a resource's events from, best first.
-
-    Those whose tip holds its file (the newest tip first), then the others (its file may have been
-    deleted there: an LLM removed from main); `acp/status` when there is no status branch at all.
-    """
-    found = status_branches(repo)
-    holding = [
-        branch.name
-        for branch in found
-        if statustree.read_status_file(repo, branch.tip, meta.Kind(kind), name) is not None
-    ]
-    return [*holding, *(branch.name for branch in found if branch.name not in holding)] or [UNSHARDED]
-
-
 def retired_tasks(repo: GitRepo, shard: Shard, status_branch: str) -> set[str]:
     """Refuse to start while another layout has unfinished tasks; return the tasks it finished.
 
@@ -222,9 +171,9 @@ def retired_tasks(repo: GitRepo, shard: Shard, status_branch: str) -> set[str]:
         return set()
     finished: set[str] = set()
     for branch in status_branches(repo):
-        if branch.count == shard.count:
+        if branch.shard_count == shard.count:
             continue
-        layout = f"{branch.count} shards" if branch.count > 1 else "unsharded"
+        layout = f"{branch.shard_count} shards" if branch.shard_count > 1 else "unsharded"
         for name, phase in task_phases(repo, branch).items():
             if not lifecycle.task_finished(phase):
                 raise UserError(

@@ -28,9 +28,8 @@ __all__ = ["strings"]
 
 # Characters YAML allows raw in a document (yamlio's `_RAW_OK`: no control characters but tab and
 # newline, no NEL or line separators, no BOM): anything else may make PyYAML refuse the file.
-_RAW_OK = re.compile(
-    r"[\x09\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*"
-)
+# Compiled on first use, for a file that is not ASCII: compiling it takes ~2.5 ms.
+_RAW_OK = r"[\x09\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*"
 # A double-quoted scalar as `json.encoder` writes it: the escapes JSON uses, all of which YAML's
 # double-quoted style reads the same way (but surrogate escapes, which libyaml refuses: see `_json`).
 _JSON = r'"(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u[0-9a-fA-F]{4})*"'
@@ -131,7 +130,7 @@ def strings(data: bytes, *paths: tuple[str, ...]) -> list[str | None] | None:
 def _raw_ok(text: str) -> bool:
     if text.isascii():  # then only tabs, newlines and printable ASCII are allowed
         return text.replace("\n", "").replace("\t", "").isprintable()
-    return _RAW_OK.fullmatch(text) is not None
+    return re.fullmatch(_RAW_OK, text) is not None  # `re` keeps the compiled pattern
 
 
 def _string_at(root: dict[object, object], path: tuple[str, ...]) -> str | None:

@@ -16,8 +16,7 @@ once, for the command line. Before the fan-out, tasks and tool calls sat flat in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitops_acp.errors import StoreError
 from gitops_acp.resources.lifecycle import Key
@@ -31,9 +30,8 @@ from gitops_acp.resources.meta import (
     parse_status_path,
     status_path,
 )
-from gitops_acp.store import yamlio
 
-if TYPE_CHECKING:  # at run time only where used: reading one file must not load GitPython
+if TYPE_CHECKING:  # at run time only where used: reading one file loads neither GitPython nor PyYAML
     from gitops_acp.store.git import GitRepo, Reader, TreeEditor
 
 __all__ = [
@@ -59,12 +57,16 @@ def branch_ref(branch: str) -> str:
     return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
 
 
-@dataclass
 class StatusTree:
-    """The status branch's tip, edited in place by the writer and rewritten only where it changed."""
+    """The status branch's tip, edited in place by the writer and rewritten only where it changed.
 
-    tip: str | None
-    tree: TreeEditor
+    A plain class, like `Found` a named tuple: `history` imports this module, and `dataclasses`
+    would cost it ~6 ms (docs/growth.md).
+    """
+
+    def __init__(self, tip: str | None, tree: TreeEditor) -> None:
+        self.tip = tip
+        self.tree = tree
 
     @classmethod
     def load(cls, repo: GitRepo, tip: str | None) -> StatusTree:
@@ -80,6 +82,8 @@ class StatusTree:
         The tip as committed (call it with no edits pending): one `git ls-tree -r status/`, then
         the files; the editor reads its levels only when a checkpoint needs them.
         """
+        from gitops_acp.store import yamlio
+
         docs: dict[Key, dict[str, Any]] = {}
         if self.tip is None:
             return docs
@@ -111,8 +115,7 @@ def read_tip(repo: GitRepo, branch: str = DEFAULT_BRANCH) -> tuple[str | None, d
     return tip, tree.documents(repo)
 
 
-@dataclass(frozen=True)
-class Found:
+class Found(NamedTuple):
     """One status file as read from a tip: its content, and whether it was archived."""
 
     data: bytes

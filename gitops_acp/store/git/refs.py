@@ -15,9 +15,8 @@ import contextlib
 import re
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from gitops_acp import faults
 from gitops_acp.errors import ConflictError, LockedError, StoreError
@@ -40,9 +39,8 @@ _LOCKED = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 _TRAILER_LINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*: ")
 
 
-@dataclass(frozen=True)
-class CommitInfo:
-    """One commit as `git log` shows it."""
+class CommitInfo(NamedTuple):
+    """One commit as `git log` shows it (a named tuple: `dataclasses` would cost `history` ~6 ms)."""
 
     sha: str
     timestamp: float  # committer time, seconds since the epoch
