@@ -8,18 +8,28 @@ A command is a new process each time, so what it imports is part of every figure
 `get task NAME` within 100 ms). The registry names modules, not imports them: a run builds the
 parser of its own command only (`--help` builds them all), each command module imports its
 dependencies when it runs, and logging is imported only by commands that log.
+
+`history KIND NAME [-n N]` (DESIGN §9 / issue 12: within 50 ms) is not even parsed by argparse
+when it is written plainly (`_plain_history`): argparse, with the `shutil` of its help formatter
+and the `locale` of its messages, is ~8 ms of a ~45 ms process. Anything else it is given (help,
+an abbreviation, an unknown option, a mistake) goes to argparse, which reads or refuses it as
+always; tests/test_cli_plain.py checks that both read every plain command line alike.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
 from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
-from gitops_acp import __version__, redaction
+from gitops_acp import __version__
 from gitops_acp.errors import ACPError
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -45,6 +55,7 @@ COMMANDS: dict[str, str] = {
 def _common_options(*, defaults: bool) -> argparse.ArgumentParser:
     """Options every command takes, before or after its name (only the top level sets defaults,
     so `gitops-acp --repo X get` is not undone by the subcommand's own default)."""
+    import argparse
 
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS
@@ -67,6 +78,8 @@ def _common_options(*, defaults: bool) -> argparse.ArgumentParser:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser of every command; given `argv`, of the command it runs only (unless it
     asks for help: then of all of them, as without)."""
+    import argparse
+
     chosen = _command_of(argv) if argv is not None else None
     parser = argparse.ArgumentParser(
         prog="gitops-acp",
@@ -82,14 +95,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-class _Peek(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ValueError(message)  # let the real parser say it
-
-
 def _command_of(argv: Sequence[str]) -> str | None:
     """The command `argv` runs, read as the real parser reads it; None when it asks for help or the
     version (every command is listed then), or names none."""
+    import argparse
+
+    class _Peek(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            raise ValueError(message)  # let the real parser say it
+
     if any(arg in ("-h", "--help", "--version") for arg in argv):
         return None
     peek = _Peek(add_help=False, parents=[_common_options(defaults=True)])
@@ -101,7 +115,52 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return known.command if known.command in COMMANDS else None
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
+def _plain_history(arguments: Sequence[str]) -> SimpleNamespace | None:
+    """`history KIND NAME` with `-n N`/`--max-count N` after the command and `--repo PATH` anywhere
+    (`--opt=value` too), as the parser would read it; None for anything else, left to argparse."""
+    repo = os.environ.get("GITOPS_ACP_REPO", ".")
+    max_count = 100  # the parser's default (commands/history.py)
+    words: list[str] = []
+    at = 0
+    while at < len(arguments):
+        argument = arguments[at]
+        if argument.startswith("-"):
+            option, equals, value = argument.partition("=")
+            if option != "--repo" and not (option in ("-n", "--max-count") and words[:1] == ["history"]):
+                return None
+            if not equals:
+                if at + 1 == len(arguments) or arguments[at + 1].startswith("-"):
+                    return None  # no value, or one that looks like an option: argparse decides
+                at += 1
+                value = arguments[at]
+            if option == "--repo":
+                repo = value
+            else:
+                try:
+                    max_count = int(value)  # the parser's `type=int`, applied to every one given
+                except ValueError:
+                    return None
+        else:
+            words.append(argument)
+        at += 1
+    if len(words) != 3 or words[0] != "history":
+        return None
+    from gitops_acp.cli.commands import history
+
+    return SimpleNamespace(
+        repo=repo,
+        debug=False,
+        verbose=False,
+        command="history",
+        kind=words[1],
+        name=words[2],
+        max_count=max_count,
+        run=history.run,
+        logs=False,
+    )
+
+
+def _configure_logging(args: argparse.Namespace | SimpleNamespace) -> None:
     if not getattr(args, "logs", True) and not (args.debug or args.verbose):
         # A reader (`get`, `describe`, `history`): nothing it runs logs, so logging (~8 ms of a
         # ~80 ms command) is not even imported. Should a record ever be emitted, Python's last
@@ -109,6 +168,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
         # `redaction` would have nothing to take out of it.
         return
     import logging
+
+    from gitops_acp import redaction
 
     level = logging.DEBUG if args.debug else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -125,8 +186,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code."""
     arguments = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(arguments)
-    args = parser.parse_args(arguments)
+    args = _plain_history(arguments) or build_parser(arguments).parse_args(arguments)
     _configure_logging(args)
     try:
         code: int = args.run(args)
@@ -134,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ACPError as exc:
         if args.debug:
             _traceback()
+        from gitops_acp import redaction
+
         print(redaction.text(f"error: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -141,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             _traceback()
+        from gitops_acp import redaction
+
         print(
             redaction.text(
                 f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)"

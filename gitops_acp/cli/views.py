@@ -7,10 +7,13 @@ here for the commands. The columns are ACP's printer columns.
 `get KIND NAME`, `describe` and `history` start a process for one object, so what this module
 imports is in every figure (DESIGN §9): `lookup` reads through a `ReadOnlyRepo` (no GitPython) and
 works on plain dicts; the pydantic models are imported only by the functions that parse one.
+`history` needs `open_reader` alone: the names of `store/readers.py` (and PyYAML with them) are
+imported when first used, and the URL helpers only for a path that does not exist.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -18,12 +21,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from gitops_acp.errors import StoreError, UserError
 from gitops_acp.resources.meta import ANNOTATION_FIRST_CHECKPOINT, Kind, parse_rfc3339
-from gitops_acp.store.git import ReadOnlyRepo, is_url, redact_url
-from gitops_acp.store.readers import STATUS_ONLY, Found, Listing, Snapshot, listing, lookup, snapshot
+from gitops_acp.store.git import ReadOnlyRepo
 
 if TYPE_CHECKING:  # imported where used: pydantic and GitPython only when a command needs them
     from gitops_acp.resources.models import AnyResource
     from gitops_acp.store.git import GitRepo
+    from gitops_acp.store.readers import STATUS_ONLY, Found, Listing, Snapshot, listing, lookup, snapshot
 
 __all__ = [
     "STATUS_ONLY",
@@ -40,6 +43,15 @@ __all__ = [
 ]
 
 _R = TypeVar("_R")
+_FROM_READERS = frozenset({"STATUS_ONLY", "Found", "Listing", "Snapshot", "listing", "lookup", "snapshot"})
+
+
+def __getattr__(name: str) -> object:
+    if name not in _FROM_READERS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module("gitops_acp.store.readers"), name)
+    globals()[name] = value  # once: later lookups are plain module attributes
+    return value
 
 
 def open_repo(path: str) -> GitRepo:
@@ -58,8 +70,14 @@ def open_reader(path: str) -> ReadOnlyRepo:
 
 
 def _opened(opener: Callable[[Path], _R], path: str) -> _R:
-    if is_url(path) and not Path(path).exists():
+    from_url = False
+    if not Path(path).exists():
+        from gitops_acp.store.git import is_url
+
+        from_url = is_url(path)
+    if from_url:
         from gitops_acp.store import mirror
+        from gitops_acp.store.git import redact_url
 
         try:
             return opener(mirror.refresh_view(path))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,8 @@ from gitops_acp.errors import UserError
 from gitops_acp.resources.meta import resolve_kind
 
 if TYPE_CHECKING:
+    import argparse
+
     from gitops_acp.store.history import Event
 
 
@@ -37,13 +38,13 @@ def show(repo_path: str, kind_text: str, name: str, *, max_count: int = 100) -> 
     """Print one line per checkpoint commit of a resource, oldest first (the newest `max_count`)."""
     # Imported when the command runs, not when main.py builds the parsers.
     from gitops_acp.cli import views
-    from gitops_acp.store import history, shards
+    from gitops_acp.store import history, statusbranches
 
     kind = resolve_kind(kind_text)
     with views.open_reader(repo_path) as repo:
         events: list[history.Event] = []
         # Unsharded: acp/status alone. With shards: the branch holding the resource first.
-        for branch in shards.history_order(repo, kind=str(kind), name=name):
+        for branch in statusbranches.history_order(repo, kind=str(kind), name=name):
             events = history.events(repo, branch=branch, kind=str(kind), name=name, n=max_count)
             if events:
                 break
