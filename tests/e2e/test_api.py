@@ -391,7 +391,12 @@ BIG = "x" * (1024 * 1024 + 10)
             409,
             'Task "hello" already exists on main',
         ),
-        ("forkFrom", {"body": {**task_body("u6", "x"), "forkFrom": {"task": "hello"}}}, 422, "not built yet"),
+        (
+            "forkFrom at no commit",
+            {"body": {**task_body("u6", "x"), "forkFrom": {"task": "hello", "commit": "nope"}}},
+            422,
+            "no such commit",
+        ),
         ("an oversized body", {"raw": json.dumps(task_body("u7", BIG)).encode()}, 413, "1 MiB"),
         ("no token", {"body": task_body("u8", "x"), "who": None}, 401, "Authorization: Bearer"),
         (
