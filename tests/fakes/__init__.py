@@ -26,7 +26,7 @@ from gitops_acp.errors import ForgeError, LLMError, MCPError
 from gitops_acp.humans.approvals import Decision
 from gitops_acp.humans.forges import ForgeClient
 from gitops_acp.llm.client import Completion, LLMConfig, ToolCallRequest, ToolSpec
-from gitops_acp.mcp import ServerConfig, ServerState, ToolInfo, ToolResult
+from gitops_acp.mcp import ServerConfig, ServerState, TaskState, ToolInfo, ToolResult
 from gitops_acp.mcp.gate import CallGate
 from gitops_acp.resources.loader import Loaded, load_file
 from gitops_acp.resources.meta import Kind
@@ -124,6 +124,26 @@ class FakeMCP:
         if isinstance(reply, MCPError):
             raise reply
         return reply
+
+    # MCP tasks: what tasks/get answers, in turn, per task id (the last one repeats); what was sent.
+    task_replies: dict[str, list[TaskState | MCPError]] = field(default_factory=dict)
+    task_answers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    task_cancels: list[str] = field(default_factory=list)
+
+    async def get_task(self, server: str, task_id: str, *, timeout: float) -> TaskState:
+        replies = self.task_replies[task_id]
+        reply = replies.pop(0) if len(replies) > 1 else replies[0]
+        if isinstance(reply, MCPError):
+            raise reply
+        return reply
+
+    async def answer_task(
+        self, server: str, task_id: str, responses: dict[str, Any], *, timeout: float
+    ) -> None:
+        self.task_answers.append((task_id, responses))
+
+    async def cancel_task(self, server: str, task_id: str, *, timeout: float) -> None:
+        self.task_cancels.append(task_id)
 
     async def stop(self, name: str) -> None:
         self.stopped.append(name)

@@ -1,0 +1,202 @@
+"""Tool calls on MCP tasks (controllers/mcptasks.py): transition tables over the real State, with the
+MCP boundary faked (tests/fakes FakeMCP scripts what tasks/get answers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gitops_acp.controllers.mcptasks import INTERRUPTED_TASK, answer_content
+from gitops_acp.errors import MCPError, MCPRefusedError
+from gitops_acp.mcp import TaskState, ToolInfo, ToolResult
+from gitops_acp.mcp.models import InputRequest
+from gitops_acp.resources.kinds.toolcall import ToolCallMCPTask
+from gitops_acp.resources.meta import Kind, ToolCallPhase
+from gitops_acp.resources.models import ToolCall
+from tests.fakes import FakeContext, FakeMCP, tool_calls
+from tests.test_tools import call_named, reconcile, tool_world
+
+JOB = ToolInfo(
+    name="count",  # the world's non-idempotent tool; the server runs it as a task here
+    description="",
+    input_schema={"type": "object"},
+    annotations={"idempotentHint": False},
+)
+WORKING = TaskState(task_id="T1", status="working", poll_interval=0.25)
+DONE = TaskState(task_id="T1", status="completed", result=ToolResult(text="42 rows", is_error=False))
+
+
+def world(*replies: TaskState | MCPError, tool: str = "count") -> tuple[FakeContext, ToolCall]:
+    mcp = FakeMCP(replies={tool: ToolResult(text="", is_error=False, task=WORKING)})
+    mcp.task_replies["T1"] = list(replies)
+    ctx = tool_world(tool_calls((f"srv__{tool}", '{"text": "x", "label": "x"}')), mcp=mcp)
+    reconcile(ctx, Kind.Task, "t1")
+    return ctx, call_named(ctx)
+
+
+def task_of(ctx: FakeContext) -> ToolCallMCPTask:
+    task = call_named(ctx).status.mcp_task
+    assert task is not None
+    return task
+
+
+def test_the_task_id_is_committed_before_the_wait_and_the_result_ends_the_call() -> None:
+    ctx, call = world(WORKING, DONE)
+    result = reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    assert result.requeue_after == 0.25  # the server's pollIntervalMs, on a timer
+    assert result.progress  # a running tool keeps `serve --once` going
+    assert ctx.phases(Kind.ToolCall, call.metadata.name) == ["Pending", "Running", "Running"]
+    # The checkpoint after Running holds the task id, and nothing was waited for before it.
+    assert task_of(ctx) == ToolCallMCPTask(server="srv", task_id="T1", status="working")
+    assert "MCP task T1 on MCP server srv is working" in call_named(ctx).status.status_detail
+    assert len(ctx.mcp.task_replies["T1"]) == 2  # no tasks/get before the id was committed
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)  # working: nothing to commit
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)  # completed
+    done = call_named(ctx).status
+    assert (done.phase, done.result, done.attempt) == ("Succeeded", "42 rows", 1)
+    assert done.mcp_task is not None
+    assert done.mcp_task.status == "completed"
+    assert len(ctx.mcp.calls) == 1
+
+
+def found_running(ctx: FakeContext, call: ToolCall) -> None:
+    """What a kill while the reconciler waits for the task leaves on the status branch."""
+    task = ToolCallMCPTask(server="srv", task_id="T1", status="working")
+    running = call.status.model_copy(update={"phase": ToolCallPhase.Running, "attempt": 1, "mcp_task": task})
+    ctx.observe(call.model_copy(update={"status": running}))
+
+
+def test_after_a_restart_the_same_task_is_followed_and_the_tool_never_called_again() -> None:
+    ctx, call = world(WORKING, DONE)
+    found_running(ctx, call)
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    assert call_named(ctx).status.phase == "Running"
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    assert call_named(ctx).status.phase == "Succeeded"
+    assert ctx.mcp.calls == []
+
+
+@pytest.mark.parametrize(
+    ("tool", "phase", "error", "calls"),
+    [
+        ("count", "Failed", f"{INTERRUPTED_TASK} (MCP task T1: unknown task T1)", 0),
+        ("echo", "Succeeded", None, 1),  # read-only: called again, attempt 2
+    ],
+)
+def test_a_task_the_server_no_longer_knows(tool: str, phase: str, error: str | None, calls: int) -> None:
+    ctx, call = world(MCPRefusedError("unknown task T1"), tool=tool)
+    ctx.mcp.replies[tool] = ToolResult(text="again", is_error=False)
+    found_running(ctx, call)
+    result = reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    if calls:
+        assert result.requeue_after == 0.0
+        assert call_named(ctx).status.mcp_task is None
+        reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    status = call_named(ctx).status
+    assert (status.phase, status.error) == (phase, error)
+    assert len(ctx.mcp.calls) == calls
+    if calls:
+        assert status.attempt == 2
+
+
+def test_a_look_that_cannot_be_made_is_tried_again_without_ending_the_call() -> None:
+    ctx, call = world(MCPError("connection lost"), DONE)
+    found_running(ctx, call)
+    result = reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    assert result.requeue_after == 2.0
+    status = call_named(ctx).status
+    assert status.phase == "Running"
+    assert "cannot look at it now: connection lost" in status.status_detail
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    assert call_named(ctx).status.phase == "Succeeded"
+
+
+@pytest.mark.parametrize(
+    ("state", "error"),
+    [
+        (
+            TaskState(task_id="T1", status="failed", error="disk full (JSON-RPC error -32603)"),
+            "failed: disk full",
+        ),
+        (
+            TaskState(task_id="T1", status="cancelled", status_message="shutting down"),
+            "cancelled task T1: shut",
+        ),
+        (
+            TaskState(task_id="T1", status="completed", result=ToolResult(text="bad input", is_error=True)),
+            "bad input",
+        ),
+    ],
+)
+def test_a_task_that_ends_badly_fails_the_call_with_the_servers_words(state: TaskState, error: str) -> None:
+    ctx, call = world(state)
+    found_running(ctx, call)
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    status = call_named(ctx).status
+    assert status.phase == "Failed"
+    assert error in (status.error or "")
+
+
+def test_input_required_without_a_contact_channel_is_declined_once_with_the_reason() -> None:
+    asking = TaskState(
+        task_id="T1",
+        status="input_required",
+        input_requests=(InputRequest(key="k1", method="elicitation/create", message="Sure?", schema=None),),
+    )
+    ctx, call = world(asking, asking, DONE)  # still shown once after the answer: not asked twice
+    found_running(ctx, call)
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    assert ctx.mcp.task_answers == [("T1", {"k1": {"action": "decline"}})]
+    task = task_of(ctx)
+    assert task.answered_inputs == ["k1"]
+    assert task.declined is not None
+    assert "task t1 has no contact channel" in task.declined
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    assert len(ctx.mcp.task_answers) == 1
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    assert call_named(ctx).status.phase == "Succeeded"
+
+
+def test_a_call_ended_by_its_cancelled_task_cancels_the_mcp_task_once() -> None:
+    ctx, call = world(WORKING)
+    found_running(ctx, call)
+    ended = call_named(ctx).status.model_copy(
+        update={"phase": ToolCallPhase.Failed, "error": "cancelled: Task removed"}
+    )
+    ctx.observe(call.model_copy(update={"status": ended}))
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    assert ctx.mcp.task_cancels == ["T1"]
+    task = task_of(ctx)
+    assert task.cancel_requested_at is not None
+    assert task.status == "cancelled"
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    assert ctx.mcp.task_cancels == ["T1"]
+
+
+ONE = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+TWO = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "ok": {"type": "boolean"}, "size": {"enum": ["S", "M"]}},
+    "required": ["name"],
+}
+
+
+@pytest.mark.parametrize(
+    ("response", "schema", "content", "problem"),
+    [
+        ("Lisbon", {}, {"response": "Lisbon"}, ""),
+        ("3", ONE, {"n": 3}, ""),
+        ("3.5", ONE, None, '"n" must be integer'),
+        ("", ONE, None, "the response is empty"),
+        ({"name": "Ann", "ok": "yes"}, TWO, {"name": "Ann", "ok": True}, ""),
+        ("Ann", TWO, None, "the form has 3 fields (name, ok, size): write a mapping"),
+        ({"ok": True}, TWO, None, "required field(s) missing: name"),
+        ({"name": "A", "colour": "red"}, TWO, None, 'the form has no field "colour"'),
+        ({"name": "A", "size": "XL"}, TWO, None, '"size" must be None'),
+    ],
+)
+def test_answer_content(response: Any, schema: dict[str, Any], content: Any, problem: str) -> None:
+    got, why = answer_content(response, schema)
+    assert got == content
+    assert why.startswith(problem)
