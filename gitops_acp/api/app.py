@@ -163,6 +163,7 @@ def routes(service: Service) -> list[BaseRoute]:
         Route("/v1/tasks", guarded(service, operator, tasks.create), methods=["POST"]),
         Route("/v1/tasks/{name}", guarded(service, viewer, tasks.get_task), methods=["GET"]),
         Route("/v1/tasks/{name}", guarded(service, operator, tasks.cancel), methods=["DELETE"]),
+        Route("/v1/tasks/{name}/messages", guarded(service, operator, tasks.send), methods=["POST"]),
         Route("/v1/toolcalls", guarded(service, viewer, toolcalls.list_toolcalls), methods=["GET"]),
         Route("/v1/toolcalls/{name}", guarded(service, viewer, toolcalls.get_toolcall), methods=["GET"]),
         Route(

@@ -146,6 +146,32 @@ _SCHEMAS: dict[str, Any] = {
             "contactChannelRef": _ref("Reference"),
             "responseUrl": {"type": "string"},
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "forkFrom": {
+                "type": "object",
+                "description": "start from this task's context window at a checkpoint (DESIGN §12)",
+                "required": ["task"],
+                "additionalProperties": False,
+                "properties": {
+                    "task": {"type": "string"},
+                    "commit": {"type": "string", "description": "a checkpoint commit; default: the newest"},
+                },
+            },
+        },
+    },
+    "FollowUp": {
+        "type": "object",
+        "required": ["content"],
+        "additionalProperties": False,
+        "properties": {"content": {"type": "string", "minLength": 1}},
+    },
+    "FollowUpSent": {
+        "type": "object",
+        "required": ["name", "followUp", "path", "commit"],
+        "properties": {
+            "name": {"type": "string"},
+            "followUp": {"type": "integer", "description": "its number: spec.followUps[followUp - 1]"},
+            "path": {"type": "string", "description": "the Task's file on main"},
+            "commit": {"type": "string"},
         },
     },
     "Cancelled": {
@@ -253,6 +279,24 @@ def document(*, events: bool = False) -> dict[str, Any]:
                     **_errors("401", "403", "404", "409", "422", "503"),
                 },
             },
+        },
+        "/v1/tasks/{name}/messages": {
+            "post": {
+                "summary": "send a follow-up: appended to the Task's spec.followUps on main, as the caller",
+                "description": "role: operator; answered after the task's current answer (DESIGN §12)",
+                "parameters": [_NAME],
+                "requestBody": _body("FollowUp"),
+                "responses": {
+                    "201": {
+                        **_answer("committed on main", "FollowUpSent"),
+                        "headers": {
+                            "Location": {"schema": {"type": "string"}, "description": "/v1/tasks/<name>"},
+                            "X-Commit": {"schema": {"type": "string"}, "description": "the commit on main"},
+                        },
+                    },
+                    **_errors("400", "401", "403", "404", "409", "413", "422", "503"),
+                },
+            }
         },
         "/v1/toolcalls": {
             "get": {

@@ -1,9 +1,12 @@
-"""`/v1/tasks`: list, read, create and cancel tasks (DESIGN §11).
+"""`/v1/tasks`: list, read, create, fork, cancel tasks and send follow-ups (DESIGN §11, §12).
 
 A created Task is the document `gitops-acp task create` would commit (`tasks/<name>.yaml`), checked
 by the loader `validate` uses (its messages, word for word), and committed to `main` as the caller
 through the API's single writer (api/writer.py: many creates, one commit). Cancelling removes the
 Task's file from `main` as the caller, as `git rm` would; the reconciler cancels what no longer is.
+A fork (`forkFrom: {task, commit?}`) and a follow-up (`POST /v1/tasks/{name}/messages`) are
+checked and written as `task create --fork-from` and `task send` do (store/forks.py,
+store/followups.py), on the batch's base of `main`.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from gitops_acp.api.app import Service, body_of
 from gitops_acp.api.errors import ApiError
 from gitops_acp.api.tokens import Caller
 from gitops_acp.api.writer import Base, Edit
+from gitops_acp.errors import UserError
 from gitops_acp.resources import selectors
 from gitops_acp.resources.meta import API_VERSION, Kind, TaskPhase, check_name
-from gitops_acp.store import readers, yamlio
+from gitops_acp.store import followups, forks, readers, yamlio
 from gitops_acp.telemetry import tracing
 from gitops_acp.telemetry.tracing import ANNOTATION_TRACEPARENT
 
-__all__ = ["ANNOTATION_TRACEPARENT", "cancel", "create", "get_task", "list_tasks", "task_document"]
+__all__ = ["ANNOTATION_TRACEPARENT", "cancel", "create", "get_task", "list_tasks", "send", "task_document"]
 
 #: The body of POST /v1/tasks.
 CREATE_FIELDS = (
@@ -36,8 +40,9 @@ CREATE_FIELDS = (
     "contactChannelRef",
     "responseUrl",
     "labels",
+    "forkFrom",
 )
-_SPEC_FIELDS = ("agentRef", "userMessage", "contextWindow", "contactChannelRef", "responseUrl")
+_SPEC_FIELDS = ("agentRef", "userMessage", "contextWindow", "contactChannelRef", "responseUrl", "forkFrom")
 #: The characters of a generated name's suffix (Kubernetes' generateName alphabet: no vowels).
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 DEFAULT_LIMIT = 100
@@ -181,11 +186,8 @@ def exists(base: Base, name: str, path: str) -> str | None:
 
 async def create(request: Request, service: Service, caller: Caller) -> Response:
     """POST /v1/tasks: commit a new Task to main as the caller; 201 with the Task."""
-    body = await body_of(request, (*CREATE_FIELDS, "forkFrom"))
-    if "forkFrom" in body:
-        raise ApiError(
-            422, "forkFrom: forks (DESIGN §12) are not built yet; create the task with userMessage"
-        )
+    body = await body_of(request, CREATE_FIELDS)
+    fork = _fork_param(body)
     name = body.get("name")
     prefix = body.get("generateName")
     if name is not None and prefix is not None:
@@ -206,8 +208,12 @@ async def create(request: Request, service: Service, caller: Caller) -> Response
     traceparent = _traceparent(request)
     chosen = name or _generated(prefix)
     # Checked before queueing, so bad input never waits for a batch: the same check runs again on
-    # each base in prepare (with the name the batch settles on).
-    validated(task_document(body, chosen, traceparent=traceparent), f"tasks/{chosen}.yaml")
+    # each base in prepare (with the name the batch settles on). A fork's commit and agent are
+    # known only there: a stand-in checks the rest.
+    stand_in = {**body, "agentRef": body.get("agentRef") or {"name": "x"}}
+    if fork is not None:
+        stand_in["forkFrom"] = {"task": fork[0], "commit": "0" * 40}
+    validated(task_document(stand_in, chosen, traceparent=traceparent), f"tasks/{chosen}.yaml")
     document: dict[str, Any] = {}
     edit = Edit(caller=caller, subject=f"Add task {chosen}", prepare=lambda base: {})
 
@@ -223,13 +229,24 @@ async def create(request: Request, service: Service, caller: Caller) -> Response
             chosen = _generated(prefix)
         else:
             raise ApiError(409, f"no free name with generateName {prefix!r} after 10 tries")
-        if agent is not None and base.desired.get(Kind.Agent, agent) is None:
+        resolved = dict(body)
+        agent_name = agent
+        if fork is not None:
+            try:
+                point = forks.point(base.repo, *fork)
+            except UserError as exc:
+                raise ApiError(422, f"forkFrom: {exc}") from None
+            resolved["forkFrom"] = {"task": fork[0], "commit": point.commit}
+            agent_name = agent_name or point.agent
+            resolved["agentRef"] = {"name": agent_name}
+        if agent_name is not None and base.desired.get(Kind.Agent, agent_name) is None:
             raise ApiError(
                 422,
-                f'agentRef: Agent "{agent}" is not declared on main (`gitops-acp get agents` lists them)',
+                f'agentRef: Agent "{agent_name}" is not declared on main '
+                "(`gitops-acp get agents` lists them)",
             )
         document.clear()
-        document.update(task_document(body, chosen, traceparent=traceparent))
+        document.update(task_document(resolved, chosen, traceparent=traceparent))
         edit.subject = f"Add task {chosen}"
         return {path: validated(document, path)}
 
@@ -239,6 +256,73 @@ async def create(request: Request, service: Service, caller: Caller) -> Response
         document,
         status_code=201,
         headers={"Location": f"/v1/tasks/{chosen}", "X-Commit": sha},
+    )
+
+
+def _fork_param(body: dict[str, Any]) -> tuple[str, str | None] | None:
+    """`forkFrom: {task, commit?}` of a create body (commit: any name git resolves; default: the
+    task's newest checkpoint), or None."""
+    fork = body.get("forkFrom")
+    if fork is None:
+        return None
+    if not isinstance(fork, dict) or set(fork) - {"task", "commit"} or not isinstance(fork.get("task"), str):
+        raise ApiError(
+            422, "forkFrom: expected {task, commit?} (commit: default, the task's newest checkpoint)"
+        )
+    commit = fork.get("commit")
+    if commit is not None and not isinstance(commit, str):
+        raise ApiError(422, "forkFrom.commit: expected a string (a commit of the status branch)")
+    problem = check_name(fork["task"])
+    if problem:
+        raise ApiError(422, f"forkFrom.task: {problem}")
+    return fork["task"], commit or None
+
+
+# -- follow-ups ---------------------------------------------------------------------------------
+
+
+async def send(request: Request, service: Service, caller: Caller) -> Response:
+    """POST /v1/tasks/{name}/messages: append `{content}` to the Task's spec.followUps as the caller."""
+    name = name_param(request, Kind.Task)
+    body = await body_of(request, ("content",))
+    content = body.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise ApiError(422, "content: expected the follow-up message (a non-empty string)")
+    sent: dict[str, Any] = {}
+
+    def prepare(base: Base) -> dict[str, bytes | None]:
+        declared = base.desired.get(Kind.Task, name)
+        if declared is None:
+            raise ApiError(
+                404, f'Task "{name}" is not declared on main: follow-ups go to a Task file on main'
+            )
+        if declared.path in base.taken:
+            raise ApiError(409, f"{declared.path} is changed by another request of this commit: try again")
+        observed, _branch, archived = readers.status_of(base.repo, Kind.Task, name)
+        why = followups.refusal(name, observed, archived=archived)
+        if why is not None:
+            raise ApiError(409, why)
+        assert base.commit is not None
+        data = base.repo.read_file(base.commit, declared.path)
+        assert data is not None
+        try:
+            new = followups.appended(declared.path, data, name, content)
+        except UserError as exc:
+            raise ApiError(409, str(exc)) from None
+        from gitops_acp.resources.loader import load_file
+
+        result = load_file(declared.path, new)
+        if result.errors:
+            raise ApiError(422, "; ".join(str(error) for error in result.errors))
+        sent.update(path=declared.path, followUp=len(getattr(declared.resource.spec, "follow_ups", ())) + 1)
+        return {declared.path: new}
+
+    edit = Edit(caller=caller, subject=f"Follow-up to task {name}", prepare=prepare)
+    sha = await service.writer.submit(edit)
+    return JSONResponse(
+        {"name": name, "followUp": sent["followUp"], "path": sent["path"], "commit": sha},
+        status_code=201,
+        headers={"Location": f"/v1/tasks/{name}", "X-Commit": sha},
     )
 
 
