@@ -299,7 +299,14 @@ async def check_answer(call: ToolCall, entry: Entry, ctx: Context) -> Result:
     contact = status.human_contact or ToolCallHumanContact()
     if found is None:
         if contact.branch and await ctx.humans.branch_exists(contact.branch):
-            return DONE
+            channel = _channel(call, ctx)[0]
+            if contact.pull_request is None or channel is None or not pullrequests.has_forge(channel):
+                return DONE  # main moving, or the branch going, wakes the call
+            gone, wait = await pullrequests.closed(
+                call, channel, contact.pull_request, ctx, waiting="Waiting for an answer"
+            )
+            if not gone:
+                return Result(wait, progress=False)
         reply: dict[str, Any] = {"action": "cancel"}
         said = "the question was closed without an answer: the server was told (cancel)"
     else:
@@ -445,14 +452,14 @@ async def cancel_if_unfinished(call: ToolCall, ctx: Context) -> Result | None:
             note = task.model_copy(update={"status_message": "not cancelled: its MCP server was removed"})
             await _commit(call, ctx, mcp_task=note)
             return None
-        return DONE  # the server's status change wakes the call
+        return Result(ctx.settings.error_retry, progress=False)  # told once it is connected
     try:
         await ctx.mcp.cancel_task(task.server, task.task_id, timeout=_REQUEST_TIMEOUT)
     except MCPRefusedError as exc:
         note = task.model_copy(update={"status_message": f"tasks/cancel refused: {exc}"})
     except MCPError as exc:
         log.info("%s: cancelling MCP task %s later: %s", call.metadata.name, task.task_id, exc)
-        return Result(_RETRY, progress=False)
+        return Result(ctx.settings.error_retry, progress=False)
     else:
         note = task.model_copy(update={"status": "cancelled", "status_message": "cancelled by gitops-acp"})
     await _commit(call, ctx, mcp_task=note.model_copy(update={"cancel_requested_at": rfc3339(ctx.now())}))
