@@ -122,6 +122,46 @@ def test_serve_killed_while_the_tool_runs_resumes_the_same_mcp_task(
         assert _lines(counter) == ["start L1", "end L1"]  # the tool ran once
 
 
+def test_a_stdio_servers_task_dies_with_serve_and_the_call_fails_visibly(
+    acp_repo: AcpRepo,
+    stub: Stub,
+    marker: str,
+    serve_bg: Callable[..., Background],
+    tmp_path: Path,
+) -> None:
+    """A stdio server is serve's child: killed with it, its tasks are gone; not run again."""
+    counter = tmp_path / "runs.txt"
+    stub.rules(
+        {"match": "^Run a local job", "when": "first", "toolCalls": [call("local__long_job", label="S1")]},
+        {"when": "tool", "content": "Result: {tool}"},
+    )
+    acp_repo.commit(
+        {
+            "mcpservers/local.yaml": mcpserver_yaml("local", marker=marker, counter=counter),
+            "agents/local-jobber.yaml": tool_agent_yaml("local-jobber", servers=("local",)),
+            "tasks/local.yaml": task_yaml("local", "Run a local job", agent="local-jobber"),
+        },
+        "Add a stdio server's job",
+    )
+    first = serve_bg(acp_repo)
+    task_id = wait_for(
+        lambda: (_status(acp_repo, "local").get("mcpTask") or {}).get("taskId"),
+        timeout=60,
+        what="the MCP task id committed",
+    )
+    first.kill()
+    serve_bg(acp_repo)
+    output = _final(acp_repo, "local")
+    failed = _status(acp_repo, "local")
+    assert failed["phase"] == "Failed"
+    assert failed["error"].startswith(f"interrupted: outcome unknown, not re-run (MCP task {task_id}: ")
+    assert f"unknown task {task_id}" in failed["error"]
+    assert failed["attempt"] == 1
+    assert failed["error"] in output
+    # Started once; it ended with the server process (whose stdin closed with serve), never again.
+    assert _lines(counter) == ["start S1", "cancelled S1"]
+
+
 def test_cancelling_the_task_cancels_the_mcp_task(
     acp_repo: AcpRepo,
     stub: Stub,
