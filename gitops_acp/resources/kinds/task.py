@@ -138,9 +138,9 @@ class Usage(StatusModel):
 class SpanContext(StatusModel):
     """The ids of a task's own span: a resumed task continues this trace (DESIGN §11)."""
 
-    trace_id: str = Field(alias="traceID")
-    """32 hex digits."""
-    span_id: str = Field(alias="spanID")
+    trace_id: str = Field(default="", alias="traceID")
+    """32 hex digits (a status file without them reads as none: telemetry/tracing.py ignores them)."""
+    span_id: str = Field(default="", alias="spanID")
     """16 hex digits."""
 
 
