@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -256,11 +257,19 @@ def test_the_resolver_patterns_are_pyyamls() -> None:
         for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
         if first not in ("!", "&", "*")  # `!`, `&`, `*` never start a plain scalar the reader accepts
     }
-    ours = {
-        first: [(tag, pattern.pattern) for tag, pattern in resolvers]
-        for first, resolvers in statusfields.RESOLVERS.items()
-    }
-    assert ours == theirs
+    assert theirs == statusfields.RESOLVERS
+    compiled = [
+        pattern
+        for resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.values()
+        for _, pattern in resolvers
+    ]
+    # Compiled verbose, as `_Leaf.string` compiles them (those without blanks mean the same either way).
+    assert all(p.flags & re.X or not any(c.isspace() for c in p.pattern) for p in compiled)
+
+
+def test_keys_a_resolver_may_claim_cannot_be_asked_for() -> None:
+    with pytest.raises(ValueError, match="must not start with"):
+        statusfields.strings(b"true: x\n", ("true",))
 
 
 def test_real_status_files_of_a_demo_run(tmp_path: Path) -> None:

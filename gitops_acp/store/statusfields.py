@@ -85,14 +85,13 @@ _FIRST: dict[str, tuple[str, ...]] = {
     "timestamp": tuple("0123456789"),
     "value": ("=",),
 }
-#: first character -> [(tag, pattern)], as PyYAML's `Resolver.yaml_implicit_resolvers` holds them.
-RESOLVERS: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+#: first character -> [(tag, pattern)], as PyYAML's `Resolver.yaml_implicit_resolvers` holds them
+#: (compiled with re.X). They are needed only to tell whether a field asked for is a string: a
+#: scalar nobody asks for only has to be one PyYAML builds without error (`Parser.scalar`).
+RESOLVERS: dict[str, list[tuple[str, str]]] = {}
 for _tag in _PATTERNS:  # PyYAML's registration order (add_implicit_resolver appends)
     for _first in _FIRST[_tag]:
-        RESOLVERS.setdefault(_first, []).append((_tag, re.compile(_PATTERNS[_tag], re.X)))
-# Tags whose value PyYAML builds from any text the pattern matches (an int only without 0b/0x,
-# where `0b_` would fail): a field of another tag makes the whole file uncertain.
-_SAFE_TAGS = frozenset({"bool", "float", "null", "int"})
+        RESOLVERS.setdefault(_first, []).append((_tag, _PATTERNS[_tag]))
 
 
 class _Uncertain(Exception):
@@ -114,6 +113,10 @@ def strings(data: bytes, *paths: tuple[str, ...]) -> list[str | None] | None:
     None means: read the file with `yamlio.load` instead (it may be valid YAML in another style,
     hold a non-string where a string was asked for, or not be YAML at all).
     """
+    if any(key[:1] in RESOLVERS for path in paths for key in path):
+        # A plain key is stored as written (`_Parser.mapping`): only a key no resolver starts
+        # with (`status`, `error`, ...) is certainly the string it looks like.
+        raise ValueError(f"strings: keys must not start with one of {sorted(RESOLVERS)}: {paths}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -142,12 +145,12 @@ def _string_at(root: dict[object, object], path: tuple[str, ...]) -> str | None:
             return None
         node = node[key]
     if isinstance(node, _Leaf):
-        return node.text()
+        return node.string()
     raise _Uncertain  # a mapping, a list, a number, null: PyYAML says what it is
 
 
 class _Leaf:
-    """A string scalar, decoded when asked for (most are never looked at)."""
+    """A scalar PyYAML builds without error, decoded when asked for (most are never looked at)."""
 
     __slots__ = ("chomp", "lines", "raw")
 
@@ -156,7 +159,17 @@ class _Leaf:
         self.lines = lines  # a literal block's lines, without their indentation
         self.chomp = chomp
 
+    def string(self) -> str:
+        """Its value, which must be a string: a plain scalar PyYAML resolves to another tag (a
+        number, a boolean, null) is not, and makes the answer uncertain."""
+        if self.lines is None and self.raw[:1] != '"':
+            for _tag, pattern in RESOLVERS.get(self.raw[0], ()):
+                if re.match(pattern, self.raw, re.X):  # `re` keeps the compiled patterns
+                    raise _Uncertain
+        return self.text()
+
     def text(self) -> str:
+        """Its text as written (a plain scalar's, whatever PyYAML would resolve it to)."""
         if self.lines is not None:
             body = list(self.lines)
             trailing = 0
@@ -224,10 +237,9 @@ class _Parser:
             key = self.scalar(match[1])
             self.i += 1
             value = match[2]
-            # Later keys win, as in PyYAML; a key that is not a string is never asked for.
-            node[key.text() if isinstance(key, _Leaf) else _Other()] = (
-                self.nested(indent, depth) if value is None else self.value(value, indent + 2)
-            )
+            # Later keys win, as in PyYAML. A plain key is stored as written: those asked for
+            # start with no resolver's character, so they are the strings they look like.
+            node[key.text()] = self.nested(indent, depth) if value is None else self.value(value, indent + 2)
             rest = None
 
     def nested(self, indent: int, depth: int) -> object:
@@ -275,19 +287,21 @@ class _Parser:
             return self.block(pad, text[1:])
         return self.scalar(text)
 
-    def scalar(self, text: str) -> object:
-        """A one-line scalar: a `_Leaf` for a string, `_OTHER` for a null, boolean or number."""
+    def scalar(self, text: str) -> _Leaf:
+        """A one-line scalar PyYAML builds without error (whatever its tag: `_Leaf.string`)."""
         if text[:1] == '"':
             if not _JSON_VALUE.fullmatch(text) or _SURROGATE_ESCAPE.search(text):
                 raise _Uncertain
             return _Leaf(text)
         if not _PLAIN_VALUE.fullmatch(text):
             raise _Uncertain
-        for tag, pattern in RESOLVERS.get(text[0], ()):
-            if pattern.match(text):
-                if tag not in _SAFE_TAGS or (tag == "int" and ("b" in text or "x" in text)):
-                    raise _Uncertain
-                return _OTHER
+        # Of the tags a plain scalar in this character set can resolve to, PyYAML fails to build
+        # only these (a superset is declined): `=` (no constructor), a date or a time (`2026-13-45`
+        # is not one), an integer in base 2 or 16 without digits (`0b_`). Strings, nulls,
+        # booleans, floats and other integers always build.
+        unsigned = text[1:] if text[0] in "+-" else text
+        if text == "=" or unsigned[:2] in ("0b", "0x") or (text[0] in "0123456789" and text[4:5] == "-"):
+            raise _Uncertain
         return _Leaf(text)
 
     def block(self, pad: int, chomp: str) -> _Leaf:
