@@ -16,9 +16,7 @@ it writes loads back as exactly the data it was given (random documents included
 A resource's checkpoints repeat most of its strings (names, phases, timestamps, keys), so how each
 short string and each key line is written is remembered (`_strings`, `_keys`, bounded): 11 µs a
 status file instead of 18 µs (the files of a 300-task tools run; the output is byte for byte the
-same, which tests/test_yamlio.py checks against cleared caches). So are the lines of a mapping
-written as a list item (`_items`): every checkpoint of a task writes its whole context window,
-which grew by a message or two since the last one.
+same, which tests/test_yamlio.py checks against cleared caches).
 """
 
 from __future__ import annotations
@@ -230,82 +228,7 @@ def _emit_mapping(
 def _emit_sequence(items: list[Any], indent: int, lines: list[str]) -> None:
     pad = " " * indent
     for item in items:
-        if type(item) is dict and item:
-            try:
-                key = (indent, _item_key(item))
-            except _Unfrozen:
-                pass
-            else:
-                cached = _items.get(key)
-                if cached is None:
-                    start = len(lines)
-                    _emit_value(f"{pad}-", item, indent, lines, in_list=True)
-                    _remember_item(key, lines[start:])
-                else:
-                    lines.extend(cached[0])
-                continue
         _emit_value(f"{pad}-", item, indent, lines, in_list=True)
-
-
-# The lines of mappings written as list items, by indentation and value: a task's context window
-# grows by a message or two per checkpoint and every checkpoint writes the whole window, so each
-# message is written once and then repeated (a tool-workload task writes 14 messages, 5 distinct).
-# Keyed by value (`_frozen`), so a hit is the same data and gives the same bytes; bounded by count
-# and by the characters held, the older half dropped when full, like `_strings`.
-_items: dict[tuple[int, tuple[Any, ...]], tuple[list[str], int]] = {}
-_items_size = 0
-_MAX_CACHED_ITEMS = 4096
-_MAX_CACHED_ITEM_CHARS = 8 << 20
-
-
-class _Unfrozen(Exception):
-    """A value `_frozen` does not take (not JSON-shaped): the item is written without the cache."""
-
-
-_MAPPING, _SEQUENCE = object(), object()
-
-
-def _item_key(item: dict[Any, Any]) -> tuple[Any, ...]:
-    """`_frozen(item)` in a cheaper form for the usual message: every value a string."""
-    items = tuple(item.items())
-    for _, value in items:
-        if type(value) is not str:  # then some value is not a string, and its image never is one
-            return tuple([(key, _frozen(value)) for key, value in items])
-    return items
-
-
-def _frozen(value: Any) -> Any:
-    """A hashable image of JSON-shaped `value`, equal only for values written the same way.
-
-    Strings and None stand for themselves; other scalars carry their type (1, 1.0 and True are
-    equal in Python but not in YAML) and floats their repr (0.0 and -0.0).
-    """
-    kind = type(value)
-    if kind is str or value is None:
-        return value
-    if kind is dict:
-        return (_MAPPING, *[(k, _frozen(v)) for k, v in value.items()])
-    if kind is list:
-        return (_SEQUENCE, *[_frozen(v) for v in value])
-    if kind is bool or kind is int:
-        return (kind, value)
-    if kind is float:
-        return (kind, repr(value))
-    raise _Unfrozen
-
-
-def _remember_item(key: tuple[int, tuple[Any, ...]], lines: list[str]) -> None:
-    global _items_size
-    size = sum(map(len, lines))
-    if size > _MAX_CACHED_ITEM_CHARS // 16:
-        return  # a huge tool result: written again rather than held
-    if len(_items) >= _MAX_CACHED_ITEMS or _items_size + size > _MAX_CACHED_ITEM_CHARS:
-        for old in list(itertools.islice(_items, len(_items) // 2 + 1)):
-            dropped = _items.pop(old, None)
-            if dropped is not None:
-                _items_size -= dropped[1]
-    _items[key] = (lines, size)
-    _items_size += size
 
 
 def _dump_pyyaml(doc: dict[str, Any]) -> bytes:
