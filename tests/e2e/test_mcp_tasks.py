@@ -7,8 +7,8 @@ so that it outlives `serve`:
   before the wait) and the tool ran once (the server's counter file holds one start, one end);
 - removing the Task from main cancels the MCP task (tasks/cancel: the server records it);
 - `ask` asks through the task's `input_required` state: the question becomes a branch
-  `acp/questions/<toolcall>`, the answer merged into main goes back to the tool; a task without a
-  contact channel declines it, and says why.
+  `acp/questions/<toolcall>`, the answer merged into main (while `serve` is down) goes back to the
+  tool from the next `serve`; a task without a contact channel declines it, and says why.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def test_a_tool_that_asks_gets_the_answer_merged_on_main_or_is_declined(
                 "tasks/colour.yaml": task_yaml("colour", "Ask the tool for a colour", agent="asker"),
             },
         )
-        serve_bg(repo)
+        first = serve_bg(repo)
         # No contact channel: declined at once, and the status says why.
         assert _final(repo, "nobody") == "Result: no answer (decline)"
         declined = _status(repo, "nobody")
@@ -246,6 +246,8 @@ def test_a_tool_that_asks_gets_the_answer_merged_on_main_or_is_declined(
         assert proposed["spec"]["question"] == "Which colour?"
         assert proposed["spec"]["requestedSchema"]["properties"] == {"answer": {"type": "string"}}
 
+        # serve stops while the question waits; the answer arrives meanwhile; the next serve replies.
+        first.kill()
         git_as(repo, ALICE, "checkout", "-q", branch)
         document = yaml.safe_load((repo.path / path).read_text())
         document["spec"]["response"] = "green"
@@ -253,6 +255,7 @@ def test_a_tool_that_asks_gets_the_answer_merged_on_main_or_is_declined(
         git_as(repo, ALICE, "commit", "-q", "-am", "Answer: green")
         git_as(repo, ALICE, "checkout", "-q", "main")
         git_as(repo, ALICE, "merge", "-q", "--no-ff", "--no-edit", branch)
+        serve_bg(repo)
 
         assert _final(repo, "colour") == "Result: the answer was: green"
         answered = _status(repo, "colour")
