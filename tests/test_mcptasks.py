@@ -9,13 +9,14 @@ import pytest
 
 from gitops_acp.controllers.mcptasks import INTERRUPTED_TASK, answer_content
 from gitops_acp.errors import MCPError, MCPRefusedError
+from gitops_acp.humans.branches import Decision
 from gitops_acp.mcp import TaskState, ToolInfo, ToolResult
 from gitops_acp.mcp.models import InputRequest
 from gitops_acp.resources.kinds.toolcall import ToolCallMCPTask
 from gitops_acp.resources.meta import Kind, ToolCallPhase
 from gitops_acp.resources.models import ToolCall
-from tests.fakes import FakeContext, FakeMCP, tool_calls
-from tests.test_tools import call_named, reconcile, tool_world
+from tests.fakes import FakeContext, FakeLLM, FakeMCP, ready, tool_calls
+from tests.test_tools import AGENT, COUNT, ECHO, LLM, SERVER, TASK, call_named, reconcile, tool_world
 
 JOB = ToolInfo(
     name="count",  # the world's non-idempotent tool; the server runs it as a task here
@@ -200,3 +201,87 @@ def test_answer_content(response: Any, schema: dict[str, Any], content: Any, pro
     got, why = answer_content(response, schema)
     assert got == content
     assert why.startswith(problem)
+
+
+CHANNEL = """
+apiVersion: acp.gitops.dev/v1alpha1
+kind: ContactChannel
+metadata: {name: team}
+spec: {type: git}
+"""
+FORM = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+ASKING = TaskState(
+    task_id="T1",
+    status="input_required",
+    input_requests=(
+        InputRequest(key="k1", method="elicitation/create", message="Which colour?", schema=FORM),
+    ),
+)
+
+
+def asking_world(*after: TaskState) -> tuple[FakeContext, ToolCall]:
+    """A task whose agent asks the git channel `team`, its MCP task waiting for input."""
+    mcp = FakeMCP(replies={"count": ToolResult(text="", is_error=False, task=WORKING)})
+    mcp.task_replies["T1"] = [ASKING, *after]
+    mcp.connect("srv", ECHO, COUNT)
+    agent = AGENT + "  humanContactChannels: [{name: team}]\n"
+    ctx = FakeContext(
+        "\n---\n".join((LLM, SERVER, agent, TASK, CHANNEL)),
+        llm=FakeLLM([tool_calls(("srv__count", '{"label": "x"}'))]),
+        mcp=mcp,
+        environ={"API_KEY": "k", "SRV_TOKEN": "s3cret-token"},
+    )
+    ready(ctx, Kind.LLM, "gpt")
+    ready(ctx, Kind.ContactChannel, "team")
+    reconcile(ctx, Kind.MCPServer, "srv")
+    reconcile(ctx, Kind.Agent, "helper")
+    reconcile(ctx, Kind.Task, "t1")
+    call = call_named(ctx)
+    found_running(ctx, call)
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    return ctx, call_named(ctx)
+
+
+def test_a_tools_question_goes_to_the_contact_channel_and_the_answer_back_to_the_task() -> None:
+    ctx, call = asking_world(ASKING, DONE)  # the answered key may still show once: not asked again
+    name = call.metadata.name
+    status = call.status
+    assert status.phase == "AwaitingHumanInput"
+    assert status.human_contact is not None
+    assert status.human_contact.branch == f"acp/questions/{name}"
+    assert status.mcp_task is not None
+    assert (status.mcp_task.input_request, status.mcp_task.question) == ("k1", name)
+    document, message = ctx.humans.questions[name]
+    assert document["spec"]["question"] == "Which colour?"
+    assert document["spec"]["requestedSchema"] == FORM
+    assert f"gitops-acp respond {name}" in message
+    assert reconcile(ctx, Kind.ToolCall, name).requeue_after is None  # nobody answered: wait for main
+    ctx.humans.responses[name] = Decision(
+        spec={**document["spec"], "response": "green"},
+        decided_by="Alice <alice@example.com>",
+        decided_at=1_800_000_100.0,
+        fast_forward=False,
+    )
+    reconcile(ctx, Kind.ToolCall, name)
+    assert ctx.mcp.task_answers == [("T1", {"k1": {"action": "accept", "content": {"answer": "green"}}})]
+    back = call_named(ctx).status
+    assert back.phase == "Running"
+    assert back.mcp_task is not None
+    assert back.mcp_task.answered_inputs == ["k1"]
+    assert back.human_contact is not None
+    assert back.human_contact.responded_by == "Alice <alice@example.com>"
+    assert f"acp/questions/{name}" in ctx.humans.deleted
+    reconcile(ctx, Kind.ToolCall, name)  # input_required with k1 still: polled, not asked again
+    assert list(ctx.humans.questions) == [name]
+    reconcile(ctx, Kind.ToolCall, name)
+    assert call_named(ctx).status.phase == "Succeeded"
+
+
+def test_a_tools_question_whose_branch_is_deleted_is_cancelled() -> None:
+    ctx, call = asking_world(WORKING)
+    ctx.humans.branches.discard(f"acp/questions/{call.metadata.name}")
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)
+    assert ctx.mcp.task_answers == [("T1", {"k1": {"action": "cancel"}})]
+    status = call_named(ctx).status
+    assert status.phase == "Running"
+    assert "closed without an answer" in status.status_detail
