@@ -224,3 +224,17 @@ def test_refusals_are_one_line(acp_repo: AcpRepo, stub: Stub, serve_once: ServeO
     line = one_error_line(repo_cli(acp_repo, "task", "send", "broken", "-m", "again"))
     assert 'Task "broken" is Failed' in line
     assert "--fork-from broken" in line
+
+
+def test_an_archived_task_takes_no_follow_up_but_can_be_forked(
+    acp_repo: AcpRepo, stub: Stub, serve_once: ServeOnce
+) -> None:
+    ok(repo_cli(acp_repo, "task", "create", "old", "--agent", "e2e-agent", "-m", "long ago"))
+    ok(serve_once(acp_repo, "--retain-finished", "0"))  # answered, then archived at once
+    assert acp_repo.status("tasks", "old") is None
+    line = one_error_line(repo_cli(acp_repo, "task", "send", "old", "-m", "still there?"))
+    assert 'Task "old" was archived' in line
+    assert "--fork-from old" in line
+    ok(repo_cli(acp_repo, "task", "create", "revived", "--fork-from", "old", "-m", "still there?"))
+    exchange(acp_repo, serve_once)
+    assert users(task_status(acp_repo, "revived")) == ["long ago", "still there?"]
