@@ -49,7 +49,8 @@ def test_the_task_id_is_committed_before_the_wait_and_the_result_ends_the_call()
     assert result.progress  # a running tool keeps `serve --once` going
     assert ctx.phases(Kind.ToolCall, call.metadata.name) == ["Pending", "Running", "Running"]
     # The checkpoint after Running holds the task id, and nothing was waited for before it.
-    assert task_of(ctx) == ToolCallMCPTask(server="srv", task_id="T1", status="working")
+    committed = task_of(ctx)
+    assert (committed.server, committed.task_id, committed.status) == ("srv", "T1", "working")
     assert "MCP task T1 on MCP server srv is working" in call_named(ctx).status.status_detail
     assert len(ctx.mcp.task_replies["T1"]) == 2  # no tasks/get before the id was committed
     reconcile(ctx, Kind.ToolCall, call.metadata.name)  # working: nothing to commit
@@ -59,6 +60,23 @@ def test_the_task_id_is_committed_before_the_wait_and_the_result_ends_the_call()
     assert done.mcp_task is not None
     assert done.mcp_task.status == "completed"
     assert len(ctx.mcp.calls) == 1
+
+
+def test_progress_alone_is_committed_at_most_every_30_seconds() -> None:
+    said = [TaskState(task_id="T1", status="working", status_message=f"{n}% done") for n in (10, 20, 30)]
+    ctx, call = world(*said)
+    found_running(ctx, call)
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)  # first look: noted
+    assert task_of(ctx).status_message == "10% done"
+    commits = len(ctx.checkpoints)
+    ctx.clock_value += 10
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)  # 20%: 10 s later, not a commit
+    assert len(ctx.checkpoints) == commits
+    ctx.clock_value += 25
+    reconcile(ctx, Kind.ToolCall, call.metadata.name)  # 30%: 35 s after the last note
+    assert len(ctx.checkpoints) == commits + 1
+    assert task_of(ctx).status_message == "30% done"
+    assert "30% done" in call_named(ctx).status.status_detail
 
 
 def found_running(ctx: FakeContext, call: ToolCall) -> None:

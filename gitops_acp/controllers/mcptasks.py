@@ -27,7 +27,7 @@ import logging
 from typing import Any
 
 from gitops_acp.controllers import deciders, pullrequests
-from gitops_acp.controllers.base import DONE, Context, Result, rfc3339
+from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.calls import finish
 from gitops_acp.controllers.catalog import Entry
 from gitops_acp.errors import MCPError, MCPRefusedError
@@ -54,6 +54,9 @@ INTERRUPTED_TASK = "interrupted: outcome unknown, not re-run"
 _MIN_POLL, _DEFAULT_POLL, _MAX_POLL = 0.05, 1.0, 30.0
 #: How soon a look that could not be made (a timeout, a connection lost) is tried again.
 _RETRY = 2.0
+#: A task's progress (a new statusMessage, same status) is committed at most this often: a server
+#: reporting progress on every poll would otherwise make a commit every pollIntervalMs.
+_PROGRESS_EVERY = 30.0
 #: Time allowed for one tasks/* request.
 _REQUEST_TIMEOUT = 30.0
 
@@ -83,6 +86,7 @@ async def started(call: ToolCall, entry: Entry, ctx: Context, handle: TaskState)
         task_id=handle.task_id,
         status=handle.status,
         status_message=handle.status_message,
+        noted_at=rfc3339(ctx.now()),
     )
     await _commit(call, ctx, mcp_task=task, status_detail=_detail(task))
     return _poll(handle)
@@ -130,8 +134,17 @@ async def follow(call: ToolCall, entry: Entry, ctx: Context) -> Result:
         pending = [r for r in current.input_requests if r.key not in task.answered_inputs]
         if pending:
             return await _ask(call, entry, ctx, pending[0])
-    await _commit(call, ctx, mcp_task=seen, status_detail=_detail(seen))
+    if seen.status != task.status or (
+        seen.status_message != task.status_message and _progress_due(task, ctx.now())
+    ):
+        seen = seen.model_copy(update={"noted_at": rfc3339(ctx.now())})
+        await _commit(call, ctx, mcp_task=seen, status_detail=_detail(seen))
     return _poll(current)
+
+
+def _progress_due(task: ToolCallMCPTask, now: float) -> bool:
+    """Whether a changed statusMessage alone is worth a commit (at most one each _PROGRESS_EVERY)."""
+    return task.noted_at is None or now - parse_rfc3339(task.noted_at) >= _PROGRESS_EVERY
 
 
 async def _gone(call: ToolCall, entry: Entry, ctx: Context, why: str) -> Result:

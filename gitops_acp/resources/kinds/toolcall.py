@@ -99,7 +99,9 @@ class ToolCallMCPTask(StatusModel):
     status: str | None = None
     """The task's status when last looked at: working, input_required, completed, failed, cancelled."""
     status_message: str | None = None
-    """The server's words on it, when last looked at."""
+    """The server's words on it, as last committed."""
+    noted_at: str | None = None
+    """When `status`/`statusMessage` were last committed (progress alone: at most every 30 s)."""
     input_request: str | None = None
     """The key of the server's request for input that the pending question answers."""
     question: str | None = None
