@@ -237,10 +237,10 @@ ASKING = TaskState(
 )
 
 
-def asking_world(*after: TaskState) -> tuple[FakeContext, ToolCall]:
+def asking_world(*after: TaskState, asking: TaskState = ASKING) -> tuple[FakeContext, ToolCall]:
     """A task whose agent asks the git channel `team`, its MCP task waiting for input."""
     mcp = FakeMCP(replies={"count": ToolResult(text="", is_error=False, task=WORKING)})
-    mcp.task_replies["T1"] = [ASKING, *after]
+    mcp.task_replies["T1"] = [asking, *after]
     mcp.connect("srv", ECHO, COUNT)
     agent = AGENT + "  humanContactChannels: [{name: team}]\n"
     ctx = FakeContext(
@@ -303,3 +303,12 @@ def test_a_tools_question_whose_branch_is_deleted_is_cancelled() -> None:
     status = call_named(ctx).status
     assert status.phase == "Running"
     assert "closed without an answer" in status.status_detail
+
+
+def test_a_secret_the_server_repeats_in_its_question_stays_out_of_the_branch() -> None:
+    leaky = InputRequest(key="k1", method="elicitation/create", message="Is s3cret-token right?", schema=FORM)
+    ctx, call = asking_world(asking=TaskState(task_id="T1", status="input_required", input_requests=(leaky,)))
+    document, message = ctx.humans.questions[call.metadata.name]
+    assert "s3cret-token" not in repr(document) + message
+    assert "[redacted srv/SRV_TOKEN]" in document["spec"]["question"]
+    assert "s3cret-token" not in (call.status.status_detail or "")

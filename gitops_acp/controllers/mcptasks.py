@@ -26,6 +26,7 @@ import json
 import logging
 from typing import Any
 
+from gitops_acp import redaction
 from gitops_acp.controllers import deciders, pullrequests
 from gitops_acp.controllers.base import DONE, Context, Result, parse_rfc3339, rfc3339
 from gitops_acp.controllers.calls import finish
@@ -255,6 +256,8 @@ async def _ask(call: ToolCall, entry: Entry, ctx: Context, request: InputRequest
         f"or run: gitops-acp respond {question} --message '...'\n"
         "To decline, merge it with an empty response; to cancel, delete the branch without merging.\n"
     )
+    # The server's words go into a branch of the repository: no resolved secret goes with them.
+    document, message, title = redaction.document(document), redaction.text(message), redaction.text(title)
     branch = await ctx.humans.propose_question(question, document, message)
     contact = ToolCallHumanContact(channel=channel.metadata.name, branch=branch)
     where = branch
