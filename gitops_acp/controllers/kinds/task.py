@@ -130,7 +130,7 @@ class TaskController:
         while True:
             status = task.status or TaskStatus()
             if status.phase in TERMINAL_TASK_PHASES:
-                if status.phase != TaskPhase.FinalAnswer or _removed(task, ctx):
+                if status.phase != TaskPhase.FinalAnswer or not _conversing(task) or _removed(task, ctx):
                     return await deliver(task, ctx)
                 checked = await _check_conversation(task, ctx)
                 result = await deliver(checked or task, ctx)
@@ -650,6 +650,14 @@ async def _check_conversation(task: Task, ctx: Context) -> Task | None:
         )
         await ctx.state.checkpoint(task.model_copy(update={"status": conflict}))
     return None
+
+
+def _conversing(task: Task) -> bool:
+    """Whether the task has follow-ups to take or to compare (most tasks have none: one test)."""
+    status = task.status or TaskStatus()
+    return bool(
+        task.spec.follow_ups or status.follow_ups_applied or (status.error or "").startswith(CONFLICT_PREFIX)
+    )
 
 
 def _delivered(task: Task) -> bool:
