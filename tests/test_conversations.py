@@ -316,3 +316,45 @@ def test_validate_accepts_follow_ups_and_a_fork_without_a_message() -> None:
     )
     result = load_file("tasks/x.yaml", text.encode())
     assert not result.errors, [str(e) for e in result.errors]
+
+
+def test_describe_shows_each_exchange_and_what_waits() -> None:
+    from gitops_acp.cli.commands import describe
+
+    document = {
+        "apiVersion": "acp.gitops.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": "t1"},
+        "spec": {
+            "agentRef": {"name": "helper"},
+            "forkFrom": {"task": "t0", "commit": SHA},
+            "followUps": [{"content": "And 3+3?"}, {"content": "And 4+4?"}, {"content": "And 5+5?"}],
+        },
+        "status": {
+            "phase": "ReadyForLLM",
+            "followUpsApplied": 2,
+            "contextWindow": [
+                {"role": "system", "content": "You help."},
+                {"role": "user", "content": "What is 2+2?"},
+                {"role": "assistant", "content": "", "toolCalls": [{"id": "c1", "function": {"name": "x"}}]},
+                {"role": "tool", "toolCallId": "c1", "content": "four"},
+                {"role": "assistant", "content": "4"},
+                {"role": "user", "content": "And 3+3?"},
+                {"role": "assistant", "content": "6"},
+                {"role": "user", "content": "And 4+4?"},
+            ],
+        },
+    }
+    text = describe.render(Kind.Task, "t1", document, archived=False, events=[])
+    conversation = text.split("Conversation:\n", 1)[1].split("Events:", 1)[0]
+    assert conversation.splitlines() == [
+        f"  forked from: t0@{SHA[:12]}",
+        "  message: What is 2+2?",
+        "    answer: 4",
+        "  follow-up 1: And 3+3?",
+        "    answer: 6",
+        "  follow-up 2: And 4+4?",
+        "    answer: <being answered>",
+        "  follow-up 3: And 5+5?",
+        "    waiting for the answer before it",
+    ]
