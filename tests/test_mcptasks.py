@@ -3,19 +3,26 @@ MCP boundary faked (tests/fakes FakeMCP scripts what tasks/get answers)."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
+from gitops_acp.controllers import registry
 from gitops_acp.controllers.mcptasks import INTERRUPTED_TASK, answer_content
 from gitops_acp.errors import MCPError, MCPRefusedError
+from gitops_acp.humans import forges
 from gitops_acp.humans.branches import Decision
 from gitops_acp.mcp import TaskState, ToolInfo, ToolResult
 from gitops_acp.mcp.models import InputRequest
 from gitops_acp.resources.kinds.toolcall import ToolCallMCPTask
 from gitops_acp.resources.meta import Kind, ToolCallPhase
 from gitops_acp.resources.models import ToolCall
+from tests.conftest import git
 from tests.fakes import FakeContext, FakeLLM, FakeMCP, ready, tool_calls
+from tests.fakes.forges import FakeForge
 from tests.test_tools import AGENT, COUNT, ECHO, LLM, SERVER, TASK, call_named, reconcile, tool_world
 
 JOB = ToolInfo(
@@ -227,6 +234,18 @@ kind: ContactChannel
 metadata: {name: team}
 spec: {type: git}
 """
+ASKER = AGENT + "  humanContactChannels: [{name: team}]\n"  # the agent, asking the channel `team`
+FORGE_CHANNEL = """
+apiVersion: acp.gitops.dev/v1alpha1
+kind: ContactChannel
+metadata: {name: team}
+spec:
+  git:
+    forge: github
+    apiUrl: API_URL
+    repository: acme/agents
+    tokenFrom: {secretKeyRef: {name: forge, key: FORGE_TOKEN}}
+"""
 FORM = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 ASKING = TaskState(
     task_id="T1",
@@ -242,9 +261,8 @@ def asking_world(*after: TaskState, asking: TaskState = ASKING) -> tuple[FakeCon
     mcp = FakeMCP(replies={"count": ToolResult(text="", is_error=False, task=WORKING)})
     mcp.task_replies["T1"] = [asking, *after]
     mcp.connect("srv", ECHO, COUNT)
-    agent = AGENT + "  humanContactChannels: [{name: team}]\n"
     ctx = FakeContext(
-        "\n---\n".join((LLM, SERVER, agent, TASK, CHANNEL)),
+        "\n---\n".join((LLM, SERVER, ASKER, TASK, CHANNEL)),
         llm=FakeLLM([tool_calls(("srv__count", '{"label": "x"}'))]),
         mcp=mcp,
         environ={"API_KEY": "k", "SRV_TOKEN": "s3cret-token"},
@@ -312,3 +330,56 @@ def test_a_secret_the_server_repeats_in_its_question_stays_out_of_the_branch() -
     assert "s3cret-token" not in repr(document) + message
     assert "[redacted srv/SRV_TOKEN]" in document["spec"]["question"]
     assert "s3cret-token" not in (call.status.status_detail or "")
+
+
+def test_with_a_forge_the_tools_question_is_a_pull_request_and_closing_it_cancels(repo: Path) -> None:
+    async def main() -> None:
+        with FakeForge(repo) as fake:
+            async with httpx2.AsyncClient() as http:
+                mcp = FakeMCP(replies={"count": ToolResult(text="", is_error=False, task=WORKING)})
+                mcp.task_replies["T1"] = [ASKING, WORKING]
+                mcp.connect("srv", ECHO, COUNT)
+                channel = FORGE_CHANNEL.replace("API_URL", fake.api_url("github"))
+                ctx = FakeContext(
+                    "\n---\n".join(
+                        (LLM, SERVER, AGENT + "  humanContactChannels: [{name: team}]\n", TASK, channel)
+                    ),
+                    llm=FakeLLM([tool_calls(("srv__count", '{"label": "x"}'))]),
+                    mcp=mcp,
+                    environ={"API_KEY": "k", "SRV_TOKEN": "s3cret-token"},
+                )
+                ctx.forges["team"] = forges.connect(
+                    "github",
+                    api_url=fake.api_url("github"),
+                    repository=fake.repository,
+                    token=fake.token,
+                    http=http,
+                    budget=forges.RateBudget(),
+                )
+                ready(ctx, Kind.LLM, "gpt")
+                for kind, name in (
+                    (Kind.MCPServer, "srv"),
+                    (Kind.ContactChannel, "team"),
+                    (Kind.Agent, "helper"),
+                    (Kind.Task, "t1"),
+                ):
+                    await registry()[kind].reconcile(name, ctx)
+                name = call_named(ctx).metadata.name
+                git(repo, "branch", f"acp/questions/{name}")  # FakeContext proposes without git
+                await registry()[Kind.ToolCall].reconcile(name, ctx)  # the task handle
+                await registry()[Kind.ToolCall].reconcile(name, ctx)  # input_required: asked
+                asked = call_named(ctx).status
+                (pull,) = fake.pulls["github"].values()
+                assert asked.phase == "AwaitingHumanInput"
+                assert asked.human_contact is not None
+                assert asked.human_contact.pull_request == pull.number
+                assert f"#{pull.number}" in (asked.status_detail or "")
+                assert pull.title.startswith("Question from tool count (task t1): Which colour?")
+                assert pull.head == f"acp/questions/{name}"
+                fake.close("github", pull.number)
+                ctx.forges["team"].invalidate()  # type: ignore[union-attr]  # what a webhook does
+                await registry()[Kind.ToolCall].reconcile(name, ctx)
+                assert mcp.task_answers == [("T1", {"k1": {"action": "cancel"}})]
+                assert call_named(ctx).status.phase == "Running"
+
+    asyncio.run(main())
