@@ -23,6 +23,7 @@ from gitops_acp.resources.models import ToolCall
 from tests.conftest import git
 from tests.fakes import FakeContext, FakeLLM, FakeMCP, ready, tool_calls
 from tests.fakes.forges import FakeForge
+from tests.test_metrics import sample
 from tests.test_tools import AGENT, COUNT, ECHO, LLM, SERVER, TASK, call_named, reconcile, tool_world
 
 JOB = ToolInfo(
@@ -51,6 +52,7 @@ def task_of(ctx: FakeContext) -> ToolCallMCPTask:
 
 def test_the_task_id_is_committed_before_the_wait_and_the_result_ends_the_call() -> None:
     ctx, call = world(WORKING, DONE)
+    counted = sample("gitops_acp_tool_calls_total", server="srv", tool="count", outcome="success")
     result = reconcile(ctx, Kind.ToolCall, call.metadata.name)
     assert result.requeue_after == 0.25  # the server's pollIntervalMs, on a timer
     assert result.progress  # a running tool keeps `serve --once` going
@@ -61,7 +63,10 @@ def test_the_task_id_is_committed_before_the_wait_and_the_result_ends_the_call()
     assert "MCP task T1 on MCP server srv is working" in call_named(ctx).status.status_detail
     assert len(ctx.mcp.task_replies["T1"]) == 2  # no tasks/get before the id was committed
     reconcile(ctx, Kind.ToolCall, call.metadata.name)  # working: nothing to commit
+    # The handle is not the tool's outcome: counted once the task ends.
+    assert sample("gitops_acp_tool_calls_total", server="srv", tool="count", outcome="success") == counted
     reconcile(ctx, Kind.ToolCall, call.metadata.name)  # completed
+    assert sample("gitops_acp_tool_calls_total", server="srv", tool="count", outcome="success") == counted + 1
     done = call_named(ctx).status
     assert (done.phase, done.result, done.attempt) == ("Succeeded", "42 rows", 1)
     assert done.mcp_task is not None

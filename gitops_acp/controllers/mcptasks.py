@@ -45,6 +45,7 @@ from gitops_acp.resources.models import (
     ToolCallHumanContact,
     ToolCallStatus,
 )
+from gitops_acp.telemetry import metrics
 
 __all__ = ["INTERRUPTED_TASK", "answer_content", "cancel_if_unfinished", "check_answer", "follow", "started"]
 
@@ -112,6 +113,10 @@ async def follow(call: ToolCall, entry: Entry, ctx: Context) -> Result:
         return Result(_RETRY)
     seen = task.model_copy(update={"status": current.status, "status_message": current.status_message})
     call = call.model_copy(update={"status": status.model_copy(update={"mcp_task": seen})})
+    if current.terminal:
+        ok = current.status == "completed" and current.result is not None and not current.result.is_error
+        began = parse_rfc3339(status.start_time) if status.start_time else ctx.now()
+        metrics.tool_call(task.server, entry.tool, max(0.0, ctx.now() - began), ok=ok)
     if current.status == "completed":
         result = current.result
         if result is None:

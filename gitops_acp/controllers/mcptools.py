@@ -130,7 +130,8 @@ class MCPExecutor:
                 text = result.text
                 if result.is_error:
                     error = text or "the tool reported an error"
-            metrics.tool_call(entry.target, entry.tool, time.monotonic() - sent, ok=error is None)
+            if handle is None:  # a task is counted when it ends (controllers/mcptasks.py)
+                metrics.tool_call(entry.target, entry.tool, time.monotonic() - sent, ok=error is None)
         finally:
             gate.release(ticket, latency=latency)
         if handle is not None:
