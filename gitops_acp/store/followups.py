@@ -20,7 +20,7 @@ import yaml
 from gitops_acp.errors import UserError
 from gitops_acp.store import yamlio
 
-__all__ = ["appended", "refusal"]
+__all__ = ["appended", "contents", "refusal"]
 
 
 def refusal(name: str, observed: dict[str, Any] | None, *, archived: bool) -> str | None:
@@ -32,6 +32,19 @@ def refusal(name: str, observed: dict[str, Any] | None, *, archived: bool) -> st
     if phase in ("Failed", "Cancelled"):
         return f'Task "{name}" is {phase}: a follow-up goes on only from an answer (FinalAnswer); {fork}'
     return None
+
+
+def contents(data: bytes) -> list[str]:
+    """The follow-ups' texts in a Task file, oldest first (none when it cannot be read)."""
+    try:
+        document = yaml.load(data, Loader=yaml.CSafeLoader)
+    except yaml.YAMLError:
+        return []
+    spec = document.get("spec") if isinstance(document, dict) else None
+    follow_ups = spec.get("followUps") if isinstance(spec, dict) else None
+    if not isinstance(follow_ups, list):
+        return []
+    return [str(f.get("content", "")) for f in follow_ups if isinstance(f, dict)]
 
 
 def appended(path: str, data: bytes, name: str, content: str) -> bytes:

@@ -126,5 +126,36 @@ def run_send(args: argparse.Namespace) -> int:
         message=f"Follow-up {count} to task {args.name}",
         branch=args.branch,
     )
+    sha = _keep_concurrent(args, declared.path, data, sha)
     print(f"task/{args.name}: follow-up {count} sent ({declared.path}, {sha[:10]})")
     return 0
+
+
+def _keep_concurrent(args: argparse.Namespace, path: str, based_on: bytes, sha: str) -> str:
+    """Put back follow-ups another `task send` committed between our read and our commit.
+
+    The commit writes the file as read plus ours; if its parent's file was not what we read (two
+    senders at once), the other's follow-up would be dropped from main: commit it again, before
+    ours. The API needs none of this (it builds each commit on the tip with compare-and-swap).
+    """
+    from gitops_acp.cli import views
+    from gitops_acp.cli.commits import commit_as_user
+    from gitops_acp.store import followups
+
+    repo = views.open_repo(args.repo)
+    try:
+        parent = repo.read_file(f"{sha}^", path)
+    finally:
+        repo.close()
+    if parent is None or parent == based_on:
+        return sha
+    theirs = followups.contents(parent)
+    ours = [*followups.contents(based_on), args.message]
+    if ours[: len(theirs)] == theirs:
+        return sha  # nothing of theirs was dropped (the file changed otherwise)
+    return commit_as_user(
+        args.repo,
+        files={path: followups.appended(path, parent, args.name, args.message)},
+        message=f"Follow-up to task {args.name} (after another sent at the same time)",
+        branch=args.branch,
+    )
