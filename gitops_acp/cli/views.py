@@ -7,8 +7,8 @@ here for the commands. The columns are ACP's printer columns.
 `get KIND NAME`, `describe` and `history` start a process for one object, so what this module
 imports is in every figure (DESIGN §9): `lookup` reads through a `ReadOnlyRepo` (no GitPython) and
 works on plain dicts; the pydantic models are imported only by the functions that parse one.
-`history` needs `open_reader` alone: the names of `store/readers.py` (and PyYAML with them) are
-imported when first used, and the URL helpers only for a path that does not exist.
+The names of `store/readers.py` (and PyYAML with them) are imported when first used;
+`open_repo` and `open_reader` are `cli/repos.py`'s, which `history` imports instead of this module.
 """
 
 from __future__ import annotations
@@ -16,16 +16,13 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from gitops_acp.errors import StoreError, UserError
+from gitops_acp.cli.repos import open_reader, open_repo
 from gitops_acp.resources.meta import ANNOTATION_FIRST_CHECKPOINT, Kind, parse_rfc3339
-from gitops_acp.store.git import ReadOnlyRepo
 
 if TYPE_CHECKING:  # imported where used: pydantic and GitPython only when a command needs them
     from gitops_acp.resources.models import AnyResource
-    from gitops_acp.store.git import GitRepo
     from gitops_acp.store.readers import STATUS_ONLY, Found, Listing, Snapshot, listing, lookup, snapshot
 
 __all__ = [
@@ -42,7 +39,6 @@ __all__ = [
     "table_rows",
 ]
 
-_R = TypeVar("_R")
 _FROM_READERS = frozenset({"STATUS_ONLY", "Found", "Listing", "Snapshot", "listing", "lookup", "snapshot"})
 
 
@@ -52,43 +48,6 @@ def __getattr__(name: str) -> object:
     value = getattr(importlib.import_module("gitops_acp.store.readers"), name)
     globals()[name] = value  # once: later lookups are plain module attributes
     return value
-
-
-def open_repo(path: str) -> GitRepo:
-    """Open the repository named by --repo, with a message that says what to do.
-
-    A URL is read through a copy in the cache directory, fetched now (docs/remotes.md).
-    """
-    from gitops_acp.store.git import GitRepo
-
-    return _opened(GitRepo.open, path)
-
-
-def open_reader(path: str) -> ReadOnlyRepo:
-    """Open the repository named by --repo for reading one object (`lookup`, history), as `open_repo`."""
-    return _opened(ReadOnlyRepo.open, path)
-
-
-def _opened(opener: Callable[[Path], _R], path: str) -> _R:
-    from_url = False
-    if not Path(path).exists():
-        from gitops_acp.store.git import is_url
-
-        from_url = is_url(path)
-    if from_url:
-        from gitops_acp.store import mirror
-        from gitops_acp.store.git import redact_url
-
-        try:
-            return opener(mirror.refresh_view(path))
-        except StoreError as exc:
-            raise UserError(f"cannot read {redact_url(path)}: {exc}") from exc
-    try:
-        return opener(Path(path))
-    except Exception as exc:
-        raise UserError(
-            f"{path}: not a git repository (pass --repo PATH, or run `gitops-acp init DIR`)"
-        ) from exc
 
 
 def parse(document: dict[str, Any]) -> AnyResource | None:

@@ -69,6 +69,8 @@ def history_order(repo: Reader, *, kind: str, name: str) -> list[str]:
     deleted there: an LLM removed from main); `acp/status` when there is no status branch at all.
     """
     found = status_branches(repo)
+    if len(found) <= 1:  # one branch (the usual case) or none: nothing to order, nothing to read
+        return [found[0].name] if found else [UNSHARDED]
     holding = [
         branch.name
         for branch in found

@@ -37,11 +37,11 @@ def run(args: argparse.Namespace) -> int:
 def show(repo_path: str, kind_text: str, name: str, *, max_count: int = 100) -> int:
     """Print one line per checkpoint commit of a resource, oldest first (the newest `max_count`)."""
     # Imported when the command runs, not when main.py builds the parsers.
-    from gitops_acp.cli import views
+    from gitops_acp.cli import repos
     from gitops_acp.store import history, statusbranches
 
     kind = resolve_kind(kind_text)
-    with views.open_reader(repo_path) as repo:
+    with repos.open_reader(repo_path) as repo:
         events: list[history.Event] = []
         # Unsharded: acp/status alone. With shards: the branch holding the resource first.
         for branch in statusbranches.history_order(repo, kind=str(kind), name=name):
