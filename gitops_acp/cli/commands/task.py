@@ -4,6 +4,10 @@ local user (DESIGN §6, §12; docs/conversations.md)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from gitops_acp.errors import UserError
@@ -96,6 +100,27 @@ def run_send(args: argparse.Namespace) -> int:
     if problem:
         raise UserError(f'task name "{args.name}": {problem}')
     from gitops_acp.cli import views
+
+    repo = views.open_repo(args.repo)
+    where = Path(repo.common_dir)
+    repo.close()
+    with _sending(where):
+        return _send(args)
+
+
+@contextlib.contextmanager
+def _sending(git_dir: Path) -> Iterator[None]:
+    """One `task send` at a time per repository on this machine: each reads the file the previous
+    one committed (two reading the same file would each drop the other's follow-up)."""
+    folder = git_dir / "gitops-acp"
+    folder.mkdir(exist_ok=True)
+    with (folder / "task-send.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _send(args: argparse.Namespace) -> int:
+    from gitops_acp.cli import views
     from gitops_acp.cli.commits import commit_as_user
     from gitops_acp.store import followups, readers
     from gitops_acp.store.desired import DesiredReader
@@ -132,11 +157,12 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 def _keep_concurrent(args: argparse.Namespace, path: str, based_on: bytes, sha: str) -> str:
-    """Put back follow-ups another `task send` committed between our read and our commit.
+    """Put back follow-ups someone else committed between our read and our commit.
 
-    The commit writes the file as read plus ours; if its parent's file was not what we read (two
-    senders at once), the other's follow-up would be dropped from main: commit it again, before
-    ours. The API needs none of this (it builds each commit on the tip with compare-and-swap).
+    The commit writes the file as read plus ours; if its parent's file was not what we read (a
+    sender on another machine pushing to the same remote at the same moment), their follow-up would
+    be dropped from main: commit it again, before ours. The API needs none of this (it builds each
+    commit on the tip with compare-and-swap); senders on one machine are serialized (`_sending`).
     """
     from gitops_acp.cli import views
     from gitops_acp.cli.commits import commit_as_user
