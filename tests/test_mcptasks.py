@@ -17,7 +17,7 @@ from gitops_acp.humans import forges
 from gitops_acp.humans.branches import Decision
 from gitops_acp.mcp import TaskState, ToolInfo, ToolResult
 from gitops_acp.mcp.models import InputRequest
-from gitops_acp.resources.kinds.toolcall import ToolCallMCPTask
+from gitops_acp.resources.kinds.toolcall import ToolCallApproval, ToolCallHumanContact, ToolCallMCPTask
 from gitops_acp.resources.meta import Kind, ToolCallPhase
 from gitops_acp.resources.models import ToolCall
 from tests.conftest import git
@@ -388,3 +388,22 @@ def test_with_a_forge_the_tools_question_is_a_pull_request_and_closing_it_cancel
                 assert call_named(ctx).status.phase == "Running"
 
     asyncio.run(main())
+
+
+def test_an_approved_tool_that_asked_leaves_neither_branch_behind() -> None:
+    ctx, call = world(DONE)
+    name = call.metadata.name
+    approval, question = f"acp/approvals/{name}", f"acp/questions/{name}"
+    ctx.humans.branches |= {approval, question}
+    ended = call.status.model_copy(
+        update={
+            "phase": ToolCallPhase.Succeeded,
+            "approval": ToolCallApproval(branch=approval, channel="team"),
+            "human_contact": ToolCallHumanContact(channel="team", branch=question),
+            "mcp_task": ToolCallMCPTask(server="srv", task_id="T1", status="completed"),
+        }
+    )
+    ctx.observe(call.model_copy(update={"status": ended}))
+    reconcile(ctx, Kind.ToolCall, name)
+    assert sorted(ctx.humans.deleted) == [approval, question]
+    assert ctx.mcp.task_cancels == []  # the task had ended: nothing to cancel

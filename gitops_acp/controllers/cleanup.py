@@ -39,36 +39,41 @@ async def tidy(call: ToolCall, ctx: Context, *, just_ended: bool) -> Result:
     status = call.status
     if status is None or status.phase not in TERMINAL_TOOLCALL_PHASES:
         return DONE
-    branch, number, channel = _proposal(call, ctx)
-    if branch is None:
-        return DONE
-    if not just_ended and not await ctx.humans.branch_exists(branch):
-        return DONE
-    if number is not None and channel is not None and pullrequests.has_forge(channel):
+    # Usually one proposal; an approved tool that then asked a question (an MCP task's
+    # elicitation, controllers/mcptasks.py) has both.
+    for branch, number, channel in _proposals(call, ctx):
+        if not just_ended and not await ctx.humans.branch_exists(branch):
+            continue
+        if number is not None and channel is not None and pullrequests.has_forge(channel):
+            try:
+                client = await ctx.humans.forge(channel)
+                if await client.pull_request_state(number) == PRState.OPEN:
+                    question = status.human_contact is not None and branch == status.human_contact.branch
+                    await client.comment(number, comment_for(call, question=question))
+                    await client.close_pull_request(number)
+            except TemporaryForgeError as exc:
+                log.info("%s: closing pull request #%d later: %s", call.metadata.name, number, exc)
+                return Result(exc.retry_after or ctx.settings.error_retry, progress=False)
+            except ForgeError as exc:
+                log.warning("%s: pull request #%d left open: %s", call.metadata.name, number, exc)
         try:
-            client = await ctx.humans.forge(channel)
-            if await client.pull_request_state(number) == PRState.OPEN:
-                await client.comment(number, comment_for(call))
-                await client.close_pull_request(number)
-        except TemporaryForgeError as exc:
-            log.info("%s: closing pull request #%d later: %s", call.metadata.name, number, exc)
-            return Result(exc.retry_after or ctx.settings.error_retry, progress=False)
-        except ForgeError as exc:
-            log.warning("%s: pull request #%d left open: %s", call.metadata.name, number, exc)
-    try:
-        await ctx.humans.delete_branch(branch)
-    except StoreError as exc:
-        log.info("%s: deleting %s later: %s", call.metadata.name, branch, exc)
-        return Result(ctx.settings.error_retry, progress=False)
+            await ctx.humans.delete_branch(branch)
+        except StoreError as exc:
+            log.info("%s: deleting %s later: %s", call.metadata.name, branch, exc)
+            return Result(ctx.settings.error_retry, progress=False)
     return DONE
 
 
-def comment_for(call: ToolCall) -> str:
-    """What the pull request is told: how the call was decided, since it was not by merging it."""
+def comment_for(call: ToolCall, *, question: bool | None = None) -> str:
+    """What the pull request is told: how the call was decided, since it was not by merging it.
+
+    `question`: the pull request is the call's question (default: whenever the call asked one)."""
     status = call.status
     assert status is not None
     name = call.metadata.name
-    if status.human_contact is not None:
+    if question is None:
+        question = status.human_contact is not None
+    if question and status.human_contact is not None:
         contact = status.human_contact
         if status.phase == ToolCallPhase.Succeeded and contact.responded_by:
             how = f"answered by {contact.responded_by} ({contact.responded_via or 'unknown'})"
@@ -92,23 +97,24 @@ def comment_for(call: ToolCall) -> str:
     )
 
 
-def _proposal(call: ToolCall, ctx: Context) -> tuple[str | None, int | None, ContactChannel | None]:
-    """The call's branch, its pull request's number, and the channel whose forge holds it."""
+def _proposals(call: ToolCall, ctx: Context) -> list[tuple[str, int | None, ContactChannel | None]]:
+    """The call's branches, each with its pull request's number and the channel whose forge holds it."""
     status = call.status
     assert status is not None
-    if status.human_contact is not None and status.human_contact.branch:
-        contact = status.human_contact
-        return contact.branch, contact.pull_request, _channel(contact.channel, ctx)
-    if status.approval is not None and status.approval.branch:
-        approval = status.approval
+    found: list[tuple[str, int | None, ContactChannel | None]] = []
+    contact = status.human_contact
+    if contact is not None and contact.branch:
+        found.append((contact.branch, contact.pull_request, _channel(contact.channel, ctx)))
+    approval = status.approval
+    if approval is not None and approval.branch:
         name = approval.channel
         if name is None:  # recorded before git approvals named their channel: the server's
             loaded = ctx.state.desired(Kind.MCPServer, split_mcp_name(call.spec.tool_ref.name)[0])
             server = loaded.resource if loaded is not None else None
             ref = server.spec.approval_contact_channel if isinstance(server, MCPServer) else None
             name = ref.name if ref is not None else None
-        return approval.branch, approval.pull_request, _channel(name, ctx)
-    return None, None, None
+        found.append((approval.branch, approval.pull_request, _channel(name, ctx)))
+    return found
 
 
 def _channel(name: str | None, ctx: Context) -> ContactChannel | None:
