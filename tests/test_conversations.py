@@ -229,21 +229,24 @@ PARENT = [
 SHA = "a" * 40
 
 
-def fork_world(replies, *, message: str | None, window=PARENT) -> tuple[FakeContext, list[tuple[str, str]]]:
+def fork_world(
+    replies, *, message: str | None, window=PARENT, commit: str | None = SHA
+) -> tuple[FakeContext, list[tuple[str, str | None]]]:
     ctx = FakeContext(RESOURCES, llm=FakeLLM(list(replies)))
-    asked: list[tuple[str, str]] = []
+    asked: list[tuple[str, str | None]] = []
 
-    async def read(task: str, commit: str) -> list[Message]:
+    async def read(task: str, commit: str | None) -> tuple[str, list[Message]]:
         asked.append((task, commit))
         if isinstance(window, Exception):
             raise window
-        return list(window)
+        return commit or "b" * 40, list(window)
 
     ctx.fork_window = read
     body = f"  userMessage: {message!r}\n" if message else ""
+    at = f", commit: '{commit}'" if commit else ""
     ctx.declare(
         "apiVersion: acp.gitops.dev/v1alpha1\nkind: Task\nmetadata: {name: f1}\nspec:\n"
-        f"  agentRef: {{name: helper}}\n  forkFrom: {{task: t1, commit: '{SHA}'}}\n{body}",
+        f"  agentRef: {{name: helper}}\n  forkFrom: {{task: t1{at}}}\n{body}",
         path="tasks/f1.yaml",
     )
     ready(ctx, Kind.LLM, "gpt")
@@ -275,6 +278,15 @@ def test_a_fork_without_a_message_of_an_answer_has_answered_and_takes_follow_ups
     run(TaskController().reconcile("f1", ctx))
     assert status(ctx, "f1").output == "9"
     assert status(ctx, "f1").follow_ups_applied == 1
+
+
+def test_a_fork_without_a_commit_starts_from_the_newest_checkpoint_and_says_which() -> None:
+    ctx, asked = fork_world([final("5")], message="And 2+3?", commit=None)
+    run(TaskController().reconcile("f1", ctx))
+    assert asked == [("t1", None)]
+    first = ctx.checkpoints[0][0]
+    assert first.status.status_detail == f"Forked from t1@{'b' * 12}: ready to send to LLM"
+    assert status(ctx, "f1").output == "5"
 
 
 def test_a_fork_that_cannot_be_read_fails_with_the_reason() -> None:
@@ -312,7 +324,9 @@ def test_validate_names_the_file_and_field_of_bad_conversation_fields(spec, mess
 def test_validate_accepts_follow_ups_and_a_fork_without_a_message() -> None:
     text = (
         "apiVersion: acp.gitops.dev/v1alpha1\nkind: Task\nmetadata: {name: x}\nspec:\n  agentRef: {name: a}\n"
-        f"  forkFrom: {{task: t1, commit: '{SHA}'}}\n  followUps: [{{content: more}}]\n"
+        f"  forkFrom: {{task: t1, commit: '{SHA}'}}\n  followUps: [{{content: more}}]\n---\n"
+        "apiVersion: acp.gitops.dev/v1alpha1\nkind: Task\nmetadata: {name: y}\nspec:\n  agentRef: {name: a}\n"
+        "  forkFrom: {task: t1}\n"
     )
     result = load_file("tasks/x.yaml", text.encode())
     assert not result.errors, [str(e) for e in result.errors]

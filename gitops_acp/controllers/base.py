@@ -60,9 +60,10 @@ class Result:
 
 DONE = Result()
 
-#: Reads a task's context window at one of its checkpoint commits (task, full sha), from git
-#: objects (store/forks.py); UserError, one line, when that commit cannot be forked from.
-Checkpoints = Callable[[str, str], Awaitable[list[Message]]]
+#: Reads a task's context window at one of its checkpoint commits (task, full sha; None: its
+#: newest) from git objects (store/forks.py): (the commit, the window); UserError, one line, when
+#: that commit cannot be forked from.
+Checkpoints = Callable[[str, str | None], Awaitable[tuple[str, list[Message]]]]
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,7 @@ class Manager:
         """Run `fn` on the git thread (GitPython objects belong to one thread)."""
         return await asyncio.get_running_loop().run_in_executor(self._git, fn)
 
-    async def _checkpoint_window(self, task: str, commit: str) -> list[Message]:
+    async def _checkpoint_window(self, task: str, commit: str | None) -> tuple[str, list[Message]]:
         """A task's context window at a checkpoint commit, read on the git thread (a fork's start)."""
         return await self._on_git_thread(lambda: forks.window(self._opened(), task, commit))  # type: ignore[no-any-return]
 

@@ -68,16 +68,17 @@ def point(repo: Reader, task: str, commit: str | None) -> ForkPoint:
     return ForkPoint(sha, document)
 
 
-def window(repo: Reader, task: str, commit: str) -> list[Message]:
-    """The context window to start a fork with: `task`'s at checkpoint `commit` (full sha), checked."""
+def window(repo: Reader, task: str, commit: str | None) -> tuple[str, list[Message]]:
+    """The checkpoint (a full sha) and the context window to start a fork with: `task`'s at
+    `commit` (None: its newest), checked."""
     from gitops_acp.resources.models import Message
 
     found = point(repo, task, commit)
     try:
         status = found.document.get("status") or {}
-        return [Message.model_validate(message) for message in status.get("contextWindow") or []]
+        return found.commit, [Message.model_validate(m) for m in status.get("contextWindow") or []]
     except ValueError as exc:
-        raise UserError(f'Task "{task}" at {commit[:12]}: unreadable context window: {exc}') from None
+        raise UserError(f'Task "{task}" at {found.commit[:12]}: unreadable context window: {exc}') from None
 
 
 def _newest(repo: Reader, task: str) -> ForkPoint:

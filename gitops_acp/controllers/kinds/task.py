@@ -706,11 +706,12 @@ async def _fork(task: Task, ctx: Context) -> Task | Result:
     assert fork is not None
     status = task.status or TaskStatus()
     now = rfc3339(ctx.now())
-    where = f"{fork.task}@{fork.commit[:12]}"
+    where = f"{fork.task}@{fork.commit[:12] if fork.commit else 'its newest checkpoint'}"
     try:
         if ctx.fork_window is None:
             raise UserError("this reconciler cannot read checkpoints")
-        window = await ctx.fork_window(fork.task, fork.commit)
+        commit, window = await ctx.fork_window(fork.task, fork.commit)
+        where = f"{fork.task}@{commit[:12]}"
     except UserError as exc:
         reason = f"cannot fork from {where}: {exc}"
         failed = status.model_copy(

@@ -46,8 +46,9 @@ class ForkFrom(SpecModel):
 
     task: str
     """The task whose conversation is copied (it is not changed)."""
-    commit: str
-    """The checkpoint commit on the status branch, as a full sha (`task create --fork-from` resolves it)."""
+    commit: str | None = None
+    """The checkpoint commit on the status branch, as a full sha (`task create --fork-from` resolves
+    it); unset: the task's newest checkpoint when the fork starts."""
 
     @field_validator("task")
     @classmethod
@@ -59,8 +60,8 @@ class ForkFrom(SpecModel):
 
     @field_validator("commit")
     @classmethod
-    def _full_sha(cls, commit: str) -> str:
-        if not _SHA.fullmatch(commit):
+    def _full_sha(cls, commit: str | None) -> str | None:
+        if commit is not None and not _SHA.fullmatch(commit):
             raise ValueError(
                 f"{commit!r} is not a full commit sha (40 hex digits): `gitops-acp task create NEW "
                 "--fork-from TASK[@COMMIT]` resolves one"
