@@ -126,6 +126,8 @@ def _conversation(spec: dict[str, Any], status: dict[str, Any], window: list[dic
     if first is not None:
         exchanges.append(("message", first))
     exchanges += [(f"follow-up {n}", start) for n, start in enumerate(starts, start=1)]
+    if not window and spec.get("userMessage"):  # not started yet
+        lines += [f"  message: {_one_line(spec['userMessage'])}", "    answer: <not started>"]
     for label, start in exchanges:
         assert start is not None
         lines.append(f"  {label}: {_one_line(window[start].get('content'))}")
