@@ -70,11 +70,13 @@ def test_a_conversation_of_follow_ups_keeps_its_whole_context(
     ]
 
     # A follow-up sent while the task runs waits for the current answer, then goes on.
-    stub.rules({"match": "first question", "delayMs": 1500, "times": 1})
+    stub.rules({"match": "first question", "delayMs": 4000, "times": 1})
     background = serve_bg(acp_repo)
     ok(repo_cli(acp_repo, "task", "send", "talk", "-m", "third question"))
     wait_for(lambda: len(stub.chats("first question")) >= 3, timeout=30, what="the third request")
     ok(repo_cli(acp_repo, "task", "send", "talk", "-m", "fourth question"))  # while the LLM answers
+    running = task_status(acp_repo, "talk")
+    assert (running["phase"], running["followUpsApplied"]) == ("ReadyForLLM", 2)  # it was sent mid-answer
     wait_for(
         lambda: (
             task_status(acp_repo, "talk").get("followUpsApplied") == 3
