@@ -372,3 +372,35 @@ def test_describe_shows_each_exchange_and_what_waits() -> None:
         "  follow-up 3: And 5+5?",
         "    waiting for the answer before it",
     ]
+
+
+def test_each_later_exchange_is_its_own_span_under_the_task_span() -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gitops_acp.telemetry import tracing
+    from tests.test_tracing import PARENT_TRACE, _traced
+
+    exporter = InMemorySpanExporter()
+    assert tracing.configure({}, exporter=exporter)
+    try:
+        tracing.landed("Task", _traced("c", "ReadyForLLM"), _traced("c", "FinalAnswer"), lambda k, n: None)
+        for n in (1, 2):
+            follow_up = {"followUpsApplied": n, "lastFollowUpTime": "2026-01-01T00:00:00.000000Z"}
+            tracing.landed(
+                "Task",
+                _traced("c", "ReadyForLLM", **follow_up),
+                _traced("c", "FinalAnswer", **follow_up),
+                lambda k, n: None,
+            )
+    finally:
+        tracing.shutdown()
+    first, *later = exporter.get_finished_spans()
+    assert first.name == "invoke_agent helper"
+    assert first.context.span_id == int("1" * 16, 16)  # the task's committed span
+    assert [span.name for span in later] == [
+        "invoke_agent helper (follow-up 1)",
+        "invoke_agent helper (follow-up 2)",
+    ]
+    assert len({span.context.span_id for span in [first, *later]}) == 3  # no span id twice
+    assert all(span.parent.span_id == first.context.span_id for span in later)
+    assert all(span.context.trace_id == int(PARENT_TRACE, 16) for span in later)

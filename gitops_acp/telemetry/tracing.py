@@ -462,6 +462,20 @@ def _task_landed(old: Any, new: Any, observed: Lookup) -> None:
     if usage is not None:
         attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
         attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+    follow_up = getattr(status, "follow_ups_applied", 0) or 0
+    if follow_up:  # a later exchange of a conversation (DESIGN §12): its own span, under the task's
+        attributes["acp.task.follow_up"] = follow_up
+        _emit(
+            f"invoke_agent {new.spec.agent_ref.name} (follow-up {follow_up})",
+            trace_id=trace_id,
+            span_id=None,
+            parent=(trace_id, span_id),
+            start=_ns(getattr(status, "last_follow_up_time", None)) or end,
+            end=end,
+            attributes=attributes,
+            error=None if now == "FinalAnswer" else (status.error or now),
+        )
+        return
     _emit(
         f"invoke_agent {new.spec.agent_ref.name}",
         trace_id=trace_id,
