@@ -16,8 +16,9 @@ branch. The API acts for a person, so it does what that person's `gitops-acp tas
 there (store/usercommits.py): refuses, naming the paths, when uncommitted changes would be mixed
 in. A bare repository or a mirror (the deployed case) is written with objects and refs only.
 
-With a remote, the mirror's `main` moves only once the remote has the commit (a fast-forward to
-what was pushed, as the next fetch would do), so it is never ahead of the remote. A push the
+With a remote, the mirror's `main` is never moved here: it follows the remote's (store/mirror.py),
+fetched at once after the push (the manager is poked), and the answers wait for that fetch, so
+a caller reads its own write and the mirror is never ahead of the remote. A push the
 remote refuses (a protected branch, a hook) is a 409 naming the remote's reason: nothing was
 created, the mirror is as before, and the objects written for it are left for `git gc`.
 """
@@ -49,6 +50,8 @@ BATCH_WINDOW = 0.02
 MAX_BATCH = 256
 #: Attempts of one batch when another writer keeps moving main.
 ATTEMPTS = 8
+#: With a remote: how long an answer waits for the mirror's main to fetch what was pushed.
+FETCH_WAIT = 5.0
 #: Where the last commit pushed to the remote is remembered in the mirror (never pushed itself).
 PUSHED_REF = "refs/gitops-acp/api/main"
 FILE_MODE = "100644"
@@ -154,7 +157,9 @@ class MainWriter:
                     _Outcome(error=ApiError(500, f"committing to {self._branch} failed: {exc}"))
                 ] * len(edits)
             if any(o.sha for o in outcomes):
-                self._on_commit()
+                self._on_commit()  # the manager reads main (with a remote: fetches at once)
+                if self._remote is not None:
+                    await self._fetched(next(o.sha for o in outcomes if o.sha))
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
@@ -162,6 +167,28 @@ class MainWriter:
                     future.set_exception(outcome.error)
                 else:
                     future.set_result(outcome.sha or "")
+
+    async def _fetched(self, sha: str) -> None:
+        """Wait (at most FETCH_WAIT) until the mirror's main, which only a fetch moves, holds `sha`.
+
+        Moving the mirror's main here instead would race the remote sync's fetch, which sets it
+        to what it saw on the remote: a fetch that saw the remote just before the push would move
+        it back, and the reconciler would cancel the task it no longer sees. Waiting gives the
+        caller its own write to read; a slow fetch only delays the answer (the commit is on the
+        remote already)."""
+        loop = asyncio.get_running_loop()
+
+        def arrived() -> bool:
+            repo = self._opened()
+            main = repo.resolve(self._ref)
+            return main is not None and repo.is_ancestor(sha, main)
+
+        deadline = loop.time() + FETCH_WAIT
+        while loop.time() < deadline:
+            if await loop.run_in_executor(self._thread, arrived):
+                return
+            await asyncio.sleep(0.01)
+        log.info("API: the mirror's %s has not fetched %s yet; answering anyway", self._branch, sha[:12])
 
     async def aclose(self) -> None:
         """Stop the batch loop and close the repository."""
@@ -306,13 +333,6 @@ class MainWriter:
         if refused is None:
             with contextlib.suppress(StoreError):  # only a hint for the next base
                 repo.update_ref(PUSHED_REF, new, repo.resolve(PUSHED_REF), message="gitops-acp API: pushed")
-            # The remote has it now: the mirror's main may follow at once (what a fetch would do),
-            # so the caller reads its own write and the reconciler starts without waiting for one.
-            # Never past the remote, never backwards: only a fast-forward from where main is.
-            local = repo.resolve(self._ref)
-            if local is None or (local != new and repo.is_ancestor(local, new)):
-                with contextlib.suppress(StoreError):  # a fetch moved it first: it knows better
-                    repo.update_ref(self._ref, new, local, message="gitops-acp API: pushed")
             return
         if refused.startswith("[rejected]") or "stale info" in refused or "fetch first" in refused:
             # Someone pushed first: learn their main, rebuild on it.

@@ -512,7 +512,14 @@ def _waiting_call(client: Client, task: str) -> str:
         items = listed.body["items"]
         return items[0]["metadata"]["name"] if items else None
 
-    name: str = wait_for(found, timeout=60, what=f"the tool call of {task} to await approval")
+    try:
+        name: str = wait_for(found, timeout=60, what=f"the tool call of {task} to await approval")
+    except BaseException:  # say where it stopped: the task, its calls, serve's log
+        state = client("GET", f"/v1/tasks/{task}", who="vic").body
+        calls = client("GET", "/v1/toolcalls", who="vic", query={"task": task}).body
+        raise AssertionError(
+            f"{task}: {json.dumps(state)[-1500:]}\ncalls: {json.dumps(calls)[-1500:]}"
+        ) from None
     return name
 
 
