@@ -23,6 +23,7 @@ from gitops_acp.mcp.tasks import WireTask, state
 
 CONNECT = 60.0
 CALL = 30.0
+EVERYTHING_ENV = "ACP_SERVER_EVERYTHING"
 
 
 @contextlib.contextmanager
@@ -180,3 +181,26 @@ def test_wire_task_to_state() -> None:
     assert got.input_requests[1].message == "Why?"
     assert got.input_requests[1].schema is None
     assert got.terminal
+
+
+def test_a_2025_11_25_tool_that_requires_a_task_fails_with_the_servers_words() -> None:
+    """server-everything (npm, the older TypeScript SDK) has such a tool: it is called plainly."""
+    command = os.environ.get(EVERYTHING_ENV)
+    if not command:
+        pytest.fail(f"{EVERYTHING_ENV} is not set (see tests/test_mcp.py: .ci/run installs the server)")
+
+    async def go() -> None:
+        manager = MCPManager(connect_timeout=CONNECT)
+        manager.ensure(ServerConfig(name="everything", transport="stdio", command=command, args=("stdio",)))
+        try:
+            assert await manager.wait_connected("everything", CONNECT)
+            result = await manager.call_tool(
+                "everything", "simulate-research-query", {"topic": "x"}, timeout=CALL
+            )
+        finally:
+            await manager.aclose()
+        assert result.task is None
+        assert result.is_error
+        assert "requires task augmentation" in result.text
+
+    asyncio.run(go())
