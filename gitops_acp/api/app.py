@@ -130,7 +130,7 @@ async def body_of(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
 
 def routes(service: Service) -> list[BaseRoute]:
     """The `/v1` routes, ready for `webhooks.serve(routes=...)`."""
-    from gitops_acp.api import tasks, tokens, toolcalls
+    from gitops_acp.api import checkpoints, tasks, tokens, toolcalls, web
 
     viewer, operator, approver = tokens.VIEWER, tokens.OPERATOR, tokens.APPROVER
     events = service.events
@@ -164,6 +164,10 @@ def routes(service: Service) -> list[BaseRoute]:
         Route("/v1/tasks/{name}", guarded(service, viewer, tasks.get_task), methods=["GET"]),
         Route("/v1/tasks/{name}", guarded(service, operator, tasks.cancel), methods=["DELETE"]),
         Route("/v1/tasks/{name}/messages", guarded(service, operator, tasks.send), methods=["POST"]),
+        Route(
+            "/v1/tasks/{name}/history", guarded(service, viewer, checkpoints.task_history), methods=["GET"]
+        ),
+        Route("/v1/whoami", guarded(service, viewer, checkpoints.whoami), methods=["GET"]),
         Route("/v1/toolcalls", guarded(service, viewer, toolcalls.list_toolcalls), methods=["GET"]),
         Route("/v1/toolcalls/{name}", guarded(service, viewer, toolcalls.get_toolcall), methods=["GET"]),
         Route(
@@ -181,4 +185,4 @@ def routes(service: Service) -> list[BaseRoute]:
         found.append(Route("/v1/events", guarded(service, viewer, sse), methods=["GET"]))
     everything = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # (a function route is GET only)
     found.append(Route("/v1/{rest:path}", unknown, methods=everything))
-    return found
+    return found + web.routes(service)  # the web view (DESIGN §13): /, /web/*

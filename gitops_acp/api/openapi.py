@@ -201,6 +201,40 @@ _SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {"response": {"type": "string"}},
     },
+    "History": {
+        "type": "object",
+        "required": ["branch", "items"],
+        "additionalProperties": False,
+        "properties": {
+            "branch": {"type": "string", "description": "the status branch read"},
+            "items": {
+                "type": "array",
+                "description": "the task's checkpoint commits, oldest first (the newest `limit`)",
+                "items": {
+                    "type": "object",
+                    "required": ["commit", "time", "from", "to", "detail"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "commit": {"type": "string"},
+                        "time": {"type": "string", "description": "the commit's time, UTC"},
+                        "from": {"type": "string", "description": "the phase before (- if unknown)"},
+                        "to": {"type": "string"},
+                        "detail": {"type": "string", "description": "statusDetail at that commit"},
+                    },
+                },
+            },
+        },
+    },
+    "Caller": {
+        "type": "object",
+        "required": ["name", "email", "roles"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"},
+            "email": {"type": "string"},
+            "roles": {"type": "array", "items": {"enum": ["approver", "operator", "viewer"]}},
+        },
+    },
     "Decided": {
         "type": "object",
         "required": ["name", "decision", "path", "commit"],
@@ -296,6 +330,31 @@ def document(*, events: bool = False) -> dict[str, Any]:
                     },
                     **_errors("400", "401", "403", "404", "409", "413", "422", "503"),
                 },
+            }
+        },
+        "/v1/tasks/{name}/history": {
+            "get": {
+                "summary": "a task's checkpoint commits, as `gitops-acp history task NAME` shows them",
+                "description": "role: viewer",
+                "parameters": [
+                    _NAME,
+                    _query(
+                        "limit",
+                        "the newest this many (1-1000, default 100)",
+                        {"type": "integer", "minimum": 1, "maximum": 1000},
+                    ),
+                ],
+                "responses": {
+                    "200": _answer("its checkpoints, oldest first", "History"),
+                    **_errors("401", "403", "404", "422"),
+                },
+            }
+        },
+        "/v1/whoami": {
+            "get": {
+                "summary": "the caller: name, email and roles (the web view shows what they allow)",
+                "description": "any valid token",
+                "responses": {"200": _answer("the caller", "Caller"), **_errors("401", "403")},
             }
         },
         "/v1/toolcalls": {

@@ -1,0 +1,357 @@
+"""The web view end to end (DESIGN §13, docs/web.md): the real `serve --http --api-tokens` process,
+the stub LLM, an MCP server whose tool needs approval, and a real headless Chromium (Debian's
+`chromium` and `chromium-driver`) driven by Selenium.
+
+    sign in with a token ── the tasks page; a task created over the API appears and runs to its
+        final answer without a reload (from /v1/events); its page: context window, checkpoints
+    a gated tool call ── the page's Approve is the same record on main as the CLI's, as the caller;
+        the task finishes on the page
+    a viewer ── sees what waits, no decide buttons; the API refuses its decision anyway
+    a task whose text is HTML ── shown as text, never run
+    curl ── plain text (tasks, what waits, one task); 401 in text without a token
+
+With ACP_WEB_SCREENSHOTS=DIR set, each page's screenshot is written to DIR (docs/web/ in the
+repository: `ACP_WEB_SCREENSHOTS=docs/web pytest tests/e2e/test_web.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import git
+from tests.e2e.conftest import (
+    API,
+    AcpRepo,
+    Background,
+    Stub,
+    call,
+    mcpserver_yaml,
+    module_repo,
+    no_servers_left,
+    serving,
+    tool_agent_yaml,
+    wait_for,
+)
+from tests.e2e.test_api import TOKENS as API_TOKENS
+from tests.e2e.test_api import Client, start_serve
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKENS = {
+    "alice": (
+        "web-alice-token-0123456789",
+        ("Alice Approver", "alice@example.com"),
+        ["operator", "approver"],
+    ),
+    "vic": ("web-vic-token-0123456789", ("Vic Viewer", "vic@example.com"), ["viewer"]),
+}
+WAIT = 45  # seconds for anything the page shows
+
+
+@dataclass
+class Served:
+    repo: AcpRepo
+    client: Client
+    background: Background
+
+
+def write_tokens(path: Path) -> Path:
+    entries = [
+        {
+            "name": who[0],
+            "email": who[1],
+            "roles": roles,
+            "sha256": hashlib.sha256(token.encode()).hexdigest(),
+        }
+        for token, who, roles in [*TOKENS.values(), *API_TOKENS.values()]  # the Client's, too
+    ]
+    path.write_text(json.dumps(entries))
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(stub_process: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    base = tmp_path_factory.mktemp("web")
+    with no_servers_left() as marker, module_repo(stub_process, base) as (work, _secret), serving() as start:
+        stub_process.rules(
+            {"match": "^Use the gate", "when": "first", "toolCalls": [call("gated__echo", text="hi")]},
+            {"when": "tool", "content": "tool said: {tool}"},
+        )
+        channel = f"apiVersion: {API}\nkind: ContactChannel\nmetadata:\n  name: humans\nspec:\n  type: git\n"
+        server = mcpserver_yaml("gated", marker=marker) + "  approvalContactChannel:\n    name: humans\n"
+        work.commit(
+            {
+                "contactchannels/humans.yaml": channel,
+                "mcpservers/gated.yaml": server,
+                "agents/tooly.yaml": tool_agent_yaml("tooly", servers=("gated",)),
+            },
+            "Add a gated MCP server and its agent",
+        )
+        bare = base / "served.git"
+        git(base, "clone", "-q", "--bare", str(work.path), str(bare))
+        repo = AcpRepo(path=bare, secrets=work.secrets, stub_url=work.stub_url, logs=work.logs)
+        background, client = start_serve(repo, write_tokens(base / "tokens.yaml"), start=start)
+        yield Served(repo, client, background)
+        log = background.stderr()
+        for token, _who, _roles in TOKENS.values():
+            assert token not in log, "a token reached serve's log"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium, "install Debian's chromium (.ci/run does)"
+    assert driver_path, "install Debian's chromium-driver (.ci/run does)"
+    options = Options()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=ChromeService(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def api(served: Served, method: str, path: str, body: Any = None, *, who: str = "alice") -> Any:
+    """A request as `who` (not the test_api Client's tokens: this module has its own)."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"Bearer {TOKENS[who][0]}", "Content-Type": "application/json"}
+    request = urllib.request.Request(served.client.url + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def create(served: Served, name: str, message: str, agent: str = "e2e-agent") -> None:
+    status, body = api(
+        served, "POST", "/v1/tasks", {"name": name, "agentRef": {"name": agent}, "userMessage": message}
+    )
+    assert status == 201, body
+
+
+def sign_in(driver: WebDriver, served: Served, who: str) -> None:
+    driver.get(served.client.url + "/#/")
+    signed_in = driver.find_elements(By.CSS_SELECTOR, "#signout:not([hidden])")
+    if signed_in:  # sign out first: the token leaves the tab's storage
+        signed_in[0].click()
+        assert driver.execute_script("return sessionStorage.length") == 0
+    field = WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.ID, "token"))
+    assert driver.switch_to.active_element == field  # the keyboard starts in the token field
+    screenshot(driver, "signin.png")
+    field.send_keys(TOKENS[who][0])
+    driver.find_element(By.CSS_SELECTOR, "#signin button[type=submit]").click()
+    WebDriverWait(driver, WAIT).until(lambda d: TOKENS[who][1][0] in d.find_element(By.ID, "who").text)
+    assert TOKENS[who][0] not in driver.current_url
+    assert driver.execute_script("return sessionStorage.getItem('gitops-acp.token')") == TOKENS[who][0]
+    assert driver.execute_script("return localStorage.length") == 0
+
+
+def screenshot(driver: WebDriver, name: str) -> None:
+    """Write the page's screenshot to $ACP_WEB_SCREENSHOTS/name when it is set (docs/web/)."""
+    where = os.environ.get("ACP_WEB_SCREENSHOTS")
+    if where:
+        target = ROOT / where if not Path(where).is_absolute() else Path(where)
+        target.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(target / name))
+
+
+def text_of(driver: WebDriver, css: str) -> str:
+    """The text of the first element `css` finds ("" if none, or if a live update just replaced it)."""
+    try:
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return found[0].text if found else ""
+    except StaleElementReferenceException:
+        return ""
+
+
+def until(driver: WebDriver, predicate: Any, what: str) -> Any:
+    try:
+        return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(lambda d: predicate(d))
+    except Exception:
+        raise AssertionError(
+            f"the page never showed {what}: {driver.find_element(By.ID, 'main').text[-1500:]}"
+        ) from None
+
+
+def test_a_task_runs_to_its_answer_on_the_page_and_an_approval_finishes_one(
+    served: Served, browser: WebDriver
+) -> None:
+    sign_in(browser, served, "alice")
+    until(browser, lambda d: d.find_elements(By.ID, "tasks"), "the tasks table")
+    until(browser, lambda d: "Live" in d.find_element(By.ID, "live").text, "the live stream")
+    browser.execute_script("window.notReloaded = true")
+    create(served, "web-hello", "Say hello to the web")
+    row = '[data-task="web-hello"]'
+    until(browser, lambda d: "FinalAnswer" in text_of(d, row), "web-hello reaching FinalAnswer")
+    assert "Echo: Say hello to the web" in text_of(browser, row)
+    assert browser.execute_script("return window.notReloaded") is True  # updated in place, not reloaded
+    assert int(browser.execute_script("return document.body.dataset.events")) > 0
+    # Filter by phase: only finished tasks; search narrows the page.
+    create(served, "web-other", "Another one")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-task="web-other"]'), "web-other")
+    browser.find_element(By.ID, "f-search").send_keys("hello to")
+    until(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-task="web-other"]'), "the search")
+    assert browser.find_elements(By.CSS_SELECTOR, row)
+    screenshot(browser, "tasks.png")
+
+    # The task's page: its context window with roles, its checkpoints with the status branch's commits.
+    browser.find_element(By.LINK_TEXT, "web-hello").click()
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#checkpoints tbody tr"), "the checkpoints")
+    roles = [e.text.lower() for e in browser.find_elements(By.CSS_SELECTOR, "#context .role")]
+    assert roles[-2:] == ["user", "assistant"]
+    assert "Echo: Say hello to the web" in browser.find_element(By.ID, "context").text
+    shown = [e.get_attribute("title") for e in browser.find_elements(By.CSS_SELECTOR, "#checkpoints code")]
+    status, history = api(served, "GET", "/v1/tasks/web-hello/history", who="vic")
+    assert status == 200
+    assert shown == [item["commit"] for item in history["items"]]
+    logged = git(served.repo.path, "log", "--format=%H", "acp/status").splitlines()
+    assert shown
+    assert set(shown) <= set(logged)
+    assert history["items"][-1]["to"] == "FinalAnswer"
+    screenshot(browser, "task.png")
+
+    # A gated tool call: waits on the pending page; Approve there is the CLI's record, as Alice.
+    create(served, "web-gate", "Use the gate please", agent="tooly")
+    browser.get(served.client.url + "/#/pending")
+    card = '[id^="call-web-gate-"]'
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, card + " button.approve"), "the Approve button")
+    name = browser.find_element(By.CSS_SELECTOR, card).get_attribute("id").removeprefix("call-")
+    assert "gated__echo" in text_of(browser, card)
+    until(browser, lambda d: text_of(d, "#pending-count") not in ("", "(0)"), "the count of what waits")
+    browser.find_element(By.ID, f"comment-{name}").send_keys("looks fine")
+    screenshot(browser, "pending.png")
+    browser.find_element(By.CSS_SELECTOR, card + " button.approve").click()
+    until(
+        browser, lambda d: "Recorded on main" in d.find_element(By.ID, "main").text, "the decision recorded"
+    )
+    record = git(served.repo.path, "show", f"main:approvals/{name}.yaml")
+    assert "decision: approved" in record
+    assert "comment: looks fine" in record
+    author = git(served.repo.path, "log", "-1", "--format=%an <%ae>|%s", "main")
+    assert author == "Alice Approver <alice@example.com>|Approve gated__echo for task web-gate"
+    # The task's page sees it finish, and who decided.
+    browser.get(served.client.url + "/#/task/web-gate")
+    until(browser, lambda d: "FinalAnswer" in text_of(d, '[data-field="phase"]'), "web-gate finishing")
+    until(browser, lambda d: "Alice Approver" in text_of(d, f"#call-{name}"), "who approved")
+    assert "tool said:" in text_of(browser, '[data-field="output"]')
+    screenshot(browser, "task-approved.png")
+
+
+def test_a_viewer_sees_what_waits_but_cannot_decide(served: Served, browser: WebDriver) -> None:
+    create(served, "web-vic", "Use the gate again", agent="tooly")
+    sign_in(browser, served, "vic")
+    browser.get(served.client.url + "/#/pending")
+    card = '[id^="call-web-vic-"]'
+    until(browser, lambda d: "cannot decide" in text_of(d, card), "the waiting call, for a viewer")
+    assert not browser.find_elements(By.CSS_SELECTOR, "main button")
+    name = browser.find_element(By.CSS_SELECTOR, card).get_attribute("id").removeprefix("call-")
+    # The API refuses the viewer anyway, whatever the page shows.
+    refused = browser.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        fetch('/v1/toolcalls/' + arguments[0] + '/approve', {method: 'POST',
+          headers: {Authorization: 'Bearer ' + sessionStorage.getItem('gitops-acp.token'),
+                    'Content-Type': 'application/json'}, body: '{"comment": ""}'})
+          .then(r => done(r.status));""",
+        name,
+    )
+    assert refused == 403
+    assert git(served.repo.path, "ls-tree", "--name-only", "main", "approvals/").find(name) == -1
+
+
+def test_a_tasks_text_is_shown_not_run(served: Served, browser: WebDriver) -> None:
+    hostile = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script> & <b>bold</b>'
+    create(served, "web-xss", hostile)
+    sign_in(browser, served, "vic")
+    browser.get(served.client.url + "/#/task/web-xss")
+    until(browser, lambda d: "FinalAnswer" in text_of(d, '[data-field="phase"]'), "web-xss finishing")
+    assert hostile in browser.find_element(By.ID, "context").text
+    browser.get(served.client.url + "/#/")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-task="web-xss"]'), "web-xss listed")
+    assert browser.execute_script("return window.pwned") is None
+    assert not browser.find_elements(By.CSS_SELECTOR, "main img, main b, main script")
+
+
+def get_text(url: str, *, token: str | None, accept: str = "text/plain") -> tuple[int, str, dict[str, str]]:
+    headers = {"Accept": accept} | ({"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return (
+                response.status,
+                response.read().decode(),
+                {k.lower(): v for k, v in response.headers.items()},
+            )
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode(), {k.lower(): v for k, v in exc.headers.items()}
+
+
+def test_curl_gets_text_and_the_page_is_the_packages_own(served: Served) -> None:
+    create(served, "web-curl", "Plain text please")
+    wait_for(
+        lambda: "FinalAnswer" in get_text(served.client.url + "/?task=web-curl", token=TOKENS["vic"][0])[1],
+        timeout=WAIT,
+        what="web-curl to finish",
+    )
+    status, text, headers = get_text(served.client.url + "/", token=TOKENS["vic"][0], accept="*/*")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain")
+    assert text.startswith("signed in as Vic Viewer <vic@example.com> (viewer)")
+    assert "web-curl" in text
+    assert "Echo: Plain text please" in text
+    assert "WAITING FOR A PERSON" in text
+    status, one, _ = get_text(served.client.url + "/?task=web-curl", token=TOKENS["vic"][0])
+    assert "[user] Plain text please" in one
+    assert "[assistant] Echo: Plain text please" in one
+    assert "CHECKPOINTS" in one
+    assert "-> FinalAnswer" in one
+    status, refused, headers = get_text(served.client.url + "/", token=None)
+    assert status == 401
+    assert "Authorization: Bearer" in refused
+    assert headers["www-authenticate"].startswith("Bearer")
+    # The page: no data without a token, a strict CSP, every file from this server.
+    status, page, headers = get_text(served.client.url + "/", token=None, accept="text/html,*/*;q=0.8")
+    assert status == 200
+    assert '<script src="/web/app.js"' in page
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "http://" not in page
+    assert "https://" not in page
+    status, script, headers = get_text(served.client.url + "/web/app.js", token=None, accept="*/*")
+    assert status == 200
+    assert headers["content-type"].startswith("text/javascript")
+    assert len(script) < 20_000
+    # The endpoints the page reads, against the served OpenAPI document.
+    history = served.client("GET", "/v1/tasks/web-curl/history", who="vic")
+    assert history.status == 200
+    assert history.body["branch"] == "acp/status"
+    assert [item["to"] for item in history.body["items"]][-1] == "FinalAnswer"
+    assert served.client("GET", "/v1/tasks/no-such-task/history", who="vic").status == 404
+    assert served.client("GET", "/v1/tasks/web-curl/history", who=None).status == 401
+    assert served.client("GET", "/v1/tasks/web-curl/history", who="vic", query={"limit": "0"}).status == 422
+    me = served.client("GET", "/v1/whoami", who="alice")
+    assert me.body == {
+        "name": "Alice Operator",
+        "email": "alice@example.com",
+        "roles": ["approver", "operator", "viewer"],
+    }
