@@ -227,7 +227,9 @@ def _commit_via_clone(
     source: str, files: Mapping[str, bytes | None], message: str, branch: str, identity: Sequence[str]
 ) -> str:
     """Commit `files` on `branch` of `source` through a temporary clone, then push it back."""
-    with tempfile.TemporaryDirectory(prefix="gitops-acp-commit-") as tmp:
+    # A clone left behind (something still writing in it as it is removed) must not turn a
+    # commit that was pushed into a reported failure.
+    with tempfile.TemporaryDirectory(prefix="gitops-acp-commit-", ignore_cleanup_errors=True) as tmp:
         for attempt in range(3):
             work = Path(tmp) / f"clone-{attempt}"
             heads = process.run(
@@ -239,6 +241,10 @@ def _commit_via_clone(
             else:  # a new branch (or an empty repository): start from nothing
                 process.run(["init", "-q", "-b", branch, str(work)], cwd=Path(tmp))
                 process.run(["remote", "add", "origin", source], cwd=work)
+            # A local clone hard-links the source's packs: a busy repository's many packs would
+            # start a detached `gc --auto` here, writing in the clone while it is being removed.
+            for key, value in (("gc.auto", "0"), ("maintenance.auto", "false")):
+                process.run(["config", key, value], cwd=work)
             _write_files(work, files)
             sha = _stage_and_commit(work, files, message, identity)
             if sha is None:
