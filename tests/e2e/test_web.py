@@ -185,6 +185,25 @@ def text_of(driver: WebDriver, css: str) -> str:
         return ""
 
 
+def values(driver: WebDriver, css: str, prop: str = "textContent") -> list[str]:
+    """`prop` of every element `css` finds, read at once (live updates replace elements)."""
+    found: list[str] = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e[arguments[1]])", css, prop
+    )
+    return found
+
+
+def act(driver: WebDriver, css: str, action: Any) -> None:
+    """`action(element)` on the element `css` finds, again if a live update replaced it meanwhile."""
+    for _ in range(20):
+        try:
+            action(driver.find_element(By.CSS_SELECTOR, css))
+            return
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{css} kept being replaced")
+
+
 def until(driver: WebDriver, predicate: Any, what: str) -> Any:
     try:
         return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(lambda d: predicate(d))
@@ -210,18 +229,18 @@ def test_a_task_runs_to_its_answer_on_the_page_and_an_approval_finishes_one(
     # Filter by phase: only finished tasks; search narrows the page.
     create(served, "web-other", "Another one")
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-task="web-other"]'), "web-other")
-    browser.find_element(By.ID, "f-search").send_keys("hello to")
+    act(browser, "#f-search", lambda e: e.send_keys("hello to"))
     until(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-task="web-other"]'), "the search")
     assert browser.find_elements(By.CSS_SELECTOR, row)
     screenshot(browser, "tasks.png")
 
     # The task's page: its context window with roles, its checkpoints with the status branch's commits.
-    browser.find_element(By.LINK_TEXT, "web-hello").click()
+    act(browser, '[data-task="web-hello"] a', lambda e: e.click())
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#checkpoints tbody tr"), "the checkpoints")
-    roles = [e.text.lower() for e in browser.find_elements(By.CSS_SELECTOR, "#context .role")]
+    roles = [role.lower() for role in values(browser, "#context .role")]
     assert roles[-2:] == ["user", "assistant"]
-    assert "Echo: Say hello to the web" in browser.find_element(By.ID, "context").text
-    shown = [e.get_attribute("title") for e in browser.find_elements(By.CSS_SELECTOR, "#checkpoints code")]
+    assert "Echo: Say hello to the web" in text_of(browser, "#context")
+    shown = values(browser, "#checkpoints code", "title")
     status, history = api(served, "GET", "/v1/tasks/web-hello/history", who="vic")
     assert status == 200
     assert shown == [item["commit"] for item in history["items"]]
@@ -236,15 +255,13 @@ def test_a_task_runs_to_its_answer_on_the_page_and_an_approval_finishes_one(
     browser.get(served.client.url + "/#/pending")
     card = '[id^="call-web-gate-"]'
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, card + " button.approve"), "the Approve button")
-    name = browser.find_element(By.CSS_SELECTOR, card).get_attribute("id").removeprefix("call-")
+    name = values(browser, card, "id")[0].removeprefix("call-")
     assert "gated__echo" in text_of(browser, card)
     until(browser, lambda d: text_of(d, "#pending-count") not in ("", "(0)"), "the count of what waits")
-    browser.find_element(By.ID, f"comment-{name}").send_keys("looks fine")
+    act(browser, f"#comment-{name}", lambda e: e.send_keys("looks fine"))
     screenshot(browser, "pending.png")
-    browser.find_element(By.CSS_SELECTOR, card + " button.approve").click()
-    until(
-        browser, lambda d: "Recorded on main" in d.find_element(By.ID, "main").text, "the decision recorded"
-    )
+    act(browser, card + " button.approve", lambda e: e.click())
+    until(browser, lambda d: "approved, recorded on main as Alice" in text_of(d, "#notice"), "the decision")
     record = git(served.repo.path, "show", f"main:approvals/{name}.yaml")
     assert "decision: approved" in record
     assert "comment: looks fine" in record
@@ -265,7 +282,7 @@ def test_a_viewer_sees_what_waits_but_cannot_decide(served: Served, browser: Web
     card = '[id^="call-web-vic-"]'
     until(browser, lambda d: "cannot decide" in text_of(d, card), "the waiting call, for a viewer")
     assert not browser.find_elements(By.CSS_SELECTOR, "main button")
-    name = browser.find_element(By.CSS_SELECTOR, card).get_attribute("id").removeprefix("call-")
+    name = values(browser, card, "id")[0].removeprefix("call-")
     # The API refuses the viewer anyway, whatever the page shows.
     refused = browser.execute_async_script(
         """const done = arguments[arguments.length - 1];
@@ -285,7 +302,7 @@ def test_a_tasks_text_is_shown_not_run(served: Served, browser: WebDriver) -> No
     sign_in(browser, served, "vic")
     browser.get(served.client.url + "/#/task/web-xss")
     until(browser, lambda d: "FinalAnswer" in text_of(d, '[data-field="phase"]'), "web-xss finishing")
-    assert hostile in browser.find_element(By.ID, "context").text
+    assert hostile in text_of(browser, "#context")
     browser.get(served.client.url + "/#/")
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-task="web-xss"]'), "web-xss listed")
     assert browser.execute_script("return window.pwned") is None

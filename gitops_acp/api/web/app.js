@@ -14,6 +14,7 @@
   let stream = null;
   let refreshTimer = null;
   let events = 0;
+  let notice = ""; // what the last decision did: kept across live updates, cleared on navigation
   const $ = (id) => document.getElementById(id);
 
   function el(tag, attrs, ...children) {
@@ -62,6 +63,7 @@
   let current = null;
   async function show(view) {
     current = view;
+    notice = "";
     await refresh(true);
   }
   async function refresh(moved) {
@@ -76,7 +78,7 @@
     const kept = {};
     for (const input of $("main").querySelectorAll("input[id], textarea[id], select[id]")) kept[input.id] = input.value;
     const focused = document.activeElement && document.activeElement.id;
-    $("main").replaceChildren(node);
+    $("main").replaceChildren(el("p", { id: "notice", role: "status" }, notice), node);
     for (const [id, value] of Object.entries(kept)) if ($(id) && !moved) $(id).value = value;
     if (!moved && focused && $(focused)) $(focused).focus();
     if (moved) { $("main").focus({ preventScroll: true }); window.scrollTo(0, 0); }
@@ -165,9 +167,9 @@
     const error = el("p", { class: "error", role: "alert", id: "error-" + name });
     const send = async (action, body) => {
       try {
-        await api("/v1/toolcalls/" + encodeURIComponent(name) + "/" + action, body);
-        error.className = "muted";
-        error.textContent = "Recorded on main as " + me.name + ".";
+        const done = await api("/v1/toolcalls/" + encodeURIComponent(name) + "/" + action, body);
+        notice = name + ": " + done.decision + ", recorded on main as " + me.name + " (" + done.commit.slice(0, 10) + ").";
+        $("notice").textContent = notice;
       } catch (e) { error.textContent = e.message; }
     };
     if ((c.status || {}).phase === "AwaitingHumanInput") {
