@@ -1,4 +1,5 @@
-"""`history KIND NAME [-n N]` read without argparse: exactly as argparse reads it, or left to it."""
+"""`history KIND NAME [-n N]` and `describe KIND NAME` read without argparse: as argparse reads
+them, or left to it."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _argparse(argv: list[str]) -> dict[str, object] | None:
 
 
 def _check(argv: list[str]) -> bool:
-    plain = cli_main._plain_history(argv)
+    plain = cli_main._plain(argv)
     if plain is None:
         return False
     assert vars(plain) == _argparse(argv), argv
@@ -56,6 +57,8 @@ def _check(argv: list[str]) -> bool:
         ["history", "task", "-n", "5", "hello", "-n", "7"],
         ["history", "task", "hello", "--max-count=+2_0"],
         ["--repo=", "history", "", "hello"],
+        ["describe", "task", "hello"],
+        ["describe", "--repo", "/r", "toolcall", "hello"],
     ],
 )
 def test_plain_command_lines_are_read_as_argparse_reads_them(argv: list[str]) -> None:
@@ -75,10 +78,12 @@ def test_plain_command_lines_are_read_as_argparse_reads_them(argv: list[str]) ->
         ["-n", "3", "history", "task", "hello"],  # the top level has no -n
         ["get", "task", "hello"],
         ["history", "task", "hello", "--", "x"],
+        ["describe", "task", "hello", "-n", "3"],  # describe has no -n
+        ["describe", "task"],
     ],
 )
 def test_anything_else_is_left_to_argparse(argv: list[str]) -> None:
-    assert cli_main._plain_history(argv) is None
+    assert cli_main._plain(argv) is None
 
 
 def test_random_command_lines_agree(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,8 +96,11 @@ def test_random_command_lines_agree(monkeypatch: pytest.MonkeyPatch) -> None:
             argv = [rnd.choice(WORDS) for _ in range(rnd.randint(0, 7))]
             if rnd.random() < 0.7:  # most lines name the command and two words
                 at = rnd.randint(0, len(argv))
-                argv[at:at] = ["history", rnd.choice(["task", "tc"]), rnd.choice(["a", "b-1"])]
+                command = rnd.choice(["history", "describe"])
+                argv[at:at] = [command, rnd.choice(["task", "tc"]), rnd.choice(["a", "b-1"])]
             read += _check(argv)
         for argv in itertools.permutations(["history", "task", "a", "-n", "2", "--repo", "/r"]):
+            read += _check(list(argv))
+        for argv in itertools.permutations(["describe", "task", "a", "--repo", "/r"]):
             read += _check(list(argv))
     assert read > 300  # many of them plain

@@ -9,11 +9,12 @@ A command is a new process each time, so what it imports is part of every figure
 parser of its own command only (`--help` builds them all), each command module imports its
 dependencies when it runs, and logging is imported only by commands that log.
 
-`history KIND NAME [-n N]` (DESIGN §9 / issue 12: within 50 ms) is not even parsed by argparse
-when it is written plainly (`_plain_history`): argparse, with the `shutil` of its help formatter
-and the `locale` of its messages, is ~8 ms of a ~45 ms process. Anything else it is given (help,
-an abbreviation, an unknown option, a mistake) goes to argparse, which reads or refuses it as
-always; tests/test_cli_plain.py checks that both read every plain command line alike.
+`history KIND NAME [-n N]` (DESIGN §9 / issue 12: within 50 ms) and `describe KIND NAME` are not
+even parsed by argparse when they are written plainly (`_plain`): argparse, with the `shutil` of
+its help formatter and the `locale` of its messages, is ~8 ms of a ~50 ms `history`. Anything else
+(help, an abbreviation, another option, a mistake) goes to argparse, which reads or refuses it as
+always; tests/test_cli_plain.py checks that both read every plain command line alike. (`get`
+is left to argparse: its many options would repeat the parser's defaults here.)
 """
 
 from __future__ import annotations
@@ -115,9 +116,10 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return known.command if known.command in COMMANDS else None
 
 
-def _plain_history(arguments: Sequence[str]) -> SimpleNamespace | None:
-    """`history KIND NAME` with `-n N`/`--max-count N` after the command and `--repo PATH` anywhere
-    (`--opt=value` too), as the parser would read it; None for anything else, left to argparse."""
+def _plain(arguments: Sequence[str]) -> SimpleNamespace | None:
+    """`history KIND NAME` (with `-n N`/`--max-count N` after the command) or `describe KIND NAME`,
+    and `--repo PATH` anywhere (`--opt=value` too), as the parser would read them; None for
+    anything else, left to argparse."""
     repo = os.environ.get("GITOPS_ACP_REPO", ".")
     max_count = 100  # the parser's default (commands/history.py)
     words: list[str] = []
@@ -143,19 +145,20 @@ def _plain_history(arguments: Sequence[str]) -> SimpleNamespace | None:
         else:
             words.append(argument)
         at += 1
-    if len(words) != 3 or words[0] != "history":
+    if len(words) != 3 or words[0] not in ("history", "describe"):
         return None
-    from gitops_acp.cli.commands import history
-
+    command, kind, name = words
+    module = importlib.import_module(f"gitops_acp.cli.commands.{command}")
+    extra = {"max_count": max_count} if command == "history" else {}
     return SimpleNamespace(
         repo=repo,
         debug=False,
         verbose=False,
-        command="history",
-        kind=words[1],
-        name=words[2],
-        max_count=max_count,
-        run=history.run,
+        command=command,
+        kind=kind,
+        name=name,
+        **extra,
+        run=module.run,
         logs=False,
     )
 
@@ -186,7 +189,7 @@ def _configure_logging(args: argparse.Namespace | SimpleNamespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code."""
     arguments = sys.argv[1:] if argv is None else list(argv)
-    args = _plain_history(arguments) or build_parser(arguments).parse_args(arguments)
+    args = _plain(arguments) or build_parser(arguments).parse_args(arguments)
     _configure_logging(args)
     try:
         code: int = args.run(args)

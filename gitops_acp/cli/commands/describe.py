@@ -6,7 +6,6 @@ which, unlike Kubernetes events, never expire. With shards, on the branch the st
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,8 @@ from gitops_acp.errors import UserError
 from gitops_acp.resources.meta import Kind, resolve_kind
 
 if TYPE_CHECKING:
+    import argparse
+
     from gitops_acp.store.history import Event
 
 
