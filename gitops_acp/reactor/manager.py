@@ -316,15 +316,19 @@ class Manager:
         if log.isEnabledFor(logging.INFO) and lifecycle.phase_of(old) != lifecycle.phase_of(obj):
             log.info("%s/%s: %s -> %s", key[0], key[1], lifecycle.phase_of(old), lifecycle.phase_of(obj))
         if _signature(old) != _signature(obj):
-            self._wake_dependents(key, obj if obj is not None else old)
+            ended = obj is None or lifecycle.terminal(obj)
+            self._wake_dependents(key, obj if obj is not None else old, ended=ended)
 
-    def _wake_dependents(self, key: Key, obj: AnyResource | None) -> None:
+    def _wake_dependents(self, key: Key, obj: AnyResource | None, *, ended: bool) -> None:
         for dependent in self._dependents.get(key):
             self._queue.add(dependent)
         if obj is None:
             return
         labels = obj.metadata.labels
-        if key[0] == Kind.ToolCall and LABEL_TASK in labels:
+        # A task waits for its tool calls to end (or go): their other moves (created, Running,
+        # waiting for a person) change nothing it reads, and woke it for a reconcile that found
+        # nothing to do, once or twice a task (its timeout is a timer of its own).
+        if key[0] == Kind.ToolCall and LABEL_TASK in labels and ended:
             self._queue.add((Kind.Task, labels[LABEL_TASK]))
         if key[0] == Kind.Task and LABEL_PARENT_TOOLCALL in labels:
             self._queue.add((Kind.ToolCall, labels[LABEL_PARENT_TOOLCALL]))
