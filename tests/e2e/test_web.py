@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -39,10 +41,12 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.conftest import git
 from tests.e2e.conftest import (
     API,
+    CLI,
     AcpRepo,
     Background,
     Stub,
     call,
+    free_port,
     mcpserver_yaml,
     module_repo,
     no_servers_left,
@@ -372,3 +376,44 @@ def test_curl_gets_text_and_the_page_is_the_packages_own(served: Served) -> None
         "email": "alice@example.com",
         "roles": ["approver", "operator", "viewer"],
     }
+
+
+def test_the_demo_serves_the_web_view_with_http(tmp_path: Path) -> None:
+    port = free_port()
+    demo = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [*CLI, "demo", "--dir", str(demo), "--http", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        said = ""
+        for line in proc.stdout:
+            said += line
+            if line.startswith("the web view: "):
+                break
+        assert f"the web view: http://127.0.0.1:{port}/  sign in with the token in " in said, said[-2000:]
+        token = Path(line.rsplit(" ", 1)[1].strip()).read_text().strip()
+        assert token not in said  # the token is in its file, not on the screen
+
+        def listed() -> str:
+            try:
+                return get_text(f"http://127.0.0.1:{port}/", token=token)[1]
+            except (urllib.error.URLError, OSError):
+                return ""
+
+        text = wait_for(
+            lambda: "add-numbers" in listed() and listed(), timeout=WAIT, what="the demo's web view"
+        )
+        assert text.startswith("signed in as Demo User <demo@example.com>")
+        assert "FinalAnswer" in text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -57,6 +57,12 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
     parser.add_argument(
         "--dir", type=Path, help="create the demo repository here instead of a temporary directory"
     )
+    parser.add_argument(
+        "--http",
+        metavar="ADDR",
+        help="afterwards, keep serving on HOST:PORT (e.g. 127.0.0.1:8080) with the web view at / "
+        "and the API (a token for it is written beside the repository); Ctrl-C stops",
+    )
     parser.set_defaults(run=run)
 
 
@@ -83,6 +89,40 @@ def _approve_as_a_reviewer(repo: Path) -> None:
             repo, "merge", "--no-ff", "-q", "-m", f"Merge {branch}: approved", branch, identity=reviewer
         )
         print(git_as_user(repo, "log", "--oneline", "-3", "main"))
+
+
+def _serve_http(address: str, *, repo: Path, secrets: Path, base: Path) -> int:
+    """Serve the demo repository with the web view until Ctrl-C; its token goes to a file, not stdout."""
+    import hashlib
+    import json
+    import secrets as random
+
+    from gitops_acp.cli.main import main
+
+    token = random.token_urlsafe(24)
+    token_file = base / "web-token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    entry = {"name": "Demo User", "email": "demo@example.com", "roles": ["operator", "approver"]}
+    tokens = base / "api-tokens.yaml"
+    tokens.write_text(json.dumps([{**entry, "sha256": hashlib.sha256(token.encode()).hexdigest()}]) + "\n")
+    _section(f"gitops-acp serve --http {address}  (Ctrl-C stops)")
+    print(f"the web view: http://{address}/  sign in with the token in {token_file}", flush=True)
+    return main(
+        [
+            "--repo",
+            str(repo),
+            "serve",
+            "--http",
+            address,
+            "--api-tokens",
+            str(tokens),
+            "--secrets-dir",
+            str(secrets),
+            "--log-dir",
+            str(base / "logs"),
+        ]
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,23 +171,25 @@ def run(args: argparse.Namespace) -> int:
             _section("gitops-acp serve --once  (again: the approved call runs, its task finishes)")
             serve()
             print(f"{len(stub.requests())} requests to the LLM stub in all")
-        where = str(repo)
-        for kind in ("llms", "agents", "tasks"):
-            _section(f"gitops-acp get {kind}")
-            get.show(where, kind)
-        _section("gitops-acp get tasks -o wide")
-        get.show(where, "tasks", output="wide")
-        _section("gitops-acp get mcpservers -o wide")
-        get.show(where, "mcpservers", output="wide")
-        _section("gitops-acp get toolcalls")
-        get.show(where, "toolcalls")
-        _section("gitops-acp describe task add-numbers")
-        describe.show(where, "task", "add-numbers")
-        for task in ("add-numbers", "count-visitor", "continue-conversation"):
-            _section(f"gitops-acp history task {task}")
-            history.show(where, "task", task)
-        _section("git log --oneline acp/status")
-        print(git_as_user(repo, "log", "--format=%h %s", "acp/status"))
+            where = str(repo)
+            for kind in ("llms", "agents", "tasks"):
+                _section(f"gitops-acp get {kind}")
+                get.show(where, kind)
+            _section("gitops-acp get tasks -o wide")
+            get.show(where, "tasks", output="wide")
+            _section("gitops-acp get mcpservers -o wide")
+            get.show(where, "mcpservers", output="wide")
+            _section("gitops-acp get toolcalls")
+            get.show(where, "toolcalls")
+            _section("gitops-acp describe task add-numbers")
+            describe.show(where, "task", "add-numbers")
+            for task in ("add-numbers", "count-visitor", "continue-conversation"):
+                _section(f"gitops-acp history task {task}")
+                history.show(where, "task", task)
+            _section("git log --oneline acp/status")
+            print(git_as_user(repo, "log", "--format=%h %s", "acp/status"))
+            if args.http:
+                return _serve_http(args.http, repo=repo, secrets=secrets, base=base)
     finally:
         if args.keep or args.dir:
             print(f"\nthe demo repository is kept at {repo}")
