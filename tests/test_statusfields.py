@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops_acp.resources.meta import ANNOTATION_FIRST_CHECKPOINT
-from gitops_acp.store import statusfields, yamlio
+from gitops_acp.resources.meta import ANNOTATION_FIRST_CHECKPOINT, Kind, status_path
+from gitops_acp.store import history, statusfields, yamlio
+from gitops_acp.store.git import ReadOnlyRepo
+from tests.conftest import commit_files, git
 from tests.test_yamlio import _text, _value
 
 PATHS = [
@@ -294,3 +296,21 @@ def test_real_status_files_of_a_demo_run(tmp_path: Path) -> None:
             ["git", "-C", str(demo / "repo"), "cat-file", "blob", sha], check=True, capture_output=True
         ).stdout
         assert _agrees(data), data
+
+
+def test_history_reads_other_styles_through_pyyaml(repo: Path) -> None:
+    """A status file in another style (PyYAML's dumper, by hand) is read by PyYAML: the same events."""
+    path = status_path(Kind.Task, "t")
+    emitted = {"metadata": {"name": "t"}, "status": {"statusDetail": "Waiting: for it", "error": "a\nb"}}
+    commit_files(repo, {path: yamlio.dump(emitted).decode()}, "Task/t: - -> Pending")
+    stamp = "2000-01-01T00:00:00.000000Z"  # long before the commits: the walk is not cut short
+    other = {**emitted, "metadata": {"name": "t", "annotations": {ANNOTATION_FIRST_CHECKPOINT: stamp}}}
+    commit_files(repo, {path: yaml.safe_dump(other, default_style="'")}, "Task/t: Pending -> Failed")
+    git(repo, "update-ref", "refs/heads/acp/status", "HEAD")
+    assert statusfields.strings(yaml.safe_dump(other, default_style="'").encode(), *PATHS) is None
+    with ReadOnlyRepo.open(repo) as reader:
+        events = history.events(reader, kind="Task", name="t")
+    assert [(e.old_phase, e.new_phase, e.detail) for e in events] == [
+        ("Pending", "Failed", "Waiting: for it; error: a\nb"),
+        ("-", "Pending", "Waiting: for it; error: a\nb"),
+    ]
