@@ -60,8 +60,8 @@ def branch_ref(branch: str) -> str:
 class StatusTree:
     """The status branch's tip, edited in place by the writer and rewritten only where it changed.
 
-    A plain class, like `Found` a named tuple: `history` imports this module, and `dataclasses`
-    would cost it ~6 ms (docs/growth.md).
+    Not a dataclass (nor is `Found`, a named tuple): `history` imports this module, and importing
+    `dataclasses` would cost it ~6 ms (docs/growth.md).
     """
 
     def __init__(self, tip: str | None, tree: TreeEditor) -> None:
