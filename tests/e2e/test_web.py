@@ -96,6 +96,11 @@ def served(stub_process: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iter
     with no_servers_left() as marker, module_repo(stub_process, base) as (work, _secret), serving() as start:
         stub_process.rules(
             {"match": "^Use the gate", "when": "first", "toolCalls": [call("gated__echo", text="hi")]},
+            {
+                "match": "^Ask",
+                "when": "first",
+                "toolCalls": [call("humans__human_contact", message="Where?")],
+            },
             {"when": "tool", "content": "tool said: {tool}"},
         )
         channel = f"apiVersion: {API}\nkind: ContactChannel\nmetadata:\n  name: humans\nspec:\n  type: git\n"
@@ -105,6 +110,8 @@ def served(stub_process: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 "contactchannels/humans.yaml": channel,
                 "mcpservers/gated.yaml": server,
                 "agents/tooly.yaml": tool_agent_yaml("tooly", servers=("gated",)),
+                "agents/asker.yaml": tool_agent_yaml("asker")
+                + "  humanContactChannels:\n    - name: humans\n",
             },
             "Add a gated MCP server and its agent",
         )
@@ -277,6 +284,45 @@ def test_a_task_runs_to_its_answer_on_the_page_and_an_approval_finishes_one(
     until(browser, lambda d: "Alice Approver" in text_of(d, f"#call-{name}"), "who approved")
     assert "tool said:" in text_of(browser, '[data-field="output"]')
     screenshot(browser, "task-approved.png")
+
+
+def test_reject_with_a_reason_answer_a_question_and_see_follow_ups(
+    served: Served, browser: WebDriver
+) -> None:
+    create(served, "web-no", "Use the gate, I will refuse", agent="tooly")
+    create(served, "web-ask", "Ask me where to go", agent="asker")
+    sign_in(browser, served, "alice")
+    # Reject from the task's own page: the reason is required, and the model reads it.
+    browser.get(served.client.url + "/#/task/web-no")
+    card = '[id^="call-web-no-"]'
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, card + " button.reject"), "the Reject button")
+    name = values(browser, card, "id")[0].removeprefix("call-")
+    act(browser, f"#reason-{name}", lambda e: e.send_keys("not today"))
+    act(browser, card + " button.reject", lambda e: e.click())
+    until(browser, lambda d: "rejected, recorded on main" in text_of(d, "#notice"), "the rejection")
+    until(browser, lambda d: "ToolCallRejected" in text_of(d, card), "the call rejected")
+    until(browser, lambda d: "FinalAnswer" in text_of(d, '[data-field="phase"]'), "web-no finishing")
+    assert "not today" in text_of(browser, card)
+    assert "decision: rejected" in git(served.repo.path, "show", f"main:approvals/{name}.yaml")
+    # A question: answered on the pending page; the answer reaches the model.
+    browser.get(served.client.url + "/#/pending")
+    card = '[id^="call-web-ask-"]'
+    until(
+        browser, lambda d: d.find_elements(By.CSS_SELECTOR, card + " textarea"), "the question's answer field"
+    )
+    name = values(browser, card, "id")[0].removeprefix("call-")
+    assert "Where?" in text_of(browser, card)
+    act(browser, f"#response-{name}", lambda e: e.send_keys("Porto"))
+    act(browser, card + " button[type=submit]", lambda e: e.click())
+    until(browser, lambda d: "answered, recorded on main" in text_of(d, "#notice"), "the answer")
+    assert git(served.repo.path, "log", "-1", "--format=%an", "main") == "Alice Approver"
+    browser.get(served.client.url + "/#/task/web-ask")
+    until(browser, lambda d: "FinalAnswer" in text_of(d, '[data-field="phase"]'), "web-ask finishing")
+    assert "Porto" in text_of(browser, "#context")
+    # A follow-up sent over the API shows on the task's page, live.
+    status, body = api(served, "POST", "/v1/tasks/web-ask/messages", {"content": "And after Porto?"})
+    assert status == 201, body
+    until(browser, lambda d: "And after Porto?" in text_of(d, "#followups"), "the follow-up")
 
 
 def test_a_viewer_sees_what_waits_but_cannot_decide(served: Served, browser: WebDriver) -> None:
