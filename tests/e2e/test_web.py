@@ -35,6 +35,7 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -170,8 +171,7 @@ def sign_in(driver: WebDriver, served: Served, who: str) -> None:
     field = WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.ID, "token"))
     assert driver.switch_to.active_element == field  # the keyboard starts in the token field
     screenshot(driver, "signin.png")
-    field.send_keys(TOKENS[who][0])
-    driver.find_element(By.CSS_SELECTOR, "#signin button[type=submit]").click()
+    field.send_keys(TOKENS[who][0], Keys.ENTER)  # by keyboard alone
     WebDriverWait(driver, WAIT).until(lambda d: TOKENS[who][1][0] in d.find_element(By.ID, "who").text)
     assert TOKENS[who][0] not in driver.current_url
     assert driver.execute_script("return sessionStorage.getItem('gitops-acp.token')") == TOKENS[who][0]

@@ -12,6 +12,7 @@
   let me = null;
   let lastEvent = null;
   let stream = null;
+  let generation = 0; // one reader of the events at a time, even after signing out and in quickly
   let refreshTimer = null;
   let events = 0;
   let notice = ""; // what the last decision did: kept across live updates, cleared on navigation
@@ -200,7 +201,8 @@
 
   // -- live updates: /v1/events read with fetch (EventSource cannot send the token) ---------------
   async function follow() {
-    while (token) {
+    const mine = ++generation;
+    while (token && mine === generation) {
       const ctl = new AbortController();
       stream = ctl;
       try {

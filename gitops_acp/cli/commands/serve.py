@@ -119,8 +119,9 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
     parser.add_argument(
         "--http",
         metavar="ADDR",
-        help="serve GET /healthz, /readyz, /metrics and POST /webhooks/{github,gitea,gitlab} on HOST:PORT "
-        "(e.g. 127.0.0.1:8080); traces: the OTEL_* variables (docs/telemetry.md)",
+        help="serve GET /healthz, /readyz, /metrics, the web view at / (docs/web.md) and POST "
+        "/webhooks/{github,gitea,gitlab} on HOST:PORT (e.g. 127.0.0.1:8080); traces: the OTEL_* "
+        "variables (docs/telemetry.md)",
     )
     parser.add_argument(
         "--api-tokens",
