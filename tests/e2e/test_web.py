@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -31,13 +32,13 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import git
 from tests.e2e.conftest import (
@@ -210,9 +211,17 @@ def act(driver: WebDriver, css: str, action: Any) -> None:
         try:
             action(driver.find_element(By.CSS_SELECTOR, css))
             return
-        except StaleElementReferenceException:
-            continue
+        except (StaleElementReferenceException, ElementNotInteractableException):
+            time.sleep(0.1)  # replaced, or being replaced, by a live update: take the new one
     raise AssertionError(f"{css} kept being replaced")
+
+
+def press(driver: WebDriver, label: str) -> None:
+    """Click the button of the page labelled `label`."""
+    driver.execute_script(
+        "[...document.querySelectorAll('main button')].find(b => b.textContent === arguments[0]).click()",
+        label,
+    )
 
 
 def until(driver: WebDriver, predicate: Any, what: str) -> Any:
@@ -244,6 +253,24 @@ def test_a_task_runs_to_its_answer_on_the_page_and_an_approval_finishes_one(
     until(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-task="web-other"]'), "the search")
     assert browser.find_elements(By.CSS_SELECTOR, row)
     screenshot(browser, "tasks.png")
+    act(browser, "#f-search", lambda e: e.send_keys(Keys.CONTROL, "a", Keys.BACKSPACE))
+    # Paging, one task a page (#/?limit=1), then the phase filter; both kept in the address.
+    browser.get(served.client.url + "/#/?limit=1")
+
+    def names(d: WebDriver) -> list[str]:
+        return values(d, "#tasks [data-task] a")
+
+    until(browser, lambda d: len(names(d)) == 1 and "Next page" in text_of(d, ".pager"), "a page of one")
+    first = names(browser)
+    press(browser, "Next page")
+    until(browser, lambda d: names(d) not in ([], first) and "First page" in text_of(d, ".pager"), "page 2")
+    press(browser, "First page")
+    until(browser, lambda d: names(d) == first, "page 1 again")
+    act(browser, "#f-phase", lambda e: Select(e).select_by_visible_text("Failed"))
+    until(browser, lambda d: "No tasks." in text_of(d, "#tasks"), "no failed task")
+    assert browser.current_url.endswith("#/?phase=Failed&limit=1")
+    act(browser, "#f-phase", lambda e: Select(e).select_by_visible_text("FinalAnswer"))
+    until(browser, lambda d: names(d) == ["web-hello"], "the first finished task")
 
     # The task's page: its context window with roles, its checkpoints with the status branch's commits.
     act(browser, '[data-task="web-hello"] a', lambda e: e.click())

@@ -7,7 +7,7 @@
   const PHASES = ["Pending", "ReadyForLLM", "ToolCallsPending", "FinalAnswer", "Failed", "ErrorBackoff", "Cancelled"];
   const WAITING = ["AwaitingHumanApproval", "AwaitingHumanInput"];
   const PAGE = 50;
-  const state = { phase: "", agent: "", search: "", pages: [null], items: [], next: null };
+  const state = { phase: "", agent: "", limit: PAGE, search: "", pages: [null], items: [], next: null };
   let token = sessionStorage.getItem(KEY);
   let me = null;
   let lastEvent = null;
@@ -76,6 +76,8 @@
       node = el("p", { class: "error", role: "alert" }, String(e.message || e));
     }
     if (view !== current) return;
+    const old = $("main").lastElementChild;
+    if (!moved && old && old.isEqualNode(node)) return pendingCount(); // nothing to redraw: keep the caret
     const kept = {};
     for (const input of $("main").querySelectorAll("input[id], textarea[id], select[id]")) kept[input.id] = input.value;
     const focused = document.activeElement && document.activeElement.id;
@@ -92,7 +94,7 @@
 
   // -- pages --------------------------------------------------------------------------------------
   async function tasksView() {
-    const q = new URLSearchParams({ limit: PAGE });
+    const q = new URLSearchParams({ limit: state.limit });
     if (state.phase) q.set("phase", state.phase);
     if (state.agent) q.set("agent", state.agent);
     const after = state.pages[state.pages.length - 1];
@@ -100,9 +102,9 @@
     const page = await api("/v1/tasks?" + q);
     state.items = page.items;
     state.next = page.continue;
-    const phase = el("select", { id: "f-phase", onchange: (e) => { state.phase = e.target.value; state.pages = [null]; refresh(false); } },
+    const phase = el("select", { id: "f-phase", onchange: (e) => { state.phase = e.target.value; filtered(); } },
       el("option", { value: "" }, "any"), PHASES.map((p) => el("option", { value: p, selected: p === state.phase }, p)));
-    const agent = el("input", { id: "f-agent", value: state.agent, placeholder: "any", onchange: (e) => { state.agent = e.target.value.trim(); state.pages = [null]; refresh(false); } });
+    const agent = el("input", { id: "f-agent", value: state.agent, placeholder: "any", onchange: (e) => { state.agent = e.target.value.trim(); filtered(); } });
     const search = el("input", { id: "f-search", type: "search", value: state.search, oninput: (e) => { state.search = e.target.value; $("tasks").replaceWith(table()); } });
     const pager = el("div", { class: "pager" },
       state.pages.length > 1 ? el("button", { type: "button", class: "secondary", onclick: () => { state.pages = [null]; refresh(false); } }, "First page") : null,
@@ -111,6 +113,22 @@
       el("div", { class: "filters" }, el("label", {}, "Phase", phase), el("label", {}, "Agent", agent),
         el("label", {}, "Search this page", search)),
       table(), pager);
+  }
+  // The filters live in the address (#/?phase=&agent=&limit=): a filtered list can be bookmarked.
+  function filtered() {
+    state.pages = [null];
+    const q = new URLSearchParams();
+    if (state.phase) q.set("phase", state.phase);
+    if (state.agent) q.set("agent", state.agent);
+    if (state.limit !== PAGE) q.set("limit", state.limit);
+    history.replaceState(null, "", "#/" + (q.toString() ? "?" + q : ""));
+    refresh(false);
+  }
+  function fromAddress(query) {
+    const q = new URLSearchParams(query);
+    const limit = parseInt(q.get("limit"), 10);
+    Object.assign(state, { phase: q.get("phase") || "", agent: q.get("agent") || "", pages: [null],
+      limit: limit >= 1 && limit <= 1000 ? limit : PAGE });
   }
   function table() {
     const words = state.search.toLowerCase();
@@ -262,7 +280,7 @@
   }
   function signOut(why) {
     token = null; me = null; current = null; lastEvent = null;
-    Object.assign(state, { phase: "", agent: "", search: "", pages: [null], items: [], next: null });
+    Object.assign(state, { phase: "", agent: "", limit: PAGE, search: "", pages: [null], items: [], next: null });
     sessionStorage.removeItem(KEY);
     if (stream) stream.abort();
     $("nav").hidden = true; $("signout").hidden = true;
@@ -275,7 +293,7 @@
     const hash = location.hash.replace(/^#/, "");
     if (hash.startsWith("/task/")) show(() => taskView(decodeURIComponent(hash.slice(6))));
     else if (hash === "/pending") show(pendingView);
-    else show(tasksView);
+    else { fromAddress(hash.split("?")[1] || ""); show(tasksView); }
   }
 
   window.addEventListener("hashchange", route);
