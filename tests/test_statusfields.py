@@ -137,7 +137,7 @@ def test_tricky_values_read_as_pyyaml_reads_them(value: str) -> None:
     assert _agrees(data) == (value not in DECLINED), data
 
 
-DECLINED = {"trailing space \non a line", "emoji and control \x01 😀"}
+DECLINED = {"trailing space \non a line"}
 
 
 @pytest.mark.parametrize("seed", range(3))

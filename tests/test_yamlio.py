@@ -10,7 +10,7 @@ import yaml
 
 from gitops_acp.store import yamlio
 
-ALPHABET = string.printable + "é✓\u2028\x85\x00\ufeff"
+ALPHABET = string.printable + "é✓\u2028\x85\x00\ufeff\x7f😀\U0010fffd\ufffe"
 
 
 def _text(rnd: random.Random) -> str:
@@ -134,3 +134,23 @@ def test_a_string_seen_before_is_written_the_same() -> None:
     yamlio._strings.clear()
     yamlio._keys.clear()
     assert [yamlio.dump(doc) for doc in docs] == first
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x\x01 😀",  # an emoji and a control character: JSON's ASCII escapes made a surrogate pair
+        "\x1b[31m✓ done 🎉\x1b[0m",  # a tool's coloured output
+        "😀\x85\u2028\ufeff\ufffe\x7f",
+    ],
+)
+def test_characters_beyond_u_ffff_beside_control_characters_read_back(value: str) -> None:
+    assert yaml.load(yamlio.dump({"k": value}), Loader=yaml.CSafeLoader) == {"k": value}
+    assert yamlio.load(yamlio.dump({"k": value})) == {"k": value}
+
+
+def test_a_lone_surrogate_is_written_as_the_replacement_character() -> None:
+    """Text decoded from bad JSON may hold one; it has no UTF-8 form, and YAML refuses its escape."""
+    for value in ("lone \ud800", "lone \udfff \x01", "\ud83d😀"):
+        expected = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+        assert yamlio.load(yamlio.dump({"k": value})) == {"k": expected}

@@ -147,9 +147,27 @@ def _quoted(value: str) -> str:
     # JSON's escapes are a subset of YAML's double-quoted ones; non-ASCII stays readable when
     # every character may appear raw. `json.dumps(value, ensure_ascii=...)` is exactly these two
     # encoders (which give the same text for ASCII), without its per-call overhead.
-    if value.isascii() or not _RAW_OK.fullmatch(value):
+    if value.isascii():
         return _encode_ascii(value)
-    return _encode(value)
+    if _RAW_OK.fullmatch(value):
+        return _encode(value)
+    # Not JSON's ASCII escapes here: they write a character beyond U+FFFF as a surrogate pair, which
+    # YAML refuses (a tool's output with an emoji and a control character made an unreadable file).
+    return _NOT_RAW.sub(_escape_char, _encode(value))
+
+
+# What JSON's raw encoder leaves that YAML does not allow raw (C1 controls, DEL, U+2028/9, the BOM,
+# non-characters, surrogates); control characters below U+0020 JSON has escaped already.
+_NOT_RAW = re.compile(
+    r"[^\x09\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xD800 <= code <= 0xDFFF:  # a lone surrogate (text decoded from bad JSON) has no UTF-8 form
+        return "\ufffd"
+    return f"\\u{code:04x}"
 
 
 @functools.lru_cache(maxsize=4096)  # a handful of keys at a handful of indentations
