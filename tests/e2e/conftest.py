@@ -186,7 +186,9 @@ def _start_stub(base: Path, script: dict[str, Any]) -> Stub:
     script_file.write_text(json.dumps(script))
     stderr = (base / "stub.stderr").open("w")
     proc = subprocess.Popen(
-        [*CLI, "llm-stub", "--port", "0", "--script", str(script_file), "--max-seconds", "600"],
+        # One stub serves the whole session: its limit must outlast the slowest e2e run (on a busy
+        # 2-core machine, 15 minutes); it also stops when pytest dies (llm-stub watches its parent).
+        [*CLI, "llm-stub", "--port", "0", "--script", str(script_file), "--max-seconds", "3600"],
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
