@@ -150,6 +150,11 @@ def test_slash_is_html_for_a_browser_and_text_for_curl(client: TestClient) -> No
     assert 'Task "nothere" not found' in missing.text
     bad = client.get("/?task=Not_A_Name", headers={"Authorization": "Bearer vic-token"})
     assert bad.status_code == 422
+    phase = client.get("/?phase=Done", headers={"Authorization": "Bearer vic-token"})
+    assert phase.status_code == 422
+    assert phase.text.startswith("422: phase=Done: not a Task phase; use one of Pending, ReadyForLLM")
+    done = client.get("/?phase=FinalAnswer", headers={"Authorization": "Bearer vic-token"})
+    assert done.status_code == 200
 
 
 def test_only_the_pages_files_are_served(client: TestClient) -> None:

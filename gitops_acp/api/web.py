@@ -26,7 +26,7 @@ from gitops_acp.api.app import Service, guarded
 from gitops_acp.api.errors import ApiError
 from gitops_acp.api.reading import Reads
 from gitops_acp.api.tokens import VIEWER, Caller
-from gitops_acp.resources.meta import Kind, ToolCallPhase, check_name
+from gitops_acp.resources.meta import Kind, TaskPhase, ToolCallPhase, check_name
 
 __all__ = ["FILES", "HEADERS", "asset", "render_task", "render_tasks", "routes", "wants_html"]
 
@@ -102,6 +102,8 @@ async def _text(request: Request, service: Service, caller: Caller) -> Response:
             raise ApiError(404, f'Task "{name}" not found (neither on main nor on the status branch)')
     else:
         phase = request.query_params.get("phase") or None
+        if phase is not None and phase not in list(TaskPhase):
+            raise ApiError(422, f"phase={phase}: not a Task phase; use one of {', '.join(TaskPhase)}")
         agent = request.query_params.get("agent") or None
         body = await service.reads.run(lambda reads: _overview(reads, phase, agent))
     return PlainTextResponse(

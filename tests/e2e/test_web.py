@@ -170,6 +170,7 @@ def sign_in(driver: WebDriver, served: Served, who: str) -> None:
         signed_in[0].click()
         assert driver.execute_script("return sessionStorage.length") == 0
     field = WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.ID, "token"))
+    assert unlabelled(driver) == []
     assert driver.switch_to.active_element == field  # the keyboard starts in the token field
     screenshot(driver, "signin.png")
     field.send_keys(TOKENS[who][0], Keys.ENTER)  # by keyboard alone
@@ -216,6 +217,15 @@ def act(driver: WebDriver, css: str, action: Any) -> None:
     raise AssertionError(f"{css} kept being replaced")
 
 
+def unlabelled(driver: WebDriver) -> list[str]:
+    """The form fields of the page without a label (a screen reader could not name them)."""
+    found: list[str] = driver.execute_script(
+        "return [...document.querySelectorAll('input, select, textarea')]"
+        ".filter(e => !e.labels || !e.labels.length).map(e => e.outerHTML)"
+    )
+    return found
+
+
 def press(driver: WebDriver, label: str) -> None:
     """Click the button of the page labelled `label`."""
     driver.execute_script(
@@ -253,6 +263,7 @@ def test_a_task_runs_to_its_answer_on_the_page_and_an_approval_finishes_one(
     until(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-task="web-other"]'), "the search")
     assert browser.find_elements(By.CSS_SELECTOR, row)
     screenshot(browser, "tasks.png")
+    assert unlabelled(browser) == []
     act(browser, "#f-search", lambda e: e.send_keys(Keys.CONTROL, "a", Keys.BACKSPACE))
     # Paging, one task a page (#/?limit=1), then the phase filter; both kept in the address.
     browser.get(served.client.url + "/#/?limit=1")
@@ -298,6 +309,7 @@ def test_a_task_runs_to_its_answer_on_the_page_and_an_approval_finishes_one(
     until(browser, lambda d: text_of(d, "#pending-count") not in ("", "(0)"), "the count of what waits")
     act(browser, f"#comment-{name}", lambda e: e.send_keys("looks fine"))
     screenshot(browser, "pending.png")
+    assert unlabelled(browser) == []
     act(browser, card + " button.approve", lambda e: e.click())
     until(browser, lambda d: "approved, recorded on main as Alice" in text_of(d, "#notice"), "the decision")
     record = git(served.repo.path, "show", f"main:approvals/{name}.yaml")
