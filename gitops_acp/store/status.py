@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import logging
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -87,6 +88,12 @@ def _kind(kind: str) -> Kind:
 def _phase(text: str) -> str:
     # Phases go into one-line commit subjects and body lines.
     return " ".join(text.split()) or "-"
+
+
+#: Characters a resource name cannot hold in a status file's name (nor may it start with ".").
+_UNFIT_IN_NAME = re.compile("[/\0\n\r ]")
+#: Status file paths remembered by `StatusWriter._path` before the memo starts again.
+_MAX_CACHED_PATHS = 8192
 
 
 def _blob_sha(data: bytes) -> str:
@@ -240,6 +247,7 @@ class StatusWriter:
         self._repo: GitRepo | None = None
         self._tree: StatusTree | None = None
         self._stale = False
+        self._paths: dict[tuple[str, str], str] = {}  # (kind, name) -> status file (`_path`)
 
     # -- asyncio side ---------------------------------------------------------------------
 
@@ -303,18 +311,28 @@ class StatusWriter:
                 raise ValueError(f"{change.kind}/{change.name} appears twice in one checkpoint")
             seen.add(change.key)
             name = change.name
-            if not name or "/" in name or name.startswith(".") or any(c in name for c in "\0\n\r "):
+            if not name or name[0] == "." or _UNFIT_IN_NAME.search(name) is not None:
                 raise StoreError(f"invalid resource name {name!r} for a status file")
             data = None if change.document is None or change.archive else yamlio.dump(change.document)
             prepared.append(
                 _Prepared(
                     change=change,
-                    path=status_path(_kind(change.kind), name),
+                    path=self._path(change.kind, name),
                     data=data,
                     sha=None if data is None else _blob_sha(data),
                 )
             )
         return prepared
+
+    def _path(self, kind: str, name: str) -> str:
+        """`status_path`, remembered: a resource's checkpoints all go to one file (a SHA-256 each)."""
+        key = (kind, name)
+        path = self._paths.get(key)
+        if path is None:
+            if len(self._paths) >= _MAX_CACHED_PATHS:
+                self._paths.clear()
+            path = self._paths[key] = status_path(kind if type(kind) is Kind else _kind(kind), name)
+        return path
 
     def _take_batch(self) -> list[_Pending]:
         """Take the next group commit's calls off the queue, keeping each resource's order."""
