@@ -16,6 +16,7 @@ repository: `ACP_WEB_SCREENSHOTS=docs/web pytest tests/e2e/test_web.py`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -129,6 +130,13 @@ def served(stub_process: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
+    with chrome() as driver:
+        yield driver
+
+
+@contextlib.contextmanager
+def chrome() -> Iterator[WebDriver]:
+    """A headless Chromium through chromedriver; quit on exit."""
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     assert chromium, "install Debian's chromium (.ci/run does)"
     assert driver_path, "install Debian's chromium-driver (.ci/run does)"
@@ -238,8 +246,11 @@ def until(driver: WebDriver, predicate: Any, what: str) -> Any:
     try:
         return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(lambda d: predicate(d))
     except Exception:
+        state = driver.execute_script(
+            "return [location.href, window.eventRequests, document.body.dataset.events]"
+        )
         raise AssertionError(
-            f"the page never showed {what}: {driver.find_element(By.ID, 'main').text[-1500:]}"
+            f"the page never showed {what} ({state}): {driver.find_element(By.ID, 'main').text[-1500:]}"
         ) from None
 
 
@@ -362,6 +373,52 @@ def test_reject_with_a_reason_answer_a_question_and_see_follow_ups(
     status, body = api(served, "POST", "/v1/tasks/web-ask/messages", {"content": "And after Porto?"})
     assert status == 201, body
     until(browser, lambda d: "And after Porto?" in text_of(d, "#followups"), "the follow-up")
+
+
+#: Injected before the page's own script (CDP): records the Last-Event-ID of each /v1/events
+#: request and ends the first stream right after its first event with an id, as a proxy cutting
+#: the connection would.
+CUT_THE_FIRST_STREAM = r"""
+window.eventRequests = [];
+const realFetch = window.fetch;
+window.fetch = async (url, init) => {
+  const answer = await realFetch(url, init);
+  if (!String(url).startsWith("/v1/events")) return answer;
+  window.eventRequests.push(((init || {}).headers || {})["Last-Event-ID"] || null);
+  if (window.eventRequests.length > 1) return answer;
+  const reader = answer.body.getReader(), decoder = new TextDecoder();
+  let seen = "";
+  const body = new ReadableStream({ async pull(out) {
+    const { value, done } = await reader.read();
+    if (done) return out.close();
+    out.enqueue(value);
+    seen += decoder.decode(value);
+    if (/(^|\n)id: /.test(seen)) { reader.cancel(); out.close(); }
+  } });
+  return new Response(body, { status: answer.status, headers: answer.headers });
+};
+"""
+
+
+def test_a_cut_stream_resumes_from_the_last_event_seen(served: Served) -> None:
+    with chrome() as driver:
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CUT_THE_FIRST_STREAM})
+        sign_in(driver, served, "vic")
+        until(driver, lambda d: "Live" in d.find_element(By.ID, "live").text, "the live stream")
+        create(served, "web-resume", "Resume me")
+        requests = until(
+            driver,
+            lambda d: (r := d.execute_script("return window.eventRequests")) and len(r) > 1 and r,
+            "a reconnect",
+        )
+        assert requests[0] is None
+        resumed = requests[1]
+        assert resumed is not None
+        assert git(served.repo.path, "rev-parse", "--verify", f"{resumed}^{{commit}}") == resumed
+        assert git(served.repo.path, "merge-base", "--is-ancestor", resumed, "acp/status") == ""
+        until(
+            driver, lambda d: "FinalAnswer" in text_of(d, '[data-task="web-resume"]'), "web-resume finishing"
+        )
 
 
 def test_a_viewer_sees_what_waits_but_cannot_decide(served: Served, browser: WebDriver) -> None:
