@@ -8,6 +8,8 @@
     writer.py     commits to main for the callers: group commit, compare-and-swap, push
     openapi.py    GET /v1/openapi.json
     events.py     GET /v1/events (Server-Sent Events)
+    checkpoints.py  GET /v1/tasks/{name}/history, GET /v1/whoami (what the web view reads)
+    web.py        the web view at / (web/: index.html, app.js, app.css) and its text for curl
 
 `cli/commands/serve.py` builds a `Service` and passes `app.routes(service)` to `webhooks.serve`.
 """
