@@ -166,3 +166,43 @@ def test_an_archived_resource_leaves_memory_and_a_late_write_of_it_is_refused() 
         assert len(committed) == 1
 
     asyncio.run(scenario())
+
+
+def test_a_finished_task_wakes_retention_only_when_it_can_fall_due_first() -> None:
+    """No pass over the tip for a task due after the group the run already waits for; one for a
+    task whose own TTL is shorter, and for every task while a due group is held back."""
+    import asyncio
+
+    from gitops_acp.reactor.retention import Retention
+
+    observed = items(task("old", "FinalAnswer", done=NOW - 100), toolcall("old-1", "old", "Succeeded"))
+    busy: set[Key] = set()
+
+    async def archive(keys: list[Key]) -> str | None:
+        return "c0ffee"
+
+    async def scenario() -> None:
+        retention = Retention(
+            retain=3600,
+            observed=lambda: list(observed),
+            archive=archive,
+            busy=lambda key: key in busy,
+            clock=lambda: NOW,
+            on_archived=lambda roots: None,
+        )
+        retention.finished(task("first", "FinalAnswer", done=NOW))  # nothing known yet: a pass
+        assert retention._wake.is_set()
+        retention._wake.clear()
+        assert await retention.pass_once() == NOW - 100 + 3600
+        retention.finished(task("later", "FinalAnswer", done=NOW))  # due an hour from now: no pass
+        assert not retention._wake.is_set()
+        retention.finished(task("short", "FinalAnswer", done=NOW, ttl=60))  # its TTL is sooner
+        assert retention._wake.is_set()
+        retention._wake.clear()
+        observed.append(((Kind.Task, "due"), task("due", "FinalAnswer", done=NOW - 7200)))
+        busy.add((Kind.Task, "due"))
+        assert await retention.pass_once() == NOW - 100 + 3600  # "due" is held: busy
+        retention.finished(task("later", "FinalAnswer", done=NOW))
+        assert retention._wake.is_set()  # the held group is looked at again
+
+    asyncio.run(scenario())
