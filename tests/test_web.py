@@ -164,3 +164,19 @@ def test_only_the_pages_files_are_served(client: TestClient) -> None:
     assert script.headers["x-content-type-options"] == "nosniff"
     for path in ("/web/index.html", "/web/../app.py", "/web/nothing.js"):
         assert client.get(path).status_code == 404, path
+
+
+def _luminance(hex_color: str) -> float:
+    channels = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_the_colours_of_text_have_enough_contrast_on_white() -> None:
+    """WCAG AA: 4.5:1 for text; the page's text colours are its CSS variables, on a white page."""
+    css = web.asset("app.css").decode()
+    colours = dict(re.findall(r"--([a-z]+):\s*(#[0-9a-f]{6})", css))
+    assert {"fg", "muted", "accent", "bad", "good"} <= set(colours)
+    for name in ("fg", "muted", "accent", "bad", "good"):
+        ratio = (1.05) / (_luminance(colours[name]) + 0.05)
+        assert ratio >= 4.5, f"--{name} {colours[name]}: {ratio:.2f}:1 on white"
