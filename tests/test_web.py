@@ -180,3 +180,13 @@ def test_the_colours_of_text_have_enough_contrast_on_white() -> None:
     for name in ("fg", "muted", "accent", "bad", "good"):
         ratio = (1.05) / (_luminance(colours[name]) + 0.05)
         assert ratio >= 4.5, f"--{name} {colours[name]}: {ratio:.2f}:1 on white"
+
+
+def test_without_a_tokens_file_the_text_says_the_api_is_disabled(repo: Path) -> None:
+    service = Service(tokens=None, reads=Reads(repo, branch="main"), writer=_NoWriter())  # type: ignore[arg-type]
+    with TestClient(Starlette(routes=web.routes(service))) as client:
+        refused = client.get("/", headers={"Authorization": "Bearer anything"})
+        assert refused.status_code == 403
+        assert refused.text == "403: the API is disabled: serve was started without --api-tokens FILE\n"
+        assert client.get("/", headers={"Accept": "text/html"}).status_code == 200  # it says so on sign-in
+    asyncio.run(service.reads.aclose())
