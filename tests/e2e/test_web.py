@@ -369,10 +369,16 @@ def test_reject_with_a_reason_answer_a_question_and_see_follow_ups(
     browser.get(served.client.url + "/#/task/web-ask")
     until(browser, lambda d: "FinalAnswer" in text_of(d, '[data-field="phase"]'), "web-ask finishing")
     assert "Porto" in text_of(browser, "#context")
-    # A follow-up sent over the API shows on the task's page, live.
-    status, body = api(served, "POST", "/v1/tasks/web-ask/messages", {"content": "And after Porto?"})
-    assert status == 201, body
+    # A follow-up sent from the page (alice is an operator): on main as her, answered, shown live.
+    act(browser, "#follow-up", lambda e: e.send_keys("And after Porto?"))
+    press(browser, "Send")
+    until(browser, lambda d: "Follow-up 1 sent, recorded on main as Alice" in text_of(d, "#notice"), "sent")
+    assert (
+        git(served.repo.path, "log", "-1", "--format=%an|%s", "main")
+        == "Alice Approver|Follow-up to task web-ask"
+    )
     until(browser, lambda d: "And after Porto?" in text_of(d, "#followups"), "the follow-up")
+    until(browser, lambda d: "Echo: And after Porto?" in text_of(d, "#context"), "its answer")
 
 
 #: Injected before the page's own script (CDP): records the Last-Event-ID of each /v1/events

@@ -162,10 +162,27 @@
       el("h2", {}, "Context window"), el("section", { id: "context" }, messages.length ? messages : el("p", { class: "muted" }, "Empty.")),
       el("h2", {}, "Tool calls"), el("section", { id: "toolcalls" }, calls.items.length ? calls.items.map(callCard) : el("p", { class: "muted" }, "None.")),
       followUps.length ? [el("h2", {}, "Follow-ups"), el("ol", { id: "followups" }, followUps)] : null,
+      can("operator") ? followUpForm(name) : null,
       el("h2", {}, "Checkpoints"),
       el("table", { id: "checkpoints" }, el("thead", {}, el("tr", {}, ["Commit", "Time", "From", "To", "Detail"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, history.items.map((c) => el("tr", {}, el("td", {}, el("code", { title: c.commit }, c.commit.slice(0, 10))),
           el("td", {}, c.time), el("td", {}, c.from), el("td", {}, c.to), el("td", {}, c.detail))))));
+  }
+
+  function followUpForm(name) {
+    const error = el("p", { class: "error", role: "alert" });
+    const send = async (e) => {
+      e.preventDefault();
+      try {
+        const done = await api("/v1/tasks/" + encodeURIComponent(name) + "/messages", { content: $("follow-up").value });
+        notice = "Follow-up " + done.followUp + " sent, recorded on main as " + me.name + " (" + done.commit.slice(0, 10) + ").";
+        $("notice").textContent = notice;
+        $("follow-up").value = "";
+      } catch (err) { error.textContent = err.message; }
+    };
+    return el("form", { class: "decide", onsubmit: send },
+      el("label", { for: "follow-up" }, "Send a follow-up", el("textarea", { id: "follow-up", rows: 2, required: true })),
+      el("button", { type: "submit" }, "Send"), error);
   }
 
   function callCard(c) {
