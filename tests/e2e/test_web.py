@@ -194,7 +194,11 @@ def screenshot(driver: WebDriver, name: str) -> None:
     if where:
         target = ROOT / where if not Path(where).is_absolute() else Path(where)
         target.mkdir(parents=True, exist_ok=True)
+        size = driver.get_window_size()  # the whole page, not only what the window shows
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(size["width"], min(max(height + 140, size["height"]), 3000))
         driver.save_screenshot(str(target / name))
+        driver.set_window_size(size["width"], size["height"])
 
 
 def text_of(driver: WebDriver, css: str) -> str:
