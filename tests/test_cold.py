@@ -131,3 +131,23 @@ def test_a_status_file_json_cannot_hold_is_kept_cold_from_its_model() -> None:
     again = state.observed(Kind.Task, "t")
     assert again is not None
     assert to_document(again) == to_document(obj)
+
+
+def test_retention_reads_a_parsed_resources_facts_once_per_object() -> None:
+    from gitops_acp.controllers.cold import Facts, facts_of
+
+    running = task("t", "ReadyForLLM")
+    cache: dict[Key, tuple[AnyResource, Facts | None]] = {}
+    assert due_groups(items(running), now=NOW, retain=60, facts_cache=cache) == ([], None)
+    assert cache[(Kind.Task, "t")] == (running, facts_of(running))
+    # The same object: its cached facts are used as they are (here, planted: finished long ago).
+    cache[(Kind.Task, "t")] = (running, Facts("FinalAnswer", True, None, None, NOW - 1000))
+    groups, _ = due_groups(items(running), now=NOW, retain=60, facts_cache=cache)
+    assert [group.root for group in groups] == ["t"]
+    # A new object of the same key (a new checkpoint): read again.
+    again = task("t", "ReadyForLLM")
+    assert due_groups(items(again), now=NOW, retain=60, facts_cache=cache) == ([], None)
+    assert cache[(Kind.Task, "t")][0] is again
+    # Gone from the tip: forgotten.
+    due_groups([], now=NOW, retain=60, facts_cache=cache)
+    assert cache == {}

@@ -68,6 +68,7 @@ def due_groups(
     retain: float | None,
     busy: Callable[[Key], bool] = lambda key: False,
     held: list[str] | None = None,
+    facts_cache: dict[Key, tuple[AnyResource, Facts | None]] | None = None,
 ) -> tuple[list[Group], float | None]:
     """The groups to archive now, and when the next one falls due (None: none is waiting).
 
@@ -75,12 +76,23 @@ def due_groups(
     `retain`: seconds a finished task stays (None: never, unless its own TTL says otherwise).
     `busy(key)`: being reconciled or checkpointed right now; its whole group waits.
     `held`: given, it gets the root of each group that is due but waits (busy or unfinished).
+    `facts_cache`: the facts of parsed resources from the last pass, by key and object; updated to
+    this pass's (a finished resource keeps its object until it changes or goes cold: its facts are
+    read once, not at every pass over the tip).
     """
     roots: list[tuple[str, Facts]] = []
     toolcalls: dict[str, list[tuple[str, Facts]]] = defaultdict(list)  # task name -> its tool calls
     children: dict[str, list[tuple[str, Facts]]] = defaultdict(list)  # tool call -> delegated tasks
-    for (kind, name), obj in observed:
-        facts = obj.facts if isinstance(obj, Cold) else facts_of(obj)
+    cache = facts_cache if facts_cache is not None else {}
+    fresh: dict[Key, tuple[AnyResource, Facts | None]] = {}
+    for key, obj in observed:
+        kind, name = key
+        if isinstance(obj, Cold):
+            facts: Facts | None = obj.facts
+        else:
+            cached = cache.get(key)
+            facts = cached[1] if cached is not None and cached[0] is obj else facts_of(obj)
+            fresh[key] = (obj, facts)
         if facts is None:
             continue
         if kind == Kind.ToolCall:
@@ -89,6 +101,9 @@ def due_groups(
             children[facts.owner].append((name, facts))
         else:
             roots.append((name, facts))
+    if facts_cache is not None:
+        facts_cache.clear()
+        facts_cache.update(fresh)
     calls = {name for found in toolcalls.values() for name, _ in found}
     for parent in set(children) - calls:  # a child whose call is gone (removed by hand): its own root
         roots.extend(children.pop(parent))
@@ -156,6 +171,7 @@ class Retention:
         # When the last pass found the next group due, if it found no due group held back (None:
         # unknown). Nothing finishing later can fall due sooner unless its own TTL is shorter.
         self._next_due: float | None = None
+        self._facts: dict[Key, tuple[AnyResource, Facts | None]] = {}  # due_groups' facts_cache
 
     def finished(self, task: AnyResource) -> None:
         """A task just finished: look again soon, if it can fall due (a retention, or its own TTL).
@@ -178,7 +194,12 @@ class Retention:
         self._next_due = None  # unknown until this pass is through
         held: list[str] = []
         groups, next_due = due_groups(
-            self._observed(), now=self._clock(), retain=self.retain, busy=self._busy, held=held
+            self._observed(),
+            now=self._clock(),
+            retain=self.retain,
+            busy=self._busy,
+            held=held,
+            facts_cache=self._facts,
         )
         batch: list[Group] = []
         size = 0
