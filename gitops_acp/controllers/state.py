@@ -75,7 +75,9 @@ class State:
         self.desired_state = DesiredState(commit=None)  # the reactor swaps in each new read of main
         # Finished tasks and tool calls unread for COLD_AFTER seconds are kept cold (cold.py).
         self._observed: dict[Key, AnyResource | Cold] = {}
-        self._cooling: deque[tuple[float, Key, AnyResource, dict[str, Any] | None]] = deque()
+        # (when, key) of each finished landing or read: only keys, so that what archiving or a new
+        # checkpoint drops is freed at once (holding the objects for 30 s held ~200 MB at 600/s).
+        self._cooling: deque[tuple[float, Key]] = deque()
         self._submitted: dict[Key, AnyResource | None] = {}  # handed to the writer, not landed yet
         # Archived lately (key -> until when): a reconcile that read the resource before it was
         # archived must not write it back as new. Forgotten after ARCHIVE_TOMBSTONE seconds.
@@ -129,16 +131,22 @@ class State:
             return obj
         warm = obj.warm()
         self._observed[key] = warm
-        self._cooling.append((self._clock(), key, warm, None))
+        self._cooling.append((self._clock(), key))
         return warm
 
     def _cool(self, now: float) -> None:
-        """Keep cold what finished (or was last read) COLD_AFTER seconds ago and is unchanged since."""
+        """Keep cold what finished (or was last read) COLD_AFTER seconds ago, if still finished.
+
+        Cold or warm reads the same (`Cold.warm` parses what `to_document` wrote), so a resource
+        read again meanwhile may go cold a little early: it only costs a parse if read once more."""
         cooling, observed = self._cooling, self._observed
         while cooling and cooling[0][0] <= now - COLD_AFTER:
-            _, key, obj, document = cooling.popleft()
-            if observed.get(key) is obj and key not in self._submitted:
-                observed[key] = Cold.of(obj, document)
+            _, key = cooling.popleft()
+            obj = observed.get(key)
+            if obj is None or isinstance(obj, Cold) or key in self._submitted:
+                continue
+            if lifecycle.terminal(obj):
+                observed[key] = Cold.of(obj)
 
     def wake(self, kind: Kind, name: str) -> None:
         """Ask for a reconcile of another resource."""
@@ -245,13 +253,13 @@ class State:
             if future.cancelled() or future.exception() is not None:
                 return
             now = self._clock()
-            for change, (key, obj, old) in zip(changes, committed, strict=True):
+            for key, obj, old in committed:
                 if obj is None:
                     self._observed.pop(key, None)
                 else:
                     self._observed[key] = obj
                     if key[0] in COLD_KINDS and lifecycle.terminal(obj):
-                        self._cooling.append((now, key, obj, change.document))
+                        self._cooling.append((now, key))
                 self._on_landed(key, old, obj)
             self._cool(now)
 
