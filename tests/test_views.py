@@ -252,6 +252,42 @@ def test_a_page_reads_only_the_status_files_it_shows(world: Path) -> None:
     assert repo.blobs - blobs_before <= main_blobs + 2  # main's files, then the two status files shown
 
 
+def test_a_name_search_reads_only_the_status_files_of_the_names_it_keeps(world: Path) -> None:
+    from gitops_acp.store import readers
+    from gitops_acp.store.desired import DesiredReader
+
+    main = git(world, "rev-parse", "main")
+    with GitRepo.open(world) as opened:
+        desired = DesiredReader(opened)
+        desired.read(main)  # warm, as the HTTP API's long-lived reader is: main is parsed already
+        everything = readers.listing(opened, Kind.Task, lambda doc: True, desired=desired)
+        repo = Counting(opened, main)
+        pages: list[list[str]] = []
+        after: str | None = None
+        for _ in range(5):
+            page = readers.listing(
+                repo,  # type: ignore[arg-type]
+                Kind.Task,
+                lambda doc: True,
+                limit=1,
+                after=after,
+                desired=desired,
+                named=lambda name: "t3" in name,
+            )
+            pages.append([doc["metadata"]["name"] for doc in page.documents])
+            after = page.next_after
+            if after is None:
+                break
+    # Paged through, the search is the whole list narrowed by name; t3 comes after t0, t1, ... .
+    wanted = [doc["metadata"]["name"] for doc in everything.documents if "t3" in doc["metadata"]["name"]]
+    assert wanted == ["delegate-t3-abc-tc-02", "t3"]
+    assert pages == [["delegate-t3-abc-tc-02"], ["t3"]]
+    # Each page read its own status file and the next match's (to know there is a next page), no
+    # other task's: not gone's, the one other task with a status file.
+    assert repo.blobs == 3
+    assert repo.main_files == []
+
+
 def test_phase_and_selector_narrow_a_list(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     get.show(str(world), "tasks", page=get.Page(phase="FinalAnswer"))
     assert names_shown(capsys.readouterr().out) == ["delegate-t3-abc-tc-02", "t3"]

@@ -271,6 +271,12 @@ def document(*, events: bool = False) -> dict[str, Any]:
                 "summary": "list tasks",
                 "description": "role: viewer",
                 "parameters": [
+                    _query(
+                        "q",
+                        "only tasks whose name contains this text, in any case (names only: a search "
+                        "reads no other task's file); with the other filters and paging",
+                        {"type": "string", "maxLength": 200},
+                    ),
                     _query("agent", "only tasks of this Agent"),
                     _query("phase", "only tasks in this phase, e.g. FinalAnswer"),
                     _query("selector", "a label selector, e.g. team=a,!draft"),

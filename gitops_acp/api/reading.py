@@ -65,8 +65,10 @@ class Reads:
         limit: int,
         after: str | None,
         archived: bool,
+        named: Callable[[str], bool] | None = None,
     ) -> readers.Listing:
-        """One page of a kind's objects by name, as `get KIND --limit --continue` lists them."""
+        """One page of a kind's objects by name, as `get KIND --limit --continue` lists them; `named`
+        keeps names before their files are read (a search by name)."""
         repo = self.repo()
         if self._desired is None:
             self._desired = DesiredReader(repo)
@@ -79,6 +81,7 @@ class Reads:
             archived=archived,
             branch=self.branch,
             desired=self._desired,
+            named=named,
         )
 
     async def aclose(self) -> None:

@@ -12,6 +12,7 @@ store/followups.py), on the batch's base of `main`.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -47,6 +48,8 @@ _SPEC_FIELDS = ("agentRef", "userMessage", "contextWindow", "contactChannelRef",
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+#: The longest `q` accepted (a Task's name has at most 63 characters).
+MAX_SEARCH = 200
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -89,12 +92,28 @@ def selector_param(request: Request) -> selectors.Selector:
         raise ApiError(422, f"selector={text}: {exc}") from None
 
 
+def search_param(request: Request) -> Callable[[str], bool] | None:
+    """`q`: the names containing it, in any case (None: every name). Matched against the names the
+    listing already has, so a search reads only the files of the names it keeps (DESIGN §9); the
+    messages and outputs are not searched (that would read every task's file)."""
+    text = (request.query_params.get("q") or "").strip()
+    if not text:
+        return None
+    if len(text) > MAX_SEARCH:
+        raise ApiError(
+            422, f"q: {len(text)} characters; expected at most {MAX_SEARCH} (a part of a task's name)"
+        )
+    needle = text.lower()
+    return lambda name: needle in name.lower()
+
+
 async def list_tasks(request: Request, service: Service, caller: Caller) -> Response:
-    """GET /v1/tasks?agent=&phase=&selector=&limit=&continue=&all= → {items, continue}."""
+    """GET /v1/tasks?q=&agent=&phase=&selector=&limit=&continue=&all= → {items, continue}."""
     limit, after, archived = page_params(request, Kind.Task)
     phase = phase_param(request, Kind.Task, [str(p) for p in TaskPhase])
     selector = selector_param(request)
     agent = request.query_params.get("agent") or None
+    named = search_param(request)
 
     def accept(document: dict[str, Any]) -> bool:
         metadata = document.get("metadata") or {}
@@ -107,7 +126,7 @@ async def list_tasks(request: Request, service: Service, caller: Caller) -> Resp
         )
 
     listed = await service.reads.run(
-        lambda reads: reads.page(Kind.Task, accept, limit=limit, after=after, archived=archived)
+        lambda reads: reads.page(Kind.Task, accept, limit=limit, after=after, archived=archived, named=named)
     )
     return JSONResponse({"items": listed.documents, "continue": listed.next_after})
 

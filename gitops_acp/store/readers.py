@@ -144,6 +144,7 @@ def listing(
     archived: bool = False,
     branch: str = "main",
     desired: DesiredReader | None = None,
+    named: Callable[[str], bool] | None = None,
 ) -> Listing:
     """The objects of `kind` by name, those `accept` keeps, `limit` of them after name `after`.
 
@@ -154,7 +155,8 @@ def listing(
     Task still declared on main whose task was archived (one lookup each of those with no live
     status), unless `archived`: then `archive/<plural>` is listed too. A long-lived caller (the
     HTTP API) passes its own `desired` reader, which parses only what changed on `main` since its
-    last read.
+    last read. `named` keeps names before anything of theirs is read: a name search reads no file
+    of a name it does not keep.
     """
     from gitops_acp.store.desired import DesiredReader
 
@@ -174,13 +176,13 @@ def listing(
             for name, sha in status_names(repo, candidate.tip, kind, root=ARCHIVE_ROOT).items():
                 blobs.setdefault(name, sha)
     elif kind in FANNED_OUT:  # only whether the declared ones without a live status are archived
-        unseen = [name for name in declared if name not in blobs]
+        unseen = [name for name in declared if name not in blobs and (named is None or named(name))]
         for candidate in found:
             hidden |= archived_names(repo, candidate.name, kind, unseen)
     names = sorted((set(declared) - hidden) | set(blobs))
     chosen: list[dict[str, Any]] = []
     for name in names:
-        if after is not None and name <= after:
+        if (after is not None and name <= after) or (named is not None and not named(name)):
             continue
         blob = blobs.get(name)
         document = _shown(declared.get(name), yamlio.load(repo.read_blob(blob)) if blob else None)

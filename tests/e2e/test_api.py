@@ -434,6 +434,7 @@ def test_bad_input_is_refused_and_nothing_is_committed(
         ("/v1/tasks", {"limit": "0"}, "limit=0: expected a number from 1 to 1000"),
         ("/v1/tasks", {"selector": "a==b=c"}, "selector=a==b=c:"),
         ("/v1/tasks", {"continue": "Not_A_Token"}, "continue=Not_A_Token: not a token this API gave"),
+        ("/v1/tasks", {"q": "x" * 201}, "q: 201 characters; expected at most 200"),
         ("/v1/toolcalls", {"phase": "FinalAnswer"}, "phase=FinalAnswer: not a ToolCall phase"),
         ("/v1/tasks/Bad_Name", {}, 'task name "Bad_Name"'),
     ],
@@ -442,6 +443,41 @@ def test_bad_queries_are_422(served: Served, path: str, query: dict[str, str], s
     answer = served.client("GET", path, who="vic", query=query)
     assert answer.status == 422, answer.body
     assert says in answer.body["error"]["message"]
+
+
+def test_a_search_by_name_finds_tasks_beyond_the_first_page_with_the_other_filters(served: Served) -> None:
+    client = served.client
+    fillers = [f"find-a{i:02}" for i in range(8)]
+    needles = ["find-x-needle-1", "find-x-needle-2", "find-x-needle-3"]
+    for name in [*fillers, *needles]:
+        assert client("POST", "/v1/tasks", task_body(name, f"Search for {name}")).status == 201
+    gated = {"name": "find-y-needle-gate", "agentRef": {"name": "tooly"}, "userMessage": "Use the gate"}
+    assert client("POST", "/v1/tasks", gated).status == 201
+    for name in needles:
+        wait_phase(client, name, "FinalAnswer")
+    _waiting_call(client, "find-y-needle-gate")
+
+    def listed(**query: str) -> tuple[list[str], str | None]:
+        answer = client("GET", "/v1/tasks", who="vic", query=query)
+        assert answer.status == 200, answer.body
+        return [d["metadata"]["name"] for d in answer.body["items"]], answer.body["continue"]
+
+    # Unfiltered, the first page of five holds no needle: eight fillers sort before them.
+    first, more = listed(limit="5")
+    assert more is not None
+    assert not [name for name in first if "needle" in name]
+    # The search, in any case, pages through the matches only, with their own continue.
+    found, after = listed(q="NEEDLE", limit="2")
+    assert (found, after) == (needles[:2], needles[1])
+    assert listed(q="NEEDLE", limit="2", **{"continue": after}) == ([needles[2], gated["name"]], None)
+    assert listed(q="needle")[0] == [*needles, gated["name"]]
+    # With the other filters: phase, agent; a search that matches nothing is an empty page.
+    assert listed(q="needle", phase="FinalAnswer") == (needles, None)
+    assert listed(q="Needle", phase="ToolCallsPending") == ([gated["name"]], None)
+    assert listed(q="needle", agent="tooly") == ([gated["name"]], None)
+    assert listed(q="x-needle-2") == (["find-x-needle-2"], None)
+    assert listed(q="no-such-name") == ([], None)
+    assert listed(q="  ") == listed()  # blank: no search
 
 
 def test_validation_messages_are_validates_own(served: Served, tmp_path: Path) -> None:
