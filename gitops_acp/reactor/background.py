@@ -46,9 +46,11 @@ async def maintain(
 
     Due every `interval` seconds if checkpoints were written, and sooner once 50 commits were: each
     group commit adds one small pack (`GitRepo.one_pack`), and git's object lookups slow down with
-    hundreds of packs. On the git thread, as GIT-NOTES advises: history reads stay fast
-    (`describe`, `history`) and objects don't pile up over weeks of running. `shared`: people work
-    in this repository too (see `GitRepo.maintain`).
+    hundreds of packs. History reads stay fast (`describe`, `history`) and objects don't pile up
+    over weeks of running. `git`: a thread of its own, never the one that reads `main` (a repack
+    and a commit-graph of a big history take seconds: on the reader's thread they held up every
+    new Task that long, more as history grew). `shared`: people work in this repository too (see
+    `GitRepo.maintain`).
     """
     loop = asyncio.get_running_loop()
     done = writer.stats.commits

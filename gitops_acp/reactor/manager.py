@@ -138,6 +138,8 @@ class Manager:
         self._secrets = secrets
         self._controllers = controllers if controllers is not None else registry()
         self._git = ThreadPoolExecutor(max_workers=1, thread_name_prefix="git-reader")
+        # Repacks and commit-graphs take seconds on a big history: never on the reader's thread.
+        self._git_maintenance = ThreadPoolExecutor(max_workers=1, thread_name_prefix="git-maintenance")
         self._repo: GitRepo | None = None
         self._reader: DesiredReader | None = None
         self._writer = StatusWriter(
@@ -509,7 +511,7 @@ class Manager:
             background.maintain(
                 lambda: self._repo,
                 self._writer,
-                self._git,
+                self._git_maintenance,
                 interval=self.options.maintenance_interval,
                 shared=self._remote is None,
             )
@@ -625,6 +627,7 @@ class Manager:
             repo = self._repo
             await asyncio.get_running_loop().run_in_executor(self._git, repo.close)
         self._git.shutdown(wait=True)
+        self._git_maintenance.shutdown(wait=True)  # a repack under way finishes (it is safe to kill)
         # Last: a clean stop is recorded, so the next start knows nothing was killed.
         if self._claim is not None:
             self._claim.release()

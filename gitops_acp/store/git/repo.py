@@ -307,19 +307,22 @@ class GitRepo:
 
     # -- maintenance (maintenance.py) ---------------------------------------------------------
 
-    @_exclusive
+    # Not `_exclusive`: maintenance runs git processes on the directory and touches none of this
+    # GitRepo's pipes, so it runs on a thread of its own while reads and checkpoints go on (on the
+    # reader's thread, a repack of a big history held up reading `main` for seconds).
+
     def write_commit_graph(self) -> None:
         """Refresh the commit-graph with changed-path Bloom filters (path-limited logs get ~8x faster).
 
-        Slow on big histories: run it in the background, never on the checkpoint path.
+        Slow on big histories: run it in the background, never on the checkpoint path. Safe from
+        any thread (it uses no pipe of this GitRepo).
         """
         maintenance.write_commit_graph(self._git_dir)
 
-    @_exclusive
     def maintain(self, *, shared: bool = True) -> None:
         """Roll loose objects and small packs up and refresh the commit-graph; in a mirror, `gc --auto` too.
 
         `shared`: people work in this repository too, so nothing may take a lock their git needs
-        (see `maintenance.maintain`).
+        (see `maintenance.maintain`). Safe from any thread (it uses no pipe of this GitRepo).
         """
         maintenance.maintain(self._git_dir, shared=shared)
