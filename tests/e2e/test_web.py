@@ -271,10 +271,10 @@ def test_a_task_runs_to_its_answer_on_the_page_and_an_approval_finishes_one(
     assert "Echo: Say hello to the web" in text_of(browser, row)
     assert browser.execute_script("return window.notReloaded") is True  # updated in place, not reloaded
     assert int(browser.execute_script("return document.body.dataset.events")) > 0
-    # Filter by phase: only finished tasks; search narrows the page.
+    # The search asks the server for names containing the text, in any case.
     create(served, "web-other", "Another one")
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-task="web-other"]'), "web-other")
-    act(browser, "#f-search", lambda e: e.send_keys("hello to"))
+    act(browser, "#f-search", lambda e: e.send_keys("HELLO"))
     until(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-task="web-other"]'), "the search")
     assert browser.find_elements(By.CSS_SELECTOR, row)
     screenshot(browser, "tasks.png")
@@ -292,6 +292,27 @@ def test_a_task_runs_to_its_answer_on_the_page_and_an_approval_finishes_one(
     until(browser, lambda d: names(d) not in ([], first) and "First page" in text_of(d, ".pager"), "page 2")
     press(browser, "First page")
     until(browser, lambda d: names(d) == first, "page 1 again")
+    # Typed in the search box: a task that is not on the first page is found, after the last key
+    # (one search, not one per key), the caret still in the box; the search is kept in the address.
+    assert first == ["web-hello"]
+    browser.execute_script(
+        "window.asked = []; const real = window.fetch;"
+        "window.fetch = (url, init) => { window.asked.push(String(url)); return real(url, init); };"
+    )
+    act(browser, "#f-search", lambda e: e.send_keys("OTHER"))
+    until(browser, lambda d: names(d) == ["web-other"], "web-other, found by name beyond page 1")
+    assert "Next page" not in text_of(browser, ".pager")
+    assert browser.current_url.endswith("#/?q=OTHER&limit=1")
+    assert browser.switch_to.active_element.get_attribute("id") == "f-search"
+    asked = browser.execute_script("return window.asked")
+    searches = [url for url in asked if url.startswith("/v1/tasks?") and "q=" in url]
+    assert searches
+    assert {url.split("?")[1] for url in searches} == {"limit=1&q=OTHER"}
+    act(browser, "#f-search", lambda e: e.send_keys("-none", Keys.ENTER))
+    until(browser, lambda d: "No tasks whose name contains “OTHER-none”." in text_of(d, "#tasks"), "no match")
+    act(browser, "#f-search", lambda e: e.send_keys(Keys.ESCAPE))  # a search box's own clear
+    until(browser, lambda d: names(d) == first, "page 1 without the search")
+    assert browser.current_url.endswith("#/?limit=1")
     act(browser, "#f-phase", lambda e: Select(e).select_by_visible_text("Failed"))
     until(browser, lambda d: "No tasks." in text_of(d, "#tasks"), "no failed task")
     assert browser.current_url.endswith("#/?phase=Failed&limit=1")

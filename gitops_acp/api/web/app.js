@@ -7,13 +7,15 @@
   const PHASES = ["Pending", "ReadyForLLM", "ToolCallsPending", "FinalAnswer", "Failed", "ErrorBackoff", "Cancelled"];
   const WAITING = ["AwaitingHumanApproval", "AwaitingHumanInput"];
   const PAGE = 50;
-  const state = { phase: "", agent: "", limit: PAGE, search: "", pages: [null], items: [], next: null };
+  const state = { phase: "", agent: "", limit: PAGE, search: "", pages: [null] };
   let token = sessionStorage.getItem(KEY);
   let me = null;
   let lastEvent = null;
   let stream = null;
   let generation = 0; // one reader of the events at a time, even after signing out and in quickly
   let refreshTimer = null;
+  let searchTimer = null;
+  let asked = 0, drawn = 0; // a slower answer to an older read never replaces a newer one
   let events = 0;
   let notice = ""; // what the last decision did: kept across live updates, cleared on navigation
   const $ = (id) => document.getElementById(id);
@@ -68,22 +70,24 @@
     await refresh(true);
   }
   async function refresh(moved) {
-    const view = current;
+    const view = current, ticket = ++asked;
     let node;
     try {
       node = await view();
     } catch (e) {
       node = el("p", { class: "error", role: "alert" }, String(e.message || e));
     }
-    if (view !== current) return;
+    if (view !== current || ticket < drawn) return;
+    drawn = ticket;
     const old = $("main").lastElementChild;
     if (!moved && old && old.isEqualNode(node)) return pendingCount(); // nothing to redraw: keep the caret
     const kept = {};
     for (const input of $("main").querySelectorAll("input[id], textarea[id], select[id]")) kept[input.id] = input.value;
-    const focused = document.activeElement && document.activeElement.id;
+    const active = document.activeElement, focused = active && active.id;
+    const caret = active && typeof active.selectionStart === "number" ? [active.selectionStart, active.selectionEnd] : null;
     $("main").replaceChildren(el("p", { id: "notice", role: "status" }, notice), node);
     for (const [id, value] of Object.entries(kept)) if ($(id) && !moved) $(id).value = value;
-    if (!moved && focused && $(focused)) $(focused).focus();
+    if (!moved && focused && $(focused)) { $(focused).focus(); if (caret) $(focused).setSelectionRange(...caret); }
     if (moved) { $("main").focus({ preventScroll: true }); window.scrollTo(0, 0); }
     pendingCount();
   }
@@ -95,29 +99,37 @@
   // -- pages --------------------------------------------------------------------------------------
   async function tasksView() {
     const q = new URLSearchParams({ limit: state.limit });
+    if (state.search) q.set("q", state.search);
     if (state.phase) q.set("phase", state.phase);
     if (state.agent) q.set("agent", state.agent);
     const after = state.pages[state.pages.length - 1];
     if (after) q.set("continue", after);
     const page = await api("/v1/tasks?" + q);
-    state.items = page.items;
-    state.next = page.continue;
     const phase = el("select", { id: "f-phase", onchange: (e) => { state.phase = e.target.value; filtered(); } },
       el("option", { value: "" }, "any"), PHASES.map((p) => el("option", { value: p, selected: p === state.phase }, p)));
     const agent = el("input", { id: "f-agent", value: state.agent, placeholder: "any", onchange: (e) => { state.agent = e.target.value.trim(); filtered(); } });
-    const search = el("input", { id: "f-search", type: "search", value: state.search, oninput: (e) => { state.search = e.target.value; $("tasks").replaceWith(table()); } });
+    // The search asks the server (?q=, names in any case) 300 ms after the last key, or at Enter.
+    const search = el("input", { id: "f-search", type: "search", value: state.search, maxlength: 200, autocomplete: "off", "aria-controls": "tasks",
+      oninput: () => { clearTimeout(searchTimer); searchTimer = setTimeout(searched, 300); },
+      onkeydown: (e) => { if (e.key === "Enter") searched(); } });
     const pager = el("div", { class: "pager" },
       state.pages.length > 1 ? el("button", { type: "button", class: "secondary", onclick: () => { state.pages = [null]; refresh(false); } }, "First page") : null,
-      state.next ? el("button", { type: "button", class: "secondary", onclick: () => { state.pages.push(state.next); refresh(false); } }, "Next page") : null);
+      page.continue ? el("button", { type: "button", class: "secondary", onclick: () => { state.pages.push(page.continue); refresh(false); } }, "Next page") : null);
     return el("section", {}, el("h1", {}, "Tasks"),
       el("div", { class: "filters" }, el("label", {}, "Phase", phase), el("label", {}, "Agent", agent),
-        el("label", {}, "Search this page", search)),
-      table(), pager);
+        el("label", {}, "Search task names", search)),
+      table(page.items), pager);
   }
-  // The filters live in the address (#/?phase=&agent=&limit=): a filtered list can be bookmarked.
+  function searched() {
+    clearTimeout(searchTimer);
+    const text = $("f-search") ? $("f-search").value.trim() : "";
+    if (text !== state.search) { state.search = text; filtered(); }
+  }
+  // The filters live in the address (#/?q=&phase=&agent=&limit=): a filtered list can be bookmarked.
   function filtered() {
     state.pages = [null];
     const q = new URLSearchParams();
+    if (state.search) q.set("q", state.search);
     if (state.phase) q.set("phase", state.phase);
     if (state.agent) q.set("agent", state.agent);
     if (state.limit !== PAGE) q.set("limit", state.limit);
@@ -127,12 +139,10 @@
   function fromAddress(query) {
     const q = new URLSearchParams(query);
     const limit = parseInt(q.get("limit"), 10);
-    Object.assign(state, { phase: q.get("phase") || "", agent: q.get("agent") || "", pages: [null],
+    Object.assign(state, { search: q.get("q") || "", phase: q.get("phase") || "", agent: q.get("agent") || "", pages: [null],
       limit: limit >= 1 && limit <= 1000 ? limit : PAGE });
   }
-  function table() {
-    const words = state.search.toLowerCase();
-    const rows = state.items.filter((t) => !words || [t.metadata.name, preview(t), (t.status || {}).output || ""].join("\n").toLowerCase().includes(words));
+  function table(rows) {
     return el("table", { id: "tasks" },
       el("thead", {}, el("tr", {}, ["Name", "Phase", "Agent", "Message", "Output", "Age"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, rows.length ? rows.map((t) => {
@@ -140,7 +150,7 @@
         return el("tr", { "data-task": t.metadata.name }, el("td", {}, taskLink(t.metadata.name)), el("td", { class: "phase" }, s.phase || "-"),
           el("td", {}, (t.spec.agentRef || {}).name || "-"), el("td", { class: "text", title: preview(t) }, preview(t)),
           el("td", { class: "text output", title: s.output || "" }, s.output || ""), el("td", {}, age(s.startTime)));
-      }) : el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No tasks."))));
+      }) : el("tr", {}, el("td", { colspan: 6, class: "muted" }, state.search ? "No tasks whose name contains “" + state.search + "”." : "No tasks."))));
   }
 
   async function taskView(name) {
@@ -298,7 +308,7 @@
   }
   function signOut(why) {
     token = null; me = null; current = null; lastEvent = null;
-    Object.assign(state, { phase: "", agent: "", limit: PAGE, search: "", pages: [null], items: [], next: null });
+    Object.assign(state, { phase: "", agent: "", limit: PAGE, search: "", pages: [null] });
     sessionStorage.removeItem(KEY);
     if (stream) stream.abort();
     $("nav").hidden = true; $("signout").hidden = true;
