@@ -130,7 +130,9 @@ class FakeMCP:
     task_answers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     task_cancels: list[str] = field(default_factory=list)
 
-    async def get_task(self, server: str, task_id: str, *, timeout: float) -> TaskState:
+    async def get_task(
+        self, server: str, task_id: str, *, timeout: float, session: str | None = None
+    ) -> TaskState:
         replies = self.task_replies[task_id]
         reply = replies.pop(0) if len(replies) > 1 else replies[0]
         if isinstance(reply, MCPError):
@@ -138,11 +140,19 @@ class FakeMCP:
         return reply
 
     async def answer_task(
-        self, server: str, task_id: str, responses: dict[str, Any], *, timeout: float
+        self,
+        server: str,
+        task_id: str,
+        responses: dict[str, Any],
+        *,
+        timeout: float,
+        session: str | None = None,
     ) -> None:
         self.task_answers.append((task_id, responses))
 
-    async def cancel_task(self, server: str, task_id: str, *, timeout: float) -> None:
+    async def cancel_task(
+        self, server: str, task_id: str, *, timeout: float, session: str | None = None
+    ) -> None:
         self.task_cancels.append(task_id)
 
     async def stop(self, name: str) -> None:

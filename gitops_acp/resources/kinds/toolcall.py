@@ -96,6 +96,8 @@ class ToolCallMCPTask(StatusModel):
     """The MCPServer running it."""
     task_id: str
     """The server's task id, committed before the reconciler waits for the task."""
+    session: str | None = None
+    """The Streamable HTTP session the task lives in (a 2025-11-25 server keeps tasks per session)."""
     status: str | None = None
     """The task's status when last looked at: working, input_required, completed, failed, cancelled."""
     status_message: str | None = None
