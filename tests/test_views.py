@@ -304,11 +304,30 @@ def test_phase_and_selector_narrow_a_list(world: Path, capsys: pytest.CaptureFix
     assert listed["metadata"] == {"continue": listed["items"][0]["metadata"]["name"]}
 
 
+def test_get_search_narrows_by_name_with_the_other_options(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--repo", str(world), "get", "tasks", "--search", "T1"]) == 0
+    assert names_shown(capsys.readouterr().out) == ["t1", *[f"t{i}" for i in range(10, 20)]]
+    assert main(["--repo", str(world), "get", "tasks", "--search", "t3", "--phase", "FinalAnswer"]) == 0
+    assert names_shown(capsys.readouterr().out) == ["delegate-t3-abc-tc-02", "t3"]
+    assert main(["--repo", str(world), "get", "tasks", "--search", "t1", "--limit", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert names_shown(out) == ["t1", "t10"]
+    assert "--continue t10" in err
+    args = ["--repo", str(world), "get", "tasks", "--search", "t1", "--limit", "2", "--continue", "t10"]
+    assert main(args) == 0
+    assert names_shown(capsys.readouterr().out) == ["t11", "t12"]
+    assert main(["--repo", str(world), "get", "tasks", "--search", "nothing"]) == 0
+    assert capsys.readouterr().out.strip() == "No Task resources found."
+
+
 @pytest.mark.parametrize(
     ("page", "message"),
     [
         (get.Page(phase="Done"), "--phase Done: not a Task phase; use one of Pending, "),
         (get.Page(limit=0), "--limit must be at least 1"),
+        (get.Page(search="t" * 201), "--search: 201 characters; expected at most 200 (a part of a name)"),
     ],
 )
 def test_bad_list_options_are_one_line_errors(world: Path, page: get.Page, message: str) -> None:
@@ -349,7 +368,8 @@ def test_list_options_with_a_name_are_refused_by_the_command_line(
 ) -> None:
     assert main(["--repo", str(world), "get", "tasks", "t3", "--limit", "2"]) == 1
     assert capsys.readouterr().err.strip() == (
-        "error: --selector, --phase, --limit, --continue and --all list many objects: leave out NAME"
+        "error: --selector, --phase, --search, --limit, --continue and --all list many objects: "
+        "leave out NAME"
     )
     assert main(["--repo", str(world), "get", "tasks", "-l", "app in (a)"]) == 1
     assert "set-based requirements" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
         "-l", "--selector", help="only objects whose labels match, e.g. acp.gitops.dev/task=t1,!x"
     )
     parser.add_argument("--phase", help="only tasks or tool calls in this phase, e.g. FinalAnswer")
+    parser.add_argument("--search", metavar="TEXT", help="only objects whose name contains TEXT, in any case")
     parser.add_argument("--limit", type=int, help="at most this many, by name; says how to get the next page")
     parser.add_argument(
         "--continue", dest="after", metavar="TOKEN", help="the next page: the token --limit gave"
@@ -50,13 +52,15 @@ def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> N
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.name and (args.selector or args.phase or args.limit is not None or args.after or args.archived):
+    many = args.selector or args.phase or args.search or args.limit is not None or args.after or args.archived
+    if args.name and many:
         raise UserError(
-            "--selector, --phase, --limit, --continue and --all list many objects: leave out NAME"
+            "--selector, --phase, --search, --limit, --continue and --all list many objects: leave out NAME"
         )
     page = Page(
         selector=_selector(args.selector),
         phase=args.phase,
+        search=(args.search or "").strip() or None,
         limit=args.limit,
         after=args.after,
         archived=args.archived,
@@ -73,6 +77,7 @@ class Page:
     limit: int | None = None
     after: str | None = None  # show names after this one (the last name of the previous page)
     archived: bool = False  # --all: archived objects too
+    search: str | None = None  # --search: names containing it, in any case (matched before reading)
 
     def check(self, kind: Kind) -> None:
         """Refuse options that cannot apply to `kind`, before anything is read."""
@@ -84,6 +89,17 @@ class Page:
                 raise UserError(f"--phase {self.phase}: not a {kind} phase; use one of {', '.join(phases)}")
         if self.limit is not None and self.limit < 1:
             raise UserError("--limit must be at least 1")
+        if self.search is not None and len(self.search) > 200:
+            raise UserError(
+                f"--search: {len(self.search)} characters; expected at most 200 (a part of a name)"
+            )
+
+    def named(self) -> Callable[[str], bool] | None:
+        """The names --search keeps (None: all), matched before any file of theirs is read."""
+        if self.search is None:
+            return None
+        needle = self.search.lower()
+        return lambda name: needle in name.lower()
 
     def accepts(self, document: dict[str, Any]) -> bool:
         """Whether the selector and the phase keep `document`."""
@@ -137,7 +153,13 @@ def show(
     else:
         with views.open_repo(repo_path) as repo:
             listed = views.listing(
-                repo, kind, page.accepts, limit=page.limit, after=page.after, archived=page.archived
+                repo,
+                kind,
+                page.accepts,
+                limit=page.limit,
+                after=page.after,
+                archived=page.archived,
+                named=page.named(),
             )
         documents, token = listed.documents, listed.next_after
     print(render(kind, documents, one=bool(name), output=output, token=token))
