@@ -183,8 +183,9 @@ def test_wire_task_to_state() -> None:
     assert got.terminal
 
 
-def test_a_2025_11_25_tool_that_requires_a_task_fails_with_the_servers_words() -> None:
-    """server-everything (npm, the older TypeScript SDK) has such a tool: it is called plainly."""
+def test_a_2025_11_25_tool_that_requires_a_task_runs_as_one_over_stdio() -> None:
+    """server-everything (npm, the older TypeScript SDK) has such a tool: it is called with
+    `task: {ttl}` and followed to its result (tests/test_mcp_tasks_2025.py: over HTTP)."""
     command = os.environ.get(EVERYTHING_ENV)
     if not command:
         pytest.fail(f"{EVERYTHING_ENV} is not set (see tests/test_mcp.py: .ci/run installs the server)")
@@ -194,13 +195,15 @@ def test_a_2025_11_25_tool_that_requires_a_task_fails_with_the_servers_words() -
         manager.ensure(ServerConfig(name="everything", transport="stdio", command=command, args=("stdio",)))
         try:
             assert await manager.wait_connected("everything", CONNECT)
-            result = await manager.call_tool(
+            handle = await manager.call_tool(
                 "everything", "simulate-research-query", {"topic": "x"}, timeout=CALL
             )
+            assert handle.task is not None, handle
+            assert handle.task.session is None  # stdio: no HTTP session; the task dies with the process
+            done = await until(manager, "everything", handle.task.task_id, "completed")
         finally:
             await manager.aclose()
-        assert result.task is None
-        assert result.is_error
-        assert "requires task augmentation" in result.text
+        assert done.result is not None
+        assert "# Research Report: x" in done.result.text
 
     asyncio.run(go())

@@ -86,6 +86,7 @@ async def started(call: ToolCall, entry: Entry, ctx: Context, handle: TaskState)
     task = ToolCallMCPTask(
         server=entry.target,
         task_id=handle.task_id,
+        session=handle.session,
         status=handle.status,
         status_message=handle.status_message,
         noted_at=rfc3339(ctx.now()),
@@ -105,7 +106,9 @@ async def follow(call: ToolCall, entry: Entry, ctx: Context) -> Result:
         await _commit(call, ctx, status_detail=f"{_detail(task)}; waiting for the server to connect ({why})")
         return DONE  # the server's status change wakes the call (dependency index)
     try:
-        current = await ctx.mcp.get_task(task.server, task.task_id, timeout=_REQUEST_TIMEOUT)
+        current = await ctx.mcp.get_task(
+            task.server, task.task_id, timeout=_REQUEST_TIMEOUT, session=task.session
+        )
     except MCPRefusedError as exc:
         return await _gone(call, entry, ctx, str(exc))
     except MCPError as exc:
@@ -200,7 +203,9 @@ async def _answer(call: ToolCall, ctx: Context, key: str, reply: dict[str, Any])
     task = (call.status or ToolCallStatus()).mcp_task
     assert task is not None
     try:
-        await ctx.mcp.answer_task(task.server, task.task_id, {key: reply}, timeout=_REQUEST_TIMEOUT)
+        await ctx.mcp.answer_task(
+            task.server, task.task_id, {key: reply}, timeout=_REQUEST_TIMEOUT, session=task.session
+        )
     except MCPRefusedError as exc:
         log.info("%s: the answer to %s was refused: %s", call.metadata.name, key, exc)
     except MCPError as exc:
@@ -475,7 +480,7 @@ async def cancel_if_unfinished(call: ToolCall, ctx: Context) -> Result | None:
             return None
         return Result(ctx.settings.error_retry, progress=False)  # told once it is connected
     try:
-        await ctx.mcp.cancel_task(task.server, task.task_id, timeout=_REQUEST_TIMEOUT)
+        await ctx.mcp.cancel_task(task.server, task.task_id, timeout=_REQUEST_TIMEOUT, session=task.session)
     except MCPRefusedError as exc:
         note = task.model_copy(update={"status_message": f"tasks/cancel refused: {exc}"})
     except MCPError as exc:

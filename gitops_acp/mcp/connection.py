@@ -28,7 +28,7 @@ import math
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -39,13 +39,13 @@ import sniffio
 from mcp import Client
 from mcp import MCPError as SDKError
 from mcp.client import Transport
-from mcp.client.session import IncomingMessage
+from mcp.client.session import ClientSession, IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import gitops_acp
 from gitops_acp.errors import MCPError, MCPRefusedError
-from gitops_acp.mcp import convert, tasks
+from gitops_acp.mcp import convert, tasks, tasks2025
 from gitops_acp.mcp._stdio import StdioTransport
 from gitops_acp.mcp.models import ServerConfig, ServerState, TaskState, ToolInfo, ToolResult
 
@@ -93,6 +93,13 @@ class Connection:
         self._error: str | None = None
         self._restarts = 0
         self._protocol_version: str | None = None
+        # 2025-11-25 tasks (mcp/tasks2025.py): the tools called as tasks, the requests for input
+        # of this server's tasks, the live HTTP session's id and handshake (to reach a task that
+        # lives in the session of an earlier serve process).
+        self._task_tools: frozenset[str] = frozenset()
+        self._pending = tasks2025.Pending()
+        self._http_session: str | None = None
+        self._handshake: mcp_types.InitializeResult | None = None
 
         # The owner sleeps on `_wake`; the flags say why it was woken.
         self._wake = asyncio.Event()
@@ -137,6 +144,7 @@ class Connection:
         self._abort_connect()
         self._client = None
         self._wake.set()
+        await self._pending.aclose()
         done, _ = await asyncio.wait({self._task}, timeout=_CLOSE_WAIT)
         if not done:
             # The stdio shutdown is shielded: cancelling cannot leave the process behind.
@@ -178,7 +186,16 @@ class Connection:
             # The SDK's read timeout runs from the moment the request is written; the outer bound
             # also covers a write blocked on a server that stopped reading.
             with anyio.fail_after(timeout + 1.0):
-                result = await client.call_tool(tool, arguments, read_timeout_seconds=timeout)
+                if tool in self._task_tools and client.protocol_version == tasks2025.PROTOCOL:
+                    answer = await tasks2025.create(client.session, tool, arguments, timeout=timeout)
+                    if isinstance(answer, tasks2025.Task):
+                        # A 2025-11-25 task: the caller commits its id (and session), then follows it.
+                        return ToolResult(
+                            text="", is_error=False, task=tasks2025.state(answer, session=self._http_session)
+                        )
+                    result = answer
+                else:
+                    result = await client.call_tool(tool, arguments, read_timeout_seconds=timeout)
         except tasks.TaskCreated as created:
             # The server runs the call as an MCP task: the caller commits its id, then follows it.
             return ToolResult(text="", is_error=False, task=tasks.state(created.handle))
@@ -205,13 +222,21 @@ class Connection:
         return convert.tool_result(result)
 
     async def task_request(
-        self, method: str, task_id: str, *, timeout: float, responses: dict[str, Any] | None = None
+        self,
+        method: str,
+        task_id: str,
+        *,
+        timeout: float,
+        responses: dict[str, Any] | None = None,
+        session: str | None = None,
     ) -> TaskState | None:
-        """Send `tasks/get`, `tasks/cancel` or `tasks/update` for `task_id` (mcp/tasks.py).
+        """Send `tasks/get`, `tasks/cancel` or `tasks/update` for `task_id` (mcp/tasks.py), or
+        their 2025-11-25 counterparts (mcp/tasks2025.py) to a server on that protocol.
 
         Returns the task's state for tasks/get, None for the others. Raises MCPRefusedError when
         the server answers with a JSON-RPC error (a task it does not know), MCPError when it
-        cannot be asked (not connected, a timeout, the connection lost).
+        cannot be asked (not connected, a timeout, the connection lost). `session`: the HTTP
+        session the task was created in (2025-11-25), when it is not the live one.
         """
         token = _say_asyncio()
         try:
@@ -219,6 +244,8 @@ class Connection:
             if client is None:
                 why = self._error or "it is still starting"
                 raise MCPError(self.config.scrub(f'MCP server "{self.name}" is not connected: {why}'))
+            if client.protocol_version == tasks2025.PROTOCOL:
+                return await self._task_request_2025(client, method, task_id, timeout, responses, session)
             request: tasks.GetTask | tasks.CancelTask | tasks.UpdateTask
             if method == "tasks/update":
                 params = tasks.UpdateTaskParams(task_id=task_id, input_responses=responses or {})
@@ -253,6 +280,118 @@ class Connection:
             return tasks.state(answer) if isinstance(answer, tasks.WireTask) else None
         finally:
             sniffio.current_async_library_cvar.reset(token)
+
+    async def _task_request_2025(
+        self,
+        client: Client,
+        method: str,
+        task_id: str,
+        timeout: float,
+        responses: dict[str, Any] | None,
+        session: str | None,
+    ) -> TaskState | None:
+        """tasks/get (with tasks/result once it ended), tasks/cancel, or the answers to its
+        requests for input, for a task of a 2025-11-25 server (mcp/tasks2025.py)."""
+        prefix = f'MCP server "{self.name}": {method} for task {task_id}'
+        if method == "tasks/update":
+            self._pending.answer(task_id, responses or {})
+            return None
+        live = session is None or session == self._http_session or self.config.transport != "http"
+
+        def opener() -> contextlib.AbstractAsyncContextManager[ClientSession]:
+            return tasks2025.borrowed(client.session) if live else self._earlier_session(session or "")
+
+        try:
+            return await self._task_request_on(opener, method, task_id, timeout, session)
+        except BaseException as raised:
+            exc = _root_cause(raised) if isinstance(raised, BaseExceptionGroup) else raised
+            if not isinstance(exc, Exception):
+                raise
+            failure = self._task_failure(prefix, exc, client, timeout)
+            if failure is None:
+                raise
+            raise failure from None
+
+    async def _task_request_on(
+        self,
+        opener: Callable[[], contextlib.AbstractAsyncContextManager[ClientSession]],
+        method: str,
+        task_id: str,
+        timeout: float,
+        session: str | None,
+    ) -> TaskState | None:
+        """One 2025-11-25 task request on the session `opener` gives."""
+        with anyio.fail_after(2 * timeout + 1.0):
+            async with opener() as wire:
+                if method == "tasks/cancel":
+                    await tasks2025.cancel(wire, task_id, timeout=timeout)
+                    self._pending.forget(task_id)
+                    return None
+                task = await tasks2025.get(wire, task_id, timeout=timeout)
+                if task.status == "input_required":
+                    self._pending.follow(task_id, opener)
+                if task.status not in ("completed", "failed"):
+                    requests = self._pending.requests(task_id)
+                    return tasks2025.state(task, requests=requests, session=session)
+                result, error = self._pending.outcome(task_id)
+                if result is None and error is None:
+                    try:
+                        result = convert.tool_result(await tasks2025.payload(wire, task_id, timeout=timeout))
+                    except SDKError as exc:
+                        if exc.code in (mcp_types.REQUEST_TIMEOUT, mcp_types.CONNECTION_CLOSED):
+                            raise
+                        error = f"{exc.error.message} (JSON-RPC error {exc.code})"
+                self._pending.forget(task_id)
+                if task.status == "failed" and result is not None and not result.is_error:
+                    error, result = result.text or task.status_message, None
+                return tasks2025.state(task, result=result, error=error, session=session)
+
+    def _task_failure(self, prefix: str, exc: Exception, client: Client, timeout: float) -> MCPError | None:
+        """The MCPError (MCPRefusedError: the server said no) for a failed 2025-11-25 task request."""
+        if isinstance(exc, MCPError):
+            return exc
+        if isinstance(exc, SDKError):
+            if exc.code == mcp_types.REQUEST_TIMEOUT:
+                return MCPError(f"{prefix} timed out after {timeout:g}s")
+            if exc.code == mcp_types.CONNECTION_CLOSED and (
+                exc.error.message == "Connection closed" or self._client is not client
+            ):
+                return MCPError(f"{prefix}: connection lost")
+            message = f"{prefix} failed: {exc.error.message} (JSON-RPC error {exc.code})"
+            return MCPRefusedError(self.config.scrub(message))
+        if isinstance(exc, TimeoutError):
+            return MCPError(f"{prefix} timed out after {timeout:g}s")
+        if isinstance(exc, RuntimeError | httpx2.HTTPError | OSError):
+            return MCPError(self.config.scrub(f"{prefix}: connection lost ({exc})"))
+        if isinstance(exc, pydantic.ValidationError):
+            return MCPError(self.config.scrub(f"{prefix}: invalid answer: {exc}"))
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _earlier_session(self, session_id: str) -> AsyncIterator[ClientSession]:
+        """A client session joining the HTTP session `session_id`, which an earlier serve process
+        opened (its tasks live there): no handshake, the live one's result is adopted."""
+        handshake = self._handshake
+        if handshake is None or not self.config.url:
+            raise MCPError(f'MCP server "{self.name}" is not connected')
+        headers = {
+            **dict(self.config.headers),
+            "mcp-session-id": session_id,
+            "mcp-protocol-version": handshake.protocol_version,
+        }
+        http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(self._connect_timeout, read=None))
+        async with (
+            http,
+            streamable_http_client(self.config.url, http_client=http, terminate_on_close=False) as (
+                read,
+                write,
+            ),
+            ClientSession(
+                read, write, client_info=_CLIENT_INFO, elicitation_callback=self._pending.on_elicit
+            ) as wire,
+        ):
+            wire.adopt(handshake)
+            yield wire
 
     async def _call_failure(
         self, tool: str, exc: SDKError, timeout: float, client: Client, transport: StdioTransport | None
@@ -332,6 +471,7 @@ class Connection:
         self._wake.clear()
         self._died = self._tools_dirty = False
         self._http_status = None
+        self._http_session = None
         config = self.config
         connected_at: float | None = None
         # The deadline covers the spawn, the handshake and the tool listing; once connected it is
@@ -350,6 +490,9 @@ class Connection:
                             client_info=_CLIENT_INFO,
                             message_handler=self._on_message,
                             extensions=[tasks.TasksExtension()],
+                            # Declares elicitation: 2025-11-25 servers send a task's questions only
+                            # then; a question outside a task is refused as before (tasks2025.py).
+                            elicitation_callback=self._pending.on_elicit,
                         )
                     )
                     tools = await self._list_tools(client)
@@ -388,24 +531,32 @@ class Connection:
                 event_hooks={"response": [self._on_http_response]},
             )
             await stack.enter_async_context(http)
-            return streamable_http_client(config.url, http_client=http)
+            # No DELETE of the session when the connection closes: a 2025-11-25 server keeps its
+            # tasks per session, and the next serve follows them there (mcp/tasks2025.py).
+            return streamable_http_client(config.url, http_client=http, terminate_on_close=False)
         raise ValueError(f"unknown transport {config.transport!r} (expected stdio or http)")
 
     async def _on_http_response(self, response: httpx2.Response) -> None:
         """Remember the last HTTP error status of this session, for the error message."""
         if response.status_code >= 400:
             self._http_status = f"{response.status_code} {response.reason_phrase}"
+        elif session := response.headers.get("mcp-session-id"):
+            self._http_session = session
 
     async def _list_tools(self, client: Client) -> tuple[ToolInfo, ...]:
         """Return every tool, following `next_cursor` across pages."""
         tools: list[ToolInfo] = []
+        as_tasks: set[str] = set()
+        offers = tasks2025.offers_tasks(client.protocol_version, client.server_capabilities)
         cursor: str | None = None
         for _ in range(_MAX_TOOL_PAGES):
             page = await client.list_tools(cursor=cursor)
             tools.extend(convert.tool_info(tool) for tool in page.tools)
+            as_tasks.update(tool.name for tool in page.tools if offers and tasks2025.wants_task(tool))
             cursor = page.next_cursor
             if not cursor:
                 break
+        self._task_tools = frozenset(as_tasks)
         return tuple(tools)
 
     def _connected(self, client: Client, tools: tuple[ToolInfo, ...]) -> None:
@@ -413,6 +564,7 @@ class Connection:
         self._tools = tools
         self._error = None
         self._protocol_version = client.protocol_version
+        self._handshake = client.session.initialize_result
         log.info("MCP server %r: connected (%s, %d tools)", self.name, self._protocol_version, len(tools))
         self._notify()
 

@@ -104,27 +104,40 @@ class MCPManager:
             raise MCPError(f'MCP server "{server}" is not connected: no such MCP server is running')
         return await connection.call_tool(tool, arguments, timeout=timeout)
 
-    async def get_task(self, server: str, task_id: str, *, timeout: float) -> TaskState:
+    async def get_task(
+        self, server: str, task_id: str, *, timeout: float, session: str | None = None
+    ) -> TaskState:
         """Ask `server` how its MCP task `task_id` is doing (`tasks/get`).
 
         Raises MCPRefusedError when the server answers with an error (it does not know the task),
         MCPError when it cannot be asked now (not connected, a timeout, the connection lost).
+        `session`: the task's `TaskState.session`, when it has one (2025-11-25 over HTTP).
         """
-        state = await self._connection(server).task_request("tasks/get", task_id, timeout=timeout)
+        connection = self._connection(server)
+        state = await connection.task_request("tasks/get", task_id, timeout=timeout, session=session)
         assert state is not None
         return state
 
     async def answer_task(
-        self, server: str, task_id: str, responses: dict[str, Any], *, timeout: float
+        self,
+        server: str,
+        task_id: str,
+        responses: dict[str, Any],
+        *,
+        timeout: float,
+        session: str | None = None,
     ) -> None:
-        """Send the answers to a task's input requests (`tasks/update`); errors as get_task's."""
+        """Send the answers to a task's input requests (`tasks/update`; for a 2025-11-25 task, the
+        replies to its pending elicitations); errors as get_task's."""
         await self._connection(server).task_request(
-            "tasks/update", task_id, timeout=timeout, responses=responses
+            "tasks/update", task_id, timeout=timeout, responses=responses, session=session
         )
 
-    async def cancel_task(self, server: str, task_id: str, *, timeout: float) -> None:
+    async def cancel_task(
+        self, server: str, task_id: str, *, timeout: float, session: str | None = None
+    ) -> None:
         """Ask `server` to cancel its MCP task `task_id` (`tasks/cancel`); errors as get_task's."""
-        await self._connection(server).task_request("tasks/cancel", task_id, timeout=timeout)
+        await self._connection(server).task_request("tasks/cancel", task_id, timeout=timeout, session=session)
 
     def _connection(self, server: str) -> Connection:
         connection = self._servers.get(server)

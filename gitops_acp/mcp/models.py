@@ -105,7 +105,8 @@ class ToolResult:
 
     text: str
     is_error: bool  # the tool reported a failure (isError); `text` says what
-    # Set when the server ran the call as an MCP task (the tasks extension) instead of answering:
+    # Set when the server ran the call as an MCP task (the tasks extension, or a 2025-11-25
+    # task-augmented call: mcp/tasks2025.py) instead of answering:
     # the result comes later, from get_task(task.task_id). `text` is then empty.
     task: TaskState | None = None
 
@@ -131,6 +132,9 @@ class TaskState:
     result: ToolResult | None = None  # completed: the tool's result
     error: str | None = None  # failed: the JSON-RPC error, as text
     input_requests: tuple[InputRequest, ...] = ()  # input_required: what it waits for
+    # The Streamable HTTP session the task lives in, for a server that keeps tasks per session
+    # (2025-11-25 task-augmented calls): a restarted serve asks in that session. None otherwise.
+    session: str | None = None
 
     @property
     def terminal(self) -> bool:
