@@ -122,8 +122,8 @@
   }
   function searched() {
     clearTimeout(searchTimer);
-    const text = $("f-search") ? $("f-search").value.trim() : "";
-    if (text !== state.search) { state.search = text; filtered(); }
+    const text = $("f-search") && $("f-search").value.trim();
+    if (text !== null && text !== state.search) { state.search = text; filtered(); } // not after leaving the page
   }
   // The filters live in the address (#/?q=&phase=&agent=&limit=): a filtered list can be bookmarked.
   function filtered() {
