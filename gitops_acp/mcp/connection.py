@@ -292,11 +292,14 @@ class Connection:
     ) -> TaskState | None:
         """tasks/get (with tasks/result once it ended), tasks/cancel, or the answers to its
         requests for input, for a task of a 2025-11-25 server (mcp/tasks2025.py)."""
-        prefix = f'MCP server "{self.name}": {method} for task {task_id}'
-        if method == "tasks/update":
-            self._pending.answer(task_id, responses or {})
-            return None
+        said = "the answer" if method == "tasks/update" else method
+        prefix = f'MCP server "{self.name}": {said} for task {task_id}'
         live = session is None or session == self._http_session or self.config.transport != "http"
+        if method == "tasks/update":
+            late = self._pending.answer(task_id, responses or {})
+            for key, reply in late.items():
+                await self._answer_late(prefix, task_id, key, reply, session or self._http_session, timeout)
+            return None
 
         def opener() -> contextlib.AbstractAsyncContextManager[ClientSession]:
             return tasks2025.borrowed(client.session) if live else self._earlier_session(session or "")
@@ -366,6 +369,36 @@ class Connection:
         if isinstance(exc, pydantic.ValidationError):
             return MCPError(self.config.scrub(f"{prefix}: invalid answer: {exc}"))
         return None
+
+    async def _answer_late(
+        self, prefix: str, task_id: str, key: str, reply: dict[str, Any], session: str | None, timeout: float
+    ) -> None:
+        """Answer a request for input that came to an earlier serve process (or on a stream since
+        dropped): the JSON-RPC response, POSTed in the task's HTTP session. The SDK sends
+        responses only to requests its own session received, so this one message goes as plain
+        HTTP. The server takes it if it still waits (its own timeout decides: docs/tools.md)."""
+        if self.config.transport != "http" or not self.config.url or session is None:
+            raise MCPRefusedError(
+                f"{prefix}: request for input {key} is no longer open (it came to a serve process "
+                "that has ended, and a stdio server ended with it)"
+            )
+        body = tasks2025.late_reply(task_id, key, reply)
+        headers = {
+            **dict(self.config.headers),
+            "mcp-session-id": session,
+            "mcp-protocol-version": tasks2025.PROTOCOL,
+            "accept": "application/json, text/event-stream",
+        }
+        try:
+            async with httpx2.AsyncClient(timeout=httpx2.Timeout(timeout)) as http:
+                response = await http.post(self.config.url, json=body, headers=headers)
+        except httpx2.HTTPError as exc:
+            raise MCPError(self.config.scrub(f"{prefix}: cannot reach {self.config.url}: {exc}")) from None
+        if response.status_code >= 400:
+            raise MCPRefusedError(
+                f"{prefix}: the answer to {key} was refused (HTTP {response.status_code} "
+                f"{response.reason_phrase}: the session is gone)"
+            )
 
     @contextlib.asynccontextmanager
     async def _earlier_session(self, session_id: str) -> AsyncIterator[ClientSession]:

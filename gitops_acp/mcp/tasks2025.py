@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ log = logging.getLogger(__name__)
 
 PROTOCOL = "2025-11-25"
 RELATED_TASK = "io.modelcontextprotocol/related-task"
+#: An input request's key: this prefix and the JSON-RPC id of the server's elicitation/create.
+_KEY_PREFIX = "elicitation-"
 #: How long gitops-acp asks the server to keep a task after it was created (its `ttl`): a day, so
 #: a restarted `serve` finds it; the server may shorten it.
 TTL_MS = 24 * 3600 * 1000
@@ -268,17 +271,18 @@ class Pending:
             return ()
         return tuple(ask.request for ask in follow.asks.values() if not ask.answer.done())
 
-    def answer(self, task_id: str, responses: dict[str, Any]) -> None:
-        """Send each answer to the request waiting for it; MCPRefusedError for one not waiting."""
+    def answer(self, task_id: str, responses: dict[str, Any]) -> dict[str, Any]:
+        """Hand each answer to the callback waiting for it; return those nobody here waits for
+        (the request came to an earlier serve process, or on a stream that has since dropped)."""
         follow = self._follows.get(task_id)
+        late: dict[str, Any] = {}
         for key, reply in responses.items():
             ask = follow.asks.get(key) if follow is not None else None
             if ask is None or ask.answer.done():
-                raise MCPRefusedError(
-                    f"request for input {key} of MCP task {task_id} is no longer open: the server sent "
-                    "it on a connection of an earlier serve process, or gave up waiting (2025-11-25)"
-                )
-            ask.answer.set_result(reply)
+                late[key] = reply
+            else:
+                ask.answer.set_result(reply)
+        return late
 
     def forget(self, task_id: str) -> None:
         """Stop following `task_id` (cancelled, or its result taken)."""
@@ -309,7 +313,7 @@ class Pending:
             return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message="Elicitation not supported")
         if not isinstance(params, mcp_types.ElicitRequestFormParams):
             return mcp_types.ElicitResult(action="decline")  # a URL to open: nobody here to open it
-        key = f"elicitation-{context.request_id}"
+        key = f"{_KEY_PREFIX}{json.dumps(context.request_id)}"
         wanted: Any = params.requested_schema
         schema = (
             wanted.model_dump(by_alias=True, exclude_none=True)
@@ -326,6 +330,24 @@ class Pending:
             raise
         follow.asks.pop(key, None)
         return mcp_types.ElicitResult.model_validate(reply)
+
+
+def late_reply(task_id: str, key: str, reply: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-RPC response answering the request `key` names, for a process that did not get
+    it: the server matches a response to its request by id alone, whichever connection brings it.
+
+    Raises MCPRefusedError when `key` names no request this way."""
+    try:
+        request_id = json.loads(key.removeprefix(_KEY_PREFIX)) if key.startswith(_KEY_PREFIX) else None
+    except ValueError:
+        request_id = None
+    if not isinstance(request_id, int | str) or isinstance(request_id, bool):
+        raise MCPRefusedError(f"MCP task {task_id} has no request for input {key}")
+    result = mcp_types.ElicitResult.model_validate(reply).model_dump(
+        by_alias=True, mode="json", exclude_none=True
+    )
+    result["_meta"] = {RELATED_TASK: {"taskId": task_id}}
+    return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
 
 @contextlib.asynccontextmanager

@@ -226,3 +226,44 @@ def test_an_ambiguous_querys_question_is_answered_by_a_merge_and_reaches_the_too
         assert answered["humanContact"]["respondedBy"] == "Alice <alice@example.com>"
         assert answered["mcpTask"]["answeredInputs"] == [waiting["mcpTask"]["inputRequest"]]
         assert answered["attempt"] == 1
+
+
+def test_a_question_pending_when_serve_is_killed_is_answered_by_the_next_serve(
+    acp_repo: AcpRepo, stub: Stub, marker: str, serve_bg: Callable[..., Background], tmp_path: Path
+) -> None:
+    """The request came on the killed serve's stream; the next serve sends the merged answer as the
+    response to it, in the task's session, and the server (still waiting: 60 s) takes it."""
+    repo = acp_repo
+    stub.rules(
+        {
+            "match": "^Research python",
+            "when": "first",
+            "toolCalls": [call(TOOL, topic="python", ambiguous=True)],
+        },
+        {"when": "tool", "content": "Result: {tool}"},
+    )
+    with everything_http(tmp_path / "everything.log") as url:
+        _setup(repo, marker, url, {"python": "Research python"}, channel=True)
+        first = serve_bg(repo)
+        wait_for(
+            lambda: _status(repo, "python").get("phase") == "AwaitingHumanInput",
+            timeout=60,
+            what="the question asked",
+        )
+        first.kill()
+        name = _call(repo, "python")["metadata"]["name"]
+        branch, path = f"acp/questions/{name}", f"responses/{name}.yaml"
+        git_as(repo, ALICE, "checkout", "-q", branch)
+        document = yaml.safe_load((repo.path / path).read_text())
+        document["spec"]["response"] = "comedy"
+        (repo.path / path).write_text(yaml.safe_dump(document, sort_keys=False))
+        git_as(repo, ALICE, "commit", "-q", "-am", "Answer: comedy")
+        git_as(repo, ALICE, "checkout", "-q", "main")
+        git_as(repo, ALICE, "merge", "-q", "--no-ff", "--no-edit", branch)
+        serve_bg(repo)
+
+        assert _final(repo, "python").startswith("Result: # Research Report: python (comedy)")
+        answered = _status(repo, "python")
+        assert answered["phase"] == "Succeeded"
+        assert answered["attempt"] == 1
+        assert answered["humanContact"]["respondedBy"] == "Alice <alice@example.com>"
