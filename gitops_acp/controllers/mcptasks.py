@@ -15,6 +15,9 @@
         tool: called again; otherwise Failed "interrupted: outcome unknown, not re-run"
     the call ends first (its Task cancelled) ──► tasks/cancel, recorded in mcpTask.cancelRequestedAt
 
+The server may speak the 2026-07-28 tasks extension or the tasks of 2025-11-25; gitops_acp/mcp/
+hides which (`mcpTask.session` is where a 2025-11-25 server keeps the task, passed back as is).
+
 A kill between the server creating the task and the commit of its id leaves a call `Running`
 without `mcpTask`: that is the ordinary unknown outcome (controllers/mcptools.py) and the task
 runs on, unfollowed, on the server (docs/tools.md).

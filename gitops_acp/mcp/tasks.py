@@ -13,8 +13,9 @@ request's capabilities; a server that advertises it may answer any `tools/call` 
 The SDK (mcp 2.3) carries no tasks API: it offers the extension points (a `ResultClaim` for the
 new result shape, `send_request` for any method), and the wire shapes below follow the
 extension's schema. The 2025-11-25 protocol had tasks in its core (`execution.taskSupport`,
-task-augmented requests); the SDK does not dispatch those methods, and servers on that protocol
-are called plainly (docs/tools.md).
+task-augmented requests, `tasks/result`, questions sent on its stream): mcp/tasks2025.py speaks
+those. Both hand the same plain values up (`TaskState`, `InputRequest`): the Connection picks the
+protocol by what the server negotiated, and the controllers never know which it was.
 """
 
 from __future__ import annotations

@@ -23,13 +23,18 @@ version's `CallToolResult` before anything else sees it, so a `CreateTaskResult`
 `content`) fails that check; the raw answer is the input of the check's validation error
 (`created_from`), where nothing of the SDK is patched or bypassed.
 
-Requests for input cannot be answered durably in 2025-11-25: they are JSON-RPC requests from the
-server, delivered once on the stream of a `tasks/result` request and answered on that same
-session, and the server side times them out (server-everything: after 60 s, and then goes on with
-a default). `Pending` keeps a `tasks/result` request open while a task is `input_required`; the
-session's elicitation callback hands each request to the caller as an `InputRequest` (key
-`elicitation-<JSON-RPC id>`) and waits for `answer`. A `serve` restarted while a person thinks
-has lost the request: an answer given later is refused (docs/tools.md says what then happens).
+Servers on the TypeScript SDK keep tasks per Streamable HTTP session, so a task's `TaskState`
+carries the session it was created in (committed with its id); a restarted `serve` asks in that
+session (connection.py joins it without a handshake, adopting the live one's).
+
+Requests for input: a task that is `input_required` has sent (or will send) an
+`elicitation/create` request on the stream of a `tasks/result` request, once. `Pending` keeps that
+request open while the task asks; the sessions' elicitation callback turns each request into an
+`InputRequest` (key `elicitation-<JSON-RPC id>`) and waits for `answer`. A request that came to an
+earlier serve process (or on a stream that has since dropped) is not sent again; its answer goes
+as a JSON-RPC response with that id (`late_reply`), which the server matches by id alone. Whether
+the server still waits is its own affair (the TypeScript SDK gives up after 60 s by default and
+the tool goes on without the answer): docs/tools.md, "Questions from 2025-11-25 tasks".
 """
 
 from __future__ import annotations
