@@ -156,6 +156,9 @@ def test_tasks_cancel_cancels_the_task_also_from_a_new_client(tmp_path: Path) ->
             # A task id the server never made is refused, not a lost connection.
             with pytest.raises(MCPRefusedError, match="not found"):
                 await second.get_task("everything", "no-such-task", timeout=CALL, session=task.session)
+            # So is a session the server does not have (it restarted): the task is gone with it.
+            with pytest.raises(MCPRefusedError, match="the HTTP session the task lives in is gone"):
+                await second.get_task("everything", task.task_id, timeout=CALL, session="no-such-session")
         finally:
             await second.aclose()
 

@@ -412,19 +412,36 @@ class Connection:
             "mcp-session-id": session_id,
             "mcp-protocol-version": handshake.protocol_version,
         }
-        http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(self._connect_timeout, read=None))
+        refused: list[str] = []
+
+        async def note(response: httpx2.Response) -> None:
+            if response.status_code >= 400:
+                refused.append(f"{response.status_code} {response.reason_phrase}")
+
+        http = httpx2.AsyncClient(
+            headers=headers,
+            timeout=httpx2.Timeout(self._connect_timeout, read=None),
+            event_hooks={"response": [note]},
+        )
+        transport = streamable_http_client(self.config.url, http_client=http, terminate_on_close=False)
         async with (
             http,
-            streamable_http_client(self.config.url, http_client=http, terminate_on_close=False) as (
-                read,
-                write,
-            ),
+            transport as (read, write),
             ClientSession(
                 read, write, client_info=_CLIENT_INFO, elicitation_callback=self._pending.on_elicit
             ) as wire,
         ):
             wire.adopt(handshake)
-            yield wire
+            try:
+                yield wire
+            except SDKError:
+                if refused and refused[-1][:3] in ("400", "404"):
+                    # The spec's answer to an unknown session is 404; some servers say 400.
+                    raise MCPRefusedError(
+                        f'MCP server "{self.name}": the HTTP session the task lives in is gone '
+                        f"(HTTP {refused[-1]}): the server restarted, or ended the session"
+                    ) from None
+                raise
 
     async def _call_failure(
         self, tool: str, exc: SDKError, timeout: float, client: Client, transport: StdioTransport | None
