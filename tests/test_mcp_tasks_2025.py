@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import time
@@ -21,6 +22,7 @@ import pytest
 
 from gitops_acp.errors import MCPRefusedError
 from gitops_acp.mcp import MCPManager, ServerConfig, TaskState
+from gitops_acp.mcp.tasks2025 import late_reply
 
 CONNECT = 60.0
 CALL = 30.0
@@ -198,3 +200,43 @@ def test_a_question_asked_of_an_earlier_client_is_answered_by_the_next(tmp_path:
 
     with everything_http(tmp_path / "everything.log") as url:
         asyncio.run(go(url))
+
+
+def test_a_question_outside_a_task_is_still_refused(tmp_path: Path) -> None:
+    """The elicitation capability is declared (for tasks' questions); a plain call's question is
+    answered "Elicitation not supported", as before, and the call fails with the server's words."""
+
+    async def go(url: str) -> None:
+        manager = await connected(url)
+        try:
+            result = await manager.call_tool("everything", "trigger-elicitation-request", {}, timeout=CALL)
+        finally:
+            await manager.aclose()
+        assert result.task is None
+        assert result.is_error
+        assert result.text == "MCP error -32600: Elicitation not supported"
+
+    with everything_http(tmp_path / "everything.log") as url:
+        asyncio.run(go(url))
+
+
+@pytest.mark.parametrize(
+    ("key", "request_id"), [("elicitation-0", 0), ("elicitation-17", 17), ('elicitation-"r-1"', "r-1")]
+)
+def test_a_late_answer_is_the_response_to_the_request_its_key_names(key: str, request_id: int | str) -> None:
+    reply = late_reply("T9", key, {"action": "accept", "content": {"interpretation": "snake"}})
+    assert reply == {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "result": {
+            "action": "accept",
+            "content": {"interpretation": "snake"},
+            "_meta": {"io.modelcontextprotocol/related-task": {"taskId": "T9"}},
+        },
+    }
+
+
+@pytest.mark.parametrize("key", ["input-1", "elicitation-", "elicitation-true", "elicitation-[1]"])
+def test_a_key_that_names_no_request_is_refused(key: str) -> None:
+    with pytest.raises(MCPRefusedError, match=f"has no request for input {re.escape(key)}"):
+        late_reply("T9", key, {"action": "decline"})
