@@ -333,6 +333,8 @@ class Connection:
                 task = await tasks2025.get(wire, task_id, timeout=timeout)
                 if task.status == "input_required":
                     self._pending.follow(task_id, opener)
+                if task.status == "cancelled":
+                    self._pending.forget(task_id)
                 if task.status not in ("completed", "failed"):
                     requests = self._pending.requests(task_id)
                     return tasks2025.state(task, requests=requests, session=session)
