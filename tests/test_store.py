@@ -188,6 +188,24 @@ def test_objects_round_trip_sorted_like_git_and_fsck_clean(repo: Path) -> None:
     subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)
 
 
+def test_many_blobs_read_in_one_batch_equal_one_by_one(repo: Path) -> None:
+    contents = [b"", b"\n", b"a\nb\n\n", os.urandom(70_000)] + [f"task {i}\n".encode() for i in range(40)]
+    with GitRepo.open(repo) as r:
+        shas = [r.write_blob(content) for content in contents]
+        with r.one_pack():  # some packed, some loose: cat-file finds both
+            shas.append(r.write_blob(b"packed\n"))
+        contents.append(b"packed\n")
+        read = r.read_blobs(shas + shas[:3])  # repeated names are read once
+        assert read == dict(zip(shas, contents, strict=True))
+        assert r.read_blobs(shas[:2]) == {shas[0]: b"", shas[1]: b"\n"}  # a few: the persistent process
+        missing = hashlib.sha1(b"blob 7\0nowhere").hexdigest()
+        with pytest.raises(StoreError, match=f"no blob {missing}"):
+            r.read_blobs([*shas, missing])
+        tree = r.write_tree({"f": ("100644", shas[0])})
+        with pytest.raises(StoreError, match="no blob"):  # not a blob
+            r.read_blobs([*shas, tree])
+
+
 def test_tree_builder_edits_match_git_mktree(repo: Path) -> None:
     with GitRepo.open(repo) as r:
         blob = r.write_blob(b"x")

@@ -61,11 +61,11 @@ class DesiredReader:
             files: dict[str, str | None] = dict(self._repo.list_tree(commit))
         else:
             files = self._repo.changed_files(since, commit)
-        changes: dict[str, FileResult | None] = {}
-        for path, blob in files.items():
-            if not path.endswith((".yaml", ".yml")):
-                continue
-            changes[path] = load_file(path, self._repo.read_blob(blob)) if blob is not None else None
+        files = {path: blob for path, blob in files.items() if path.endswith((".yaml", ".yml"))}
+        contents = self._repo.read_blobs([blob for blob in files.values() if blob is not None])
+        changes: dict[str, FileResult | None] = {
+            path: None if blob is None else load_file(path, contents[blob]) for path, blob in files.items()
+        }
         touched = self._assembly.update(changes)
         self._commit = commit
         load = self._assembly.result()

@@ -87,12 +87,18 @@ class StatusTree:
         docs: dict[Key, dict[str, Any]] = {}
         if self.tip is None:
             return docs
+        ours: dict[str, tuple[Key, str]] = {}
         for path, sha in repo.list_tree(self.tip, STATUS_ROOT).items():
             found = parse_status_path(path)
-            if found is None:
-                continue  # anything else on the branch is carried over, not ours to read
+            if found is not None:  # anything else on the branch is carried over, not ours to read
+                ours[path] = (found, sha)
+        try:
+            contents = repo.read_blobs([sha for _, sha in ours.values()])
+        except StoreError as exc:
+            raise StoreError(f"{STATUS_ROOT}/ at {self.tip[:12]}: {exc}") from exc
+        for path, (found, sha) in ours.items():
             try:
-                docs[found] = yamlio.load(repo.read_blob(sha))
+                docs[found] = yamlio.load(contents[sha])
             except StoreError as exc:
                 raise StoreError(f"{path} at {self.tip[:12]}: {exc}") from exc
         return docs

@@ -33,10 +33,13 @@ import git
 
 from gitops_acp import faults
 from gitops_acp.errors import StoreError
+from gitops_acp.store.git import process
 
 __all__ = ["ObjectReader", "ObjectWriter", "commit_data"]
 
 _PACK_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}  # object type codes in pack entries
+_BATCH_READ_MIN = 16  # fewer blobs than this are read through the persistent cat-file
+_BATCH_READ_CHUNK = 5000  # blobs per `cat-file --batch` run (bounds what is held at once)
 
 
 def _write_new_file(path: str, content: bytes | bytearray) -> None:
@@ -263,6 +266,34 @@ class ObjectReader:
         if found is None or found[1] != "blob":
             raise StoreError(f"no blob {sha} in {self._git_dir}")
         return found[2]
+
+    def blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
+        """Return the content of each blob in `shas` (by sha), many of them in one `git cat-file --batch` run.
+
+        A few go through the persistent process. Many go to a `cat-file --batch` of their own, all
+        names at once on its stdin: one process start (~2 ms) instead of a pipe round trip per blob,
+        each of which waits for the GIL again while the event loop and the collector hold it (a
+        reconciler reading 2,000 new Task files of `main` spent 0.1 ms per blob at first, 0.5 ms
+        once it held 30,000 tasks; one batch reads them in ~40 ms).
+        """
+        unique = list(dict.fromkeys(shas))
+        if len(unique) < _BATCH_READ_MIN:
+            return {sha: self.blob(sha) for sha in unique}
+        found: dict[str, bytes] = {}
+        for start in range(0, len(unique), _BATCH_READ_CHUNK):
+            chunk = unique[start : start + _BATCH_READ_CHUNK]
+            names = "\n".join(chunk).encode() + b"\n"
+            proc = process.in_repo(self._git_dir, "cat-file", "--batch", stdin=names)
+            out, pos = proc.stdout, 0
+            for sha in chunk:
+                end = out.find(b"\n", pos)
+                header = out[pos:end].split() if end >= 0 else []
+                if len(header) != 3 or header[1] != b"blob":
+                    raise StoreError(f"no blob {sha} in {self._git_dir}")
+                size = int(header[2])
+                found[sha] = out[end + 1 : end + 1 + size]
+                pos = end + 1 + size + 1  # the content, then a newline
+        return found
 
     def file(self, commit: str, path: str) -> bytes | None:
         """Return the content of `path` in `commit`, or None if the file does not exist there."""

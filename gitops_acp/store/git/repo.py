@@ -194,6 +194,11 @@ class GitRepo:
         return self._reader.blob(sha)
 
     @_exclusive
+    def read_blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
+        """Return the content of each blob in `shas`, by sha: many in one `git cat-file --batch` run."""
+        return self._reader.blobs(shas)
+
+    @_exclusive
     def read_file(self, commit: str, path: str) -> bytes | None:
         """Return the content of `path` in `commit`, or None if the file does not exist there."""
         return self._reader.file(commit, path)
