@@ -9,6 +9,7 @@ decided here once.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ __all__ = ["NETWORK_TIMEOUT", "REPO_ENV_VARS", "env", "in_repo", "one_line", "ru
 
 # A fetch or push that takes longer than this is treated as an unreachable remote (and retried).
 NETWORK_TIMEOUT = 120.0
+# Background git work (repacks, commit-graphs) runs niced, so the reconciler keeps the CPU it needs.
+_NICE = shutil.which("nice")
 # Environment variables that point git at some other repository, index or ref namespace (from
 # `git rev-parse --local-env-vars`). Git sets them for hooks and aliases; inherited, they would
 # redirect our commands. Config passed through the environment (GIT_CONFIG_COUNT...) is kept.
@@ -57,12 +60,14 @@ def run(
     check: bool = True,
     network: bool = False,
     extra_env: Mapping[str, str] | None = None,
+    background: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run one git command and return the finished process; raise StoreError if it fails and `check`.
 
     `network`: a fetch or push by the reconciler, which must never wait for a password prompt nor
     hang on a silent remote (it fails, and the caller retries with backoff). `extra_env`: set on
-    top (a person's identity for a commit made for them).
+    top (a person's identity for a commit made for them). `background`: maintenance nobody waits
+    for, run at a lower CPU priority (`nice`, inherited by the processes git starts).
     """
     environment = {**env(), **(extra_env or {})}
     if network:
@@ -70,7 +75,7 @@ def run(
         environment.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
     try:
         proc = subprocess.run(
-            ["git", *args],
+            [*([_NICE, "-n", "10"] if background and _NICE else []), "git", *args],
             cwd=cwd,
             input=stdin,
             capture_output=True,
@@ -87,10 +92,22 @@ def run(
 
 
 def in_repo(
-    git_dir: Path, *args: str, stdin: bytes | None = None, check: bool = True, network: bool = False
+    git_dir: Path,
+    *args: str,
+    stdin: bytes | None = None,
+    check: bool = True,
+    network: bool = False,
+    background: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run `git <args>` on the repository `git_dir`, named explicitly (stray GIT_DIR & co never count)."""
-    return run([f"--git-dir={git_dir}", *args], cwd=git_dir, stdin=stdin, check=check, network=network)
+    return run(
+        [f"--git-dir={git_dir}", *args],
+        cwd=git_dir,
+        stdin=stdin,
+        check=check,
+        network=network,
+        background=background,
+    )
 
 
 def one_line(text: str) -> str:
