@@ -229,6 +229,48 @@ def test_tree_builder_edits_match_git_mktree(repo: Path) -> None:
         assert r.write_tree(builder.entries()) == expected.stdout.strip()
 
 
+def test_preloaded_levels_are_read_in_one_call_per_depth_and_edit_alike(repo: Path) -> None:
+    with GitRepo.open(repo) as r:
+        blob = r.write_blob(b"x")
+        built = TreeEditor(r.read_tree, None)
+        for i in range(60):
+            built.set(f"archive/tasks/{i % 4}/{i % 7}/f{i}.yaml", "100644", blob)
+        built.set("status/llms/one.yaml", "100644", blob)
+        root = built.write(r.write_tree)
+        singles: list[str] = []
+        batches: list[list[str]] = []
+
+        def read_one(sha: str) -> dict[str, tuple[str, str]] | None:
+            singles.append(sha)
+            return r.read_tree(sha)
+
+        def read_many(shas: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
+            batches.append(shas)
+            return r.read_trees(shas)
+
+        wanted = [f"archive/tasks/{i % 4}/{i % 7}" for i in range(28)] + [
+            "archive/tasks/9/9",
+            "nowhere/at/all",
+        ]
+        preloaded = TreeEditor(read_one, root)
+        preloaded.preload(wanted, read_many)
+        assert singles == []
+        # root, archive, archive/tasks, its 4 children, their 28 children: one call per depth
+        assert [len(batch) for batch in batches] == [1, 1, 1, 4, 28]
+        plain = TreeEditor(r.read_tree, root)
+        for editor in (preloaded, plain):
+            for i in range(0, 60, 5):
+                assert editor.get(f"archive/tasks/{i % 4}/{i % 7}/f{i}.yaml") == ("100644", blob)
+                editor.remove(f"archive/tasks/{i % 4}/{i % 7}/f{i}.yaml")
+            editor.set("archive/tasks/9/9/new.yaml", "100644", blob)
+        assert singles == []  # everything the edits needed was read already
+        assert preloaded.write(r.write_tree) == plain.write(r.write_tree)
+        preloaded.preload(wanted, read_many)  # nothing left to read
+        assert len(batches) == 5
+        with pytest.raises(StoreError, match="no tree"):
+            r.read_trees([blob] * 20)
+
+
 def test_list_tree_walk_and_ls_tree_agree_on_deep_trees(repo: Path) -> None:
     files = {f"d{i}/e{j}/f.yaml": f"{i}-{j}" for i in range(6) for j in range(4)}
     commit = commit_files(repo, files)

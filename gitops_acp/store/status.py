@@ -531,6 +531,15 @@ class StatusWriter:
         lines: list[str] = []
         resources: list[str] = []
         spec_commits: list[str] = []
+        # The directories this batch touches, read many at a time (an archive commit's thousands).
+        directories: set[str] = set()
+        for item in batch:
+            for prepared in item.changes:
+                directories.add(prepared.path.rpartition("/")[0])
+                if prepared.change.archive:
+                    moved = status_path(_kind(prepared.change.kind), prepared.change.name, root=ARCHIVE_ROOT)
+                    directories.add(moved.rpartition("/")[0])
+        edit.preload(directories, repo.read_trees)
         with repo.one_pack():  # the commit's objects in one file (see GitRepo.one_pack)
             for item in batch:
                 changed = False

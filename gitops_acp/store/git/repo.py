@@ -27,7 +27,7 @@ from gitops_acp.errors import StoreError
 from gitops_acp.store.git import maintenance, process, transfer
 from gitops_acp.store.git.objects import ObjectReader, ObjectWriter, commit_data, with_signature
 from gitops_acp.store.git.refs import CommitInfo, Refs
-from gitops_acp.store.git.trees import TreeBuilder, TreeReader
+from gitops_acp.store.git.trees import TreeBuilder, TreeReader, parse_tree
 
 __all__ = ["GitRepo"]
 
@@ -197,6 +197,11 @@ class GitRepo:
     def read_blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
         """Return the content of each blob in `shas`, by sha: many in one `git cat-file --batch` run."""
         return self._reader.blobs(shas)
+
+    @_exclusive
+    def read_trees(self, shas: Sequence[str]) -> dict[str, dict[str, tuple[str, str]]]:
+        """Return each tree in `shas` as name -> (mode, sha), by sha: many in one `cat-file --batch` run."""
+        return {sha: parse_tree(data) for sha, data in self._reader.many(shas, "tree").items()}
 
     @_exclusive
     def read_file(self, commit: str, path: str) -> bytes | None:

@@ -9,7 +9,7 @@ Reading goes through the same cat-file as every other object (``objects.ObjectRe
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from gitops_acp.errors import StoreError
@@ -138,6 +138,9 @@ class _Node:
         self.dirty = False
 
 
+Level = Mapping[str, tuple[str, str]]  # one tree's entries: name -> (mode, sha)
+
+
 class TreeEditor:
     """A tree edited by path: each level read when first needed, rewritten only along changed paths.
 
@@ -239,6 +242,31 @@ class TreeEditor:
                 elif mode != "160000":
                     yield (f"{prefix}/{name}" if prefix else name), mode, sha
             stack.extend(reversed(subdirs))
+
+    def preload(self, paths: Iterable[str], read_many: Callable[[list[str]], Mapping[str, Level]]) -> None:
+        """Read the levels down to each directory of `paths` not read yet, one `read_many` per depth.
+
+        What `get`, `set` and `remove` would read one tree at a time: an archive commit of 2,000
+        tasks needs ~2,000 directories of `archive/`, read in five calls instead of 2,000 round
+        trips. A directory that does not exist is skipped (`set` creates it).
+        """
+        level = [(self._root, tuple(part for part in path.split("/") if part)) for path in set(paths)]
+        while level:
+            unread = sorted({node.sha for node, _ in level if node.builder is None and node.sha is not None})
+            if unread:
+                trees = read_many(unread)
+                for node, _ in level:
+                    if node.builder is None and node.sha is not None:
+                        entries = trees.get(node.sha)
+                        if entries is None:
+                            raise StoreError(f"tree {node.sha} is missing")
+                        node.builder = TreeBuilder(entries)
+            deeper: dict[tuple[int, tuple[str, ...]], tuple[_Node, tuple[str, ...]]] = {}
+            for node, parts in level:
+                child = self._child(node, parts[0], create=False) if parts else None
+                if child is not None:
+                    deeper.setdefault((id(child), parts[1:]), (child, parts[1:]))
+            level = list(deeper.values())
 
     def unload(self, path: str) -> None:
         """Forget what was read under directory `path` (written first): it is read again when needed.
