@@ -8,8 +8,8 @@ decided here once.
 
 from __future__ import annotations
 
+import functools
 import os
-import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,8 +20,6 @@ __all__ = ["NETWORK_TIMEOUT", "REPO_ENV_VARS", "env", "in_repo", "one_line", "ru
 
 # A fetch or push that takes longer than this is treated as an unreachable remote (and retried).
 NETWORK_TIMEOUT = 120.0
-# Background git work (repacks, commit-graphs) runs niced, so the reconciler keeps the CPU it needs.
-_NICE = shutil.which("nice")
 # Environment variables that point git at some other repository, index or ref namespace (from
 # `git rev-parse --local-env-vars`). Git sets them for hooks and aliases; inherited, they would
 # redirect our commands. Config passed through the environment (GIT_CONFIG_COUNT...) is kept.
@@ -41,6 +39,19 @@ REPO_ENV_VARS = (
     "GIT_COMMON_DIR",
     "GIT_NAMESPACE",
 )
+
+
+@functools.cache
+def _niced() -> tuple[str, ...]:
+    """Return the prefix that runs background git work (repacks, commit-graphs) niced.
+
+    So the reconciler keeps the CPU it needs; looked up on first use, so the readers (``history``
+    within 50 ms) never import shutil.
+    """
+    import shutil
+
+    nice = shutil.which("nice")
+    return (nice, "-n", "10") if nice else ()
 
 
 def env() -> dict[str, str]:
@@ -75,7 +86,7 @@ def run(
         environment.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
     try:
         proc = subprocess.run(
-            [*([_NICE, "-n", "10"] if background and _NICE else []), "git", *args],
+            [*(_niced() if background else ()), "git", *args],
             cwd=cwd,
             input=stdin,
             capture_output=True,
