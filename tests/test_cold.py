@@ -11,7 +11,7 @@ import asyncio
 import gc
 from collections.abc import Sequence
 
-from gitops_acp.controllers.cold import COLD_AFTER, Cold
+from gitops_acp.controllers.cold import COLD_AFTER, WARM_FINISHED, Cold
 from gitops_acp.controllers.state import State
 from gitops_acp.reactor.retention import due_groups
 from gitops_acp.resources.lifecycle import Key
@@ -58,6 +58,29 @@ def test_a_finished_task_turns_cold_after_a_while_and_reads_back_equal() -> None
         assert again is not None
         assert to_document(again) == to_document(landed)
         assert not isinstance(held(state, (Kind.Task, "t")), Cold)  # read: warm again for a while
+
+    asyncio.run(scenario())
+
+
+def test_at_most_warm_finished_stay_parsed_however_fast_they_land() -> None:
+    """At 700 tasks/s, COLD_AFTER alone kept ~14,000 parsed (bench_growth.py, never archiving)."""
+    state = State(Recorder(), clock=lambda: NOW)  # the clock stands still: only the count cools
+
+    async def scenario() -> None:
+        for i in range(WARM_FINISHED + 50):
+            await state.checkpoint(task(f"t{i}", "FinalAnswer", done=NOW))
+        entries = dict(state.observed_entries())
+        warm = [key for key, obj in entries.items() if not isinstance(obj, Cold)]
+        assert len(warm) == WARM_FINISHED
+        assert (Kind.Task, "t0") not in warm  # the oldest went cold first
+        assert (Kind.Task, f"t{WARM_FINISHED + 49}") in warm
+        # A cold one read again, unchanged, goes cold as the same document (not written again).
+        cold = entries[(Kind.Task, "t0")]
+        assert isinstance(cold, Cold)
+        assert state.observed(Kind.Task, "t0") is not None
+        for i in range(WARM_FINISHED):
+            await state.checkpoint(task(f"u{i}", "FinalAnswer", done=NOW))
+        assert held(state, (Kind.Task, "t0")) is cold
 
     asyncio.run(scenario())
 

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from gitops_acp import redaction
-from gitops_acp.controllers.cold import COLD_AFTER, COLD_KINDS, Cold
+from gitops_acp.controllers.cold import COLD_AFTER, COLD_KINDS, WARM_FINISHED, Cold
 from gitops_acp.errors import StaleError
 from gitops_acp.resources import lifecycle
 from gitops_acp.resources.lifecycle import Key
@@ -73,11 +73,15 @@ class State:
         self._wake = wake
         self._on_landed = on_landed
         self.desired_state = DesiredState(commit=None)  # the reactor swaps in each new read of main
-        # Finished tasks and tool calls unread for COLD_AFTER seconds are kept cold (cold.py).
+        # Finished tasks and tool calls unread for COLD_AFTER seconds (or behind WARM_FINISHED
+        # newer ones) are kept cold (cold.py).
         self._observed: dict[Key, AnyResource | Cold] = {}
         # (when, key) of each finished landing or read: only keys, so that what archiving or a new
         # checkpoint drops is freed at once (holding the objects for 30 s held ~200 MB at 600/s).
         self._cooling: deque[tuple[float, Key]] = deque()
+        # Cold ones read again, with what they were: unchanged, they go cold again as they were
+        # (start-up's reindex reads every finished one: re-serializing each cost more than parsing).
+        self._rewarmed: dict[Key, tuple[AnyResource, Cold]] = {}
         self._submitted: dict[Key, AnyResource | None] = {}  # handed to the writer, not landed yet
         # Archived lately (key -> until when): a reconcile that read the resource before it was
         # archived must not write it back as new. Forgotten after ARCHIVE_TOMBSTONE seconds.
@@ -131,21 +135,28 @@ class State:
             return obj
         warm = obj.warm()
         self._observed[key] = warm
-        self._cooling.append((self._clock(), key))
+        self._rewarmed[key] = (warm, obj)
+        now = self._clock()
+        self._cooling.append((now, key))
+        self._cool(now)
         return warm
 
     def _cool(self, now: float) -> None:
-        """Keep cold what finished (or was last read) COLD_AFTER seconds ago, if still finished.
+        """Keep cold what finished (or was last read) COLD_AFTER seconds ago, or before the last
+        WARM_FINISHED landings and reads of finished ones, if still finished.
 
         Cold or warm reads the same (`Cold.warm` parses what `to_document` wrote), so a resource
         read again meanwhile may go cold a little early: it only costs a parse if read once more."""
         cooling, observed = self._cooling, self._observed
-        while cooling and cooling[0][0] <= now - COLD_AFTER:
+        while cooling and (cooling[0][0] <= now - COLD_AFTER or len(cooling) > WARM_FINISHED):
             _, key = cooling.popleft()
             obj = observed.get(key)
+            rewarmed = self._rewarmed.pop(key, None)
             if obj is None or isinstance(obj, Cold) or key in self._submitted:
                 continue
-            if lifecycle.terminal(obj):
+            if rewarmed is not None and rewarmed[0] is obj:
+                observed[key] = rewarmed[1]
+            elif lifecycle.terminal(obj):
                 observed[key] = Cold.of(obj)
 
     def wake(self, kind: Kind, name: str) -> None:
