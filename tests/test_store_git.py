@@ -35,6 +35,7 @@ def test_the_package_all_is_exactly_its_public_names() -> None:
         "RefConflictError",
         "TreeBuilder",
         "TreeEditor",
+        "blob_sha",
         "init_bare",
         "is_url",
         "redact_url",
@@ -150,3 +151,69 @@ def test_a_loose_object_lands_after_prune_packed_removed_its_folder(repo: Path) 
     second = writer.store(b"blob", data)
     assert second[:2] == first[:2]
     assert git(repo, "cat-file", "-p", second) == data.decode().strip()
+
+
+@pytest.mark.parametrize("size", [0, 1, 2047, 2048, 65535, 65536, 200_001])
+def test_a_stored_zlib_stream_inflates_to_its_data_and_hashes_agree(size: int) -> None:
+    import zlib
+
+    from gitops_acp.store.git.objects import _crc32, _sha1, _stored_zlib, blob_sha
+
+    data = bytes((i * 7919) % 251 for i in range(size))
+    assert zlib.decompress(_stored_zlib(data)) == data
+    assert _sha1(data) == hashlib.sha1(data).digest()
+    assert _crc32(data) == zlib.crc32(data)
+    assert blob_sha(data) == hashlib.sha1(b"blob %d\0" % size + data).hexdigest()
+
+
+def test_a_pack_is_written_without_compressing_and_maintenance_compresses_it(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's thread packs without zlib's compressor (it lets go of the GIL on every call,
+    and taking it back waited on the reconciler's thread); `repack` stores the objects as
+    compressed deltas. Status files of one shape, as the status branch holds them."""
+    import zlib
+
+    from gitops_acp.store.git import GitRepo
+
+    def no_compressing(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the pack path called zlib's compressor")
+
+    opened = GitRepo.open(repo)
+    try:
+        parents = [git(repo, "rev-parse", "HEAD")]
+        with monkeypatch.context() as patched:
+            patched.setattr(zlib, "compress", no_compressing)
+            patched.setattr(zlib, "compressobj", no_compressing)
+            for commit in range(30):
+                with opened.one_pack():
+                    entries = {}
+                    for i in range(40):
+                        name = f"t{commit}-{i}"
+                        text = f"kind: Task\nmetadata:\n  name: {name}\nstatus:\n  phase: FinalAnswer\n"
+                        text += "".join(f"  - content: answer {n} of {name}\n" for n in range(60))
+                        entries[f"{name}.yaml"] = ("100644", opened.write_blob(text.encode()))
+                    tree = opened.write_tree(entries)
+                    sha = opened.write_commit(
+                        tree=tree,
+                        parents=parents,
+                        message=f"checkpoint {commit}",
+                        author=("bot", "bot@example.com"),
+                        committer=("bot", "bot@example.com"),
+                        timestamp=1_700_000_000.0 + commit,
+                    )
+                parents = [sha]
+        opened.update_ref("refs/heads/acp/status", parents[0], None, message="test")
+        assert git(repo, "show", "acp/status:t29-39.yaml").startswith("kind: Task")
+
+        def packed_kb() -> int:
+            counts = dict(line.split(": ") for line in git(repo, "count-objects", "-v").splitlines())
+            return int(counts["size-pack"])
+
+        before = packed_kb()
+        opened.maintain(shared=True)
+        after = packed_kb()
+    finally:
+        opened.close()
+    assert after < before / 4, (before, after)
+    git(repo, "fsck", "--no-dangling")

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import random
 import re
@@ -51,7 +50,7 @@ from gitops_acp.errors import ConflictError, LockedError, StoreError
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import ARCHIVE_ROOT, PLURALS, Kind, legacy_status_path, status_path
 from gitops_acp.store import recovery, yamlio
-from gitops_acp.store.git import EMPTY_TREE, GitRepo, RefConflictError
+from gitops_acp.store.git import EMPTY_TREE, GitRepo, RefConflictError, blob_sha
 from gitops_acp.store.statustree import (
     DEFAULT_BRANCH,
     FILE_MODE,
@@ -94,10 +93,6 @@ def _phase(text: str) -> str:
 _UNFIT_IN_NAME = re.compile("[/\0\n\r ]")
 #: Status file paths remembered by `StatusWriter._path` before the memo starts again.
 _MAX_CACHED_PATHS = 8192
-
-
-def _blob_sha(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 ARCHIVED = "Archived"  # the phase an `archive:` commit's lines move resources to
@@ -319,7 +314,7 @@ class StatusWriter:
                     change=change,
                     path=self._path(change.kind, name),
                     data=data,
-                    sha=None if data is None else _blob_sha(data),
+                    sha=None if data is None else blob_sha(data),
                 )
             )
         return prepared
@@ -558,7 +553,7 @@ class StatusWriter:
                         if edit.get(prepared.path) == (FILE_MODE, prepared.sha):
                             continue
                         assert prepared.data is not None
-                        repo.write_blob(prepared.data)
+                        repo.write_blob(prepared.data, prepared.sha)
                         edit.set(prepared.path, FILE_MODE, prepared.sha)
                     changed = True
                     lines.append(change.line)

@@ -35,6 +35,7 @@ import importlib
 import typing
 
 if typing.TYPE_CHECKING:
+    from gitops_acp.store.git.objects import blob_sha
     from gitops_acp.store.git.readonly import Reader, ReadOnlyRepo
     from gitops_acp.store.git.refs import ZERO_OID, CommitInfo, RefConflictError
     from gitops_acp.store.git.repo import GitRepo
@@ -53,6 +54,7 @@ __all__ = [
     "RefConflictError",
     "TreeBuilder",
     "TreeEditor",
+    "blob_sha",
     "init_bare",
     "is_url",
     "redact_url",
@@ -71,6 +73,7 @@ _HOMES = {
     "RefConflictError": "refs",
     "TreeBuilder": "trees",
     "TreeEditor": "trees",
+    "blob_sha": "objects",
     "init_bare": "transfer",
     "is_url": "transfer",
     "redact_url": "transfer",

@@ -9,7 +9,8 @@ and refs are built on top. What is used for what was measured (``GIT-NOTES.md``)
   fifth of the reconciler's CPU at 1000 tasks; one ``zlib.compress`` and one ``hashlib.sha1``
   (both in C, releasing the GIL) do the same;
 - inside `ObjectWriter.one_pack` they go to one pack and its index instead (the status writer's
-  group commits), encoded here as well;
+  group commits), encoded here as well, stored uncompressed and hashed without letting go of the
+  GIL (`_KEEP_GIL`); maintenance compresses them;
 - objects are read through GitPython's persistent ``git cat-file --batch`` (0.13 ms per read),
   which also resolves ``<commit>:<path>`` in one round trip.
 
@@ -35,11 +36,67 @@ from gitops_acp import faults
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import process
 
-__all__ = ["ObjectReader", "ObjectWriter", "commit_data"]
+__all__ = ["ObjectReader", "ObjectWriter", "blob_sha", "commit_data"]
 
 _PACK_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}  # object type codes in pack entries
+# The status writer's thread packs every object of every commit while the reconciler's thread
+# wants the GIL: each release handed it over, and taking it back waited for that thread's switch
+# interval (up to 5 ms). zlib.compress releases it on every call (it was ~200 us an object, the
+# larger part of a commit); hashlib for 2,048 bytes or more; zlib's checksums above 5 KiB. So the
+# pack path hashes in pieces too small to release and does not compress (`_stored_zlib`).
+_KEEP_GIL = 2047
 _BATCH_READ_MIN = 16  # fewer blobs than this are read through the persistent cat-file
 _BATCH_READ_CHUNK = 5000  # blobs per `cat-file --batch` run (bounds what is held at once)
+
+
+def _sha1(data: bytes | bytearray) -> bytes:
+    """SHA-1 of `data`, without letting go of the GIL (see `_KEEP_GIL`)."""
+    if len(data) <= _KEEP_GIL:
+        return hashlib.sha1(data).digest()
+    digest = hashlib.sha1()
+    view = memoryview(data)
+    for start in range(0, len(data), _KEEP_GIL):
+        digest.update(view[start : start + _KEEP_GIL])
+    return digest.digest()
+
+
+def blob_sha(data: bytes) -> str:
+    """The sha git gives a blob of `data` (computed without letting go of the GIL)."""
+    return _sha1(b"blob %d\0" % len(data) + data).hex()
+
+
+def _crc32(data: bytes) -> int:
+    """zlib.crc32 of `data`, without letting go of the GIL (see `_KEEP_GIL`)."""
+    crc = 0
+    view = memoryview(data)
+    for start in range(0, len(data), 4096):
+        crc = zlib.crc32(view[start : start + 4096], crc)
+    return crc
+
+
+def _stored_zlib(data: bytes) -> bytes:
+    """`data` as a zlib stream of stored (uncompressed) deflate blocks: RFC 1950/1951, no zlib call.
+
+    Any zlib reader inflates it, git's included. What it saves is the GIL (`_KEEP_GIL`), not
+    bytes: the packs of the last commits are larger until maintenance repacks them (in git's C, a
+    niced process: store/git/maintenance.py), which stores them as compressed deltas. Measured on
+    10,000 tasks' history: 76 packs, 18.8 MB, repacked into 7.9 MB; the same with `repack -F`
+    (every object compressed again, 3.5 times the time) and 7.7 MB repacking everything.
+    """
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = [b"\x78\x01"]  # deflate, 32 KiB window, no dictionary
+    if not data:
+        parts.append(b"\x01\x00\x00\xff\xff")  # one final, empty stored block
+    for start in range(0, len(data), 65535):  # a stored block holds at most 65,535 bytes
+        block = view[start : start + 65535]
+        final = start + len(block) == len(data)
+        parts.append(struct.pack("<BHH", final, len(block), len(block) ^ 0xFFFF))
+        parts.append(block)
+    adler = 1
+    for start in range(0, len(data), 4096):
+        adler = zlib.adler32(view[start : start + 4096], adler)
+    parts.append(struct.pack(">I", adler))
+    return b"".join(parts)
 
 
 def _write_new_file(path: str, content: bytes | bytearray) -> None:
@@ -107,7 +164,7 @@ class ObjectWriter:
         self._tmp_names = itertools.count()
         self._pack: dict[str, tuple[int, bytes]] | None = None  # objects of an open `one_pack()`
 
-    def store(self, kind: bytes, data: bytes) -> str:
+    def store(self, kind: bytes, data: bytes, known: str | None = None) -> str:
         """Write one loose object (unless it exists) and return its sha.
 
         As git does: a temporary file in the object's folder renamed into place (readers never see
@@ -118,7 +175,7 @@ class ObjectWriter:
         inflates it. Plain `os` calls: this runs once per object of every checkpoint.
         """
         raw = kind + b" " + str(len(data)).encode() + b"\0" + data
-        sha = hashlib.sha1(raw).hexdigest()
+        sha = known or _sha1(raw).hex()
         if self._pack is not None:
             self._pack[sha] = (_PACK_TYPES[kind], data)
             return sha
@@ -170,7 +227,11 @@ class ObjectWriter:
             self._write_pack(objects)
 
     def _write_pack(self, objects: Mapping[str, tuple[int, bytes]]) -> None:
-        """Write a version-2 pack of whole (undeltified) objects and its version-2 index."""
+        """Write a version-2 pack of whole (undeltified, uncompressed) objects and its version-2 index.
+
+        Run on the status writer's thread: nothing here lets go of the GIL but the file calls
+        (see `_KEEP_GIL`).
+        """
         body = bytearray(b"PACK" + struct.pack(">II", 2, len(objects)))
         entries: list[tuple[bytes, int, int]] = []  # (sha, crc32, offset), as the index lists them
         for sha, (type_code, data) in objects.items():
@@ -184,13 +245,12 @@ class ObjectWriter:
                 byte = size & 0x7F
                 size >>= 7
             header.append(byte)
-            compressor = zlib.compressobj(1, zlib.DEFLATED, 12, 4)
-            record = bytes(header) + compressor.compress(data) + compressor.flush()
-            entries.append((bytes.fromhex(sha), zlib.crc32(record), offset))
+            record = bytes(header) + _stored_zlib(data)
+            entries.append((bytes.fromhex(sha), _crc32(record), offset))
             body += record
         if len(body) >= 1 << 31:
             raise StoreError("one commit's objects exceed 2 GiB, too large for a pack without 64-bit offsets")
-        checksum = hashlib.sha1(body).digest()
+        checksum = _sha1(body)
         body += checksum
         entries.sort()
         counts = [0] * 256
@@ -202,7 +262,7 @@ class ObjectWriter:
         index += struct.pack(f">{len(entries)}I", *(crc for _, crc, _ in entries))
         index += struct.pack(f">{len(entries)}I", *(offset for _, _, offset in entries))
         index += checksum
-        index += hashlib.sha1(index).digest()
+        index += _sha1(index)
         # As git does: both files under temporary names, then the pack renamed into place before
         # its index (readers find packs by their index, which must never name a missing pack).
         # The temporary names must not end in .pack or .idx: git takes any *.idx in the folder for
@@ -215,7 +275,9 @@ class ObjectWriter:
             (f"{folder}/tmp_idx_{unique}", index, name + ".idx"),
         ]
         try:
-            os.makedirs(folder, exist_ok=True)
+            if "pack" not in self._object_folders:
+                os.makedirs(folder, exist_ok=True)
+                self._object_folders.add("pack")
             for temporary, content, _ in files:
                 _write_new_file(temporary, content)
             faults.reached("objects-written")

@@ -259,9 +259,9 @@ class GitRepo:
         return self._writer.one_pack()
 
     @_exclusive
-    def write_blob(self, data: bytes) -> str:
-        """Store `data` as a blob and return its sha."""
-        return self._writer.store(b"blob", data)
+    def write_blob(self, data: bytes, sha: str | None = None) -> str:
+        """Store `data` as a blob and return its sha (`sha`: already known, not computed again)."""
+        return self._writer.store(b"blob", data, sha)
 
     @_exclusive
     def write_tree(self, entries: Mapping[str, tuple[str, str]] | TreeBuilder) -> str:
