@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 from pathlib import Path
 
@@ -65,3 +66,34 @@ def test_values_json_escapes_are_found_too(value: str) -> None:
     assert redaction.document(doc) == {
         "status": {"output": "<[redacted s/K]>", "list": [1, None, {"x": "[redacted s/K]"}]}
     }
+
+
+@pytest.mark.parametrize(
+    "value", ['pa"ss\\word-1', "it's-a-secret", "naïve-secret", "tab\there-secret", "plain-secret-1"]
+)
+@pytest.mark.parametrize(
+    "around",
+    [
+        "{}",  # alone: a plain scalar where YAML allows
+        "key: {} # not a comment",  # quoted
+        "first line\n  {} in a literal block\n",  # a literal block
+        "\x85 {} \x07",  # characters YAML writes escaped
+        "x" * 300 + " {} " + "y" * 300,  # long: never folded
+    ],
+)
+def test_a_status_file_holding_a_value_is_told_apart_from_one_that_does_not(value: str, around: str) -> None:
+    """`may_hold` looks at the file the checkpoint writes instead of the document: every way
+    `yamlio.dump` can write the value (plain, quoted, in a literal block, by PyYAML) is found."""
+    from gitops_acp.store import yamlio
+
+    assert not redaction.may_hold(yamlio.dump({"status": {"output": around.format(value)}}))  # not known yet
+    redaction.remember("s", "K", value)
+    for doc in (
+        {"status": {"output": around.format(value)}},
+        {"status": {"contextWindow": [{"role": "tool", "content": around.format(value)}]}},
+        {"status": {"output": around.format(value), "when": datetime.date(2026, 1, 1)}},  # by PyYAML
+    ):
+        assert redaction.may_hold(yamlio.dump(doc)), doc
+    without = redaction.may_hold(yamlio.dump({"status": {"output": around.format("nothing-here")}}))
+    # A value with characters escaped in more than one way (a tab, non-ASCII) always takes the walk.
+    assert without is not (value.isascii() and value.isprintable())

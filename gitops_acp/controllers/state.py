@@ -38,6 +38,7 @@ from gitops_acp.resources.meta import (
     rfc3339,
 )
 from gitops_acp.resources.models import AnyResource, SpanContext, Task, TaskStatus, from_document, to_document
+from gitops_acp.store import yamlio
 from gitops_acp.store.desired import DesiredState
 from gitops_acp.store.status import Change
 from gitops_acp.telemetry import tracing
@@ -188,10 +189,11 @@ class State:
                 raise StaleError(f"{key[0]}/{key[1]} is already {was}: not moving it to {new}")
             stamped = self._stamp(key, obj, old)
             document = to_document(stamped)
-            clean = redaction.document(document)
-            if clean is not document:  # a secret was echoed (a tool, a model, an error): never written
+            data = yamlio.dump(document)
+            if redaction.may_hold(data) and (clean := redaction.document(document)) is not document:
+                # A secret was echoed (a tool, a model, an error): never written, nor kept here.
                 log.warning("%s/%s: a secret value was redacted from its status", key[0], key[1])
-                document, stamped = clean, from_document(clean)
+                document, stamped, data = clean, from_document(clean), yamlio.dump(clean)
             changes.append(
                 Change(
                     kind=key[0],
@@ -199,6 +201,7 @@ class State:
                     document=document,
                     old_phase=was,
                     new_phase=lifecycle.phase_of(stamped),
+                    data=data,
                 )
             )
             committed.append((key, stamped, old))
@@ -280,20 +283,24 @@ class State:
     def _stamp(self, key: Key, obj: AnyResource, old: AnyResource | None) -> AnyResource:
         """Record where the declaration came from (the file on main, the commit reconciled) and
         when the resource's history began (its first checkpoint: readers walk no further back)."""
-        annotations = dict(obj.metadata.annotations)
+        given = obj.metadata.annotations
         first = old.metadata.annotations.get(ANNOTATION_FIRST_CHECKPOINT) if old is not None else None
         if first is None and old is None:
             first = rfc3339(self._clock())
+        stamps: dict[str, str] = {}
         if first is not None:
-            annotations[ANNOTATION_FIRST_CHECKPOINT] = first
+            stamps[ANNOTATION_FIRST_CHECKPOINT] = first
         loaded = self.desired_state.get(*key)
         if loaded is not None:
-            annotations[ANNOTATION_SOURCE] = loaded.path
+            stamps[ANNOTATION_SOURCE] = loaded.path
         if self.spec_commit:
-            annotations[ANNOTATION_SPEC_COMMIT] = self.spec_commit
-        metadata = obj.metadata.model_copy(update={"annotations": annotations})
+            stamps[ANNOTATION_SPEC_COMMIT] = self.spec_commit
         # Status files carry this project's apiVersion whatever the manifest used (ACP's are accepted).
-        stamped = obj.model_copy(update={"metadata": metadata, "api_version": API_VERSION})
+        if obj.api_version == API_VERSION and all(given.get(k) == v for k, v in stamps.items()):
+            stamped = obj  # a step's copy of a stamped checkpoint: stamped already (no copies)
+        else:
+            metadata = obj.metadata.model_copy(update={"annotations": {**given, **stamps}})
+            stamped = obj.model_copy(update={"metadata": metadata, "api_version": API_VERSION})
         return _with_span_context(stamped, old) if isinstance(stamped, Task) else stamped
 
 

@@ -113,6 +113,9 @@ class Change:
     old_phase: str = "-"  # shown in the commit message: "<Kind>/<name>: <old> -> <new>"
     new_phase: str = "-"
     archive: bool = False
+    # The document as its status file (`yamlio.dump`), when the caller made it already (the State:
+    # it looks for secret values in it); None: the writer makes it.
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> Key:
@@ -308,7 +311,10 @@ class StatusWriter:
             name = change.name
             if not name or name[0] == "." or _UNFIT_IN_NAME.search(name) is not None:
                 raise StoreError(f"invalid resource name {name!r} for a status file")
-            data = None if change.document is None or change.archive else yamlio.dump(change.document)
+            if change.document is None or change.archive:
+                data = None
+            else:
+                data = change.data if change.data is not None else yamlio.dump(change.document)
             prepared.append(
                 _Prepared(
                     change=change,
