@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
 
 from gitops_acp.controllers.cold import COLD_AFTER, WARM_FINISHED, Cold
 from gitops_acp.controllers.state import State
@@ -174,3 +177,76 @@ def test_retention_reads_a_parsed_resources_facts_once_per_object() -> None:
     # Gone from the tip: forgotten.
     due_groups([], now=NOW, retain=60, facts_cache=cache)
     assert cache == {}
+
+
+def test_with_a_repository_a_cold_one_is_its_status_files_blob_and_is_read_back_from_git(
+    tmp_path: Path,
+) -> None:
+    """What `serve` does (reactor/manager.py): finished resources cost a sha each, not their JSON,
+    and are read back through git when read again; start-up's are cold by the blob it listed."""
+    import subprocess
+
+    from gitops_acp.errors import StoreError
+    from gitops_acp.store.git import ReadOnlyRepo
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    written: dict[Key, str] = {}
+
+    def store(data: bytes) -> str:  # the writer's part: the file's blob into the repository
+        found = subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"], cwd=tmp_path, input=data, capture_output=True, check=True
+        )
+        return found.stdout.decode().strip()
+
+    async def commit(changes: Sequence[Change], spec_commit: str) -> str | None:
+        for change in changes:
+            assert change.data is not None
+            sha = store(change.data)
+            assert sha == change.blob  # the State's sha is git's
+            written[change.key] = sha
+        return "c"
+
+    reader = ReadOnlyRepo.open(tmp_path)
+    reads: list[str] = []
+
+    def read_blob(sha: str) -> bytes:
+        reads.append(sha)
+        return reader.read_blob(sha)
+
+    clock = [NOW]
+    state = State(commit, clock=lambda: clock[0], read_blob=read_blob)
+
+    async def scenario() -> None:
+        await state.checkpoint(task("t", "FinalAnswer", done=NOW), toolcall("t-1", "t", "Succeeded"))
+        landed = state.observed(Kind.Task, "t")
+        clock[0] += COLD_AFTER + 1
+        await state.checkpoint(task("other", "ReadyForLLM"))
+        cold = held(state, (Kind.Task, "t"))
+        assert isinstance(cold, Cold)
+        assert (cold.blob, cold.document) == (written[(Kind.Task, "t")], None)
+        assert cold.facts.phase == "FinalAnswer"
+        assert reads == []
+        again = state.observed(Kind.Task, "t")
+        assert reads == [written[(Kind.Task, "t")]]
+        assert again is not None
+        assert landed is not None
+        assert to_document(again) == to_document(landed)
+
+    asyncio.run(scenario())
+    try:
+        # Start-up: the tip's files, each with the blob it was listed with.
+        restarted = State(commit, clock=lambda: NOW, read_blob=read_blob)
+        obj = task("t", "FinalAnswer", done=NOW)
+        restarted.load(obj, to_document(obj), blob=written[(Kind.Task, "t")])
+        restarted.load(
+            obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"name": "gone"})}),
+            to_document(obj),
+            blob="0" * 40,
+        )
+        assert isinstance(held(restarted, (Kind.Task, "t")), Cold)
+        assert restarted.observed(Kind.Task, "t") is not None
+        # A blob git does not have is an error, never "no such task" (which could start it again).
+        with pytest.raises(StoreError, match="no blob"):
+            restarted.observed(Kind.Task, "gone")
+    finally:
+        reader.close()

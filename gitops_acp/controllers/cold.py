@@ -1,15 +1,18 @@
-"""Finished tasks and tool calls kept cold: their last status document as JSON (DESIGN §9).
+"""Finished tasks and tool calls kept cold: the blob of their status file (DESIGN §9).
 
-    Task/ToolCall lands terminal ── COLD_AFTER seconds unread, or WARM_FINISHED ──► Cold(JSON bytes, Facts)
+    Task/ToolCall lands terminal ── COLD_AFTER seconds unread, or WARM_FINISHED ──► Cold(blob sha, Facts)
                                     finished landed or read since
-    State.observed(kind, name) of a cold one ──► parsed again (as a restart reads it), warm again
+    State.observed(kind, name) of a cold one ──► its file read and parsed again (as a restart reads
+                                                 it), warm again
 
 A single-turn Task held as pydantic models takes ~7.5 KB and 30 objects that the cycle collector
-walks at every full collection; its JSON takes ~1 KB and one object. Without archiving
-(`--retain-finished never`) the tip grows with every task run, and so did the reconciler's memory
-(~800 MB at 100,000 tasks) and the share of each batch spent collecting. A finished task is
-rarely read again (a parent reading its child's answer, a `responseUrl` delivery, retention), so
-it is kept as the document it was committed as, and parsed again when it is.
+walks at every full collection. Without archiving (`--retain-finished never`) the tip grows with
+every task run, and so did the reconciler's memory (~800 MB at 100,000 tasks) and the share of each
+batch spent collecting. A finished task is rarely read again (a parent reading its child's answer,
+a `responseUrl` delivery), so it is kept as the sha of the status file it was committed as (in the
+tip, so in the repository), and read back from git when it is (~0.4 ms: a `cat-file` round trip
+and PyYAML). Its JSON, kept until 2026-12, took ~1 KB a task (~100 MB at 100,000) and ~40 µs of
+the reconciler's thread to make; a State without a repository (unit tests) still keeps that.
 
 `Facts` are what retention and the reactor need without parsing: the phase, who made the resource
 (a tool call's task, a child task's tool call), its TTL and when it finished.
@@ -18,12 +21,14 @@ it is kept as the document it was committed as, and parsed again when it is.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gitops_acp.resources import lifecycle
 from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, LABEL_TASK, Kind, parse_rfc3339
 from gitops_acp.resources.models import AnyResource, Task, ToolCall, from_document, to_document
+from gitops_acp.store import yamlio
 
 __all__ = ["COLD_AFTER", "COLD_KINDS", "WARM_FINISHED", "Cold", "Facts", "facts_of", "finished_at"]
 
@@ -50,29 +55,38 @@ class Facts:
 
 @dataclass(frozen=True, slots=True)
 class Cold:
-    """A finished resource as the JSON of its committed status document."""
+    """A finished resource as the blob of its committed status file (or, without a repository to
+    read it from, as the JSON of its document)."""
 
-    document: bytes
+    blob: str | None
+    document: bytes | None
     facts: Facts
 
     @classmethod
-    def of(cls, obj: AnyResource, document: dict[str, Any] | None = None) -> Cold:
-        """`obj` cold, from the document it was committed as or read from (else made from `obj`).
+    def of(cls, obj: AnyResource, *, blob: str | None = None, document: dict[str, Any] | None = None) -> Cold:
+        """`obj` cold: by the blob it was committed as, else as JSON of the document it was
+        committed as or read from (else made from `obj`).
 
         A status file read at start-up may hold what JSON cannot (a YAML date in a free-form
         field, written by a person): then the document is made from the model instead.
         """
         facts = facts_of(obj)
         assert facts is not None
+        if blob is not None:
+            return cls(blob, None, facts)
         try:
             text = json.dumps(document if document is not None else to_document(obj), separators=(",", ":"))
         except (TypeError, ValueError):
             text = json.dumps(to_document(obj), separators=(",", ":"))
-        return cls(text.encode(), facts)
+        return cls(None, text.encode(), facts)
 
-    def warm(self) -> AnyResource:
+    def warm(self, read_blob: Callable[[str], bytes] | None) -> AnyResource:
         """The resource parsed again, as start-up parses a status file."""
-        return from_document(json.loads(self.document))
+        if self.document is not None:
+            return from_document(json.loads(self.document))
+        assert self.blob is not None
+        assert read_blob is not None
+        return from_document(yamlio.load(read_blob(self.blob)))
 
 
 def facts_of(obj: AnyResource) -> Facts | None:

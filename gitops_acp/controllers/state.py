@@ -40,6 +40,7 @@ from gitops_acp.resources.meta import (
 from gitops_acp.resources.models import AnyResource, SpanContext, Task, TaskStatus, from_document, to_document
 from gitops_acp.store import yamlio
 from gitops_acp.store.desired import DesiredState
+from gitops_acp.store.git import blob_sha
 from gitops_acp.store.status import Change
 from gitops_acp.telemetry import tracing
 
@@ -67,10 +68,14 @@ class State:
         wake: Callable[[Key], None] = lambda key: None,
         on_landed: Landed = lambda key, old, new: None,
         clock: Callable[[], float] = time.time,
+        read_blob: Callable[[str], bytes] | None = None,
     ) -> None:
-        """A state that commits through `commit`; `wake` asks the reactor for another reconcile."""
+        """A state that commits through `commit`; `wake` asks the reactor for another reconcile;
+        `read_blob` reads a status file back from the repository (without it, finished resources
+        are kept cold as JSON: cold.py)."""
         self._commit_changes = commit
         self._clock = clock
+        self._read_blob = read_blob
         self._wake = wake
         self._on_landed = on_landed
         self.desired_state = DesiredState(commit=None)  # the reactor swaps in each new read of main
@@ -83,6 +88,8 @@ class State:
         # Cold ones read again, with what they were: unchanged, they go cold again as they were
         # (start-up's reindex reads every finished one: re-serializing each cost more than parsing).
         self._rewarmed: dict[Key, tuple[AnyResource, Cold]] = {}
+        # The blob of each finished one's last landed (or loaded) status file, until it goes cold.
+        self._blobs: dict[Key, str] = {}
         self._submitted: dict[Key, AnyResource | None] = {}  # handed to the writer, not landed yet
         # Archived lately (key -> until when): a reconcile that read the resource before it was
         # archived must not write it back as new. Forgotten after ARCHIVE_TOMBSTONE seconds.
@@ -120,12 +127,16 @@ class State:
         """Every resource on the status branch, parsed or cold, as held (retention reads their facts)."""
         return list(self._observed.items())
 
-    def load(self, obj: AnyResource, document: dict[str, Any] | None = None) -> None:
+    def load(
+        self, obj: AnyResource, document: dict[str, Any] | None = None, *, blob: str | None = None
+    ) -> None:
         """Take `obj` as committed already (start-up reads the status branch's tip into this); a
-        finished Task or ToolCall is kept cold at once when its `document` is given."""
+        finished Task or ToolCall is kept cold at once when its `document` (and its file's `blob`,
+        to read it back by) is given."""
         key = (Kind(obj.kind), obj.metadata.name)
         if document is not None and key[0] in COLD_KINDS and lifecycle.terminal(obj):
-            self._observed[key] = Cold.of(obj, document)
+            by_blob = blob if self._read_blob is not None else None
+            self._observed[key] = Cold.of(obj, blob=by_blob, document=None if by_blob else document)
         else:
             self._observed[key] = obj
 
@@ -134,7 +145,7 @@ class State:
         obj = self._observed.get(key)
         if not isinstance(obj, Cold):
             return obj
-        warm = obj.warm()
+        warm = obj.warm(self._read_blob)
         self._observed[key] = warm
         self._rewarmed[key] = (warm, obj)
         now = self._clock()
@@ -158,7 +169,7 @@ class State:
             if rewarmed is not None and rewarmed[0] is obj:
                 observed[key] = rewarmed[1]
             elif lifecycle.terminal(obj):
-                observed[key] = Cold.of(obj)
+                observed[key] = Cold.of(obj, blob=self._blobs.pop(key, None))
 
     def wake(self, kind: Kind, name: str) -> None:
         """Ask for a reconcile of another resource."""
@@ -202,6 +213,7 @@ class State:
                     old_phase=was,
                     new_phase=lifecycle.phase_of(stamped),
                     data=data,
+                    blob=blob_sha(data),
                 )
             )
             committed.append((key, stamped, old))
@@ -245,6 +257,7 @@ class State:
                 del self._archived[key]
         for change in changes:
             self._observed.pop(change.key, None)
+            self._blobs.pop(change.key, None)
             self._archived[change.key] = now + ARCHIVE_TOMBSTONE
         return sha
 
@@ -267,13 +280,19 @@ class State:
             if future.cancelled() or future.exception() is not None:
                 return
             now = self._clock()
-            for key, obj, old in committed:
+            blobs = self._blobs
+            for (key, obj, old), change in zip(committed, changes, strict=True):
                 if obj is None:
                     self._observed.pop(key, None)
+                    blobs.pop(key, None)
                 else:
                     self._observed[key] = obj
                     if key[0] in COLD_KINDS and lifecycle.terminal(obj):
                         self._cooling.append((now, key))
+                        if change.blob is not None and self._read_blob is not None:
+                            blobs[key] = change.blob
+                    else:
+                        blobs.pop(key, None)
                 self._on_landed(key, old, obj)
             self._cool(now)
 

@@ -37,6 +37,7 @@ import httpx2
 from gitops_acp import policy
 from gitops_acp.controllers import registry
 from gitops_acp.controllers.base import Context, Controller, Key, Settings
+from gitops_acp.controllers.cold import Cold
 from gitops_acp.controllers.http import Http
 from gitops_acp.controllers.state import State
 from gitops_acp.errors import StaleError
@@ -64,7 +65,7 @@ from gitops_acp.resources.models import (
 from gitops_acp.secrets import SecretResolver
 from gitops_acp.store import forks, shards, statustree
 from gitops_acp.store.desired import DesiredReader, DesiredState, changed_keys
-from gitops_acp.store.git import GitRepo
+from gitops_acp.store.git import GitRepo, ReadOnlyRepo
 from gitops_acp.store.status import Change, StatusWriter
 from gitops_acp.telemetry import tracing
 
@@ -145,7 +146,16 @@ class Manager:
         self._writer = StatusWriter(
             options.repo, branch=options.status_branch, identity=options.identity, clock=clock
         )
-        self._state = State(self._commit, wake=self._queue_add, on_landed=self._landed, clock=clock)
+        # Reads a cold finished resource back (controllers/cold.py): its own cat-file, on the loop's
+        # thread (the git-reader thread may be busy reading main for hundreds of milliseconds).
+        self._blobs: ReadOnlyRepo | None = None
+        self._state = State(
+            self._commit,
+            wake=self._queue_add,
+            on_landed=self._landed,
+            clock=clock,
+            read_blob=self._read_status_blob,
+        )
         # Every commit of the status branch, as events, to live readers (GET /v1/events).
         self.events = EventHub(options.repo, options.status_branch)
         self._writer.on_commit.append(self.events.committed)
@@ -231,6 +241,11 @@ class Manager:
     def _commit(self, changes: Sequence[Change], spec_commit: str) -> asyncio.Future[str | None]:
         # The writer's future itself (State shields it): no coroutine, no task per checkpoint.
         return self._writer.submit(changes, spec_commit=spec_commit)
+
+    def _read_status_blob(self, sha: str) -> bytes:
+        if self._blobs is None:
+            self._blobs = ReadOnlyRepo.open(self.options.repo)
+        return self._blobs.read_blob(sha)
 
     def _mcp_changed(self, name: str) -> None:
         """A session connected, dropped or changed its tools: commit the MCPServer's new state."""
@@ -363,12 +378,18 @@ class Manager:
         """Rebuild dependency → dependents from every declared (and reconciler-created) resource."""
         declared = self._state.desired_state.resources
         objects: list[tuple[Key, AnyResource]] = [(k, loaded.resource) for k, loaded in declared.items()]
+        # Unfinished ones only, as `_landed` keeps it (a finished one waits for nothing): the cold
+        # ones, finished all, are not read back (100,000 of them would be ~40 s of reading).
         objects += [
             (k, obj)
-            for k, obj in self._state.observed_items()
-            if (k[0] == Kind.Task and LABEL_PARENT_TOOLCALL in obj.metadata.labels)
-            or (k[0] == Kind.Task and LABEL_SCHEDULE in obj.metadata.labels and k not in declared)
-            or (k[0] == Kind.ToolCall and lifecycle.unfinished(obj))
+            for k, obj in self._state.observed_entries()
+            if not isinstance(obj, Cold)
+            and lifecycle.unfinished(obj)
+            and (
+                (k[0] == Kind.Task and LABEL_PARENT_TOOLCALL in obj.metadata.labels)
+                or (k[0] == Kind.Task and LABEL_SCHEDULE in obj.metadata.labels and k not in declared)
+                or k[0] == Kind.ToolCall
+            )
         ]
         self._dependents.rebuild(objects)
 
@@ -470,6 +491,7 @@ class Manager:
         repo, shard, branch = self._repo, self.options.shard, self.options.status_branch
         retired = await loop.run_in_executor(self._git, lambda: shards.retired_tasks(repo, shard, branch))
         documents = await self._writer.start()
+        blobs = self._writer.loaded_blobs()
         await self.events.start()
         for (kind_text, name), document in documents.items():
             try:
@@ -477,7 +499,7 @@ class Manager:
             except Exception as exc:  # one unreadable status file must not stop the others
                 log.error("status of %s/%s: unreadable status file, ignored: %s", kind_text, name, exc)
                 continue
-            self._state.load(obj, document)
+            self._state.load(obj, document, blob=blobs.get((kind_text, name)))
             self._waits.note((Kind(kind_text), name), obj)
         # A task with status here too is ours to continue (it came back to this layout).
         observed = set(self._state.observed_keys())
@@ -626,6 +648,8 @@ class Manager:
         if self._repo is not None:
             repo = self._repo
             await asyncio.get_running_loop().run_in_executor(self._git, repo.close)
+        if self._blobs is not None:
+            self._blobs.close()
         self._git.shutdown(wait=True)
         self._git_maintenance.shutdown(wait=True)  # a repack under way finishes (it is safe to kill)
         # Last: a clean stop is recorded, so the next start knows nothing was killed.

@@ -113,9 +113,11 @@ class Change:
     old_phase: str = "-"  # shown in the commit message: "<Kind>/<name>: <old> -> <new>"
     new_phase: str = "-"
     archive: bool = False
-    # The document as its status file (`yamlio.dump`), when the caller made it already (the State:
-    # it looks for secret values in it); None: the writer makes it.
+    # The document as its status file (`yamlio.dump`) and that file's blob sha, when the caller
+    # made them already (the State: it looks for secret values in the file, and reads a finished
+    # resource back from its blob); None: the writer makes them.
     data: bytes | None = field(default=None, repr=False, compare=False)
+    blob: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> Key:
@@ -241,6 +243,7 @@ class StatusWriter:
         self._executor: ThreadPoolExecutor | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
+        self._loaded_blobs: dict[Key, str] = {}  # of the files `start` read (`loaded_blobs`)
         # Owned by the writer thread only:
         self._repo: GitRepo | None = None
         self._tree: StatusTree | None = None
@@ -311,18 +314,14 @@ class StatusWriter:
             name = change.name
             if not name or name[0] == "." or _UNFIT_IN_NAME.search(name) is not None:
                 raise StoreError(f"invalid resource name {name!r} for a status file")
-            if change.document is None or change.archive:
-                data = None
-            else:
-                data = change.data if change.data is not None else yamlio.dump(change.document)
-            prepared.append(
-                _Prepared(
-                    change=change,
-                    path=self._path(change.kind, name),
-                    data=data,
-                    sha=None if data is None else blob_sha(data),
-                )
-            )
+            data = sha = None
+            if change.document is not None and not change.archive:
+                if change.data is not None:
+                    data, sha = change.data, change.blob or blob_sha(change.data)
+                else:
+                    data = yamlio.dump(change.document)
+                    sha = blob_sha(data)
+            prepared.append(_Prepared(change=change, path=self._path(change.kind, name), data=data, sha=sha))
         return prepared
 
     def _path(self, kind: str, name: str) -> str:
@@ -453,7 +452,12 @@ class StatusWriter:
         self._repo = GitRepo.open(self.path)
         self._tree = StatusTree.load(self._repo, self._repo.resolve(self.branch))
         self._migrate(self._repo)
-        return self._tree.documents(self._repo)
+        return self._tree.documents(self._repo, self._loaded_blobs)
+
+    def loaded_blobs(self) -> dict[Key, str]:
+        """The blob sha of each status file `start` returned (once: the writer forgets them)."""
+        blobs, self._loaded_blobs = self._loaded_blobs, {}
+        return blobs
 
     def _close_repo(self) -> None:
         if self._repo is not None:

@@ -76,8 +76,9 @@ class StatusTree:
         root = repo.tree_of(tip) if tip is not None else None
         return cls(tip, TreeEditor(repo.read_tree, root))
 
-    def documents(self, repo: GitRepo) -> dict[Key, dict[str, Any]]:
-        """Read and parse every status file under `status/` (never `archive/`), keyed (kind, name).
+    def documents(self, repo: GitRepo, blobs: dict[Key, str] | None = None) -> dict[Key, dict[str, Any]]:
+        """Read and parse every status file under `status/` (never `archive/`), keyed (kind, name);
+        each file's blob sha goes into `blobs` if given.
 
         The tip as committed (call it with no edits pending): one `git ls-tree -r status/`, then
         the files; the editor reads its levels only when a checkpoint needs them.
@@ -101,6 +102,8 @@ class StatusTree:
                 docs[found] = yamlio.load(contents[sha])
             except StoreError as exc:
                 raise StoreError(f"{path} at {self.tip[:12]}: {exc}") from exc
+            if blobs is not None:
+                blobs[found] = sha
         return docs
 
     def legacy(self) -> list[tuple[Kind, str, str, str]]:
