@@ -250,3 +250,50 @@ def test_with_a_repository_a_cold_one_is_its_status_files_blob_and_is_read_back_
             restarted.observed(Kind.Task, "gone")
     finally:
         reader.close()
+
+
+def test_a_cold_one_is_read_back_from_the_pack_the_status_writer_wrote(tmp_path: Path) -> None:
+    """The writer's packs appear after the reader's `cat-file` started: it finds them (git looks
+    for new packs when an object is missing), and the task reads back as committed."""
+    import subprocess
+
+    from gitops_acp.store.git import ReadOnlyRepo
+    from gitops_acp.store.status import StatusWriter
+
+    repo = tmp_path / "repo.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+    reader = ReadOnlyRepo.open(repo)
+    clock = [NOW]
+
+    async def scenario() -> None:
+        writer = StatusWriter(repo)
+        await writer.start()
+        try:
+            state = State(
+                lambda changes, spec: writer.submit(changes, spec_commit=spec),
+                clock=lambda: clock[0],
+                read_blob=reader.read_blob,
+            )
+            await state.checkpoint(task("first", "FinalAnswer", done=NOW))
+            assert state.observed(Kind.Task, "first") is not None
+            assert reader.cat("HEAD") is None  # the cat-file runs, before the next pack exists
+            await state.checkpoint(task("t", "FinalAnswer", done=NOW), toolcall("t-1", "t", "Succeeded"))
+            landed = state.observed(Kind.Task, "t")
+            call = state.observed(Kind.ToolCall, "t-1")
+            clock[0] += COLD_AFTER + 1
+            await state.checkpoint(task("other", "ReadyForLLM"))
+            cold = held(state, (Kind.Task, "t"))
+            assert isinstance(cold, Cold)
+            assert cold.blob is not None
+            assert landed is not None
+            assert to_document(state.observed(Kind.Task, "t")) == to_document(landed)
+            assert isinstance(held(state, (Kind.ToolCall, "t-1")), Cold)
+            assert call is not None
+            assert to_document(state.observed(Kind.ToolCall, "t-1")) == to_document(call)
+        finally:
+            await writer.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        reader.close()
