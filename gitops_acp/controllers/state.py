@@ -86,7 +86,7 @@ class State:
         # checkpoint drops is freed at once (holding the objects for 30 s held ~200 MB at 600/s).
         self._cooling: deque[tuple[float, Key]] = deque()
         # Cold ones read again, with what they were: unchanged, they go cold again as they were
-        # (start-up's reindex reads every finished one: re-serializing each cost more than parsing).
+        # (a schedule reads its finished tasks at each reconcile: no new Cold for each read).
         self._rewarmed: dict[Key, tuple[AnyResource, Cold]] = {}
         # The blob of each finished one's last landed (or loaded) status file, until it goes cold.
         self._blobs: dict[Key, str] = {}
@@ -136,7 +136,7 @@ class State:
         key = (Kind(obj.kind), obj.metadata.name)
         if document is not None and key[0] in COLD_KINDS and lifecycle.terminal(obj):
             by_blob = blob if self._read_blob is not None else None
-            self._observed[key] = Cold.of(obj, blob=by_blob, document=None if by_blob else document)
+            self._observed[key] = Cold.of(obj, blob=by_blob, document=document)
         else:
             self._observed[key] = obj
 

@@ -148,7 +148,7 @@ class Manager:
         )
         # Reads a cold finished resource back (controllers/cold.py): its own cat-file, on the loop's
         # thread (the git-reader thread may be busy reading main for hundreds of milliseconds).
-        self._blobs: ReadOnlyRepo | None = None
+        self._blob_reader: ReadOnlyRepo | None = None
         self._state = State(
             self._commit,
             wake=self._queue_add,
@@ -243,9 +243,9 @@ class Manager:
         return self._writer.submit(changes, spec_commit=spec_commit)
 
     def _read_status_blob(self, sha: str) -> bytes:
-        if self._blobs is None:
-            self._blobs = ReadOnlyRepo.open(self.options.repo)
-        return self._blobs.read_blob(sha)
+        if self._blob_reader is None:
+            self._blob_reader = ReadOnlyRepo.open(self.options.repo)
+        return self._blob_reader.read_blob(sha)
 
     def _mcp_changed(self, name: str) -> None:
         """A session connected, dropped or changed its tools: commit the MCPServer's new state."""
@@ -648,8 +648,8 @@ class Manager:
         if self._repo is not None:
             repo = self._repo
             await asyncio.get_running_loop().run_in_executor(self._git, repo.close)
-        if self._blobs is not None:
-            self._blobs.close()
+        if self._blob_reader is not None:
+            self._blob_reader.close()
         self._git.shutdown(wait=True)
         self._git_maintenance.shutdown(wait=True)  # a repack under way finishes (it is safe to kill)
         # Last: a clean stop is recorded, so the next start knows nothing was killed.
