@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -206,6 +207,18 @@ def test_many_blobs_read_in_one_batch_equal_one_by_one(repo: Path) -> None:
             r.read_blobs([*shas, tree])
 
 
+@pytest.mark.parametrize("count", [3, 40])  # a few: the persistent cat-file; many: one batch-check run
+def test_which_paths_are_files_at_a_commit_is_answered_for_many_at_once(repo: Path, count: int) -> None:
+    files = {f"archive/tasks/{i % 4}/t{i}.yaml": f"t{i}\n" for i in range(0, 2 * count, 2)}
+    commit = commit_files(repo, files)
+    asked = [path.replace(".yaml", ".yml") for path in list(files)[:2]]  # absent
+    asked += [f"archive/tasks/{i % 4}/t{i}.yaml" for i in range(2 * count)]  # every other one absent
+    asked += ["archive/tasks/1", "archive", "nowhere/t0.yaml", "archive/tasks/0/t0.yaml"]  # dirs; repeated
+    with GitRepo.open(repo) as r:
+        assert r.files_present(commit, asked) == set(files)
+        assert r.files_present(commit, []) == set()
+
+
 def test_tree_builder_edits_match_git_mktree(repo: Path) -> None:
     with GitRepo.open(repo) as r:
         blob = r.write_blob(b"x")
@@ -227,6 +240,23 @@ def test_tree_builder_edits_match_git_mktree(repo: Path) -> None:
         expected = subprocess.run(["git", "mktree"], cwd=repo, input=mktree, capture_output=True, text=True)
         assert r.write_tree(builder) == expected.stdout.strip()
         assert r.write_tree(builder.entries()) == expected.stdout.strip()
+        # Read back as git stored it, then edited alike: the same tree as a builder of the entries.
+        stored = r.write_tree(builder)
+        parsed = TreeBuilder.parse(r.read_trees([stored] * 16)[stored])
+        assert parsed.entries() == builder.entries()
+        assert parsed.data() == builder.data()
+        fresh = TreeBuilder(builder.entries())
+        for edited in (parsed, fresh):
+            edited.set("a", "100644", blob)  # the directory becomes a file again: it moves back
+            edited.set("a-", "040000", sub)
+            edited.remove("n9.yaml")
+        assert parsed.entries() == fresh.entries()
+        assert parsed.data() == fresh.data()
+        assert r.write_tree(parsed) == r.write_tree(fresh.entries())
+        with pytest.raises(StoreError, match="malformed tree"):
+            TreeBuilder.parse(b"100644 cut-short")
+        with pytest.raises(StoreError, match="malformed tree"):
+            TreeBuilder.parse(b"100644 f\0" + bytes(19))
 
 
 def test_preloaded_levels_are_read_in_one_call_per_depth_and_edit_alike(repo: Path) -> None:
@@ -244,7 +274,7 @@ def test_preloaded_levels_are_read_in_one_call_per_depth_and_edit_alike(repo: Pa
             singles.append(sha)
             return r.read_tree(sha)
 
-        def read_many(shas: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
+        def read_many(shas: list[str]) -> dict[str, bytes]:
             batches.append(shas)
             return r.read_trees(shas)
 

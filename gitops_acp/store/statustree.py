@@ -147,13 +147,12 @@ def read_status_file(repo: Reader, tip: str, kind: Kind, name: str, *, archived:
 
 
 def archived_names(repo: GitRepo, branch: str, kind: Kind, names: list[str]) -> set[str]:
-    """Which of `names` are archived on `branch`: one object read each (none if nothing is)."""
+    """Which of `names` are archived on `branch`: one `cat-file --batch-check` for all (none read)."""
     tip = repo.resolve(branch_ref(branch))
     if tip is None or not names or repo.read_tree(tip, f"{ARCHIVE_ROOT}/{PLURALS[kind]}") is None:
         return set()
-    return {
-        name for name in names if repo.read_file(tip, status_path(kind, name, root=ARCHIVE_ROOT)) is not None
-    }
+    paths = {status_path(kind, name, root=ARCHIVE_ROOT): name for name in names}
+    return {paths[path] for path in repo.files_present(tip, list(paths))}
 
 
 def status_names(repo: GitRepo, tip: str, kind: Kind, *, root: str = STATUS_ROOT) -> dict[str, str]:

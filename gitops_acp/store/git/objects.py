@@ -367,6 +367,28 @@ class ObjectReader:
                 pos = end + 1 + size + 1  # the content, then a newline
         return found
 
+    def files_present(self, commit: str, paths: Sequence[str]) -> set[str]:
+        """Which of `paths` are files in `commit`: many in one `git cat-file --batch-check` run.
+
+        The same reasoning as `blobs`: one process given every name at once rather than a pipe
+        round trip per path (a batch of 2,000 new Task names looked up in `archive/` took ~0.5 s
+        one at a time once `archive/` held 20,000 tasks; the reconciler's first checkpoint of the
+        batch waited for it).
+        """
+        unique = list(dict.fromkeys(paths))
+        if len(unique) < _BATCH_READ_MIN:
+            return {path for path in unique if (one := self.cat(f"{commit}:{path}")) and one[1] == "blob"}
+        present: set[str] = set()
+        for start in range(0, len(unique), _BATCH_READ_CHUNK):
+            chunk = unique[start : start + _BATCH_READ_CHUNK]
+            names = "".join(f"{commit}:{path}\n" for path in chunk).encode()
+            proc = process.in_repo(self._git_dir, "cat-file", "--batch-check=%(objecttype)", stdin=names)
+            answers = proc.stdout.decode("utf-8", "replace").splitlines()
+            if len(answers) != len(chunk):
+                raise StoreError(f"git cat-file --batch-check: {len(answers)} answers to {len(chunk)} paths")
+            present.update(path for path, answer in zip(chunk, answers, strict=True) if answer == "blob")
+        return present
+
     def file(self, commit: str, path: str) -> bytes | None:
         """Return the content of `path` in `commit`, or None if the file does not exist there."""
         found = self.cat(f"{commit}:{path}")

@@ -27,7 +27,7 @@ from gitops_acp.errors import StoreError
 from gitops_acp.store.git import maintenance, process, transfer
 from gitops_acp.store.git.objects import ObjectReader, ObjectWriter, commit_data, with_signature
 from gitops_acp.store.git.refs import CommitInfo, Refs
-from gitops_acp.store.git.trees import TreeBuilder, TreeReader, parse_tree
+from gitops_acp.store.git.trees import TreeBuilder, TreeReader
 
 __all__ = ["GitRepo"]
 
@@ -199,9 +199,15 @@ class GitRepo:
         return self._reader.blobs(shas)
 
     @_exclusive
-    def read_trees(self, shas: Sequence[str]) -> dict[str, dict[str, tuple[str, str]]]:
-        """Return each tree in `shas` as name -> (mode, sha), by sha: many in one `cat-file --batch` run."""
-        return {sha: parse_tree(data) for sha, data in self._reader.many(shas, "tree").items()}
+    def read_trees(self, shas: Sequence[str]) -> dict[str, bytes]:
+        """Return each tree in `shas` as git stores it (`parse_tree`, `TreeBuilder.parse` read it), by
+        sha: many in one `cat-file --batch` run."""
+        return self._reader.many(shas, "tree")
+
+    @_exclusive
+    def files_present(self, commit: str, paths: Sequence[str]) -> set[str]:
+        """Which of `paths` are files in `commit` (none read): many in one `cat-file --batch-check` run."""
+        return self._reader.files_present(commit, paths)
 
     @_exclusive
     def read_file(self, commit: str, path: str) -> bytes | None:
