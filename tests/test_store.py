@@ -897,6 +897,38 @@ def test_maintenance_rolls_up_packs_and_loose_objects_and_writes_the_commit_grap
     subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)
 
 
+def test_the_background_keeps_the_writer_s_packs_below_git_s_auto_pack_limit(repo: Path) -> None:
+    """Past `gc.autoPackLimit` (50) packs, a person's next `git commit` repacks the whole repository:
+    the reconciler's maintenance runs once 20 group commits were written, not minutes later."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gitops_acp.reactor import background
+
+    packs = lambda: len(list((repo / ".git" / "objects" / "pack").glob("*.pack")))  # noqa: E731
+    most = 0
+
+    async def scenario() -> None:
+        nonlocal most
+        writer = StatusWriter(repo)
+        await writer.start()
+        with GitRepo.open(repo) as opened, ThreadPoolExecutor(1) as thread:
+            job = asyncio.create_task(
+                background.maintain(lambda: opened, writer, thread, interval=3600.0, shared=True)
+            )
+            for i in range(45):  # a group commit every 0.1 s: 45 packs without maintenance
+                await writer.commit([task_change(f"t{i}", "-", "Pending")], spec_commit="a" * 40)
+                most = max(most, packs())
+                await asyncio.sleep(0.1)
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+        await writer.close()
+
+    run(scenario())
+    assert most < 35, most  # 20 commits and up to a second of them before a look, then a repack
+    assert packs() < 30
+
+
 # -- the fan-out and archiving (DESIGN §9) ----------------------------------------------------
 
 

@@ -28,8 +28,12 @@ __all__ = ["SECRET_USERS", "maintain", "tune_gc", "watch_secrets"]
 
 log = logging.getLogger("gitops_acp")
 
-#: Group commits (one pack each) before maintenance is due anyway.
-PACKS_BEFORE_MAINTENANCE = 50
+#: Group commits (one pack each) before maintenance is due anyway. Well under git's
+#: `gc.autoPackLimit` (50): past it, every `git commit` a person makes in a served repository
+#: starts `git gc --auto`, which repacks the whole repository (`repack -A`) in the background.
+PACKS_BEFORE_MAINTENANCE = 20
+#: Seconds between looks at whether maintenance is due (a look is reading a counter).
+CHECK_EVERY = 1.0
 #: Kinds whose controllers resolve secrets: a change under --secrets-dir wakes them.
 SECRET_USERS = (Kind.LLM, Kind.MCPServer, Kind.ContactChannel)
 
@@ -44,10 +48,13 @@ async def maintain(
 ) -> None:
     """Repository maintenance (`GitRepo.maintain`) off the checkpoint path, when it is due; forever.
 
-    Due every `interval` seconds if checkpoints were written, and sooner once 50 commits were: each
-    group commit adds one small pack (`GitRepo.one_pack`), and git's object lookups slow down with
-    hundreds of packs. History reads stay fast (`describe`, `history`) and objects don't pile up
-    over weeks of running. `git`: a thread of its own, never the one that reads `main` (a repack
+    Due every `interval` seconds if checkpoints were written, and sooner once 20 commits were: each
+    group commit adds one small pack (`GitRepo.one_pack`), git's object lookups slow down with
+    hundreds of packs, and past 50 a person's `git commit` repacks everything (above). Looked at
+    every second: at 30 commits a second, a look every 5 s let 150 packs pile up, and in a
+    100,000-task run (`bench_growth.py`) the parent's commits then kept a core busy with full
+    repacks. History reads stay fast (`describe`, `history`) and objects don't pile up over weeks
+    of running. `git`: a thread of its own, never the one that reads `main` (a repack
     and a commit-graph of a big history take seconds: on the reader's thread they held up every
     new Task that long, more as history grew). `shared`: people work in this repository too (see
     `GitRepo.maintain`).
@@ -56,7 +63,7 @@ async def maintain(
     done = writer.stats.commits
     last = time.monotonic()
     while True:
-        await asyncio.sleep(min(interval, 5.0))
+        await asyncio.sleep(min(interval, CHECK_EVERY))
         commits = writer.stats.commits
         due = commits - done >= PACKS_BEFORE_MAINTENANCE or (
             commits != done and time.monotonic() - last >= interval
