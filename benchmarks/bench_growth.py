@@ -9,7 +9,9 @@ repository with the stub LLM answering at 0 ms. The parent commits a batch of si
 `main`, tells the child their names, and the child reports once every one of them is finished: the
 batch's tasks/s, its checkpoint commits' p50/p99 (the status writer's own timings), its RSS, and its
 CPU time per task and in the cycle collector (the reconciler process's, every thread; not the git
-processes it drives): steadier than tasks/s on a shared machine. Between batches, with the
+processes it drives): steadier than tasks/s on a shared machine; the seconds from the batch's commit
+to the first checkpoint of its first task (reading `main` comes before it); and how busy the whole
+machine was meanwhile (1.00: both cores, so some of the batch waited for a CPU). Between batches, with the
 reconciler idle, the parent times what a person runs, through the real CLI: `get task NAME`,
 `describe task NAME`, `history task NAME -n 20` and `get tasks --limit 100` (each a new process, as
 from a shell: Python's start-up and imports, ~0.07 s for these, are in every figure; bytecode is
@@ -115,14 +117,23 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
                 continue
             pending = set(line.split())
             started, commits0 = time.perf_counter(), manager.writer.stats.commits
+            machine0 = _machine_ticks()
+            first = min(pending)
+            first_s = None
             cpu0 = time.process_time()
             gc0 = collecting["total"]
             # A finished task may be archived soon after: remember it finished. Every 50 ms: this
             # poll runs in the reconciler's process and its CPU is counted as the reconciler's; at
             # every 10 ms over 2,000 unfinished tasks it was a fifth of that process's time (py-spy).
+            while first_s is None:  # its first checkpoint: reading main's commit is what comes before
+                task = manager.state.observed(Kind.Task, first)
+                if task is not None and task.status is not None:
+                    first_s = time.perf_counter() - started
+                await asyncio.sleep(0.002)
             while pending:
                 pending = {name for name in pending if not done(name)}
                 await asyncio.sleep(0.05)
+            machine1 = _machine_ticks()
             seconds = time.perf_counter() - started
             durations = list(manager.writer.stats.durations_ms)[commits0:]
             figures = {
@@ -132,6 +143,10 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
                 "commit_p50_ms": percentile(durations, 50),
                 "commit_p99_ms": percentile(durations, 99),
                 "gc_s": collecting["total"] - gc0,
+                "first_checkpoint_s": first_s,
+                # every process's, of all cores: 1.0 is a saturated machine (another tenant, a
+                # `git gc` of the parent's commits), whatever the reconciler does
+                "machine_busy": 1 - (machine1[1] - machine0[1]) / max(1, machine1[0] - machine0[0]),
                 "rss_mb": _rss_mb(),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
@@ -230,6 +245,13 @@ def report_startup(repo: Path, secrets: Path, before: dict[str, float], last_bat
     )
 
 
+def _machine_ticks() -> tuple[int, int]:
+    """All CPU time of the machine so far and its idle part, in clock ticks (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(field) for field in stat.readline().split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]  # idle + iowait
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -306,7 +328,7 @@ def main() -> int:
                 )
                 print(
                     "   tasks  tasks/s  commits  commit p50/p99 ms   get task  describe  history -n20"
-                    "  get --limit100   RSS MB   .git MB  CPU ms/task  gc s"
+                    "  get --limit100   RSS MB   .git MB  CPU ms/task  gc s  1st ckpt s  busy"
                 )
                 done = 0
                 previous: list[str] = []
@@ -342,7 +364,8 @@ def main() -> int:
                         f" {row['commit_p50_ms']:8.1f} /{row['commit_p99_ms']:7.1f}"
                         f" {row['get_task_ms']:10.0f} {row['describe_ms']:9.0f} {row['history_ms']:13.0f}"
                         f" {row['get_limit_ms']:15.0f} {row['rss_mb']:8.0f} {row['git_mb']:9.1f}"
-                        f" {1000 * row['cpu_s'] / len(names):12.2f} {row['gc_s']:5.2f}",
+                        f" {1000 * row['cpu_s'] / len(names):12.2f} {row['gc_s']:5.2f}"
+                        f" {row['first_checkpoint_s']:11.2f} {row['machine_busy']:5.2f}",
                         flush=True,
                     )
                 if archiving:
