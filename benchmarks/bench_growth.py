@@ -288,6 +288,13 @@ def main() -> int:
         help="leave every Task file on main (default: each batch's files are removed from main in "
         "the commit that adds the next batch, as a team that lets finished Tasks go would)",
     )
+    parser.add_argument(
+        "--no-auto-gc",
+        action="store_true",
+        help="commit each batch with `-c gc.auto=0`: without it, the parent's `git commit` starts "
+        "`git gc --auto` as a person's would, and once the repository holds over 50 packs that "
+        "repacks all of it in the background (docs/growth.md, 'Packs and a person's git gc --auto')",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="make the repository in DIR and keep it")
     parser.add_argument("--child", nargs=3, metavar=("REPO", "SECRETS", "RETAIN"), help=argparse.SUPPRESS)
@@ -325,6 +332,7 @@ def main() -> int:
                 print(
                     f"--retain-finished {args.retain_finished}; Task files "
                     + ("all kept on main" if args.keep_main else "of a batch removed from main with the next")
+                    + ("; the parent's commits start no `git gc --auto`" if args.no_auto_gc else "")
                 )
                 print(
                     "   tasks  tasks/s  commits  commit p50/p99 ms   get task  describe  history -n20"
@@ -341,7 +349,8 @@ def main() -> int:
                     for name in names:
                         write_task(repo / "tasks", name)
                     git(repo, "add", "-A")
-                    git(repo, "commit", "-q", "-m", f"{len(names)} tasks")
+                    no_gc = ("-c", "gc.auto=0") if args.no_auto_gc else ()
+                    git(repo, *no_gc, "commit", "-q", "-m", f"{len(names)} tasks")
                     server.stdin.write(" ".join(names) + "\n")
                     server.stdin.flush()
                     figures = json.loads(server.stdout.readline())
