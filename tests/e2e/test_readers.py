@@ -194,14 +194,37 @@ def test_describe_and_history_print_what_the_full_path_shows(world: World, role:
     assert last_two.stdout.splitlines() == listed.stdout.splitlines()[-2:]
 
 
-def _loaded(repo: Path, *argv: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+class _Loaded(list[str]):
+    """The heavy modules loaded; `origins`: for each, the project's frames that first imported it."""
+
+    origins: dict[str, list[str]]
+
+
+# Records, for each heavy module, where the first import of it came from: when a check fails, the
+# message says which line of the project loaded it (a two-worker CI run once saw `history` load
+# PyYAML, which no single run has reproduced).
+_WHO_IMPORTS = """
+import sys, traceback
+class _Who:
+    def find_spec(self, name, path=None, target=None):
+        if name in HEAVY and name not in ORIGINS:
+            ORIGINS[name] = [f"{f.filename.rsplit('gitops_acp/', 1)[-1]}:{f.lineno} {f.name}"
+                             for f in traceback.extract_stack() if "gitops_acp" in f.filename][-4:]
+        return None
+ORIGINS = {}
+sys.meta_path.insert(0, _Who())
+"""
+
+
+def _loaded(repo: Path, *argv: str, heavy: tuple[str, ...] = HEAVY) -> _Loaded:
     """The heavy modules a one-object command loaded, run in a new process as a person runs it."""
     program = (
+        f"HEAVY = {heavy!r}\n{_WHO_IMPORTS}\n"
         "import io, json, sys, contextlib\n"
         "from gitops_acp.cli.main import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    code = main(sys.argv[1:])\n"
-        f"print(json.dumps([code, [m for m in {heavy!r} if m in sys.modules]]))\n"
+        f"print(json.dumps([code, [m for m in {heavy!r} if m in sys.modules], ORIGINS]))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", program, "--repo", str(repo), *argv],
@@ -210,9 +233,11 @@ def _loaded(repo: Path, *argv: str, heavy: tuple[str, ...] = HEAVY) -> list[str]
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    code, loaded = json.loads(proc.stdout)
+    code, names, origins = json.loads(proc.stdout)
     assert code == 0
-    return list(loaded)
+    loaded = _Loaded(names)
+    loaded.origins = origins
+    return loaded
 
 
 @pytest.mark.parametrize(
@@ -237,11 +262,12 @@ def test_one_object_loads_pydantic_and_gitpython_only_to_parse_main(
         loaded = _loaded(world.repo.path, command, str(kind), name, heavy=heavy)
         if parses_main:
             assert "pydantic" in loaded, command
-            assert "asyncio" not in loaded, command
+            assert "asyncio" not in loaded, (command, loaded.origins)
         else:
-            assert loaded == [], command
+            assert loaded == [], (command, loaded.origins)
     if role != "declared, not run yet":
-        assert _loaded(world.repo.path, "history", str(kind), name, heavy=(*HEAVY, *NOT_FOR_HISTORY)) == []
+        history = _loaded(world.repo.path, "history", str(kind), name, heavy=(*HEAVY, *NOT_FOR_HISTORY))
+        assert history == [], history.origins
 
 
 def test_building_the_parsers_loads_no_command_s_dependencies() -> None:
