@@ -253,6 +253,11 @@ def test_tree_builder_edits_match_git_mktree(repo: Path) -> None:
         assert parsed.entries() == fresh.entries()
         assert parsed.data() == fresh.data()
         assert r.write_tree(parsed) == r.write_tree(fresh.entries())
+        # A directory mode zero-padded as old gits wrote it still sorts as a directory ("a/" after "a.b").
+        padded = TreeBuilder.parse(b"40000 a\0" + bytes.fromhex(sub)).data().replace(b"40000 a", b"040000 a")
+        old = TreeBuilder.parse(padded)
+        old.set("a.b", "100644", blob)
+        assert old.data() == TreeBuilder.parse(b"100644 a.b\0" + bytes.fromhex(blob)).data() + padded
         with pytest.raises(StoreError, match="malformed tree"):
             TreeBuilder.parse(b"100644 cut-short")
         with pytest.raises(StoreError, match="malformed tree"):

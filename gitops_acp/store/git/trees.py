@@ -103,7 +103,7 @@ class TreeBuilder:
                     raise ValueError("cut short")
                 mode, raw = data[pos:space], data[space + 1 : nul]
                 name = raw.decode("utf-8", "surrogateescape")
-                key = raw + b"/" if mode == b"40000" else raw
+                key = raw + b"/" if mode in (b"40000", b"040000") else raw  # old gits padded it
                 keys[name] = key
                 records[key] = data[pos : nul + 21]
                 order.append(key)
@@ -170,9 +170,6 @@ class _Node:
         self.builder: TreeBuilder | None = None  # read on first use
         self.children: dict[str, _Node] = {}
         self.dirty = False
-
-
-Level = Mapping[str, tuple[str, str]]  # one tree's entries: name -> (mode, sha)
 
 
 class TreeEditor:
