@@ -121,6 +121,7 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
             first = min(pending)
             first_s = None
             cpu0 = time.process_time()
+            threads0, children0 = _thread_cpu(), _children_cpu()
             gc0 = collecting["total"]
             # A finished task may be archived soon after: remember it finished. Every 50 ms: this
             # poll runs in the reconciler's process and its CPU is counted as the reconciler's; at
@@ -134,6 +135,7 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
                 pending = {name for name in pending if not done(name)}
                 await asyncio.sleep(0.05)
             machine1 = _machine_ticks()
+            threads1 = _thread_cpu()
             seconds = time.perf_counter() - started
             durations = list(manager.writer.stats.durations_ms)[commits0:]
             figures = {
@@ -143,6 +145,12 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
                 "commit_p50_ms": percentile(durations, 50),
                 "commit_p99_ms": percentile(durations, 99),
                 "gc_s": collecting["total"] - gc0,
+                # by thread (the loop, the status writer, the reader of main...) and the git processes
+                # it waited for (maintenance, reads of main): where a batch's CPU went
+                "threads_cpu_s": {
+                    name: round(seconds - threads0.get(name, 0.0), 3) for name, seconds in threads1.items()
+                },
+                "children_cpu_s": _children_cpu() - children0,
                 "first_checkpoint_s": first_s,
                 # every process's, of all cores: 1.0 is a saturated machine (another tenant, a
                 # `git gc` of the parent's commits), whatever the reconciler does
@@ -250,6 +258,27 @@ def _machine_ticks() -> tuple[int, int]:
     with open("/proc/stat") as stat:
         ticks = [int(field) for field in stat.readline().split()[1:]]
     return sum(ticks), ticks[3] + ticks[4]  # idle + iowait
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by its Python name (/proc/self/task)."""
+    import threading
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    for thread in threading.enumerate():
+        with contextlib.suppress(OSError):
+            with open(f"/proc/self/task/{thread.native_id}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            name = thread.name.split(" (")[0]
+            found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the child processes this process has waited for (git, mostly)."""
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def _rss_mb() -> float:

@@ -206,3 +206,60 @@ def test_a_finished_task_wakes_retention_only_when_it_can_fall_due_first() -> No
         assert retention._wake.is_set()  # the held group is looked at again
 
     asyncio.run(scenario())
+
+
+def test_without_retention_nothing_passes_over_the_tip_until_a_task_with_a_ttl_finishes() -> None:
+    """`--retain-finished never` and no TTL in the tip: after the start-up pass, none (not even the
+    minute's, ~0.5 s of the loop's thread at 100,000 tasks) until a task that can fall due finishes;
+    a TTL in the tip or a group held back keeps the timed passes."""
+    import asyncio
+
+    from gitops_acp.reactor.retention import Retention
+
+    observed = items(task("old", "FinalAnswer", done=NOW - 100), toolcall("old-1", "old", "Succeeded"))
+    passes: list[float] = []
+    archived: list[list[Key]] = []
+    busy: set[Key] = set()
+
+    def listing() -> list[tuple[Key, AnyResource]]:
+        passes.append(NOW)
+        return list(observed)
+
+    async def archive(keys: list[Key]) -> str | None:
+        archived.append(keys)
+        return "c0ffee"
+
+    async def scenario() -> None:
+        retention = Retention(
+            retain=None,
+            observed=listing,
+            archive=archive,
+            busy=lambda key: key in busy,
+            clock=lambda: NOW,
+            on_archived=lambda roots: None,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(retention.run(stop))
+        await asyncio.sleep(0.05)
+        assert len(passes) == 1
+        assert retention._idle
+        retention.finished(task("plain", "FinalAnswer", done=NOW))  # cannot fall due: no pass
+        assert not retention._wake.is_set()
+        observed.append(((Kind.Task, "short"), task("short", "FinalAnswer", done=NOW - 10, ttl=5)))
+        busy.add((Kind.Task, "short"))
+        retention.finished(observed[-1][1])  # its own TTL: a pass (after the second a burst waits)
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if len(passes) == 2:
+                break
+        assert len(passes) == 2
+        assert not archived
+        assert not retention._idle  # "short" is due and held back (busy): the timed passes go on
+        busy.clear()
+        assert await retention.pass_once() is None
+        assert archived == [[(Kind.Task, "short")]]
+        assert retention._idle
+        stop.set()
+        await running
+
+    asyncio.run(scenario())

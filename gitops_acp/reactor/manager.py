@@ -60,6 +60,7 @@ from gitops_acp.resources.models import (
     AnyResource,
     MCPServer,
     Message,
+    Task,
     from_document,
 )
 from gitops_acp.secrets import SecretResolver
@@ -102,6 +103,11 @@ class ServeOptions:
     remote: RemoteOptions | None = None  # serve a remote through the mirror at `repo`
     # The tasks this process owns; status_branch is then the shard's (store/shards.py).
     shard: shards.Shard = field(default_factory=shards.Shard)
+
+
+def _ttl(obj: AnyResource | None) -> int | None:
+    """A Task's own `ttlSecondsAfterFinished` (None: the retention of `serve`, or not a Task)."""
+    return obj.spec.ttl_seconds_after_finished if isinstance(obj, Task) else None
 
 
 def _signature(obj: AnyResource | None) -> tuple[object, ...]:
@@ -314,7 +320,7 @@ class Manager:
             obj is not None
             and key[0] == Kind.Task
             and lifecycle.terminal(obj)
-            and not lifecycle.terminal(old)
+            and (not lifecycle.terminal(old) or _ttl(old) != _ttl(obj))
         ):
             self._retention.finished(obj)
         self._waits.note(key, obj)
