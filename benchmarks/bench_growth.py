@@ -16,7 +16,8 @@ reconciler idle, the parent times what a person runs, through the real CLI: `get
 `describe task NAME`, `history task NAME -n 20` and `get tasks --limit 100` (each a new process, as
 from a shell: Python's start-up and imports, ~0.07 s for these, are in every figure; bytecode is
 written and used even where PYTHONDONTWRITEBYTECODE is set, as an installed package has it), and the
-object store's size as `git count-objects` counts it.
+object store's size as `git count-objects` counts it, and its packs (past 50, a person's `git commit`
+starts `git gc --auto`, which repacks all of it).
 
 The reader commands look at one task of the first batch (`g001000`): with archiving it is in
 `archive/` from the second batch or so on. By default each batch's Task files are removed from
@@ -365,7 +366,7 @@ def main() -> int:
                 )
                 print(
                     "   tasks  tasks/s  commits  commit p50/p99 ms   get task  describe  history -n20"
-                    "  get --limit100   RSS MB   .git MB  CPU ms/task  gc s  1st ckpt s  busy"
+                    "  get --limit100   RSS MB   .git MB  CPU ms/task  gc s  1st ckpt s  busy  packs"
                 )
                 done = 0
                 previous: list[str] = []
@@ -394,6 +395,7 @@ def main() -> int:
                         "history_ms": timed(repo, "history", "task", probe, "-n", "20"),
                         "get_limit_ms": timed(repo, "get", "tasks", "--limit", "100"),
                         "git_mb": repository_kb(repo) / 1024,
+                        "packs": len(list((repo / ".git" / "objects" / "pack").glob("pack-*.idx"))),
                         "startup_ms": startup,
                     }
                     rows.append(row)
@@ -403,7 +405,7 @@ def main() -> int:
                         f" {row['get_task_ms']:10.0f} {row['describe_ms']:9.0f} {row['history_ms']:13.0f}"
                         f" {row['get_limit_ms']:15.0f} {row['rss_mb']:8.0f} {row['git_mb']:9.1f}"
                         f" {1000 * row['cpu_s'] / len(names):12.2f} {row['gc_s']:5.2f}"
-                        f" {row['first_checkpoint_s']:11.2f} {row['machine_busy']:5.2f}",
+                        f" {row['first_checkpoint_s']:11.2f} {row['machine_busy']:5.2f} {row['packs']:6d}",
                         flush=True,
                     )
                 if archiving:

@@ -7,7 +7,8 @@ Points (store/git/objects.py, store/git/refs.py): `objects-written` (a pack's te
 written, nothing renamed), `pack-renamed` (the pack in place, its index not yet), `pack-written`
 (pack and index in place, the ref not moved), `lock-taken` (`update-ref --stdin` prepared: the
 ref's `.lock` exists; the git process is killed first, as a container's kill takes every
-process), `ref-moved` (the ref moved, nobody told yet). Unset (always, outside tests),
+process), `ref-moved` (the ref moved, nobody told yet); after a commit, `packs-rolled-up` (the writer's
+last packs written again as one, none of them deleted yet). Unset (always, outside tests),
 `reached` is one dictionary lookup.
 """
 
@@ -20,7 +21,9 @@ from collections.abc import Iterable, Iterator
 
 __all__ = ["POINTS", "SCOPES", "armed", "reached", "scope"]
 
-POINTS = frozenset({"objects-written", "pack-renamed", "pack-written", "lock-taken", "ref-moved"})
+POINTS = frozenset(
+    {"objects-written", "pack-renamed", "pack-written", "lock-taken", "ref-moved", "packs-rolled-up"}
+)
 SCOPES = frozenset({"archive"})
 
 

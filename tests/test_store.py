@@ -879,32 +879,34 @@ def test_maintenance_rolls_up_packs_and_loose_objects_and_writes_the_commit_grap
     async def scenario() -> None:
         writer = StatusWriter(repo)
         await writer.start()
-        for i in range(30):
+        assert packs() == 0  # the repository's commits are loose objects
+        for i in range(40):
             await writer.commit([task_change(f"t{i}", "-", "Pending")], spec_commit="a" * 40)
-        assert packs() >= 30  # one per group commit
+        assert packs() == 2 + 8  # one pack per group commit, every 16 rolled into one by the writer
         with GitRepo.open(repo) as r:
             r.write_blob(b"a loose object, as approval branches write them\n")
             r.maintain()  # what the manager runs in the background while the writer goes on
-        assert packs() <= 3
+        assert packs() == 8 + 1  # the 8 the writer will roll up are left alone, the rest merged
         await writer.commit([task_change("after", "-", "Pending")], spec_commit="a" * 40)
         await writer.close()
 
     run(scenario())
     loose = int(git(repo, "count-objects", "-v").split("count: ")[1].split("\n")[0])
-    assert loose <= 3  # only what the last checkpoint wrote after maintenance
+    assert loose == 0  # the approval branch's loose object went into the merged pack
     # A repository people work in: a split commit-graph, whose lock `git gc` does not trip over.
     assert (repo / ".git" / "objects" / "info" / "commit-graphs" / "commit-graph-chain").exists()
     # ... and no `gc --auto`: its pack-refs would have locked (and packed) every loose ref.
     assert (repo / ".git" / "refs" / "heads" / "acp" / "status").is_file()
     with GitRepo.open(repo) as r:
         _, docs = read_tip(r)
-    assert len(docs) == 31
+    assert len(docs) == 41
     subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)
 
 
 def test_the_background_keeps_the_writer_s_packs_below_git_s_auto_pack_limit(repo: Path) -> None:
     """Past `gc.autoPackLimit` (50) packs, a person's next `git commit` repacks the whole repository:
-    the reconciler's maintenance runs once 20 group commits were written, not minutes later."""
+    the writer rolls its packs up every 16 commits, and maintenance merges the roll-ups once 32
+    group commits were written, not minutes later."""
     from concurrent.futures import ThreadPoolExecutor
 
     from gitops_acp.reactor import background
@@ -930,8 +932,8 @@ def test_the_background_keeps_the_writer_s_packs_below_git_s_auto_pack_limit(rep
         await writer.close()
 
     run(scenario())
-    assert most < 35, most  # 20 commits and up to a second of them before a look, then a repack
-    assert packs() < 30
+    assert most <= 16 + 2, most  # the writer's last 16 at most, and a roll-up or two
+    assert packs() == 1 + 13  # the roll-ups merged by maintenance, the 13 the writer will roll up
 
 
 # -- the fan-out and archiving (DESIGN §9) ----------------------------------------------------

@@ -28,10 +28,11 @@ __all__ = ["SECRET_USERS", "maintain", "tune_gc", "watch_secrets"]
 
 log = logging.getLogger("gitops_acp")
 
-#: Group commits (one pack each) before maintenance is due anyway. Well under git's
-#: `gc.autoPackLimit` (50): past it, every `git commit` a person makes in a served repository
-#: starts `git gc --auto`, which repacks the whole repository (`repack -A`) in the background.
-PACKS_BEFORE_MAINTENANCE = 20
+#: Group commits before maintenance is due anyway: two of the status writer's roll-ups (it rolls
+#: every 16 of its packs into one). Packs stay well under git's `gc.autoPackLimit` (50): past it,
+#: every `git commit` a person makes in a served repository starts `git gc --auto`, which repacks
+#: the whole repository (`repack -A`) in the background.
+PACKS_BEFORE_MAINTENANCE = 32
 #: Seconds between looks at whether maintenance is due (a look is reading a counter).
 CHECK_EVERY = 1.0
 #: Kinds whose controllers resolve secrets: a change under --secrets-dir wakes them.
@@ -48,16 +49,16 @@ async def maintain(
 ) -> None:
     """Repository maintenance (`GitRepo.maintain`) off the checkpoint path, when it is due; forever.
 
-    Due every `interval` seconds if checkpoints were written, and sooner once 20 commits were: each
-    group commit adds one small pack (`GitRepo.one_pack`), git's object lookups slow down with
-    hundreds of packs, and past 50 a person's `git commit` repacks everything (above). Looked at
-    every second: at 30 commits a second, a look every 5 s let 150 packs pile up, and in a
-    100,000-task run (`bench_growth.py`) the parent's commits then kept a core busy with full
-    repacks. History reads stay fast (`describe`, `history`) and objects don't pile up over weeks
-    of running. `git`: a thread of its own, never the one that reads `main` (a repack
-    and a commit-graph of a big history take seconds: on the reader's thread they held up every
-    new Task that long, more as history grew). `shared`: people work in this repository too (see
-    `GitRepo.maintain`).
+    Due every `interval` seconds if checkpoints were written, and sooner once 32 commits were: each
+    group commit adds one small pack (`GitRepo.one_pack`), the writer rolls every 16 into one,
+    git's object lookups slow down with hundreds of packs, and past 50 a person's `git commit`
+    repacks everything (above). Looked at every second: at 30 commits a second, a look every 5 s
+    let 150 packs pile up before the writer rolled its packs up, and in a 100,000-task run
+    (`bench_growth.py`) the parent's commits then kept a core busy with full repacks. History
+    reads stay fast (`describe`, `history`) and objects don't pile up over weeks of running.
+    `git`: a thread of its own, never the one that reads `main` (a repack and a commit-graph of a
+    big history take seconds: on the reader's thread they held up every new Task that long, more
+    as history grew). `shared`: people work in this repository too (see `GitRepo.maintain`).
     """
     loop = asyncio.get_running_loop()
     done = writer.stats.commits

@@ -589,6 +589,10 @@ class StatusWriter:
         tree.tip = sha
         if batch[0].archive:
             tree.tree.unload(ARCHIVE_ROOT)  # it only grows: read the few levels each archive needs
+        try:  # the last group commits' packs into one, now and then (GitRepo.roll_up_packs)
+            repo.roll_up_packs()
+        except StoreError as exc:  # an optimisation: the packs stay, maintenance merges them
+            log.warning("rolling the status writer's packs into one failed (tried again later): %s", exc)
         return sha, landed, len(lines)
 
     def _migrate(self, repo: GitRepo) -> None:

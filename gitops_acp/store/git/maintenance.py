@@ -1,4 +1,4 @@
-"""Keeping a repository fast as checkpoints pile up: repacking and the commit-graph.
+"""Keeping a repository fast as checkpoints pile up: rolling packs up and the commit-graph.
 
 Called from a background thread of ``reactor/manager.py`` (through ``GitRepo.maintain``), never
 on the checkpoint path. What it may lock depends on who else works in the repository: see
@@ -7,11 +7,21 @@ on the checkpoint path. What it may lock depends on who else works in the reposi
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 from pathlib import Path
 
 from gitops_acp.store.git import process
+from gitops_acp.store.git.objects import PackLedger, pack_ledger
 
-__all__ = ["maintain", "write_commit_graph"]
+__all__ = ["YOUNG_PACK_SECONDS", "geometric_split", "maintain", "write_commit_graph"]
+
+#: A pack another process wrote this recently may still be rolled up and deleted by its writer
+#: (`objects.PackLedger`): maintenance leaves it for a later run.
+YOUNG_PACK_SECONDS = 10.0
+#: What a pack is made of besides its `.pack`: all go together (`.idx` first, as the writer does).
+_PACK_FILES = (".idx", ".pack", ".rev", ".bitmap", ".mtimes")
 
 
 def write_commit_graph(git_dir: Path) -> None:
@@ -22,14 +32,15 @@ def write_commit_graph(git_dir: Path) -> None:
     process.in_repo(git_dir, "commit-graph", "write", "--reachable", "--changed-paths", background=True)
 
 
-def maintain(git_dir: Path, *, shared: bool) -> None:
+def maintain(git_dir: Path, *, shared: bool, objects_dir: Path | None = None) -> None:
     """Roll loose objects and small packs up and refresh the commit-graph; in a mirror, `gc --auto` too.
 
-    Each group commit adds a small pack (`one_pack`); approval and question branches add loose
-    objects (GIT-NOTES: gc shrank 7.9 MB of them to 365 KB). `repack --geometric=2` packs the
-    loose objects and merges packs only until each is at least twice the size of the next
-    smaller one, so its cost follows what was written since the last run, not the repository
-    size, and it is safe beside a running writer (it only deletes what it rewrote).
+    The status writer rolls every 16 of its group commits' packs into one (`ObjectWriter.roll_up`);
+    approval and question branches add loose objects (GIT-NOTES: gc shrank 7.9 MB of them to
+    365 KB). `_roll_up` merges the packs the way `git repack --geometric=2` does (the smallest,
+    until each pack left is at least twice the size of all smaller ones together, loose objects
+    with them), so its cost follows what was written since the last run, not the repository size;
+    unlike `git repack`, it never reads a pack the writer is about to delete.
 
     `shared`: people work in this repository too (a local repository served in place). Then
     nothing here may take a lock their git commands need: no `gc --auto` (its `pack-refs` and
@@ -37,16 +48,117 @@ def maintain(git_dir: Path, *, shared: bool) -> None:
     is written as a split chain (`git gc` fails on the `commit-graph.lock` a full write holds,
     not on the chain's). Pruning and ref packing are left to their own `git gc` / `git
     maintenance`. A mirror in the cache directory is the reconciler's alone: `gc --auto` (in
-    the foreground: we are on a background thread already) keeps it packed and pruned.
+    the foreground: we are on a background thread already) keeps it pruned; packs are left to
+    `_roll_up` there too (`gc.autoPackLimit=0`: a `repack -A` would read the writer's packs).
     """
-    # One thread of delta search, niced: the reconciler keeps a core and the CPU it asks for (with
-    # git's default of a thread per core, a repack of 40,000 tasks' history took both cores of a
-    # 2-core machine for 3 s, and the batch of tasks running meanwhile took 70% longer).
-    one = ("-c", "pack.threads=1")
-    process.in_repo(git_dir, *one, "repack", "-d", "-q", "--geometric=2", background=True)
+    objects = objects_dir if objects_dir is not None else git_dir / "objects"
+    _roll_up(git_dir, objects, pack_ledger(objects))
     if not shared:
-        auto = ("-c", "gc.autoDetach=false", "gc", "--auto", "--quiet")
-        process.in_repo(git_dir, *one, *auto, background=True)
+        auto = ("-c", "gc.autoDetach=false", "-c", "gc.autoPackLimit=0", "gc", "--auto", "--quiet")
+        process.in_repo(git_dir, *_ONE_THREAD, *auto, background=True)
     split = ["--split"] if shared else []
     graph = ("commit-graph", "write", "--reachable", "--changed-paths", *split)
     process.in_repo(git_dir, *graph, background=True)
+
+
+# One thread of delta search, niced: the reconciler keeps a core and the CPU it asks for (with
+# git's default of a thread per core, a repack of 40,000 tasks' history took both cores of a
+# 2-core machine for 3 s, and the batch of tasks running meanwhile took 70% longer).
+_ONE_THREAD = ("-c", "pack.threads=1")
+
+
+def geometric_split(sizes: list[int], factor: int = 2) -> int:
+    """How many of the smallest packs (`sizes`, object counts ascending) to merge, as `git repack
+    --geometric` does.
+
+    Past the split, each pack is at least `factor` times the next smaller one, and the merged
+    ones together are at most 1/`factor` of the smallest pack kept.
+    """
+    split = 0
+    for i in range(len(sizes) - 1, 0, -1):
+        if sizes[i] < factor * sizes[i - 1]:
+            split = i + 1
+            break
+    total = sum(sizes[:split])
+    while split < len(sizes) and total * factor > sizes[split]:
+        total += sizes[split]
+        split += 1
+    return split
+
+
+def _roll_up(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
+    """Merge the small packs nobody else will delete, and the loose objects, into one pack."""
+    folder = objects / "pack"
+    with ledger.lock:  # a pack a writer of ours will delete is owned before its files appear
+        names = [
+            entry[:-4] for entry in _listing(folder) if entry.startswith("pack-") and entry.endswith(".idx")
+        ]
+        owned, handed = set(ledger.owned), set(ledger.handed)
+    now = time.time()
+    sized: list[tuple[int, str]] = []  # (objects, name)
+    for name in names:
+        if name in owned or (folder / f"{name}.keep").exists() or (folder / f"{name}.promisor").exists():
+            continue
+        try:
+            stat = (folder / f"{name}.pack").stat()
+            objects_in = _object_count(folder / f"{name}.idx")
+        except FileNotFoundError:  # another process's repack took it meanwhile
+            continue
+        if name not in handed and now - stat.st_mtime < YOUNG_PACK_SECONDS:
+            continue  # another process's writer may roll it up (PackLedger)
+        sized.append((objects_in, name))
+    # Weighed by their objects, as git does: the writer's packs are stored uncompressed, and by
+    # their bytes a roll-up of 16 commits weighed more than a merged pack of hundreds.
+    sized.sort()
+    merged = [name for _, name in sized[: geometric_split([size for size, _ in sized])]]
+    loose = _has_loose_objects(objects)
+    if len(merged) >= 2 or loose:
+        process.in_repo(
+            git_dir,
+            *_ONE_THREAD,
+            "pack-objects",
+            "--stdin-packs",
+            *(["--unpacked"] if loose else []),
+            "--delta-base-offset",
+            "--non-empty",
+            "-q",
+            str(folder / "pack"),
+            stdin="".join(f"{name}.pack\n" for name in merged).encode(),
+            background=True,
+        )
+        for name in merged:  # their objects are in the new pack, in place: as `repack -d` does
+            for suffix in _PACK_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(folder / f"{name}{suffix}")
+        if loose:
+            process.in_repo(git_dir, "prune-packed", "-q", background=True)
+    present = {entry[:-4] for entry in _listing(folder) if entry.endswith(".idx")}
+    with ledger.lock:  # roll-ups gone (merged here, or by a person's `git gc`): forgotten
+        ledger.handed.intersection_update(present)
+
+
+def _object_count(idx: Path) -> int:
+    """How many objects the pack of the version-2 index `idx` holds (the last fan-out entry)."""
+    with open(idx, "rb") as index:
+        head = index.read(8 + 256 * 4)
+    if len(head) < 8 + 256 * 4 or head[:4] != b"\xfftOc":
+        return 0  # not an index this code knows: weighed as empty, merged first
+    return int.from_bytes(head[-4:], "big")
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []
+
+
+def _has_loose_objects(objects: Path) -> bool:
+    """Whether any loose object is in `objects` (the 256 fan-out folders; stops at the first)."""
+    with os.scandir(objects) as entries:
+        for entry in entries:
+            if len(entry.name) == 2 and entry.is_dir(follow_symlinks=False):
+                with os.scandir(entry.path) as inside:
+                    if any(len(item.name) == 38 for item in inside):
+                        return True
+    return False

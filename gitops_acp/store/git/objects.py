@@ -36,7 +36,7 @@ from gitops_acp import faults
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import process
 
-__all__ = ["ObjectReader", "ObjectWriter", "blob_sha", "commit_data"]
+__all__ = ["ObjectReader", "ObjectWriter", "PackLedger", "blob_sha", "commit_data", "pack_ledger"]
 
 _PACK_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}  # object type codes in pack entries
 # The status writer's thread packs every object of every commit while the reconciler's thread
@@ -45,6 +45,8 @@ _PACK_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}  # object type codes in pac
 # larger part of a commit); hashlib for 2,048 bytes or more; zlib's checksums above 5 KiB. So the
 # pack path hashes in pieces too small to release and does not compress (`_stored_zlib`).
 _KEEP_GIL = 2047
+#: A writer's packs rolled up into one once there are this many (`ObjectWriter._roll_up`).
+ROLL_UP_AFTER = 16
 _BATCH_READ_MIN = 16  # fewer blobs than this are read through the persistent cat-file
 _BATCH_READ_CHUNK = 5000  # blobs per `cat-file --batch` run (bounds what is held at once)
 
@@ -99,13 +101,55 @@ def _stored_zlib(data: bytes) -> bytes:
     return b"".join(parts)
 
 
-def _write_new_file(path: str, content: bytes | bytearray) -> None:
-    """Create `path` (it must not exist) read-only, holding `content`: how objects and packs are written."""
+class PackLedger:
+    """Which packs of one repository this process's writers still roll up themselves (and delete).
+
+    The status writer writes a pack per group commit and rolls every `ROLL_UP_AFTER` of them into
+    one (`ObjectWriter`); until then they are its own, and maintenance (`maintenance.maintain`)
+    must not roll up what the writer is about to delete: it takes the packs that are not `owned`.
+    A pack is owned before its files appear and until after they are gone, under `lock`, so a
+    listing of the folder taken under `lock` minus `owned` never names a pack a writer deletes.
+    `handed`: the roll-ups this process wrote, maintenance's at once, however young (a pack of
+    another process is left alone while it is young: its writer may still roll it up).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.owned: set[str] = set()  # pack names (pack-<sha>) a writer here will roll up and delete
+        self.handed: set[str] = set()  # roll-ups written here (maintenance forgets them once gone)
+
+
+_LEDGERS: dict[str, PackLedger] = {}
+_LEDGERS_LOCK = threading.Lock()
+
+
+def pack_ledger(objects_dir: str | Path) -> PackLedger:
+    """The one `PackLedger` of the object folder `objects_dir` in this process."""
+    key = os.path.realpath(objects_dir)
+    with _LEDGERS_LOCK:
+        return _LEDGERS.setdefault(key, PackLedger())
+
+
+class _Pack:
+    """A pack this writer wrote and will roll up: its entries as written, and its index's rows."""
+
+    __slots__ = ("entries", "name", "rows")
+
+    def __init__(self, name: str, entries: bytes, rows: list[tuple[bytes, int, int]]) -> None:
+        self.name = name  # pack-<sha>
+        self.entries = entries  # the pack without its 12-byte header and its checksum
+        self.rows = rows  # (sha, crc32, offset in the pack), in the order written
+
+
+def _write_new_file(path: str, *contents: bytes | bytearray | memoryview) -> None:
+    """Create `path` (it must not exist) read-only, holding `contents` one after the other: how
+    objects and packs are written."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
     try:
-        view = memoryview(content)
-        while view:
-            view = view[os.write(fd, view) :]
+        for content in contents:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
@@ -163,6 +207,15 @@ class ObjectWriter:
         self._object_folders: set[str] = set()  # objects/<xx> folders known to exist
         self._tmp_names = itertools.count()
         self._pack: dict[str, tuple[int, bytes]] | None = None  # objects of an open `one_pack()`
+        self._ledger = pack_ledger(self._objects_dir)
+        self._recent: list[_Pack] = []  # packs written and not yet rolled up
+
+    def close(self) -> None:
+        """The packs not rolled up are this writer's no more: maintenance merges them (`PackLedger`)."""
+        packs, self._recent = self._recent, []
+        with self._ledger.lock:
+            self._ledger.owned.difference_update(pack.name for pack in packs)
+            self._ledger.handed.update(pack.name for pack in packs)
 
     def store(self, kind: bytes, data: bytes, known: str | None = None) -> str:
         """Write one loose object (unless it exists) and return its sha.
@@ -213,7 +266,13 @@ class ObjectWriter:
         a checkpoint's cost on ext4 (0.1-0.5 ms each, every object of every checkpoint), against
         one pack and its index per commit. The pack lands before the block returns, so a ref may
         point at its objects right after; if the block raises, nothing is written (nothing can
-        refer to those objects yet). Small packs pile up: `maintain()` has `gc --auto` merge them.
+        refer to those objects yet).
+
+        Every `ROLL_UP_AFTER` packs, the writer writes their objects again as one pack and deletes
+        them (`roll_up`, called once the commit's ref moved): at 35 group commits a second, packs
+        piled up faster than maintenance's `git repack` merged them, past git's `gc.autoPackLimit`
+        (50), and then every `git commit` a person made started a repack of the whole repository
+        (docs/growth.md).
         """
         if self._pack is not None:
             raise StoreError("one_pack() blocks do not nest")
@@ -232,10 +291,10 @@ class ObjectWriter:
         Run on the status writer's thread: nothing here lets go of the GIL but the file calls
         (see `_KEEP_GIL`).
         """
-        body = bytearray(b"PACK" + struct.pack(">II", 2, len(objects)))
-        entries: list[tuple[bytes, int, int]] = []  # (sha, crc32, offset), as the index lists them
+        body = bytearray()
+        rows: list[tuple[bytes, int, int]] = []  # (sha, crc32, offset), as the index lists them
         for sha, (type_code, data) in objects.items():
-            offset = len(body)
+            offset = 12 + len(body)
             size = len(data)
             header = bytearray()
             byte = (type_code << 4) | (size & 0x0F)
@@ -246,23 +305,110 @@ class ObjectWriter:
                 size >>= 7
             header.append(byte)
             record = bytes(header) + _stored_zlib(data)
-            entries.append((bytes.fromhex(sha), _crc32(record), offset))
+            rows.append((bytes.fromhex(sha), _crc32(record), offset))
             body += record
-        if len(body) >= 1 << 31:
+        if len(body) >= (1 << 31) - 12:
             raise StoreError("one commit's objects exceed 2 GiB, too large for a pack without 64-bit offsets")
-        checksum = _sha1(body)
-        body += checksum
-        entries.sort()
+        entries = bytes(body)
+        name = self._land([entries], rows, owned=True)
+        self._recent.append(_Pack(name, entries, rows))
+
+    def roll_up(self, *, at_least: int = ROLL_UP_AFTER) -> bool:
+        """Write the objects of this writer's recent packs as one pack, then delete those packs.
+
+        Only once there are `at_least` of them; True if it rolled them up. A failure raises
+        `StoreError` with every pack still in place and still this writer's (tried again next time).
+
+        Their entries are copied as they are (whole objects: no entry refers to another), an object
+        in two of them once. The new pack is in place before any of them goes, so every object stays
+        readable; a kill in between leaves its objects twice, which git allows (and start-up's
+        recovery removes a pack whose index is gone). The index of each goes first: git finds packs
+        by their index, and one that has found it and then misses its pack looks again and finds
+        the roll-up. Maintenance takes the roll-up (`PackLedger.handed`).
+        """
+        if len(self._recent) < max(at_least, 2):
+            return False
+        packs = self._recent
+        parts: list[memoryview] = []  # runs of entries as they are in the packs
+        rows: list[tuple[bytes, int, int]] = []
+        seen: set[bytes] = set()
+        offset = 12
+        for pack in packs:
+            view = memoryview(pack.entries)
+            run = -1  # where the run being collected starts in `view` (-1: none)
+            ends = [row[2] for row in pack.rows[1:]] + [12 + len(pack.entries)]
+            for (sha, crc, start), end in zip(pack.rows, ends, strict=True):
+                if sha in seen:  # an object in an earlier pack too: the run ends before it
+                    if run >= 0:
+                        parts.append(view[run : start - 12])
+                        run = -1
+                    continue
+                seen.add(sha)
+                if run < 0:
+                    run = start - 12
+                rows.append((sha, crc, offset))
+                offset += end - start
+            if run >= 0:
+                parts.append(view[run:])
+        if offset >= 1 << 31:  # too large for 32-bit offsets: maintenance's
+            self._recent = []
+            with self._ledger.lock:
+                self._ledger.owned.difference_update(pack.name for pack in packs)
+            return False
+        # Hashed in one piece, letting go of the GIL: a few MB at a time, 16 times rarer than a
+        # commit's pack, and the reconciler's thread runs meanwhile.
+        rolled = self._land(parts, rows, owned=False, hold_gil=False)
+        self._recent = []
+        faults.reached("packs-rolled-up")
+        folder = f"{self._objects_dir}/pack"
+        for pack in packs:
+            if pack.name == rolled:
+                continue  # the same objects in the same order: the same pack
+            for suffix in (".idx", ".pack"):
+                # Gone already (a person's `git gc` took it) or not removable: maintenance's then.
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{folder}/{pack.name}{suffix}")
+        with self._ledger.lock:
+            self._ledger.owned.difference_update(pack.name for pack in packs)
+        return True
+
+    def _land(
+        self,
+        parts: Sequence[bytes | memoryview],
+        rows: list[tuple[bytes, int, int]],
+        *,
+        owned: bool,
+        hold_gil: bool = True,
+    ) -> str:
+        """Write the pack of `parts` (its entries, as `rows` list them) and its index; its name.
+
+        `owned`: the writer rolls it up later (`PackLedger`); else maintenance may take it at once.
+        `hold_gil`: hash without letting go of the GIL (`_KEEP_GIL`).
+        """
+        head = b"PACK" + struct.pack(">II", 2, len(rows))
+        body: list[bytes | memoryview]
+        if hold_gil:
+            whole = head + b"".join(parts)
+            body = [whole]
+            checksum = _sha1(whole)
+        else:  # a roll-up: its parts are long runs of the packs it rolls up, never copied
+            body = [head, *parts]
+            digest = hashlib.sha1()
+            for part in body:
+                digest.update(part)
+            checksum = digest.digest()
+        body.append(checksum)
+        entries_sorted = sorted(rows)
         counts = [0] * 256
-        for sha_bytes, _, _ in entries:
+        for sha_bytes, _, _ in entries_sorted:
             counts[sha_bytes[0]] += 1
         fanout = list(itertools.accumulate(counts))
         index = bytearray(b"\xfftOc" + struct.pack(">I", 2) + struct.pack(">256I", *fanout))
-        index += b"".join(sha_bytes for sha_bytes, _, _ in entries)
-        index += struct.pack(f">{len(entries)}I", *(crc for _, crc, _ in entries))
-        index += struct.pack(f">{len(entries)}I", *(offset for _, _, offset in entries))
+        index += b"".join(sha_bytes for sha_bytes, _, _ in entries_sorted)
+        index += struct.pack(f">{len(entries_sorted)}I", *(crc for _, crc, _ in entries_sorted))
+        index += struct.pack(f">{len(entries_sorted)}I", *(offset for _, _, offset in entries_sorted))
         index += checksum
-        index += _sha1(index)
+        index += _sha1(index) if hold_gil else hashlib.sha1(index).digest()
         # As git does: both files under temporary names, then the pack renamed into place before
         # its index (readers find packs by their index, which must never name a missing pack).
         # The temporary names must not end in .pack or .idx: git takes any *.idx in the folder for
@@ -270,16 +416,18 @@ class ObjectWriter:
         folder = f"{self._objects_dir}/pack"
         name = f"{folder}/pack-{checksum.hex()}"
         unique = f"{os.getpid()}_{threading.get_ident()}_{next(self._tmp_names)}"
-        files = [
+        files: list[tuple[str, list[bytes | memoryview] | list[bytearray], str]] = [
             (f"{folder}/tmp_pack_{unique}", body, name + ".pack"),
-            (f"{folder}/tmp_idx_{unique}", index, name + ".idx"),
+            (f"{folder}/tmp_idx_{unique}", [index], name + ".idx"),
         ]
+        with self._ledger.lock:  # before its files appear: maintenance never lists it as its own
+            (self._ledger.owned if owned else self._ledger.handed).add(f"pack-{checksum.hex()}")
         try:
             if "pack" not in self._object_folders:
                 os.makedirs(folder, exist_ok=True)
                 self._object_folders.add("pack")
             for temporary, content, _ in files:
-                _write_new_file(temporary, content)
+                _write_new_file(temporary, *content)
             faults.reached("objects-written")
             for temporary, _, final in files:
                 os.replace(temporary, final)
@@ -288,7 +436,11 @@ class ObjectWriter:
             for temporary, _, _ in files:
                 with contextlib.suppress(OSError):
                     os.unlink(temporary)
+            if not os.path.exists(name + ".idx"):  # never in place: nobody's to roll up
+                with self._ledger.lock:
+                    (self._ledger.owned if owned else self._ledger.handed).discard(f"pack-{checksum.hex()}")
             raise StoreError(f"cannot write a pack in {self._common_dir}: {exc}") from exc
+        return f"pack-{checksum.hex()}"
 
 
 class ObjectReader:

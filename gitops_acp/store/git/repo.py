@@ -25,7 +25,13 @@ import git
 
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import maintenance, process, transfer
-from gitops_acp.store.git.objects import ObjectReader, ObjectWriter, commit_data, with_signature
+from gitops_acp.store.git.objects import (
+    ROLL_UP_AFTER,
+    ObjectReader,
+    ObjectWriter,
+    commit_data,
+    with_signature,
+)
 from gitops_acp.store.git.refs import CommitInfo, Refs
 from gitops_acp.store.git.trees import TreeBuilder, TreeReader
 
@@ -106,9 +112,13 @@ class GitRepo:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the persistent `git cat-file` and `update-ref` processes (a few MB each until closed)."""
+        """Stop the persistent `git cat-file` and `update-ref` processes (a few MB each until closed).
+
+        The packs `one_pack` wrote and did not roll up become maintenance's (`ObjectWriter.close`).
+        """
         self._refs.close()
         self._reader.close()
+        self._writer.close()
 
     def __enter__(self) -> Self:
         return self
@@ -265,6 +275,11 @@ class GitRepo:
         return self._writer.one_pack()
 
     @_exclusive
+    def roll_up_packs(self, *, at_least: int = ROLL_UP_AFTER) -> bool:
+        """Roll the packs `one_pack` wrote into one once there are `at_least` (`ObjectWriter.roll_up`)."""
+        return self._writer.roll_up(at_least=at_least)
+
+    @_exclusive
     def write_blob(self, data: bytes, sha: str | None = None) -> str:
         """Store `data` as a blob and return its sha (`sha`: already known, not computed again)."""
         return self._writer.store(b"blob", data, sha)
@@ -341,4 +356,4 @@ class GitRepo:
         `shared`: people work in this repository too, so nothing may take a lock their git needs
         (see `maintenance.maintain`). Safe from any thread (it uses no pipe of this GitRepo).
         """
-        maintenance.maintain(self._git_dir, shared=shared)
+        maintenance.maintain(self._git_dir, shared=shared, objects_dir=self._common_dir / "objects")
