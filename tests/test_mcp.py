@@ -465,6 +465,10 @@ def test_http_error_status_is_named_in_the_error() -> None:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
     thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:  # listening: a connection refused first would be the first error
+        assert time.monotonic() < deadline, "the test server did not start"
+        time.sleep(0.01)
 
     async def go() -> None:
         m = MCPManager(restart_backoff=FAST_BACKOFF, connect_timeout=CONNECT)
