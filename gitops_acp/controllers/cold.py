@@ -21,6 +21,7 @@ the reconciler's thread to make; a State without a repository (unit tests) still
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,9 +59,14 @@ class Cold:
     """A finished resource as the blob of its committed status file (or, without a repository to
     read it from, as the JSON of its document)."""
 
-    blob: str | None
+    sha: bytes | None  # the blob's sha, 20 bytes (its hex string took 36 bytes more a task)
     document: bytes | None
     facts: Facts
+
+    @property
+    def blob(self) -> str | None:
+        """The sha of the status file's blob, as git names it."""
+        return None if self.sha is None else self.sha.hex()
 
     @classmethod
     def of(cls, obj: AnyResource, *, blob: str | None = None, document: dict[str, Any] | None = None) -> Cold:
@@ -73,7 +79,7 @@ class Cold:
         facts = facts_of(obj)
         assert facts is not None
         if blob is not None:
-            return cls(blob, None, facts)
+            return cls(bytes.fromhex(blob), None, facts)
         try:
             text = json.dumps(document if document is not None else to_document(obj), separators=(",", ":"))
         except (TypeError, ValueError):
@@ -84,20 +90,24 @@ class Cold:
         """The resource parsed again, as start-up parses a status file."""
         if self.document is not None:
             return from_document(json.loads(self.document))
-        assert self.blob is not None
+        assert self.sha is not None
         assert read_blob is not None
-        return from_document(yamlio.load(read_blob(self.blob)))
+        return from_document(yamlio.load(read_blob(self.sha.hex())))
 
 
 def facts_of(obj: AnyResource) -> Facts | None:
-    """The facts of a Task or ToolCall (None for other kinds)."""
+    """The facts of a Task or ToolCall (None for other kinds).
+
+    The phase is interned: a few words shared by every cold resource, not a string each (60 bytes
+    a finished task, held as long as the tip holds it).
+    """
     if isinstance(obj, ToolCall):
         owner = obj.metadata.labels.get(LABEL_TASK) or obj.spec.task_ref.name
-        return Facts(lifecycle.phase_of(obj), lifecycle.terminal(obj), owner, None, None)
+        return Facts(sys.intern(lifecycle.phase_of(obj)), lifecycle.terminal(obj), owner, None, None)
     if isinstance(obj, Task):
         ttl = obj.spec.ttl_seconds_after_finished
         return Facts(
-            lifecycle.phase_of(obj),
+            sys.intern(lifecycle.phase_of(obj)),
             lifecycle.terminal(obj),
             obj.metadata.labels.get(LABEL_PARENT_TOOLCALL) or None,
             float(ttl) if ttl is not None else None,

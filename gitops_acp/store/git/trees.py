@@ -76,8 +76,9 @@ class TreeBuilder:
 
     def __init__(self, entries: Mapping[str, tuple[str, str]] | None = None) -> None:
         """Start from `entries` (name -> (mode, sha)), or empty."""
-        self._keys: dict[str, bytes] = {}  # name -> sort key
-        self._records: dict[bytes, bytes] = {}  # sort key -> serialized entry
+        # sort key (the name's bytes, and "/" after a directory's) -> serialized entry. Nothing
+        # else per entry: the status writer holds one for every file of the tip (`_key`).
+        self._records: dict[bytes, bytes] = {}
         self._order: list[bytes] | None = None  # sorted keys; None until first needed
         for name, (mode, sha) in (entries or {}).items():
             self.set(name, mode, sha)
@@ -92,7 +93,7 @@ class TreeBuilder:
         Slicing git's records costs ~1 µs, in git's order already.
         """
         builder = cls()
-        keys, records = builder._keys, builder._records
+        records = builder._records
         order: list[bytes] = []
         pos, end = 0, len(data)
         try:
@@ -102,9 +103,7 @@ class TreeBuilder:
                 if nul + 21 > end:
                     raise ValueError("cut short")
                 mode, raw = data[pos:space], data[space + 1 : nul]
-                name = raw.decode("utf-8", "surrogateescape")
                 key = raw + b"/" if mode in (b"40000", b"040000") else raw  # old gits padded it
-                keys[name] = key
                 records[key] = data[pos : nul + 21]
                 order.append(key)
                 pos = nul + 21
@@ -114,35 +113,45 @@ class TreeBuilder:
         return builder
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._records)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._keys
+        return isinstance(name, str) and self._key(name) is not None
+
+    def _key(self, name: str) -> bytes | None:
+        """The sort key entry `name` is held under (a file's or a directory's), or None."""
+        raw = name.encode("utf-8", "surrogateescape")
+        if raw in self._records:
+            return raw
+        raw += b"/"
+        return raw if raw in self._records else None
 
     def get(self, name: str) -> tuple[str, str] | None:
         """Return the (mode, sha) of entry `name`, or None."""
-        key = self._keys.get(name)
+        key = self._key(name)
         return None if key is None else _entry(self._records[key])
 
     def entries(self) -> dict[str, tuple[str, str]]:
         """Return a copy of the entries as name -> (mode, sha)."""
-        return {name: _entry(self._records[key]) for name, key in self._keys.items()}
+        return {
+            key.removesuffix(b"/").decode("utf-8", "surrogateescape"): _entry(record)
+            for key, record in self._records.items()
+        }
 
     def set(self, name: str, mode: str, sha: str) -> None:
         """Add or replace entry `name`."""
         mode, key, record = _tree_record(name, mode, sha)
-        old_key = self._keys.get(name)
+        old_key = self._key(name)
         if old_key != key:
             if old_key is not None:
                 self._drop_key(old_key)
             if self._order is not None:
                 bisect.insort(self._order, key)
-            self._keys[name] = key
         self._records[key] = record
 
     def remove(self, name: str) -> bool:
         """Remove entry `name`; return False if there was none."""
-        key = self._keys.pop(name, None)
+        key = self._key(name)
         if key is None:
             return False
         self._drop_key(key)
