@@ -97,7 +97,7 @@ class ServeOptions:
     poll_interval: float = 2.0
     concurrency: int = 512
     identity: tuple[str, str] = ("gitops-acp", "gitops-acp@localhost")
-    maintenance_interval: float = 600.0  # seconds between `git gc --auto` + commit-graph runs
+    maintenance_interval: float = 600.0  # seconds between pack merges + commit-graph runs (at most)
     retain_finished: float | None = 168 * 3600.0  # seconds a finished task stays in the tip (None: never)
     settings: Settings = field(default_factory=Settings)
     remote: RemoteOptions | None = None  # serve a remote through the mirror at `repo`

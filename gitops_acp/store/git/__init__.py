@@ -10,7 +10,7 @@ every name from here, never from the modules below::
       ├── trees.py        the tree codec, TreeBuilder, TreeEditor, listing a commit's files
       ├── refs.py         reading refs from files, compare-and-swap moves, log / CommitInfo
       ├── transfer.py     fetch, push with leases, URL helpers
-      └── maintenance.py  repack and the commit-graph
+      └── maintenance.py  merging packs and loose objects, the commit-graph
     readonly.py     ReadOnlyRepo: the reading half of GitRepo without GitPython (one-object readers)
     process.py      running one git command (environment, timeout, one-line errors); used by all
 

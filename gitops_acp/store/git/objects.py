@@ -247,7 +247,7 @@ class ObjectWriter:
             try:
                 _write_new_file(tmp, payload)
             except FileNotFoundError:
-                # `git prune-packed` (run by `repack -d` and `gc` in maintain()) removes the fan-out
+                # `git prune-packed` (run by maintain(), and by a person's `gc`) removes the fan-out
                 # folders it empties, ones this writer made included: make it again, as git does.
                 os.makedirs(folder, exist_ok=True)
                 _write_new_file(tmp, payload)
