@@ -32,12 +32,12 @@ def write_commit_graph(git_dir: Path) -> None:
     process.in_repo(git_dir, "commit-graph", "write", "--reachable", "--changed-paths", background=True)
 
 
-def maintain(git_dir: Path, *, shared: bool, objects_dir: Path | None = None) -> None:
+def maintain(git_dir: Path, objects: Path, *, shared: bool) -> None:
     """Roll loose objects and small packs up and refresh the commit-graph; in a mirror, `gc --auto` too.
 
     The status writer rolls every 16 of its group commits' packs into one (`ObjectWriter.roll_up`);
     approval and question branches add loose objects (GIT-NOTES: gc shrank 7.9 MB of them to
-    365 KB). `_roll_up` merges the packs the way `git repack --geometric=2` does (the smallest,
+    365 KB). `_merge_packs` merges the packs the way `git repack --geometric=2` does (the smallest,
     until each pack left is at least twice the size of all smaller ones together, loose objects
     with them), so its cost follows what was written since the last run, not the repository size;
     unlike `git repack`, it never reads a pack the writer is about to delete.
@@ -49,10 +49,10 @@ def maintain(git_dir: Path, *, shared: bool, objects_dir: Path | None = None) ->
     not on the chain's). Pruning and ref packing are left to their own `git gc` / `git
     maintenance`. A mirror in the cache directory is the reconciler's alone: `gc --auto` (in
     the foreground: we are on a background thread already) keeps it pruned; packs are left to
-    `_roll_up` there too (`gc.autoPackLimit=0`: a `repack -A` would read the writer's packs).
+    `_merge_packs` there too (`gc.autoPackLimit=0`: a `repack -A` would read the writer's packs).
+    `objects`: the repository's object folder (a worktree's is its common dir's).
     """
-    objects = objects_dir if objects_dir is not None else git_dir / "objects"
-    _roll_up(git_dir, objects, pack_ledger(objects))
+    _merge_packs(git_dir, objects, pack_ledger(objects))
     if not shared:
         auto = ("-c", "gc.autoDetach=false", "-c", "gc.autoPackLimit=0", "gc", "--auto", "--quiet")
         process.in_repo(git_dir, *_ONE_THREAD, *auto, background=True)
@@ -86,16 +86,14 @@ def geometric_split(sizes: list[int], factor: int = 2) -> int:
     return split
 
 
-def _roll_up(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
+def _merge_packs(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
     """Merge the small packs nobody else will delete, and the loose objects, into one pack."""
     folder = objects / "pack"
     with ledger.lock:  # a pack a writer of ours will delete is owned before its files appear
-        names = [
-            entry[:-4] for entry in _listing(folder) if entry.startswith("pack-") and entry.endswith(".idx")
-        ]
+        names = _pack_names(folder)
         owned, handed = set(ledger.owned), set(ledger.handed)
     now = time.time()
-    sized: list[tuple[int, str]] = []  # (objects, name)
+    weighed: list[tuple[int, str]] = []  # (objects, name)
     for name in names:
         if name in owned or (folder / f"{name}.keep").exists() or (folder / f"{name}.promisor").exists():
             continue
@@ -106,11 +104,11 @@ def _roll_up(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
             continue
         if name not in handed and now - stat.st_mtime < YOUNG_PACK_SECONDS:
             continue  # another process's writer may roll it up (PackLedger)
-        sized.append((objects_in, name))
+        weighed.append((objects_in, name))
     # Weighed by their objects, as git does: the writer's packs are stored uncompressed, and by
     # their bytes a roll-up of 16 commits weighed more than a merged pack of hundreds.
-    sized.sort()
-    merged = [name for _, name in sized[: geometric_split([size for size, _ in sized])]]
+    weighed.sort()
+    merged = [name for _, name in weighed[: geometric_split([count for count, _ in weighed])]]
     loose = _has_loose_objects(objects)
     if len(merged) >= 2 or loose:
         process.in_repo(
@@ -132,7 +130,7 @@ def _roll_up(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
                     os.unlink(folder / f"{name}{suffix}")
         if loose:
             process.in_repo(git_dir, "prune-packed", "-q", background=True)
-    present = {entry[:-4] for entry in _listing(folder) if entry.endswith(".idx")}
+    present = set(_pack_names(folder))
     with ledger.lock:  # roll-ups gone (merged here, or by a person's `git gc`): forgotten
         ledger.handed.intersection_update(present)
 
@@ -146,11 +144,13 @@ def _object_count(idx: Path) -> int:
     return int.from_bytes(head[-4:], "big")
 
 
-def _listing(folder: Path) -> list[str]:
+def _pack_names(folder: Path) -> list[str]:
+    """The packs in `folder` by name (`pack-<sha>`), as git finds them: by their index."""
     try:
-        return os.listdir(folder)
+        listing = os.listdir(folder)
     except FileNotFoundError:
         return []
+    return [entry[:-4] for entry in listing if entry.startswith("pack-") and entry.endswith(".idx")]
 
 
 def _has_loose_objects(objects: Path) -> bool:

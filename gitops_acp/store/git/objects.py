@@ -45,7 +45,7 @@ _PACK_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}  # object type codes in pac
 # larger part of a commit); hashlib for 2,048 bytes or more; zlib's checksums above 5 KiB. So the
 # pack path hashes in pieces too small to release and does not compress (`_stored_zlib`).
 _KEEP_GIL = 2047
-#: A writer's packs rolled up into one once there are this many (`ObjectWriter._roll_up`).
+#: A writer's packs rolled up into one once there are this many (`ObjectWriter.roll_up`).
 ROLL_UP_AFTER = 16
 _BATCH_READ_MIN = 16  # fewer blobs than this are read through the persistent cat-file
 _BATCH_READ_CHUNK = 5000  # blobs per `cat-file --batch` run (bounds what is held at once)
@@ -212,6 +212,10 @@ class ObjectWriter:
 
     def close(self) -> None:
         """The packs not rolled up are this writer's no more: maintenance merges them (`PackLedger`)."""
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give the packs not rolled up to maintenance, however young (`PackLedger.handed`)."""
         packs, self._recent = self._recent, []
         with self._ledger.lock:
             self._ledger.owned.difference_update(pack.name for pack in packs)
@@ -351,9 +355,7 @@ class ObjectWriter:
             if run >= 0:
                 parts.append(view[run:])
         if offset >= 1 << 31:  # too large for 32-bit offsets: maintenance's
-            self._recent = []
-            with self._ledger.lock:
-                self._ledger.owned.difference_update(pack.name for pack in packs)
+            self._hand_over()
             return False
         # Hashed in one piece, letting go of the GIL: a few MB at a time, 16 times rarer than a
         # commit's pack, and the reconciler's thread runs meanwhile.
@@ -416,7 +418,7 @@ class ObjectWriter:
         folder = f"{self._objects_dir}/pack"
         name = f"{folder}/pack-{checksum.hex()}"
         unique = f"{os.getpid()}_{threading.get_ident()}_{next(self._tmp_names)}"
-        files: list[tuple[str, list[bytes | memoryview] | list[bytearray], str]] = [
+        files: list[tuple[str, Sequence[bytes | bytearray | memoryview], str]] = [
             (f"{folder}/tmp_pack_{unique}", body, name + ".pack"),
             (f"{folder}/tmp_idx_{unique}", [index], name + ".idx"),
         ]

@@ -356,4 +356,4 @@ class GitRepo:
         `shared`: people work in this repository too, so nothing may take a lock their git needs
         (see `maintenance.maintain`). Safe from any thread (it uses no pipe of this GitRepo).
         """
-        maintenance.maintain(self._git_dir, shared=shared, objects_dir=self._common_dir / "objects")
+        maintenance.maintain(self._git_dir, self._common_dir / "objects", shared=shared)
