@@ -84,7 +84,7 @@ class Template:
     tool_call_name: str  # the template tool call's name (starts with TEMPLATE_TOOL_TASK)
     static: dict[str, bytes]  # status/llms/... files of the demo's tip
     main: dict[str, bytes]  # main's files, tasks/ left out
-    task_file: bytes  # the template Task file on main
+    task_file: bytes  # the template Task's document on main (its file holds the demo's other Tasks too)
 
 
 def status_path(kind: str, name: str) -> str:
@@ -136,7 +136,7 @@ def template(workdir: Path) -> Template:
         tool_call_name=call,
         static=static,
         main=main,
-        task_file=git(repo, "show", f"main:tasks/{TEMPLATE_TASK}.yaml"),
+        task_file=git(repo, "show", f"main:tasks/{TEMPLATE_TASK}.yaml").split(b"\n---\n")[0] + b"\n",
     )
 
 

@@ -24,6 +24,11 @@ The reader commands look at one task of the first batch (`g001000`): with archiv
 `main` when the next batch is committed (`--keep-main` keeps them: main then grows, and so does
 what parsing it costs); `--retain-finished never` turns archiving off, so the tip grows.
 
+RSS is also split into what holds it (`--json`: `pymalloc_mb`, Python's arenas of small objects,
+given back only when empty; `malloc_mb`, glibc's heap in use and free but kept), and compared from
+the first tenth of the run on, once the working set is reached. `ACP_BENCH_TRACEMALLOC=FRAMES`
+prints, after each batch, where the Python memory grown since the second batch was allocated.
+
 Targets (DESIGN §9): the last batch's tasks/s at least 0.8 of the first's, with and without
 archiving; `get task` and `describe` at most 100 ms and `history -n 20` at most 50 ms at 100,000
 tasks (of the command's own work: the start-up is printed beside them); RSS flat.
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import subprocess
@@ -91,8 +97,6 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
             isinstance(task, Task) and task.status is not None and task.status.phase in TERMINAL_TASK_PHASES
         )
 
-    import gc
-
     collecting: dict[str, float] = {"since": 0.0, "total": 0.0}
 
     def timed_gc(phase: str, info: dict[str, int]) -> None:  # the cycle collector's share of a batch
@@ -102,6 +106,15 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
             collecting["total"] += time.perf_counter() - collecting["since"]
 
     gc.callbacks.append(timed_gc)
+
+    # ACP_BENCH_TRACEMALLOC=FRAMES: after each batch, the Python memory grown since the second
+    # batch, by where it was allocated (to stderr): what RSS growth is made of
+    tracing = int(os.environ.get("ACP_BENCH_TRACEMALLOC", "0"))
+    baseline: list[object] = []
+    if tracing:
+        import tracemalloc
+
+        tracemalloc.start(tracing)
 
     async def go() -> None:
         serving = await serve_until_ready(manager, ready)
@@ -157,13 +170,67 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
                 # `git gc` of the parent's commits), whatever the reconciler does
                 "machine_busy": 1 - (machine1[1] - machine0[1]) / max(1, machine1[0] - machine0[0]),
                 "rss_mb": _rss_mb(),
+                "pymalloc_mb": _pymalloc_mb(),
+                "malloc_mb": _malloc_mb(),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
             print(json.dumps(figures), flush=True)
+            if tracing:
+                _trace_growth(baseline)
         manager.stop()
         await serving
 
     asyncio.run(go())
+
+
+def _pymalloc_mb() -> float:
+    """The MB pymalloc holds in arenas (its pool of small objects, given back to the system only whole)."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as out:
+        os.dup2(out.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode()
+    for line in text.splitlines():
+        if line.startswith("# arenas allocated current"):
+            return int(line.split("=")[1].replace(",", "")) * 1.0  # 1 MiB arenas
+    return 0.0
+
+
+def _malloc_mb() -> tuple[float, float]:
+    """glibc's heap: MB in use and MB free but kept (mallinfo2), outside pymalloc's arenas too."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+        _fields_ = [(name, ctypes.c_size_t) for name in names.split()]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
+
+
+def _trace_growth(baseline: list[object]) -> None:
+    import tracemalloc
+
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    if len(baseline) < 2:  # the first batch warms up: compare with the second's end
+        baseline.append(snapshot)
+        return
+    grown = snapshot.compare_to(baseline[1], "traceback")  # type: ignore[arg-type]
+    total = sum(stat.size_diff for stat in grown)
+    print(f"tracemalloc: {total / 1e6:+.1f} MB since the second batch", file=sys.stderr)
+    for stat in grown[:12]:
+        print(f"  {stat.size_diff / 1e6:+.2f} MB {stat.count_diff:+d}", file=sys.stderr)
+        for line in stat.traceback.format()[-8:]:
+            print("     " + line, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def startup_child(repo: Path, secrets: Path) -> None:
@@ -429,6 +496,16 @@ def main() -> int:
         f"last batch / first batch tasks/s: {ratio:.2f} (target >= 0.8); "
         f"tasks per CPU second: {cpu_ratio:.2f} of the first batch's; "
         f"RSS {first['rss_mb']:.0f} -> {last['rss_mb']:.0f} MB"
+    )
+    # RSS after the first tenth of the run (the working set of a batch running while the one
+    # before waits to be archived is reached by then) against the end, and what it is made of
+    settled = rows[len(rows) // 10]
+    print(
+        f"RSS at {settled['tasks']:,} tasks -> at {last['tasks']:,}: {settled['rss_mb']:.0f} -> "
+        f"{last['rss_mb']:.0f} MB; pymalloc's arenas {settled['pymalloc_mb']:.0f} -> "
+        f"{last['pymalloc_mb']:.0f} MB, "
+        f"glibc's heap in use {settled['malloc_mb'][0]:.0f} -> {last['malloc_mb'][0]:.0f} MB, "
+        f"free but kept {settled['malloc_mb'][1]:.0f} -> {last['malloc_mb'][1]:.0f} MB"
     )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -578,6 +578,26 @@ def test_duplicate_is_reported_on_both_files() -> None:
     assert (Kind.Agent, "x") in result.resources
 
 
+def test_a_name_declared_in_many_files_names_a_few_of_the_others() -> None:
+    task = "apiVersion: acp.gitops.dev/v1alpha1\nkind: Task\nmetadata: {name: x}\n"
+    files = [
+        load(task + f"spec: {{agentRef: {{name: a}}, userMessage: m{i}}}\n", path=f"f{i}.yaml")
+        for i in range(8)
+    ]
+    result = loader.assemble(files)
+    shown = messages(result)
+    assert len(shown) == 8
+    assert shown[0] == (
+        'f0.yaml:1: duplicate Task "x": also defined at f1.yaml:1, f2.yaml:1, f3.yaml:1, f4.yaml:1, '
+        "f5.yaml:1 and 2 more"
+    )
+    assert shown[7] == (
+        'f7.yaml:1: duplicate Task "x": also defined at f0.yaml:1, f1.yaml:1, f2.yaml:1, f3.yaml:1, '
+        "f4.yaml:1 and 2 more"
+    )
+    assert (Kind.Task, "x") not in result.resources
+
+
 def test_resource_valid_in_one_file_and_invalid_in_another_is_not_loaded() -> None:
     good = load(
         "apiVersion: acp.gitops.dev/v1alpha1\nkind: Task\nmetadata: {name: x}\n"
