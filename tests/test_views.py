@@ -59,22 +59,28 @@ def status_doc(
 
 
 class Counting:
-    """A GitRepo that counts the files read from `main` and the whole-tree listings."""
+    """A GitRepo that counts the files read from `main`, the status files and whole-tree listings."""
 
     def __init__(self, repo: GitRepo, main: str) -> None:
         self._repo = repo
         self._main = main
         self.main_files: list[str] = []
         self.listings = 0  # of a whole commit
-        self.blobs = 0  # read by sha (a list's status files)
+        self.blobs = 0  # read by sha
+        self.status_files: list[str] = []  # read by path from the status branch (a list's page)
+        self.status_listings: list[str] = []  # directories of the status branch listed whole
 
     def read_file(self, commit: str, path: str) -> bytes | None:
         if commit == self._main:
             self.main_files.append(path)
+        else:
+            self.status_files.append(path)
         return self._repo.read_file(commit, path)
 
     def list_tree(self, commit: str, path: str = "") -> dict[str, str]:
         self.listings += not path
+        if path and commit != self._main:
+            self.status_listings.append(path)
         return self._repo.list_tree(commit, path)
 
     def read_blob(self, sha: str) -> bytes:
@@ -244,12 +250,14 @@ def test_a_page_reads_only_the_status_files_it_shows(world: Path) -> None:
         repo = Counting(opened, git(world, "rev-parse", "main"))
         # 20 tasks on main (one with status) and 2 only on the status branch; main's files are
         # parsed (its declarations), the status side is names until the page is full.
-        blobs_before = repo.blobs
         page = views.listing(repo, Kind.Task, lambda doc: True, limit=2)  # type: ignore[arg-type]
-        main_blobs = sum(1 for _ in git(world, "ls-tree", "-r", "--name-only", "main").splitlines())
     assert [doc["metadata"]["name"] for doc in page.documents] == ["delegate-t3-abc-tc-02", "gone"]
     assert page.next_after == "gone"
-    assert repo.blobs - blobs_before <= main_blobs + 2  # main's files, then the two status files shown
+    # the two status files shown (t0, next, has none: declared on main only)
+    assert repo.status_files == [
+        status_path(Kind.Task, "delegate-t3-abc-tc-02"),
+        status_path(Kind.Task, "gone"),
+    ]
 
 
 def test_a_name_search_reads_only_the_status_files_of_the_names_it_keeps(world: Path) -> None:
@@ -284,8 +292,69 @@ def test_a_name_search_reads_only_the_status_files_of_the_names_it_keeps(world: 
     assert pages == [["delegate-t3-abc-tc-02"], ["t3"]]
     # Each page read its own status file and the next match's (to know there is a next page), no
     # other task's: not gone's, the one other task with a status file.
-    assert repo.blobs == 3
+    assert len(repo.status_files) == 3
+    assert {Path(path).stem for path in repo.status_files} == {"delegate-t3-abc-tc-02", "t3"}
     assert repo.main_files == []
+
+
+def test_names_kept_from_tip_to_tip_list_what_a_fresh_listing_lists(world: Path) -> None:
+    """The HTTP API's lists keep the status files' names and bring them to each new tip with the
+    files that changed: new tasks, a deleted one, an archived one, a tip moved back, a tip that
+    is gone. Each time, every kind's list, with and without the archive, is a fresh listing's."""
+    from gitops_acp.store import readers
+    from gitops_acp.store.desired import DesiredReader
+
+    names = readers.StatusNames()
+    main = git(world, "rev-parse", "main")
+
+    def same_as_fresh() -> list[str]:
+        with GitRepo.open(world) as opened:
+            desired = DesiredReader(opened)
+            repo = Counting(opened, main)
+            for kind in (Kind.Task, Kind.ToolCall, Kind.LLM):
+                for archived in (False, True):
+                    kept = readers.listing(
+                        repo,  # type: ignore[arg-type]
+                        kind,
+                        lambda doc: True,
+                        archived=archived,
+                        desired=desired,
+                        names=names,
+                    )
+                    fresh = readers.listing(opened, kind, lambda doc: True, archived=archived)
+                    assert kept == fresh, (kind, archived)
+        return repo.status_listings  # by the kept lists only
+
+    def checkpoint(changes: list[Change]) -> None:
+        async def write() -> None:
+            writer = StatusWriter(world)
+            await writer.start()
+            await writer.commit(changes, spec_commit=main)
+            await writer.close()
+
+        asyncio.run(write())
+
+    def task_status(name: str, phase: str) -> Change:
+        return Change(
+            Kind.Task, name, status_doc("Task", name, {"agentRef": {"name": "helper"}}, {"phase": phase})
+        )
+
+    listed = ["status/tasks", "archive/tasks", "status/toolcalls", "archive/toolcalls", "status/llms"]
+    assert same_as_fresh() == listed  # each directory listed once: the names kept from then on
+    first = git(world, "rev-parse", "acp/status")
+    checkpoint([task_status(f"new-{i}", "Initializing") for i in range(3)] + [task_status("t3", "Failed")])
+    assert same_as_fresh() == []
+    checkpoint([Change(Kind.Task, "new-1", None), Change(Kind.ToolCall, "t3-abc-tc-01", None)])
+    assert same_as_fresh() == []
+    archive = [Change(Kind.Task, "gone", None, archive=True), Change(Kind.Task, "new-2", None, archive=True)]
+    checkpoint(archive)
+    assert same_as_fresh() == []
+    git(world, "update-ref", "refs/heads/acp/status", first)  # moved back: what the diff undoes
+    assert same_as_fresh() == []
+    # A tip the names were kept at that no longer exists (a branch reset, then pruned): listed again.
+    for held in names._held.values():
+        held.tip = "0" * 40
+    assert same_as_fresh() == listed
 
 
 def test_phase_and_selector_narrow_a_list(world: Path, capsys: pytest.CaptureFixture[str]) -> None:

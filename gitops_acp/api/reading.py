@@ -3,7 +3,8 @@
 Each answer reads only what it returns (DESIGN §9): one object is `readers.lookup` (its status
 file, the one file of `main` that declares it); a list is `readers.listing` (the status files'
 names, then only the files of its page), with `main`'s declarations from one long-lived
-`DesiredReader` that parses only the files a new commit changed. The repositories are opened
+`DesiredReader` that parses only the files a new commit changed, and the status files' names
+from one long-lived `StatusNames`, brought to each new tip by what changed (`git diff-tree`). The repositories are opened
 once, on the read thread (GitPython objects belong to one thread), and see every new commit:
 refs are read on each call.
 """
@@ -36,6 +37,7 @@ class Reads:
         self._repo: GitRepo | None = None
         self._reader: ReadOnlyRepo | None = None
         self._desired: DesiredReader | None = None  # main, parsed once, then only what changed
+        self._names = readers.StatusNames()  # the status files' names, brought to each new tip
 
     async def run(self, fn: Callable[[Reads], T]) -> T:
         """Run `fn(self)` on the read thread."""
@@ -82,6 +84,7 @@ class Reads:
             branch=self.branch,
             desired=self._desired,
             named=named,
+            names=self._names,
         )
 
     async def aclose(self) -> None:

@@ -59,6 +59,8 @@ class DesiredReader:
         since = self._commit
         if since is None:
             files: dict[str, str | None] = dict(self._repo.list_tree(commit))
+        elif since == commit:  # read again (the API's lists between two commits): no git to run
+            files = {}
         else:
             files = self._repo.changed_files(since, commit)
         files = {path: blob for path, blob in files.items() if path.endswith((".yaml", ".yml"))}

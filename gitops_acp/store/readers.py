@@ -14,17 +14,25 @@ when they do.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import bisect
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gitops_acp.errors import StoreError
 from gitops_acp.resources.meta import (
     ANNOTATION_SOURCE,
     ARCHIVE_ROOT,
     FANNED_OUT,
     LABEL_PARENT_TOOLCALL,
     LABEL_SCHEDULE,
+    PLURALS,
+    STATUS_ROOT,
     Kind,
+    parse_status_path,
+    status_path,
 )
 from gitops_acp.store import shards, yamlio
 from gitops_acp.store.statustree import archived_names, read_status_file, read_tip, status_names
@@ -35,7 +43,18 @@ if TYPE_CHECKING:  # imported where used: pydantic and GitPython only when a rea
     from gitops_acp.store.desired import DesiredReader
     from gitops_acp.store.git import GitRepo, Reader
 
-__all__ = ["STATUS_ONLY", "Found", "Listing", "Snapshot", "listing", "lookup", "snapshot", "status_of"]
+__all__ = [
+    "STATUS_ONLY",
+    "Found",
+    "Listing",
+    "Snapshot",
+    "SortedNames",
+    "StatusNames",
+    "listing",
+    "lookup",
+    "snapshot",
+    "status_of",
+]
 
 
 @dataclass(frozen=True)
@@ -145,18 +164,19 @@ def listing(
     branch: str = "main",
     desired: DesiredReader | None = None,
     named: Callable[[str], bool] | None = None,
+    names: StatusNames | None = None,
 ) -> Listing:
     """The objects of `kind` by name, those `accept` keeps, `limit` of them after name `after`.
 
     What `snapshot` would show for the kind, reading only what the page needs: the status files'
-    names from each status branch's trees (one `git ls-tree` of `status/<plural>` each), then the
-    files themselves in name order until the page is full. Declared objects come from `main`
-    (parsed whole: it is people's repository). Archived objects (DESIGN §9) are left out, also a
-    Task still declared on main whose task was archived (one lookup each of those with no live
-    status), unless `archived`: then `archive/<plural>` is listed too. A long-lived caller (the
-    HTTP API) passes its own `desired` reader, which parses only what changed on `main` since its
-    last read. `named` keeps names before anything of theirs is read: a name search reads no file
-    of a name it does not keep.
+    names of each status branch (`StatusNames`), then the files themselves in name order until
+    the page is full. Declared objects come from `main` (parsed whole: it is people's
+    repository). Archived objects (DESIGN §9) are left out, also a Task still declared on main
+    whose task was archived (one lookup each of those with no live status), unless `archived`:
+    then the names in `archive/<plural>` are listed too. A long-lived caller (the HTTP API) passes
+    its own `desired` reader, which parses only what changed on `main` since its last read, and
+    its own `names`, brought to each new tip by what changed. `named` keeps names before anything
+    of theirs is read: a name search reads no file of a name it does not keep.
     """
     from gitops_acp.store.desired import DesiredReader
 
@@ -166,32 +186,132 @@ def listing(
         reader = desired if desired is not None else DesiredReader(repo)
         resources = reader.read(main_commit).resources if main_commit else {}
         declared = {name: loaded for (k, name), loaded in resources.items() if k == kind}
-    blobs: dict[str, str] = {}  # name -> its status file's blob
-    found = shards.status_branches(repo)
-    for candidate in reversed(found):  # the oldest first: a newer tip's copy replaces it
-        blobs.update(status_names(repo, candidate.tip, kind))
+    index = names if names is not None else StatusNames()
+    found = shards.status_branches(repo)  # the newest tip first: its copy is the one shown
+    live = [(candidate.tip, index.at(repo, candidate.name, candidate.tip, kind)) for candidate in found]
+    sources = [(tip, held, False) for tip, held in live]
     hidden: set[str] = set()  # declared on main, archived: shown only with `archived`
-    if kind in FANNED_OUT and archived:  # the whole archive: one ls-tree of it per branch
-        for candidate in found:
-            for name, sha in status_names(repo, candidate.tip, kind, root=ARCHIVE_ROOT).items():
-                blobs.setdefault(name, sha)
+    if kind in FANNED_OUT and archived:  # the whole archive's names, after the live copies
+        sources += [
+            (candidate.tip, index.at(repo, candidate.name, candidate.tip, kind, root=ARCHIVE_ROOT), True)
+            for candidate in found
+        ]
     elif kind in FANNED_OUT:  # only whether the declared ones without a live status are archived
-        unseen = [name for name in declared if name not in blobs and (named is None or named(name))]
+        unseen = [
+            name
+            for name in declared
+            if not any(name in held for _, held in live) and (named is None or named(name))
+        ]
         for candidate in found:
             hidden |= archived_names(repo, candidate.name, kind, unseen)
-    names = sorted((set(declared) - hidden) | set(blobs))
+    shown = sorted(name for name in declared if name not in hidden)
+    streams = [held.after(after) for _, held, _ in sources]
+    streams.append(shown[bisect.bisect_right(shown, after) :] if after is not None else shown)
     chosen: list[dict[str, Any]] = []
-    for name in names:
-        if (after is not None and name <= after) or (named is not None and not named(name)):
+    previous: str | None = None
+    for name in heapq.merge(*streams):
+        if name == previous or (named is not None and not named(name)):
             continue
-        blob = blobs.get(name)
-        document = _shown(declared.get(name), yamlio.load(repo.read_blob(blob)) if blob else None)
+        previous = name
+        data = next(
+            (
+                held_data
+                for tip, held, in_archive in sources
+                if name in held and (held_data := _status_file(repo, tip, kind, name, in_archive)) is not None
+            ),
+            None,
+        )
+        document = _shown(declared.get(name), yamlio.load(data) if data is not None else None)
         if not accept(document):
             continue
         if limit is not None and len(chosen) == limit:
             return Listing(chosen, str(chosen[-1]["metadata"]["name"]))
         chosen.append(document)
     return Listing(chosen, None)
+
+
+def _status_file(repo: GitRepo, tip: str, kind: Kind, name: str, in_archive: bool) -> bytes | None:
+    """The status file of `name` at `tip`: in `archive/`, or live (also in the flat layout of old tips)."""
+    if in_archive:
+        return repo.read_file(tip, status_path(kind, name, root=ARCHIVE_ROOT))
+    held = read_status_file(repo, tip, kind, name, archived=False)
+    return None if held is None else held.data
+
+
+class SortedNames:
+    """The names of one kind's status files under one root of one status branch, at `tip`, sorted."""
+
+    __slots__ = ("names", "tip")
+
+    def __init__(self, tip: str, names: list[str]) -> None:
+        self.tip = tip
+        self.names = names  # sorted
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        at = bisect.bisect_left(self.names, name)
+        return at < len(self.names) and self.names[at] == name
+
+    def after(self, name: str | None) -> list[str] | Iterator[str]:
+        """The names after `name` (all of them: None), in order."""
+        if name is None:
+            return self.names
+        return itertools.islice(self.names, bisect.bisect_right(self.names, name), None)
+
+    def move(self, changes: dict[str, str | None], kind: Kind, tip: str) -> None:
+        """Bring the names to `tip`, given the files that changed since (path -> blob, None: gone)."""
+        gone: set[str] = set()
+        added: set[str] = set()
+        for path, blob in changes.items():
+            parsed = parse_status_path(path)
+            if parsed is not None and parsed[0] == kind:
+                (gone if blob is None else added).add(parsed[1])
+        names = self.names
+        if len(gone) + len(added) > _RESORT_AFTER:
+            self.names = sorted((set(names) - gone) | added)
+        else:
+            for name in gone:  # first: a file moved within the layout is a deletion and an addition
+                if name in self:
+                    del names[bisect.bisect_left(names, name)]
+            for name in added:
+                if name not in self:
+                    bisect.insort(names, name)
+        self.tip = tip
+
+
+#: Changes past which `SortedNames.move` sorts the names again rather than insert each.
+_RESORT_AFTER = 2_000
+
+
+class StatusNames:
+    """The names of the status files of each kind on each status branch, kept from tip to tip.
+
+    A list reads the names of every status file of its kind before it reads its page: at 100,000
+    tasks in the tip, one `git ls-tree` of 100,000 paths, each checked against the layout (~0.5 s
+    an answer). A long-lived reader (the HTTP API, on one thread) keeps them sorted and brings
+    them to a branch's new tip with one `git diff-tree` of the kind's directory: the cost of an
+    answer is what changed since the last one (DESIGN §9). A process per command (`get`) lists
+    them once. Held: the names only (~70 bytes each); files are read by path.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, Kind, str], SortedNames] = {}
+
+    def at(self, repo: GitRepo, branch: str, tip: str, kind: Kind, *, root: str = STATUS_ROOT) -> SortedNames:
+        """The names of `kind` under `root` of `branch` at its tip `tip`."""
+        key = (branch, kind, root)
+        held = self._held.get(key)
+        if held is not None and held.tip != tip:
+            directory = f"{root}/{PLURALS[kind]}"
+            try:
+                held.move(repo.changed_files(held.tip, tip, directory), kind, tip)
+            except StoreError:  # the old tip is gone (a branch reset, then pruned): list again
+                held = None
+        if held is None:
+            held = SortedNames(tip, sorted(status_names(repo, tip, kind, root=root)))
+        self._held[key] = held
+        return held
 
 
 def _declared_on_main(repo: Reader, commit: str) -> dict[Key, Loaded]:

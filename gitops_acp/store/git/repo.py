@@ -242,10 +242,10 @@ class GitRepo:
         return self._trees.files(commit)
 
     @_exclusive
-    def changed_files(self, old: str, new: str) -> dict[str, str | None]:
-        """Return the files that differ between commits `old` and `new`: path -> blob sha in `new`
-        (None: not in `new`). Costs the size of the change, not of the trees."""
-        return self._trees.changed_files(old, new)
+    def changed_files(self, old: str, new: str, path: str = "") -> dict[str, str | None]:
+        """Return the files that differ between commits `old` and `new` (under directory `path`):
+        path -> blob sha in `new` (None: not in `new`). Costs the size of the change, not of the trees."""
+        return self._trees.changed_files(old, new, path)
 
     # The two ways `list_tree` can go, timed against each other by benchmarks/bench_checkpoint.py.
     def _walk_tree(self, commit: str, max_trees: int) -> dict[str, str] | None:

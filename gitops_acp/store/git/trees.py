@@ -420,12 +420,14 @@ class TreeReader:
                 files[name.decode("utf-8", "surrogateescape")] = sha.decode("ascii")
         return files
 
-    def changed_files(self, old: str, new: str) -> dict[str, str | None]:
-        """The files that differ between commits `old` and `new`: path -> blob sha in `new`, or None
-        where `new` has none (one `git diff-tree -r`: the cost is the change, not the tree)."""
-        out = process.in_repo(
-            self._git_dir, "diff-tree", "-r", "-z", "--no-renames", "--end-of-options", old, new
-        ).stdout
+    def changed_files(self, old: str, new: str, path: str = "") -> dict[str, str | None]:
+        """The files that differ between commits `old` and `new` (under directory `path`): path ->
+        blob sha in `new`, or None where `new` has none (one `git diff-tree -r`: the cost is the
+        change, not the tree)."""
+        args: tuple[str, ...] = ("diff-tree", "-r", "-z", "--no-renames", "--end-of-options", old, new)
+        if path:
+            args += ("--", f"{path.rstrip('/')}/")
+        out = process.in_repo(self._git_dir, *args).stdout
         changed: dict[str, str | None] = {}
         fields = out.split(b"\0")
         for meta, name in zip(fields[0::2], fields[1::2], strict=False):
