@@ -327,7 +327,61 @@ def measure(repo: Path, *, total: int, group: int, tool_every: int, runs: int, c
         times = timed(argv, runs=runs, env=env, cwd=repo)
         imports = "" if label == "python -c pass" else f"   imports {import_ms(argv, env, repo):5.0f}"
         print(f"  {label:44s} {statistics.median(times):7.0f}   ({times[0]:.0f}-{times[-1]:.0f}){imports}")
+    api = subprocess.run(
+        [sys.executable, "-c", _API_PAGES, str(repo), str(runs)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    print(api.stdout, end="")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+# The HTTP API's list (`GET /v1/tasks?limit=100`) as its read thread answers it (api/reading.py,
+# the HTTP layer left out): the first answer lists the names, then each answer comes after one
+# more checkpoint commit on acp/status (the writer's, as `serve` makes them), as while serving.
+# The status branch is put back where it was at the end (the commits stay as unreachable objects).
+_API_PAGES = """
+import asyncio, statistics, sys, time
+from pathlib import Path
+from gitops_acp.api.reading import Reads
+from gitops_acp.resources.meta import Kind
+from gitops_acp.store.git import GitRepo
+from gitops_acp.store.status import Change, StatusWriter
+
+repo, runs = Path(sys.argv[1]), int(sys.argv[2])
+
+async def main():
+    reads = Reads(repo, branch="main")
+    with GitRepo.open(repo) as opened:
+        tip = opened.resolve("refs/heads/acp/status")
+    writer = StatusWriter(repo)
+    await writer.start()
+    times = []
+    try:
+        for run in range(runs + 1):
+            if run:
+                doc = {"apiVersion": "acp.gitops.dev/v1alpha1", "kind": "Task",
+                       "metadata": {"name": f"bench-api-{run}"}, "spec": {"agentRef": {"name": "a"}},
+                       "status": {"phase": "Initializing"}}
+                await writer.commit([Change(Kind.Task, f"bench-api-{run}", doc)], spec_commit="")
+            started = time.perf_counter()
+            page = await reads.run(lambda r: r.page(Kind.Task, lambda d: True, limit=100, after=None, archived=False))
+            times.append((time.perf_counter() - started) * 1000)
+            assert len(page.documents) == 100
+    finally:
+        await writer.close()
+        await reads.aclose()
+        with GitRepo.open(repo) as opened:
+            moved = opened.resolve("refs/heads/acp/status")
+            opened.update_ref("refs/heads/acp/status", tip, moved, message="bench_cli: back")
+    steady = sorted(times[1:])
+    print(f"  API list of 100 (first answer: names listed)  {times[0]:7.0f}")
+    print(f"  API list of 100, a checkpoint before each    {statistics.median(steady):7.0f}   ({steady[0]:.0f}-{steady[-1]:.0f})")
+
+asyncio.run(main())
+"""
 
 
 def main() -> int:
