@@ -367,7 +367,9 @@ async def main():
                        "status": {"phase": "Initializing"}}
                 await writer.commit([Change(Kind.Task, f"bench-api-{run}", doc)], spec_commit="")
             started = time.perf_counter()
-            page = await reads.run(lambda r: r.page(Kind.Task, lambda d: True, limit=100, after=None, archived=False))
+            page = await reads.run(
+                lambda r: r.page(Kind.Task, lambda d: True, limit=100, after=None, archived=False)
+            )
             times.append((time.perf_counter() - started) * 1000)
             assert len(page.documents) == 100
     finally:
@@ -378,7 +380,9 @@ async def main():
             opened.update_ref("refs/heads/acp/status", tip, moved, message="bench_cli: back")
     steady = sorted(times[1:])
     print(f"  API list of 100 (first answer: names listed)  {times[0]:7.0f}")
-    print(f"  API list of 100, a checkpoint before each    {statistics.median(steady):7.0f}   ({steady[0]:.0f}-{steady[-1]:.0f})")
+    median = statistics.median(steady)
+    spread = f"({steady[0]:.0f}-{steady[-1]:.0f})"
+    print(f"  API list of 100, a checkpoint before each    {median:7.0f}   {spread}")
 
 asyncio.run(main())
 """

@@ -4,9 +4,9 @@ Each answer reads only what it returns (DESIGN §9): one object is `readers.look
 file, the one file of `main` that declares it); a list is `readers.listing` (the status files'
 names, then only the files of its page), with `main`'s declarations from one long-lived
 `DesiredReader` that parses only the files a new commit changed, and the status files' names
-from one long-lived `StatusNames`, brought to each new tip by what changed (`git diff-tree`). The repositories are opened
-once, on the read thread (GitPython objects belong to one thread), and see every new commit:
-refs are read on each call.
+from one long-lived `StatusNames`, brought to each new tip by what changed (`git diff-tree`).
+The repositories are opened once, on the read thread (GitPython objects belong to one thread),
+and see every new commit: refs are read on each call.
 """
 
 from __future__ import annotations
