@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from gitops_acp import redaction
-from gitops_acp.controllers.cold import COLD_AFTER, COLD_KINDS, WARM_FINISHED, Cold
+from gitops_acp.controllers.cold import COLD_AFTER, COLD_KINDS, WARM_FINISHED, Cold, Facts, facts_of
 from gitops_acp.errors import StaleError
 from gitops_acp.resources import lifecycle
 from gitops_acp.resources.lifecycle import Key
@@ -119,6 +119,10 @@ class State:
         while committing). Costly with a large tip: see `observed_keys` and `observed_entries`."""
         return [(key, obj) for key in list(self._observed) if (obj := self._warm(key)) is not None]
 
+    def holds(self, key: Key) -> bool:
+        """Whether the status branch has `key` (a cold one is not read back to say so)."""
+        return key in self._observed
+
     def observed_keys(self) -> list[Key]:
         """The key of every resource on the status branch."""
         return list(self._observed)
@@ -139,6 +143,44 @@ class State:
             self._observed[key] = Cold.of(obj, blob=by_blob, document=document)
         else:
             self._observed[key] = obj
+
+    def settled(self, key: Key) -> bool:
+        """Whether `key` is a Task held cold that finished and has nothing left to do (its answer
+        delivered, or none to deliver: `cold.finished_at`), known without reading it."""
+        held = self._observed.get(key)
+        return (
+            key[0] == Kind.Task
+            and isinstance(held, Cold)
+            and held.facts.terminal
+            and held.facts.finished_at is not None
+        )
+
+    def load_cold(self, key: Key, blob: str, facts: Facts) -> None:
+        """Take a finished Task or ToolCall as committed already, by its status file's blob and its
+        facts, without reading the file (start-up, from the facts of an earlier run: coldfacts.py)."""
+        assert key[0] in COLD_KINDS
+        assert facts.terminal
+        assert self._read_blob is not None
+        self._observed[key] = Cold(bytes.fromhex(blob), None, facts)
+
+    def cold_facts(self) -> list[tuple[bytes, Facts]]:
+        """(blob sha, facts) of every finished Task and ToolCall whose committed file's blob is known:
+        what a restart need not read again (coldfacts.py)."""
+        found = [
+            (held.sha, held.facts)
+            for held in self._observed.values()
+            if isinstance(held, Cold) and held.sha is not None and held.facts.terminal
+        ]
+        for key, blob in self._blobs.items():  # finished lately, not cold yet
+            obj = self._observed.get(key)
+            if obj is not None and not isinstance(obj, Cold) and key not in self._submitted:
+                facts = facts_of(obj)
+                if facts is not None and facts.terminal:
+                    found.append((bytes.fromhex(blob), facts))
+        for key, (warm, cold) in self._rewarmed.items():  # read back lately, unchanged
+            if self._observed.get(key) is warm and cold.sha is not None and cold.facts.terminal:
+                found.append((cold.sha, cold.facts))
+        return found
 
     def _warm(self, key: Key) -> AnyResource | None:
         """The parsed resource of `key`; a cold one is parsed and kept warm for a while again."""

@@ -37,14 +37,14 @@ import httpx2
 from gitops_acp import policy
 from gitops_acp.controllers import registry
 from gitops_acp.controllers.base import Context, Controller, Key, Settings
-from gitops_acp.controllers.cold import Cold
+from gitops_acp.controllers.cold import COLD_KINDS, Cold
 from gitops_acp.controllers.http import Http
 from gitops_acp.controllers.state import State
 from gitops_acp.errors import StaleError
 from gitops_acp.humans.gateway import Humans
 from gitops_acp.llm.client import LLMClient
 from gitops_acp.mcp import MCPManager
-from gitops_acp.reactor import background, claim
+from gitops_acp.reactor import background, claim, coldfacts
 from gitops_acp.reactor.awaiting import HumanWaits
 from gitops_acp.reactor.dependents import Dependents
 from gitops_acp.reactor.events import EventHub
@@ -212,6 +212,8 @@ class Manager:
             on_archived=self._archived_tasks,
         )
         self._retention_job: asyncio.Task[None] | None = None
+        self._cold_facts: Path | None = None  # finished resources' facts, for the next start
+        self._cold_facts_job: asyncio.Task[None] | None = None
         self._waits = HumanWaits(self._queue_add, lambda: self._repo, self._git)
         self._remote: RemoteSync | None = None
         self._claim: claim.Claim | None = None  # the status branch's locks, held while serving
@@ -422,7 +424,7 @@ class Manager:
             return False
         previous = self._state.desired_state
         state = await loop.run_in_executor(self._git, lambda: reader.read(commit, previous=previous))
-        fresh = self._owned.fresh(state, previous, lambda key: self._state.observed(*key) is not None)
+        fresh = self._owned.fresh(state, previous, self._state.holds)
         if fresh:
             branch = self.options.status_branch
             found = await loop.run_in_executor(
@@ -452,7 +454,7 @@ class Manager:
         if previous.commit is not None:
             self._waits.wake_all()  # a decision or an answer is a file arriving on main
         elif self._ready:  # the first verified commit after a start that had none: resume everything
-            for key in self._state.observed_keys():
+            for key in self._to_resume(self._state.observed_keys()):
                 self._queue.add(key)
         log.debug(
             "main at %s: %d resources, %d changed", (commit or "")[:12], len(state.resources), len(changed)
@@ -496,8 +498,22 @@ class Manager:
         self._reader = DesiredReader(self._repo)
         repo, shard, branch = self._repo, self.options.shard, self.options.status_branch
         retired = await loop.run_in_executor(self._git, lambda: shards.retired_tasks(repo, shard, branch))
-        documents = await self._writer.start()
+        # Finished tasks an earlier run saved the facts of are not read again (coldfacts.py).
+        self._cold_facts = coldfacts.path_for(self._claim.serve.path.parent, branch)
+        saved = await loop.run_in_executor(self._git, coldfacts.load, self._cold_facts)
+
+        def known(key: Key, blob: str) -> str | None:
+            facts = saved.get(bytes.fromhex(blob)) if key[0] in COLD_KINDS else None
+            return None if facts is None else facts.phase
+
+        documents = await self._writer.start(known=known if saved else None)
         blobs = self._writer.loaded_blobs()
+        unread = 0
+        for (kind_text, name), blob in blobs.items():
+            if (kind_text, name) not in documents:
+                self._state.load_cold((Kind(kind_text), name), blob, saved[bytes.fromhex(blob)])
+                unread += 1
+        saved.clear()  # held by the Cold ones now
         await self.events.start()
         for (kind_text, name), document in documents.items():
             try:
@@ -514,7 +530,7 @@ class Manager:
         await self._read_main()
         background.tune_gc()
         if self._state.desired_state.commit is not None:
-            for key in _ordered(set(self._state.desired_state.resources) | observed):
+            for key in _ordered(set(self._state.desired_state.resources) | set(self._to_resume(observed))):
                 self._queue.add(key)
         else:  # nothing of main verified yet: nothing runs, nothing is cancelled (get source says why)
             log.error("%s: no commit can be applied yet; waiting for a verified one", self.options.branch)
@@ -547,13 +563,15 @@ class Manager:
         self._queue.start()
         if not self.options.once:
             self._retention_job = asyncio.create_task(self._retention.run(self._stop))
+            self._cold_facts_job = asyncio.create_task(self._keep_cold_facts())
         log.info(
-            "serving %s: %d resources on %s, %d status files on %s%s",
+            "serving %s: %d resources on %s, %d status files on %s%s%s",
             self._remote.describe() if self._remote is not None else self.options.repo,
             len(self._state.desired_state.resources),
             self.options.branch,
             len(self._state.observed_keys()),
             self.options.status_branch,
+            f" ({unread} finished ones known from the last run, not read)" if unread else "",
             f" (shard {self.options.shard})" if self.options.shard.sharded else "",
         )
         log.info("%s", policy.describe(self.options.settings.policy))
@@ -563,6 +581,19 @@ class Manager:
                 "are unsigned, and merging one stops applying main (docs/signing.md)"
             )
         self._ready = True
+
+    def _to_resume(self, keys: Iterable[Key]) -> list[Key]:
+        """The resources of the status branch a start reconciles: all but the finished tasks that
+        have nothing left to do (answered, the answer delivered, not declared on main).
+
+        A reconcile of one of those reads its file back only to find it done: at 100,000 finished
+        tasks in the tip, ~35 s of the loop's time after each start (during which new tasks waited
+        behind them). What wakes one later (a child's parent, a schedule) reads it then.
+        Finished tool calls are still reconciled: one may have a branch to tidy or an MCP task to
+        cancel that a kill left (controllers/cleanup.py), which their facts do not say.
+        """
+        declared = self._state.desired_state.resources
+        return [key for key in keys if key in declared or not self._state.settled(key)]
 
     def readiness(self) -> str | None:
         """Why this reconciler is not ready (`GET /readyz`), or None when it is.
@@ -622,6 +653,32 @@ class Manager:
             await self._shutdown()
         return 1 if self._fatal is not None else 0
 
+    async def _keep_cold_facts(self) -> None:
+        """Save the finished resources' facts every SAVE_EVERY seconds when checkpoints landed since:
+        a kill loses only what finished after the last save (read again at the next start)."""
+        saved_at = self._writer.stats.commits
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), coldfacts.SAVE_EVERY)
+            if not self._stop.is_set() and self._writer.stats.commits != saved_at:
+                saved_at = self._writer.stats.commits
+                await self._save_cold_facts()
+
+    async def _save_cold_facts(self) -> None:
+        """Write the finished resources' facts for the next start (never fails serve: logged)."""
+        if self._cold_facts is None or self._claim is None:
+            return
+        entries = self._state.cold_facts()  # on the loop's thread: the State is its own
+        path = self._cold_facts
+        try:
+            count = await asyncio.get_running_loop().run_in_executor(
+                self._git_maintenance, coldfacts.save, path, entries
+            )
+        except OSError as exc:
+            log.warning("%s: not written (%s): the next start reads finished tasks' files", path, exc)
+        else:
+            log.debug("%s: facts of %d finished resources", path, count)
+
     def poke(self) -> None:
         """The refs may have changed (a forge webhook said so): look now, not at the next poll.
 
@@ -639,13 +696,14 @@ class Manager:
         await self._queue.stop()
         await self._mcp.aclose()  # no MCP server process outlives serve
         await self._http.aclose()
-        for job in (self._secrets_watch, self._maintenance, self._retention_job):
+        for job in (self._secrets_watch, self._maintenance, self._retention_job, self._cold_facts_job):
             if job is not None:
                 job.cancel()
                 await asyncio.gather(job, return_exceptions=True)
         if self._watcher is not None:
             await self._watcher.stop()
         await self._writer.close()  # commits every checkpoint already handed to it
+        await self._save_cold_facts()  # all landed: the next start reads no finished task again
         await self.events.close()  # publishes them, then ends every live reader's stream
         if self._remote is not None:
             await self._remote.close()  # and pushes them, if the remote answers

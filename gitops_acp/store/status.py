@@ -252,21 +252,29 @@ class StatusWriter:
 
     # -- asyncio side ---------------------------------------------------------------------
 
-    async def start(self) -> dict[Key, dict[str, Any]]:
-        """Open the repository, load the branch's tip and return every status document there."""
+    async def start(
+        self, *, known: Callable[[Key, str], str | None] | None = None
+    ) -> dict[Key, dict[str, Any]]:
+        """Open the repository, load the branch's tip and return every status document there.
+
+        `known(key, blob)`: the phase of a file the caller knows by its blob already (a finished
+        task of an earlier run: reactor/coldfacts.py), which is then not read nor returned (its
+        blob is in `loaded_blobs`); None for a file to read. Called on the writer's thread.
+        """
         if self._executor is not None:
             raise StoreError("status writer already started")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="acp-status-writer")
         loop = asyncio.get_running_loop()
+        phases: list[str] = []  # of the Tasks not read, for the gauge
         try:
-            docs = await loop.run_in_executor(self._executor, self._open)
+            docs = await loop.run_in_executor(self._executor, self._open, known, phases)
         except BaseException:
             await loop.run_in_executor(self._executor, self._close_repo)
             self._executor.shutdown(wait=True)
             self._executor = None
             raise
         self._flusher = asyncio.create_task(self._flush_loop(), name="status-writer")
-        metrics.tasks_at_start(docs.values())
+        metrics.tasks_at_start(docs.values(), phases)
         return docs
 
     async def commit(self, changes: Sequence[Change], *, spec_commit: str) -> str | None:
@@ -448,11 +456,22 @@ class StatusWriter:
 
     # -- writer thread ----------------------------------------------------------------------
 
-    def _open(self) -> dict[Key, dict[str, Any]]:
+    def _open(
+        self, known: Callable[[Key, str], str | None] | None, phases: list[str]
+    ) -> dict[Key, dict[str, Any]]:
         self._repo = GitRepo.open(self.path)
         self._tree = StatusTree.load(self._repo, self._repo.resolve(self.branch))
         self._migrate(self._repo)
-        return self._tree.documents(self._repo, self._loaded_blobs)
+        if known is None:
+            return self._tree.documents(self._repo, self._loaded_blobs)
+
+        def skip(key: Key, blob: str) -> bool:
+            phase = known(key, blob)
+            if phase is not None and key[0] == Kind.Task:
+                phases.append(phase)
+            return phase is not None
+
+        return self._tree.documents(self._repo, self._loaded_blobs, known=skip)
 
     def loaded_blobs(self) -> dict[Key, str]:
         """The blob sha of each status file `start` returned (once: the writer forgets them)."""

@@ -16,6 +16,7 @@ once, for the command line. Before the fan-out, tasks and tool calls sat flat in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitops_acp.errors import StoreError
@@ -76,9 +77,16 @@ class StatusTree:
         root = repo.tree_of(tip) if tip is not None else None
         return cls(tip, TreeEditor(repo.read_tree, root))
 
-    def documents(self, repo: GitRepo, blobs: dict[Key, str] | None = None) -> dict[Key, dict[str, Any]]:
+    def documents(
+        self,
+        repo: GitRepo,
+        blobs: dict[Key, str] | None = None,
+        *,
+        known: Callable[[Key, str], bool] | None = None,
+    ) -> dict[Key, dict[str, Any]]:
         """Read and parse every status file under `status/` (never `archive/`), keyed (kind, name);
-        each file's blob sha goes into `blobs` if given.
+        each file's blob sha goes into `blobs` if given. A file `known(key, blob)` says the caller
+        knows already is not read: only its blob goes into `blobs`.
 
         The tip as committed (call it with no edits pending): one `git ls-tree -r status/`, then
         the files; the editor reads its levels only when a checkpoint needs them.
@@ -91,8 +99,13 @@ class StatusTree:
         ours: dict[str, tuple[Key, str]] = {}
         for path, sha in repo.list_tree(self.tip, STATUS_ROOT).items():
             found = parse_status_path(path)
-            if found is not None:  # anything else on the branch is carried over, not ours to read
-                ours[path] = (found, sha)
+            if found is None:  # anything else on the branch is carried over, not ours to read
+                continue
+            if known is not None and known(found, sha):
+                if blobs is not None:
+                    blobs[found] = sha
+                continue
+            ours[path] = (found, sha)
         try:
             contents = repo.read_blobs([sha for _, sha in ours.values()])
         except StoreError as exc:

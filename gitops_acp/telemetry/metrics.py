@@ -202,8 +202,9 @@ def _phase(phase: str) -> Any:
     return child
 
 
-def tasks_at_start(documents: Iterable[Mapping[str, Any]]) -> None:
-    """Set `gitops_acp_tasks` from the status documents at the tip (start-up reads them anyway)."""
+def tasks_at_start(documents: Iterable[Mapping[str, Any]], phases: Iterable[str] = ()) -> None:
+    """Set `gitops_acp_tasks` from the status documents at the tip (start-up reads them anyway), and
+    the `phases` of the Tasks it knew without reading their files."""
     counts: dict[str, int] = {}
     for document in documents:
         if document.get("kind") != "Task":
@@ -211,6 +212,8 @@ def tasks_at_start(documents: Iterable[Mapping[str, Any]]) -> None:
         phase = (document.get("status") or {}).get("phase")
         if phase:
             counts[phase] = counts.get(phase, 0) + 1
+    for phase in phases:
+        counts[phase] = counts.get(phase, 0) + 1
     for phase in set(_phases) | set(counts):
         _phase(phase).set(counts.get(phase, 0))
 

@@ -1,0 +1,101 @@
+"""Finished tasks' facts kept across restarts: start-up reads no file of a finished task it knew.
+
+    serve ── every SAVE_EVERY s (if anything landed) and at a clean stop ──► <lock dir>/cold-facts-<branch>
+                                                                            blob sha → Facts, finished only
+    start ── ls-tree of status/ ──► a file whose blob is there: Cold(blob, facts), not read
+                                ──► any other: read and parsed, as before
+
+Start-up loads the status branch's tip. A finished Task or ToolCall is held cold (cold.py), as its
+blob and a few facts, but to know that it is finished and what the facts are, every file was read
+and parsed: ~0.3 ms a file (cat-file, PyYAML, pydantic), 32 s for a restart with 110,000 files in
+the tip (`--retain-finished never`, or a long retention at thousands of tasks a day).
+
+The facts of a finished resource are a function of its status file's content, so they are kept
+by the file's blob sha. An entry whose blob is no longer in the tip matches nothing; a blob that is
+not there (finished since the last save, a file changed by hand, another version's file) is read
+as before. The file may be old, partial, missing, another version's or left by a killed process:
+start-up is only faster with it, never different. Only the process holding the branch's
+ServeLock writes it (to a temporary file, then renamed), next to that lock (`recovery.lock_dir`:
+in the git dir, which git ignores; beside the mirror with a remote).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import quote
+
+from gitops_acp import __version__
+from gitops_acp.controllers.cold import Facts
+
+__all__ = ["SAVE_EVERY", "load", "path_for", "save"]
+
+log = logging.getLogger("gitops_acp")
+
+#: Seconds between saves while serving (only when a checkpoint landed since the last one). A kill
+#: loses what finished since: those files are read at the next start, as all were before.
+SAVE_EVERY = 300.0
+# The first line: another format, or another version's facts (cold.py may change what they
+# say), and the file is not used.
+_HEADER = f"gitops-acp cold facts 1 {__version__}\n".encode()
+_NONE = "-"  # never a resource name (a DNS-1123 label starts with a letter or digit), nor a number
+
+
+def path_for(lock_dir: Path, branch: str) -> Path:
+    """The file of `branch`'s facts, in the directory of its ServeLock."""
+    return lock_dir / f"cold-facts-{quote(branch, safe='')}"
+
+
+def load(path: Path) -> dict[bytes, Facts]:
+    """The facts saved at `path` by blob sha (20 bytes); empty if there are none it can use."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        log.warning("%s: not read (%s): finished tasks' files are read instead", path, exc)
+        return {}
+    if not data.startswith(_HEADER):
+        return {}  # another format or version: its facts may not be what this one says
+    facts: dict[bytes, Facts] = {}
+    intern = sys.intern
+    try:
+        for line in data[len(_HEADER) :].decode().splitlines():
+            sha, phase, owner, ttl, finished = line.split("\t")
+            facts[bytes.fromhex(sha)] = Facts(
+                intern(phase),
+                True,
+                None if owner == _NONE else owner,
+                None if ttl == _NONE else float(ttl),
+                None if finished == _NONE else float(finished),
+            )
+    except ValueError:
+        log.warning("%s: unreadable, not used: finished tasks' files are read instead", path)
+        return {}
+    return facts
+
+
+def save(path: Path, entries: Iterable[tuple[bytes, Facts]]) -> int:
+    """Write the facts of finished resources (blob sha, facts) to `path`; return how many."""
+    lines = [
+        f"{sha.hex()}\t{facts.phase}\t{facts.owner or _NONE}\t"
+        f"{_number(facts.ttl)}\t{_number(facts.finished_at)}\n"
+        for sha, facts in entries
+        if facts.terminal
+    ]
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as out:
+            out.write(_HEADER)
+            out.write("".join(lines).encode())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return len(lines)
+
+
+def _number(value: float | None) -> str:
+    return _NONE if value is None else repr(value)  # repr: the same float read back

@@ -1,0 +1,53 @@
+"""A restart reads no file of a finished task it knew (reactor/coldfacts.py, DESIGN §9).
+
+`serve --once` runs five tasks to their answers and, stopping, saves their facts beside its lock.
+The next `serve --once` holds them without reading their files (it says how many), writes nothing
+for them, and still shows each, through the readers, as committed. Without the file (deleted),
+a start reads them all again, as before, and saves the file anew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from subprocess import CompletedProcess
+
+import pytest
+
+from tests.conftest import git
+from tests.e2e.conftest import STATUS_BRANCH, AcpRepo, Stub, cli
+
+pytestmark = pytest.mark.e2e
+
+Serve = Callable[..., CompletedProcess[str]]
+
+
+def test_a_restart_holds_the_finished_tasks_it_knew_without_reading_them(
+    acp_repo: AcpRepo, stub: Stub, serve_once: Serve
+) -> None:
+    stub.rules({"match": "^Question", "content": "An answer."})
+    acp_repo.add_tasks({f"t{i}": f"Question {i}" for i in range(5)})
+    first = serve_once(acp_repo)
+    assert first.returncode == 0, first.stderr
+    facts = acp_repo.path / ".git" / "gitops-acp" / "cold-facts-acp%2Fstatus"
+    lines = facts.read_text().splitlines()
+    assert lines[0].startswith("gitops-acp cold facts 1 ")
+    assert sorted(line.split("\t")[1] for line in lines[1:]) == ["FinalAnswer"] * 5
+    tip = git(acp_repo.path, "rev-parse", STATUS_BRANCH)
+    asked = sum(len(stub.chats(f"Question {i}")) for i in range(5))
+    assert asked == 5
+
+    again = serve_once(acp_repo)
+    assert again.returncode == 0, again.stderr
+    assert "(5 finished ones known from the last run, not read)" in again.stderr
+    assert git(acp_repo.path, "log", "--format=%H", f"{tip}..{STATUS_BRANCH}", "--", "status/tasks") == ""
+    assert sum(len(stub.chats(f"Question {i}")) for i in range(5)) == asked  # nothing ran again
+    shown = cli("--repo", str(acp_repo.path), "get", "task", "t3", "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert '"output": "An answer."' in shown.stdout
+
+    facts.unlink()
+    third = serve_once(acp_repo)
+    assert third.returncode == 0, third.stderr
+    assert "known from the last run" not in third.stderr
+    assert len(facts.read_text().splitlines()) == 6  # saved again at the clean stop
+    assert git(acp_repo.path, "log", "--format=%H", f"{tip}..{STATUS_BRANCH}", "--", "status/tasks") == ""
