@@ -31,13 +31,16 @@ from urllib.parse import quote
 from gitops_acp import __version__
 from gitops_acp.controllers.cold import Facts
 
-__all__ = ["SAVE_EVERY", "load", "path_for", "save"]
+__all__ = ["READ_BEFORE_SAVING", "SAVE_EVERY", "load", "path_for", "save"]
 
 log = logging.getLogger("gitops_acp")
 
 #: Seconds between saves while serving (only when a checkpoint landed since the last one). A kill
 #: loses what finished since: those files are read at the next start, as all were before.
 SAVE_EVERY = 300.0
+#: Finished files a start read (no facts saved for them: the first start of this version, or after
+#: a kill) from which it saves at once, not SAVE_EVERY later: a kill meanwhile would read them again.
+READ_BEFORE_SAVING = 1_000
 # The first line: another format, or another version's facts (cold.py may change what they
 # say), and the file is not used.
 _HEADER = f"gitops-acp cold facts 1 {__version__}\n".encode()

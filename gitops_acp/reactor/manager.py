@@ -515,6 +515,7 @@ class Manager:
                 unread += 1
         saved.clear()  # held by the Cold ones now
         await self.events.start()
+        read_finished = 0  # finished ones read: their facts are worth saving soon (a kill may come)
         for (kind_text, name), document in documents.items():
             try:
                 obj = from_document(document)
@@ -523,6 +524,7 @@ class Manager:
                 continue
             self._state.load(obj, document, blob=blobs.get((kind_text, name)))
             self._waits.note((Kind(kind_text), name), obj)
+            read_finished += Kind(kind_text) in COLD_KINDS and lifecycle.terminal(obj)
         # A task with status here too is ours to continue (it came back to this layout).
         observed = set(self._state.observed_keys())
         self._owned.retired = frozenset(retired - {name for kind, name in observed if kind == Kind.Task})
@@ -563,7 +565,9 @@ class Manager:
         self._queue.start()
         if not self.options.once:
             self._retention_job = asyncio.create_task(self._retention.run(self._stop))
-            self._cold_facts_job = asyncio.create_task(self._keep_cold_facts())
+            self._cold_facts_job = asyncio.create_task(
+                self._keep_cold_facts(now=read_finished >= coldfacts.READ_BEFORE_SAVING)
+            )
         log.info(
             "serving %s: %d resources on %s, %d status files on %s%s%s",
             self._remote.describe() if self._remote is not None else self.options.repo,
@@ -653,9 +657,12 @@ class Manager:
             await self._shutdown()
         return 1 if self._fatal is not None else 0
 
-    async def _keep_cold_facts(self) -> None:
-        """Save the finished resources' facts every SAVE_EVERY seconds when checkpoints landed since:
-        a kill loses only what finished after the last save (read again at the next start)."""
+    async def _keep_cold_facts(self, *, now: bool) -> None:
+        """Save the finished resources' facts every SAVE_EVERY seconds when checkpoints landed since
+        (and at once if `now`: this start read many finished files): a kill loses only what
+        finished after the last save (read again at the next start)."""
+        if now:
+            await self._save_cold_facts()
         saved_at = self._writer.stats.commits
         while not self._stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):

@@ -3,7 +3,7 @@
 `serve --once` runs five tasks to their answers and, stopping, saves their facts beside its lock.
 The next `serve --once` holds them without reading their files (it says how many), writes nothing
 for them, and still shows each, through the readers, as committed. Without the file (deleted),
-a start reads them all again, as before, and saves the file anew.
+a start reads them all again, as before, and saves the file anew; at once when they were many.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from subprocess import CompletedProcess
 
 import pytest
 
+from gitops_acp.reactor import coldfacts
 from tests.conftest import git
-from tests.e2e.conftest import STATUS_BRANCH, AcpRepo, Stub, cli
+from tests.e2e.conftest import STATUS_BRANCH, AcpRepo, Background, Stub, cli, task_yaml, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -51,3 +52,25 @@ def test_a_restart_holds_the_finished_tasks_it_knew_without_reading_them(
     assert "known from the last run" not in third.stderr
     assert len(facts.read_text().splitlines()) == 6  # saved again at the clean stop
     assert git(acp_repo.path, "log", "--format=%H", f"{tip}..{STATUS_BRANCH}", "--", "status/tasks") == ""
+
+
+def test_a_start_that_read_many_finished_files_saves_their_facts_at_once(
+    acp_repo: AcpRepo, stub: Stub, serve_once: Serve, serve_bg: Callable[..., Background]
+) -> None:
+    """Not five minutes later: a kill meanwhile would make the next start read them all again."""
+    stub.rules({"match": "^Question", "content": "An answer."})
+    many = coldfacts.READ_BEFORE_SAVING
+    acp_repo.commit(
+        {f"tasks/m{i}.yaml": task_yaml(f"m{i}", f"Question {i}") for i in range(many)}, "Add many tasks"
+    )
+    first = serve_once(acp_repo, timeout=180)
+    assert first.returncode == 0, first.stderr
+    facts = acp_repo.path / ".git" / "gitops-acp" / "cold-facts-acp%2Fstatus"
+    facts.unlink()
+    serving = serve_bg(acp_repo)
+    wait_for(facts.exists, timeout=60, what="the facts saved soon after the start")
+    assert len(facts.read_text().splitlines()) == 1 + many
+    serving.kill()  # a kill now: the next start knows them all
+    again = serve_once(acp_repo, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert f"({many} finished ones known from the last run, not read)" in again.stderr
