@@ -1,6 +1,6 @@
 """Finished tasks' facts kept across restarts: start-up reads no file of a finished task it knew.
 
-    serve ── every SAVE_EVERY s (if anything landed) and at a clean stop ──► <lock dir>/cold-facts-<branch>
+    serve ── every SAVE_EVERY s (if anything landed), at a clean stop ────► <lock dir>/cold-facts-<branch>
                                                                             blob sha → Facts, finished only
     start ── ls-tree of status/ ──► a file whose blob is there: Cold(blob, facts), not read
                                 ──► any other: read and parsed, as before
@@ -14,7 +14,9 @@ The facts of a finished resource are a function of its status file's content, so
 by the file's blob sha. An entry whose blob is no longer in the tip matches nothing; a blob that is
 not there (finished since the last save, a file changed by hand, another version's file) is read
 as before. The file may be old, partial, missing, another version's or left by a killed process:
-start-up is only faster with it, never different. Only the process holding the branch's
+start-up is only faster with it, never different. It is saved every SAVE_EVERY seconds while
+checkpoints land, at a clean stop, and at once after a start that read READ_BEFORE_SAVING finished
+files or more (the first start of a version, a start after a kill). Only the process holding the branch's
 ServeLock writes it (to a temporary file, then renamed), next to that lock (`recovery.lock_dir`:
 in the git dir, which git ignores; beside the mirror with a remote).
 """
