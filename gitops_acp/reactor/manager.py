@@ -499,8 +499,8 @@ class Manager:
         repo, shard, branch = self._repo, self.options.shard, self.options.status_branch
         retired = await loop.run_in_executor(self._git, lambda: shards.retired_tasks(repo, shard, branch))
         # Finished tasks an earlier run saved the facts of are not read again (coldfacts.py).
-        self._cold_facts = coldfacts.path_for(self._claim.serve.path.parent, branch)
-        saved = await loop.run_in_executor(self._git, coldfacts.load, self._cold_facts)
+        facts_path = coldfacts.path_for(self._claim.serve.path.parent, branch)
+        saved = await loop.run_in_executor(self._git, coldfacts.load, facts_path)
 
         def known(key: Key, blob: str) -> str | None:
             facts = saved.get(bytes.fromhex(blob)) if key[0] in COLD_KINDS else None
@@ -525,6 +525,7 @@ class Manager:
             self._state.load(obj, document, blob=blobs.get((kind_text, name)))
             self._waits.note((Kind(kind_text), name), obj)
             read_finished += Kind(kind_text) in COLD_KINDS and lifecycle.terminal(obj)
+        self._cold_facts = facts_path  # saved from now on (not by a start that failed before this)
         # A task with status here too is ours to continue (it came back to this layout).
         observed = set(self._state.observed_keys())
         self._owned.retired = frozenset(retired - {name for kind, name in observed if kind == Kind.Task})
