@@ -168,3 +168,43 @@ def test_a_restart_holds_the_finished_ones_it_knew_without_reading_them(tmp_path
             reader.close()
 
     asyncio.run(restart())
+
+
+def test_settled_is_a_finished_task_with_nothing_left_to_do() -> None:
+    """What a start (and a Task file leaving main) need not reconcile: answered, delivered or with
+    nothing to deliver, no checkpoint in flight; cold or warm alike."""
+    landing: asyncio.Future[str | None] | None = None
+
+    async def commit(changes: object, spec: str) -> str | None:
+        if landing is not None:
+            return await landing
+        return "c"
+
+    state = State(commit, clock=lambda: NOW)
+
+    async def scenario() -> None:
+        nonlocal landing
+        pending = {"delivery": {"url": "http://127.0.0.1:9/x", "state": "Pending", "attempts": 1}}
+        await state.checkpoint(
+            task("done", "FinalAnswer", done=NOW),
+            task("failed", "Failed", done=NOW),
+            task("running", "ReadyForLLM"),
+            task("delivering", "FinalAnswer", done=NOW, status=pending),
+            toolcall("call", "done", "Succeeded"),
+        )
+        assert state.settled((Kind.Task, "done"))
+        assert state.settled((Kind.Task, "failed"))
+        assert not state.settled((Kind.Task, "running"))
+        assert not state.settled((Kind.Task, "delivering"))  # its answer is still on its way
+        assert not state.settled((Kind.ToolCall, "call"))  # may have a branch to tidy
+        assert not state.settled((Kind.Task, "nobody"))
+        landing = asyncio.get_running_loop().create_future()
+        labelled = task("done", "FinalAnswer", done=NOW, labels={"team": "a"})
+        writing = asyncio.ensure_future(state.checkpoint(labelled))
+        await asyncio.sleep(0)
+        assert not state.settled((Kind.Task, "done"))  # a checkpoint of it is with the writer
+        landing.set_result("c2")
+        await writing
+        assert state.settled((Kind.Task, "done"))
+
+    asyncio.run(scenario())
