@@ -22,7 +22,7 @@ from gitops_acp.controllers.state import State
 from gitops_acp.reactor import coldfacts
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, Kind, status_path
-from gitops_acp.resources.models import from_document, to_document
+from gitops_acp.resources.models import AnyResource, from_document, to_document
 from gitops_acp.store import yamlio
 from gitops_acp.store.git import ReadOnlyRepo
 from gitops_acp.store.status import StatusWriter
@@ -31,9 +31,9 @@ from tests.test_metrics import sample
 from tests.test_retention import NOW, task, toolcall
 
 FACTS = [
-    (bytes(range(20)), Facts("FinalAnswer", True, None, None, NOW)),
-    (bytes(range(1, 21)), Facts("Failed", True, "boss-tc-01", 3600.0, NOW + 0.123456)),
-    (bytes(range(2, 22)), Facts("Succeeded", True, "boss", None, None)),
+    (bytes(range(20)), Facts("FinalAnswer", True, None, None, NOW, True)),
+    (bytes(range(1, 21)), Facts("Failed", True, "boss-tc-01", 3600.0, NOW + 0.123456, True)),
+    (bytes(range(2, 22)), Facts("Succeeded", True, "boss", None, None, False)),  # a branch to tidy
     (bytes(range(3, 23)), Facts("ReadyForLLM", False, None, None, None)),  # unfinished: not kept
 ]
 
@@ -154,7 +154,7 @@ def test_a_restart_holds_the_finished_ones_it_knew_without_reading_them(tmp_path
             for key, document in documents.items():
                 state.load(from_document(document), document, blob=blobs[key])
             assert state.settled((Kind.Task, "done"))
-            assert not state.settled((Kind.ToolCall, "boss-tc-01"))  # a tool call may have a branch to tidy
+            assert state.settled((Kind.ToolCall, "boss-tc-01"))  # no branch to tidy, no MCP task
             assert not state.settled((Kind.Task, "running"))
             for key in unread:
                 held = dict(state.observed_entries())[key]
@@ -182,6 +182,16 @@ def test_settled_is_a_finished_task_with_nothing_left_to_do() -> None:
 
     state = State(commit, clock=lambda: NOW)
 
+    def with_status(name: str, **status: object) -> AnyResource:
+        document = to_document(toolcall(name, "done", "Succeeded"))
+        document["status"] |= status
+        return from_document(document)
+
+    def with_mcp_task(name: str, task: dict[str, str]) -> AnyResource:
+        return with_status(name, mcpTask=task)
+
+    asked_on_a_branch = with_status("asked", approval={"branch": "acp/approvals/asked"})
+
     async def scenario() -> None:
         nonlocal landing
         pending = {"delivery": {"url": "http://127.0.0.1:9/x", "state": "Pending", "attempts": 1}}
@@ -191,12 +201,18 @@ def test_settled_is_a_finished_task_with_nothing_left_to_do() -> None:
             task("running", "ReadyForLLM"),
             task("delivering", "FinalAnswer", done=NOW, status=pending),
             toolcall("call", "done", "Succeeded"),
+            asked_on_a_branch,
+            with_mcp_task("cancel-me", {"taskId": "t-1", "server": "s", "status": "working"}),
+            with_mcp_task("over", {"taskId": "t-2", "server": "s", "status": "completed"}),
         )
         assert state.settled((Kind.Task, "done"))
         assert state.settled((Kind.Task, "failed"))
         assert not state.settled((Kind.Task, "running"))
         assert not state.settled((Kind.Task, "delivering"))  # its answer is still on its way
-        assert not state.settled((Kind.ToolCall, "call"))  # may have a branch to tidy
+        assert state.settled((Kind.ToolCall, "call"))
+        assert not state.settled((Kind.ToolCall, "asked"))  # a branch (and pull request) to tidy
+        assert not state.settled((Kind.ToolCall, "cancel-me"))  # its MCP task may still run
+        assert state.settled((Kind.ToolCall, "over"))
         assert not state.settled((Kind.Task, "nobody"))
         landing = asyncio.get_running_loop().create_future()
         labelled = task("done", "FinalAnswer", done=NOW, labels={"team": "a"})

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitops_acp.resources import lifecycle
+from gitops_acp.resources.kinds.toolcall import MCP_TASK_TERMINAL
 from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, LABEL_TASK, Kind, parse_rfc3339
 from gitops_acp.resources.models import AnyResource, Task, ToolCall, from_document, to_document
 from gitops_acp.store import yamlio
@@ -52,6 +53,10 @@ class Facts:
     owner: str | None  # a ToolCall's task; a delegated Task's tool call; None for a root task
     ttl: float | None  # a Task's spec.ttlSecondsAfterFinished
     finished_at: float | None  # a Task's completionTime once its answer is delivered (retention)
+    # Finished with nothing left to do: a Task's answer delivered (or none to deliver); a ToolCall
+    # with no branch for a person (to delete, its pull request to close) and no MCP task to cancel.
+    # A start does not reconcile these (reactor/manager.py).
+    settled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,17 +108,36 @@ def facts_of(obj: AnyResource) -> Facts | None:
     """
     if isinstance(obj, ToolCall):
         owner = obj.metadata.labels.get(LABEL_TASK) or obj.spec.task_ref.name
-        return Facts(sys.intern(lifecycle.phase_of(obj)), lifecycle.terminal(obj), owner, None, None)
+        terminal = lifecycle.terminal(obj)
+        return Facts(
+            sys.intern(lifecycle.phase_of(obj)), terminal, owner, None, None, terminal and _quiet(obj)
+        )
     if isinstance(obj, Task):
         ttl = obj.spec.ttl_seconds_after_finished
+        terminal, finished = lifecycle.terminal(obj), finished_at(obj)
         return Facts(
             sys.intern(lifecycle.phase_of(obj)),
-            lifecycle.terminal(obj),
+            terminal,
             obj.metadata.labels.get(LABEL_PARENT_TOOLCALL) or None,
             float(ttl) if ttl is not None else None,
-            finished_at(obj),
+            finished,
+            terminal and finished is not None,
         )
     return None
+
+
+def _quiet(call: ToolCall) -> bool:
+    """A finished call with nothing for a restart to tidy: no branch it asked a person on
+    (controllers/cleanup.py) and no MCP task still to cancel (controllers/mcptasks.py)."""
+    status = call.status
+    if status is None:
+        return True
+    if (status.approval is not None and status.approval.branch) or (
+        status.human_contact is not None and status.human_contact.branch
+    ):
+        return False
+    task = status.mcp_task
+    return task is None or task.status in MCP_TASK_TERMINAL or task.cancel_requested_at is not None
 
 
 def finished_at(task: Task) -> float | None:

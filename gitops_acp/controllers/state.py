@@ -145,13 +145,13 @@ class State:
             self._observed[key] = obj
 
     def settled(self, key: Key) -> bool:
-        """Whether `key` is a Task that finished and has nothing left to do (its answer delivered, or
-        none to deliver: `cold.finished_at`), with no checkpoint in flight; a cold one is not read."""
-        if key[0] != Kind.Task or key in self._submitted:
+        """Whether `key` is a Task or ToolCall that finished and has nothing left to do
+        (`Facts.settled`), with no checkpoint in flight; a cold one is not read."""
+        if key[0] not in COLD_KINDS or key in self._submitted:
             return False
         held = self._observed.get(key)
         facts = held.facts if isinstance(held, Cold) else facts_of(held) if held is not None else None
-        return facts is not None and facts.terminal and facts.finished_at is not None
+        return facts is not None and facts.settled
 
     def load_cold(self, key: Key, blob: str, facts: Facts) -> None:
         """Take a finished Task or ToolCall as committed already, by its status file's blob and its

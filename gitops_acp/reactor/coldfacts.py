@@ -69,15 +69,16 @@ def load(path: Path) -> dict[bytes, Facts]:
     intern = sys.intern
     try:
         for line in data[len(_HEADER) :].decode().splitlines():
-            sha, phase, owner, ttl, finished = line.split("\t")
+            sha, phase, owner, ttl, finished, settled = line.split("\t")
             facts[bytes.fromhex(sha)] = Facts(
                 intern(phase),
                 True,
                 None if owner == _NONE else owner,
                 None if ttl == _NONE else float(ttl),
                 None if finished == _NONE else float(finished),
+                {"1": True, "0": False}[settled],
             )
-    except ValueError:
+    except (ValueError, KeyError):
         log.warning("%s: unreadable, not used: finished tasks' files are read instead", path)
         return {}
     return facts
@@ -87,7 +88,7 @@ def save(path: Path, entries: Iterable[tuple[bytes, Facts]]) -> int:
     """Write the facts of finished resources (blob sha, facts) to `path`; return how many."""
     lines = [
         f"{sha.hex()}\t{facts.phase}\t{facts.owner or _NONE}\t"
-        f"{_number(facts.ttl)}\t{_number(facts.finished_at)}\n"
+        f"{_number(facts.ttl)}\t{_number(facts.finished_at)}\t{int(facts.settled)}\n"
         for sha, facts in entries
         if facts.terminal
     ]

@@ -591,14 +591,13 @@ class Manager:
         self._ready = True
 
     def _to_resume(self, keys: Iterable[Key]) -> list[Key]:
-        """The resources of the status branch a start reconciles: all but the finished tasks that
-        have nothing left to do (answered, the answer delivered, not declared on main).
+        """The resources of the status branch a start reconciles: all but the finished tasks and
+        tool calls that have nothing left to do (`Facts.settled`: a task answered, the answer
+        delivered, not declared on main; a tool call with no branch to tidy nor MCP task to cancel).
 
         A reconcile of one of those reads its file back only to find it done: at 100,000 finished
         tasks in the tip, ~35 s of the loop's time after each start (during which new tasks waited
         behind them). What wakes one later (a child's parent, a schedule) reads it then.
-        Finished tool calls are still reconciled: one may have a branch to tidy or an MCP task to
-        cancel that a kill left (controllers/cleanup.py), which their facts do not say.
         """
         declared = self._state.desired_state.resources
         return [key for key in keys if key in declared or not self._state.settled(key)]
