@@ -20,7 +20,8 @@ from gitops_acp.reactor.retention import due_groups
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import LABEL_PARENT_TOOLCALL, Kind
 from gitops_acp.resources.models import AnyResource, to_document
-from gitops_acp.store.status import Change
+from gitops_acp.store.git import ReadOnlyRepo
+from gitops_acp.store.status import Change, StatusWriter
 from tests.test_retention import NOW, items, task, toolcall
 
 
@@ -31,6 +32,16 @@ class Recorder:
     async def __call__(self, changes: Sequence[Change], spec_commit: str) -> str | None:
         self.commits.append(list(changes))
         return f"c{len(self.commits)}"
+
+
+def over_writer(writer: StatusWriter, reader: ReadOnlyRepo, clock: list[float]) -> State:
+    """The State `serve` builds: checkpoints through the real status writer, cold ones read back
+    from the repository, on a clock the test moves."""
+    return State(
+        lambda changes, spec: writer.submit(changes, spec_commit=spec),
+        clock=lambda: clock[0],
+        read_blob=reader.read_blob,
+    )
 
 
 def held(state: State, key: Key) -> AnyResource | Cold | None:
@@ -187,7 +198,6 @@ def test_with_a_repository_a_cold_one_is_its_status_files_blob_and_is_read_back_
     import subprocess
 
     from gitops_acp.errors import StoreError
-    from gitops_acp.store.git import ReadOnlyRepo
 
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     written: dict[Key, str] = {}
@@ -257,9 +267,6 @@ def test_a_cold_one_is_read_back_from_the_pack_the_status_writer_wrote(tmp_path:
     for new packs when an object is missing), and the task reads back as committed."""
     import subprocess
 
-    from gitops_acp.store.git import ReadOnlyRepo
-    from gitops_acp.store.status import StatusWriter
-
     repo = tmp_path / "repo.git"
     subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
     reader = ReadOnlyRepo.open(repo)
@@ -269,11 +276,7 @@ def test_a_cold_one_is_read_back_from_the_pack_the_status_writer_wrote(tmp_path:
         writer = StatusWriter(repo)
         await writer.start()
         try:
-            state = State(
-                lambda changes, spec: writer.submit(changes, spec_commit=spec),
-                clock=lambda: clock[0],
-                read_blob=reader.read_blob,
-            )
+            state = over_writer(writer, reader, clock)
             await state.checkpoint(task("first", "FinalAnswer", done=NOW))
             assert state.observed(Kind.Task, "first") is not None
             assert reader.cat("HEAD") is None  # the cat-file runs, before the next pack exists

@@ -27,6 +27,7 @@ from gitops_acp.store import yamlio
 from gitops_acp.store.git import ReadOnlyRepo
 from gitops_acp.store.status import StatusWriter
 from gitops_acp.telemetry import metrics
+from tests.test_cold import over_writer
 from tests.test_metrics import sample
 from tests.test_retention import NOW, task, toolcall
 
@@ -91,11 +92,7 @@ def test_a_restart_holds_the_finished_ones_it_knew_without_reading_them(tmp_path
         writer = StatusWriter(repo)
         await writer.start()
         try:
-            state = State(
-                lambda changes, spec: writer.submit(changes, spec_commit=spec),
-                clock=lambda: clock[0],
-                read_blob=reader.read_blob,
-            )
+            state = over_writer(writer, reader, clock)
             await state.checkpoint(*finished[:2])
             clock[0] += COLD_AFTER + 1
             await state.checkpoint(*finished[2:], task("running", "ReadyForLLM"))  # sweeps the first two

@@ -163,20 +163,20 @@ class State:
 
     def cold_facts(self) -> list[tuple[bytes, Facts]]:
         """(blob sha, facts) of every finished Task and ToolCall whose committed file's blob is known:
-        what a restart need not read again (coldfacts.py)."""
+        what a restart need not read again (coldfacts.py). Only finished ones are cold, have a
+        blob remembered (`_blobs`) or were read back from cold (`_rewarmed`)."""
         found = [
             (held.sha, held.facts)
             for held in self._observed.values()
-            if isinstance(held, Cold) and held.sha is not None and held.facts.terminal
+            if isinstance(held, Cold) and held.sha is not None
         ]
         for key, blob in self._blobs.items():  # finished lately, not cold yet
             obj = self._observed.get(key)
-            if obj is not None and not isinstance(obj, Cold) and key not in self._submitted:
-                facts = facts_of(obj)
-                if facts is not None and facts.terminal:
-                    found.append((bytes.fromhex(blob), facts))
+            facts = facts_of(obj) if obj is not None and not isinstance(obj, Cold) else None
+            if facts is not None and key not in self._submitted:
+                found.append((bytes.fromhex(blob), facts))
         for key, (warm, cold) in self._rewarmed.items():  # read back lately, unchanged
-            if self._observed.get(key) is warm and cold.sha is not None and cold.facts.terminal:
+            if self._observed.get(key) is warm and cold.sha is not None:
                 found.append((cold.sha, cold.facts))
         return found
 
