@@ -20,9 +20,10 @@ object store's size as `git count-objects` counts it, and its packs (past 50, a 
 starts `git gc --auto`, which repacks all of it).
 
 The reader commands look at one task of the first batch (`g001000`): with archiving it is in
-`archive/` from the second batch or so on. By default each batch's Task files are removed from
-`main` when the next batch is committed (`--keep-main` keeps them: main then grows, and so does
-what parsing it costs); `--retain-finished never` turns archiving off, so the tip grows.
+`archive/` from the second batch or so on; `get` and `describe` also at one of the batch just run,
+still declared on `main` (its file there is read as well). By default each batch's Task files are
+removed from `main` when the next batch is committed (`--keep-main` keeps them: main then grows,
+and so does what parsing it costs); `--retain-finished never` turns archiving off, so the tip grows.
 
 RSS is also split into what holds it (`--json`: `pymalloc_mb`, Python's arenas of small objects,
 given back only when empty; `malloc_mb`, glibc's heap in use and free but kept), and compared from
@@ -437,7 +438,8 @@ def main() -> int:
                 )
                 print(
                     "   tasks  tasks/s  commits  commit p50/p99 ms   get task  describe  history -n20"
-                    "  get --limit100   RSS MB   .git MB  CPU ms/task  gc s  1st ckpt s  busy  packs"
+                    "  get/describe on main  get --limit100"
+                    "   RSS MB   .git MB  CPU ms/task  gc s  1st ckpt s  busy  packs"
                 )
                 done = 0
                 previous: list[str] = []
@@ -464,6 +466,9 @@ def main() -> int:
                         "get_task_ms": timed(repo, "get", "task", probe),
                         "describe_ms": timed(repo, "describe", "task", probe),
                         "history_ms": timed(repo, "history", "task", probe, "-n", "20"),
+                        # a task of this batch: still declared on main, its file there read too
+                        "get_main_ms": timed(repo, "get", "task", names[len(names) // 2]),
+                        "describe_main_ms": timed(repo, "describe", "task", names[len(names) // 2]),
                         "get_limit_ms": timed(repo, "get", "tasks", "--limit", "100"),
                         "git_mb": repository_kb(repo) / 1024,
                         "packs": len(list((repo / ".git" / "objects" / "pack").glob("pack-*.idx"))),
@@ -474,6 +479,7 @@ def main() -> int:
                         f"{done:8d} {row['tasks_per_s']:8.0f} {row['commits']:8.0f}"
                         f" {row['commit_p50_ms']:8.1f} /{row['commit_p99_ms']:7.1f}"
                         f" {row['get_task_ms']:10.0f} {row['describe_ms']:9.0f} {row['history_ms']:13.0f}"
+                        f" {row['get_main_ms']:12.0f} /{row['describe_main_ms']:8.0f}"
                         f" {row['get_limit_ms']:15.0f} {row['rss_mb']:8.0f} {row['git_mb']:9.1f}"
                         f" {1000 * row['cpu_s'] / len(names):12.2f} {row['gc_s']:5.2f}"
                         f" {row['first_checkpoint_s']:11.2f} {row['machine_busy']:5.2f} {row['packs']:6d}",

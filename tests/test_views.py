@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,17 @@ def world(repo: Path) -> Path:
                 **stamped("tasks/t3.yaml"),
             ),
         ),
+        Change(  # exactly as the reconciler writes t5's declaration: the status copy is shown as is
+            Kind.Task,
+            "t5",
+            status_doc(
+                "Task",
+                "t5",
+                {"agentRef": {"name": "helper"}, "userMessage": "question 5"},
+                {"phase": "FinalAnswer", "output": "5"},
+                **stamped("tasks/t5.yaml"),
+            ),
+        ),
         Change(
             Kind.Task,
             "gone",
@@ -163,6 +176,7 @@ KEYS = [
     (Kind.LLM, "gpt"),
     (Kind.Agent, "helper"),
     (Kind.Task, "t3"),
+    (Kind.Task, "t5"),
     (Kind.Task, "t7"),
     (Kind.Task, "gone"),
     (Kind.ToolCall, "t3-abc-tc-01"),
@@ -185,6 +199,7 @@ def test_one_object_is_what_the_whole_snapshot_shows(world: Path, key: tuple[Kin
     [
         ((Kind.LLM, "gpt"), ["llms/gpt.yaml"]),
         ((Kind.Task, "t3"), ["tasks/t3.yaml"]),
+        ((Kind.Task, "t5"), ["tasks/t5.yaml"]),
         ((Kind.Task, "gone"), ["tasks/gone.yaml"]),  # looked for where it was: gone, status as is
         ((Kind.ToolCall, "t3-abc-tc-01"), []),
         ((Kind.Task, "delegate-t3-abc-tc-02"), []),
@@ -198,6 +213,47 @@ def test_an_object_with_a_status_reads_only_its_own_file_of_main(
         assert views.lookup(repo, *key) is not None  # type: ignore[arg-type]
     assert repo.main_files == reads
     assert repo.listings == 0
+
+
+WITHOUT_MODELS = """
+import json, sys
+from gitops_acp.cli import views
+from gitops_acp.resources.meta import Kind
+with views.open_reader(sys.argv[1]) as reader:
+    found = views.lookup(reader, Kind(sys.argv[2]), sys.argv[3])
+print(json.dumps({"spec": found.document["spec"], "models": "pydantic" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "message", "models"),
+    [
+        ("t5", "question 5", False),  # declared on main as its status copy holds it: read as it is
+        ("t3", "question 3", True),  # the file says more than the status copy: parsed, main's spec shown
+    ],
+)
+def test_a_declaration_as_reconciled_is_shown_without_parsing_it_into_a_model(
+    world: Path, name: str, message: str, models: bool
+) -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", WITHOUT_MODELS, str(world), "Task", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    shown = json.loads(run.stdout)
+    assert shown == {"spec": {"agentRef": {"name": "helper"}, "userMessage": message}, "models": models}
+
+
+def test_an_edit_on_main_after_the_last_checkpoint_is_shown(world: Path) -> None:
+    commit_files(world, {"tasks/t5.yaml": task("t5", "question five, edited")}, "edit t5")
+    with GitRepo.open(world) as repo:
+        whole = views.snapshot(repo)
+        found = views.lookup(repo, Kind.Task, "t5")
+    assert found is not None
+    assert found.document == whole.objects[(Kind.Task, "t5")]
+    assert found.document["spec"]["userMessage"] == "question five, edited"
+    assert found.document["status"]["output"] == "5"
 
 
 def test_an_object_not_reconciled_yet_is_found_on_main_and_a_missing_one_is_none(world: Path) -> None:
@@ -359,7 +415,7 @@ def test_names_kept_from_tip_to_tip_list_what_a_fresh_listing_lists(world: Path)
 
 def test_phase_and_selector_narrow_a_list(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     get.show(str(world), "tasks", page=get.Page(phase="FinalAnswer"))
-    assert names_shown(capsys.readouterr().out) == ["delegate-t3-abc-tc-02", "t3"]
+    assert names_shown(capsys.readouterr().out) == ["delegate-t3-abc-tc-02", "t3", "t5"]
     get.show(str(world), "tasks", page=get.Page(selector=selectors.parse(f"{LABEL_PARENT_TOOLCALL}")))
     assert names_shown(capsys.readouterr().out) == ["delegate-t3-abc-tc-02"]
     get.show(

@@ -129,6 +129,8 @@ def lookup(repo: Reader, kind: Kind, name: str, *, branch: str = "main") -> Foun
     declared: Loaded | None = None
     if main_commit is not None and source:
         data = repo.read_file(main_commit, source)
+        if data is not None and observed is not None and _as_reconciled(data, kind, name, observed):
+            return Found(observed, holder, archived)
         if data is not None:
             from gitops_acp.resources.loader import load_file
 
@@ -336,6 +338,34 @@ def status_of(repo: Reader, kind: Kind, name: str) -> tuple[dict[str, Any] | Non
             if held is not None and held.archived == archived:
                 return yamlio.load(held.data), candidate.name, archived
     return None, shards.UNSHARDED, False
+
+
+def _as_reconciled(data: bytes, kind: Kind, name: str, observed: dict[str, Any]) -> bool:
+    """Whether the file declares the object exactly as its status copy holds it (spec and metadata
+    but the annotations, which the status copy's replace): then the status copy is what `_shown`
+    would give, and the file need not be parsed into a model (pydantic: most of a reader's time).
+
+    The status copy is the model's document of the declaration it reconciled, and that document
+    read back gives itself; so a file equal to it declares what the model would show. Anything
+    else (an edit, a field the model writes another way) is parsed as before.
+    """
+    try:
+        documents = yamlio.load_all(data)
+    except StoreError:
+        return False
+    for doc in documents:
+        if not isinstance(doc, dict) or doc.get("kind") != kind.value:
+            continue
+        metadata = doc.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("name") == name:
+            return doc.get("spec") == observed.get("spec") and _but_annotations(metadata) == _but_annotations(
+                observed.get("metadata") or {}
+            )
+    return False
+
+
+def _but_annotations(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in metadata.items() if key != "annotations"}
 
 
 def _shown(declared: Loaded | None, observed: dict[str, Any] | None) -> dict[str, Any]:

@@ -275,3 +275,11 @@ def load(data: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise StoreError(f"expected a YAML mapping, found {type(doc).__name__}")
     return doc
+
+
+def load_all(data: bytes) -> list[Any]:
+    """Parse every YAML document of a (possibly multi-document) file, as they are."""
+    try:
+        return list(yaml.load_all(data, Loader=yaml.CSafeLoader))
+    except yaml.YAMLError as exc:
+        raise StoreError(f"invalid YAML: {exc}") from exc
