@@ -3,7 +3,8 @@
 One `serve --once` run: `chain` (ttlSecondsAfterFinished: 0) delegates to a worker that calls a
 tool, and is archived with its child task and both tool calls; `tooled` calls a tool and stays in
 the tip with its Task file on main; `kept` stays in the tip, its Task file removed from main
-afterwards; `later` is committed after the run (declared, not run yet).
+afterwards; `edited` stays in the tip, its Task file edited afterwards (main's spec is shown, which
+takes the models to read); `later` is committed after the run (declared, not run yet).
 
 The commands run as a person runs them (a new process, through `ReadOnlyRepo`); the expected
 output is rendered in this process by the same renderers from what the full path reads: every
@@ -50,6 +51,7 @@ BOSS = "Boss: ask the worker (readers)."
 WORKER = "Worker: count readers"
 TOOLED = "Tooled: count once"
 KEPT = "Kept: just answer."
+EDITED = "Edited: just answer."
 # Modules a one-object command needs only when it parses a file of main (or opens a GitRepo).
 HEAVY = ("pydantic", "git", "asyncio", "logging", "gitops_acp.resources.models", "gitops_acp.store.git.repo")
 # What `history` does without (issue 12: within 50 ms): PyYAML (store/statusfields.py reads its
@@ -80,6 +82,7 @@ def world(stub_process: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             {"match": "^Tooled:", "when": "first", "toolCalls": [call("tools__count", label="tooled")]},
             {"match": "^Tooled:", "when": "tool", "content": "tooled says {tool}"},
             {"match": "^Kept:", "content": "kept answer"},
+            {"match": "^Edited:", "content": "edited answer"},
         )
         counter = base / "counter"
         chain = task_yaml("chain", BOSS, agent="boss") + "  ttlSecondsAfterFinished: 0\n"
@@ -91,8 +94,9 @@ def world(stub_process: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 "tasks/chain.yaml": chain,
                 "tasks/tooled.yaml": task_yaml("tooled", TOOLED, agent="worker"),
                 "tasks/kept.yaml": task_yaml("kept", KEPT),
+                "tasks/edited.yaml": task_yaml("edited", EDITED),
             },
-            "Add agents and three tasks, one archived as soon as it finishes",
+            "Add agents and four tasks, one archived as soon as it finishes",
         )
         ran = cli(*serve_args(repo, "--log-dir", str(repo.logs), once=True), timeout=120)
         assert ran.returncode == 0, ran.stderr
@@ -103,6 +107,7 @@ def world(stub_process: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         (worker_call,) = toolcalls_of(repo, child, rev=f"{archive}^")
         (tooled_call,) = toolcalls_of(repo, "tooled")
         repo.remove("tasks/kept.yaml")
+        repo.commit({"tasks/edited.yaml": task_yaml("edited", "Edited: asked again.")}, "Edit a task that ran")
         repo.add_task("later", "Later: not run yet")
         objects = {
             "archived task, declared": (Kind.Task, "chain"),
@@ -111,6 +116,7 @@ def world(stub_process: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "live task, declared": (Kind.Task, "tooled"),
             "live tool call": (Kind.ToolCall, tooled_call["metadata"]["name"]),
             "live task, file gone from main": (Kind.Task, "kept"),
+            "live task, edited on main since": (Kind.Task, "edited"),
             "declared, not run yet": (Kind.Task, "later"),
             "agent": (Kind.Agent, "worker"),
         }
@@ -152,6 +158,7 @@ ROLES = [
     "live task, declared",
     "live tool call",
     "live task, file gone from main",
+    "live task, edited on main since",
     "declared, not run yet",
     "agent",
 ]
@@ -171,6 +178,9 @@ def test_get_prints_what_the_full_path_shows(world: World, role: str) -> None:
         assert document["status"]["phase"] in ("FinalAnswer", "Succeeded")
     if role == "declared, not run yet":
         assert "status" not in document
+    if role == "live task, edited on main since":  # the spec as declared now, the status as it ran
+        assert document["spec"]["userMessage"] == "Edited: asked again."
+        assert document["status"]["contextWindow"][-2]["content"] == EDITED
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -243,12 +253,14 @@ def _loaded(repo: Path, *argv: str, heavy: tuple[str, ...] = HEAVY) -> _Loaded:
 @pytest.mark.parametrize(
     ("role", "parses_main"),
     [
-        ("archived task, declared", True),  # its Task file is on main: parsed, with the models
+        # Its Task file on main declares it as its status copy holds it: compared as plain YAML.
+        ("archived task, declared", False),
         ("archived child task", False),
         ("archived tool call", False),
-        ("live task, declared", True),
+        ("live task, declared", False),
         ("live tool call", False),
         ("live task, file gone from main", False),
+        ("live task, edited on main since", True),  # main's spec differs: parsed, with the models
         ("declared, not run yet", True),
     ],
 )
