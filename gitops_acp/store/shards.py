@@ -20,7 +20,6 @@ Which branches of the family exist, and which hold a resource, is `store/statusb
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +55,8 @@ _ORDINAL = re.compile(r"-(?P<ordinal>0|[1-9][0-9]*)$")
 
 def shard_of(name: str, count: int) -> int:
     """The shard that owns task `name` among `count`: stable across processes and Python versions."""
+    import hashlib  # here: loading OpenSSL is ~3 ms of every reader's start-up, which never needs it
+
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") % count
 
 

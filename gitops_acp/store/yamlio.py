@@ -73,9 +73,23 @@ class _NotPlain(Exception):
 _PLAIN = re.compile(r"[A-Za-z0-9_./()+=;~^$\\][A-Za-z0-9 _./()+=;~^$\\,@-]*")
 _NEEDS_QUOTES = re.compile(r"(^|\s)#|:(\s|$)|\s$")
 # Characters YAML allows raw in a document (no control characters, no line separators, no BOM).
-_RAW_OK = re.compile(
-    r"[\x09\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*"
-)
+_ALLOWED_RAW = r"\x09\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff"
+
+
+@functools.cache
+def _raw_ok_pattern() -> re.Pattern[str]:
+    """Text made only of characters YAML allows raw. Compiled on first use, as `_not_raw_pattern`:
+    only non-ASCII text needs them, and compiling the two is ~5 ms of the start-up of every reader
+    (`get`, `describe`), which never writes."""
+    return re.compile(f"[{_ALLOWED_RAW}]*")
+
+
+@functools.cache
+def _not_raw_pattern() -> re.Pattern[str]:
+    """One character YAML does not allow raw."""
+    return re.compile(f"[^{_ALLOWED_RAW}]")
+
+
 _resolver = yaml.resolver.Resolver()
 _STR_TAG = "tag:yaml.org,2002:str"
 
@@ -96,10 +110,10 @@ def _is_plain(text: str) -> bool:
 
 
 def _raw_ok(text: str) -> bool:
-    """Whether every character of `text` may appear raw in a document (`_RAW_OK`), quickly for ASCII."""
+    """Whether every character of `text` may appear raw in a document, quickly for ASCII."""
     if text.isascii():  # O(1); then only tabs, newlines and printable ASCII are allowed
         return text.isprintable() or text.replace("\n", "").replace("\t", "").isprintable()
-    return _RAW_OK.fullmatch(text) is not None
+    return _raw_ok_pattern().fullmatch(text) is not None
 
 
 def _scalar(value: Any) -> str:
@@ -149,18 +163,13 @@ def _quoted(value: str) -> str:
     # encoders (which give the same text for ASCII), without its per-call overhead.
     if value.isascii():
         return _encode_ascii(value)
-    if _RAW_OK.fullmatch(value):
+    if _raw_ok_pattern().fullmatch(value):
         return _encode(value)
     # Not JSON's ASCII escapes here: they write a character beyond U+FFFF as a surrogate pair, which
     # YAML refuses (a tool's output with an emoji and a control character made an unreadable file).
-    return _NOT_RAW.sub(_escape_char, _encode(value))
-
-
-# What JSON's raw encoder leaves that YAML does not allow raw (C1 controls, DEL, U+2028/9, the BOM,
-# non-characters, surrogates); control characters below U+0020 JSON has escaped already.
-_NOT_RAW = re.compile(
-    r"[^\x09\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
-)
+    # What JSON's raw encoder leaves that YAML does not allow raw (C1 controls, DEL, U+2028/9, the
+    # BOM, non-characters, surrogates) is escaped; control characters below U+0020 it has already.
+    return _not_raw_pattern().sub(_escape_char, _encode(value))
 
 
 def _escape_char(match: re.Match[str]) -> str:
