@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import pkgutil
+import subprocess
 from pathlib import Path
 from types import ModuleType
 
@@ -218,3 +220,33 @@ def test_a_pack_is_written_without_compressing_and_maintenance_compresses_it(
         opened.close()
     assert after < before / 4, (before, after)
     git(repo, "fsck", "--no-dangling")
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_maintenance_gives_commits_of_many_paths_a_bloom_filter(repo: Path, shared: bool) -> None:
+    """A group commit changes hundreds of paths; git gives such a commit no changed-path filter
+    unless told (maintenance.BLOOM_ENV), and every path-limited log (`history`) then diffs it."""
+    for i in range(600):  # one commit of 600 files in their own directories: >512 changed paths
+        (repo / "wide" / f"d{i:03d}").mkdir(parents=True)
+        (repo / "wide" / f"d{i:03d}" / "file.yaml").write_text(f"n: {i}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "wide")
+    for i in range(3):
+        commit_files(repo, {"narrow/one.yaml": f"n: {i}\n"}, f"narrow {i}")
+    from gitops_acp.store.git import GitRepo
+
+    with GitRepo.open(repo) as opened:
+        opened.maintain(shared=shared)
+    log = subprocess.run(
+        ["git", "log", "--format=%H", "--", "narrow/one.yaml"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "GIT_TRACE2_PERF": "1"},
+    )
+    (stats,) = [line for line in log.stderr.splitlines() if '"false_positive"' in line]
+    assert len(log.stdout.split()) == 3
+    # The wide commit (and the first, the fixture's) are ruled out by their filters, not diffed.
+    assert '"filter_not_present":0' in stats, stats
+    assert '"false_positive":0' in stats, stats

@@ -109,6 +109,7 @@ def in_repo(
     check: bool = True,
     network: bool = False,
     background: bool = False,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run `git <args>` on the repository `git_dir`, named explicitly (stray GIT_DIR & co never count)."""
     return run(
@@ -118,6 +119,7 @@ def in_repo(
         check=check,
         network=network,
         background=background,
+        extra_env=extra_env,
     )
 
 
