@@ -107,7 +107,9 @@ def world(stub_process: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         (worker_call,) = toolcalls_of(repo, child, rev=f"{archive}^")
         (tooled_call,) = toolcalls_of(repo, "tooled")
         repo.remove("tasks/kept.yaml")
-        repo.commit({"tasks/edited.yaml": task_yaml("edited", "Edited: asked again.")}, "Edit a task that ran")
+        repo.commit(
+            {"tasks/edited.yaml": task_yaml("edited", "Edited: asked again.")}, "Edit a task that ran"
+        )
         repo.add_task("later", "Later: not run yet")
         objects = {
             "archived task, declared": (Kind.Task, "chain"),
