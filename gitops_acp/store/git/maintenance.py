@@ -35,12 +35,13 @@ _PACK_FILES = (".idx", ".pack", ".rev", ".bitmap", ".mtimes")
 BLOOM_ENV = {"GIT_TEST_BLOOM_SETTINGS_MAX_CHANGED_PATHS": str(2**31 - 1)}
 
 
-def write_commit_graph(git_dir: Path) -> None:
+def write_commit_graph(git_dir: Path, *, split: bool = False) -> None:
     """Refresh the commit-graph with changed-path Bloom filters (path-limited logs get ~8x faster).
 
-    Slow on big histories: run it in the background, never on the checkpoint path.
+    Slow on big histories: run it in the background, never on the checkpoint path. `split`: add
+    to a chain of graph files instead of rewriting one (see `maintain`).
     """
-    graph = ("commit-graph", "write", "--reachable", "--changed-paths")
+    graph = ("commit-graph", "write", "--reachable", "--changed-paths", *(["--split"] if split else []))
     process.in_repo(git_dir, *graph, background=True, extra_env=BLOOM_ENV)
 
 
@@ -68,9 +69,7 @@ def maintain(git_dir: Path, objects: Path, *, shared: bool) -> None:
     if not shared:
         auto = ("-c", "gc.autoDetach=false", "-c", "gc.autoPackLimit=0", "gc", "--auto", "--quiet")
         process.in_repo(git_dir, *_ONE_THREAD, *auto, background=True, extra_env=BLOOM_ENV)
-    split = ["--split"] if shared else []
-    graph = ("commit-graph", "write", "--reachable", "--changed-paths", *split)
-    process.in_repo(git_dir, *graph, background=True, extra_env=BLOOM_ENV)
+    write_commit_graph(git_dir, split=shared)
 
 
 # One thread of delta search, niced: the reconciler keeps a core and the CPU it asks for (with
