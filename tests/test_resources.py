@@ -1350,6 +1350,32 @@ def test_time_helpers() -> None:
         meta.parse_rfc3339("2026-11-22T10:00:00")
 
 
+def test_parse_rfc3339_reads_its_own_form_as_datetime_does() -> None:
+    """`rfc3339`'s form is parsed by hand (no `datetime` import for `history`): the same floats as
+    `datetime.fromisoformat`, for every kind of date, and its bad dates still refused."""
+    import random
+    from datetime import datetime
+
+    rng = random.Random(7)
+    # From 1000-01-01 (`rfc3339` writes earlier years unpadded, as strftime does) to 9999-12-31.
+    stamps = [0.0, 951782400.0, 4107542399.999999, -30610224000.0, 253402300799.0]
+    stamps += [rng.uniform(-30610224000, 253402300798) for _ in range(20000)]
+    for ts in stamps:
+        for text in (meta.rfc3339(ts), meta.rfc3339(ts)[:19] + "Z"):
+            expected = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+            assert meta.parse_rfc3339(text) == expected, text
+    for bad in (
+        "2026-02-29T00:00:00Z",
+        "2026-13-01T00:00:00Z",
+        "2026-11-22T24:00:00Z",
+        "0000-01-01T00:00:00Z",
+    ):
+        with pytest.raises(ValueError, match=r"out of range|must be in|Invalid isoformat"):
+            meta.parse_rfc3339(bad)
+    leap = datetime.fromisoformat("2024-02-29T23:59:59.5+00:00").timestamp()
+    assert meta.parse_rfc3339("2024-02-29T23:59:59.5Z") == leap  # not its form: datetime reads it
+
+
 @pytest.mark.parametrize(
     "module",
     [

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
 from enum import StrEnum
 
 from gitops_acp.errors import UserError
@@ -201,8 +200,9 @@ _DURATION_UNITS = {
     "h": 3600.0,
     "d": 86400.0,
 }
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
-_DURATION_RE = re.compile(rf"(?:{_DURATION_PART.pattern})+")
+# Patterns, not compiled ones: `re` compiles them on first use and keeps them (a reader never does).
+_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)"
+_DURATION_RE = rf"(?:{_DURATION_PART})+"
 _DURATION_HELP = 'use seconds or a duration such as "30s", "5m", "1h30m", "250ms"'
 
 
@@ -216,9 +216,9 @@ def parse_duration(value: str | int | float) -> float:
         try:
             seconds = float(text)
         except ValueError:
-            if not _DURATION_RE.fullmatch(text):
+            if not re.fullmatch(_DURATION_RE, text):
                 raise ValueError(f"invalid duration {value!r}: {_DURATION_HELP}") from None
-            seconds = sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+            seconds = sum(float(n) * _DURATION_UNITS[unit] for n, unit in re.findall(_DURATION_PART, text))
     else:
         seconds = float(value)
     if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
@@ -228,6 +228,8 @@ def parse_duration(value: str | int | float) -> float:
 
 def rfc3339(ts: float) -> str:
     """Format epoch seconds the way status files carry times: `2026-11-22T10:00:00.123456Z`."""
+    from datetime import UTC, datetime  # here: `history` runs without it (see `parse_rfc3339`)
+
     moment = datetime.fromtimestamp(ts, tz=UTC)
     if moment.year < 1000:  # strftime's %Y does not pad such years: keep its exact text
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -244,11 +246,55 @@ def rfc3339(ts: float) -> str:
 
 
 def parse_rfc3339(text: str) -> float:
-    """Parse a time written by `rfc3339` (or any ISO 8601 time with a zone) to epoch seconds."""
+    """Parse a time written by `rfc3339` (or any ISO 8601 time with a zone) to epoch seconds.
+
+    `rfc3339`'s own form is read by hand: `history` reads one such time and nothing else that
+    needs `datetime`, whose import is ~1 ms of its ~50 (DESIGN §9). Anything else goes to
+    `datetime.fromisoformat`, which gives the same number for that form too (tests/test_meta.py).
+    """
+    fast = _parse_own_form(text)
+    if fast is not None:
+        return fast
+    from datetime import datetime
+
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no time zone")
     return moment.timestamp()
+
+
+def _parse_own_form(text: str) -> float | None:
+    """`2026-11-22T10:00:00.123456Z` or `2026-11-22T10:00:00Z` as epoch seconds; None otherwise."""
+    if len(text) not in (20, 27) or text[-1] != "Z":
+        return None
+    if text[4:20:3] != ("--T::." if len(text) == 27 else "--T::Z"):  # the separators, at 4, 7, ... 19
+        return None
+    parts = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19], text[20:26] or "0")
+    if not all(part.isascii() and part.isdigit() for part in parts):
+        return None
+    year, month, day, hour, minute, second, micros = map(int, parts)
+    if year < 1 or not 1 <= month <= 12 or not 1 <= day <= _days_in_month(year, month):
+        return None
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+    return (seconds * 1_000_000 + micros) / 1_000_000  # as `timedelta.total_seconds` rounds
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
 
 
 class TaskPhase(StrEnum):

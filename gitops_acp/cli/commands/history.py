@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from gitops_acp.errors import UserError
@@ -58,7 +58,7 @@ def render(events: Sequence[Event]) -> str:
     """One line per checkpoint (given newest first, as `history.events` returns them), oldest first."""
     lines = []
     for event in reversed(events):
-        when = datetime.fromtimestamp(event.timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.timestamp))  # UTC; no `datetime`
         detail = f"  {event.detail}" if event.detail else ""
         lines.append(f"{event.sha[:10]}  {when}  {event.old_phase} -> {event.new_phase}{detail}")
     return "\n".join(lines)

@@ -26,17 +26,19 @@ __all__ = ["ZERO_OID", "CommitInfo", "RefConflictError", "Refs"]
 
 ZERO_OID = "0" * 40
 _HEX40 = re.compile(r"[0-9a-f]{40}")
-_SHORT_HEX = re.compile(r"[0-9a-fA-F]{4,40}")
+# Patterns of the rarer paths stay text: `re` compiles them on first use and keeps them, so a
+# reader that never meets them (`history`) does not compile them at import.
+_SHORT_HEX = r"[0-9a-fA-F]{4,40}"
 # Ref names the fast path reads as files; anything else (revision syntax, odd characters) goes to
 # `git rev-parse`, which also keeps `..` and absolute paths from ever becoming file reads.
 _SIMPLE_REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 # Refs that live in a worktree's own git dir rather than the common dir (gitrepository-layout(5)).
 _PER_WORKTREE_PREFIXES = ("refs/bisect/", "refs/worktree/", "refs/rewritten/")
-_CONFLICT_AT = re.compile(r"is at ([0-9a-f]{40}) but expected")
+_CONFLICT_AT = r"is at ([0-9a-f]{40}) but expected"
 # git's words for a lock file that is already there (lockfile.c): the ref is held, not moved.
-_LOCKED = re.compile(r"Unable to create '([^']+\.lock)': File exists")
+_LOCKED = r"Unable to create '([^']+\.lock)': File exists"
 # Trailer lines as git writes them (`Key: value`); used to drop the trailer block from a body.
-_TRAILER_LINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*: ")
+_TRAILER_LINE = r"[A-Za-z0-9][A-Za-z0-9-]*: "
 
 
 class CommitInfo(NamedTuple):
@@ -72,7 +74,7 @@ def _strip_trailer_block(body: str, trailers: tuple[tuple[str, str], ...]) -> st
         return text
     head, _sep, last = text.rpartition("\n\n")
     lines = last.splitlines()
-    if lines and all(_TRAILER_LINE.match(line) or line[:1].isspace() for line in lines):
+    if lines and all(re.match(_TRAILER_LINE, line) or line[:1].isspace() for line in lines):
         return head.rstrip("\n")
     return text
 
@@ -123,7 +125,7 @@ class Refs:
             if found is not None:
                 return found
         # Not a ref: it may still be an abbreviated object name, which only git can expand.
-        return False if _SHORT_HEX.fullmatch(ref) else None
+        return False if re.fullmatch(_SHORT_HEX, ref) else None
 
     def _read_one_ref(self, name: str, *, depth: int) -> str | Literal[False] | None:
         if depth > 5:
@@ -185,9 +187,9 @@ class Refs:
             if proc.returncode == 0:
                 return
             err = proc.stderr.decode("utf-8", "replace")
-        if match := _CONFLICT_AT.search(err):
+        if match := re.search(_CONFLICT_AT, err):
             raise RefConflictError(ref, expected=old, actual=match.group(1))
-        if match := _LOCKED.search(err):
+        if match := re.search(_LOCKED, err):
             # Not a lost race: the ref did not move. Someone holds its lock, or a killed process left
             # it; the caller waits a bounded time and then says which (store/recovery.py).
             raise LockedError(f"{ref} is locked: {match.group(1)} exists", lock=match.group(1))
@@ -281,7 +283,7 @@ class Refs:
             if actual is None:
                 return
             err = proc.stderr.decode("utf-8", "replace")
-            if actual == old and (match := _LOCKED.search(err)):
+            if actual == old and (match := re.search(_LOCKED, err)):
                 raise LockedError(f"cannot delete {ref}: {match.group(1)} exists", lock=match.group(1))
             raise RefConflictError(ref, expected=old, actual=actual)
 
