@@ -1350,6 +1350,21 @@ def test_time_helpers() -> None:
         meta.parse_rfc3339("2026-11-22T10:00:00")
 
 
+def test_rfc3339_writes_what_datetime_writes() -> None:
+    """`rfc3339` formats with `time.gmtime` and rounds microseconds itself: the very text of
+    `datetime`'s strftime, at the roundings' edges, before the epoch and in early years too."""
+    import random
+    from datetime import UTC, datetime
+
+    rng = random.Random(11)
+    stamps = [0.0, -0.5, 0.9999995, 1.0000005, 1764000000.0000005, 1764000000.9999995, -62135596800.0]
+    stamps += [rng.uniform(-62135596800, 253402300798) for _ in range(20000)]
+    edges = [0.5e-6, 1.5e-6, 0.9999995, 0.4999995]  # half a microsecond: rounded to even
+    stamps += [rng.randint(0, 2**32) + rng.choice(edges) for _ in range(20000)]
+    for ts in stamps:
+        assert meta.rfc3339(ts) == datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), ts
+
+
 def test_parse_rfc3339_reads_its_own_form_as_datetime_does() -> None:
     """`rfc3339`'s form is parsed by hand (no `datetime` import for `history`): the same floats as
     `datetime.fromisoformat`, for every kind of date, and its bad dates still refused."""

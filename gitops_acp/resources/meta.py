@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from enum import StrEnum
 
 from gitops_acp.errors import UserError
@@ -227,21 +228,32 @@ def parse_duration(value: str | int | float) -> float:
 
 
 def rfc3339(ts: float) -> str:
-    """Format epoch seconds the way status files carry times: `2026-11-22T10:00:00.123456Z`."""
-    from datetime import UTC, datetime  # here: `history` runs without it (see `parse_rfc3339`)
+    """Format epoch seconds the way status files carry times: `2026-11-22T10:00:00.123456Z`.
 
-    moment = datetime.fromtimestamp(ts, tz=UTC)
-    if moment.year < 1000:  # strftime's %Y does not pad such years: keep its exact text
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    # The same text as that strftime, a third of its cost (every checkpoint stamps a time or two).
+    The text of `datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")`, made with
+    `time.gmtime` and the microseconds rounded as `datetime` rounds them (half to even, from
+    `math.modf`): two thirds of its cost, on every checkpoint, and no `datetime` to import for
+    `history` (tests/test_resources.py compares the two).
+    """
+    fraction, whole = math.modf(ts)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    moment = time.gmtime(whole)
+    if moment.tm_year < 1000:  # strftime's %Y does not pad such years: keep its exact text
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031  (faster than an f-string here)
-        moment.year,
-        moment.month,
-        moment.day,
-        moment.hour,
-        moment.minute,
-        moment.second,
-        moment.microsecond,
+        moment.tm_year,
+        moment.tm_mon,
+        moment.tm_mday,
+        moment.tm_hour,
+        moment.tm_min,
+        moment.tm_sec,
+        micros,
     )
 
 
