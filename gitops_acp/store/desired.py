@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.loader import Assembly, FileResult, Loaded, LoadResult, load_file
 from gitops_acp.resources.meta import Kind
-from gitops_acp.store.git import GitRepo
+
+if TYPE_CHECKING:  # a GitRepo (the reconciler) or a ReadOnlyRepo (`get`: no GitPython)
+    from gitops_acp.store.git import Reader
 
 __all__ = ["DesiredReader", "DesiredState", "changed_keys"]
 
@@ -47,7 +50,7 @@ class DesiredReader:
     change, not the size of `main` (DESIGN §9). The first read lists and parses everything.
     """
 
-    def __init__(self, repo: GitRepo) -> None:
+    def __init__(self, repo: Reader) -> None:
         self._repo = repo
         self._assembly = Assembly()
         self._commit: str | None = None  # the commit the assembly holds

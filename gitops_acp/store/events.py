@@ -348,9 +348,9 @@ class _Commit:
 
 def _read_commit(repo: ReadOnlyRepo, sha: str) -> _Commit:
     found = repo.cat(sha)
-    if found is None or found[0] != "commit":
+    if found is None or found[1] != "commit":
         raise StoreError(f"no commit {sha} in {repo.git_dir}")
-    head, _blank, message = found[1].partition(b"\n\n")
+    head, _blank, message = found[2].partition(b"\n\n")
     tree, parent, when = "", None, 0.0
     for line in head.split(b"\n"):
         key, _space, value = line.partition(b" ")
@@ -399,11 +399,11 @@ def _tree(repo: ReadOnlyRepo, sha: str | None) -> dict[str, tuple[str, str]]:
     if sha is None:
         return {}
     found = repo.cat(sha)
-    if found is None or found[0] != "tree":
+    if found is None or found[1] != "tree":
         raise StoreError(f"no tree {sha} in {repo.git_dir}")
     from gitops_acp.store.git.trees import parse_tree  # serve's path: GitPython is loaded there anyway
 
-    return parse_tree(found[1])
+    return parse_tree(found[2])
 
 
 def _moves(message: str) -> dict[tuple[Kind, str], tuple[str, str]]:

@@ -156,7 +156,7 @@ class Listing:
 
 
 def listing(
-    repo: GitRepo,
+    repo: Reader,
     kind: Kind,
     accept: Callable[[dict[str, Any]], bool],
     *,
@@ -232,7 +232,7 @@ def listing(
     return Listing(chosen, None)
 
 
-def _status_file(repo: GitRepo, tip: str, kind: Kind, name: str, in_archive: bool) -> bytes | None:
+def _status_file(repo: Reader, tip: str, kind: Kind, name: str, in_archive: bool) -> bytes | None:
     """The status file of `name` at `tip`: in `archive/`, or live (also in the flat layout of old tips)."""
     if in_archive:
         return repo.read_file(tip, status_path(kind, name, root=ARCHIVE_ROOT))
@@ -300,7 +300,7 @@ class StatusNames:
     def __init__(self) -> None:
         self._held: dict[tuple[str, Kind, str], SortedNames] = {}
 
-    def at(self, repo: GitRepo, branch: str, tip: str, kind: Kind, *, root: str = STATUS_ROOT) -> SortedNames:
+    def at(self, repo: Reader, branch: str, tip: str, kind: Kind, *, root: str = STATUS_ROOT) -> SortedNames:
         """The names of `kind` under `root` of `branch` at its tip `tip`."""
         key = (branch, kind, root)
         held = self._held.get(key)
@@ -317,15 +317,10 @@ class StatusNames:
 
 
 def _declared_on_main(repo: Reader, commit: str) -> dict[Key, Loaded]:
-    """Every resource declared in `commit` of `main` (the whole of it parsed: what `DesiredReader`,
-    on a `GitRepo`, is for)."""
+    """Every resource declared in `commit` of `main` (the whole of it parsed: `DesiredReader`)."""
     from gitops_acp.store.desired import DesiredReader
-    from gitops_acp.store.git import GitRepo
 
-    if isinstance(repo, GitRepo):
-        return dict(DesiredReader(repo).read(commit).resources)
-    with GitRepo.open(repo.git_dir) as opened:
-        return dict(DesiredReader(opened).read(commit).resources)
+    return dict(DesiredReader(repo).read(commit).resources)
 
 
 def status_of(repo: Reader, kind: Kind, name: str) -> tuple[dict[str, Any] | None, str, bool]:

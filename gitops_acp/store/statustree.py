@@ -159,7 +159,7 @@ def read_status_file(repo: Reader, tip: str, kind: Kind, name: str, *, archived:
     return None
 
 
-def archived_names(repo: GitRepo, branch: str, kind: Kind, names: list[str]) -> set[str]:
+def archived_names(repo: Reader, branch: str, kind: Kind, names: list[str]) -> set[str]:
     """Which of `names` are archived on `branch`: one `cat-file --batch-check` for all (none read)."""
     tip = repo.resolve(branch_ref(branch))
     if tip is None or not names or repo.read_tree(tip, f"{ARCHIVE_ROOT}/{PLURALS[kind]}") is None:
@@ -168,7 +168,7 @@ def archived_names(repo: GitRepo, branch: str, kind: Kind, names: list[str]) -> 
     return {paths[path] for path in repo.files_present(tip, list(paths))}
 
 
-def status_names(repo: GitRepo, tip: str, kind: Kind, *, root: str = STATUS_ROOT) -> dict[str, str]:
+def status_names(repo: Reader, tip: str, kind: Kind, *, root: str = STATUS_ROOT) -> dict[str, str]:
     """Every resource of `kind` under `root` at `tip`, name -> blob sha, with one `git ls-tree`.
 
     Names only, no file read: what a list needs to page through before it reads what it shows.

@@ -151,7 +151,7 @@ def show(
             raise UserError(f'{kind} "{name}" not found (neither on main nor on the status branch)')
         documents = [found.document]
     else:
-        with views.open_repo(repo_path) as repo:
+        with views.open_reader(repo_path) as repo:  # no GitPython: `git` and its cat-file serve a list too
             listed = views.listing(
                 repo,
                 kind,

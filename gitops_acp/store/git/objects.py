@@ -27,10 +27,8 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-
-import git
 
 from gitops_acp import faults
 from gitops_acp.errors import StoreError
@@ -152,10 +150,6 @@ def _write_new_file(path: str, *contents: bytes | bytearray | memoryview) -> Non
                 view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode("ascii") if isinstance(value, bytes) else value
 
 
 def _signature(who: tuple[str, str], when: float) -> str:
@@ -445,36 +439,21 @@ class ObjectWriter:
         return f"pack-{checksum.hex()}"
 
 
+#: How an `ObjectReader` reads one object: (sha, type, content) of what `name` names (a sha,
+#: `<commit>:<path>`, `<commit>^{tree}`), or None if nothing; one round trip to a persistent
+#: `git cat-file --batch` (GitPython's in a `GitRepo`, its own in a `ReadOnlyRepo`).
+CatFile = Callable[[str], "tuple[str, str, bytes] | None"]
+
+
 class ObjectReader:
-    """Reads objects through GitPython's persistent `git cat-file --batch` of one repository."""
+    """Reads objects: one at a time through a persistent `git cat-file --batch` (`cat`), many at
+    once through a `cat-file --batch` of their own."""
 
-    def __init__(self, repo: git.Repo, git_dir: Path) -> None:
-        """Read from `repo` (opened by ``GitRepo.open``); `git_dir` names it in error messages."""
-        self._repo = repo
+    def __init__(self, cat: CatFile, git_dir: Path) -> None:
+        """Read single objects with `cat`; `git_dir` runs the batch reads and names the repository
+        in errors."""
+        self.cat = cat
         self._git_dir = git_dir
-
-    def close(self) -> None:
-        """Stop the persistent cat-file processes (a few MB each until closed)."""
-        self._repo.close()
-
-    def cat(self, name: str) -> tuple[str, str, bytes] | None:
-        """Return (sha, type, data) of the object `name` names, or None if it does not exist."""
-        for attempt in (1, 2):
-            try:
-                sha, kind, _size, data = self._repo.git.get_object_data(name)
-                # GitPython passes the header through as bytes despite its str annotations.
-                return _text(sha), _text(kind), data
-            except ValueError:
-                # Missing or ambiguous object, unless the persistent process died (then the header
-                # line comes back empty): restart it once.
-                proc = getattr(self._repo.git, "cat_file_all", None)
-                if proc is None or proc.proc is None or proc.proc.poll() is None or attempt == 2:
-                    return None
-            except OSError as exc:  # broken pipe to a dead cat-file
-                if attempt == 2:
-                    raise StoreError(f"git cat-file failed in {self._git_dir}: {exc}") from exc
-            self._repo.git.clear_cache()
-        return None
 
     def blob(self, sha: str) -> bytes:
         """Return the content of blob `sha`."""

@@ -25,17 +25,22 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol, Self
+from typing import IO, TYPE_CHECKING, Protocol, Self
 
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import process
 from gitops_acp.store.git.refs import CommitInfo, Refs
 
+if TYPE_CHECKING:  # made on first use (`ReadOnlyRepo._readers`)
+    from gitops_acp.store.git.objects import ObjectReader
+    from gitops_acp.store.git.trees import TreeReader
+
 __all__ = ["ReadOnlyRepo", "Reader"]
 
 
 class Reader(Protocol):
-    """What reading one resource's files and history needs of a repository (`GitRepo` has it all)."""
+    """What the readers (`get`, `describe`, `history`) need of a repository: `GitRepo` and
+    `ReadOnlyRepo` both have it all."""
 
     @property
     def git_dir(self) -> Path:
@@ -66,6 +71,21 @@ class Reader(Protocol):
 
     def commit_time(self, sha: str) -> float:
         """The committer time of commit `sha`."""
+
+    def read_blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
+        """The content of each blob in `shas`, by sha."""
+
+    def files_present(self, commit: str, paths: Sequence[str]) -> set[str]:
+        """Which of `paths` are files in `commit`."""
+
+    def read_tree(self, treeish: str, path: str = "") -> dict[str, tuple[str, str]] | None:
+        """One level of a tree as name -> (mode, sha), or None."""
+
+    def list_tree(self, commit: str, path: str = "") -> dict[str, str]:
+        """Every file of `commit` (under `path`) as path -> blob sha."""
+
+    def changed_files(self, old: str, new: str, path: str = "") -> dict[str, str | None]:
+        """The files that differ between `old` and `new` (under `path`): path -> blob sha, or None."""
 
     def close(self) -> None:
         """Stop any process it started."""
@@ -113,6 +133,7 @@ class ReadOnlyRepo:
         self._common_dir = common_dir
         self._refs = Refs(git_dir, common_dir)
         self._cat: subprocess.Popen[bytes] | None = None
+        self._readers_made: tuple[ObjectReader, TreeReader] | None = None
 
     @classmethod
     def open(cls, path: str | Path) -> ReadOnlyRepo:
@@ -226,8 +247,9 @@ class ReadOnlyRepo:
         assert self._cat.stdout is not None
         return self._cat.stdin, self._cat.stdout
 
-    def cat(self, name: str) -> tuple[str, bytes] | None:
-        """Return (type, data) of the object `name` names (a sha, `<commit>:<path>`), or None."""
+    def cat(self, name: str) -> tuple[str, str, bytes] | None:
+        """Return (sha, type, data) of the object `name` names (a sha, `<commit>:<path>`), or None
+        (`objects.CatFile`)."""
         if "\n" in name:
             return None
         stdin, stdout = self._pipes()
@@ -241,35 +263,79 @@ class ReadOnlyRepo:
             raise StoreError(f"git cat-file stopped in {self._git_dir}")
         if header.endswith((b" missing\n", b" ambiguous\n")):
             return None
-        _sha, kind, size = header.split()
+        sha, kind, size = header.split()
         data = stdout.read(int(size))
         stdout.read(1)  # the newline after the content
-        return kind.decode("ascii"), data
+        return sha.decode("ascii"), kind.decode("ascii"), data
 
     def read_blob(self, sha: str) -> bytes:
         """Return the content of blob `sha`."""
         found = self.cat(sha)
-        if found is None or found[0] != "blob":
+        if found is None or found[1] != "blob":
             raise StoreError(f"no blob {sha} in {self._git_dir}")
-        return found[1]
+        return found[2]
 
     def read_file(self, commit: str, path: str) -> bytes | None:
         """Return the content of `path` in `commit`, or None if the file does not exist there."""
         found = self.cat(f"{commit}:{path}")
         if found is None:
             return None
-        if found[0] != "blob":
-            raise StoreError(f"{path} at {commit[:12]} is a {found[0]}, not a file")
-        return found[1]
+        if found[1] != "blob":
+            raise StoreError(f"{path} at {commit[:12]} is a {found[1]}, not a file")
+        return found[2]
 
     def commit_time(self, sha: str) -> float:
         """Return the committer time of commit `sha` (seconds since the epoch)."""
         found = self.cat(sha)
-        if found is None or found[0] != "commit":
+        if found is None or found[1] != "commit":
             raise StoreError(f"no commit {sha} in {self._git_dir}")
-        for line in found[1].split(b"\n"):
+        for line in found[2].split(b"\n"):
             if line.startswith(b"committer "):
                 return float(line.rsplit(b" ", 2)[1])
             if not line:
                 break
         raise StoreError(f"commit {sha} has no committer line")
+
+    # -- many objects, and trees (`ObjectReader` and `TreeReader` over this cat-file, as GitRepo) --
+
+    def _readers(self) -> tuple[ObjectReader, TreeReader]:
+        """Made on first use: one object and `history` never need them (objects.py loads hashlib
+        and zlib, ~4 ms of a ~50 ms command)."""
+        if self._readers_made is None:
+            from gitops_acp.store.git.objects import ObjectReader
+            from gitops_acp.store.git.trees import TreeReader
+
+            objects = ObjectReader(self.cat, self._git_dir)
+            self._readers_made = (objects, TreeReader(objects, self._git_dir))
+        return self._readers_made
+
+    def read_blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
+        """Return the content of each blob in `shas`, by sha (see `GitRepo.read_blobs`)."""
+        return self._readers()[0].blobs(shas)
+
+    def read_trees(self, shas: Sequence[str]) -> dict[str, bytes]:
+        """Return each tree in `shas` as git stores it, by sha (see `GitRepo.read_trees`)."""
+        return self._readers()[0].many(shas, "tree")
+
+    def files_present(self, commit: str, paths: Sequence[str]) -> set[str]:
+        """Which of `paths` are files in `commit` (none read; see `GitRepo.files_present`)."""
+        return self._readers()[0].files_present(commit, paths)
+
+    def tree_of(self, commit: str) -> str:
+        """Return the tree sha of `commit`."""
+        return self._readers()[0].tree_of(commit)
+
+    def read_tree(self, treeish: str, path: str = "") -> dict[str, tuple[str, str]] | None:
+        """Return one level of a tree as name -> (mode, sha); None if `path` is not in `treeish`."""
+        return self._readers()[1].read(treeish, path)
+
+    def list_tree(self, commit: str, path: str = "") -> dict[str, str]:
+        """Return every file of `commit` (under directory `path`) as path -> blob sha (see
+        `GitRepo.list_tree`)."""
+        trees = self._readers()[1]
+        return trees.ls_tree(commit, path) if path else trees.files(commit)
+
+    def changed_files(self, old: str, new: str, path: str = "") -> dict[str, str | None]:
+        """Return the files that differ between commits `old` and `new` (under directory `path`):
+        path -> blob sha in `new`, None if not in `new` (see `GitRepo.changed_files`)."""
+        return self._readers()[1].changed_files(old, new, path)

@@ -58,6 +58,31 @@ def _exclusive(method: Callable[Concatenate[GitRepo, P], R]) -> Callable[Concate
     return wrapper
 
 
+def _cat_file(repo: git.Repo, git_dir: Path, name: str) -> tuple[str, str, bytes] | None:
+    """(sha, type, content) of the object `name` names, through GitPython's persistent `git
+    cat-file --batch` (`objects.CatFile`), or None if it does not exist."""
+    for attempt in (1, 2):
+        try:
+            sha, kind, _size, data = repo.git.get_object_data(name)
+            # GitPython passes the header through as bytes despite its str annotations.
+            return _text(sha), _text(kind), data
+        except ValueError:
+            # Missing or ambiguous object, unless the persistent process died (then the header
+            # line comes back empty): restart it once.
+            proc = getattr(repo.git, "cat_file_all", None)
+            if proc is None or proc.proc is None or proc.proc.poll() is None or attempt == 2:
+                return None
+        except OSError as exc:  # broken pipe to a dead cat-file
+            if attempt == 2:
+                raise StoreError(f"git cat-file failed in {git_dir}: {exc}") from exc
+        repo.git.clear_cache()
+    return None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("ascii") if isinstance(value, bytes) else value
+
+
 class GitRepo:
     """A git repository opened for reading and writing objects and refs (one thread at a time)."""
 
@@ -70,7 +95,8 @@ class GitRepo:
         # Our subprocesses get the repository explicitly, so stray GIT_DIR & co never redirect them;
         # the same for GitPython's persistent cat-file.
         repo.git.update_environment(**{k: None for k in process.REPO_ENV_VARS if k in os.environ})
-        self._reader = ObjectReader(repo, self._git_dir)
+        self._repo = repo
+        self._reader = ObjectReader(functools.partial(_cat_file, repo, self._git_dir), self._git_dir)
         self._writer = ObjectWriter(self._common_dir)
         self._trees = TreeReader(self._reader, self._git_dir)
         self._refs = Refs(self._git_dir, self._common_dir)
@@ -117,7 +143,7 @@ class GitRepo:
         The packs `one_pack` wrote and did not roll up become maintenance's (`ObjectWriter.close`).
         """
         self._refs.close()
-        self._reader.close()
+        self._repo.close()  # GitPython's persistent cat-file processes
         self._writer.close()
 
     def __enter__(self) -> Self:
