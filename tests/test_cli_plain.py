@@ -1,5 +1,5 @@
-"""`history KIND NAME [-n N]` and `describe KIND NAME` read without argparse: as argparse reads
-them, or left to it."""
+"""`history KIND NAME [-n N]`, `describe KIND NAME` and `get KIND NAME [-o FORMAT]` read without
+argparse: as argparse reads them, or left to it."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ WORDS += [
     "0",
     "12",
 ]
+WORDS += ["-o", "--output", "yaml", "json", "wide", "-o=json", "--output=yaml", "-ojson", "--out", "table"]
+WORDS += ["-l", "--limit", "--all", "-A"]
 
 
 def _argparse(argv: list[str]) -> dict[str, object] | None:
@@ -59,6 +61,9 @@ def _check(argv: list[str]) -> bool:
         ["--repo=", "history", "", "hello"],
         ["describe", "task", "hello"],
         ["describe", "--repo", "/r", "toolcall", "hello"],
+        ["get", "task", "hello"],
+        ["get", "task", "hello", "-o", "yaml"],
+        ["--repo", "/r", "get", "-o", "json", "tc", "hello", "--output=wide"],
     ],
 )
 def test_plain_command_lines_are_read_as_argparse_reads_them(argv: list[str]) -> None:
@@ -76,7 +81,11 @@ def test_plain_command_lines_are_read_as_argparse_reads_them(argv: list[str]) ->
         ["history", "task"],
         ["history", "task", "hello", "extra"],
         ["-n", "3", "history", "task", "hello"],  # the top level has no -n
-        ["get", "task", "hello"],
+        ["get", "task"],  # a list
+        ["get", "task", "hello", "-o", "table"],  # not one of the choices
+        ["get", "task", "hello", "-ojson"],  # argparse's to read
+        ["get", "task", "hello", "-n", "3"],  # get has no -n
+        ["history", "task", "hello", "-o", "json"],  # history has no -o
         ["history", "task", "hello", "--", "x"],
         ["describe", "task", "hello", "-n", "3"],  # describe has no -n
         ["describe", "task"],
@@ -96,11 +105,13 @@ def test_random_command_lines_agree(monkeypatch: pytest.MonkeyPatch) -> None:
             argv = [rnd.choice(WORDS) for _ in range(rnd.randint(0, 7))]
             if rnd.random() < 0.7:  # most lines name the command and two words
                 at = rnd.randint(0, len(argv))
-                command = rnd.choice(["history", "describe"])
+                command = rnd.choice(["history", "describe", "get"])
                 argv[at:at] = [command, rnd.choice(["task", "tc"]), rnd.choice(["a", "b-1"])]
             read += _check(argv)
         for argv in itertools.permutations(["history", "task", "a", "-n", "2", "--repo", "/r"]):
             read += _check(list(argv))
         for argv in itertools.permutations(["describe", "task", "a", "--repo", "/r"]):
+            read += _check(list(argv))
+        for argv in itertools.permutations(["get", "task", "a", "-o", "yaml", "--repo", "/r"]):
             read += _check(list(argv))
     assert read > 300  # many of them plain

@@ -18,8 +18,7 @@ import bisect
 import heapq
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitops_acp.errors import StoreError
 from gitops_acp.resources.meta import (
@@ -34,7 +33,7 @@ from gitops_acp.resources.meta import (
     parse_status_path,
     status_path,
 )
-from gitops_acp.store import shards, yamlio
+from gitops_acp.store import statusbranches, yamlio
 from gitops_acp.store.statustree import archived_names, read_status_file, read_tip, status_names
 
 if TYPE_CHECKING:  # imported where used: pydantic and GitPython only when a reader needs them
@@ -57,18 +56,21 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Snapshot:
+# Named tuples, not dataclasses: `dataclasses` (and the `inspect` it loads) cost `get` and
+# `describe` of one object ~8 ms of their ~85 (DESIGN §9: within 100 ms).
+
+
+class Snapshot(NamedTuple):
     """Declared and observed resources of one repository, merged by (kind, name)."""
 
     objects: dict[tuple[Kind, str], dict[str, Any]]
     status_commit: str | None
     main_commit: str | None
-    branches: dict[tuple[Kind, str], str] = field(default_factory=dict)  # where each status came from
+    branches: dict[tuple[Kind, str], str]  # where each status came from
 
     def branch_of(self, key: tuple[Kind, str]) -> str:
         """The status branch holding the object's status (its events are there)."""
-        return self.branches.get(key, shards.UNSHARDED)
+        return self.branches.get(key, statusbranches.UNSHARDED)
 
     def of_kind(self, kind: Kind) -> list[dict[str, Any]]:
         """Documents of one kind, sorted by name."""
@@ -80,6 +82,7 @@ class Snapshot:
 def snapshot(repo: GitRepo, *, branch: str = "main", status_branch: str = "acp/status") -> Snapshot:
     """Read `main` and the tip of the status branch (every shard's, by default) once and merge them."""
     from gitops_acp.resources.models import to_document
+    from gitops_acp.store import shards
     from gitops_acp.store.desired import DesiredReader
 
     main_commit = repo.resolve(f"refs/heads/{branch}")
@@ -100,8 +103,7 @@ def snapshot(repo: GitRepo, *, branch: str = "main", status_branch: str = "acp/s
     return Snapshot(objects=objects, status_commit=status_commit, main_commit=main_commit, branches=branches)
 
 
-@dataclass(frozen=True)
-class Found:
+class Found(NamedTuple):
     """One object as `get KIND NAME` and `describe` show it, and the status branch it came from."""
 
     document: dict[str, Any]
@@ -147,8 +149,7 @@ def lookup(repo: Reader, kind: Kind, name: str, *, branch: str = "main") -> Foun
     return Found(_shown(declared, observed), holder, archived)
 
 
-@dataclass(frozen=True)
-class Listing:
+class Listing(NamedTuple):
     """One page of a kind's objects, and the name the next page starts after (None: the last)."""
 
     documents: list[dict[str, Any]]
@@ -189,7 +190,7 @@ def listing(
         resources = reader.read(main_commit).resources if main_commit else {}
         declared = {name: loaded for (k, name), loaded in resources.items() if k == kind}
     index = names if names is not None else StatusNames()
-    found = shards.status_branches(repo)  # the newest tip first: its copy is the one shown
+    found = statusbranches.status_branches(repo)  # the newest tip first: its copy is the one shown
     live = [(candidate.tip, index.at(repo, candidate.name, candidate.tip, kind)) for candidate in found]
     sources = [(tip, held, False) for tip, held in live]
     hidden: set[str] = set()  # declared on main, archived: shown only with `archived`
@@ -326,13 +327,13 @@ def _declared_on_main(repo: Reader, commit: str) -> dict[Key, Loaded]:
 def status_of(repo: Reader, kind: Kind, name: str) -> tuple[dict[str, Any] | None, str, bool]:
     """The status document, its branch and whether it is archived: a live copy on any branch
     (the newest tip first) before an archived one."""
-    branches = shards.status_branches(repo)
+    branches = statusbranches.status_branches(repo)
     for archived in (False, True):
         for candidate in branches:
             held = read_status_file(repo, candidate.tip, kind, name, archived=archived)
             if held is not None and held.archived == archived:
                 return yamlio.load(held.data), candidate.name, archived
-    return None, shards.UNSHARDED, False
+    return None, statusbranches.UNSHARDED, False
 
 
 def _as_reconciled(data: bytes, kind: Kind, name: str, observed: dict[str, Any]) -> bool:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitops_acp.errors import UserError
-from gitops_acp.resources import selectors
 from gitops_acp.resources.meta import API_VERSION, Kind, TaskPhase, ToolCallPhase, resolve_kind
+
+if TYPE_CHECKING:  # argparse and the selectors (dataclasses) only where a list needs them
+    import argparse
+
+    from gitops_acp.resources import selectors
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:
@@ -68,11 +70,12 @@ def run(args: argparse.Namespace) -> int:
     return show(args.repo, args.kind, args.name, output=args.output, page=page)
 
 
-@dataclass(frozen=True)
-class Page:
-    """Which objects of a kind a list shows (kubectl's -l, --limit and --continue)."""
+class Page(NamedTuple):
+    """Which objects of a kind a list shows (kubectl's -l, --limit and --continue).
 
-    selector: selectors.Selector = field(default_factory=selectors.Selector)
+    A named tuple, not a dataclass: `get KIND NAME` imports no `dataclasses` (~8 ms of ~85)."""
+
+    selector: selectors.Selector | None = None  # None: every label set
     phase: str | None = None
     limit: int | None = None
     after: str | None = None  # show names after this one (the last name of the previous page)
@@ -105,12 +108,15 @@ class Page:
         """Whether the selector and the phase keep `document`."""
         labels = (document.get("metadata") or {}).get("labels")
         phase = (document.get("status") or {}).get("phase")
-        return self.selector.matches(labels) and (self.phase is None or phase == self.phase)
+        selected = self.selector is None or self.selector.matches(labels)
+        return selected and (self.phase is None or phase == self.phase)
 
 
-def _selector(text: str | None) -> selectors.Selector:
+def _selector(text: str | None) -> selectors.Selector | None:
     if not text:
-        return selectors.Selector()
+        return None
+    from gitops_acp.resources import selectors
+
     try:
         return selectors.parse(text)
     except ValueError as exc:
