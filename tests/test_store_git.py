@@ -100,6 +100,20 @@ def test_both_readers_read_the_same(repo: Path, tmp_path: Path, backend: str, sh
         ]
         with pytest.raises(StoreError):
             reader.read_file(second, "a")  # a directory, not a file
+        # What a list reads (`get KIND` goes through a ReadOnlyRepo since 2026-12-06)
+        files = {path: git(repo, "rev-parse", f"{second}:{path}") for path in ("a/one.yaml", "two words.txt")}
+        assert reader.list_tree(second) == files
+        assert reader.list_tree(second, "a") == {"a/one.yaml": files["a/one.yaml"]}
+        level = reader.read_tree(second)
+        assert level is not None
+        assert (level["a"][0], level["two words.txt"][0]) == ("40000", "100644")
+        assert reader.read_tree(second, "nowhere") is None
+        assert reader.read_blobs([blob, files["a/one.yaml"]]) == {
+            blob: b"one: 1\n",
+            files["a/one.yaml"]: b"one: 2\n",
+        }
+        assert reader.files_present(second, ["a/one.yaml", "a", "nowhere"]) == {"a/one.yaml"}
+        assert reader.changed_files(first, second) == {"a/one.yaml": files["a/one.yaml"]}
 
 
 @pytest.mark.parametrize("backend", sorted(OPENERS))

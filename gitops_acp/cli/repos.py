@@ -6,8 +6,8 @@ the repository without importing the tables and columns of `views` it does not s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from gitops_acp.errors import StoreError, UserError
@@ -36,9 +36,9 @@ def open_reader(path: str) -> ReadOnlyRepo:
     return _opened(ReadOnlyRepo.open, path)
 
 
-def _opened(opener: Callable[[Path], _R], path: str) -> _R:
+def _opened(opener: Callable[[str], _R], path: str) -> _R:
     from_url = False
-    if not Path(path).exists():  # the URL helpers only for a path that is not there
+    if not os.path.exists(path):  # the URL helpers only for a path that is not there
         from gitops_acp.store.git import is_url
 
         from_url = is_url(path)
@@ -47,11 +47,11 @@ def _opened(opener: Callable[[Path], _R], path: str) -> _R:
         from gitops_acp.store.git import redact_url
 
         try:
-            return opener(mirror.refresh_view(path))
+            return opener(os.fspath(mirror.refresh_view(path)))
         except StoreError as exc:
             raise UserError(f"cannot read {redact_url(path)}: {exc}") from exc
     try:
-        return opener(Path(path))
+        return opener(path)
     except Exception as exc:
         raise UserError(
             f"{path}: not a git repository (pass --repo PATH, or run `gitops-acp init DIR`)"

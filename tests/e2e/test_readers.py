@@ -56,7 +56,8 @@ EDITED = "Edited: just answer."
 HEAVY = ("pydantic", "git", "asyncio", "logging", "gitops_acp.resources.models", "gitops_acp.store.git.repo")
 # What `history` does without (issue 12: within 50 ms): PyYAML (store/statusfields.py reads its
 # fields), argparse for a plain command line (cli/main.py), dataclasses (and the inspect they load),
-# datetime (`meta.parse_rfc3339` reads its own form by hand; the lines are formatted with `time`).
+# datetime (`meta.parse_rfc3339` reads its own form by hand; the lines are formatted with `time`),
+# pathlib (the repository is found and its refs read with `os.path`: store/git/readonly.py).
 NOT_FOR_HISTORY = (
     "yaml",
     "argparse",
@@ -64,6 +65,7 @@ NOT_FOR_HISTORY = (
     "dataclasses",
     "inspect",
     "datetime",
+    "pathlib",
     "gitops_acp.store.readers",
 )
 
@@ -282,7 +284,7 @@ def test_one_object_loads_pydantic_and_gitpython_only_to_parse_main(
     for command in ("get", "describe"):
         # Their plain command lines are read without argparse (cli/main.py), and what they show
         # is held in named tuples, not dataclasses (with `inspect`: ~8 ms of ~85)
-        heavy = (*HEAVY, "argparse", "dataclasses", "inspect")
+        heavy = (*HEAVY, "argparse", "dataclasses", "inspect", "pathlib")
         loaded = _loaded(world.repo.path, command, str(kind), name, heavy=heavy)
         if parses_main:
             assert "pydantic" in loaded, command

@@ -12,9 +12,12 @@ import functools
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gitops_acp.errors import RemoteError, StoreError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["NETWORK_TIMEOUT", "REPO_ENV_VARS", "env", "in_repo", "one_line", "run", "tail"]
 
@@ -66,7 +69,7 @@ def env() -> dict[str, str]:
 def run(
     args: Sequence[str],
     *,
-    cwd: Path,
+    cwd: Path | str,
     stdin: bytes | None = None,
     check: bool = True,
     network: bool = False,
@@ -103,7 +106,7 @@ def run(
 
 
 def in_repo(
-    git_dir: Path,
+    git_dir: Path | str,
     *args: str,
     stdin: bytes | None = None,
     check: bool = True,

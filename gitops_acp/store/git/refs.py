@@ -12,15 +12,18 @@ back to ``git rev-parse``. ``GitRepo`` (``repo.py``) holds one `Refs`; the histo
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from gitops_acp import faults
 from gitops_acp.errors import ConflictError, LockedError, StoreError
 from gitops_acp.store.git import process
+
+if TYPE_CHECKING:  # the ref files are read with `os`: `history` loads no pathlib (readonly.py)
+    from pathlib import Path
 
 __all__ = ["ZERO_OID", "CommitInfo", "RefConflictError", "Refs"]
 
@@ -82,12 +85,12 @@ def _strip_trailer_block(body: str, trailers: tuple[tuple[str, str], ...]) -> st
 class Refs:
     """The refs of one repository: read, moved, deleted, listed, and their logs (not thread-safe)."""
 
-    def __init__(self, git_dir: Path, common_dir: Path) -> None:
+    def __init__(self, git_dir: Path | str, common_dir: Path | str) -> None:
         """Work on the repository `git_dir` whose branches and `packed-refs` live in `common_dir`."""
         self._git_dir = git_dir
         self._common_dir = common_dir
         # A reftable repository has no ref files to read: always ask git.
-        self._fast_refs = not (common_dir / "reftable").exists()
+        self._fast_refs = not os.path.exists(os.path.join(common_dir, "reftable"))
         self._packed_key: tuple[int, int, int] | None = None
         self._packed: dict[str, str] = {}
         self._updater: subprocess.Popen[bytes] | None = None  # a long-lived `git update-ref --stdin`
@@ -131,9 +134,10 @@ class Refs:
         if depth > 5:
             return False  # a symref loop or a long chain: let git report it
         per_worktree = "/" not in name or name.startswith(_PER_WORKTREE_PREFIXES)
-        path = (self._git_dir if per_worktree else self._common_dir) / name
+        path = os.path.join(self._git_dir if per_worktree else self._common_dir, name)
         try:
-            content = path.read_bytes().decode("utf-8", "replace").strip()
+            with open(path, "rb") as file:
+                content = file.read().decode("utf-8", "replace").strip()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             # No loose file: the ref is packed or missing. git writes packed-refs before deleting a
             # loose ref (pack-refs), so checking loose first and packed second never misses one.
@@ -146,16 +150,18 @@ class Refs:
         return sha if _HEX40.fullmatch(sha) else False
 
     def _packed_refs(self) -> dict[str, str]:
-        path = self._common_dir / "packed-refs"
+        path = os.path.join(self._common_dir, "packed-refs")
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError:
             self._packed_key, self._packed = None, {}
             return self._packed
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if key != self._packed_key:
             packed: dict[str, str] = {}
-            for line in path.read_bytes().decode("utf-8", "replace").splitlines():
+            with open(path, "rb") as file:
+                text = file.read().decode("utf-8", "replace")
+            for line in text.splitlines():
                 if line[:1] in ("#", "^", ""):  # header, peeled tag lines
                     continue
                 sha, _space, name = line.partition(" ")
