@@ -48,6 +48,7 @@ from gitops_acp.errors import MCPError, MCPRefusedError
 from gitops_acp.mcp import convert, tasks, tasks2025
 from gitops_acp.mcp._stdio import StdioTransport
 from gitops_acp.mcp.models import ServerConfig, ServerState, TaskState, ToolInfo, ToolResult
+from gitops_acp.waiting import wait_event
 
 __all__ = ["Connection"]
 
@@ -162,8 +163,7 @@ class Connection:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._task.done():
                 return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            await wait_event(self._changed, remaining)
         return True
 
     # --- the call path: runs in the caller's task ---------------------------------------------
@@ -694,8 +694,7 @@ class Connection:
     async def _sleep(self, delay: float) -> None:
         """Sleep `delay` seconds, or less when woken by close() or a new config."""
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+        await wait_event(self._wake, delay)
 
     def _delay(self, attempt: int) -> float:
         """Exponential backoff with jitter: between half and all of first·2^attempt, at most the cap."""

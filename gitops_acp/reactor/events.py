@@ -87,7 +87,8 @@ class Subscription:
             if self.closed:
                 return None
             self._ready.clear()
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it may lose a cancellation (waiting.py)
+                await self._ready.wait()
 
     def close(self) -> None:
         """Stop following (the reader went away)."""

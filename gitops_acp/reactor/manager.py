@@ -69,6 +69,7 @@ from gitops_acp.store.desired import DesiredReader, DesiredState, changed_keys
 from gitops_acp.store.git import GitRepo, ReadOnlyRepo
 from gitops_acp.store.status import Change, StatusWriter
 from gitops_acp.telemetry import tracing
+from gitops_acp.waiting import wait_event
 
 __all__ = ["Manager", "ServeOptions"]
 
@@ -668,8 +669,7 @@ class Manager:
             await self._save_cold_facts()
         saved_at = self._writer.stats.commits
         while not self._stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), coldfacts.SAVE_EVERY)
+            await wait_event(self._stop, coldfacts.SAVE_EVERY)
             if not self._stop.is_set() and self._writer.stats.commits != saved_at:
                 saved_at = self._writer.stats.commits
                 await self._save_cold_facts()

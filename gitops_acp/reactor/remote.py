@@ -18,7 +18,6 @@ round trips, not the number of checkpoints.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from gitops_acp.errors import ConflictError, RemoteError, StoreError
 from gitops_acp.store import mirror as mirrors
 from gitops_acp.store.git import GitRepo, redact_url
 from gitops_acp.telemetry import metrics
+from gitops_acp.waiting import wait_event
 
 __all__ = ["RemoteOptions", "RemoteSync"]
 
@@ -169,8 +169,7 @@ class RemoteSync:
         interval = self.options.fetch_interval
         next_fetch = time.monotonic() + interval
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_fetch - time.monotonic()))
+            await wait_event(self._wake, next_fetch - time.monotonic())
             self._wake.clear()
             if self._closing:
                 return
@@ -287,7 +286,8 @@ class RemoteSync:
         if self._mirror is not None:
             waiting, self._waiters = self._waiters, []
             try:
-                await asyncio.wait_for(self._push_round(waiting), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: it may lose a cancellation (waiting.py)
+                    await self._push_round(waiting)
             except (StoreError, TimeoutError) as exc:
                 log.warning("stopping with commits not pushed to %s (%s): pushed next start", self._url, exc)
             for future in self._waiters:

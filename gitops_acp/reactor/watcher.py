@@ -12,11 +12,12 @@ the reconciler never reacts to its own writes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
 import watchfiles
+
+from gitops_acp.waiting import wait_event
 
 __all__ = ["RefWatcher"]
 
@@ -72,15 +73,16 @@ class RefWatcher:
         self._event.set()
 
     async def wait(self) -> None:
-        """Return at the next ref change, or after the poll interval at the latest."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), self._poll_interval)
+        """Return at the next ref change, or after the poll interval at the latest (a cancellation
+        always gets through: waiting.py)."""
+        await wait_event(self._event, self._poll_interval)
         self._event.clear()
 
     async def stop(self) -> None:
-        """Stop watching."""
+        """Stop watching (the watch is given 2 s to end, then cancelled)."""
         self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, 2)
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            _done, late = await asyncio.wait({task}, timeout=2)
+            for still in late:
+                still.cancel()
