@@ -13,6 +13,7 @@ import queue
 import re
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -125,6 +126,43 @@ def _finished(task: str) -> Callable[[list[str]], bool]:
         return any(f'"name": "{task}"' in line and '"to": "FinalAnswer"' in line for line in lines)
 
     return done
+
+
+# `gitops-acp events --watch` started with SIGINT ignored, as a background job of a script starts
+# (Python then leaves it ignored, and asyncio.run does not handle it).
+_SIGINT_IGNORED = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "sys.argv[0] = 'gitops-acp'; runpy.run_module('gitops_acp', run_name='__main__', alter_sys=True)"
+)
+
+
+@pytest.mark.parametrize(
+    ("how", "sig"), [("sigint, started ignoring it", signal.SIGINT), ("sigterm", signal.SIGTERM)]
+)
+def test_events_watch_stops_cleanly_on_sigint_and_sigterm(
+    acp_repo: AcpRepo, stub: Stub, serve_bg: Callable[..., Background], how: str, sig: int
+) -> None:
+    serve_bg(acp_repo)
+    prefix = [sys.executable, "-c", _SIGINT_IGNORED] if sig == signal.SIGINT else CLI
+    proc = subprocess.Popen(
+        [*prefix, "--repo", str(acp_repo.path), "events", "--watch", "-o", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = _Lines(proc)
+        acp_repo.add_task("live", "A task the watch sees live")  # printed by the watch following
+        lines.until(_finished("live"), timeout=60, what="the live task's FinalAnswer event")
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == 0, how
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def test_events_watch_follows_live_tasks_across_a_restart_of_serve(

@@ -118,7 +118,7 @@ def show(
     import contextlib
 
     following = _follow(repo_path, cursors, printer, kind=kind, name=name, fixed=branch, interval=interval)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(following)
     return 0
 
@@ -192,11 +192,23 @@ async def _follow(
     interval: float,
 ) -> None:
     """Print the events of every new commit of the status branches until interrupted."""
+    import asyncio
+    import contextlib
+    import signal
+
     from gitops_acp.cli import views
     from gitops_acp.reactor.watcher import RefWatcher
     from gitops_acp.store import events, shards
     from gitops_acp.store.git import is_url
 
+    # SIGINT and SIGTERM stop the watch cleanly (exit 0), as they stop `serve`: also where SIGINT
+    # came ignored (a background job of a script ignores it, and Python then leaves it so) and
+    # under a supervisor that sends SIGTERM.
+    loop, following = asyncio.get_running_loop(), asyncio.current_task()
+    assert following is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, following.cancel)
     remote = is_url(repo_path)
     with views.open_reader(repo_path) as repo:
         watcher = RefWatcher(repo.git_dir, poll_interval=interval if remote else 1.0)
