@@ -3,9 +3,10 @@
 `asyncio.wait_for(aw, timeout)` on Python 3.11 returns normally when its task is cancelled in the
 same turn of the loop as `aw` finishes (it sees the inner future done and returns its result;
 gh-86296, fixed in 3.12): the cancellation is gone, and a loop around the wait runs on. An
-interrupted `events --watch` kept following that way whenever its SIGINT came as a checkpoint
-moved the ref it watches (a test waited 10 s for it to exit). `asyncio.timeout` (3.11) tells its
-own expiry from a cancellation by someone else, so every timed wait here goes through it.
+`events --watch` interrupted as a checkpoint moves the ref it watches would keep following, and
+the ref watcher's `stop` swallowed a cancellation too (tests/test_waiting.py makes the race happen
+every time). `asyncio.timeout` (3.11) tells its own expiry from a cancellation by someone else,
+so every timed wait here goes through it.
 """
 
 from __future__ import annotations
