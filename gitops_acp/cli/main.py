@@ -121,10 +121,9 @@ def _command_of(argv: Sequence[str]) -> str | None:
 _PLAIN_COMMANDS: dict[str, tuple[tuple[str, str] | None, dict[str, object]]] = {
     "history": (("--max-count", "-n"), {"max_count": 100}),  # commands/history.py
     "describe": (None, {}),
-    "get": (
-        ("--output", "-o"),  # commands/get.py
-        {"output": None, "selector": None, "phase": None, "search": None, "limit": None, "after": None}
-        | {"archived": False},
+    "get": (  # commands/get.py
+        ("--output", "-o"),
+        dict.fromkeys(("output", "selector", "phase", "search", "limit", "after")) | {"archived": False},
     ),
 }
 _OUTPUTS = ("wide", "yaml", "json")  # get's `choices`

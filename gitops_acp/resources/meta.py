@@ -262,7 +262,7 @@ def parse_rfc3339(text: str) -> float:
 
     `rfc3339`'s own form is read by hand: `history` reads one such time and nothing else that
     needs `datetime`, whose import is ~1 ms of its ~50 (DESIGN §9). Anything else goes to
-    `datetime.fromisoformat`, which gives the same number for that form too (tests/test_meta.py).
+    `datetime.fromisoformat`, which gives the same number for that form too (tests/test_resources.py).
     """
     fast = _parse_own_form(text)
     if fast is not None:

@@ -28,12 +28,12 @@ from typing import IO, TYPE_CHECKING, Protocol, Self
 
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import process
+from gitops_acp.store.git.objectreader import ObjectReader
 from gitops_acp.store.git.refs import CommitInfo, Refs
 
-if TYPE_CHECKING:  # made on first use (`ReadOnlyRepo._readers`); pathlib for `git_dir` only
+if TYPE_CHECKING:  # made on first use (`ReadOnlyRepo._trees`); pathlib for `git_dir` only
     from pathlib import Path
 
-    from gitops_acp.store.git.objects import ObjectReader
     from gitops_acp.store.git.trees import TreeReader
 
 __all__ = ["ReadOnlyRepo", "Reader"]
@@ -145,7 +145,8 @@ class ReadOnlyRepo:
         self._common_dir = os.fspath(common_dir)
         self._refs = Refs(self._git_dir, self._common_dir)
         self._cat: subprocess.Popen[bytes] | None = None
-        self._readers_made: tuple[ObjectReader, TreeReader] | None = None
+        self._objects = ObjectReader(self.cat, self._git_dir)
+        self._tree_reader: TreeReader | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> ReadOnlyRepo:
@@ -243,7 +244,7 @@ class ReadOnlyRepo:
         if given), newest first; bounded by `-n` and `since` (see `GitRepo.log`)."""
         return self._refs.log(ref, path=path, n=n, first_parent=first_parent, since=since)
 
-    # -- objects (one `git cat-file --batch`) ---------------------------------------------------
+    # -- its `git cat-file --batch` ---------------------------------------------------------------
 
     def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
         if self._cat is None or self._cat.poll() is not None:
@@ -264,7 +265,7 @@ class ReadOnlyRepo:
 
     def cat(self, name: str) -> tuple[str, str, bytes] | None:
         """Return (sha, type, data) of the object `name` names (a sha, `<commit>:<path>`), or None
-        (`objects.CatFile`)."""
+        (`objectreader.CatFile`)."""
         if "\n" in name:
             return None
         stdin, stdout = self._pipes()
@@ -283,76 +284,55 @@ class ReadOnlyRepo:
         stdout.read(1)  # the newline after the content
         return sha.decode("ascii"), kind.decode("ascii"), data
 
+    # -- objects (`ObjectReader` over this cat-file, as GitRepo), and trees ------------------------
+
     def read_blob(self, sha: str) -> bytes:
         """Return the content of blob `sha`."""
-        found = self.cat(sha)
-        if found is None or found[1] != "blob":
-            raise StoreError(f"no blob {sha} in {self._git_dir}")
-        return found[2]
+        return self._objects.blob(sha)
 
     def read_file(self, commit: str, path: str) -> bytes | None:
         """Return the content of `path` in `commit`, or None if the file does not exist there."""
-        found = self.cat(f"{commit}:{path}")
-        if found is None:
-            return None
-        if found[1] != "blob":
-            raise StoreError(f"{path} at {commit[:12]} is a {found[1]}, not a file")
-        return found[2]
+        return self._objects.file(commit, path)
 
     def commit_time(self, sha: str) -> float:
         """Return the committer time of commit `sha` (seconds since the epoch)."""
-        found = self.cat(sha)
-        if found is None or found[1] != "commit":
-            raise StoreError(f"no commit {sha} in {self._git_dir}")
-        for line in found[2].split(b"\n"):
-            if line.startswith(b"committer "):
-                return float(line.rsplit(b" ", 2)[1])
-            if not line:
-                break
-        raise StoreError(f"commit {sha} has no committer line")
+        return self._objects.commit_time(sha)
 
-    # -- many objects, and trees (`ObjectReader` and `TreeReader` over this cat-file, as GitRepo) --
-
-    def _readers(self) -> tuple[ObjectReader, TreeReader]:
-        """Made on first use: one object and `history` never need them (objects.py loads hashlib
-        and zlib, ~4 ms of a ~50 ms command)."""
-        if self._readers_made is None:
-            from pathlib import Path
-
-            from gitops_acp.store.git.objects import ObjectReader
+    def _trees(self) -> TreeReader:
+        """Made on first use: one object and `history` never need it (trees.py loads pathlib)."""
+        if self._tree_reader is None:
             from gitops_acp.store.git.trees import TreeReader
 
-            objects = ObjectReader(self.cat, Path(self._git_dir))
-            self._readers_made = (objects, TreeReader(objects, Path(self._git_dir)))
-        return self._readers_made
+            self._tree_reader = TreeReader(self._objects, self.git_dir)
+        return self._tree_reader
 
     def read_blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
         """Return the content of each blob in `shas`, by sha (see `GitRepo.read_blobs`)."""
-        return self._readers()[0].blobs(shas)
+        return self._objects.blobs(shas)
 
     def read_trees(self, shas: Sequence[str]) -> dict[str, bytes]:
         """Return each tree in `shas` as git stores it, by sha (see `GitRepo.read_trees`)."""
-        return self._readers()[0].many(shas, "tree")
+        return self._objects.many(shas, "tree")
 
     def files_present(self, commit: str, paths: Sequence[str]) -> set[str]:
         """Which of `paths` are files in `commit` (none read; see `GitRepo.files_present`)."""
-        return self._readers()[0].files_present(commit, paths)
+        return self._objects.files_present(commit, paths)
 
     def tree_of(self, commit: str) -> str:
         """Return the tree sha of `commit`."""
-        return self._readers()[0].tree_of(commit)
+        return self._objects.tree_of(commit)
 
     def read_tree(self, treeish: str, path: str = "") -> dict[str, tuple[str, str]] | None:
         """Return one level of a tree as name -> (mode, sha); None if `path` is not in `treeish`."""
-        return self._readers()[1].read(treeish, path)
+        return self._trees().read(treeish, path)
 
     def list_tree(self, commit: str, path: str = "") -> dict[str, str]:
         """Return every file of `commit` (under directory `path`) as path -> blob sha (see
         `GitRepo.list_tree`)."""
-        trees = self._readers()[1]
+        trees = self._trees()
         return trees.ls_tree(commit, path) if path else trees.files(commit)
 
     def changed_files(self, old: str, new: str, path: str = "") -> dict[str, str | None]:
         """Return the files that differ between commits `old` and `new` (under directory `path`):
         path -> blob sha in `new`, None if not in `new` (see `GitRepo.changed_files`)."""
-        return self._readers()[1].changed_files(old, new, path)
+        return self._trees().changed_files(old, new, path)

@@ -25,9 +25,9 @@ import git
 
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import maintenance, process, transfer
+from gitops_acp.store.git.objectreader import ObjectReader
 from gitops_acp.store.git.objects import (
     ROLL_UP_AFTER,
-    ObjectReader,
     ObjectWriter,
     commit_data,
     with_signature,
@@ -60,7 +60,7 @@ def _exclusive(method: Callable[Concatenate[GitRepo, P], R]) -> Callable[Concate
 
 def _cat_file(repo: git.Repo, git_dir: Path, name: str) -> tuple[str, str, bytes] | None:
     """(sha, type, content) of the object `name` names, through GitPython's persistent `git
-    cat-file --batch` (`objects.CatFile`), or None if it does not exist."""
+    cat-file --batch` (`objectreader.CatFile`), or None if it does not exist."""
     for attempt in (1, 2):
         try:
             sha, kind, _size, data = repo.git.get_object_data(name)

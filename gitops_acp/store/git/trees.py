@@ -3,7 +3,7 @@
 Trees sit between objects and everything above the store: the status writer edits its branch's
 tree level by level with `TreeBuilder` (``store/status.py``, ``humans/branches.py``), and the
 desired-state reader lists ``main``'s files (``store/desired.py``, through ``GitRepo.list_tree``).
-Reading goes through the same cat-file as every other object (``objects.ObjectReader``).
+Reading goes through the same cat-file as every other object (``objectreader.ObjectReader``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import process
-from gitops_acp.store.git.objects import ObjectReader
+from gitops_acp.store.git.objectreader import ObjectReader
 
 __all__ = ["EMPTY_TREE", "TREE_MODE", "TreeBuilder", "TreeEditor", "TreeReader", "parse_tree"]
 
