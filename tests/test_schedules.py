@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from gitops_acp.controllers.base import Settings
 from gitops_acp.controllers.kinds.task import TaskController
 from gitops_acp.controllers.kinds.taskschedule import TaskScheduleController, scheduled_task_name
 from gitops_acp.resources import cron
@@ -335,6 +336,31 @@ def test_after_downtime_only_the_most_recent_slot_runs() -> None:
     ctx.clock_value = at(2026, 12, 5, 10, 7)  # 09:00 .. 10:00 missed: five slots
     reconcile(ctx)
     assert tasks(ctx) == [f"report-{int(at(2026, 12, 5, 10, 0) // 60)}"]
+
+
+def test_once_fires_only_the_slots_due_when_the_run_began() -> None:
+    # `serve --once` began at 09:00:30: the 09:00 slot runs; 09:15, which comes while the run is
+    # still busy (its task wakes the schedule), is left for the next run, and asks for no timer.
+    ctx = FakeContext(
+        "\n---\n".join([LLM_YAML, AGENT_YAML, schedule_yaml()]),
+        now=START,
+        settings=Settings(fire_until=at(2026, 12, 5, 9, 0, 30)),
+    )
+    ready(ctx, Kind.LLM, "gpt")
+    ready(ctx, Kind.Agent, "helper")
+    reconcile(ctx)
+    ctx.clock_value = at(2026, 12, 5, 9, 0, 1)
+    reconcile(ctx)
+    first = f"report-{int(at(2026, 12, 5, 9, 0) // 60)}"
+    assert tasks(ctx) == [first]
+    ctx.clock_value = at(2026, 12, 5, 9, 15, 2)
+    result = reconcile(ctx)
+    assert tasks(ctx) == [first]
+    status = sched(ctx).status
+    assert status is not None
+    assert status.next_schedule_time == rfc3339(at(2026, 12, 5, 9, 15))
+    assert result.requeue_after is None
+    assert result.progress is False
 
 
 def test_past_the_starting_deadline_a_missed_slot_is_recorded_not_run() -> None:

@@ -84,6 +84,9 @@ class Settings:
     humanlayer_poll: float = 5.0  # seconds between looks at a pending HumanLayer request
     forge_poll_interval: float = 60.0  # at best, seconds between two looks at one pull request's state
     policy: Policy | None = None  # the operator's `serve --policy` (None: everything allowed, DESIGN §10)
+    # With `serve --once`, when the run began: schedule slots after it wait for the next run, so a
+    # slow run does not fire slot after slot as they come (docs/schedules.md). None: no limit.
+    fire_until: float | None = None
 
 
 class Context:

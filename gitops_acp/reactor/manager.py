@@ -28,7 +28,7 @@ import signal
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +193,12 @@ class Manager:
             signers=self._source.signers,
             sign=self._source.sign,
         )
+        settings = options.settings
+        if options.once:  # `--once` fires the slots due when it starts, not those that come meanwhile
+            settings = replace(settings, fire_until=clock())
         self._ctx = Context(
             state=self._state,
-            settings=options.settings,
+            settings=settings,
             llm=llm,
             mcp=self._mcp,
             secrets=secrets,

@@ -330,6 +330,9 @@ def test_validate_names_a_bad_schedule_and_time_zone_with_file_and_line(
 def test_serve_once_fires_what_is_due_and_does_not_wait_for_the_next_slot(
     acp_repo: AcpRepo, stub: Stub, serve_once: Callable[..., Any]
 ) -> None:
+    # The task takes longer than a slot: the slots that come while it runs are the next run's
+    # (else its end would wake the schedule into the next slot, and so on: --once would never end).
+    stub.rules({"match": "^once$", "delayMs": 1500})
     acp_repo.commit({"schedules/once.yaml": schedule_yaml("once", "once")}, "Add a schedule")
     first = serve_once(acp_repo, timeout=60)  # the schedule starts now: nothing is due yet
     assert first.returncode == 0, first.stderr

@@ -149,6 +149,8 @@ class TaskScheduleController:
         spec = schedule.spec
         cron = spec.cron()
         now = ctx.now()
+        if ctx.settings.fire_until is not None:  # `serve --once`: only what was due when it began
+            now = min(now, ctx.settings.fire_until)
         earliest = max(created, _time(status.last_schedule_time), _time(status.last_skipped_time))
         update: dict[str, object] = {"status": Condition.Ready, "suspended": False}
         if status.suspended:  # resumed: slots that passed while suspended are not run (docs/schedules.md)
@@ -215,7 +217,10 @@ class TaskScheduleController:
             log.info("TaskSchedule/%s: created task %s", name, created_task)
         for obj in objects:
             ctx.state.wake(Kind(obj.kind), obj.metadata.name)
-        return Result(requeue_after=max(due.next - ctx.now(), 0.0), progress=False)
+        wake = due.next - ctx.now()
+        if wake <= 0 and ctx.settings.fire_until is not None:
+            return Result(progress=False)  # `serve --once`: that slot is the next run's
+        return Result(requeue_after=max(wake, 0.0), progress=False)
 
 
 # -- helpers ----------------------------------------------------------------------------------
