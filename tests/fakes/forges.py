@@ -131,7 +131,9 @@ class FakeForge:
         self.checked: list[tuple[str, str]] = []  # (METHOD, path) of the GitHub exchanges validated
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
