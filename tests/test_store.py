@@ -182,6 +182,10 @@ def test_objects_round_trip_sorted_like_git_and_fsck_clean(repo: Path) -> None:
             "bot <bot@example.com>",
         )
         assert info.trailers == (("Spec-Commit", "abc"), ("ACP-Resource", "Task/x"))
+        # Without trailers (`history`): none parsed, the body keeps its trailer block.
+        (bare,) = r.log("side", n=1, trailers=False)
+        assert (bare.sha, bare.subject, bare.trailers) == (commit, "Task/x: A -> B", ())
+        assert bare.body == "Spec-Commit: abc\nACP-Resource: Task/x"
         assert r.write_tree({}) == EMPTY_TREE
         with pytest.raises(StoreError, match="invalid tree entry"):
             r.write_tree({"a/b": ("100644", blob)})

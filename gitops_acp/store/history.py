@@ -54,12 +54,12 @@ def events(repo: Reader, *, branch: str = DEFAULT_BRANCH, kind: str, name: str, 
     resource = Kind(kind)
     ref = branch if branch.startswith("refs/") else f"refs/heads/{branch}"
     since = _first_checkpoint(repo, ref, resource, name)
-    commits = repo.log(ref, path=status_path(resource, name), n=n, since=since)
+    commits = repo.log(ref, path=status_path(resource, name), n=n, since=since, trailers=False)
     if resource in FANNED_OUT and len(commits) < n:
         flat = legacy_status_path(resource, name)
         before = f"{commits[-1].sha}^" if commits else ref
         if not commits or repo.read_file(before, flat) is not None:
-            commits += repo.log(before, path=flat, n=n - len(commits), since=since)
+            commits += repo.log(before, path=flat, n=n - len(commits), since=since, trailers=False)
     found: list[Event] = []
     for commit in commits:
         old, new = _phases(commit, f"{kind}/{name}: ")

@@ -61,6 +61,7 @@ class Reader(Protocol):
         n: int = 20,
         first_parent: bool = False,
         since: float | None = None,
+        trailers: bool = True,
     ) -> list[CommitInfo]:
         """The newest `n` commits of `ref` (touching `path` if given), newest first."""
 
@@ -239,10 +240,11 @@ class ReadOnlyRepo:
         n: int = 20,
         first_parent: bool = False,
         since: float | None = None,
+        trailers: bool = True,
     ) -> list[CommitInfo]:
         """Return the newest `n` commits reachable from `ref` (touching `path`, or any of several,
         if given), newest first; bounded by `-n` and `since` (see `GitRepo.log`)."""
-        return self._refs.log(ref, path=path, n=n, first_parent=first_parent, since=since)
+        return self._refs.log(ref, path=path, n=n, first_parent=first_parent, since=since, trailers=trailers)
 
     # -- its `git cat-file --batch` ---------------------------------------------------------------
 

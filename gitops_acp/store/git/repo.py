@@ -213,6 +213,7 @@ class GitRepo:
         n: int = 20,
         first_parent: bool = False,
         since: float | None = None,
+        trailers: bool = True,
     ) -> list[CommitInfo]:
         """Return the newest `n` commits reachable from `ref` (touching `path`, or any of several,
         if given), newest first.
@@ -220,7 +221,7 @@ class GitRepo:
         Always bounded by `-n`: a path-limited log over a whole long history is slow (GIT-NOTES).
         `first_parent`: only the branch's own line (a merge shows as the commit that brought the change).
         """
-        return self._refs.log(ref, path=path, n=n, first_parent=first_parent, since=since)
+        return self._refs.log(ref, path=path, n=n, first_parent=first_parent, since=since, trailers=trailers)
 
     # -- reading objects (objects.py, trees.py) -----------------------------------------------
 
