@@ -24,7 +24,6 @@ no such line (someone else's commit on the branch) has its phases read from the 
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -213,7 +212,7 @@ def _merged(first: list[_Record], then: list[_Record]) -> list[_Record]:
     return list(merged.values())
 
 
-def _git(repo: Reader, *args: str) -> subprocess.CompletedProcess[bytes]:
+def _git(repo: Reader, *args: str) -> process.Finished:
     return process.in_repo(repo.git_dir, *args)
 
 

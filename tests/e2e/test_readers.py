@@ -57,9 +57,11 @@ HEAVY = ("pydantic", "git", "asyncio", "logging", "gitops_acp.resources.models",
 # What `history` does without (issue 12: within 50 ms): PyYAML (store/statusfields.py reads its
 # fields), argparse for a plain command line (cli/main.py), dataclasses (and the inspect they load),
 # datetime (`meta.parse_rfc3339` reads its own form by hand; the lines are formatted with `time`),
-# pathlib (the repository is found and its refs read with `os.path`: store/git/readonly.py).
+# pathlib (the repository is found and its refs read with `os.path`: store/git/readonly.py),
+# subprocess (git is started by store/git/spawn.py).
 NOT_FOR_HISTORY = (
     "yaml",
+    "subprocess",
     "argparse",
     "shutil",
     "dataclasses",

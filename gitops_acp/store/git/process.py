@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from gitops_acp.errors import RemoteError, StoreError
+from gitops_acp.store.git import spawn
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["NETWORK_TIMEOUT", "REPO_ENV_VARS", "env", "in_repo", "one_line", "run", "tail"]
+__all__ = ["NETWORK_TIMEOUT", "REPO_ENV_VARS", "Finished", "env", "in_repo", "one_line", "run", "tail"]
 
 # A fetch or push that takes longer than this is treated as an unreachable remote (and retried).
 NETWORK_TIMEOUT = 120.0
@@ -66,6 +66,15 @@ def env() -> dict[str, str]:
     return scrubbed
 
 
+class Finished(NamedTuple):
+    """A git command run to its end (the fields of `subprocess.CompletedProcess` we use)."""
+
+    args: list[str]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
 def run(
     args: Sequence[str],
     *,
@@ -75,34 +84,54 @@ def run(
     network: bool = False,
     extra_env: Mapping[str, str] | None = None,
     background: bool = False,
-) -> subprocess.CompletedProcess[bytes]:
+) -> Finished:
     """Run one git command and return the finished process; raise StoreError if it fails and `check`.
 
     `network`: a fetch or push by the reconciler, which must never wait for a password prompt nor
     hang on a silent remote (it fails, and the caller retries with backoff). `extra_env`: set on
     top (a person's identity for a commit made for them). `background`: maintenance nobody waits
     for, run at a lower CPU priority (`nice`, inherited by the processes git starts).
+
+    A command with no input and no timeout is started by `spawn` (`git -C cwd`, as a change of
+    directory would), the others by `subprocess` (imported then: readers never need it).
     """
     environment = {**env(), **(extra_env or {})}
     if network:
         environment["GIT_TERMINAL_PROMPT"] = "0"
         environment.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    git = [*(_niced() if background else ()), "git"]
     try:
-        proc = subprocess.run(
-            [*(_niced() if background else ()), "git", *args],
-            cwd=cwd,
-            input=stdin,
-            capture_output=True,
-            env=environment,
-            timeout=NETWORK_TIMEOUT if network else None,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RemoteError(f"git {args[0]} gave no answer within {NETWORK_TIMEOUT:.0f}s") from exc
+        if stdin is None and not network:
+            argv = [*git, "-C", os.fspath(cwd), *args]
+            proc = Finished(argv, *spawn.output(argv, env=environment))
+        else:
+            proc = _with_subprocess([*git, *args], cwd=cwd, stdin=stdin, env=environment, network=network)
     except OSError as exc:
         raise StoreError(f"cannot run git: {exc}") from exc
     if check and proc.returncode != 0:
         raise StoreError(f"git {args[0]} failed in {cwd}: {tail(proc)}")
     return proc
+
+
+def _with_subprocess(
+    argv: list[str], *, cwd: Path | str, stdin: bytes | None, env: dict[str, str], network: bool
+) -> Finished:
+    """`argv` through `subprocess`: with input to write, or a network timeout."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            input=stdin,
+            capture_output=True,
+            env=env,
+            timeout=NETWORK_TIMEOUT if network else None,
+        )
+    except subprocess.TimeoutExpired as exc:
+        command = argv[argv.index("git") + 1]  # after `nice -n 10`, if niced
+        raise RemoteError(f"git {command} gave no answer within {NETWORK_TIMEOUT:.0f}s") from exc
+    return Finished(argv, done.returncode, done.stdout, done.stderr)
 
 
 def in_repo(
@@ -113,7 +142,7 @@ def in_repo(
     network: bool = False,
     background: bool = False,
     extra_env: Mapping[str, str] | None = None,
-) -> subprocess.CompletedProcess[bytes]:
+) -> Finished:
     """Run `git <args>` on the repository `git_dir`, named explicitly (stray GIT_DIR & co never count)."""
     return run(
         [f"--git-dir={git_dir}", *args],
@@ -132,7 +161,7 @@ def one_line(text: str) -> str:
     return "; ".join(lines[:2])[-500:] or "no message"
 
 
-def tail(proc: subprocess.CompletedProcess[bytes]) -> str:
+def tail(proc: Finished) -> str:
     """Return the useful last lines of a failed git command's output, as one line."""
     text = (proc.stderr or proc.stdout or b"").decode("utf-8", "replace").strip()
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("hint:")]

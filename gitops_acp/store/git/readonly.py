@@ -21,13 +21,12 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import subprocess
 from collections.abc import Sequence
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Protocol, Self
 
 from gitops_acp.errors import StoreError
-from gitops_acp.store.git import process
+from gitops_acp.store.git import process, spawn
 from gitops_acp.store.git.objectreader import ObjectReader
 from gitops_acp.store.git.refs import CommitInfo, Refs
 
@@ -145,7 +144,7 @@ class ReadOnlyRepo:
         self._git_dir = os.fspath(git_dir)
         self._common_dir = os.fspath(common_dir)
         self._refs = Refs(self._git_dir, self._common_dir)
-        self._cat: subprocess.Popen[bytes] | None = None
+        self._cat: spawn.Child | None = None
         self._objects = ObjectReader(self.cat, self._git_dir)
         self._tree_reader: TreeReader | None = None
 
@@ -168,11 +167,7 @@ class ReadOnlyRepo:
         """Stop the `git cat-file` process, if one was started."""
         cat, self._cat = self._cat, None
         if cat is not None:
-            assert cat.stdin is not None
-            cat.stdin.close()
-            cat.wait()
-            if cat.stdout is not None:
-                cat.stdout.close()
+            cat.close()
         self._refs.close()
 
     def __enter__(self) -> Self:
@@ -249,20 +244,18 @@ class ReadOnlyRepo:
     # -- its `git cat-file --batch` ---------------------------------------------------------------
 
     def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
-        if self._cat is None or self._cat.poll() is not None:
+        stopped = self._cat
+        if stopped is not None and stopped.poll() is not None:  # it stopped: start another
+            self._cat = None
+            stopped.close()
+        if self._cat is None:
             try:
-                self._cat = subprocess.Popen(
-                    ["git", f"--git-dir={self._git_dir}", "cat-file", "--batch"],
-                    cwd=self._git_dir,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
+                self._cat = spawn.start(
+                    ["git", "-C", self._git_dir, f"--git-dir={self._git_dir}", "cat-file", "--batch"],
                     env=process.env(),
                 )
             except OSError as exc:
                 raise StoreError(f"cannot run git: {exc}") from exc
-        assert self._cat.stdin is not None
-        assert self._cat.stdout is not None
         return self._cat.stdin, self._cat.stdout
 
     def cat(self, name: str) -> tuple[str, str, bytes] | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -23,6 +22,7 @@ from gitops_acp.errors import ConflictError, LockedError, StoreError
 from gitops_acp.store.git import process
 
 if TYPE_CHECKING:  # the ref files are read with `os`: `history` loads no pathlib (readonly.py)
+    import subprocess  # only the writer's `update-ref --stdin` (imported there: spawn.py)
     from pathlib import Path
 
 __all__ = ["ZERO_OID", "CommitInfo", "RefConflictError", "Refs"]
@@ -104,7 +104,7 @@ class Refs:
         self._packed: dict[str, str] = {}
         self._updater: subprocess.Popen[bytes] | None = None  # a long-lived `git update-ref --stdin`
 
-    def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def _git(self, *args: str, check: bool = True) -> process.Finished:
         return process.in_repo(self._git_dir, *args, check=check)
 
     # -- reading ------------------------------------------------------------------------------
@@ -224,6 +224,8 @@ class Refs:
         when git refused (the process then exits and is restarted on next use); (False, None) when
         the process could not be used at all.
         """
+        import subprocess
+
         proc = self._updater
         if proc is None or proc.poll() is not None:
             try:
@@ -274,6 +276,8 @@ class Refs:
         proc, self._updater = self._updater, None
         if proc is None:
             return ""
+        import subprocess
+
         if proc.stdin is not None:
             with contextlib.suppress(OSError):
                 proc.stdin.close()

@@ -10,7 +10,6 @@ token).
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,5 +91,5 @@ def _remote_name(git_dir: Path, remote: str) -> str:
     return redact_url(proc.stdout.decode("utf-8", "replace").strip() or remote)
 
 
-def _redacted(proc: subprocess.CompletedProcess[bytes]) -> str:
+def _redacted(proc: process.Finished) -> str:
     return redact_url(process.tail(proc))
