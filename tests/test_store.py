@@ -602,16 +602,21 @@ def test_a_lock_that_keeps_changing_is_someone_elses(repo: Path) -> None:
         async def churn() -> None:
             for i in range(20):
                 await asyncio.sleep(0.05)
-                lock.unlink()
-                lock.write_text(f"holder {i}")  # a new file each time: another inode
+                # A new file each time (another inode), put in place at once: removing the lock and
+                # writing it again left a moment without one, in which the writer could take it.
+                fresh = repo / ".git" / f"holder-{i}"
+                fresh.write_text(f"holder {i}")
+                fresh.replace(lock)
 
         churning = asyncio.ensure_future(churn())
-        result = await asyncio.gather(
-            writer.commit([task_change("a", "-", "Pending")], spec_commit="s"), return_exceptions=True
-        )
-        await churning
-        lock.unlink()
-        await writer.close()
+        try:
+            result = await asyncio.gather(
+                writer.commit([task_change("a", "-", "Pending")], spec_commit="s"), return_exceptions=True
+            )
+            await churning
+            lock.unlink()
+        finally:
+            await writer.close()  # its `update-ref --stdin` process stopped, whatever failed
         return result[0]
 
     result = run(scenario())
