@@ -105,7 +105,9 @@ def run(
             argv = [*git, "-C", os.fspath(cwd), *args]
             proc = Finished(argv, *spawn.output(argv, env=environment))
         else:
-            proc = _with_subprocess([*git, *args], cwd=cwd, stdin=stdin, env=environment, network=network)
+            proc = _with_subprocess(
+                [*git, *args], command=args[0], cwd=cwd, stdin=stdin, env=environment, network=network
+            )
     except OSError as exc:
         raise StoreError(f"cannot run git: {exc}") from exc
     if check and proc.returncode != 0:
@@ -114,7 +116,7 @@ def run(
 
 
 def _with_subprocess(
-    argv: list[str], *, cwd: Path | str, stdin: bytes | None, env: dict[str, str], network: bool
+    argv: list[str], *, command: str, cwd: Path | str, stdin: bytes | None, env: dict[str, str], network: bool
 ) -> Finished:
     """`argv` through `subprocess`: with input to write, or a network timeout."""
     import subprocess
@@ -129,7 +131,6 @@ def _with_subprocess(
             timeout=NETWORK_TIMEOUT if network else None,
         )
     except subprocess.TimeoutExpired as exc:
-        command = argv[argv.index("git") + 1]  # after `nice -n 10`, if niced
         raise RemoteError(f"git {command} gave no answer within {NETWORK_TIMEOUT:.0f}s") from exc
     return Finished(argv, done.returncode, done.stdout, done.stderr)
 
