@@ -1,5 +1,5 @@
 """`python -m gitops_acp` runs the command line."""
 
-from gitops_acp.cli.main import main
+from gitops_acp.cli.main import run
 
-raise SystemExit(main())
+run()
