@@ -94,3 +94,23 @@ def test_a_daemon_thread_is_not_waited_for() -> None:
         """
     )
     assert done.returncode == 0  # and within the timeout: the daemon is left, as Python leaves it
+
+
+def test_usage_errors_and_help_keep_their_exit_codes() -> None:
+    for body, code in (
+        ("import sys\ndef main():\n    sys.exit(2)\ncli.main = main", 2),
+        ("import sys\ndef main():\n    sys.exit()\ncli.main = main", 0),
+    ):
+        assert _program(body).returncode == code
+    done = _program("import sys\ndef main():\n    sys.exit('a message')\ncli.main = main")
+    assert (done.returncode, done.stderr) == (1, "a message\n")
+
+
+def test_the_real_program_help_and_bad_usage() -> None:
+    run = [sys.executable, "-m", "gitops_acp"]
+    shown = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0
+    assert "history" in shown.stdout
+    refused = subprocess.run([*run, "no-such-command"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "invalid choice" in refused.stderr

@@ -256,7 +256,12 @@ def run() -> None:
     them. A child process we leave (`cat-file`) reads the end of its input and exits by itself.
     Only the program does this: `main` returns, for tests and callers in-process.
     """
-    code = main()
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's: help, version, bad usage (a message is Python's to print)
+        if exc.code is not None and not isinstance(exc.code, int):
+            raise
+        code = exc.code or 0
     try:
         sys.stdout.flush()
         sys.stderr.flush()
