@@ -18,8 +18,8 @@ from a shell: Python's start-up and imports, ~0.07 s for these, are in every fig
 written and used even where PYTHONDONTWRITEBYTECODE is set, as an installed package has it), and the
 object store's size as `git count-objects` counts it, and its packs (past 50, a person's `git commit`
 starts `git gc --auto`, which repacks all of it). Before each batch the parent also times a fixed
-piece of pure Python (`probe ms`, `machine_probe_ms`): the machine's own drift over the run, to read
-the batches' figures against.
+piece of pure Python (`probe ms`, the fastest of 7: `machine_probe_ms`): the machine's own drift over
+the run, to read the batches' figures against.
 
 Start-up (with archiving): the reconciler's time to ready on this repository once every task is
 archived, against a repository made the same way that never ran a task; the two are timed one
@@ -345,13 +345,14 @@ def report_startup(
 
 
 def machine_probe_ms() -> float:
-    """Milliseconds of a fixed piece of pure-Python work (the median of 5 runs of ~5 ms): how fast
-    this machine runs Python right now, taken in the parent before each batch. A shared machine
-    drifts by tens of percent within a run (the same code's first batch took 0.98 ms of CPU a task
-    in one run and 1.26 ms in another two hours later): a change in the batches' figures is read
-    against this one's."""
+    """Milliseconds of a fixed piece of pure-Python work, the fastest of 7 runs of ~5 ms: how fast
+    this machine runs Python right now, at best. Taken in the parent before each batch is written,
+    the reconciler idle but for its background work (archiving, maintenance's git), which a median
+    would catch as well: a probe sharing a core runs at half speed. A shared machine drifts by tens
+    of percent within a run (the same code's first batch took 0.98 ms of CPU a task in one run and
+    1.26 ms in another two hours later): a change in the batches' figures is read against this."""
     times = []
-    for _ in range(5):
+    for _ in range(7):
         started = time.perf_counter()
         table: dict[str, dict[str, object]] = {}
         for i in range(4_000):
@@ -359,7 +360,7 @@ def machine_probe_ms() -> float:
             table[name] = {"name": name, "phase": "Succeeded", "turns": [i, i * 2, str(i)]}
         json.dumps(table)
         times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    return min(times)
 
 
 def _machine_ticks() -> tuple[int, int]:
@@ -483,6 +484,7 @@ def main() -> int:
                 done = 0
                 previous: list[str] = []
                 while done < args.total:
+                    speed = machine_probe_ms()
                     names = [f"g{done + i:06d}" for i in range(min(args.batch, args.total - done))]
                     if not args.keep_main:
                         for name in previous:
@@ -493,7 +495,6 @@ def main() -> int:
                     git(repo, "add", "-A")
                     no_gc = ("-c", "gc.auto=0") if args.no_auto_gc else ()
                     git(repo, *no_gc, "commit", "-q", "-m", f"{len(names)} tasks")
-                    speed = machine_probe_ms()
                     server.stdin.write(" ".join(names) + "\n")
                     server.stdin.flush()
                     figures = json.loads(server.stdout.readline())
