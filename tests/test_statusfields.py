@@ -314,3 +314,157 @@ def test_history_reads_other_styles_through_pyyaml(repo: Path) -> None:
         ("Pending", "Failed", "Waiting: for it; error: a\nb"),
         ("-", "Pending", "Waiting: for it; error: a\nb"),
     ]
+
+
+# -- the whole document (`statusfields.document`: `get KIND NAME` and `describe`) ---------------
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal as data, NaN equal to NaN, and of the same types (1 is not 1.0, nor True)."""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        assert isinstance(b, dict)
+        return list(a) == list(b) and all(_same(a[key], b[key]) for key in a)
+    if isinstance(a, list):
+        assert isinstance(b, list)
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _whole_agrees(data: bytes) -> bool:
+    """Check the fast document against PyYAML's; return whether there was one."""
+    fast = statusfields.document(data)
+    if fast is None:
+        return False
+    reference = yaml.load(data, Loader=yaml.CSafeLoader)
+    assert _same(fast, reference), (data, fast, reference)
+    return True
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_documents_are_read_whole_as_pyyaml_reads_them(seed: int) -> None:
+    rnd = random.Random(seed)
+    answered = 0
+    for _ in range(2000):
+        doc: dict[str, Any] = {_text(rnd): _value(rnd) for _ in range(rnd.randint(1, 4))}
+        doc[rnd.choice(["status", "spec", "x"])] = {_text(rnd): _value(rnd) for _ in range(3)}
+        doc["numbers"] = [rnd.randint(-(10**6), 10**6), rnd.random() * 10 ** rnd.randint(-300, 300), -0.0]
+        data = yamlio.dump(doc)
+        if _whole_agrees(data):
+            answered += 1
+            assert _same(statusfields.document(data), doc)  # what was written, read back
+    assert answered > 1000
+
+
+@pytest.mark.parametrize("value", TRICKY)
+def test_tricky_values_are_read_whole_as_pyyaml_reads_them(value: str) -> None:
+    doc = {
+        "kind": "Task",
+        "spec": {"userMessage": value, value or "empty": [value, {value or "k": value}, [value]]},
+        "status": {"phase": "Failed", "n": 3, "x": 0.25, "ok": True, "none": None, "empty": [], "map": {}},
+    }
+    # and a line starting with `...` (a key `...`: a document's end marker at the start of a line)
+    assert _whole_agrees(yamlio.dump(doc)) == (value not in DECLINED and value != "...")
+
+
+EDITS = [*MUTATIONS, "1", "0", "true", "null", "1.5", "-", "e+5"]
+
+
+EDITS = [*MUTATIONS, "1", "0", "true", "null", "1.5", "-", "e+5"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_edited_files_are_read_whole_only_as_pyyaml_reads_them(seed: int) -> None:
+    rnd = random.Random(seed)
+    for _ in range(3000):
+        doc = {_text(rnd): _value(rnd) for _ in range(rnd.randint(1, 3))}
+        text = yamlio.dump(doc).decode()
+        for _ in range(rnd.randint(1, 3)):
+            at = rnd.randint(0, len(text))
+            if rnd.random() < 0.5:
+                text = text[:at] + rnd.choice(EDITS) + text[at:]
+            else:
+                text = text[:at] + text[at + rnd.randint(1, 3) :]
+        try:
+            readable = yaml.load(text.encode("utf-8", "surrogatepass"), Loader=yaml.CSafeLoader)
+        except (yaml.YAMLError, ValueError, UnicodeError):
+            readable = None
+        fast = statusfields.document(text.encode("utf-8", "surrogatepass"))
+        if fast is not None:
+            assert isinstance(readable, dict), text
+            assert _same(fast, readable), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # scalars PyYAML builds otherwise than the emitter writes their kind: left to PyYAML
+        "a: yes\n",
+        "a: True\n",
+        "a: ~\n",
+        "a: Null\n",
+        "a: 007\n",
+        "a: 0x1F\n",
+        "a: 1_000\n",
+        "a: 1:30\n",
+        "a: 1_0.5\n",
+        "a: 2026-01-01\n",
+        # keys that are not strings to PyYAML
+        "true: x\n",
+        "1: x\n",
+        "null: x\n",
+        "a:\n  1.5: x\n",
+        # other styles
+        "a: [1, 2]\n",
+        "a: {b: 1}\n",
+        "a: 'x'\n",
+        "---\na: 1\n",
+        "a: 1\n---\nb: 2\n",
+        "# comment\na: 1\n",
+    ],
+)
+def test_what_is_not_certain_is_read_whole_by_pyyaml(text: str) -> None:
+    assert statusfields.document(text.encode()) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: 1\n", {"a": 1}),
+        ("a: -0\n", {"a": 0}),
+        ("a: +12\n", {"a": 12}),
+        ("a: 1.5\n", {"a": 1.5}),
+        ("a: 1.\n", {"a": 1.0}),
+        ("a: .5\n", {"a": 0.5}),
+        ("a: 1.0e+20\n", {"a": 1e20}),
+        ("a: -.inf\n", {"a": float("-inf")}),
+        ("a: .NaN\n", {"a": float("nan")}),
+        ("a: 1e5\n", {"a": "1e5"}),  # YAML 1.1: no dot, no float
+        ("a: 0o17\n", {"a": "0o17"}),  # YAML 1.1's octal is 017
+        ("a: true\nb: false\nc: null\n", {"a": True, "b": False, "c": None}),
+        ("a:\n- 1\n- b: 2\n  c: x\n-\n  - y\n", {"a": [1, {"b": 2, "c": "x"}, ["y"]]}),
+        ("a: []\nb: {}\n", {"a": [], "b": {}}),
+        ('"1": x\n"true": y\n', {"1": "x", "true": "y"}),
+        ("a: |-\n  two\n  lines\n", {"a": "two\nlines"}),
+    ],
+)
+def test_scalars_are_built_as_pyyaml_builds_them(text: str, expected: dict[str, object]) -> None:
+    assert _same(statusfields.document(text.encode()), expected)
+    assert _same(yaml.load(text, Loader=yaml.CSafeLoader), expected)
+
+
+def test_the_emitter_asks_the_same_resolvers_as_pyyaml() -> None:
+    """`yamlio` writes a string plain exactly when PyYAML's resolver would read it back as one."""
+    resolver = yaml.resolver.Resolver()
+    rnd = random.Random(7)
+    words = [*TRICKY, "1", "1.5", "1e5", "0x1F", "yes", "no", "on", "OFF", "~", "null", "<<", "=", ".inf"]
+    words += [
+        "".join(rnd.choice("0123456789.eE+-_:xob~ynYNtrufalsTRUEFALSE") for _ in range(4))
+        for _ in range(3000)
+    ]
+    for word in words:
+        theirs = resolver.resolve(yaml.ScalarNode, word, (True, False)) == "tag:yaml.org,2002:str"
+        assert (statusfields.plain_tag(word) == "str") == theirs, word

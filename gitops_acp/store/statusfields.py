@@ -1,4 +1,5 @@
-"""A few string fields of a status file, read without PyYAML when that is certain to give its answer.
+"""A status file read without PyYAML when that is certain to give PyYAML's answer: a few string
+fields (`strings`), or the whole document (`document`).
 
 `gitops-acp history` is a new process each time, and of each checkpoint it shows two fields
 (`status.statusDetail`, `status.error`), bounded by one more of the tip's file (the
@@ -18,13 +19,22 @@ else (a file PyYAML's dumper wrote, an escape JSON never writes, a date-like pla
 line, a field that is a number) returns None: the caller does not guess. The tests check that both
 readers agree on the emitter's output for random documents and tricky values (multi-line text,
 quotes, colons, unicode), and that the fast reader declines what it cannot be sure of.
+
+`document` gives the whole file as PyYAML builds it, for `get KIND NAME` and `describe` (which
+PyYAML's import cost ~10 ms of ~50). On top of the above, it declines a plain key PyYAML would
+read as something else than a string (`true:`, `1:`), and a plain scalar it would build otherwise
+than the emitter writes its kind: integers other than `-?(0|[1-9][0-9]*)`, floats with `_` or
+`:`, booleans other than `true`/`false`, nulls other than `null`. `plain_tag` is the tag PyYAML
+resolves a plain scalar to, which `yamlio`'s emitter asks too.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from typing import Any
 
-__all__ = ["strings"]
+__all__ = ["RESOLVERS", "document", "plain_tag", "strings"]
 
 # Characters YAML allows raw in a document (yamlio's `_RAW_OK`: no control characters but tab and
 # newline, no NEL or line separators, no BOM): anything else may make PyYAML refuse the file.
@@ -98,11 +108,6 @@ class _Uncertain(Exception):
     """The text is not (certainly) the emitter's: PyYAML reads it."""
 
 
-class _Other:
-    """A value that is not a string nor a mapping (a number, a list, ...)."""
-
-
-_OTHER = _Other()
 _MAX_DEPTH = 64
 _MAX_KEY = 1000  # libyaml allows a simple key of at most 1024 characters
 
@@ -128,6 +133,69 @@ def strings(data: bytes, *paths: tuple[str, ...]) -> list[str | None] | None:
         return [_string_at(root, path) for path in paths]
     except _Uncertain:
         return None
+
+
+def document(data: bytes) -> dict[str, Any] | None:
+    """The whole file as `yamlio.load` reads it, or None when not certain (then read it so)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text.endswith("\n") or not _raw_ok(text):
+        return None
+    try:
+        parser = _Parser(text[:-1].split("\n"), check_keys=True)
+        root = parser.document()
+        if parser.odd_keys:
+            return None
+        built: dict[str, Any] = _build(root)
+        return built
+    except _Uncertain:
+        return None
+
+
+def plain_tag(text: str) -> str:
+    """The tag PyYAML resolves a plain scalar to: `str`, `bool`, `int`, `float`, `null`, ..."""
+    for tag, pattern in RESOLVERS.get(text[:1], ()):
+        if re.match(pattern, text, re.X):  # `re` keeps the compiled patterns
+            return tag
+    return "str"
+
+
+_CANONICAL_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_BOOLS = {"true": True, "false": False}
+
+
+def _build(node: object) -> Any:
+    """A parsed node as PyYAML builds it (`_Uncertain` for a scalar it might build otherwise)."""
+    if isinstance(node, dict):
+        return {key: _build(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_build(item) for item in node]
+    assert isinstance(node, _Leaf)
+    if node.lines is not None or node.raw[:1] == '"':
+        return node.text()
+    raw = node.raw
+    tag = plain_tag(raw)
+    if tag == "str":
+        return raw
+    if tag == "bool" and raw in _BOOLS:
+        return _BOOLS[raw]
+    if tag == "null" and raw == "null":
+        return None
+    if tag == "int" and _CANONICAL_INT.fullmatch(raw):
+        return int(raw)
+    if tag == "float" and "_" not in raw and ":" not in raw:  # PyYAML's construct_yaml_float
+        value = raw.lower()
+        sign = -1.0 if value[0] == "-" else 1.0
+        if value[0] in "+-":
+            value = value[1:]
+        if value == ".inf":
+            return sign * math.inf
+        if value == ".nan":
+            return math.nan
+        return sign * float(value)
+    raise _Uncertain
 
 
 def _raw_ok(text: str) -> bool:
@@ -162,10 +230,8 @@ class _Leaf:
     def string(self) -> str:
         """Its value, which must be a string: a plain scalar PyYAML resolves to another tag (a
         number, a boolean, null) is not, and makes the answer uncertain."""
-        if self.lines is None and self.raw[:1] != '"':
-            for _tag, pattern in RESOLVERS.get(self.raw[0], ()):
-                if re.match(pattern, self.raw, re.X):  # `re` keeps the compiled patterns
-                    raise _Uncertain
+        if self.lines is None and self.raw[:1] != '"' and plain_tag(self.raw) != "str":
+            raise _Uncertain
         return self.text()
 
     def text(self) -> str:
@@ -194,9 +260,11 @@ def _unescape(match: re.Match[str]) -> str:
 class _Parser:
     """The emitter's language, line by line: mappings as dicts (str keys), strings as `_Leaf`."""
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], *, check_keys: bool = False) -> None:
         self.lines = lines
         self.i = 0  # the next line to read
+        self.check_keys = check_keys  # `document`: look for keys that are not strings
+        self.odd_keys = False  # a plain key PyYAML reads as another thing than a string
 
     def document(self) -> dict[object, object]:
         root = self.mapping(0, None, 0)
@@ -235,6 +303,8 @@ class _Parser:
             if match is None or len(match[1]) > _MAX_KEY or rest.startswith(("...", "---")):
                 raise _Uncertain
             key = self.scalar(match[1])
+            if self.check_keys and key.raw[:1] != '"' and plain_tag(key.raw) != "str":
+                self.odd_keys = True
             self.i += 1
             value = match[2]
             # Later keys win, as in PyYAML. A plain key is stored as written: those asked for
@@ -248,18 +318,18 @@ class _Parser:
         if head is not None and head[0] == indent + 2 and not head[1]:
             return self.mapping(indent + 2, None, depth + 1)
         if head is not None and head[0] == indent and head[1]:
-            self.sequence(indent, depth + 1)
-            return _OTHER
+            return self.sequence(indent, depth + 1)
         raise _Uncertain
 
-    def sequence(self, indent: int, depth: int) -> None:
-        """Dash lines at `indent` (validated; nothing in a list is a field `strings` reads)."""
+    def sequence(self, indent: int, depth: int) -> list[object]:
+        """Dash lines at `indent`: the list's items."""
         if depth > _MAX_DEPTH:
             raise _Uncertain
+        items: list[object] = []
         while True:
             head = self.head()
             if head is None or head[0] < indent or (head[0] == indent and not head[1]):
-                return  # the end of the list (a key line at `indent` is its mapping's next key)
+                return items  # the end of the list (a key line at `indent` is its mapping's next key)
             if head[0] > indent:
                 raise _Uncertain
             rest = head[2]
@@ -268,19 +338,19 @@ class _Parser:
                 following = self.head()
                 if following is None or following[0] != indent + 2 or not following[1]:
                     raise _Uncertain
-                self.sequence(indent + 2, depth + 1)
+                items.append(self.sequence(indent + 2, depth + 1))
             elif _KEY_LINE.fullmatch(rest):
-                self.mapping(indent + 2, rest, depth + 1)
+                items.append(self.mapping(indent + 2, rest, depth + 1))
             else:
                 self.i += 1
-                self.value(rest, indent + 2)
+                items.append(self.value(rest, indent + 2))
 
     def value(self, text: str, pad: int) -> object:
         """A value written on its key's (or dash's) line; a literal block's lines are `pad` in."""
         if text == "{}":
             return {}
         if text == "[]":
-            return _OTHER
+            return []
         if text[:1] == "|":
             if text not in ("|", "|-", "|+"):
                 raise _Uncertain

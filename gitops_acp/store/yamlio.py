@@ -17,6 +17,12 @@ A resource's checkpoints repeat most of its strings (names, phases, timestamps, 
 short string and each key line is written is remembered (`_strings`, `_keys`, bounded): 11 µs a
 status file instead of 18 µs (the files of a 300-task tools run; the output is byte for byte the
 same, which tests/test_yamlio.py checks against cleared caches).
+
+PyYAML itself is imported when first needed (`load`, `load_all`, a document the direct emitter
+does not handle): its import is ~10 ms, and `get KIND NAME` and `describe` read status files with
+`statusfields.document` and write with the direct emitter, so they never need it. Which plain
+scalars read back as strings is PyYAML's resolvers' answer, through the copies in `statusfields`
+(tests/test_statusfields.py checks them against PyYAML's own).
 """
 
 from __future__ import annotations
@@ -27,27 +33,33 @@ import math
 import re
 from json.encoder import encode_basestring as _encode
 from json.encoder import encode_basestring_ascii as _encode_ascii
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from gitops_acp.errors import StoreError
+from gitops_acp.store import statusfields
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = ["dump", "load"]
 
 
-class _Dumper(yaml.CSafeDumper):
+@functools.cache
+def _dumper() -> type[yaml.CSafeDumper]:
     """The safe C dumper, with literal blocks for multi-line strings."""
+    import yaml
 
+    class Dumper(yaml.CSafeDumper):
+        pass
 
-def _represent_str(dumper: _Dumper, value: str) -> yaml.ScalarNode:
-    # libyaml falls back to a quoted scalar by itself when a literal block cannot hold the value
-    # exactly (trailing spaces on a line, special characters), so this never changes what loads.
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+    def represent_str(dumper: Dumper, value: str) -> yaml.ScalarNode:
+        # libyaml falls back to a quoted scalar by itself when a literal block cannot hold the value
+        # exactly (trailing spaces on a line, special characters), so this never changes what loads.
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
-
-_Dumper.add_representer(str, _represent_str)
+    Dumper.add_representer(str, represent_str)
+    return Dumper
 
 
 def dump(doc: dict[str, Any]) -> bytes:
@@ -90,9 +102,6 @@ def _not_raw_pattern() -> re.Pattern[str]:
     return re.compile(f"[^{_ALLOWED_RAW}]")
 
 
-_resolver = yaml.resolver.Resolver()
-_STR_TAG = "tag:yaml.org,2002:str"
-
 # The scalar text of short strings already written: names, phases, timestamps and ids come back in
 # every checkpoint of a resource, and most of an emitted line's cost is deciding how to write its
 # string. Bounded: when full, the older half goes (insertion order), so the strings of resources
@@ -105,8 +114,7 @@ _MAX_CACHED_LENGTH = 256
 def _is_plain(text: str) -> bool:
     if not _PLAIN.fullmatch(text) or _NEEDS_QUOTES.search(text):
         return False
-    tag: str = _resolver.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
-    return tag == _STR_TAG
+    return statusfields.plain_tag(text) == "str"
 
 
 def _raw_ok(text: str) -> bool:
@@ -259,10 +267,12 @@ def _emit_sequence(items: list[Any], indent: int, lines: list[str]) -> None:
 
 
 def _dump_pyyaml(doc: dict[str, Any]) -> bytes:
+    import yaml
+
     try:
         text: bytes = yaml.dump(
             doc,
-            Dumper=_Dumper,
+            Dumper=_dumper(),
             sort_keys=False,
             allow_unicode=True,
             default_flow_style=False,
@@ -277,6 +287,8 @@ def _dump_pyyaml(doc: dict[str, Any]) -> bytes:
 
 def load(data: bytes) -> dict[str, Any]:
     """Parse one YAML document that must be a mapping."""
+    import yaml
+
     try:
         doc = yaml.load(data, Loader=yaml.CSafeLoader)
     except yaml.YAMLError as exc:
@@ -288,6 +300,8 @@ def load(data: bytes) -> dict[str, Any]:
 
 def load_all(data: bytes) -> list[Any]:
     """Parse every YAML document of a (possibly multi-document) file, as they are."""
+    import yaml
+
     try:
         return list(yaml.load_all(data, Loader=yaml.CSafeLoader))
     except yaml.YAMLError as exc:

@@ -265,6 +265,15 @@ def _loaded(repo: Path, *argv: str, heavy: tuple[str, ...] = HEAVY) -> _Loaded:
     return loaded
 
 
+# Objects whose file on main is not read at all: the status file is all `get` and `describe` read.
+WITHOUT_MAIN = (
+    "archived child task",
+    "archived tool call",
+    "live tool call",
+    "live task, file gone from main",
+)
+
+
 @pytest.mark.parametrize(
     ("role", "parses_main"),
     [
@@ -293,6 +302,8 @@ def test_one_object_loads_pydantic_and_gitpython_only_to_parse_main(
             assert "asyncio" not in loaded, (command, loaded.origins)
         else:
             assert loaded == [], (command, loaded.origins)
+        if role in WITHOUT_MAIN:  # status files in the emitter's style: read without PyYAML
+            assert _loaded(world.repo.path, command, str(kind), name, heavy=("yaml",)) == [], command
     if role != "declared, not run yet":
         history = _loaded(world.repo.path, "history", str(kind), name, heavy=(*HEAVY, *NOT_FOR_HISTORY))
         assert history == [], history.origins
