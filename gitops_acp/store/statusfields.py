@@ -156,10 +156,19 @@ def document(data: bytes) -> dict[str, Any] | None:
 
 def plain_tag(text: str) -> str:
     """The tag PyYAML resolves a plain scalar to: `str`, `bool`, `int`, `float`, `null`, ..."""
-    for tag, pattern in RESOLVERS.get(text[:1], ()):
-        if re.match(pattern, text, re.X):  # `re` keeps the compiled patterns
+    first = text[:1]
+    resolvers = _COMPILED.get(first)
+    if resolvers is None:  # compiled on first use: most readers meet a few first characters
+        resolvers = _COMPILED[first] = [
+            (tag, re.compile(pattern, re.X)) for tag, pattern in RESOLVERS.get(first, ())
+        ]
+    for tag, pattern in resolvers:
+        if pattern.match(text):
             return tag
     return "str"
+
+
+_COMPILED: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
 
 
 _CANONICAL_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
