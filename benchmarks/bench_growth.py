@@ -18,8 +18,10 @@ from a shell: Python's start-up and imports, ~0.07 s for these, are in every fig
 written and used even where PYTHONDONTWRITEBYTECODE is set, as an installed package has it), and the
 object store's size as `git count-objects` counts it, and its packs (past 50, a person's `git commit`
 starts `git gc --auto`, which repacks all of it). Before each batch the parent also times a fixed
-piece of pure Python (`probe ms`, the fastest of 7: `machine_probe_ms`): the machine's own drift over
-the run, to read the batches' figures against.
+piece of pure Python (`probe ms`, the fastest of 7: `machine_probe_ms`) and `python -c pass` (`python
+ms`, the fastest of 3): the machine's own drift over the run, to read the batches' figures against
+(the second moved with them on 2026-12-07 when the first did not). The reconciler's minor page faults
+per batch are in `--json` (`minor_faults`).
 
 Start-up (with archiving): the reconciler's time to ready on this repository once every task is
 archived, against a repository made the same way that never ran a task; the two are timed one
@@ -143,6 +145,7 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
             first = min(pending)
             first_s = None
             cpu0 = time.process_time()
+            faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             threads0, children0 = _thread_cpu(), _children_cpu()
             gc0 = collecting["total"]
             # A finished task may be archived soon after: remember it finished. Every 50 ms: this
@@ -163,6 +166,9 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
             figures = {
                 "seconds": seconds,
                 "cpu_s": time.process_time() - cpu0,  # this process, every thread (not its git children)
+                # pages the kernel had to give it (fresh or given back before): in a VM each may
+                # cost the host a fault too
+                "minor_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0,
                 "commits": len(durations),
                 "commit_p50_ms": percentile(durations, 50),
                 "commit_p99_ms": percentile(durations, 99),
@@ -363,6 +369,19 @@ def machine_probe_ms() -> float:
     return min(times)
 
 
+def python_start_ms() -> float:
+    """Milliseconds `python -c pass` takes, the fastest of 3: what starting a process costs right
+    now. The other half of the machine's drift: on 2026-12-07 it went from 10 to 18 ms within the
+    hour while `machine_probe_ms` stayed at 6.5-7 ms, and every reader, and the reconciler's CPU a
+    task, were 30-70% slower with it."""
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append((time.perf_counter() - started) * 1000)
+    return min(times)
+
+
 def _machine_ticks() -> tuple[int, int]:
     """All CPU time of the machine so far and its idle part, in clock ticks (/proc/stat)."""
     with open("/proc/stat") as stat:
@@ -479,12 +498,12 @@ def main() -> int:
                 print(
                     "   tasks  tasks/s  commits  commit p50/p99 ms   get task  describe  history -n20"
                     "  get/describe on main  get --limit100"
-                    "   RSS MB   .git MB  CPU ms/task  gc s  1st ckpt s  busy  packs  probe ms"
+                    "   RSS MB   .git MB  CPU ms/task  gc s  1st ckpt s  busy  packs  probe ms  python ms"
                 )
                 done = 0
                 previous: list[str] = []
                 while done < args.total:
-                    speed = machine_probe_ms()
+                    speed, spawn = machine_probe_ms(), python_start_ms()
                     names = [f"g{done + i:06d}" for i in range(min(args.batch, args.total - done))]
                     if not args.keep_main:
                         for name in previous:
@@ -504,6 +523,7 @@ def main() -> int:
                         "tasks": done,
                         "tasks_per_s": len(names) / figures["seconds"],
                         "probe_ms": speed,
+                        "python_start_ms": spawn,
                         **figures,
                         "get_task_ms": timed(repo, "get", "task", probe),
                         "describe_ms": timed(repo, "describe", "task", probe),
@@ -525,7 +545,7 @@ def main() -> int:
                         f" {row['get_limit_ms']:15.0f} {row['rss_mb']:8.0f} {row['git_mb']:9.1f}"
                         f" {1000 * row['cpu_s'] / len(names):12.2f} {row['gc_s']:5.2f}"
                         f" {row['first_checkpoint_s']:11.2f} {row['machine_busy']:5.2f} {row['packs']:6d}"
-                        f" {row['probe_ms']:9.1f}",
+                        f" {row['probe_ms']:9.1f} {row['python_start_ms']:10.1f}",
                         flush=True,
                     )
                 if archiving:
@@ -567,7 +587,8 @@ def main() -> int:
         f"{first['probe_ms']:.1f} -> {last['probe_ms']:.1f} ms "
         f"({first['probe_ms'] / last['probe_ms']:.2f} of its first speed), medians over the same batches "
         f"{statistics.median(row['probe_ms'] for row in rows[1:10]):.1f} -> "
-        f"{statistics.median(row['probe_ms'] for row in rows[-10:]):.1f} ms"
+        f"{statistics.median(row['probe_ms'] for row in rows[-10:]):.1f} ms; `python -c pass` "
+        f"{first['python_start_ms']:.1f} -> {last['python_start_ms']:.1f} ms"
     )
     # RSS after the first tenth of the run (the working set of a batch running while the one
     # before waits to be archived is reached by then) against the end, and what it is made of
