@@ -122,14 +122,11 @@ def strings(data: bytes, *paths: tuple[str, ...]) -> list[str | None] | None:
         # A plain key is stored as written (`_Parser.mapping`): only a key no resolver starts
         # with (`status`, `error`, ...) is certainly the string it looks like.
         raise ValueError(f"strings: keys must not start with one of {sorted(RESOLVERS)}: {paths}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if not text.endswith("\n") or not _raw_ok(text):
+    lines = _lines(data)
+    if lines is None:
         return None
     try:
-        root = _Parser(text[:-1].split("\n")).document()
+        root = _Parser(lines).document()
         return [_string_at(root, path) for path in paths]
     except _Uncertain:
         return None
@@ -137,14 +134,11 @@ def strings(data: bytes, *paths: tuple[str, ...]) -> list[str | None] | None:
 
 def document(data: bytes) -> dict[str, Any] | None:
     """The whole file as `yamlio.load` reads it, or None when not certain (then read it so)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if not text.endswith("\n") or not _raw_ok(text):
+    lines = _lines(data)
+    if lines is None:
         return None
     try:
-        parser = _Parser(text[:-1].split("\n"), check_keys=True)
+        parser = _Parser(lines, check_keys=True)
         root = parser.document()
         if parser.odd_keys:
             return None
@@ -152,6 +146,17 @@ def document(data: bytes) -> dict[str, Any] | None:
         return built
     except _Uncertain:
         return None
+
+
+def _lines(data: bytes) -> list[str] | None:
+    """The file's lines, if it is UTF-8 text ending in a newline, of characters YAML allows raw."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text.endswith("\n") or not _raw_ok(text):
+        return None
+    return text[:-1].split("\n")
 
 
 def plain_tag(text: str) -> str:
@@ -182,29 +187,7 @@ def _build(node: object) -> Any:
     if isinstance(node, list):
         return [_build(item) for item in node]
     assert isinstance(node, _Leaf)
-    if node.lines is not None or node.raw[:1] == '"':
-        return node.text()
-    raw = node.raw
-    tag = plain_tag(raw)
-    if tag == "str":
-        return raw
-    if tag == "bool" and raw in _BOOLS:
-        return _BOOLS[raw]
-    if tag == "null" and raw == "null":
-        return None
-    if tag == "int" and _CANONICAL_INT.fullmatch(raw):
-        return int(raw)
-    if tag == "float" and "_" not in raw and ":" not in raw:  # PyYAML's construct_yaml_float
-        value = raw.lower()
-        sign = -1.0 if value[0] == "-" else 1.0
-        if value[0] in "+-":
-            value = value[1:]
-        if value == ".inf":
-            return sign * math.inf
-        if value == ".nan":
-            return math.nan
-        return sign * float(value)
-    raise _Uncertain
+    return node.value()
 
 
 def _raw_ok(text: str) -> bool:
@@ -239,9 +222,36 @@ class _Leaf:
     def string(self) -> str:
         """Its value, which must be a string: a plain scalar PyYAML resolves to another tag (a
         number, a boolean, null) is not, and makes the answer uncertain."""
-        if self.lines is None and self.raw[:1] != '"' and plain_tag(self.raw) != "str":
+        value = self.value()
+        if not isinstance(value, str):
             raise _Uncertain
-        return self.text()
+        return value
+
+    def value(self) -> Any:
+        """Its value as PyYAML builds it; `_Uncertain` where PyYAML might build another."""
+        if self.lines is not None or self.raw[:1] == '"':
+            return self.text()
+        raw = self.raw
+        tag = plain_tag(raw)
+        if tag == "str":
+            return raw
+        if tag == "bool" and raw in _BOOLS:
+            return _BOOLS[raw]
+        if tag == "null" and raw == "null":
+            return None
+        if tag == "int" and _CANONICAL_INT.fullmatch(raw):
+            return int(raw)
+        if tag == "float" and "_" not in raw and ":" not in raw:  # PyYAML's construct_yaml_float
+            text = raw.lower()
+            sign = -1.0 if text[0] == "-" else 1.0
+            if text[0] in "+-":
+                text = text[1:]
+            if text == ".inf":
+                return sign * math.inf
+            if text == ".nan":
+                return math.nan
+            return sign * float(text)
+        raise _Uncertain
 
     def text(self) -> str:
         """Its text as written (a plain scalar's, whatever PyYAML would resolve it to)."""
