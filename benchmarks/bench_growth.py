@@ -38,6 +38,14 @@ given back only when empty; `malloc_mb`, glibc's heap in use and free but kept),
 the first tenth of the run on, once the working set is reached. `ACP_BENCH_TRACEMALLOC=FRAMES`
 prints, after each batch, where the Python memory grown since the second batch was allocated.
 
+`--callgrind DIR` runs the reconciler under valgrind's callgrind, which counts the instructions the
+process executes (every thread; not its git children), and prints them per task for each batch
+(`Minstr/task`, with `--json`: `instructions`). A count does not drift with the machine as CPU
+seconds do (the same work gives the same count with the other core busy or idle), so batch
+against batch it tells whether the reconciler does more work as tasks pile up, where tasks/s and
+CPU time mix that with the VM's moods. Everything runs ~30 times slower (use a smaller `--total`);
+the counters are zeroed before each batch and dumped into DIR after it (`callgrind_control`).
+
 Targets (DESIGN §9): the last batch's tasks/s at least 0.8 of the first's, with and without
 archiving; `get task` and `describe` at most 100 ms and `history -n 20` at most 50 ms at 100,000
 tasks (of the command's own work: the start-up is printed beside them); RSS flat.
@@ -50,6 +58,7 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -296,10 +305,23 @@ def measure_startup(repo: Path, secrets: Path, runs: int = 5, *, forget: bool = 
     return {"startup_ms": times[len(times) // 2], "observed": found[-1]["observed"]}
 
 
-def start_child(repo: Path, secrets: Path, retain: str) -> subprocess.Popen[str]:
-    """The reconciler's process, once its LLM and agent are Ready."""
+def start_child(
+    repo: Path, secrets: Path, retain: str, *, callgrind: Path | None = None
+) -> subprocess.Popen[str]:
+    """The reconciler's process, once its LLM and agent are Ready (under callgrind, into that folder)."""
+    counting = (
+        [
+            "valgrind",
+            "-q",
+            "--tool=callgrind",
+            f"--callgrind-out-file={callgrind}/callgrind.%p",
+            "--dump-instr=no",
+        ]
+        if callgrind is not None
+        else []
+    )
     server = subprocess.Popen(
-        [sys.executable, __file__, "--child", str(repo), str(secrets), retain],
+        [*counting, sys.executable, __file__, "--child", str(repo), str(secrets), retain],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -316,6 +338,20 @@ def stop_child(server: subprocess.Popen[str]) -> None:
     server.stdin.write("\n")
     server.stdin.flush()
     server.wait(timeout=120)
+
+
+def count_instructions(server: subprocess.Popen[str], folder: Path, batch: int) -> int | None:
+    """Zero callgrind's counters (`batch` 0) or dump them as batch `batch`: the instructions counted."""
+    pid = str(server.pid)
+    if batch == 0:
+        subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
+        return None
+    subprocess.run(["callgrind_control", f"--dump=batch {batch}", pid], check=True, capture_output=True)
+    dumps = sorted(folder.glob(f"callgrind.{pid}.*"), key=lambda path: int(path.suffix[1:]))
+    for line in dumps[-1].read_text().splitlines():  # the newest dump: this batch's
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no totals in {dumps[-1]}")
 
 
 def report_startup(
@@ -453,6 +489,13 @@ def main() -> int:
         "`git gc --auto` as a person's would, and once the repository holds over 50 packs that "
         "repacks all of it in the background (docs/growth.md, 'Packs and a person's git gc --auto')",
     )
+    parser.add_argument(
+        "--callgrind",
+        type=Path,
+        metavar="DIR",
+        help="run the reconciler under valgrind's callgrind and print the instructions it executes "
+        "per task in each batch (machine-independent; ~30x slower); its dumps go into DIR",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="make the repository in DIR and keep it")
     parser.add_argument("--child", nargs=3, metavar=("REPO", "SECRETS", "RETAIN"), help=argparse.SUPPRESS)
@@ -465,6 +508,10 @@ def main() -> int:
         startup_child(Path(args.startup[0]), Path(args.startup[1]))
         return 0
     archiving = args.retain_finished.strip().lower() != "never"
+    if args.callgrind is not None:
+        if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+            raise SystemExit("--callgrind: valgrind is not installed (Debian: apt-get install valgrind)")
+        args.callgrind.mkdir(parents=True, exist_ok=True)
 
     stub, url = start_stub()
     rows: list[dict[str, float]] = []
@@ -484,7 +531,7 @@ def main() -> int:
                 before = measure_startup(repo, secrets)
                 baseline = make_repo(Path(tmp) / "baseline", url, 0)  # never given a task
                 stop_child(start_child(*baseline, args.retain_finished))
-            server = start_child(repo, secrets, args.retain_finished)
+            server = start_child(repo, secrets, args.retain_finished, callgrind=args.callgrind)
             assert server.stdin is not None
             assert server.stdout is not None
             try:
@@ -499,6 +546,7 @@ def main() -> int:
                     "   tasks  tasks/s  commits  commit p50/p99 ms   get task  describe  history -n20"
                     "  get/describe on main  get --limit100"
                     "   RSS MB   .git MB  CPU ms/task  gc s  1st ckpt s  busy  packs  probe ms  python ms"
+                    + ("  Minstr/task" if args.callgrind else "")
                 )
                 done = 0
                 previous: list[str] = []
@@ -514,9 +562,13 @@ def main() -> int:
                     git(repo, "add", "-A")
                     no_gc = ("-c", "gc.auto=0") if args.no_auto_gc else ()
                     git(repo, *no_gc, "commit", "-q", "-m", f"{len(names)} tasks")
+                    if args.callgrind is not None:
+                        count_instructions(server, args.callgrind, 0)
                     server.stdin.write(" ".join(names) + "\n")
                     server.stdin.flush()
                     figures = json.loads(server.stdout.readline())
+                    if args.callgrind is not None:
+                        figures["instructions"] = count_instructions(server, args.callgrind, len(rows) + 1)
                     done += len(names)
                     probe = f"g{args.batch // 2:06d}"  # of the first batch: archived later, if archiving
                     row = {
@@ -545,7 +597,8 @@ def main() -> int:
                         f" {row['get_limit_ms']:15.0f} {row['rss_mb']:8.0f} {row['git_mb']:9.1f}"
                         f" {1000 * row['cpu_s'] / len(names):12.2f} {row['gc_s']:5.2f}"
                         f" {row['first_checkpoint_s']:11.2f} {row['machine_busy']:5.2f} {row['packs']:6d}"
-                        f" {row['probe_ms']:9.1f} {row['python_start_ms']:10.1f}",
+                        f" {row['probe_ms']:9.1f} {row['python_start_ms']:10.1f}"
+                        + (f" {row['instructions'] / len(names) / 1e6:12.2f}" if args.callgrind else ""),
                         flush=True,
                     )
                 if archiving:
@@ -581,6 +634,13 @@ def main() -> int:
         f"tasks per CPU second: {cpu_ratio:.2f} of the first batch's; "
         f"RSS {first['rss_mb']:.0f} -> {last['rss_mb']:.0f} MB"
     )
+    if args.callgrind is not None:  # batches are equal: instructions per task, last / first
+        counts = [row["instructions"] for row in rows]
+        print(
+            "instructions per task (callgrind), last batch / first batch: "
+            f"{last['instructions'] / first['instructions']:.3f}; "
+            f"the most of any batch / the first: {max(counts) / first['instructions']:.3f}"
+        )
     print(
         f"medians of tasks/s, batches 2-10 -> the last 10: {steady:.0f} -> {latest:.0f} "
         f"({latest / steady:.2f}); the machine's Python probe, first -> last batch: "
