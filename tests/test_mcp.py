@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import json
 import os
 import socket
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -453,6 +455,46 @@ def test_connect_failures_retry_with_backoff_and_say_why(tmp_path: Path) -> None
             await m.aclose()
 
     run(go())
+
+
+def test_a_server_stopped_while_it_starts_leaves_no_process_behind() -> None:
+    """A stop (or a new config, or the connect deadline) landing while the server's process is
+    being started stops that process too: none left running, no pipe of it left open.
+
+    Stopped after 0, 1, 2, ... turns of the event loop, so that some stops land while asyncio
+    connects the new process's pipes (before 2026-12-07, ~6% of random stops left the process
+    unreaped and its pipes open, found by CI as ResourceWarnings in a later test)."""
+    marker = "acp-start-race-marker"
+    command = ("-c", f"import sys; sys.argv.append({marker!r}); sys.stdin.read()")
+
+    def ours() -> list[psutil.Process]:
+        found = []
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if marker in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                    found.append(child)
+        return found
+
+    async def go() -> None:
+        m = MCPManager(restart_backoff=FAST_BACKOFF, connect_timeout=CONNECT)
+        try:
+            for turns in [*range(60), *range(60)]:  # each stop point twice: the window moves a little
+                m.ensure(ServerConfig(name="slow", transport="stdio", command=sys.executable, args=command))
+                for _ in range(turns % 30):
+                    await asyncio.sleep(0)
+                if turns >= 30:
+                    await asyncio.sleep(0.0005 * (turns - 30))
+                await m.stop("slow")
+                assert ours() == [], f"a process left running after a stop {turns} turns in"
+        finally:
+            await m.aclose()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        run(go())
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []
 
 
 def test_http_error_status_is_named_in_the_error() -> None:

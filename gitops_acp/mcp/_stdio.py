@@ -92,15 +92,20 @@ class StdioTransport(contextlib.AbstractAsyncContextManager[TransportStreams]):
 
     async def __aenter__(self) -> TransportStreams:
         log = _open_log(self._log_path) if self._log_path is not None else None
+        # Shielded (the spawn and its pipes take milliseconds): a cancellation landing while
+        # asyncio connects the pipes left a started process that nobody held, never reaped, its
+        # pipes never closed (asyncio's own clean-up awaits, and anyio cancels that await too). A
+        # cancellation waiting here lands at the next checkpoint, with the process ours to stop.
         try:
-            process = await anyio.open_process(
-                self._argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log if log is not None else subprocess.DEVNULL,
-                env=self._env,
-                start_new_session=True,
-            )
+            with anyio.CancelScope(shield=True):
+                process = await anyio.open_process(
+                    self._argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log if log is not None else subprocess.DEVNULL,
+                    env=self._env,
+                    start_new_session=True,
+                )
         finally:
             # The child has its own descriptor now; ours is not needed.
             if log is not None:
