@@ -44,7 +44,10 @@ process executes (every thread; not its git children), and prints them per task 
 seconds do (the same work gives the same count with the other core busy or idle), so batch
 against batch it tells whether the reconciler does more work as tasks pile up, where tasks/s and
 CPU time mix that with the VM's moods. Everything runs ~30 times slower (use a smaller `--total`);
-the counters are zeroed before each batch and dumped into DIR after it (`callgrind_control`).
+the counters are zeroed before the first batch and dumped into DIR after each (`callgrind_control`),
+so a batch's count also holds what the reconciler did after the batch before it ended (archiving
+the tasks that fell due meanwhile, maintenance, idling while the readers are timed), which its CPU
+time leaves out.
 
 Targets (DESIGN §9): the last batch's tasks/s at least 0.8 of the first's, with and without
 archiving; `get task` and `describe` at most 100 ms and `history -n 20` at most 50 ms at 100,000
@@ -341,7 +344,8 @@ def stop_child(server: subprocess.Popen[str]) -> None:
 
 
 def count_instructions(server: subprocess.Popen[str], folder: Path, batch: int) -> int | None:
-    """Zero callgrind's counters (`batch` 0) or dump them as batch `batch`: the instructions counted."""
+    """Zero callgrind's counters (`batch` 0: start-up is not counted) or dump them as batch `batch`
+    (a dump zeroes them too): the instructions since the last dump or zeroing."""
     pid = str(server.pid)
     if batch == 0:
         subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
@@ -562,7 +566,7 @@ def main() -> int:
                     git(repo, "add", "-A")
                     no_gc = ("-c", "gc.auto=0") if args.no_auto_gc else ()
                     git(repo, *no_gc, "commit", "-q", "-m", f"{len(names)} tasks")
-                    if args.callgrind is not None:
+                    if args.callgrind is not None and not rows:
                         count_instructions(server, args.callgrind, 0)
                     server.stdin.write(" ".join(names) + "\n")
                     server.stdin.flush()
