@@ -79,6 +79,13 @@ class Counting:
             self.status_files.append(path)
         return self._repo.read_file(commit, path)
 
+    def read_first_files(self, wanted: list[tuple[str, list[str]]]) -> list[tuple[int, bytes] | None]:
+        found = self._repo.read_first_files(wanted)
+        for (commit, paths), first in zip(wanted, found, strict=True):
+            if first is not None:  # the file read (GitRepo asks for the others only until it finds one)
+                (self.main_files if commit == self._main else self.status_files).append(paths[first[0]])
+        return found
+
     def list_tree(self, commit: str, path: str = "") -> dict[str, str]:
         self.listings += not path
         if path and commit != self._main:
@@ -243,6 +250,28 @@ def test_a_declaration_as_reconciled_is_shown_without_parsing_it_into_a_model(
     )
     shown = json.loads(run.stdout)
     assert shown == {"spec": {"agentRef": {"name": "helper"}, "userMessage": message}, "models": models}
+
+
+ONE_OBJECT = """
+import sys
+from gitops_acp.cli.main import main
+sys.argv = ["gitops-acp", "--repo", *sys.argv[1:]]
+code = main()
+print("typing" in sys.modules, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(
+    "args", [["history", "task", "t5", "-n", "20"], ["get", "task", "t5"], ["describe", "task", "t5"]]
+)
+def test_a_command_on_one_object_does_not_import_typing(world: Path, args: list[str]) -> None:
+    """A new process each time (DESIGN §9): `typing` is ~5% of a `history` (gitops_acp/tuples.py)."""
+    run = subprocess.run(
+        [sys.executable, "-c", ONE_OBJECT, str(world), *args], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.strip()  # it read and printed the object (or its history)
+    assert run.stderr.strip() == "False"
 
 
 def test_an_edit_on_main_after_the_last_checkpoint_is_shown(world: Path) -> None:

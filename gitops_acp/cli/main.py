@@ -24,10 +24,11 @@ import os
 import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
 
 from gitops_acp import __version__
 from gitops_acp.errors import ACPError
+
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 
 if TYPE_CHECKING:
     import argparse

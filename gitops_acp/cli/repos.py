@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
 
 from gitops_acp.errors import StoreError, UserError
 from gitops_acp.store.git import ReadOnlyRepo
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:  # GitPython only for a command that opens a GitRepo
+    from typing import TypeVar
+
     from gitops_acp.store.git import GitRepo
 
-__all__ = ["open_reader", "open_repo"]
+    _R = TypeVar("_R")
 
-_R = TypeVar("_R")
+__all__ = ["open_reader", "open_repo"]
 
 
 def open_repo(path: str) -> GitRepo:
@@ -32,8 +34,11 @@ def open_repo(path: str) -> GitRepo:
 
 
 def open_reader(path: str) -> ReadOnlyRepo:
-    """Open the repository named by --repo for reading one object (`lookup`, history), as `open_repo`."""
-    return _opened(ReadOnlyRepo.open, path)
+    """Open the repository named by --repo for reading one object (`lookup`, history), as
+    `open_repo`; its `git cat-file` starts at once, while the command goes on importing."""
+    repo = _opened(ReadOnlyRepo.open, path)
+    repo.start()
+    return repo
 
 
 def _opened(opener: Callable[[str], _R], path: str) -> _R:

@@ -16,12 +16,14 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from gitops_acp.cli.repos import open_reader, open_repo
 from gitops_acp.resources.meta import ANNOTATION_FIRST_CHECKPOINT, Kind, parse_rfc3339
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:  # imported where used: pydantic and GitPython only when a command needs them
+    from typing import Any
+
     from gitops_acp.resources.models import AnyResource
     from gitops_acp.store.readers import STATUS_ONLY, Found, Listing, Snapshot, listing, lookup, snapshot
 
@@ -81,7 +83,8 @@ def _bool(value: object) -> str:
     return "" if value is None else str(bool(value)).lower()
 
 
-Column = tuple[str, Callable[[dict[str, Any]], object], bool]  # header, getter, wide-only
+if TYPE_CHECKING:  # an alias for type checkers: `Any` is theirs
+    Column = tuple[str, Callable[[dict[str, Any]], object], bool]  # header, getter, wide-only
 
 COLUMNS: dict[Kind, list[Column]] = {
     Kind.LLM: [

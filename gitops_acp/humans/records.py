@@ -11,11 +11,14 @@ Reading only: the caller commits the record as the person (store/usercommits.py,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gitops_acp.errors import UserError
 from gitops_acp.humans import approvals, questions
 from gitops_acp.store import yamlio
-from gitops_acp.store.git import Reader
+
+if TYPE_CHECKING:
+    from gitops_acp.store.git import Reader
 
 __all__ = ["AlreadyDecided", "NotPending", "Record", "answer", "decision"]
 

@@ -8,9 +8,11 @@ with no I/O.
 
 from __future__ import annotations
 
-from typing import Any
-
 from gitops_acp.resources.meta import TERMINAL_TASK_PHASES, TERMINAL_TOOLCALL_PHASES, Kind, TaskPhase
+
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Key", "phase_of", "reopens", "task_finished", "terminal", "unfinished"]
 

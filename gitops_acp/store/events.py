@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitops_acp.errors import StoreError
 from gitops_acp.resources.meta import (
@@ -43,8 +43,11 @@ from gitops_acp.resources.meta import (
     status_path,
 )
 from gitops_acp.store import yamlio
-from gitops_acp.store.git import Reader, ReadOnlyRepo, process
+from gitops_acp.store.git import ReadOnlyRepo, process
 from gitops_acp.store.statustree import DEFAULT_BRANCH, branch_ref, read_status_file
+
+if TYPE_CHECKING:
+    from gitops_acp.store.git import Reader
 
 __all__ = [
     "ARCHIVED",

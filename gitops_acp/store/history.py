@@ -8,8 +8,6 @@ group commit), and the file at that commit holds the detail. Reads are always bo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
-
 from gitops_acp.errors import StoreError
 from gitops_acp.resources.meta import (
     ANNOTATION_FIRST_CHECKPOINT,
@@ -20,10 +18,16 @@ from gitops_acp.resources.meta import (
     status_path,
 )
 from gitops_acp.store import statusfields
-from gitops_acp.store.statustree import DEFAULT_BRANCH, read_status_file
+from gitops_acp.store.statustree import DEFAULT_BRANCH, read_status_file, read_status_files
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+
     from gitops_acp.store.git import CommitInfo, Reader
+    from gitops_acp.store.statustree import Found
+else:
+    from gitops_acp.tuples import NamedTuple
 
 __all__ = ["Event", "events"]
 
@@ -49,7 +53,8 @@ def events(repo: Reader, *, branch: str = DEFAULT_BRANCH, kind: str, name: str, 
     single pathspec, and with them the walk back to the first checkpoint of a task 100,000 tasks
     old takes ~5 ms instead of ~100 (docs/growth.md). The flat path is looked up only where it
     can have history: before the commit that moved the file into the fan-out (its parent still
-    has the flat file), or when the fan-out path has none at all (a branch never migrated).
+    has the flat file), or when the fan-out path has none at all (a branch never migrated). The
+    files of every commit are read in one round trip to git.
     """
     resource = Kind(kind)
     ref = branch if branch.startswith("refs/") else f"refs/heads/{branch}"
@@ -58,12 +63,16 @@ def events(repo: Reader, *, branch: str = DEFAULT_BRANCH, kind: str, name: str, 
     if resource in FANNED_OUT and len(commits) < n:
         flat = legacy_status_path(resource, name)
         before = f"{commits[-1].sha}^" if commits else ref
-        if not commits or repo.read_file(before, flat) is not None:
+        # Only the commit that fanned the branch out (`layout: ...`, store/status.py) moved a file
+        # that already had a history: a file whose oldest commit is any other was made here.
+        moved = bool(commits) and commits[-1].subject.startswith("layout: ")
+        if not commits or (moved and repo.read_file(before, flat) is not None):
             commits += repo.log(before, path=flat, n=n - len(commits), since=since, trailers=False)
+    files = read_status_files(repo, [commit.sha for commit in commits], resource, name)
     found: list[Event] = []
-    for commit in commits:
+    for commit, file in zip(commits, files, strict=True):
         old, new = _phases(commit, f"{kind}/{name}: ")
-        found.append(Event(commit.sha, commit.timestamp, old, new, _detail(repo, commit.sha, resource, name)))
+        found.append(Event(commit.sha, commit.timestamp, old, new, _detail(file)))
     return found
 
 
@@ -102,8 +111,8 @@ def _phases(commit: CommitInfo, prefix: str) -> tuple[str, str]:
     return "-", "-"
 
 
-def _detail(repo: Reader, sha: str, kind: Kind, name: str) -> str:
-    found = read_status_file(repo, sha, kind, name)
+def _detail(found: Found | None) -> str:
+    """What a checkpoint says of the resource: its status detail (and error) in the file it left."""
     if found is None:
         return "deleted"
     if found.archived:

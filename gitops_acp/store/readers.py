@@ -18,7 +18,6 @@ import bisect
 import heapq
 import itertools
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitops_acp.errors import StoreError
 from gitops_acp.resources.meta import (
@@ -36,11 +35,16 @@ from gitops_acp.resources.meta import (
 from gitops_acp.store import statusbranches, statusfields, yamlio
 from gitops_acp.store.statustree import archived_names, read_status_file, read_tip, status_names
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:  # imported where used: pydantic and GitPython only when a reader needs them
+    from typing import Any, NamedTuple
+
     from gitops_acp.resources.lifecycle import Key
     from gitops_acp.resources.loader import Loaded
     from gitops_acp.store.desired import DesiredReader
     from gitops_acp.store.git import GitRepo, Reader
+else:
+    from gitops_acp.tuples import NamedTuple
 
 __all__ = [
     "STATUS_ONLY",
@@ -328,6 +332,10 @@ def status_of(repo: Reader, kind: Kind, name: str) -> tuple[dict[str, Any] | Non
     """The status document, its branch and whether it is archived: a live copy on any branch
     (the newest tip first) before an archived one."""
     branches = statusbranches.status_branches(repo)
+    if len(branches) == 1:  # the usual case: its file in status/ or archive/ in one round trip
+        held = read_status_file(repo, branches[0].tip, kind, name)
+        if held is not None:
+            return _status_document(held.data), branches[0].name, held.archived
     for archived in (False, True):
         for candidate in branches:
             held = read_status_file(repo, candidate.tip, kind, name, archived=archived)

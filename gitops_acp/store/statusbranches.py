@@ -10,13 +10,17 @@ process ~6 ms: docs/growth.md).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, NamedTuple
 
 from gitops_acp.resources import meta
 from gitops_acp.store import statustree
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:
+    from typing import NamedTuple
+
     from gitops_acp.store.git import Reader
+else:
+    from gitops_acp.tuples import NamedTuple
 
 __all__ = ["UNSHARDED", "StatusBranch", "history_order", "layout_of", "status_branches"]
 

@@ -32,7 +32,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["RESOLVERS", "document", "plain_tag", "strings"]
 

@@ -16,8 +16,7 @@ once, for the command line. Before the fan-out, tasks and tool calls sat flat in
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Sequence
 
 from gitops_acp.errors import StoreError
 from gitops_acp.resources.lifecycle import Key
@@ -32,8 +31,13 @@ from gitops_acp.resources.meta import (
     status_path,
 )
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:  # at run time only where used: reading one file loads neither GitPython nor PyYAML
+    from typing import Any, NamedTuple
+
     from gitops_acp.store.git import GitRepo, Reader, TreeEditor
+else:
+    from gitops_acp.tuples import NamedTuple
 
 __all__ = [
     "DEFAULT_BRANCH",
@@ -44,6 +48,7 @@ __all__ = [
     "archived_names",
     "branch_ref",
     "read_status_file",
+    "read_status_files",
     "read_tip",
     "status_names",
 ]
@@ -146,17 +151,27 @@ class Found(NamedTuple):
 
 def read_status_file(repo: Reader, tip: str, kind: Kind, name: str, *, archived: bool = True) -> Found | None:
     """One resource's file at `tip`: in `status/` (or the flat layout of old tips), else in
-    `archive/` when `archived`; None if neither holds it. One to three object reads."""
-    data = repo.read_file(tip, status_path(kind, name))
-    if data is None and kind in FANNED_OUT:
-        data = repo.read_file(tip, legacy_status_path(kind, name))
-    if data is not None:
-        return Found(data, archived=False)
+    `archive/` when `archived`; None if neither holds it. One round trip to git for all three."""
+    return read_status_files(repo, [tip], kind, name, archived=archived)[0]
+
+
+def read_status_files(
+    repo: Reader, commits: Sequence[str], kind: Kind, name: str, *, archived: bool = True
+) -> list[Found | None]:
+    """`read_status_file` at each of `commits` (a resource's history): every path it may have at
+    every commit asked of git at once, in one round trip."""
+    paths = [status_path(kind, name)]
+    if kind in FANNED_OUT:
+        paths.append(legacy_status_path(kind, name))
     if archived:
-        data = repo.read_file(tip, status_path(kind, name, root=ARCHIVE_ROOT))
-        if data is not None:
-            return Found(data, archived=True)
-    return None
+        paths.append(status_path(kind, name, root=ARCHIVE_ROOT))
+    found: list[Found | None] = []
+    for first in repo.read_first_files([(commit, paths) for commit in commits]):
+        if first is None:
+            found.append(None)
+        else:
+            found.append(Found(first[1], archived=archived and first[0] == len(paths) - 1))
+    return found
 
 
 def archived_names(repo: Reader, branch: str, kind: Kind, names: list[str]) -> set[str]:

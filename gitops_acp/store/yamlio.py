@@ -33,12 +33,14 @@ import math
 import re
 from json.encoder import encode_basestring as _encode
 from json.encoder import encode_basestring_ascii as _encode_ascii
-from typing import TYPE_CHECKING, Any
 
 from gitops_acp.errors import StoreError
 from gitops_acp.store import statusfields
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     import yaml
 
 __all__ = ["dump", "load"]

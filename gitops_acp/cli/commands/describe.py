@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
 
 from gitops_acp.errors import UserError
 from gitops_acp.resources.meta import Kind, resolve_kind
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from gitops_acp.store.history import Event
 
@@ -43,10 +44,11 @@ def show(repo_path: str, kind_text: str, name: str) -> int:
     """Print one resource: spec, status, its context window (tasks) and its newest events."""
     # Imported when the command runs, not when main.py builds the parsers.
     from gitops_acp.cli import views
-    from gitops_acp.store import history
 
     kind = resolve_kind(kind_text)
     with views.open_reader(repo_path) as repo:
+        from gitops_acp.store import history  # once git cat-file is starting (`open_reader`)
+
         found = views.lookup(repo, kind, name)  # reads only this object (docs/decisions.md)
         if found is None:
             raise UserError(f'{kind} "{name}" not found (neither on main nor on the status branch)')

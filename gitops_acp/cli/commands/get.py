@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitops_acp.errors import UserError
 from gitops_acp.resources.meta import API_VERSION, Kind, TaskPhase, ToolCallPhase, resolve_kind
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:  # argparse and the selectors (dataclasses) only where a list needs them
     import argparse
+    from typing import Any, NamedTuple
 
     from gitops_acp.resources import selectors
+else:
+    from gitops_acp.tuples import NamedTuple
 
 
 def add_parser(subparsers: Any, name: str, common: argparse.ArgumentParser) -> None:

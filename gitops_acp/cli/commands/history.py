@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from gitops_acp.errors import UserError
 from gitops_acp.resources.meta import resolve_kind
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from gitops_acp.store.history import Event
 
@@ -36,12 +37,14 @@ def run(args: argparse.Namespace) -> int:
 
 def show(repo_path: str, kind_text: str, name: str, *, max_count: int = 100) -> int:
     """Print one line per checkpoint commit of a resource, oldest first (the newest `max_count`)."""
-    # Imported when the command runs, not when main.py builds the parsers.
+    # Imported when the command runs, not when main.py builds the parsers; the readers once git
+    # cat-file is starting (`open_reader`), which they then wait for less.
     from gitops_acp.cli import repos
-    from gitops_acp.store import history, statusbranches
 
     kind = resolve_kind(kind_text)
     with repos.open_reader(repo_path) as repo:
+        from gitops_acp.store import history, statusbranches
+
         events: list[history.Event] = []
         # Unsharded: acp/status alone. With shards: the branch holding the resource first.
         for branch in statusbranches.history_order(repo, kind=str(kind), name=name):

@@ -32,9 +32,10 @@ never pays for GitPython (~40 ms of every `gitops-acp get task NAME`; docs/growt
 """
 
 import importlib
-import typing
 
-if typing.TYPE_CHECKING:
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
+
+if TYPE_CHECKING:
     from gitops_acp.store.git.objects import blob_sha
     from gitops_acp.store.git.readonly import Reader, ReadOnlyRepo
     from gitops_acp.store.git.refs import ZERO_OID, CommitInfo, RefConflictError

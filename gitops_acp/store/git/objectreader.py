@@ -22,16 +22,22 @@ _BATCH_READ_CHUNK = 5000  # blobs per `cat-file --batch` run (bounds what is hel
 #: `<commit>:<path>`, `<commit>^{tree}`), or None if nothing; one round trip to a persistent
 #: `git cat-file --batch` (GitPython's in a `GitRepo`, its own in a `ReadOnlyRepo`).
 CatFile = Callable[[str], "tuple[str, str, bytes] | None"]
+#: The same for several names in one round trip: every name written at once, then every answer
+#: read, in order (a `ReadOnlyRepo`'s; a `GitRepo` asks GitPython's process one name at a time).
+CatMany = Callable[[Sequence[str]], "list[tuple[str, str, bytes] | None]"]
 
 
 class ObjectReader:
     """Reads objects: one at a time through a persistent `git cat-file --batch` (`cat`), many at
     once through a `cat-file --batch` of their own."""
 
-    def __init__(self, cat: CatFile, git_dir: str | os.PathLike[str]) -> None:
-        """Read single objects with `cat`; `git_dir` runs the batch reads and names the repository
-        in errors."""
+    def __init__(
+        self, cat: CatFile, git_dir: str | os.PathLike[str], cat_many: CatMany | None = None
+    ) -> None:
+        """Read single objects with `cat` (a few at once with `cat_many`, if given); `git_dir` runs
+        the batch reads and names the repository in errors."""
         self.cat = cat
+        self._cat_many = cat_many
         self._git_dir = os.fspath(git_dir)
 
     def blob(self, sha: str) -> bytes:
@@ -103,12 +109,39 @@ class ObjectReader:
 
     def file(self, commit: str, path: str) -> bytes | None:
         """Return the content of `path` in `commit`, or None if the file does not exist there."""
-        found = self.cat(f"{commit}:{path}")
-        if found is None:
+        return self._content(commit, path, self.cat(f"{commit}:{path}"))
+
+    def first_files(self, wanted: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[int, bytes] | None]:
+        """For each (commit, paths) in `wanted`: the first of `paths` that is a file in `commit`,
+        as (its index in `paths`, its content), or None if none is.
+
+        What a reader of one resource asks: its file under each path it may have, at a tip or at
+        each commit of its history. With `cat_many`, every name goes to git in one round trip (a
+        round trip is ~0.3 ms of a ~40 ms `history`, which asked up to nine one after the other);
+        without it, one name at a time, stopping at the first file found.
+        """
+        if self._cat_many is None:
+            return [self._first(commit, paths) for commit, paths in wanted]
+        answers = iter(self._cat_many([f"{commit}:{path}" for commit, paths in wanted for path in paths]))
+        found: list[tuple[int, bytes] | None] = []
+        for commit, paths in wanted:
+            here = [self._content(commit, path, next(answers)) for path in paths]
+            found.append(next(((index, data) for index, data in enumerate(here) if data is not None), None))
+        return found
+
+    def _first(self, commit: str, paths: Sequence[str]) -> tuple[int, bytes] | None:
+        for index, path in enumerate(paths):
+            data = self.file(commit, path)
+            if data is not None:
+                return index, data
+        return None
+
+    def _content(self, commit: str, path: str, answer: tuple[str, str, bytes] | None) -> bytes | None:
+        if answer is None:
             return None
-        if found[1] != "blob":
-            raise StoreError(f"{path} at {commit[:12]} is a {found[1]}, not a file")
-        return found[2]
+        if answer[1] != "blob":
+            raise StoreError(f"{path} at {commit[:12]} is a {answer[1]}, not a file")
+        return answer[2]
 
     def commit_time(self, sha: str) -> float:
         """Return the committer time of commit `sha` (seconds since the epoch)."""

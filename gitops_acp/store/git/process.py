@@ -11,13 +11,16 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple
 
 from gitops_acp.errors import RemoteError, StoreError
 from gitops_acp.store.git import spawn
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import NamedTuple
+else:
+    from gitops_acp.tuples import NamedTuple
 
 __all__ = ["NETWORK_TIMEOUT", "REPO_ENV_VARS", "Finished", "env", "in_repo", "one_line", "run", "tail"]
 

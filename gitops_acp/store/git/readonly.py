@@ -23,17 +23,20 @@ import os
 import re
 from collections.abc import Sequence
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Protocol, Self
 
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import process, spawn
 from gitops_acp.store.git.objectreader import ObjectReader
 from gitops_acp.store.git.refs import CommitInfo, Refs
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:  # made on first use (`ReadOnlyRepo._trees`); pathlib for `git_dir` only
     from pathlib import Path
+    from typing import IO, Protocol, Self
 
     from gitops_acp.store.git.trees import TreeReader
+else:
+    Protocol = object  # `Reader` is for type checkers: a plain class at run time
 
 __all__ = ["ReadOnlyRepo", "Reader"]
 
@@ -69,6 +72,10 @@ class Reader(Protocol):
 
     def read_file(self, commit: str, path: str) -> bytes | None:
         """The content of `path` in `commit`, or None."""
+
+    def read_first_files(self, wanted: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[int, bytes] | None]:
+        """For each (commit, paths): the first of `paths` that is a file there, as (its index, its
+        content), or None."""
 
     def commit_time(self, sha: str) -> float:
         """The committer time of commit `sha`."""
@@ -127,6 +134,9 @@ def _read_text(path: str) -> str:
         return file.read()
 
 
+#: Bytes of names written to cat-file at once (`cat_many`): a pipe holds 64 KB.
+_PIPELINED = 16_384
+
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 
 
@@ -145,7 +155,7 @@ class ReadOnlyRepo:
         self._common_dir = os.fspath(common_dir)
         self._refs = Refs(self._git_dir, self._common_dir)
         self._cat: spawn.Child | None = None
-        self._objects = ObjectReader(self.cat, self._git_dir)
+        self._objects = ObjectReader(self.cat, self._git_dir, self.cat_many)
         self._tree_reader: TreeReader | None = None
 
     @classmethod
@@ -258,18 +268,42 @@ class ReadOnlyRepo:
                 raise StoreError(f"cannot run git: {exc}") from exc
         return self._cat.stdin, self._cat.stdout
 
+    def start(self) -> None:
+        """Start the `git cat-file` process now rather than at the first read: git's start-up
+        (~1.5 ms, and more on a busy machine) then runs on another core while the command
+        imports what it reads with (`cli/repos.open_reader`)."""
+        self._pipes()
+
     def cat(self, name: str) -> tuple[str, str, bytes] | None:
         """Return (sha, type, data) of the object `name` names (a sha, `<commit>:<path>`), or None
         (`objectreader.CatFile`)."""
-        if "\n" in name:
-            return None
+        return self.cat_many((name,))[0]
+
+    def cat_many(self, names: Sequence[str]) -> list[tuple[str, str, bytes] | None]:
+        """`cat` of each of `names` in one round trip: every name written, then every answer read
+        (`objectreader.CatMany`). Names go at most _PIPELINED bytes at a time, far less than a
+        pipe holds, so writing them never waits for git while git waits for us to read."""
+        lines = [name.encode("utf-8", "surrogateescape") + b"\n" for name in names if "\n" not in name]
         stdin, stdout = self._pipes()
-        try:
-            stdin.write(name.encode("utf-8", "surrogateescape") + b"\n")
-            stdin.flush()
-            header = stdout.readline()
-        except OSError as exc:
-            raise StoreError(f"git cat-file failed in {self._git_dir}: {exc}") from exc
+        answers: list[tuple[str, str, bytes] | None] = []
+        while len(answers) < len(lines):
+            first = len(answers)
+            last, size = first + 1, len(lines[first])
+            while last < len(lines) and size + len(lines[last]) <= _PIPELINED:
+                size += len(lines[last])
+                last += 1
+            try:
+                stdin.write(b"".join(lines[first:last]))
+                stdin.flush()
+                answers += [self._answer(stdout) for _ in range(first, last)]
+            except OSError as exc:
+                raise StoreError(f"git cat-file failed in {self._git_dir}: {exc}") from exc
+        given = iter(answers)
+        return [None if "\n" in name else next(given) for name in names]
+
+    def _answer(self, stdout: IO[bytes]) -> tuple[str, str, bytes] | None:
+        """Read cat-file's answer to one name."""
+        header = stdout.readline()
         if not header:
             raise StoreError(f"git cat-file stopped in {self._git_dir}")
         if header.endswith((b" missing\n", b" ambiguous\n")):
@@ -288,6 +322,11 @@ class ReadOnlyRepo:
     def read_file(self, commit: str, path: str) -> bytes | None:
         """Return the content of `path` in `commit`, or None if the file does not exist there."""
         return self._objects.file(commit, path)
+
+    def read_first_files(self, wanted: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[int, bytes] | None]:
+        """For each (commit, paths): the first of `paths` that is a file there, as (its index, its
+        content), or None; every name asked in one round trip (see `ObjectReader.first_files`)."""
+        return self._objects.first_files(wanted)
 
     def commit_time(self, sha: str) -> float:
         """Return the committer time of commit `sha` (seconds since the epoch)."""

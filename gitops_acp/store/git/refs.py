@@ -15,15 +15,18 @@ import contextlib
 import os
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from gitops_acp import faults
 from gitops_acp.errors import ConflictError, LockedError, StoreError
 from gitops_acp.store.git import process
 
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:  # the ref files are read with `os`: `history` loads no pathlib (readonly.py)
     import subprocess  # only the writer's `update-ref --stdin` (imported there: spawn.py)
     from pathlib import Path
+    from typing import Literal, NamedTuple
+else:
+    from gitops_acp.tuples import NamedTuple
 
 __all__ = ["ZERO_OID", "CommitInfo", "RefConflictError", "Refs"]
 

@@ -252,6 +252,12 @@ class GitRepo:
         return self._reader.file(commit, path)
 
     @_exclusive
+    def read_first_files(self, wanted: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[int, bytes] | None]:
+        """For each (commit, paths): the first of `paths` that is a file there, as (its index, its
+        content), or None (see `ObjectReader.first_files`)."""
+        return self._reader.first_files(wanted)
+
+    @_exclusive
     def read_tree(self, treeish: str, path: str = "") -> dict[str, tuple[str, str]] | None:
         """Return one level of a tree as name -> (mode, sha); None if `path` is not in `treeish`.
 

@@ -18,7 +18,10 @@ import os
 import select
 import signal
 from collections.abc import Mapping, Sequence
-from typing import IO
+
+TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
+if TYPE_CHECKING:
+    from typing import IO
 
 __all__ = ["Child", "output", "start"]
 
