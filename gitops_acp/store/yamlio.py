@@ -31,8 +31,13 @@ import functools
 import itertools
 import math
 import re
-from json.encoder import encode_basestring as _encode
-from json.encoder import encode_basestring_ascii as _encode_ascii
+
+try:  # json.encoder's own C functions, without the json package (~1.4 ms of a `get task`)
+    from _json import encode_basestring as _encode
+    from _json import encode_basestring_ascii as _encode_ascii
+except ImportError:  # not CPython: json.encoder's pure-Python ones
+    from json.encoder import encode_basestring as _encode
+    from json.encoder import encode_basestring_ascii as _encode_ascii
 
 from gitops_acp.errors import StoreError
 from gitops_acp.store import statusfields

@@ -6,8 +6,8 @@ which, unlike Kubernetes events, never expire. With shards, on the branch the st
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from gitops_acp.errors import UserError
 from gitops_acp.resources.meta import Kind, resolve_kind
@@ -106,7 +106,7 @@ def render(
     else:
         rows = [["TIME", "FROM", "TO", "COMMIT", "DETAIL"]]
         for event in reversed(events):
-            when = datetime.fromtimestamp(event.timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.timestamp))  # UTC; no `datetime`
             rows.append([when, event.old_phase, event.new_phase, event.sha[:10], event.detail or ""])
         lines.append(_indent(views.render_table(rows)))
     return "\n".join(lines)
