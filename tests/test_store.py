@@ -994,6 +994,117 @@ def test_a_checkpoint_rewrites_only_the_trees_on_its_path(repo: Path) -> None:
     assert all(line.split("\t")[1] in task_path("t-0007") for line in new_trees)
 
 
+def truncated_filters(repo: Path) -> tuple[int, int]:
+    """(commits, commits whose changed-path Bloom filter git truncated: "maybe" for every path)
+    in the repository's commit-graph (one file), read as gitformat-commit-graph describes it."""
+    data = (repo / ".git" / "objects" / "info" / "commit-graph").read_bytes()
+    table = [
+        (data[8 + 12 * i : 12 + 12 * i], int.from_bytes(data[12 + 12 * i : 20 + 12 * i], "big"))
+        for i in range(data[6] + 1)
+    ]
+    chunks = {name: (start, table[i + 1][1]) for i, (name, start) in enumerate(table[:-1])}
+    fanout_end = chunks[b"OIDF"][1]
+    commits = int.from_bytes(data[fanout_end - 4 : fanout_end], "big")
+    index, filters = chunks[b"BIDX"][0], chunks[b"BDAT"][0] + 12
+    truncated, previous = 0, 0
+    for at in range(index, index + 4 * commits, 4):
+        end = int.from_bytes(data[at : at + 4], "big")
+        truncated += end - previous == 1 and data[filters + previous] == 0xFF
+        previous = end
+    return commits, truncated
+
+
+def changed_by(repo: Path, sha: str) -> set[str]:
+    """What a commit changes as git counts it for its Bloom filter: files and leading directories."""
+    found: set[str] = set()
+    for path in git(repo, "diff-tree", "-r", "--no-commit-id", "--name-only", sha).splitlines():
+        while path:
+            found.add(path)
+            path = path.rpartition("/")[0]
+    return found
+
+
+def test_a_burst_of_checkpoints_goes_in_commits_that_keep_their_bloom_filter(repo: Path) -> None:
+    """600 checkpoints at once went in one commit of ~1,700 changed paths, which any git writing
+    the commit-graph (a person's `gc --auto` too) gives a truncated filter, and which every
+    `history` then diffs. Now each commit stays within git's 512 (BLOOM_MAX_PATHS)."""
+
+    async def scenario() -> None:
+        writer = StatusWriter(repo)
+        await writer.start()
+        futures = [
+            writer.submit([task_change(f"burst-{i:03d}", "-", "Pending")], spec_commit="s")
+            for i in range(600)
+        ]
+        await asyncio.gather(*futures)
+        await writer.close()
+
+    run(scenario())
+    commits = git(repo, "rev-list", "acp/status").split()
+    assert len(commits) >= 4  # 600 files, their ~1,100 directories: at least four commits
+    assert all(len(changed_by(repo, sha)) <= 512 for sha in commits)
+    assert len(status_files(repo)) == 600
+    git(repo, "commit-graph", "write", "--reachable", "--changed-paths")  # a plain git, as a person's
+    assert truncated_filters(repo)[1] == 0
+
+
+def test_archive_commits_keep_their_bloom_filter(repo: Path) -> None:
+    """Retention packs finished groups into `archive:` commits of at most 512 changed paths (each
+    file moves from status/ to archive/), so git keeps their changed-path filters too."""
+    from gitops_acp.reactor.retention import Retention
+    from gitops_acp.resources.lifecycle import Key
+
+    async def scenario() -> None:
+        writer = StatusWriter(repo)
+        await writer.start()
+        keys = [(Kind.Task, f"done-{i:03d}") for i in range(300)]
+        await asyncio.gather(
+            *(writer.submit([task_change(name, "-", "FinalAnswer")], spec_commit="s") for _, name in keys)
+        )
+
+        async def archive(batch: list[Key]) -> str | None:
+            changes = [
+                Change(kind, name, None, "FinalAnswer", "Archived", archive=True) for kind, name in batch
+            ]
+            return await writer.commit(changes, spec_commit="")
+
+        observed = [(key, finished_task(key[1])) for key in keys]
+        retention = Retention(
+            retain=0,
+            observed=lambda: observed,
+            archive=archive,
+            busy=lambda key: False,
+            clock=lambda: 2e9,
+            on_archived=lambda roots: None,
+        )
+        await retention.pass_once()
+        await writer.close()
+
+    run(scenario())
+    archives = git(repo, "log", "--format=%H", "--grep=^archive: ", "acp/status").split()
+    assert len(archives) >= 3
+    assert all(len(changed_by(repo, sha)) <= 512 for sha in archives)
+    assert status_files(repo) == sorted(
+        status_path(Kind.Task, f"done-{i:03d}", root="archive") for i in range(300)
+    )
+    git(repo, "commit-graph", "write", "--reachable", "--changed-paths")
+    assert truncated_filters(repo)[1] == 0
+
+
+def finished_task(name: str) -> Any:
+    from gitops_acp.resources.models import from_document
+
+    return from_document(
+        {
+            "apiVersion": "acp.gitops.dev/v1alpha1",
+            "kind": "Task",
+            "metadata": {"name": name},
+            "spec": {"agentRef": {"name": "a"}, "userMessage": "hi"},
+            "status": {"phase": "FinalAnswer", "completionTime": "2026-01-01T00:00:00Z"},
+        }
+    )
+
+
 def test_archiving_moves_files_in_one_commit_and_keeps_their_history(repo: Path) -> None:
     async def scenario() -> tuple[str | None, str | None]:
         writer = StatusWriter(repo)

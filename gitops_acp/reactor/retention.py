@@ -22,22 +22,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from gitops_acp.controllers.cold import Cold, Facts, facts_of, finished_at
 from gitops_acp.errors import UserError
 from gitops_acp.resources.lifecycle import Key
-from gitops_acp.resources.meta import Kind, parse_duration
+from gitops_acp.resources.meta import ARCHIVE_ROOT, STATUS_ROOT, Kind, parse_duration, status_path
 from gitops_acp.resources.models import AnyResource, Task
+from gitops_acp.store.status import BLOOM_MAX_PATHS, changed_paths
 
 __all__ = ["Group", "Retention", "due_groups", "parse_retain"]
 
 log = logging.getLogger(__name__)
 
 NEVER = "never"
-#: Resources moved by one `archive:` commit at most.
+#: Resources moved by one `archive:` commit at most; and at most BLOOM_MAX_PATHS paths changed
+#: (each file leaves `status/` for `archive/`: ~80 resources a commit), so that git keeps the
+#: commit's changed-path filter and a task's `history` need not diff it (store/status.py).
 MAX_ARCHIVE_BATCH = 2000
+
+
+def _moved_paths(keys: Sequence[Key]) -> list[str]:
+    """The files an archive commit of `keys` changes: each one's in `status/` and in `archive/`."""
+    return [status_path(kind, name, root=root) for kind, name in keys for root in (STATUS_ROOT, ARCHIVE_ROOT)]
 
 
 def parse_retain(text: str) -> float | None:
@@ -208,10 +216,16 @@ class Retention:
         )
         batch: list[Group] = []
         size = 0
+        paths: set[str] = set()  # what the archive commit changes, as git counts it
         for group in [*groups, None]:
-            if group is not None and (not batch or size + len(group.keys) <= MAX_ARCHIVE_BATCH):
+            adds = changed_paths(_moved_paths(group.keys), paths) if group is not None else set()
+            if group is not None and (
+                not batch
+                or (size + len(group.keys) <= MAX_ARCHIVE_BATCH and len(paths) + len(adds) <= BLOOM_MAX_PATHS)
+            ):
                 batch.append(group)
                 size += len(group.keys)
+                paths |= adds
                 continue
             if batch:
                 keys = [key for member in batch for key in member.keys]
@@ -220,7 +234,7 @@ class Retention:
                 self._on_archived([member.root for member in batch])
                 log.info("archived %d finished task(s), %d resources", len(batch), len(keys))
             if group is not None:
-                batch, size = [group], len(group.keys)
+                batch, size, paths = [group], len(group.keys), changed_paths(_moved_paths(group.keys))
         self._next_due = next_due if not held else None  # held back: look again at the next finish
         self._idle = self.retain is None and next_due is None and not held
         return next_due

@@ -62,12 +62,14 @@ from gitops_acp.store.statustree import (
 from gitops_acp.telemetry import metrics
 
 __all__ = [
+    "BLOOM_MAX_PATHS",
     "DEFAULT_BRANCH",
     "DEFAULT_IDENTITY",
     "STATUS_DIR",
     "Change",
     "StatusWriter",
     "WriterStats",
+    "changed_paths",
     "read_tip",
 ]
 
@@ -93,6 +95,26 @@ def _phase(text: str) -> str:
 _UNFIT_IN_NAME = re.compile("[/\0\n\r ]")
 #: Status file paths remembered by `StatusWriter._path` before the memo starts again.
 _MAX_CACHED_PATHS = 8192
+
+#: The most paths a commit may change and keep a changed-path Bloom filter: git counts each file
+#: and each of its leading directories (`status`, `status/tasks`, ... `status/tasks/a/b/c`), and
+#: gives a commit of more a truncated filter, which says "maybe changed" for every path. Every
+#: path-limited log (`history`, `describe`'s events) then diffs that commit's trees: ~30 µs each,
+#: and there were ~390 such commits in a history of 100,000 tasks (docs/growth.md, "Commits that
+#: every history diffed"). So a group commit stops short of this many, and so does an archive
+#: commit (`reactor/retention.py`); whatever git writes the commit-graph, a person's included.
+BLOOM_MAX_PATHS = 512
+
+
+def changed_paths(paths: Sequence[str], into: set[str] | None = None) -> set[str]:
+    """`paths` with their leading directories, as git counts them for a commit's changed-path
+    Bloom filter (BLOOM_MAX_PATHS); those already in `into` are left out."""
+    found: set[str] = set()
+    for path in paths:
+        while path and path not in found and (into is None or path not in into):
+            found.add(path)
+            path = path.rpartition("/")[0]
+    return found
 
 
 ARCHIVED = "Archived"  # the phase an `archive:` commit's lines move resources to
@@ -351,8 +373,12 @@ class StatusWriter:
         blocked: set[Key] = set()
         rest: deque[_Pending] = deque()
         full = False
+        paths: set[str] = set()  # what the batch changes, as git counts it (BLOOM_MAX_PATHS)
         for item in self._queue:
             if batch and (len(keys) + len(item.keys) > self.max_batch or item.archive or batch[0].archive):
+                full = True
+            adds = set() if full else changed_paths([prepared.path for prepared in item.changes], paths)
+            if batch and len(paths) + len(adds) > BLOOM_MAX_PATHS:
                 full = True
             if full or item.keys & keys or item.keys & blocked:
                 blocked |= item.keys
@@ -360,6 +386,7 @@ class StatusWriter:
             else:
                 batch.append(item)
                 keys |= item.keys
+                paths |= adds
         self._queue = rest
         return batch
 

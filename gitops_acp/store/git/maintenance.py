@@ -24,14 +24,14 @@ YOUNG_PACK_SECONDS = 10.0
 _PACK_FILES = (".idx", ".pack", ".rev", ".bitmap", ".mtimes")
 
 
-#: A changed-path Bloom filter for every commit, however many paths it changes. git gives a commit
-#: that changes more than 512 paths (counting directories) no filter: every path-limited log then
-#: diffs its trees. Our group commits (up to 512 checkpoints, each a file and its fan-out
-#: directories) and archive commits are mostly such commits: in a history of 100,000 tasks, 319 of
-#: 2,693 commits, each one a tree diff in every `history` and `describe` (the log took 13.5 ms;
-#: with a filter for each, 6.6 ms: 1 false positive instead of 318; the commit-graph 1.7 MB instead
-#: of 0.7). git reads the limit from this variable when it writes filters (commit-graph.c, made
-#: for its tests; a git that ignores it writes what it did before); readers need nothing.
+#: A changed-path Bloom filter for every commit, however many paths it changes, in a commit-graph
+#: written from scratch. git gives a commit that changes more than 512 paths (counting
+#: directories) a truncated filter, and every path-limited log then diffs its trees. git reads the
+#: limit from this variable (commit-graph.c, made for its tests; a git that ignores it writes what
+#: it did before; readers need nothing), but only when no commit-graph exists yet: a write over
+#: one takes the settings stored there, whose limit git always reads back as 512. So our commits
+#: stay within 512 changed paths instead (`status.BLOOM_MAX_PATHS`), which keeps their filters
+#: whatever git writes the graph; this covers the first write and commits people make.
 BLOOM_ENV = {"GIT_TEST_BLOOM_SETTINGS_MAX_CHANGED_PATHS": str(2**31 - 1)}
 
 
