@@ -13,7 +13,8 @@ processes it drives): steadier than tasks/s on a shared machine; the seconds fro
 to the first checkpoint of its first task (reading `main` comes before it); and how busy the whole
 machine was meanwhile (1.00: both cores, so some of the batch waited for a CPU). Between batches, with the
 reconciler idle, the parent times what a person runs, through the real CLI: `get task NAME`,
-`describe task NAME`, `history task NAME -n 20` and `get tasks --limit 100` (each a new process, as
+`describe task NAME`, `history task NAME -n 20` (three times each, in turn: the figure is the median,
+the runs are in `--json`) and `get tasks --limit 100` (each a new process, as
 from a shell: Python's start-up and imports, ~0.07 s for these, are in every figure; bytecode is
 written and used even where PYTHONDONTWRITEBYTECODE is set, as an installed package has it), and the
 object store's size as `git count-objects` counts it, and its packs (past 50, a person's `git commit`
@@ -455,6 +456,31 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+#: The commands timed on one task between batches, by their figure's name; each is run READER_RUNS
+#: times and its figure is the median (every run is in `--json`, as `<name>_runs`).
+READERS = {
+    "get_task_ms": ("get", "task"),
+    "describe_ms": ("describe", "task"),
+    "history_ms": ("history", "task", "{name}", "-n", "20"),
+}
+READER_RUNS = 3
+
+
+def readers(repo: Path, name: str) -> dict[str, object]:
+    """The one-object readers on task `name`, each the median of READER_RUNS fresh processes run
+    in turn (get, describe, history, get, ...): one run on a shared machine is now and then twice
+    as slow for reasons of its own (another process's burst), which a median of three leaves out
+    and the runs, kept beside it, still show."""
+    runs: dict[str, list[float]] = {figure: [] for figure in READERS}
+    for _ in range(READER_RUNS):
+        for figure, command in READERS.items():
+            args = [part.format(name=name) for part in command] if "{name}" in command else [*command, name]
+            runs[figure].append(timed(repo, *args))
+    found: dict[str, object] = {figure: statistics.median(times) for figure, times in runs.items()}
+    found.update({f"{figure}_runs": times for figure, times in runs.items()})
+    return found
+
+
 def timed(repo: Path, *args: str) -> float:
     """Milliseconds one CLI command takes, start-up included; fail loudly if it fails."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -581,9 +607,7 @@ def main() -> int:
                         "probe_ms": speed,
                         "python_start_ms": spawn,
                         **figures,
-                        "get_task_ms": timed(repo, "get", "task", probe),
-                        "describe_ms": timed(repo, "describe", "task", probe),
-                        "history_ms": timed(repo, "history", "task", probe, "-n", "20"),
+                        **readers(repo, probe),
                         # a task of this batch: still declared on main, its file there read too
                         "get_main_ms": timed(repo, "get", "task", names[len(names) // 2]),
                         "describe_main_ms": timed(repo, "describe", "task", names[len(names) // 2]),
@@ -638,6 +662,15 @@ def main() -> int:
         f"tasks per CPU second: {cpu_ratio:.2f} of the first batch's; "
         f"RSS {first['rss_mb']:.0f} -> {last['rss_mb']:.0f} MB"
     )
+    for figure, target in (("get_task_ms", 100), ("describe_ms", 100), ("history_ms", 50)):
+        medians = [row[figure] for row in rows]
+        singles = [run for row in rows for run in row[f"{figure}_runs"]]
+        print(
+            f"{' '.join(READERS[figure][:2])} (target <= {target} ms): medians of {READER_RUNS} "
+            f"{min(medians):.0f}-{max(medians):.0f} ms (median {statistics.median(medians):.0f}), within "
+            f"the target in {sum(m <= target for m in medians)} of {len(medians)} batches; single runs "
+            f"{min(singles):.0f}-{max(singles):.0f} ms, {sum(r <= target for r in singles)} of {len(singles)}"
+        )
     if args.callgrind is not None:  # batches are equal: instructions per task, last / first
         counts = [row["instructions"] for row in rows]
         print(
