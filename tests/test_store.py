@@ -912,6 +912,21 @@ def test_maintenance_rolls_up_packs_and_loose_objects_and_writes_the_commit_grap
     subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)
 
 
+def test_maintenance_packs_loose_objects_and_leaves_their_folders(repo: Path) -> None:
+    """The loose objects it packed are deleted, their fan-out folders kept: `git prune-packed`
+    removed the folders it emptied, and a person's `git add` writing into one that moment failed
+    ("unable to create temporary file")."""
+    objects = repo / ".git" / "objects"
+    with GitRepo.open(repo) as r:
+        written = [r.write_blob(f"loose {i}\n".encode()) for i in range(40)]
+        folders = {sha[:2] for sha in written}
+        r.maintain(shared=True)
+    assert all((objects / folder).is_dir() for folder in folders)
+    assert not [path for folder in folders for path in (objects / folder).iterdir()]
+    assert all(git(repo, "cat-file", "-t", sha) == "blob" for sha in written)  # in the pack now
+    subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)
+
+
 def test_the_background_keeps_the_writer_s_packs_below_git_s_auto_pack_limit(repo: Path) -> None:
     """Past `gc.autoPackLimit` (50) packs, a person's next `git commit` repacks the whole repository:
     the writer rolls its packs up every 16 commits, and maintenance merges the roll-ups once 32

@@ -120,9 +120,9 @@ def _merge_packs(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
     # their bytes a roll-up of 16 commits weighed more than a merged pack of hundreds.
     weighed.sort()
     merged = [name for _, name in weighed[: geometric_split([count for count, _ in weighed])]]
-    loose = _has_loose_objects(objects)
+    loose = _loose_objects(objects)
     if len(merged) >= 2 or loose:
-        process.in_repo(
+        made = process.in_repo(
             git_dir,
             *_ONE_THREAD,
             "pack-objects",
@@ -140,7 +140,7 @@ def _merge_packs(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(folder / f"{name}{suffix}")
         if loose:
-            process.in_repo(git_dir, "prune-packed", "-q", background=True)
+            _drop_packed(objects, loose, folder, made.stdout.decode("ascii", "replace").split())
     present = set(_pack_names(folder))
     with ledger.lock:  # roll-ups gone (merged here, or by a person's `git gc`): forgotten
         ledger.handed.intersection_update(present)
@@ -164,12 +164,46 @@ def _pack_names(folder: Path) -> list[str]:
     return [entry[:-4] for entry in listing if entry.startswith("pack-") and entry.endswith(".idx")]
 
 
-def _has_loose_objects(objects: Path) -> bool:
-    """Whether any loose object is in `objects` (the 256 fan-out folders; stops at the first)."""
+def _loose_objects(objects: Path) -> dict[str, Path]:
+    """Every loose object in `objects` (the 256 fan-out folders), by its sha."""
+    found: dict[str, Path] = {}
     with os.scandir(objects) as entries:
         for entry in entries:
             if len(entry.name) == 2 and entry.is_dir(follow_symlinks=False):
                 with os.scandir(entry.path) as inside:
-                    if any(len(item.name) == 38 for item in inside):
-                        return True
-    return False
+                    for item in inside:
+                        if len(item.name) == 38:
+                            found[entry.name + item.name] = Path(item.path)
+    return found
+
+
+def _drop_packed(objects: Path, loose: dict[str, Path], folder: Path, packs: list[str]) -> None:
+    """Delete the loose objects the pack just written (`packs`: the name pack-objects printed)
+    holds, and only those, leaving their fan-out folders in place.
+
+    Not `git prune-packed`: it also removes each folder it empties, and a person's `git add` in
+    the same repository that had just found or made that folder then failed to write its object
+    there ("unable to create temporary file: No such file or directory", seen once in a
+    100,000-task `bench_growth.py` run, whose parent commits Task files as a person does; git
+    retries such a write once, after making the folder again).
+    """
+    held: set[str] = set()
+    for name in packs:
+        held |= _pack_objects(folder / f"pack-{name}.idx")
+    for sha, path in loose.items():
+        if sha in held:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def _pack_objects(idx: Path) -> set[str]:
+    """The sha of every object in the pack of the version-2 index `idx` (empty if unreadable)."""
+    try:
+        data = idx.read_bytes()
+    except FileNotFoundError:
+        return set()
+    if len(data) < 8 + 256 * 4 or data[:8] != b"\xfftOc\x00\x00\x00\x02":
+        return set()
+    count = int.from_bytes(data[8 + 255 * 4 : 8 + 256 * 4], "big")
+    start = 8 + 256 * 4
+    return {data[at : at + 20].hex() for at in range(start, start + 20 * count, 20)}

@@ -242,8 +242,8 @@ class ObjectWriter:
             try:
                 _write_new_file(tmp, payload)
             except FileNotFoundError:
-                # `git prune-packed` (run by maintain(), and by a person's `gc`) removes the fan-out
-                # folders it empties, ones this writer made included: make it again, as git does.
+                # `git prune-packed` (run by a person's `gc`; maintain() keeps them) removes the
+                # fan-out folders it empties, ones this writer made included: make it again, as git does.
                 os.makedirs(folder, exist_ok=True)
                 _write_new_file(tmp, payload)
             os.replace(tmp, path)
