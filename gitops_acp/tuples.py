@@ -24,7 +24,9 @@ from collections import namedtuple
 
 __all__ = ["NamedTuple"]
 
-_NOT_COPIED = frozenset({"__annotations__", "__module__", "__qualname__", "__dict__", "__weakref__"})
+_NOT_COPIED = frozenset(
+    {"__annotations__", "__module__", "__qualname__", "__dict__", "__weakref__", "__classcell__"}
+)
 
 
 class _Maker(type):
