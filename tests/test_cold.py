@@ -99,6 +99,37 @@ def test_at_most_warm_finished_stay_parsed_however_fast_they_land() -> None:
     asyncio.run(scenario())
 
 
+def test_a_finished_tool_call_stays_parsed_until_its_task_in_flight_moves_on() -> None:
+    """3,000 tool tasks at once: WARM_FINISHED others finished between a call's end and its task
+    reading the result, which was then read back from git and parsed (bench_tasks.py --tools)."""
+    clock = [NOW]
+    state = State(Recorder(), clock=lambda: clock[0])
+
+    async def scenario() -> None:
+        await state.checkpoint(task("t", "ToolCallsPending"), toolcall("t-1", "t", "Succeeded"))
+        await state.checkpoint(task("c", "FinalAnswer", done=NOW, labels={LABEL_PARENT_TOOLCALL: "p-1"}))
+        await state.checkpoint(toolcall("p-1", "p", "Pending"))
+        await state.checkpoint(toolcall("done-1", "gone", "Succeeded"))  # its task is not held here
+        clock[0] += COLD_AFTER + 1
+        for i in range(WARM_FINISHED + 10):
+            await state.checkpoint(task(f"o{i}", "FinalAnswer", done=NOW))
+        assert not isinstance(held(state, (Kind.ToolCall, "t-1")), Cold)  # its task reads it next
+        assert not isinstance(held(state, (Kind.Task, "c")), Cold)  # its parent tool call reads it
+        assert isinstance(held(state, (Kind.ToolCall, "done-1")), Cold)
+        assert isinstance(held(state, (Kind.Task, "o0")), Cold)
+        # The task collected the result and moved on: the call cools as any finished one.
+        await state.checkpoint(task("t", "ReadyForLLM"))
+        await state.checkpoint(task("x", "FinalAnswer", done=NOW))  # a landing sweeps
+        assert isinstance(held(state, (Kind.ToolCall, "t-1")), Cold)
+        assert not isinstance(held(state, (Kind.Task, "c")), Cold)
+        # The parent call finished (it read its child's answer): the child cools too.
+        await state.checkpoint(toolcall("p-1", "p", "Succeeded"))
+        await state.checkpoint(task("y", "FinalAnswer", done=NOW))
+        assert isinstance(held(state, (Kind.Task, "c")), Cold)
+
+    asyncio.run(scenario())
+
+
 def test_a_cold_task_is_written_and_archived_as_a_warm_one() -> None:
     clock = [NOW]
     recorder = Recorder()

@@ -34,10 +34,20 @@ from gitops_acp.resources.meta import (
     ANNOTATION_SOURCE,
     ANNOTATION_SPEC_COMMIT,
     API_VERSION,
+    LABEL_PARENT_TOOLCALL,
+    LABEL_TASK,
     Kind,
     rfc3339,
 )
-from gitops_acp.resources.models import AnyResource, SpanContext, Task, TaskStatus, from_document, to_document
+from gitops_acp.resources.models import (
+    AnyResource,
+    SpanContext,
+    Task,
+    TaskStatus,
+    ToolCall,
+    from_document,
+    to_document,
+)
 from gitops_acp.store import yamlio
 from gitops_acp.store.desired import DesiredState
 from gitops_acp.store.git import blob_sha
@@ -56,6 +66,10 @@ ARCHIVE_TOMBSTONE = 30.0
 Commit = Callable[[Sequence[Change], str], Awaitable[str | None]]
 #: Told of each resource a landed checkpoint changed: (key, old, new); new None = deleted.
 Landed = Callable[[Key, AnyResource | None, AnyResource | None], None]
+
+
+# The time a finished one released by its reader is queued at (`State._release`).
+_RELEASED = 0.0
 
 
 class State:
@@ -88,6 +102,9 @@ class State:
         # Cold ones read again, with what they were: unchanged, they go cold again as they were
         # (a schedule reads its finished tasks at each reconcile: no new Cold for each read).
         self._rewarmed: dict[Key, tuple[AnyResource, Cold]] = {}
+        # Finished ones whose reader has not read them yet (its owner, in flight: `_reader_of`),
+        # kept warm past WARM_FINISHED until that owner lands its next checkpoint.
+        self._held: dict[Key, list[Key]] = {}
         # The blob of each finished one's last landed (or loaded) status file, until it goes cold.
         self._blobs: dict[Key, str] = {}
         self._submitted: dict[Key, AnyResource | None] = {}  # handed to the writer, not landed yet
@@ -201,7 +218,7 @@ class State:
         read again meanwhile may go cold a little early: it only costs a parse if read once more."""
         cooling, observed = self._cooling, self._observed
         while cooling and (cooling[0][0] <= now - COLD_AFTER or len(cooling) > WARM_FINISHED):
-            _, key = cooling.popleft()
+            when, key = cooling.popleft()
             obj = observed.get(key)
             rewarmed = self._rewarmed.pop(key, None)
             if obj is None or isinstance(obj, Cold) or key in self._submitted:
@@ -209,7 +226,38 @@ class State:
             if rewarmed is not None and rewarmed[0] is obj:
                 observed[key] = rewarmed[1]
             elif lifecycle.terminal(obj):
-                observed[key] = Cold.of(obj, blob=self._blobs.pop(key, None))
+                if when != _RELEASED and (reader := self._reader_of(obj)) is not None:
+                    self._held.setdefault(reader, []).append(key)
+                else:
+                    observed[key] = Cold.of(obj, blob=self._blobs.pop(key, None))
+
+    def _reader_of(self, obj: AnyResource) -> Key | None:
+        """The resource in flight that will read finished `obj` next: a tool call's task, a child
+        task's tool call (parsed, not finished), or None.
+
+        A burst of tasks all in flight at once finishes WARM_FINISHED tool calls between one
+        call's end and its task collecting the result: with 3,000 tool tasks committed together
+        (`bench_tasks.py --tools --n 3000`) nearly every result was read back from git and
+        parsed again (12% of the reconciler's time in PyYAML). Held until that reader's next
+        checkpoint lands (`_release`): what a task or call in flight is about to read stays
+        warm, however many others finish meanwhile.
+        """
+        if isinstance(obj, ToolCall):
+            reader: Key = (Kind.Task, obj.metadata.labels.get(LABEL_TASK) or obj.spec.task_ref.name)
+        elif isinstance(obj, Task) and (parent := obj.metadata.labels.get(LABEL_PARENT_TOOLCALL)):
+            reader = (Kind.ToolCall, parent)
+        else:
+            return None
+        held = self._observed.get(reader)
+        in_flight = held is not None and not isinstance(held, Cold) and not lifecycle.terminal(held)
+        return reader if in_flight else None
+
+    def _release(self, reader: Key) -> None:
+        """`reader` landed a checkpoint (or left): what was held for it, due already, cools at the
+        next sweep (at the front of the queue, as due as can be, and not held again)."""
+        held = self._held.pop(reader, None)
+        if held:
+            self._cooling.extendleft((_RELEASED, key) for key in held)
 
     def wake(self, kind: Kind, name: str) -> None:
         """Ask for a reconcile of another resource."""
@@ -322,6 +370,8 @@ class State:
             now = self._clock()
             blobs = self._blobs
             for (key, obj, old), change in zip(committed, changes, strict=True):
+                if self._held:
+                    self._release(key)
                 if obj is None:
                     self._observed.pop(key, None)
                     blobs.pop(key, None)
