@@ -4,6 +4,8 @@
                                     finished landed or read since
     State.observed(kind, name) of a cold one ──► its file read and parsed again (as a restart reads
                                                  it), warm again
+    ...but a tool call whose task is in flight (a child task whose tool call is) stays parsed until
+    that reader lands its next checkpoint (State._reader_of): it is about to be read
 
 A single-turn Task held as pydantic models takes ~7.5 KB and 30 objects that the cycle collector
 walks at every full collection. Without archiving (`--retain-finished never`) the tip grows with
