@@ -330,6 +330,55 @@ def test_a_list_is_what_the_whole_snapshot_shows(world: Path, kind: Kind) -> Non
     assert listed.next_after is None
 
 
+@pytest.mark.parametrize(
+    "files",
+    [
+        # declared twice: both files are in error (the assembly's rule), so neither counts
+        {"tasks/twice.yaml": task("t4", "again")},
+        # a file of ours whose YAML broke after declaring t4: t4 is in error everywhere
+        {"tasks/cut.yaml": task("t4", "cut") + "---\nkind: [unclosed acp.gitops.dev\n"},
+        # not valid for the models (an unknown field): not declared at all
+        {"tasks/t6.yaml": task("t6", "six").replace("userMessage", "userMesage")},
+        # another kind under a Task's name, and someone else's Task
+        {"x.yaml": "apiVersion: v1\nkind: Task\nmetadata: {name: zz}\n---\n" + AGENT.replace("helper", "t8")},
+    ],
+    ids=["declared twice", "broken file of ours", "invalid", "not ours"],
+)
+def test_a_list_is_what_the_whole_snapshot_shows_when_main_is_odd(world: Path, files: dict[str, str]) -> None:
+    """Lists read main's names without the models, and parse only what they show: where that cannot
+    tell (a name declared twice, a broken file of ours), the whole of main is parsed as before."""
+    commit_files(world, files, "something odd on main")
+    for kind in (Kind.Task, Kind.Agent):
+        with GitRepo.open(world) as repo:
+            whole = views.snapshot(repo).of_kind(kind)
+            listed = views.listing(repo, kind, lambda doc: True)
+            paged = views.listing(repo, kind, lambda doc: True, limit=3)
+        assert listed.documents == whole, kind
+        assert paged.documents == whole[:3], kind
+
+
+def test_a_list_of_objects_as_reconciled_imports_no_models(world: Path) -> None:
+    """A page whose objects are declared on main as their status copies hold them is read without
+    pydantic (~150 ms of a `get tasks`): main's files are read for their names only."""
+    program = (
+        "import sys\nfrom gitops_acp.store.git import ReadOnlyRepo\nfrom gitops_acp.store import readers\n"
+        "from gitops_acp.resources.meta import Kind\n"
+        f"with ReadOnlyRepo.open({str(world)!r}) as repo:\n"
+        "    page = readers.listing(repo, Kind.Task, lambda doc: True, after='t4', limit=2)\n"
+        "print([doc['metadata']['name'] for doc in page.documents], 'pydantic' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    # t5 is declared exactly as reconciled; t6 (declared only) needs the models to be shown.
+    assert proc.stdout.split() == ["['t5',", "'t6']", "True"]
+    # With t6-t9 gone from main, t5 is the last name after t4: nothing needs the models.
+    git(world, "rm", "-q", *(f"tasks/t{i}.yaml" for i in range(6, 10)))
+    git(world, "commit", "-q", "-m", "remove four tasks")
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["['t5']", "False"]
+
+
 def test_a_page_reads_only_the_status_files_it_shows(world: Path) -> None:
     with GitRepo.open(world) as opened:
         repo = Counting(opened, git(world, "rev-parse", "main"))

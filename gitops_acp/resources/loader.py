@@ -24,9 +24,9 @@ import yaml
 from pydantic import ValidationError
 
 from gitops_acp.errors import ResourceError, UserError
-from gitops_acp.resources import diagnostics, secretscan
+from gitops_acp.resources import diagnostics, manifests, secretscan
 from gitops_acp.resources.lifecycle import Key
-from gitops_acp.resources.meta import ACCEPTED_API_VERSIONS, API_GROUPS, Kind
+from gitops_acp.resources.meta import ACCEPTED_API_VERSIONS, API_GROUPS, MANIFEST_MARKERS, Kind
 from gitops_acp.resources.models import MODELS, AnyResource, Source, ToolCall
 
 __all__ = [
@@ -70,7 +70,6 @@ _USER_KINDS = ", ".join(kind.value for kind in Kind if kind not in _STATUS_ONLY)
 _SECRET_DOC = (
     "secrets must not be committed: put them in --secrets-dir (<dir>/<name>/<key>) or the environment"
 )
-_MARKERS = (b"humanlayer.dev", b"acp.gitops.dev")
 
 
 #: How many other places a duplicate's error names (then "and N more").
@@ -112,16 +111,8 @@ class LoadResult:
     records: list[Record] = field(default_factory=list)
 
 
-class _Loader(yaml.CSafeLoader):
-    """The C safe loader, with timestamps kept as text (as kubectl's JSON-based YAML does)."""
-
-
-def _timestamp_as_text(loader: _Loader, node: yaml.Node) -> str:
-    assert isinstance(node, yaml.ScalarNode)  # the resolver tags only scalars as timestamps
-    return str(loader.construct_scalar(node))
-
-
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
+# The C safe loader, with timestamps kept as text (as kubectl's JSON-based YAML does).
+_Loader = manifests.manifest_loader()
 
 
 def is_yaml_path(path: str) -> bool:
@@ -144,7 +135,7 @@ def load_file(path: str, data: bytes) -> FileResult:
                 duplicates = _duplicate_keys(node)
                 documents.append((node, loader.construct_document(node), duplicates))
     except yaml.YAMLError as exc:
-        if not any(marker in data for marker in _MARKERS):
+        if not any(marker in data for marker in MANIFEST_MARKERS):
             return FileResult(path)  # a broken file that is not ours: someone else's problem
         keys = frozenset(k for _, doc, _ in documents if (k := _key_of(doc)) is not None)
         return FileResult(path, errors=(_yaml_error(exc, path),), keys_in_error=keys, broken=True)
