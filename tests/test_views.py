@@ -339,10 +339,12 @@ def test_a_list_is_what_the_whole_snapshot_shows(world: Path, kind: Kind) -> Non
         {"tasks/cut.yaml": task("t4", "cut") + "---\nkind: [unclosed acp.gitops.dev\n"},
         # not valid for the models (an unknown field): not declared at all
         {"tasks/t6.yaml": task("t6", "six").replace("userMessage", "userMesage")},
+        # the same for one with a status: its status copy is what shows
+        {"tasks/t3.yaml": task("t3", "three").replace("userMessage", "userMesage")},
         # another kind under a Task's name, and someone else's Task
         {"x.yaml": "apiVersion: v1\nkind: Task\nmetadata: {name: zz}\n---\n" + AGENT.replace("helper", "t8")},
     ],
-    ids=["declared twice", "broken file of ours", "invalid", "not ours"],
+    ids=["declared twice", "broken file of ours", "invalid", "invalid, with a status", "not ours"],
 )
 def test_a_list_is_what_the_whole_snapshot_shows_when_main_is_odd(world: Path, files: dict[str, str]) -> None:
     """Lists read main's names without the models, and parse only what they show: where that cannot

@@ -233,13 +233,14 @@ def listing(
             None,
         )
         held_document = _status_document(data) if data is not None else None
-        if name not in declared:
-            assert held_document is not None
-            document = held_document
-        elif (declared_document := _shown_declared(declared[name], kind, name, held_document)) is not None:
-            document = declared_document
-        else:
-            continue  # its file on main declares it, but not validly: not declared (as DesiredReader)
+        shown_document = (
+            _shown_declared(declared[name], kind, name, held_document) if name in declared else None
+        )
+        if shown_document is None:  # not declared, or not validly (as DesiredReader leaves it out)
+            if held_document is None:
+                continue
+            shown_document = held_document
+        document = shown_document
         if not accept(document):
             continue
         if limit is not None and len(chosen) == limit:
