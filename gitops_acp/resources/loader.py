@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from gitops_acp.errors import ResourceError, UserError
 from gitops_acp.resources import diagnostics, manifests, secretscan
 from gitops_acp.resources.lifecycle import Key
-from gitops_acp.resources.meta import ACCEPTED_API_VERSIONS, API_GROUPS, MANIFEST_MARKERS, Kind
+from gitops_acp.resources.meta import ACCEPTED_API_VERSIONS, Kind
 from gitops_acp.resources.models import MODELS, AnyResource, Source, ToolCall
 
 __all__ = [
@@ -135,7 +135,7 @@ def load_file(path: str, data: bytes) -> FileResult:
                 duplicates = _duplicate_keys(node)
                 documents.append((node, loader.construct_document(node), duplicates))
     except yaml.YAMLError as exc:
-        if not any(marker in data for marker in MANIFEST_MARKERS):
+        if not any(marker in data for marker in manifests.MARKERS):
             return FileResult(path)  # a broken file that is not ours: someone else's problem
         keys = frozenset(k for _, doc, _ in documents if (k := _key_of(doc)) is not None)
         return FileResult(path, errors=(_yaml_error(exc, path),), keys_in_error=keys, broken=True)
@@ -151,11 +151,10 @@ def load_file(path: str, data: bytes) -> FileResult:
             continue  # an empty document, or a list or scalar: nothing we would have written
         line = node.start_mark.line + 1
         if _is_plain_secret(doc):
-            errors.append(
-                ResourceError(f'Secret "{_name_of(doc) or "?"}": {_SECRET_DOC}', path=path, line=line)
-            )
+            secret = manifests.name_of(doc) or "?"
+            errors.append(ResourceError(f'Secret "{secret}": {_SECRET_DOC}', path=path, line=line))
             continue
-        if not _in_our_group(doc):
+        if not manifests.in_our_group(doc):
             continue  # someone else's manifest
         problems = _check_header(doc, node)
         if not problems and doc.get("kind") in RECORD_KINDS:
@@ -208,12 +207,6 @@ def _yaml_error(exc: yaml.YAMLError, path: str) -> ResourceError:
 def _is_plain_secret(doc: dict[Any, Any]) -> bool:
     """Return whether a document is a Kubernetes Secret in plain text (sops-encrypted ones carry `sops:`)."""
     return doc.get("kind") == "Secret" and doc.get("apiVersion") in (None, "v1") and "sops" not in doc
-
-
-def _in_our_group(doc: dict[Any, Any]) -> bool:
-    """Return whether a document's apiVersion belongs to one of our API groups (any version)."""
-    api_version = doc.get("apiVersion")
-    return isinstance(api_version, str) and api_version.split("/", 1)[0] in API_GROUPS
 
 
 def _check_header(doc: dict[Any, Any], node: yaml.MappingNode) -> Problems:
@@ -351,26 +344,19 @@ def _scan_tokens(root: yaml.Node, label: str) -> Problems:
     return problems
 
 
-def _name_of(doc: dict[Any, Any]) -> str | None:
-    """Return `metadata.name` when it is a string."""
-    metadata = doc.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, dict) else None
-    return name if isinstance(name, str) and name else None
-
-
 def _label(doc: dict[Any, Any]) -> str:
     """Return how errors name a document: `Task "hello"`, or as much of that as is known."""
     kind = doc.get("kind")
-    name = _name_of(doc)
+    name = manifests.name_of(doc)
     kind_text = kind if isinstance(kind, str) else "resource"
     return f'{kind_text} "{name}"' if name else kind_text
 
 
 def _key_of(doc: object) -> Key | None:
     """Return (kind, name) of a document of ours whose kind and name can be read, else None."""
-    if not isinstance(doc, dict) or not _in_our_group(doc):
+    if not isinstance(doc, dict) or not manifests.in_our_group(doc):
         return None
-    kind, name = doc.get("kind"), _name_of(doc)
+    kind, name = doc.get("kind"), manifests.name_of(doc)
     if name is None or kind not in _KIND_VALUES:
         return None
     return Kind(kind), name

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import functools
 
+from gitops_acp.resources.meta import API_GROUPS
+
 TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:
     from typing import Any
 
     import yaml
 
-__all__ = ["load_manifests", "manifest_loader"]
+__all__ = ["MARKERS", "in_our_group", "load_manifests", "manifest_loader", "name_of"]
+
+#: Text in a file of ours: a file whose YAML broke without any is someone else's problem.
+MARKERS = (b"humanlayer.dev", b"acp.gitops.dev")
 
 
 @functools.cache
@@ -49,3 +54,16 @@ def load_manifests(data: bytes) -> tuple[list[Any], bool]:
     except yaml.YAMLError:
         return documents, True
     return documents, False
+
+
+def in_our_group(doc: dict[Any, Any]) -> bool:
+    """Whether a document's apiVersion belongs to one of our API groups (any version)."""
+    api_version = doc.get("apiVersion")
+    return isinstance(api_version, str) and api_version.split("/", 1)[0] in API_GROUPS
+
+
+def name_of(doc: dict[Any, Any]) -> str | None:
+    """A document's `metadata.name` when it is a non-empty string."""
+    metadata = doc.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) and name else None

@@ -34,7 +34,6 @@ __all__ = [
     "LABEL_SCHEDULE",
     "LABEL_TASK",
     "LABEL_TOOLCALL_REQUEST",
-    "MANIFEST_MARKERS",
     "NAME_MAX_LENGTH",
     "NAME_RE",
     "PLURALS",
@@ -65,8 +64,6 @@ ACCEPTED_API_VERSIONS = frozenset(
 )
 # Groups we recognise, so `acp.humanlayer.dev/v1beta1` is an error instead of a silently ignored file.
 API_GROUPS = frozenset(version.split("/", 1)[0] for version in ACCEPTED_API_VERSIONS)
-#: Text in a file of ours: a file whose YAML broke without any is someone else's problem.
-MANIFEST_MARKERS = (b"humanlayer.dev", b"acp.gitops.dev")
 
 
 # Enum members are named like their values (`Kind.MCPServer`, `TaskPhase.ReadyForLLM`), so code

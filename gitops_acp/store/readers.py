@@ -138,14 +138,7 @@ def lookup(repo: Reader, kind: Kind, name: str, *, branch: str = "main") -> Foun
         if data is not None and observed is not None and _as_reconciled(data, kind, name, observed):
             return Found(observed, holder, archived)
         if data is not None:
-            from gitops_acp.resources.loader import load_file
-
-            found = [
-                loaded
-                for loaded in load_file(source, data).loaded
-                if (Kind(loaded.resource.kind), loaded.resource.metadata.name) == (kind, name)
-            ]
-            declared = found[0] if found else None
+            declared = _declared_in(source, data, kind, name)
     elif main_commit is not None and (observed is None or not _only_on_status(kind, observed)):
         declared = _declared_on_main(repo, main_commit).get((kind, name))
     if declared is None and observed is None:
@@ -232,15 +225,12 @@ def listing(
             ),
             None,
         )
-        held_document = _status_document(data) if data is not None else None
-        shown_document = (
-            _shown_declared(declared[name], kind, name, held_document) if name in declared else None
-        )
-        if shown_document is None:  # not declared, or not validly (as DesiredReader leaves it out)
-            if held_document is None:
+        observed = _status_document(data) if data is not None else None
+        document = _shown_declared(declared[name], kind, name, observed) if name in declared else None
+        if document is None:  # not declared, or not validly (as DesiredReader leaves it out)
+            if observed is None:
                 continue
-            shown_document = held_document
-        document = shown_document
+            document = observed
         if not accept(document):
             continue
         if limit is not None and len(chosen) == limit:
@@ -259,8 +249,7 @@ def _declared_files(repo: Reader, commit: str, kind: Kind) -> dict[str, tuple[st
     The files of what a page shows are parsed with the models then (`_shown_declared`), and most
     are not: a file that declares its object as its status copy holds it shows that copy.
     """
-    from gitops_acp.resources.manifests import load_manifests
-    from gitops_acp.resources.meta import API_GROUPS, MANIFEST_MARKERS
+    from gitops_acp.resources import manifests
 
     files = {path: blob for path, blob in repo.list_tree(commit).items() if path.endswith((".yaml", ".yml"))}
     contents = repo.read_blobs(sorted(set(files.values())))
@@ -268,17 +257,16 @@ def _declared_files(repo: Reader, commit: str, kind: Kind) -> dict[str, tuple[st
     in_error: set[str] = set()  # declared in a file whose YAML broke: an error on every file
     for path, blob in files.items():
         data = contents[blob]
-        documents, broken = load_manifests(data)
-        if broken and not any(marker in data for marker in MANIFEST_MARKERS):
+        documents, broken = manifests.load_manifests(data)
+        if broken and not any(marker in data for marker in manifests.MARKERS):
             continue  # someone else's broken file (as `load_file` leaves it)
         for document in documents:
             if not isinstance(document, dict) or document.get("kind") != kind.value:
                 continue
-            api_version, metadata = document.get("apiVersion"), document.get("metadata")
-            if not isinstance(api_version, str) or api_version.split("/", 1)[0] not in API_GROUPS:
+            if not manifests.in_our_group(document):
                 continue  # someone else's manifest
-            name = metadata.get("name") if isinstance(metadata, dict) else None
-            if not isinstance(name, str) or not name:
+            name = manifests.name_of(document)
+            if name is None:
                 continue  # no name to show it by: an error of its file, nothing declared
             if broken:
                 in_error.add(name)
@@ -300,15 +288,24 @@ def _shown_declared(
     path, data = declared
     if observed is not None and _as_reconciled(data, kind, name, observed):
         return observed
+    # Its name is declared once on main (`_declared_files`), so loaded means valid.
+    loaded = _declared_in(path, data, kind, name)
+    return _shown(loaded, observed) if loaded is not None else None
+
+
+def _declared_in(path: str, data: bytes, kind: Kind, name: str) -> Loaded | None:
+    """The object `kind`/`name` as the file `path` of main declares it, parsed with the models;
+    None if the file does not declare it validly."""
     from gitops_acp.resources.loader import load_file
 
-    result = load_file(path, data)
-    found = [
-        loaded
-        for loaded in result.loaded
-        if (Kind(loaded.resource.kind), loaded.resource.metadata.name) == (kind, name)
-    ]
-    return _shown(found[0], observed) if found and (kind, name) not in result.keys_in_error else None
+    return next(
+        (
+            loaded
+            for loaded in load_file(path, data).loaded
+            if (Kind(loaded.resource.kind), loaded.resource.metadata.name) == (kind, name)
+        ),
+        None,
+    )
 
 
 def _status_file(repo: Reader, tip: str, kind: Kind, name: str, in_archive: bool) -> bytes | None:
