@@ -396,6 +396,61 @@ def test_a_page_reads_only_the_status_files_it_shows(world: Path) -> None:
     ]
 
 
+def test_a_long_list_reads_its_status_files_many_at_a_time(world: Path) -> None:
+    """300 tool calls only on the status branch, a filter that keeps every third and pages of 40:
+    each page and the whole list are what the snapshot shows, the files read in a few round
+    trips (chunks of 64, doubling), not one each."""
+    calls = [f"c{i:03d}" for i in range(300)]
+    changes = [
+        Change(
+            Kind.ToolCall,
+            name,
+            status_doc(
+                "ToolCall", name, {"toolRef": {"name": "x__y"}}, {"phase": ("Failed", "Succeeded")[i % 3 > 0]}
+            ),
+        )
+        for i, name in enumerate(calls)
+    ]
+
+    async def write() -> None:
+        writer = StatusWriter(world)
+        await writer.start()
+        await writer.commit(changes, spec_commit=git(world, "rev-parse", "main"))
+        await writer.close()
+
+    asyncio.run(write())
+
+    def failed(doc: dict[str, Any]) -> bool:
+        return doc["status"]["phase"] == "Failed"
+
+    class Trips(Counting):
+        trips = 0
+
+        def read_first_files(self, wanted: list[tuple[str, list[str]]]) -> list[tuple[int, bytes] | None]:
+            self.trips += 1
+            return super().read_first_files(wanted)
+
+    with GitRepo.open(world) as opened:
+        expected = [doc for doc in views.snapshot(opened).of_kind(Kind.ToolCall) if failed(doc)]
+        repo = Trips(opened, git(world, "rev-parse", "main"))
+        whole = views.listing(repo, Kind.ToolCall, failed)  # type: ignore[arg-type]
+        assert whole.documents == expected
+        assert whole.next_after is None
+        assert len(repo.status_files) == 301  # each file once (and the tool call of the world)
+        assert repo.trips == 3  # 64 names, 128, then the last 109 (one each: 301)
+        pages: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            page = views.listing(opened, Kind.ToolCall, failed, limit=40, after=after)
+            pages += page.documents
+            if page.next_after is None:
+                break
+            assert len(page.documents) == 40
+            after = page.next_after
+    assert len(expected) == 100
+    assert pages == expected
+
+
 def test_a_name_search_reads_only_the_status_files_of_the_names_it_keeps(world: Path) -> None:
     from gitops_acp.store import readers
     from gitops_acp.store.desired import DesiredReader

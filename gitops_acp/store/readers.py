@@ -29,6 +29,7 @@ from gitops_acp.resources.meta import (
     PLURALS,
     STATUS_ROOT,
     Kind,
+    legacy_status_path,
     parse_status_path,
     status_path,
 )
@@ -211,32 +212,40 @@ def listing(
     shown = sorted(name for name in declared if name not in hidden)
     streams = [held.after(after) for _, held, _ in sources]
     streams.append(shown[bisect.bisect_right(shown, after) :] if after is not None else shown)
+    merged = (name for name, _ in itertools.groupby(heapq.merge(*streams)))  # each name once
+    if named is not None:
+        merged = (name for name in merged if named(name))
     chosen: list[dict[str, Any]] = []
-    previous: str | None = None
-    for name in heapq.merge(*streams):
-        if name == previous or (named is not None and not named(name)):
-            continue
-        previous = name
-        data = next(
-            (
-                held_data
-                for tip, held, in_archive in sources
-                if name in held and (held_data := _status_file(repo, tip, kind, name, in_archive)) is not None
-            ),
-            None,
-        )
-        observed = _status_document(data) if data is not None else None
-        document = _shown_declared(declared[name], kind, name, observed) if name in declared else None
-        if document is None:  # not declared, or not validly (as DesiredReader leaves it out)
-            if observed is None:
+    chunk = _FIRST_CHUNK
+    while True:
+        # A page of `limit` ends at the first accepted object past it (then there is a next page).
+        size = chunk if limit is None else min(chunk, limit + 1 - len(chosen))
+        ahead = list(itertools.islice(merged, size))
+        if not ahead:
+            return Listing(chosen, None)
+        files = _status_files(repo, kind, sources, ahead)  # the chunk's files in one round trip
+        for name in ahead:
+            data = files.get(name)
+            observed = _status_document(data) if data is not None else None
+            document = _shown_declared(declared[name], kind, name, observed) if name in declared else None
+            if document is None:  # not declared, or not validly (as DesiredReader leaves it out)
+                if observed is None:
+                    continue
+                document = observed
+            if not accept(document):
                 continue
-            document = observed
-        if not accept(document):
-            continue
-        if limit is not None and len(chosen) == limit:
-            return Listing(chosen, str(chosen[-1]["metadata"]["name"]))
-        chosen.append(document)
-    return Listing(chosen, None)
+            if limit is not None and len(chosen) == limit:
+                return Listing(chosen, str(chosen[-1]["metadata"]["name"]))
+            chosen.append(document)
+        chunk = min(2 * chunk, _MAX_CHUNK)
+
+
+#: Names whose status files a list reads in one round trip to git: the first chunk as many as the
+#: page needs (at most this), doubling up to _MAX_CHUNK while `accept` passes over what it reads.
+#: One file at a time, `get tasks --all` over 100,000 archived tasks spent a quarter of its 26 s
+#: in round trips.
+_FIRST_CHUNK = 64
+_MAX_CHUNK = 1024
 
 
 def _declared_files(repo: Reader, commit: str, kind: Kind) -> dict[str, tuple[str, bytes]] | None:
@@ -308,12 +317,30 @@ def _declared_in(path: str, data: bytes, kind: Kind, name: str) -> Loaded | None
     )
 
 
-def _status_file(repo: Reader, tip: str, kind: Kind, name: str, in_archive: bool) -> bytes | None:
-    """The status file of `name` at `tip`: in `archive/`, or live (also in the flat layout of old tips)."""
-    if in_archive:
-        return repo.read_file(tip, status_path(kind, name, root=ARCHIVE_ROOT))
-    held = read_status_file(repo, tip, kind, name, archived=False)
-    return None if held is None else held.data
+def _status_files(
+    repo: Reader, kind: Kind, sources: list[tuple[str, SortedNames, bool]], names: list[str]
+) -> dict[str, bytes]:
+    """The status file of each of `names` from the first of `sources` (tip, its names, whether
+    they are the archive's) that holds it and has the file: live (also in the flat layout of old
+    tips) or in `archive/`. Every path of every name asked of git in one round trip."""
+    wanted: list[tuple[str, str, list[str]]] = []  # (name, tip, its paths there), in sources' order
+    for name in names:
+        for tip, held, in_archive in sources:
+            if name not in held:
+                continue
+            if in_archive:
+                paths = [status_path(kind, name, root=ARCHIVE_ROOT)]
+            else:
+                paths = [status_path(kind, name)]
+                if kind in FANNED_OUT:
+                    paths.append(legacy_status_path(kind, name))
+            wanted.append((name, tip, paths))
+    files: dict[str, bytes] = {}
+    found = repo.read_first_files([(tip, paths) for _, tip, paths in wanted])
+    for (name, _, _), first in zip(wanted, found, strict=True):
+        if first is not None and name not in files:
+            files[name] = first[1]
+    return files
 
 
 class SortedNames:
