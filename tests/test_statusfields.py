@@ -468,3 +468,42 @@ def test_the_emitter_asks_the_same_resolvers_as_pyyaml() -> None:
     for word in words:
         theirs = resolver.resolve(yaml.ScalarNode, word, (True, False)) == "tag:yaml.org,2002:str"
         assert (statusfields.plain_tag(word) == "str") == theirs, word
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "phase:Running",  # no blank after the colon
+        "phase: ",  # a blank and nothing
+        "phase:  Running",  # two blanks: a value that starts with one
+        'phase: "Run\\tning"',  # an escape in a quoted value
+        'phase: "Run"ning"',  # a quote inside
+        "phase: Run\tning",  # a tab inside a plain value
+        'phase: "2026-12-07"',  # quoted: a string
+        "phase: 2026-12-07",  # plain: a date
+        "phase: 017",  # YAML 1.1's octal
+    ],
+)
+def test_what_the_reader_remembers_of_earlier_files_changes_no_answer(line: str) -> None:
+    """Keys and values met in earlier files are not matched again (a list reads 100,000 files),
+    and the answer is the same as with nothing remembered, for lines a remembered key begins."""
+    data = f"kind: Task\nstatus:\n  {line}\n".encode()
+    statusfields._PLAIN_KEYS.clear()
+    statusfields._PLAIN_VALUES.clear()
+    statusfields._TAGS.clear()
+    fresh = statusfields.document(data), statusfields.strings(data, ("status", "phase"))
+    for earlier in ("kind: Task\nstatus:\n  phase: Running\n", "status:\n  phase: 017\n  at: 2026-12-07\n"):
+        statusfields.document(earlier.encode())  # the second declined: 017 is an octal integer
+    assert "phase" in statusfields._PLAIN_KEYS
+    assert "017" in statusfields._PLAIN_VALUES
+    remembered = statusfields.document(data), statusfields.strings(data, ("status", "phase"))
+    assert _same(remembered, fresh)
+    pyyaml = _pyyaml_document(data)
+    assert fresh[0] is None or _same(fresh[0], pyyaml)
+
+
+def _pyyaml_document(data: bytes) -> object:
+    try:
+        return yaml.load(data, Loader=yaml.CSafeLoader)
+    except yaml.YAMLError:
+        return None

@@ -141,12 +141,9 @@ def document(data: bytes) -> dict[str, Any] | None:
     if lines is None:
         return None
     try:
-        parser = _Parser(lines, check_keys=True)
-        root = parser.document()
-        if parser.odd_keys:
-            return None
-        built: dict[str, Any] = _build(root)
-        return built
+        parser = _Parser(lines, whole=True)
+        root: Any = parser.document()  # its keys are strings (`odd_keys` otherwise)
+        return None if parser.odd_keys else root
     except _Uncertain:
         return None
 
@@ -164,6 +161,17 @@ def _lines(data: bytes) -> list[str] | None:
 
 def plain_tag(text: str) -> str:
     """The tag PyYAML resolves a plain scalar to: `str`, `bool`, `int`, `float`, `null`, ..."""
+    if text[:1] not in RESOLVERS:  # most text: a letter no resolver starts with
+        return "str"
+    tag = _TAGS.get(text)
+    if tag is None:
+        if len(_TAGS) >= _REMEMBERED:
+            _TAGS.clear()
+        tag = _TAGS[text] = _resolve(text)
+    return tag
+
+
+def _resolve(text: str) -> str:
     first = text[:1]
     resolvers = _COMPILED.get(first)
     if resolvers is None:  # compiled on first use: most readers meet a few first characters
@@ -178,19 +186,32 @@ def plain_tag(text: str) -> str:
 
 _COMPILED: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
 
+# What reading a file found of lines and scalars, kept for the next files: status files repeat
+# their keys (the schema's field names) and many values (phases, roles, agents), and a list of
+# 100,000 archived tasks spent most of its time matching them again (`get tasks --all`). Each
+# holds what the patterns above decided, so an answer is the same with or without them; each is
+# emptied when it reaches _REMEMBERED entries, which bounds a long-lived reader (the HTTP API).
+_REMEMBERED = 4096
+_TAGS: dict[str, str] = {}  # plain scalar -> `plain_tag`
+_PLAIN_KEYS: set[str] = set()  # plain keys that are strings and pass `_Parser.scalar`
+_PLAIN_VALUES: set[str] = set()  # plain scalars that pass `_Parser.scalar`
+
+
+def _key_line(rest: str) -> tuple[str, str | None] | None:
+    """A key line's key as written and the value on its line (None: on the lines below), or None
+    when `rest` is not a key line (`_KEY_LINE`). A plain key has no `:` in it, so with one met
+    before the line is its key, then nothing or a blank and a value."""
+    key, colon, after = rest.partition(":")
+    if colon and key in _PLAIN_KEYS:
+        if not after:
+            return key, None
+        return (key, after[1:]) if after[0] == " " and len(after) > 1 else None
+    match = _KEY_LINE.fullmatch(rest)
+    return None if match is None else (match[1], match[2])
+
 
 _CANONICAL_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 _BOOLS = {"true": True, "false": False}
-
-
-def _build(node: object) -> Any:
-    """A parsed node as PyYAML builds it (`_Uncertain` for a scalar it might build otherwise)."""
-    if isinstance(node, dict):
-        return {key: _build(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_build(item) for item in node]
-    assert isinstance(node, _Leaf)
-    return node.value()
 
 
 def _raw_ok(text: str) -> bool:
@@ -280,13 +301,17 @@ def _unescape(match: re.Match[str]) -> str:
 
 
 class _Parser:
-    """The emitter's language, line by line: mappings as dicts (str keys), strings as `_Leaf`."""
+    """The emitter's language, line by line: mappings as dicts (str keys), scalars as `_Leaf` (as
+    the values PyYAML builds, `whole`)."""
 
-    def __init__(self, lines: list[str], *, check_keys: bool = False) -> None:
+    def __init__(self, lines: list[str], *, whole: bool = False) -> None:
         self.lines = lines
         self.i = 0  # the next line to read
-        self.check_keys = check_keys  # `document`: look for keys that are not strings
+        # `document`: each scalar built as it is read (`_Leaf.value`), and keys that are not
+        # strings looked for
+        self.whole = whole
         self.odd_keys = False  # a plain key PyYAML reads as another thing than a string
+        self._head: tuple[int, tuple[int, bool, str] | None] = (-1, None)  # `head`'s last answer
 
     def document(self) -> dict[object, object]:
         root = self.mapping(0, None, 0)
@@ -295,17 +320,24 @@ class _Parser:
         return root
 
     def head(self) -> tuple[int, bool, str] | None:
-        """The next line as (indentation, after a "- ", the rest), None at the end."""
-        if self.i >= len(self.lines):
+        """The next line as (indentation, after a "- ", the rest), None at the end (asked about
+        most lines twice: where a value ends, then where the next begins)."""
+        i = self.i
+        if self._head[0] == i:
+            return self._head[1]
+        if i >= len(self.lines):
             return None
-        line = self.lines[self.i]
+        line = self.lines[i]
         rest = line.lstrip(" ")
         indent = len(line) - len(rest)
         if rest[:2] == "- ":
-            return indent, True, rest[2:]
-        if rest == "-":
-            return indent, True, ""
-        return indent, False, rest
+            found = indent, True, rest[2:]
+        elif rest == "-":
+            found = indent, True, ""
+        else:
+            found = indent, False, rest
+        self._head = (i, found)
+        return found
 
     def mapping(self, indent: int, first: str | None, depth: int) -> dict[object, object]:
         """Key lines at `indent` (the first one's rest given when it follows a list's dash)."""
@@ -321,17 +353,24 @@ class _Parser:
                 if head[0] > indent or head[1]:
                     raise _Uncertain
                 rest = head[2]
-            match = _KEY_LINE.fullmatch(rest)
-            if match is None or len(match[1]) > _MAX_KEY or rest.startswith(("...", "---")):
+            found = _key_line(rest)
+            if found is None or len(found[0]) > _MAX_KEY or rest.startswith(("...", "---")):
                 raise _Uncertain
-            key = self.scalar(match[1])
-            if self.check_keys and key.raw[:1] != '"' and plain_tag(key.raw) != "str":
-                self.odd_keys = True
+            written, value = found
+            if written in _PLAIN_KEYS:
+                key = written
+            else:
+                leaf = self.scalar(written)
+                key = leaf.text()
+                if leaf.raw[:1] != '"':
+                    if plain_tag(written) != "str":
+                        self.odd_keys = self.odd_keys or self.whole
+                    elif len(_PLAIN_KEYS) < _REMEMBERED and not written.startswith("..."):
+                        _PLAIN_KEYS.add(written)
             self.i += 1
-            value = match[2]
             # Later keys win, as in PyYAML. A plain key is stored as written: those asked for
             # start with no resolver's character, so they are the strings they look like.
-            node[key.text()] = self.nested(indent, depth) if value is None else self.value(value, indent + 2)
+            node[key] = self.nested(indent, depth) if value is None else self.value(value, indent + 2)
             rest = None
 
     def nested(self, indent: int, depth: int) -> object:
@@ -361,7 +400,7 @@ class _Parser:
                 if following is None or following[0] != indent + 2 or not following[1]:
                     raise _Uncertain
                 items.append(self.sequence(indent + 2, depth + 1))
-            elif _KEY_LINE.fullmatch(rest):
+            elif _key_line(rest) is not None:
                 items.append(self.mapping(indent + 2, rest, depth + 1))
             else:
                 self.i += 1
@@ -376,14 +415,23 @@ class _Parser:
         if text[:1] == "|":
             if text not in ("|", "|-", "|+"):
                 raise _Uncertain
-            return self.block(pad, text[1:])
-        return self.scalar(text)
+            leaf = self.block(pad, text[1:])
+        else:
+            leaf = self.scalar(text)
+        return leaf.value() if self.whole else leaf
 
     def scalar(self, text: str) -> _Leaf:
         """A one-line scalar PyYAML builds without error (whatever its tag: `_Leaf.string`)."""
         if text[:1] == '"':
+            inner = text[1:-1]
+            # Without an escape, a tab or a quote inside, the line (of characters `_raw_ok`
+            # allows) is a JSON string: no pattern needed.
+            if len(text) > 1 and text[-1] == '"' and not ("\\" in inner or '"' in inner or "\t" in inner):
+                return _Leaf(text)
             if not _JSON_VALUE.fullmatch(text) or _SURROGATE_ESCAPE.search(text):
                 raise _Uncertain
+            return _Leaf(text)
+        if text in _PLAIN_VALUES:
             return _Leaf(text)
         if not _PLAIN_VALUE.fullmatch(text):
             raise _Uncertain
@@ -394,6 +442,9 @@ class _Parser:
         unsigned = text[1:] if text[0] in "+-" else text
         if text == "=" or unsigned[:2] in ("0b", "0x") or (text[0] in "0123456789" and text[4:5] == "-"):
             raise _Uncertain
+        if len(_PLAIN_VALUES) >= _REMEMBERED:
+            _PLAIN_VALUES.clear()
+        _PLAIN_VALUES.add(text)
         return _Leaf(text)
 
     def block(self, pad: int, chomp: str) -> _Leaf:
