@@ -226,7 +226,7 @@ def listing(
         files = _status_files(repo, kind, sources, ahead)  # the chunk's files in one round trip
         for name in ahead:
             data = files.get(name)
-            observed = _status_document(data) if data is not None else None
+            observed = yamlio.load(data) if data is not None else None
             document = _shown_declared(declared[name], kind, name, observed) if name in declared else None
             if document is None:  # not declared, or not validly (as DesiredReader leaves it out)
                 if observed is None:
@@ -433,20 +433,13 @@ def status_of(repo: Reader, kind: Kind, name: str) -> tuple[dict[str, Any] | Non
     if len(branches) == 1:  # the usual case: its file in status/ or archive/ in one round trip
         held = read_status_file(repo, branches[0].tip, kind, name)
         if held is not None:
-            return _status_document(held.data), branches[0].name, held.archived
+            return yamlio.load(held.data), branches[0].name, held.archived
     for archived in (False, True):
         for candidate in branches:
             held = read_status_file(repo, candidate.tip, kind, name, archived=archived)
             if held is not None and held.archived == archived:
-                return _status_document(held.data), candidate.name, archived
+                return yamlio.load(held.data), candidate.name, archived
     return None, statusbranches.UNSHARDED, False
-
-
-def _status_document(data: bytes) -> dict[str, Any]:
-    """A status file as PyYAML reads it: without PyYAML when the file is certainly the emitter's
-    (`statusfields.document`: most are, and PyYAML's import is ~10 ms of a `get task`)."""
-    found = statusfields.document(data)
-    return found if found is not None else yamlio.load(data)
 
 
 def _as_reconciled(data: bytes, kind: Kind, name: str, observed: dict[str, Any]) -> bool:
