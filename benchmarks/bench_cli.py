@@ -30,7 +30,9 @@ benchmark writes the same repository directly, with `git fast-import`:
 - then `git commit-graph write --reachable --changed-paths`, as `serve`'s maintenance does.
 
 The probes are a task of the first wave (the most history after it: what made `history` slow)
-and one of the last, a tool call of the first wave, and the first page of `get tasks`.
+and one of the last, a tool call of the first wave, and the first page of `get tasks`; then, in
+three runs each, lists that read every task: `--phase Failed` (none failed: every file read and
+parsed, nothing printed) and the whole list.
 """
 
 from __future__ import annotations
@@ -327,6 +329,15 @@ def measure(repo: Path, *, total: int, group: int, tool_every: int, runs: int, c
         times = timed(argv, runs=runs, env=env, cwd=repo)
         imports = "" if label == "python -c pass" else f"   imports {import_ms(argv, env, repo):5.0f}"
         print(f"  {label:44s} {statistics.median(times):7.0f}   ({times[0]:.0f}-{times[-1]:.0f}){imports}")
+    # Every task read (seconds each, so fewer runs): a filter that keeps none (reading and
+    # parsing 100,000 status files), and the whole list printed (a row each as well).
+    whole = [
+        ("get tasks --phase Failed (none)", [*cli, "get", "tasks", "--phase", "Failed"]),
+        (f"get tasks (all {total:,})", [*cli, "get", "tasks"]),
+    ]
+    for label, argv in whole:
+        times = timed(argv, runs=min(runs, 3), env=env, cwd=repo)
+        print(f"  {label:44s} {statistics.median(times):7.0f}   ({times[0]:.0f}-{times[-1]:.0f})")
     api = subprocess.run(
         [sys.executable, "-c", _API_PAGES, str(repo), str(runs)],
         env=env,

@@ -25,6 +25,7 @@ from gitops_acp.cli.main import main
 from gitops_acp.errors import UserError
 from gitops_acp.resources import selectors
 from gitops_acp.resources.meta import ANNOTATION_SOURCE, LABEL_PARENT_TOOLCALL, Kind, status_path
+from gitops_acp.store import readers
 from gitops_acp.store.git import GitRepo
 from gitops_acp.store.status import Change, StatusWriter
 from tests.conftest import commit_files, git
@@ -69,7 +70,7 @@ class Counting:
         self.main_files: list[str] = []
         self.listings = 0  # of a whole commit
         self.blobs = 0  # read by sha
-        self.status_files: list[str] = []  # read by path from the status branch (a list's page)
+        self.status_files: list[str] = []  # read from the status branch (a list's page), by path or blob
         self.status_listings: list[str] = []  # directories of the status branch listed whole
 
     def read_file(self, commit: str, path: str) -> bytes | None:
@@ -85,6 +86,13 @@ class Counting:
             if first is not None:  # the file read (GitRepo asks for the others only until it finds one)
                 (self.main_files if commit == self._main else self.status_files).append(paths[first[0]])
         return found
+
+    def read_blobs(self, shas: list[str]) -> dict[str, bytes]:
+        """A list reads its status files by blob (the names came with theirs): counted by path."""
+        tip = self._repo.resolve("refs/heads/acp/status")
+        paths = {blob: path for path, blob in self._repo.list_tree(tip).items()} if tip else {}
+        self.status_files += [paths[sha] for sha in shas if sha in paths]
+        return self._repo.read_blobs(shas)
 
     def list_tree(self, commit: str, path: str = "") -> dict[str, str]:
         self.listings += not path
@@ -430,14 +438,21 @@ def test_a_long_list_reads_its_status_files_many_at_a_time(world: Path) -> None:
             self.trips += 1
             return super().read_first_files(wanted)
 
+        def read_blobs(self, shas: list[str]) -> dict[str, bytes]:
+            self.trips += 1
+            return super().read_blobs(shas)
+
     with GitRepo.open(world) as opened:
         expected = [doc for doc in views.snapshot(opened).of_kind(Kind.ToolCall) if failed(doc)]
-        repo = Trips(opened, git(world, "rev-parse", "main"))
-        whole = views.listing(repo, Kind.ToolCall, failed)  # type: ignore[arg-type]
-        assert whole.documents == expected
-        assert whole.next_after is None
-        assert len(repo.status_files) == 301  # each file once (and the tool call of the world)
-        assert repo.trips == 3  # 64 names, 128, then the last 109 (one each: 301)
+        # by blob (a command's list: the names came with theirs), and by path (the HTTP API's
+        # names, kept without them)
+        for names in (None, readers.StatusNames()):
+            repo = Trips(opened, git(world, "rev-parse", "main"))
+            whole = readers.listing(repo, Kind.ToolCall, failed, names=names)  # type: ignore[arg-type]
+            assert whole.documents == expected
+            assert whole.next_after is None
+            assert len(repo.status_files) == 301  # each file once (and the tool call of the world)
+            assert repo.trips == 3  # 64 names, 128, then the last 109 (one each: 301)
         pages: list[dict[str, Any]] = []
         after: str | None = None
         while True:
