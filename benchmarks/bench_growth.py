@@ -22,7 +22,8 @@ starts `git gc --auto`, which repacks all of it). Before each batch the parent a
 piece of pure Python (`probe ms`, the fastest of 7: `machine_probe_ms`) and `python -c pass` (`python
 ms`, the fastest of 3): the machine's own drift over the run, to read the batches' figures against
 (the second moved with them on 2026-12-07 when the first did not). The reconciler's minor page faults
-per batch are in `--json` (`minor_faults`).
+per batch are in `--json` (`minor_faults`), and its CPU split into user and system time (`user_s`,
+`sys_s`: what `--callgrind` counts is the user part).
 
 Start-up (with archiving): the reconciler's time to ready on this repository once every task is
 archived, against a repository made the same way that never ran a task; the two are timed one
@@ -158,7 +159,8 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
             first = min(pending)
             first_s = None
             cpu0 = time.process_time()
-            faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            usage0 = resource.getrusage(resource.RUSAGE_SELF)
+            faults0 = usage0.ru_minflt
             threads0, children0 = _thread_cpu(), _children_cpu()
             gc0 = collecting["total"]
             # A finished task may be archived soon after: remember it finished. Every 50 ms: this
@@ -174,6 +176,7 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
                 await asyncio.sleep(0.05)
             machine1 = _machine_ticks()
             threads1 = _thread_cpu()
+            usage1 = resource.getrusage(resource.RUSAGE_SELF)
             seconds = time.perf_counter() - started
             durations = list(manager.writer.stats.durations_ms)[commits0:]
             figures = {
@@ -181,7 +184,11 @@ def child(repo: Path, secrets: Path, retain: str) -> None:
                 "cpu_s": time.process_time() - cpu0,  # this process, every thread (not its git children)
                 # pages the kernel had to give it (fresh or given back before): in a VM each may
                 # cost the host a fault too
-                "minor_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0,
+                "minor_faults": usage1.ru_minflt - faults0,
+                # of which in the kernel on its behalf (system calls, page faults): the instruction
+                # counts of `--callgrind` leave these out
+                "user_s": usage1.ru_utime - usage0.ru_utime,
+                "sys_s": usage1.ru_stime - usage0.ru_stime,
                 "commits": len(durations),
                 "commit_p50_ms": percentile(durations, 50),
                 "commit_p99_ms": percentile(durations, 99),
