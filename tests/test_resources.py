@@ -1327,6 +1327,36 @@ def test_parse_status_path_refuses_other_paths(path: str) -> None:
     assert meta.parse_status_path(path) is None
 
 
+@pytest.mark.parametrize("root", ["status", "archive"])
+@pytest.mark.parametrize("kind", [Kind.Task, Kind.ToolCall, Kind.LLM])
+def test_names_under_a_listing_are_what_parse_status_path_reads(root: str, kind: Kind) -> None:
+    """A list's names come from `names_under` (its fast way through 100,000 paths): for paths of
+    every shape, the same answer as asking `parse_status_path` path by path."""
+    plural = meta.PLURALS[kind]
+    good = [f"t-{i}" for i in range(50)] + ["a", "x" * 63]
+    paths = [meta.status_path(kind, name, root=root) for name in good]
+    paths += [meta.legacy_status_path(kind, name) for name in ("old-1", "t-3")]  # flat, and both
+    paths += [
+        f"{root}/{plural}/0/0/0/x.yaml",  # not where x's digest puts it
+        f"{root}/{plural}/{meta.fanout('Bad_Name')}/Bad_Name.yaml",
+        f"{root}/{plural}/{meta.fanout('y' * 64)}/{'y' * 64}.yaml",  # too long
+        f"{root}/{plural}/{meta.fanout('z')}/z.yml",
+        f"{root}/{plural}/{meta.fanout('z')}/extra/z.yaml",
+        f"{root}/{plural}/a/b/c.yaml",
+        f"{root}/{plural}/0/0/0/caf\udce9.yaml",  # a file name that is not UTF-8 (git's bytes, escaped)
+        f"{root}/pods/x.yaml",
+        f"{root}/{plural}/.yaml",
+    ]
+    listed = {path: f"{index:040x}" for index, path in enumerate(paths)}
+    expected: dict[str, str] = {}
+    for path, sha in listed.items():
+        found = meta.parse_status_path(path)
+        if found is not None and found[0] == kind:
+            expected[found[1]] = sha
+    assert meta.names_under(listed, kind, root) == expected
+    assert set(good) <= set(expected)
+
+
 def test_terminal_phases() -> None:
     assert {"FinalAnswer", "Failed", "Cancelled"} == meta.TERMINAL_TASK_PHASES
     assert {

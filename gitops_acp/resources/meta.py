@@ -48,6 +48,7 @@ __all__ = [
     "check_name",
     "fanout",
     "legacy_status_path",
+    "names_under",
     "parse_duration",
     "parse_rfc3339",
     "parse_status_path",
@@ -169,6 +170,30 @@ def parse_status_path(path: str) -> tuple[Kind, str] | None:
     if parts[0] == STATUS_ROOT and path == legacy_status_path(kind, name):
         return kind, name
     return None
+
+
+def names_under(listed: dict[str, str], kind: Kind, root: str = STATUS_ROOT) -> dict[str, str]:
+    """Name -> sha of every path in `listed` (path -> sha) that `parse_status_path` reads as a
+    file of `kind` under `root`: its answer for each path, without splitting every path and
+    building its layout again (a list of 100,000 tasks checks 100,000 paths: ~0.2 s of ~0.55)."""
+    prefix = f"{root}/{PLURALS[kind]}/"
+    start = len(prefix)
+    fanned = kind in FANNED_OUT
+    names: dict[str, str] = {}
+    for path, sha in listed.items():
+        if fanned and path.startswith(prefix) and path.endswith(".yaml"):
+            rest = path[start:-5]  # a/b/c/<name>
+            if len(rest) > 6 and rest[1] == "/" and rest[3] == "/" and rest[5] == "/":
+                name = rest[6:]
+                if len(name) <= NAME_MAX_LENGTH and NAME_RE.match(name):
+                    digest = _sha256(name.encode("utf-8")).hexdigest()  # as `fanout`
+                    if digest[0] == rest[0] and digest[1] == rest[2] and digest[2] == rest[4]:
+                        names[name] = sha
+                        continue
+        found = parse_status_path(path)  # the flat layout of old tips, and whatever is not ours
+        if found is not None and found[0] == kind:
+            names[found[1]] = sha
+    return names
 
 
 # A DNS-1123 label, as Kubernetes requires of these names. Names become file names, branch names

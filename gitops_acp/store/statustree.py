@@ -27,6 +27,7 @@ from gitops_acp.resources.meta import (
     STATUS_ROOT,
     Kind,
     legacy_status_path,
+    names_under,
     parse_status_path,
     status_path,
 )
@@ -188,9 +189,4 @@ def status_names(repo: Reader, tip: str, kind: Kind, *, root: str = STATUS_ROOT)
 
     Names only, no file read: what a list needs to page through before it reads what it shows.
     """
-    names: dict[str, str] = {}
-    for path, sha in repo.list_tree(tip, f"{root}/{PLURALS[kind]}").items():
-        found = parse_status_path(path)
-        if found is not None and found[0] == kind:
-            names[found[1]] = sha
-    return names
+    return names_under(repo.list_tree(tip, f"{root}/{PLURALS[kind]}"), kind, root)
