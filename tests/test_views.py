@@ -503,14 +503,15 @@ def test_a_name_search_reads_only_the_status_files_of_the_names_it_keeps(world: 
     assert repo.main_files == []
 
 
-def test_names_kept_from_tip_to_tip_list_what_a_fresh_listing_lists(world: Path) -> None:
+@pytest.mark.parametrize("blobs", [False, True], ids=["names", "names-and-blobs"])
+def test_names_kept_from_tip_to_tip_list_what_a_fresh_listing_lists(world: Path, blobs: bool) -> None:
     """The HTTP API's lists keep the status files' names and bring them to each new tip with the
     files that changed: new tasks, a deleted one, an archived one, a tip moved back, a tip that
     is gone. Each time, every kind's list, with and without the archive, is a fresh listing's."""
     from gitops_acp.store import readers
     from gitops_acp.store.desired import DesiredReader
 
-    names = readers.StatusNames()
+    names = readers.StatusNames(blobs=blobs)
     main = git(world, "rev-parse", "main")
 
     def same_as_fresh() -> list[str]:

@@ -340,12 +340,14 @@ def _status_files(
                 if kind in FANNED_OUT:
                     paths.append(legacy_status_path(kind, name))
             wanted.append((name, tip, paths))
-    contents = repo.read_blobs(list(by_blob.values())) if by_blob else {}
-    files = {name: contents[blob] for name, blob in by_blob.items()}
+    files: dict[str, bytes] = {}
     found = repo.read_first_files([(tip, paths) for _, tip, paths in wanted]) if wanted else []
     for (name, _, _), first in zip(wanted, found, strict=True):
         if first is not None and name not in files:
             files[name] = first[1]
+    contents = repo.read_blobs(list(by_blob.values())) if by_blob else {}
+    for name, blob in by_blob.items():  # after the sources before it, read by path
+        files.setdefault(name, contents[blob])
     return files
 
 
@@ -375,19 +377,21 @@ class SortedNames:
     def move(self, changes: dict[str, str | None], kind: Kind, tip: str) -> None:
         """Bring the names to `tip`, given the files that changed since (path -> blob, None: gone)."""
         gone: set[str] = set()
-        added: set[str] = set()
+        added: dict[str, str] = {}  # name -> blob
         for path, blob in changes.items():
             parsed = parse_status_path(path)
             if parsed is not None and parsed[0] == kind:
-                (gone if blob is None else added).add(parsed[1])
-                if self.blobs is not None:
-                    if blob is None:
-                        self.blobs.pop(parsed[1], None)
-                    else:
-                        self.blobs[parsed[1]] = blob
+                if blob is None:
+                    gone.add(parsed[1])
+                else:
+                    added[parsed[1]] = blob
+        if self.blobs is not None:
+            for name in gone:
+                self.blobs.pop(name, None)
+            self.blobs.update(added)
         names = self.names
         if len(gone) + len(added) > _RESORT_AFTER:
-            self.names = sorted((set(names) - gone) | added)
+            self.names = sorted((set(names) - gone) | set(added))
         else:
             for name in gone:  # first: a file moved within the layout is a deletion and an addition
                 if name in self:
