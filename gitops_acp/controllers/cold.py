@@ -12,9 +12,10 @@ walks at every full collection. Without archiving (`--retain-finished never`) th
 every task run, and so did the reconciler's memory (~800 MB at 100,000 tasks) and the share of each
 batch spent collecting. A finished task is rarely read again (a parent reading its child's answer,
 a `responseUrl` delivery), so it is kept as the sha of the status file it was committed as (in the
-tip, so in the repository), and read back from git when it is (~0.4 ms: a `cat-file` round trip
-and PyYAML). Its JSON, kept until 2026-12, took ~1 KB a task (~100 MB at 100,000) and ~40 µs of
-the reconciler's thread to make; a State without a repository (unit tests) still keeps that.
+tip, so in the repository), and read back from git when it is (~0.2 ms: a `cat-file` round trip,
+~0.1 ms, and `yamlio.load`, which reads the emitter's own files without PyYAML, ~0.07 ms). Its
+JSON, kept until 2026-12, took ~1 KB a task (~100 MB at 100,000) and ~40 µs of the reconciler's
+thread to make; a State without a repository (unit tests) still keeps that.
 
 `Facts` are what retention and the reactor need without parsing: the phase, who made the resource
 (a tool call's task, a child task's tool call), its TTL and when it finished.
