@@ -108,6 +108,18 @@ class Counting:
         return getattr(self._repo, name)
 
 
+def commit_status(repo: Path, changes: list[Change]) -> None:
+    """Commit `changes` to the status branch with the real StatusWriter, as of `main`'s tip."""
+
+    async def write() -> None:
+        writer = StatusWriter(repo)
+        await writer.start()
+        await writer.commit(changes, spec_commit=git(repo, "rev-parse", "main"))
+        await writer.close()
+
+    asyncio.run(write())
+
+
 @pytest.fixture
 def world(repo: Path) -> Path:
     files = {"llms/gpt.yaml": LLM, "agents/helper.yaml": AGENT, "broken.yaml": "kind: [unclosed\n"}
@@ -176,14 +188,7 @@ def world(repo: Path) -> Path:
             ),
         ),
     ]
-
-    async def write() -> None:
-        writer = StatusWriter(repo)
-        await writer.start()
-        await writer.commit(changes, spec_commit=git(repo, "rev-parse", "main"))
-        await writer.close()
-
-    asyncio.run(write())
+    commit_status(repo, changes)
     return repo
 
 
@@ -419,14 +424,7 @@ def test_a_long_list_reads_its_status_files_many_at_a_time(world: Path) -> None:
         )
         for i, name in enumerate(calls)
     ]
-
-    async def write() -> None:
-        writer = StatusWriter(world)
-        await writer.start()
-        await writer.commit(changes, spec_commit=git(world, "rev-parse", "main"))
-        await writer.close()
-
-    asyncio.run(write())
+    commit_status(world, changes)
 
     def failed(doc: dict[str, Any]) -> bool:
         return doc["status"]["phase"] == "Failed"
@@ -532,15 +530,6 @@ def test_names_kept_from_tip_to_tip_list_what_a_fresh_listing_lists(world: Path,
                     assert kept == fresh, (kind, archived)
         return repo.status_listings  # by the kept lists only
 
-    def checkpoint(changes: list[Change]) -> None:
-        async def write() -> None:
-            writer = StatusWriter(world)
-            await writer.start()
-            await writer.commit(changes, spec_commit=main)
-            await writer.close()
-
-        asyncio.run(write())
-
     def task_status(name: str, phase: str) -> Change:
         return Change(
             Kind.Task, name, status_doc("Task", name, {"agentRef": {"name": "helper"}}, {"phase": phase})
@@ -549,12 +538,14 @@ def test_names_kept_from_tip_to_tip_list_what_a_fresh_listing_lists(world: Path,
     listed = ["status/tasks", "archive/tasks", "status/toolcalls", "archive/toolcalls", "status/llms"]
     assert same_as_fresh() == listed  # each directory listed once: the names kept from then on
     first = git(world, "rev-parse", "acp/status")
-    checkpoint([task_status(f"new-{i}", "Initializing") for i in range(3)] + [task_status("t3", "Failed")])
+    commit_status(
+        world, [task_status(f"new-{i}", "Initializing") for i in range(3)] + [task_status("t3", "Failed")]
+    )
     assert same_as_fresh() == []
-    checkpoint([Change(Kind.Task, "new-1", None), Change(Kind.ToolCall, "t3-abc-tc-01", None)])
+    commit_status(world, [Change(Kind.Task, "new-1", None), Change(Kind.ToolCall, "t3-abc-tc-01", None)])
     assert same_as_fresh() == []
     archive = [Change(Kind.Task, "gone", None, archive=True), Change(Kind.Task, "new-2", None, archive=True)]
-    checkpoint(archive)
+    commit_status(world, archive)
     assert same_as_fresh() == []
     git(world, "update-ref", "refs/heads/acp/status", first)  # moved back: what the diff undoes
     assert same_as_fresh() == []

@@ -29,12 +29,11 @@ from gitops_acp.resources.meta import (
     PLURALS,
     STATUS_ROOT,
     Kind,
-    legacy_status_path,
     parse_status_path,
     status_path,
 )
 from gitops_acp.store import statusbranches, statusfields, yamlio
-from gitops_acp.store.statustree import archived_names, read_status_file, read_tip, status_names
+from gitops_acp.store.statustree import archived_names, live_paths, read_status_file, read_tip, status_names
 
 TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:  # imported where used: pydantic and GitPython only when a reader needs them
@@ -333,12 +332,7 @@ def _status_files(
             if held.blobs is not None and name in held.blobs:
                 by_blob[name] = held.blobs[name]
                 break
-            if in_archive:
-                paths = [status_path(kind, name, root=ARCHIVE_ROOT)]
-            else:
-                paths = [status_path(kind, name)]
-                if kind in FANNED_OUT:
-                    paths.append(legacy_status_path(kind, name))
+            paths = [status_path(kind, name, root=ARCHIVE_ROOT)] if in_archive else live_paths(kind, name)
             wanted.append((name, tip, paths))
     files: dict[str, bytes] = {}
     found = repo.read_first_files([(tip, paths) for _, tip, paths in wanted]) if wanted else []

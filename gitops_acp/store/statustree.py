@@ -48,6 +48,7 @@ __all__ = [
     "StatusTree",
     "archived_names",
     "branch_ref",
+    "live_paths",
     "read_status_file",
     "read_status_files",
     "read_tip",
@@ -156,14 +157,21 @@ def read_status_file(repo: Reader, tip: str, kind: Kind, name: str, *, archived:
     return read_status_files(repo, [tip], kind, name, archived=archived)[0]
 
 
+def live_paths(kind: Kind, name: str) -> list[str]:
+    """Where a resource's file may be in `status/`: its path, then (tasks and tool calls) the flat
+    layout's of tips written before the fan-out."""
+    paths = [status_path(kind, name)]
+    if kind in FANNED_OUT:
+        paths.append(legacy_status_path(kind, name))
+    return paths
+
+
 def read_status_files(
     repo: Reader, commits: Sequence[str], kind: Kind, name: str, *, archived: bool = True
 ) -> list[Found | None]:
     """`read_status_file` at each of `commits` (a resource's history): every path it may have at
     every commit asked of git at once, in one round trip."""
-    paths = [status_path(kind, name)]
-    if kind in FANNED_OUT:
-        paths.append(legacy_status_path(kind, name))
+    paths = live_paths(kind, name)
     if archived:
         paths.append(status_path(kind, name, root=ARCHIVE_ROOT))
     found: list[Found | None] = []
