@@ -74,6 +74,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_tasks import (
+    callgrind_prefix,
+    count_instructions,
     git,
     make_repo,
     percentile,
@@ -320,19 +322,8 @@ def start_child(
     repo: Path, secrets: Path, retain: str, *, callgrind: Path | None = None
 ) -> subprocess.Popen[str]:
     """The reconciler's process, once its LLM and agent are Ready (under callgrind, into that folder)."""
-    counting = (
-        [
-            "valgrind",
-            "-q",
-            "--tool=callgrind",
-            f"--callgrind-out-file={callgrind}/callgrind.%p",
-            "--dump-instr=no",
-        ]
-        if callgrind is not None
-        else []
-    )
     server = subprocess.Popen(
-        [*counting, sys.executable, __file__, "--child", str(repo), str(secrets), retain],
+        [*callgrind_prefix(callgrind), sys.executable, __file__, "--child", str(repo), str(secrets), retain],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -349,21 +340,6 @@ def stop_child(server: subprocess.Popen[str]) -> None:
     server.stdin.write("\n")
     server.stdin.flush()
     server.wait(timeout=120)
-
-
-def count_instructions(server: subprocess.Popen[str], folder: Path, batch: int) -> int | None:
-    """Zero callgrind's counters (`batch` 0: start-up is not counted) or dump them as batch `batch`
-    (a dump zeroes them too): the instructions since the last dump or zeroing."""
-    pid = str(server.pid)
-    if batch == 0:
-        subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
-        return None
-    subprocess.run(["callgrind_control", f"--dump=batch {batch}", pid], check=True, capture_output=True)
-    dumps = sorted(folder.glob(f"callgrind.{pid}.*"), key=lambda path: int(path.suffix[1:]))
-    for line in dumps[-1].read_text().splitlines():  # the newest dump: this batch's
-        if line.startswith("totals:"):
-            return int(line.split()[1])
-    raise SystemExit(f"no totals in {dumps[-1]}")
 
 
 def report_startup(
@@ -600,12 +576,13 @@ def main() -> int:
                     no_gc = ("-c", "gc.auto=0") if args.no_auto_gc else ()
                     git(repo, *no_gc, "commit", "-q", "-m", f"{len(names)} tasks")
                     if args.callgrind is not None and not rows:
-                        count_instructions(server, args.callgrind, 0)
+                        count_instructions(server.pid, args.callgrind, None)
                     server.stdin.write(" ".join(names) + "\n")
                     server.stdin.flush()
                     figures = json.loads(server.stdout.readline())
                     if args.callgrind is not None:
-                        figures["instructions"] = count_instructions(server, args.callgrind, len(rows) + 1)
+                        label = f"batch {len(rows) + 1}"
+                        figures["instructions"] = count_instructions(server.pid, args.callgrind, label)
                     done += len(names)
                     probe = f"g{args.batch // 2:06d}"  # of the first batch: archived later, if archiving
                     row = {

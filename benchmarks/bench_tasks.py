@@ -42,6 +42,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,6 +67,31 @@ def repository_kb(repo: Path) -> float:
     """The object store's size as git counts it (loose + packed, KiB): no walking of .git's layout."""
     counts = dict(line.split(": ", 1) for line in git(repo, "count-objects", "-v").splitlines())
     return float(counts.get("size", 0)) + float(counts.get("size-pack", 0))
+
+
+def callgrind_prefix(folder: Path | None) -> list[str]:
+    """The command that runs a reconciler under valgrind's callgrind, its counts into `folder`
+    (nothing without one): instructions executed, which do not drift with the machine as CPU
+    seconds do."""
+    if folder is None:
+        return []
+    out = f"--callgrind-out-file={folder}/callgrind.%p"
+    return ["valgrind", "-q", "--tool=callgrind", out, "--dump-instr=no"]
+
+
+def count_instructions(pid: int, folder: Path, label: str | None) -> int | None:
+    """Zero callgrind's counters in process `pid` (`label` None) or dump them as `label` (a dump
+    zeroes them too): the instructions it executed since the last dump or zeroing (every thread;
+    not its child processes)."""
+    if label is None:
+        subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
+        return None
+    subprocess.run(["callgrind_control", f"--dump={label}", str(pid)], check=True, capture_output=True)
+    dumps = sorted(folder.glob(f"callgrind.{pid}.*"), key=lambda path: int(path.suffix[1:]))
+    for line in dumps[-1].read_text().splitlines():  # the newest dump: this one
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no totals in {dumps[-1]}")
 
 
 def start_stub(script: Path | None = None) -> tuple[subprocess.Popen[str], str]:
@@ -215,9 +241,11 @@ async def serve_until_ready(manager: Any, ready: Callable[[], bool]) -> asyncio.
     return serving
 
 
-def serving_child(repo: Path, secrets: Path, shard_text: str, n_tasks: int) -> None:
+def serving_child(repo: Path, secrets: Path, shard_text: str, n_tasks: int, *, counted: bool = False) -> None:
     """Serve `repo` (shard `I/N`) until Ready, say so, then until this shard's share of the N
     tasks committed meanwhile by the parent is finished; print the figures of that stretch as JSON.
+    `counted` (under callgrind): once finished, say so and wait for a line on stdin (the parent
+    dumps the counters meanwhile), so that stopping is not counted.
     """
     import psutil
 
@@ -280,6 +308,9 @@ def serving_child(repo: Path, secrets: Path, shard_text: str, n_tasks: int) -> N
         print(json.dumps({"ready": True}), flush=True)
         while finished() < len(mine):
             await asyncio.sleep(0.02)  # a 20 ms resolution on runs of seconds; cheaper to look
+        if counted:
+            print(json.dumps({"counted": True}), flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
         figures = {
             "finished": time.time(),
             "cpu_seconds": time.process_time() - cpu0,
@@ -321,9 +352,10 @@ def throughput(
     stub_pid: int | None = None,
     shards: int = 1,
     cold: bool = False,
+    callgrind: Path | None = None,
 ) -> dict[str, float]:
     if not cold:
-        return serving_throughput(n, url, tools=tools, stub_pid=stub_pid, shards=shards)
+        return serving_throughput(n, url, tools=tools, stub_pid=stub_pid, shards=shards, callgrind=callgrind)
     with tempfile.TemporaryDirectory(prefix="bench-acp-") as tmp:
         # Warm: the LLM, the agent and the MCP server are Ready (a first run validated them) when
         # the N tasks arrive in one commit, as with a reconciler already serving. The timed run
@@ -367,15 +399,17 @@ def combine(
 
 
 def serving_throughput(
-    n: int, url: str, *, tools: bool, stub_pid: int | None, shards: int
+    n: int, url: str, *, tools: bool, stub_pid: int | None, shards: int, callgrind: Path | None = None
 ) -> dict[str, float]:
     """N tasks committed at once to `main` while the reconcilers serve; the clock runs from that
-    commit to the last task finished."""
+    commit to the last task finished. Under `callgrind`, each reconciler's instructions from that
+    commit to its last task finished are counted too (`instructions`)."""
     with tempfile.TemporaryDirectory(prefix="bench-acp-") as tmp:
         repo, secrets = make_repo(Path(tmp), url, 0, tools=tools)
         children = [
             subprocess.Popen(
                 [
+                    *callgrind_prefix(callgrind),
                     sys.executable,
                     __file__,
                     "--serving-child",
@@ -383,21 +417,32 @@ def serving_throughput(
                     str(secrets),
                     f"{i}/{shards}",
                     str(n),
+                    "counted" if callgrind is not None else "-",
                 ],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
             )
             for i in range(shards)
         ]
+        instructions = 0
         try:
             for proc in children:  # every reconciler Ready: LLM validated, MCP server connected
                 assert proc.stdout is not None
                 if not json.loads(proc.stdout.readline() or "{}").get("ready"):
                     raise SystemExit("a serving child stopped before it was ready")
+                if callgrind is not None:
+                    count_instructions(proc.pid, callgrind, None)
             stub_cpu = process_cpu(stub_pid) if stub_pid is not None else 0.0
             add_tasks(repo, n)
             committed = time.time()
-            outputs = [proc.communicate(timeout=600)[0] for proc in children]
+            if callgrind is not None:
+                for proc in children:
+                    assert proc.stdout is not None
+                    if not json.loads(proc.stdout.readline() or "{}").get("counted"):
+                        raise SystemExit("a serving child stopped before its tasks finished")
+                    instructions += count_instructions(proc.pid, callgrind, f"N {n}") or 0
+            outputs = [proc.communicate("\n", timeout=600)[0] for proc in children]
         finally:
             for proc in children:
                 if proc.poll() is None:
@@ -407,7 +452,10 @@ def serving_throughput(
                 f"a child failed: exit codes {[proc.returncode for proc in children]}, output {outputs!r}"
             )
         each = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
-        return combine(each, repo, n, shards, started=committed, stub_pid=stub_pid, stub_cpu=stub_cpu)
+        figures = combine(each, repo, n, shards, started=committed, stub_pid=stub_pid, stub_cpu=stub_cpu)
+        if callgrind is not None:
+            figures["instructions"] = instructions
+        return figures
 
 
 def run_children(repo: Path, secrets: Path, shards: int) -> list[dict[str, float]]:
@@ -527,16 +575,29 @@ def main() -> int:
         help="time a new reconciler process per N, start-up included (default: N tasks arriving "
         "at reconcilers already serving)",
     )
+    parser.add_argument(
+        "--callgrind",
+        type=Path,
+        metavar="DIR",
+        help="run each serving reconciler under valgrind's callgrind (its counts into DIR) and print the "
+        "instructions it executes per task from the commit to the last task finished (~30x slower)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("REPO", "SECRETS", "SHARD"), help=argparse.SUPPRESS)
-    parser.add_argument("--serving-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--serving-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(Path(args.child[0]), Path(args.child[1]), args.child[2])
         return 0
     if args.serving_child:
-        repo, secrets, shard, n = args.serving_child
-        serving_child(Path(repo), Path(secrets), shard, int(n))
+        repo, secrets, shard, n, counted = args.serving_child
+        serving_child(Path(repo), Path(secrets), shard, int(n), counted=counted == "counted")
         return 0
+    if args.callgrind is not None:
+        if args.cold:
+            raise SystemExit("--callgrind counts reconcilers already serving: not with --cold")
+        if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+            raise SystemExit("--callgrind: valgrind is not installed (Debian: apt-get install valgrind)")
+        args.callgrind.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {git(ROOT, '--version')}")
     script = None
     if args.tools:
@@ -561,7 +622,15 @@ def main() -> int:
             f"{'RSS MB':>7} {'repo KB':>8}"
         )
         for n in args.n or [1, 100, 1000]:
-            f = throughput(n, url, tools=args.tools, stub_pid=stub.pid, shards=args.shards, cold=args.cold)
+            f = throughput(
+                n,
+                url,
+                tools=args.tools,
+                stub_pid=stub.pid,
+                shards=args.shards,
+                cold=args.cold,
+                callgrind=args.callgrind,
+            )
             print(
                 f"{n:>6} {n / f['seconds']:>8.1f} {f['seconds']:>8.2f} "
                 f"{f['cpu_seconds'] * 1000 / (n * turns):>11.2f} "
@@ -577,6 +646,9 @@ def main() -> int:
                 + ", ".join(f"{name} {seconds * 1000 / n:.2f}" for name, seconds in cpu.items())
                 + f"; all of them: {sum(cpu.values()) / f['seconds']:.2f} cores busy on average"
             )
+            if "instructions" in f:
+                per_task = f["instructions"] / n / 1e6
+                print(f"{'':>6} reconciler instructions (callgrind): {per_task:.2f} M a task")
             if args.shards > 1:
                 commits = ", ".join(f"{i}: {int(f[f'commits_{i}'])}" for i in range(args.shards))
                 print(f"{'':>6} commits per shard: {commits}")
