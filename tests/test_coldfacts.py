@@ -45,6 +45,8 @@ def test_saved_facts_read_back_as_they_were(tmp_path: Path) -> None:
     assert coldfacts.save(path, FACTS) == 3
     assert coldfacts.load(path) == dict(FACTS[:3])
     assert not list(tmp_path.glob("*.tmp-*"))
+    # What `get --phase` reads of them: each finished one's phase by its blob, as git names it.
+    assert coldfacts.phases(path) == {sha.hex(): facts.phase for sha, facts in FACTS[:3]}
 
 
 @pytest.mark.parametrize(
@@ -61,6 +63,7 @@ def test_another_versions_file_is_not_used(tmp_path: Path, text: str) -> None:
     body = path.read_bytes().split(b"\n", 1)[1]
     path.write_bytes(text.encode() + body)
     assert coldfacts.load(path) == {}
+    assert coldfacts.phases(path) == {}
 
 
 def test_a_broken_or_missing_file_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -71,6 +74,9 @@ def test_a_broken_or_missing_file_is_not_used(tmp_path: Path, caplog: pytest.Log
     with caplog.at_level(logging.WARNING, logger="gitops_acp"):
         assert coldfacts.load(path) == {}
     assert "unreadable, not used" in caplog.text
+    assert coldfacts.phases(path) == {}
+    path.unlink()
+    assert coldfacts.phases(path) == {}
 
 
 def test_a_restart_holds_the_finished_ones_it_knew_without_reading_them(tmp_path: Path) -> None:

@@ -22,10 +22,12 @@ import pytest
 from gitops_acp.cli import views
 from gitops_acp.cli.commands import get
 from gitops_acp.cli.main import main
+from gitops_acp.controllers.cold import Facts
 from gitops_acp.errors import UserError
+from gitops_acp.reactor import coldfacts
 from gitops_acp.resources import selectors
 from gitops_acp.resources.meta import ANNOTATION_SOURCE, LABEL_PARENT_TOOLCALL, Kind, status_path
-from gitops_acp.store import readers
+from gitops_acp.store import readers, recovery
 from gitops_acp.store.git import GitRepo
 from gitops_acp.store.status import Change, StatusWriter
 from tests.conftest import commit_files, git
@@ -569,6 +571,73 @@ def test_phase_and_selector_narrow_a_list(world: Path, capsys: pytest.CaptureFix
     get.show(str(world), "tasks", output="json", page=get.Page(limit=1))
     listed = json.loads(capsys.readouterr().out)
     assert listed["metadata"] == {"continue": listed["items"][0]["metadata"]["name"]}
+
+
+def test_a_phase_list_reads_no_file_whose_saved_phase_is_another(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`get --phase` asks the facts the reconciler saved by blob (reactor/coldfacts.py) before
+    reading a file, once the list has refused a first chunk of files: a finished task saved in
+    another phase is then not read, and the list is the same. A list whose phase most files are in
+    never asks."""
+    done = [f"done-{i:02d}" for i in range(80)]
+    commit_status(
+        world,
+        [
+            Change(
+                Kind.Task,
+                name,
+                status_doc("Task", name, {"agentRef": {"name": "helper"}}, {"phase": "FinalAnswer"}),
+            )
+            for name in done
+        ],
+    )
+    with GitRepo.open(world) as repo:
+        tip = repo.resolve("refs/heads/acp/status")
+        assert tip is not None
+        blobs = {
+            path.rsplit("/", 1)[1].removesuffix(".yaml"): sha
+            for path, sha in repo.list_tree(tip).items()
+            if path.startswith("status/tasks/")
+        }
+
+        def listed(phase: str) -> tuple[list[str], list[str]]:
+            page = get.Page(phase=phase)
+            counting = Counting(repo, repo.resolve("refs/heads/main") or "")
+            shown = readers.listing(counting, Kind.Task, page.accepts, skip=page.unread(counting, Kind.Task))
+            read = sorted(path.rsplit("/", 1)[1].removesuffix(".yaml") for path in counting.status_files)
+            return [document["metadata"]["name"] for document in shown.documents], read
+
+        every = sorted(blobs)  # the tasks with a status file: each read without saved facts
+        answered = ["delegate-t3-abc-tc-02", *done, "t3", "t5"]
+        before = {phase: listed(phase) for phase in ("FinalAnswer", "Cancelled", "Failed")}
+        assert before == {
+            "FinalAnswer": (answered, every),
+            "Cancelled": (["gone"], every),
+            "Failed": ([], every),
+        }
+        saved = [  # what a serve saved: every finished task but t5 (finished since its last save)
+            (
+                bytes.fromhex(blob),
+                Facts("Cancelled" if name == "gone" else "FinalAnswer", True, None, None, None, True),
+            )
+            for name, blob in blobs.items()
+            if name != "t5"
+        ]
+        folder = recovery.lock_dir(repo.common_dir)  # where serve keeps its lock and its facts
+        folder.mkdir()
+        coldfacts.save(coldfacts.path_for(folder, "acp/status"), saved)
+        # The first chunk (64 names, in name order, the Tasks on main without a status among them)
+        # is read as it comes; from then on only the files in that phase or without saved facts.
+        first = sorted({*blobs, *(f"t{i}" for i in range(20))})[:64]
+        assert {phase: listed(phase) for phase in before} == {
+            "FinalAnswer": (answered, every),  # nothing refused: the facts are not even asked
+            "Cancelled": (["gone"], sorted({*(n for n in first if n in blobs), "gone", "t5"})),
+            "Failed": ([], sorted({*(n for n in first if n in blobs), "t5"})),
+        }
+    for phase, (names, _) in before.items():  # and the command shows the same
+        get.show(str(world), "tasks", page=get.Page(phase=phase))
+        assert names_shown(capsys.readouterr().out) == names
 
 
 def test_get_search_narrows_by_name_with_the_other_options(

@@ -4,6 +4,7 @@
                                                                             blob sha → Facts, finished only
     start ── ls-tree of status/ ──► a file whose blob is there: Cold(blob, facts), not read
                                 ──► any other: read and parsed, as before
+    get --phase P ── a file whose blob is there in another phase: not read (`phases`)
 
 Start-up loads the status branch's tip. A finished Task or ToolCall is held cold (cold.py), as its
 blob and a few facts, but to know that it is finished and what the facts are, every file was read
@@ -31,9 +32,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 from gitops_acp import __version__
-from gitops_acp.controllers.cold import Facts
 
-__all__ = ["READ_BEFORE_SAVING", "SAVE_EVERY", "load", "path_for", "save"]
+TYPE_CHECKING = False  # `get --phase` reads the phases without the models (`phases`)
+if TYPE_CHECKING:
+    from gitops_acp.controllers.cold import Facts
+
+__all__ = ["READ_BEFORE_SAVING", "SAVE_EVERY", "load", "path_for", "phases", "save"]
 
 log = logging.getLogger("gitops_acp")
 
@@ -56,6 +60,8 @@ def path_for(lock_dir: Path, branch: str) -> Path:
 
 def load(path: Path) -> dict[bytes, Facts]:
     """The facts saved at `path` by blob sha (20 bytes); empty if there are none it can use."""
+    from gitops_acp.controllers.cold import Facts
+
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -82,6 +88,27 @@ def load(path: Path) -> dict[bytes, Facts]:
         log.warning("%s: unreadable, not used: finished tasks' files are read instead", path)
         return {}
     return facts
+
+
+def phases(path: Path) -> dict[str, str]:
+    """The phase of each finished resource whose facts are saved at `path`, by its status file's
+    blob (hex, as `git ls-tree` names it); empty if there are none it can use. For a reader that
+    filters by phase (`get --phase`): a file whose blob is here need not be read to know its
+    phase. Parsed without the models (no pydantic) and without building Facts."""
+    try:
+        data = path.read_bytes()
+    except OSError:  # missing or unreadable: every file is read, as without saved facts
+        return {}
+    if not data.startswith(_HEADER):
+        return {}
+    found: dict[str, str] = {}
+    intern = sys.intern
+    for line in data[len(_HEADER) :].decode(errors="replace").splitlines():
+        fields = line.split("\t")
+        if len(fields) != 6 or len(fields[0]) != 40 or not fields[1]:
+            return {}  # broken (`load` says so): not used at all, as `load` does
+        found[fields[0]] = intern(fields[1])
+    return found
 
 
 def save(path: Path, entries: Iterable[tuple[bytes, Facts]]) -> int:

@@ -165,6 +165,7 @@ def listing(
     desired: DesiredReader | None = None,
     named: Callable[[str], bool] | None = None,
     names: StatusNames | None = None,
+    skip: Callable[[str], bool] | None = None,
 ) -> Listing:
     """The objects of `kind` by name, those `accept` keeps, `limit` of them after name `after`.
 
@@ -176,7 +177,11 @@ def listing(
     then the names in `archive/<plural>` are listed too. A long-lived caller (the HTTP API) passes
     its own `desired` reader, which parses only what changed on `main` since its last read, and
     its own `names`, brought to each new tip by what changed. `named` keeps names before anything
-    of theirs is read: a name search reads no file of a name it does not keep.
+    of theirs is read: a name search reads no file of a name it does not keep. `skip` is asked
+    about the blob of each status file the names came with (`StatusNames(blobs=True)`) before it is
+    read, once `accept` has refused _FIRST_CHUNK files (a filter that keeps most has no use for
+    it): a name whose shown file it skips is left out unread (`get --phase`, from the phases the
+    reconciler saved by blob: the caller knows `accept` would refuse it).
     """
     declared: dict[str, Loaded] | dict[str, tuple[str, bytes]] = {}
     if kind not in STATUS_ONLY:
@@ -215,6 +220,7 @@ def listing(
     if named is not None:
         merged = (name for name in merged if named(name))
     chosen: list[dict[str, Any]] = []
+    refused = 0  # files read that `accept` refused
     chunk = _FIRST_CHUNK
     while True:
         # A page of `limit` ends at the first accepted object past it (then there is a next page).
@@ -222,6 +228,8 @@ def listing(
         ahead = list(itertools.islice(merged, size))
         if not ahead:
             return Listing(chosen, None)
+        if skip is not None and refused >= _FIRST_CHUNK:
+            ahead = [name for name in ahead if not _skipped(name, sources, skip)]
         files = _status_files(repo, kind, sources, ahead)  # the chunk's files in one round trip
         for name in ahead:
             data = files.get(name)
@@ -232,6 +240,7 @@ def listing(
                     continue
                 document = observed
             if not accept(document):
+                refused += 1
                 continue
             if limit is not None and len(chosen) == limit:
                 return Listing(chosen, str(chosen[-1]["metadata"]["name"]))
@@ -314,6 +323,16 @@ def _declared_in(path: str, data: bytes, kind: Kind, name: str) -> Loaded | None
         ),
         None,
     )
+
+
+def _skipped(name: str, sources: list[tuple[str, SortedNames, bool]], skip: Callable[[str], bool]) -> bool:
+    """Whether the file shown for `name` (the first source's that holds it) is one `skip` skips
+    by its blob; False for a name known by path only, or held by no source (declared on `main` only)."""
+    for _, held, _ in sources:
+        if name in held:
+            blob = held.blobs.get(name) if held.blobs is not None else None
+            return blob is not None and skip(blob)
+    return False
 
 
 def _status_files(

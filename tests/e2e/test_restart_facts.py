@@ -8,12 +8,16 @@ a start reads them all again, as before, and saves the file anew; at once when t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from subprocess import CompletedProcess
 
 import pytest
 
+from gitops_acp.cli.commands import get
 from gitops_acp.reactor import coldfacts
+from gitops_acp.resources.meta import Kind
+from gitops_acp.store.git import ReadOnlyRepo
 from tests.conftest import git
 from tests.e2e.conftest import STATUS_BRANCH, AcpRepo, Background, Stub, cli, task_yaml, wait_for
 
@@ -36,6 +40,21 @@ def test_a_restart_holds_the_finished_tasks_it_knew_without_reading_them(
     tip = git(acp_repo.path, "rev-parse", STATUS_BRANCH)
     asked = sum(len(stub.chats(f"Question {i}")) for i in range(5))
     assert asked == 5
+    # `get --phase` finds them where serve saved them: a list of another phase reads none of the five
+    blobs = git(
+        acp_repo.path, "ls-tree", "-r", "--format=%(objectname)", STATUS_BRANCH, "status/tasks"
+    ).split()
+    with ReadOnlyRepo.open(acp_repo.path) as repo:
+        unread = get.Page(phase="Failed").unread(repo, Kind.Task)
+        assert unread is not None
+        assert sorted(blob for blob in blobs if unread(blob)) == sorted(blobs)
+        answered = get.Page(phase="FinalAnswer").unread(repo, Kind.Task)
+        assert answered is not None
+        assert not any(answered(blob) for blob in blobs)
+    for phase, shown in [("Failed", []), ("FinalAnswer", [f"t{i}" for i in range(5)])]:
+        listed = cli("--repo", str(acp_repo.path), "get", "tasks", "--phase", phase, "-o", "json")
+        assert listed.returncode == 0, listed.stderr
+        assert [item["metadata"]["name"] for item in json.loads(listed.stdout)["items"]] == shown
 
     again = serve_once(acp_repo)
     assert again.returncode == 0, again.stderr

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # argparse and the selectors (dataclasses) only where a list 
     from typing import Any, NamedTuple
 
     from gitops_acp.resources import selectors
+    from gitops_acp.store.git.readonly import ReadOnlyRepo
 else:
     from gitops_acp.tuples import NamedTuple
 
@@ -107,12 +108,44 @@ class Page(NamedTuple):
         needle = self.search.lower()
         return lambda name: needle in name.lower()
 
+    def unread(self, repo: ReadOnlyRepo, kind: Kind) -> Callable[[str], bool] | None:
+        """With --phase, which status files it need not read, by blob: the finished tasks and tool
+        calls whose phase the reconciler serving this repository saved (reactor/coldfacts.py), in
+        another phase. Read when first asked (a list asks only once its filter refuses files);
+        None: every file is read (no --phase)."""
+        if self.phase is None or kind not in (Kind.Task, Kind.ToolCall):
+            return None
+        wanted = self.phase
+        saved: dict[str, str] | None = None
+
+        def unread(blob: str) -> bool:
+            nonlocal saved
+            if saved is None:
+                saved = _saved_phases(repo)
+            phase = saved.get(blob)
+            return phase is not None and phase != wanted
+
+        return unread
+
     def accepts(self, document: dict[str, Any]) -> bool:
         """Whether the selector and the phase keep `document`."""
         labels = (document.get("metadata") or {}).get("labels")
         phase = (document.get("status") or {}).get("phase")
         selected = self.selector is None or self.selector.matches(labels)
         return selected and (self.phase is None or phase == self.phase)
+
+
+def _saved_phases(repo: ReadOnlyRepo) -> dict[str, str]:
+    """The phases of finished tasks and tool calls by blob, as the reconciler serving `repo` saved
+    them for each status branch (empty: none saved, or none it can use)."""
+    from gitops_acp.reactor import coldfacts
+    from gitops_acp.store import recovery, statusbranches
+
+    folder = recovery.lock_dir(repo.common_dir)
+    saved: dict[str, str] = {}
+    for branch in statusbranches.status_branches(repo):
+        saved |= coldfacts.phases(coldfacts.path_for(folder, branch.name))
+    return saved
 
 
 def _selector(text: str | None) -> selectors.Selector | None:
@@ -169,6 +202,7 @@ def show(
                 after=page.after,
                 archived=page.archived,
                 named=page.named(),
+                skip=page.unread(repo, kind),
             )
         documents, token = listed.documents, listed.next_after
     print(render(kind, documents, one=bool(name), output=output, token=token))

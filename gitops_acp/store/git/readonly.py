@@ -170,6 +170,13 @@ class ReadOnlyRepo:
 
         return Path(self._git_dir)
 
+    @property
+    def common_dir(self) -> Path:
+        """The directory that holds objects, branches and `packed-refs` (a worktree's main git dir)."""
+        from pathlib import Path
+
+        return Path(self._common_dir)
+
     def __repr__(self) -> str:
         return f"ReadOnlyRepo({str(self._git_dir)!r})"
 
