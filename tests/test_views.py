@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from gitops_acp.api.reading import Reads
 from gitops_acp.cli import views
 from gitops_acp.cli.commands import get
 from gitops_acp.cli.main import main
@@ -453,6 +454,19 @@ def test_a_long_list_reads_its_status_files_many_at_a_time(world: Path) -> None:
             assert whole.next_after is None
             assert len(repo.status_files) == 301  # each file once (and the tool call of the world)
             assert repo.trips == 3  # 64 names, 128, then the last 109 (one each: 301)
+            # A small page through a filter that keeps only the last: it reads on in chunks that
+            # grow with what it refused (6, 6, 12, 24, 48, 96, 109), not the page's size each time.
+            repo = Trips(opened, git(world, "rev-parse", "main"))
+            last = readers.listing(
+                repo,  # type: ignore[arg-type]
+                Kind.ToolCall,
+                lambda doc: doc["metadata"]["name"] == "c299",
+                limit=5,
+                names=names,
+            )
+            assert [doc["metadata"]["name"] for doc in last.documents] == ["c299"]
+            assert len(repo.status_files) == 301
+            assert repo.trips == 7
         pages: list[dict[str, Any]] = []
         after: str | None = None
         while True:
@@ -602,11 +616,18 @@ def test_a_phase_list_reads_no_file_whose_saved_phase_is_another(
         }
 
         def listed(phase: str) -> tuple[list[str], list[str]]:
-            page = get.Page(phase=phase)
-            counting = Counting(repo, repo.resolve("refs/heads/main") or "")
-            shown = readers.listing(counting, Kind.Task, page.accepts, skip=page.unread(counting, Kind.Task))
-            read = sorted(path.rsplit("/", 1)[1].removesuffix(".yaml") for path in counting.status_files)
-            return [document["metadata"]["name"] for document in shown.documents], read
+            """What the list shows and which status files it read: the same whether its names came
+            with their blobs (a command's) or not (the HTTP API's, kept between answers)."""
+            found = []
+            for names in (readers.StatusNames(blobs=True), readers.StatusNames()):
+                page = get.Page(phase=phase)
+                counting = Counting(repo, repo.resolve("refs/heads/main") or "")
+                skip = page.unread(counting, Kind.Task)
+                shown = readers.listing(counting, Kind.Task, page.accepts, names=names, skip=skip)
+                read = sorted(path.rsplit("/", 1)[1].removesuffix(".yaml") for path in counting.status_files)
+                found.append(([document["metadata"]["name"] for document in shown.documents], read))
+            assert found[0] == found[1]
+            return found[0]
 
         every = sorted(blobs)  # the tasks with a status file: each read without saved facts
         answered = ["delegate-t3-abc-tc-02", *done, "t3", "t5"]
@@ -638,6 +659,52 @@ def test_a_phase_list_reads_no_file_whose_saved_phase_is_another(
     for phase, (names, _) in before.items():  # and the command shows the same
         get.show(str(world), "tasks", page=get.Page(phase=phase))
         assert names_shown(capsys.readouterr().out) == names
+
+
+def test_the_apis_lists_read_the_saved_phases_again_only_when_saved_again(world: Path) -> None:
+    """The HTTP API's lists ask the same saved phases (`api/reading.Reads.saved_phases`), kept
+    between answers and read again when a save changed the file; its answers are the same."""
+    reads = Reads(world, branch="main")
+
+    def cancelled(reads: Reads) -> list[str]:
+        page = reads.page(
+            Kind.Task,
+            get.Page(phase="Cancelled").accepts,
+            limit=10,
+            after=None,
+            archived=False,
+            phase="Cancelled",
+        )
+        return [document["metadata"]["name"] for document in page.documents]
+
+    async def scenario() -> None:
+        try:
+            assert await reads.run(lambda reads: reads.saved_phases()) == {}
+            assert await reads.run(cancelled) == ["gone"]
+            with GitRepo.open(world) as repo:
+                tip = repo.resolve("refs/heads/acp/status")
+                assert tip is not None
+                blobs = {
+                    path.rsplit("/", 1)[1].removesuffix(".yaml"): sha
+                    for path, sha in repo.list_tree(tip).items()
+                }
+            path = coldfacts.path_for(recovery.lock_dir(world / ".git"), "acp/status")
+            path.parent.mkdir()
+            coldfacts.save(
+                path, [(bytes.fromhex(blobs["gone"]), Facts("Cancelled", True, None, None, None, True))]
+            )
+            assert await reads.run(lambda reads: reads.saved_phases()) == {blobs["gone"]: "Cancelled"}
+            kept = await reads.run(lambda reads: reads.saved_phases())
+            assert await reads.run(lambda reads: reads.saved_phases()) is kept  # not read again
+            coldfacts.save(
+                path, [(bytes.fromhex(blobs["t3"]), Facts("FinalAnswer", True, None, None, None, True))]
+            )
+            assert await reads.run(lambda reads: reads.saved_phases()) == {blobs["t3"]: "FinalAnswer"}
+            assert await reads.run(cancelled) == ["gone"]
+        finally:
+            await reads.aclose()
+
+    asyncio.run(scenario())
 
 
 def test_get_search_narrows_by_name_with_the_other_options(

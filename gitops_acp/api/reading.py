@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gitops_acp.reactor import coldfacts
 from gitops_acp.resources.meta import Kind
-from gitops_acp.store import readers
+from gitops_acp.store import readers, recovery, statusbranches
 from gitops_acp.store.desired import DesiredReader
 from gitops_acp.store.git import GitRepo, ReadOnlyRepo
 
@@ -38,6 +39,9 @@ class Reads:
         self._reader: ReadOnlyRepo | None = None
         self._desired: DesiredReader | None = None  # main, parsed once, then only what changed
         self._names = readers.StatusNames()  # the status files' names, brought to each new tip
+        # The phases the reconciler saved by blob (reactor/coldfacts.py), with the files' stamps
+        # they were read at: read again only when a save changed them.
+        self._phases: tuple[tuple[tuple[str, int, int, int], ...], dict[str, str]] | None = None
 
     async def run(self, fn: Callable[[Reads], T]) -> T:
         """Run `fn(self)` on the read thread."""
@@ -68,9 +72,11 @@ class Reads:
         after: str | None,
         archived: bool,
         named: Callable[[str], bool] | None = None,
+        phase: str | None = None,
     ) -> readers.Listing:
         """One page of a kind's objects by name, as `get KIND --limit --continue` lists them; `named`
-        keeps names before their files are read (a search by name)."""
+        keeps names before their files are read (a search by name); with the `phase` that `accept`
+        asks for, a finished one the reconciler saved in another phase is not read (`get --phase`)."""
         repo = self.repo()
         if self._desired is None:
             self._desired = DesiredReader(repo)
@@ -85,7 +91,19 @@ class Reads:
             desired=self._desired,
             named=named,
             names=self._names,
+            skip=None if phase is None else coldfacts.other_phase(self.saved_phases, phase),
         )
+
+    def saved_phases(self) -> dict[str, str]:
+        """The phases of finished tasks and tool calls by blob, as the reconciler saved them for each
+        status branch (on the read thread only): read again only when a save changed a file."""
+        repo = self.repo()
+        branches = [branch.name for branch in statusbranches.status_branches(repo)]
+        folder = recovery.lock_dir(repo.common_dir)
+        stamps = tuple((branch, *_stamp(coldfacts.path_for(folder, branch))) for branch in branches)
+        if self._phases is None or self._phases[0] != stamps:
+            self._phases = (stamps, coldfacts.saved_phases(repo.common_dir, branches))
+        return self._phases[1]
 
     async def aclose(self) -> None:
         """Close the repositories and the thread."""
@@ -97,3 +115,13 @@ class Reads:
 
         await self.run(close)
         self._thread.shutdown(wait=False)
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """Which file is at `path` (a save replaces it: a new inode), when it was written and its size
+    ((0, 0, 0): none): whether to read it again."""
+    try:
+        status = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (status.st_ino, status.st_mtime_ns, status.st_size)

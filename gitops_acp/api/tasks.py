@@ -126,7 +126,9 @@ async def list_tasks(request: Request, service: Service, caller: Caller) -> Resp
         )
 
     listed = await service.reads.run(
-        lambda reads: reads.page(Kind.Task, accept, limit=limit, after=after, archived=archived, named=named)
+        lambda reads: reads.page(
+            Kind.Task, accept, limit=limit, after=after, archived=archived, named=named, phase=phase
+        )
     )
     return JSONResponse({"items": listed.documents, "continue": listed.next_after})
 

@@ -50,7 +50,9 @@ async def list_toolcalls(request: Request, service: Service, caller: Caller) -> 
         return (phase is None or status.get("phase") == phase) and (task is None or owner == task)
 
     listed = await service.reads.run(
-        lambda reads: reads.page(Kind.ToolCall, accept, limit=limit, after=after, archived=archived)
+        lambda reads: reads.page(
+            Kind.ToolCall, accept, limit=limit, after=after, archived=archived, phase=phase
+        )
     )
     return JSONResponse({"items": listed.documents, "continue": listed.next_after})
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -37,7 +37,16 @@ TYPE_CHECKING = False  # `get --phase` reads the phases without the models (`pha
 if TYPE_CHECKING:
     from gitops_acp.controllers.cold import Facts
 
-__all__ = ["READ_BEFORE_SAVING", "SAVE_EVERY", "load", "path_for", "phases", "save"]
+__all__ = [
+    "READ_BEFORE_SAVING",
+    "SAVE_EVERY",
+    "load",
+    "other_phase",
+    "path_for",
+    "phases",
+    "save",
+    "saved_phases",
+]
 
 log = logging.getLogger("gitops_acp")
 
@@ -109,6 +118,34 @@ def phases(path: Path) -> dict[str, str]:
             return {}  # broken (`load` says so): not used at all, as `load` does
         found[fields[0]] = intern(fields[1])
     return found
+
+
+def saved_phases(common_dir: Path, branches: Iterable[str]) -> dict[str, str]:
+    """The phases a serve of the repository whose git dir is `common_dir` saved for each of its
+    status `branches` (`phases`), together: a blob's phase is the same on every branch."""
+    from gitops_acp.store.recovery import lock_dir  # here: `get --phase` imports it only if asked
+
+    folder = lock_dir(common_dir)
+    saved: dict[str, str] = {}
+    for branch in branches:
+        saved |= phases(path_for(folder, branch))
+    return saved
+
+
+def other_phase(saved: Callable[[], dict[str, str]], wanted: str) -> Callable[[str], bool]:
+    """A list's `skip` (`readers.listing`) for a phase filter: whether a status file's blob is
+    saved in another phase than `wanted`; `saved` is read when first asked (a list asks only
+    once its filter refuses files)."""
+    known: dict[str, str] | None = None
+
+    def skip(blob: str) -> bool:
+        nonlocal known
+        if known is None:
+            known = saved()
+        phase = known.get(blob)
+        return phase is not None and phase != wanted
+
+    return skip
 
 
 def save(path: Path, entries: Iterable[tuple[bytes, Facts]]) -> int:

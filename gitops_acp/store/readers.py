@@ -178,10 +178,10 @@ def listing(
     its own `desired` reader, which parses only what changed on `main` since its last read, and
     its own `names`, brought to each new tip by what changed. `named` keeps names before anything
     of theirs is read: a name search reads no file of a name it does not keep. `skip` is asked
-    about the blob of each status file the names came with (`StatusNames(blobs=True)`) before it is
-    read, once `accept` has refused _FIRST_CHUNK files (a filter that keeps most has no use for
-    it): a name whose shown file it skips is left out unread (`get --phase`, from the phases the
-    reconciler saved by blob: the caller knows `accept` would refuse it).
+    about the blob of each status file before it is read, once `accept` has refused _FIRST_CHUNK
+    files (a filter that keeps most has no use for it): a name whose shown file it skips is left
+    out unread (`--phase`, from the phases the reconciler saved by blob: the caller knows `accept`
+    would refuse it; names kept without blobs are listed again with theirs for that).
     """
     declared: dict[str, Loaded] | dict[str, tuple[str, bytes]] = {}
     if kind not in STATUS_ONLY:
@@ -199,12 +199,14 @@ def listing(
     found = statusbranches.status_branches(repo)  # the newest tip first: its copy is the one shown
     live = [(candidate.tip, index.at(repo, candidate.name, candidate.tip, kind)) for candidate in found]
     sources = [(tip, held, False) for tip, held in live]
+    roots = [(candidate.name, STATUS_ROOT) for candidate in found]  # each source's branch and root
     hidden: set[str] = set()  # declared on main, archived: shown only with `archived`
     if kind in FANNED_OUT and archived:  # the whole archive's names, after the live copies
         sources += [
             (candidate.tip, index.at(repo, candidate.name, candidate.tip, kind, root=ARCHIVE_ROOT), True)
             for candidate in found
         ]
+        roots += [(candidate.name, ARCHIVE_ROOT) for candidate in found]
     elif kind in FANNED_OUT:  # only whether the declared ones without a live status are archived
         unseen = [
             name
@@ -223,13 +225,19 @@ def listing(
     refused = 0  # files read that `accept` refused
     chunk = _FIRST_CHUNK
     while True:
-        # A page of `limit` ends at the first accepted object past it (then there is a next page).
-        size = chunk if limit is None else min(chunk, limit + 1 - len(chosen))
+        # A page of `limit` ends at the first accepted object past it (then there is a next page):
+        # no more than that while `accept` keeps what it reads, as many again as it refused
+        # (up to the chunk) once it refuses: a filter that keeps few reads on in big chunks.
+        size = chunk if limit is None else min(chunk, max(limit + 1 - len(chosen), refused))
         ahead = list(itertools.islice(merged, size))
         if not ahead:
             return Listing(chosen, None)
         if skip is not None and refused >= _FIRST_CHUNK:
+            if any(held.blobs is None for _, held, _ in sources):  # names only: the HTTP API's
+                sources = _with_blobs(repo, kind, sources, roots)  # for this list only
+            unread = len(ahead)
             ahead = [name for name in ahead if not _skipped(name, sources, skip)]
+            refused += unread - len(ahead)  # refused without reading
         files = _status_files(repo, kind, sources, ahead)  # the chunk's files in one round trip
         for name in ahead:
             data = files.get(name)
@@ -326,13 +334,26 @@ def _declared_in(path: str, data: bytes, kind: Kind, name: str) -> Loaded | None
 
 
 def _skipped(name: str, sources: list[tuple[str, SortedNames, bool]], skip: Callable[[str], bool]) -> bool:
-    """Whether the file shown for `name` (the first source's that holds it) is one `skip` skips
-    by its blob; False for a name known by path only, or held by no source (declared on `main` only)."""
+    """Whether `skip` skips the file shown for `name` (the first source's that holds it) by its
+    blob; False for a name held by no source (declared on `main` only) or without a blob."""
     for _, held, _ in sources:
         if name in held:
             blob = held.blobs.get(name) if held.blobs is not None else None
             return blob is not None and skip(blob)
     return False
+
+
+def _with_blobs(
+    repo: Reader, kind: Kind, sources: list[tuple[str, SortedNames, bool]], roots: list[tuple[str, str]]
+) -> list[tuple[str, SortedNames, bool]]:
+    """`sources` with each one's names and blobs (listed again, one `git ls-tree` each, where they
+    came as names only: the HTTP API keeps names only, for its memory, and a list that skips files
+    by blob holds the blobs for as long as it runs)."""
+    index = StatusNames(blobs=True)
+    return [
+        (tip, held if held.blobs is not None else index.at(repo, branch, tip, kind, root=root), in_archive)
+        for (tip, held, in_archive), (branch, root) in zip(sources, roots, strict=True)
+    ]
 
 
 def _status_files(

@@ -111,21 +111,17 @@ class Page(NamedTuple):
     def unread(self, repo: ReadOnlyRepo, kind: Kind) -> Callable[[str], bool] | None:
         """With --phase, which status files it need not read, by blob: the finished tasks and tool
         calls whose phase the reconciler serving this repository saved (reactor/coldfacts.py), in
-        another phase. Read when first asked (a list asks only once its filter refuses files);
-        None: every file is read (no --phase)."""
+        another phase. None: every file is read (no --phase)."""
         if self.phase is None or kind not in (Kind.Task, Kind.ToolCall):
             return None
-        wanted = self.phase
-        saved: dict[str, str] | None = None
+        from gitops_acp.reactor import coldfacts
+        from gitops_acp.store import statusbranches
 
-        def unread(blob: str) -> bool:
-            nonlocal saved
-            if saved is None:
-                saved = _saved_phases(repo)
-            phase = saved.get(blob)
-            return phase is not None and phase != wanted
+        def saved() -> dict[str, str]:
+            branches = [branch.name for branch in statusbranches.status_branches(repo)]
+            return coldfacts.saved_phases(repo.common_dir, branches)
 
-        return unread
+        return coldfacts.other_phase(saved, self.phase)
 
     def accepts(self, document: dict[str, Any]) -> bool:
         """Whether the selector and the phase keep `document`."""
@@ -133,19 +129,6 @@ class Page(NamedTuple):
         phase = (document.get("status") or {}).get("phase")
         selected = self.selector is None or self.selector.matches(labels)
         return selected and (self.phase is None or phase == self.phase)
-
-
-def _saved_phases(repo: ReadOnlyRepo) -> dict[str, str]:
-    """The phases of finished tasks and tool calls by blob, as the reconciler serving `repo` saved
-    them for each status branch (empty: none saved, or none it can use)."""
-    from gitops_acp.reactor import coldfacts
-    from gitops_acp.store import recovery, statusbranches
-
-    folder = recovery.lock_dir(repo.common_dir)
-    saved: dict[str, str] = {}
-    for branch in statusbranches.status_branches(repo):
-        saved |= coldfacts.phases(coldfacts.path_for(folder, branch.name))
-    return saved
 
 
 def _selector(text: str | None) -> selectors.Selector | None:
