@@ -626,6 +626,11 @@ def test_a_phase_list_reads_no_file_whose_saved_phase_is_another(
                 shown = readers.listing(counting, Kind.Task, page.accepts, names=names, skip=skip)
                 read = sorted(path.rsplit("/", 1)[1].removesuffix(".yaml") for path in counting.status_files)
                 found.append(([document["metadata"]["name"] for document in shown.documents], read))
+                # with the archive's names too (`--all`): the same objects (there are none archived)
+                every = readers.listing(
+                    counting, Kind.Task, page.accepts, names=names, skip=skip, archived=True
+                )
+                assert every.documents == shown.documents
             assert found[0] == found[1]
             return found[0]
 

@@ -223,6 +223,7 @@ def listing(
         merged = (name for name in merged if named(name))
     chosen: list[dict[str, Any]] = []
     refused = 0  # files read that `accept` refused
+    with_blobs = False  # the live sources' names with their blobs, for `skip`
     chunk = _FIRST_CHUNK
     while True:
         # A page of `limit` ends at the first accepted object past it (then there is a next page):
@@ -233,8 +234,8 @@ def listing(
         if not ahead:
             return Listing(chosen, None)
         if skip is not None and refused >= _FIRST_CHUNK:
-            if any(held.blobs is None for _, held, _ in sources):  # names only: the HTTP API's
-                sources = _with_blobs(repo, kind, sources, roots)  # for this list only
+            if not with_blobs:  # names kept without their blobs (the HTTP API's): for this list only
+                sources, with_blobs = _with_blobs(repo, kind, sources, roots), True
             unread = len(ahead)
             ahead = [name for name in ahead if not _skipped(name, sources, skip)]
             refused += unread - len(ahead)  # refused without reading
@@ -346,12 +347,17 @@ def _skipped(name: str, sources: list[tuple[str, SortedNames, bool]], skip: Call
 def _with_blobs(
     repo: Reader, kind: Kind, sources: list[tuple[str, SortedNames, bool]], roots: list[tuple[str, str]]
 ) -> list[tuple[str, SortedNames, bool]]:
-    """`sources` with each one's names and blobs (listed again, one `git ls-tree` each, where they
-    came as names only: the HTTP API keeps names only, for its memory, and a list that skips files
-    by blob holds the blobs for as long as it runs)."""
+    """`sources` with each live one's names and blobs (listed again, one `git ls-tree` each, where
+    they came as names only: the HTTP API keeps names only, for its memory, and a list that skips
+    files by blob holds the blobs for as long as it runs). The archive's stay as they are: what
+    the reconciler saved is of the tip's files."""
     index = StatusNames(blobs=True)
     return [
-        (tip, held if held.blobs is not None else index.at(repo, branch, tip, kind, root=root), in_archive)
+        (
+            tip,
+            held if held.blobs is not None or in_archive else index.at(repo, branch, tip, kind, root=root),
+            in_archive,
+        )
         for (tip, held, in_archive), (branch, root) in zip(sources, roots, strict=True)
     ]
 
