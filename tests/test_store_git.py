@@ -161,7 +161,11 @@ def test_a_loose_object_lands_after_prune_packed_removed_its_folder(repo: Path) 
         return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
     writer = ObjectWriter(repo / ".git")
-    first = writer.store(b"blob", b"first\n")
+    # A blob whose fan-out folder holds nothing else (the fixture's commit, made now, has a sha
+    # of its own each run: one in the same folder once made this test fail to remove it).
+    taken = {path.name for path in (repo / ".git" / "objects").iterdir()}
+    alone = next(d for i in range(100_000) if blob_sha(d := f"first {i}\n".encode())[:2] not in taken)
+    first = writer.store(b"blob", alone)
     folder = repo / ".git" / "objects" / first[:2]
     (folder / first[2:]).unlink()  # packed elsewhere, then pruned with its folder
     folder.rmdir()
