@@ -587,6 +587,18 @@ def test_phase_and_selector_narrow_a_list(world: Path, capsys: pytest.CaptureFix
     assert listed["metadata"] == {"continue": listed["items"][0]["metadata"]["name"]}
 
 
+def task_blobs(repo: Path) -> dict[str, str]:
+    """The blob of each task's status file at the status branch's tip, by task name."""
+    with GitRepo.open(repo) as opened:
+        tip = opened.resolve("refs/heads/acp/status")
+        assert tip is not None
+        return {
+            path.rsplit("/", 1)[1].removesuffix(".yaml"): sha
+            for path, sha in opened.list_tree(tip).items()
+            if path.startswith("status/tasks/")
+        }
+
+
 def test_a_phase_list_reads_no_file_whose_saved_phase_is_another(
     world: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -606,14 +618,8 @@ def test_a_phase_list_reads_no_file_whose_saved_phase_is_another(
             for name in done
         ],
     )
+    blobs = task_blobs(world)
     with GitRepo.open(world) as repo:
-        tip = repo.resolve("refs/heads/acp/status")
-        assert tip is not None
-        blobs = {
-            path.rsplit("/", 1)[1].removesuffix(".yaml"): sha
-            for path, sha in repo.list_tree(tip).items()
-            if path.startswith("status/tasks/")
-        }
 
         def listed(phase: str) -> tuple[list[str], list[str]]:
             """What the list shows and which status files it read: the same whether its names came
@@ -686,13 +692,7 @@ def test_the_apis_lists_read_the_saved_phases_again_only_when_saved_again(world:
         try:
             assert await reads.run(lambda reads: reads.saved_phases()) == {}
             assert await reads.run(cancelled) == ["gone"]
-            with GitRepo.open(world) as repo:
-                tip = repo.resolve("refs/heads/acp/status")
-                assert tip is not None
-                blobs = {
-                    path.rsplit("/", 1)[1].removesuffix(".yaml"): sha
-                    for path, sha in repo.list_tree(tip).items()
-                }
+            blobs = task_blobs(world)
             path = coldfacts.path_for(recovery.lock_dir(world / ".git"), "acp/status")
             path.parent.mkdir()
             coldfacts.save(
