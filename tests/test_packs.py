@@ -60,19 +60,33 @@ def test_the_writer_rolls_its_packs_into_one_and_every_object_stays_readable(rep
         assert len(small) == ROLL_UP_AFTER
         assert pack_ledger(repo / ".git" / "objects").owned >= small
         assert r.roll_up_packs()
-        (rolled,) = _packs(repo) - before
-        assert rolled not in small
-        assert not (pack_ledger(repo / ".git" / "objects").owned & small)
-        assert rolled in pack_ledger(repo / ".git" / "objects").handed
+        (rolled,) = _packs(repo) - before - small
+        ledger = pack_ledger(repo / ".git" / "objects")
+        assert not (ledger.owned & small)
+        assert rolled in ledger.handed
+        # Rolled up, not deleted yet: a reader that listed the folder before the roll-up's index
+        # was renamed in still finds every object where it looks next (PackLedger.retired).
+        assert small <= _packs(repo)
+        assert ledger.retired >= small
+        more: list[str] = []
+        for n in range(ROLL_UP_AFTER, 2 * ROLL_UP_AFTER):
+            assert small <= _packs(repo) if n < ROLL_UP_AFTER * 3 // 2 else not (small & _packs(repo))
+            parent, shas = _commit(r, parent, n, shared=b"the same in every pack\n")
+            more += shas
+        assert not (ledger.retired & small)  # deleted half-way to the next roll-up
+        assert r.roll_up_packs()
+        assert len(_packs(repo) - before) == ROLL_UP_AFTER + 2  # two roll-ups and the packs of the second
         # The running cat-file had the deleted packs open or finds the roll-up: every object reads.
         assert r.read_blob(written[0]) == b"status of commit 0\n" * 50
         assert r.read_blob(written[-3]) == b"the same in every pack\n"
+    assert len(_packs(repo) - before) == 2  # closed: the packs of its last roll-up went too
+    assert not ledger.retired
     idx = repo / ".git" / "objects" / "pack" / f"{rolled}.idx"
     verified = git(repo, "verify-pack", "-v", str(idx))
     listed = [line.split()[0] for line in verified.splitlines() if len(line.split()) >= 5]
     assert sorted(listed) == sorted(set(written))  # each object once, the shared blob included
     subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)
-    for sha in set(written):
+    for sha in set(written + more):
         assert subprocess.run(["git", "cat-file", "-e", sha], cwd=repo).returncode == 0
 
 
@@ -107,6 +121,8 @@ print("not killed", flush=True)
         os.utime(path, (time.time() - 2 * YOUNG_PACK_SECONDS,) * 2)
     with GitRepo.open(repo) as r:
         r.maintain(shared=True)
+        assert len(_packs(repo)) == ROLL_UP_AFTER + 2  # merged; what it merged goes at the next run
+        r.maintain(shared=True)
     assert len(_packs(repo)) == 1
     subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)
     for sha in written:
@@ -128,16 +144,22 @@ def test_maintenance_leaves_a_writer_s_packs_and_another_process_s_young_packs_a
             others.append(folder / f"pack-{name}.pack")
         for path in others[:2]:
             os.utime(path, (time.time() - 2 * YOUNG_PACK_SECONDS,) * 2)
+        taken = {path.stem for path in others[:2]}
         with GitRepo.open(repo) as maintenance:
             maintenance.maintain(shared=True)
+            assert pack_ledger(folder.parent).retired == taken  # merged; deleted a while later
+            maintenance.delete_merged_packs(older_than=60.0)  # the background's look: too soon
+            assert taken <= _packs(repo)
+            maintenance.delete_merged_packs(older_than=0.0)
         left = _packs(repo)
         assert owned <= left  # not one of the writer's was read or deleted
         assert others[2].stem in left  # young and not ours: left for its writer
-        assert not ({path.stem for path in others[:2]} & left)  # merged (with the loose objects)
+        assert not (taken & left)  # merged (with the loose objects)
         assert len(left) == len(owned) + 2
     for path in folder.glob("pack-*"):  # closed: the writer's packs are maintenance's now
         os.utime(path, (time.time() - 2 * YOUNG_PACK_SECONDS,) * 2)
     with GitRepo.open(repo) as maintenance:
+        maintenance.maintain(shared=True)
         maintenance.maintain(shared=True)
     assert len(_packs(repo)) == 1
     subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)

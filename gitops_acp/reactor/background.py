@@ -70,7 +70,11 @@ async def maintain(
             commits != done and time.monotonic() - last >= interval
         )
         opened = repo()
-        if not due or opened is None:
+        if opened is None:
+            continue
+        if not due:
+            # What the last run merged goes a second or more later (`PackLedger.retired`).
+            opened.delete_merged_packs(older_than=CHECK_EVERY)
             continue
         done, last = commits, time.monotonic()
         try:

@@ -16,13 +16,11 @@ from pathlib import Path
 from gitops_acp.store.git import process
 from gitops_acp.store.git.objects import PackLedger, pack_ledger
 
-__all__ = ["BLOOM_ENV", "YOUNG_PACK_SECONDS", "geometric_split", "maintain", "write_commit_graph"]
+__all__ = ["BLOOM_ENV", "YOUNG_PACK_SECONDS", "delete_merged", "geometric_split", "maintain", "write_commit_graph"]
 
 #: A pack another process wrote this recently may still be rolled up and deleted by its writer
 #: (`objects.PackLedger`): maintenance leaves it for a later run.
 YOUNG_PACK_SECONDS = 10.0
-#: What a pack is made of besides its `.pack`: all go together (`.idx` first, as the writer does).
-_PACK_FILES = (".idx", ".pack", ".rev", ".bitmap", ".mtimes")
 
 
 #: A changed-path Bloom filter for every commit, however many paths it changes, in a commit-graph
@@ -101,13 +99,15 @@ def geometric_split(sizes: list[int], factor: int = 2) -> int:
 def _merge_packs(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
     """Merge the small packs nobody else will delete, and the loose objects, into one pack."""
     folder = objects / "pack"
+    delete_merged(objects)  # what the last run merged (a run is a second or more after the last)
     with ledger.lock:  # a pack a writer of ours will delete is owned before its files appear
         names = _pack_names(folder)
-        owned, handed = set(ledger.owned), set(ledger.handed)
+        skipped = ledger.owned | ledger.retired
+        handed = set(ledger.handed)
     now = time.time()
     weighed: list[tuple[int, str]] = []  # (objects, name)
     for name in names:
-        if name in owned or (folder / f"{name}.keep").exists() or (folder / f"{name}.promisor").exists():
+        if name in skipped or (folder / f"{name}.keep").exists() or (folder / f"{name}.promisor").exists():
             continue
         try:
             stat = (folder / f"{name}.pack").stat()
@@ -136,15 +136,33 @@ def _merge_packs(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
             stdin="".join(f"{name}.pack\n" for name in merged).encode(),
             background=True,
         )
-        for name in merged:  # their objects are in the new pack, in place: as `repack -d` does
-            for suffix in _PACK_FILES:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(folder / f"{name}{suffix}")
+        # Their objects are in the new pack, in place; `repack -d` would delete them now, and a
+        # reader could miss an object in both (`PackLedger.retired`): the next run does.
+        ledger.retire(merged)
+        with ledger.lock:
+            ledger.merged.update(dict.fromkeys(merged, time.monotonic()))
         if loose:
             _drop_packed(objects, loose, folder, made.stdout.decode("ascii", "replace").split())
     present = set(_pack_names(folder))
     with ledger.lock:  # roll-ups gone (merged here, or by a person's `git gc`): forgotten
         ledger.handed.intersection_update(present)
+
+
+def delete_merged(objects: Path, *, older_than: float = 0.0) -> None:
+    """Delete the packs maintenance merged at least `older_than` seconds ago (`PackLedger.retired`).
+
+    At the start of every run, and from the background's loop between runs: a merge is left in
+    place for a while, not until the next run, which may be 10 minutes away once checkpoints stop.
+    """
+    ledger = pack_ledger(objects)
+    if not ledger.merged:
+        return
+    until = time.monotonic() - older_than
+    with ledger.lock:
+        due = [name for name, when in ledger.merged.items() if when <= until]
+        for name in due:
+            del ledger.merged[name]
+    ledger.delete(objects / "pack", due)
 
 
 def _object_count(idx: Path) -> int:

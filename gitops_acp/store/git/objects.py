@@ -27,13 +27,17 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from gitops_acp import faults
 from gitops_acp.errors import StoreError
 
 __all__ = ["ObjectWriter", "PackLedger", "blob_sha", "commit_data", "pack_ledger"]
+
+#: What a pack is made of besides its `.pack`: all go together, the `.idx` first (git finds packs
+#: by their index, which must never name a missing pack).
+_PACK_FILES = (".idx", ".pack", ".rev", ".bitmap", ".mtimes")
 
 _PACK_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}  # object type codes in pack entries
 # The status writer's thread packs every object of every commit while the reconciler's thread
@@ -106,12 +110,38 @@ class PackLedger:
     listing of the folder taken under `lock` minus `owned` never names a pack a writer deletes.
     `handed`: the roll-ups this process wrote, maintenance's at once, however young (a pack of
     another process is left alone while it is young: its writer may still roll it up).
+
+    `retired`: packs whose objects are in place in a newer pack, left for a while before they are
+    deleted (by the writer 8 commits later, or maintenance's next run) and never merged again. git
+    finds packs by listing the folder, then looks at each `.pack` it listed: a reader whose
+    listing was taken just before a roll-up's index was renamed in, and who looked for the rolled
+    packs just after they were deleted, found the objects in neither (a test's reader, once in CI).
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.owned: set[str] = set()  # pack names (pack-<sha>) a writer here will roll up and delete
         self.handed: set[str] = set()  # roll-ups written here (maintenance forgets them once gone)
+        self.retired: set[str] = set()  # rolled up or merged already; deleted later, by whoever retired them
+        self.merged: dict[str, float] = {}  # what maintenance retired (when, monotonic), for it to delete
+
+    def retire(self, names: Iterable[str]) -> None:
+        """`names` are in a newer pack now: nobody merges them again; they are deleted later."""
+        names = list(names)
+        with self.lock:
+            self.retired.update(names)
+            self.owned.difference_update(names)
+
+    def delete(self, folder: str | Path, names: Iterable[str]) -> None:
+        """Delete the retired packs `names` from the pack folder `folder` (the index of each first)."""
+        names = list(names)
+        for name in names:
+            for suffix in _PACK_FILES:
+                # Gone already (a person's `git gc` took it) or not removable: a later run's then.
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{folder}/{name}{suffix}")
+        with self.lock:
+            self.retired.difference_update(names)
 
 
 _LEDGERS: dict[str, PackLedger] = {}
@@ -200,10 +230,17 @@ class ObjectWriter:
         self._pack: dict[str, tuple[int, bytes]] | None = None  # objects of an open `one_pack()`
         self._ledger = pack_ledger(self._objects_dir)
         self._recent: list[_Pack] = []  # packs written and not yet rolled up
+        self._retired: list[str] = []  # packs the last roll-up took, deleted 8 commits later
 
     def close(self) -> None:
-        """The packs not rolled up are this writer's no more: maintenance merges them (`PackLedger`)."""
+        """The packs not rolled up are this writer's no more: maintenance merges them (`PackLedger`).
+
+        The packs its last roll-up took are deleted now: a reader in another process could miss
+        an object there once, as it could with `git repack -d`; left in place, they would stay
+        until another process's maintenance merged them again.
+        """
         self._hand_over()
+        self._delete_retired()
 
     def _hand_over(self) -> None:
         """Give the packs not rolled up to maintenance, however young (`PackLedger.handed`)."""
@@ -307,19 +344,21 @@ class ObjectWriter:
         entries = bytes(body)
         name = self._land([entries], rows, owned=True)
         self._recent.append(_Pack(name, entries, rows))
+        if self._retired and len(self._recent) >= ROLL_UP_AFTER // 2:
+            self._delete_retired()
 
     def roll_up(self, *, at_least: int = ROLL_UP_AFTER) -> bool:
-        """Write the objects of this writer's recent packs as one pack, then delete those packs.
+        """Write the objects of this writer's recent packs as one pack; delete them 8 commits later.
 
         Only once there are `at_least` of them; True if it rolled them up. A failure raises
         `StoreError` with every pack still in place and still this writer's (tried again next time).
 
         Their entries are copied as they are (whole objects: no entry refers to another), an object
-        in two of them once. The new pack is in place before any of them goes, so every object stays
-        readable; a kill in between leaves its objects twice, which git allows (and start-up's
-        recovery removes a pack whose index is gone). The index of each goes first: git finds packs
-        by their index, and one that has found it and then misses its pack looks again and finds
-        the roll-up. Maintenance takes the roll-up (`PackLedger.handed`).
+        in two of them once. The new pack is in place long before any of them goes (`PackLedger.
+        retired`), so every object stays readable; a kill in between leaves its objects twice,
+        which git allows (and start-up's recovery removes a pack whose index is gone). The index
+        of each goes first: git finds packs by their index. Maintenance takes the roll-up
+        (`PackLedger.handed`).
         """
         if len(self._recent) < max(at_least, 2):
             return False
@@ -353,17 +392,20 @@ class ObjectWriter:
         rolled = self._land(parts, rows, owned=False, hold_gil=False)
         self._recent = []
         faults.reached("packs-rolled-up")
-        folder = f"{self._objects_dir}/pack"
-        for pack in packs:
-            if pack.name == rolled:
-                continue  # the same objects in the same order: the same pack
-            for suffix in (".idx", ".pack"):
-                # Gone already (a person's `git gc` took it) or not removable: maintenance's then.
-                with contextlib.suppress(OSError):
-                    os.unlink(f"{folder}/{pack.name}{suffix}")
-        with self._ledger.lock:
-            self._ledger.owned.difference_update(pack.name for pack in packs)
+        self._delete_retired()  # the last roll-up's, if `at_least` was smaller than half the usual
+        # A roll-up of one pack's objects in the same order is that same pack: never deleted.
+        self._retired = [pack.name for pack in packs if pack.name != rolled]
+        self._ledger.retire(pack.name for pack in packs)
         return True
+
+    def _delete_retired(self) -> None:
+        """Delete the packs the last roll-up took (`PackLedger.retired`).
+
+        Not at once: half-way to the next roll-up (8 group commits later, ~0.2 s at full load, and
+        longer when fewer checkpoints come), so they add at most 8 packs to the folder's usual 16.
+        """
+        retired, self._retired = self._retired, []
+        self._ledger.delete(f"{self._objects_dir}/pack", retired)
 
     def _land(
         self,

@@ -390,3 +390,7 @@ class GitRepo:
         (see `maintenance.maintain`). Safe from any thread (it uses no pipe of this GitRepo).
         """
         maintenance.maintain(self._git_dir, self._common_dir / "objects", shared=shared)
+
+    def delete_merged_packs(self, *, older_than: float) -> None:
+        """Delete the packs `maintain` merged at least `older_than` seconds ago (a few file calls)."""
+        maintenance.delete_merged(self._common_dir / "objects", older_than=older_than)
