@@ -672,9 +672,94 @@ def test_a_phase_list_reads_no_file_whose_saved_phase_is_another(
         assert names_shown(capsys.readouterr().out) == names
 
 
+def test_a_list_of_archived_tasks_by_phase_reads_no_file_archived_in_another_phase(world: Path) -> None:
+    """`get --all --phase` and the HTTP API's lists with archived ones: the reconciler appends the
+    phase of each file it archives (`coldfacts.append_archived`) and a list reads no archived file
+    whose phase there is another; without that file, or past a line a kill cut short, it reads
+    them as before, and shows the same."""
+    done = [f"done-{i:03d}" for i in range(100)]
+    failed = [f"zz-failed-{i}" for i in range(5)]  # last in name order: past the first chunk
+    changes = [
+        Change(
+            Kind.Task,
+            name,
+            status_doc(
+                "Task",
+                name,
+                {"agentRef": {"name": "helper"}},
+                {"phase": "Failed" if name in failed else "FinalAnswer"},
+            ),
+        )
+        for name in done + failed
+    ]
+    commit_status(world, changes)
+    commit_status(
+        world,
+        [Change(Kind.Task, name, None, "FinalAnswer", "Archived", archive=True) for name in done + failed],
+    )
+    with GitRepo.open(world) as repo:
+        tip = repo.resolve("refs/heads/acp/status")
+        assert tip is not None
+        archived = {
+            path.rsplit("/", 1)[1].removesuffix(".yaml"): sha
+            for path, sha in repo.list_tree(tip).items()
+            if path.startswith("archive/tasks/")
+        }
+        assert sorted(archived) == done + failed
+
+        def listed() -> tuple[list[str], set[str]]:
+            """The failed tasks shown, archived ones included, and which archived files were read:
+            the same whether the names came with their blobs (a command's) or not (the API's)."""
+            found = []
+            for names in (readers.StatusNames(blobs=True), readers.StatusNames()):
+                page = get.Page(phase="Failed")
+                counting = Counting(repo, repo.resolve("refs/heads/main") or "")
+                shown = readers.listing(
+                    counting,
+                    Kind.Task,
+                    page.accepts,
+                    names=names,
+                    skip=page.unread(counting, Kind.Task),
+                    archived=True,
+                )
+                read = {
+                    path.rsplit("/", 1)[1].removesuffix(".yaml")
+                    for path in counting.status_files
+                    if path.startswith("archive/")
+                }
+                found.append(([document["metadata"]["name"] for document in shown.documents], read))
+            assert found[0] == found[1]
+            return found[0]
+
+        assert listed() == (failed, set(archived))  # nothing kept: every archived file is read
+        folder = recovery.lock_dir(repo.common_dir)
+        folder.mkdir()
+        path = coldfacts.archived_path_for(folder, "acp/status")
+        phase = {name: "Failed" if name in failed else "FinalAnswer" for name in archived}
+        coldfacts.append_archived(path, [(archived[name], phase[name]) for name in done[:50]])
+        coldfacts.append_archived(path, [(archived[name], phase[name]) for name in done[50:] + failed])
+        shown, read = listed()
+        assert shown == failed
+        # The first chunk's archived files (64 names in name order, the live ones and t0-t19 on
+        # main among them), then only the failed ones: the other done-* are left unread.
+        first = sorted({*archived, *task_blobs(world), *(f"t{i}" for i in range(20))})[:64]
+        assert read == {*(name for name in first if name in archived), *failed}
+        assert "done-099" not in read
+        # A kill cut the last append short: the whole lines are still used, the cut one is not.
+        with open(path, "ab") as out:
+            out.write(archived[done[-1]].encode()[:17])
+        assert listed() == (shown, read)
+        coldfacts.append_archived(path, [(archived[failed[0]], "Failed")])  # ends the cut line first
+        assert coldfacts.archived_phases(path)[archived[failed[0]]] == "Failed"
+        assert len(coldfacts.archived_phases(path)) == len(archived)
+        path.write_bytes(b"something else\n" + path.read_bytes())  # another format: not used
+        assert listed() == (failed, set(archived))
+
+
 def test_the_apis_lists_read_the_saved_phases_again_only_when_saved_again(world: Path) -> None:
     """The HTTP API's lists ask the same saved phases (`api/reading.Reads.saved_phases`), kept
-    between answers and read again when a save changed the file; its answers are the same."""
+    between answers and read again when a save (or an archive commit's append) changed a file;
+    its answers are the same."""
     reads = Reads(world, branch="main")
 
     def cancelled(reads: Reads) -> list[str]:
@@ -706,6 +791,15 @@ def test_the_apis_lists_read_the_saved_phases_again_only_when_saved_again(world:
             )
             assert await reads.run(lambda reads: reads.saved_phases()) == {blobs["t3"]: "FinalAnswer"}
             assert await reads.run(cancelled) == ["gone"]
+            # An archive commit's append (coldfacts.append_archived) is read too.
+            archived = coldfacts.archived_path_for(path.parent, "acp/status")
+            coldfacts.append_archived(archived, [("ab" * 20, "Failed")])
+            assert await reads.run(lambda reads: reads.saved_phases()) == {
+                blobs["t3"]: "FinalAnswer",
+                "ab" * 20: "Failed",
+            }
+            coldfacts.append_archived(archived, [("cd" * 20, "FinalAnswer")])
+            assert (await reads.run(lambda reads: reads.saved_phases()))["cd" * 20] == "FinalAnswer"
         finally:
             await reads.aclose()
 

@@ -111,6 +111,9 @@ class State:
         # Archived lately (key -> until when): a reconcile that read the resource before it was
         # archived must not write it back as new. Forgotten after ARCHIVE_TOMBSTONE seconds.
         self._archived: dict[Key, float] = {}
+        # (blob, phase) of the status files archived lately, for the reactor to keep on disk for
+        # readers (reactor/coldfacts.py `append_archived`), which takes them.
+        self.archived_phases: list[tuple[str, str]] = []
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -330,15 +333,20 @@ class State:
         an archived resource did not change.
         """
         changes: list[Change] = []
+        blobs: list[tuple[str, str]] = []
         for key in keys:
             old = self._observed.get(key)
             if old is None or key in self._submitted:
                 continue
             phase = old.facts.phase if isinstance(old, Cold) else lifecycle.phase_of(old)
             changes.append(Change(key[0], key[1], None, phase, "Archived", archive=True))
+            blob = old.blob if isinstance(old, Cold) else self._blobs.get(key)
+            if blob is not None and phase != "-":  # `status.phase` (a Task's or a ToolCall's)
+                blobs.append((blob, phase))
         if not changes:
             return None
         sha = await asyncio.shield(self._commit_changes(changes, ""))
+        self.archived_phases += blobs
         now = self._clock()
         for key, until in list(self._archived.items()):
             if until < now:

@@ -5,6 +5,8 @@
     start ── ls-tree of status/ ──► a file whose blob is there: Cold(blob, facts), not read
                                 ──► any other: read and parsed, as before
     get --phase P ── a file whose blob is there in another phase: not read (`phases`)
+    archive commit ── (blob, phase) of each one archived, appended ──► <lock dir>/archived-phases-<branch>
+    get --all --phase P ── an archived file whose blob is there in another phase: not read
 
 Start-up loads the status branch's tip. A finished Task or ToolCall is held cold (cold.py), as its
 blob and a few facts, but to know that it is finished and what the facts are, every file was read
@@ -20,6 +22,12 @@ checkpoints land, at a clean stop, and at once after a start that read READ_BEFO
 files or more (the first start of a version, a start after a kill). Only the process holding the branch's
 ServeLock writes it (to a temporary file, then renamed), next to that lock (`recovery.lock_dir`:
 in the git dir, which git ignores; beside the mirror with a remote).
+
+Archived resources leave the reconciler's memory and so the facts file; their phases go to a file
+of their own, appended to at each archive commit and never read by the reconciler (its memory does
+not grow with the archive), for `get --all --phase` and the HTTP API's lists of archived ones: an
+archived file is the last status file's blob, and a blob's phase never changes. A line a kill cut
+short is not used; a missing file means every archived file is read, as before.
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ if TYPE_CHECKING:
 __all__ = [
     "READ_BEFORE_SAVING",
     "SAVE_EVERY",
+    "append_archived",
+    "archived_path_for",
+    "archived_phases",
     "load",
     "other_phase",
     "path_for",
@@ -58,6 +69,7 @@ READ_BEFORE_SAVING = 1_000
 # The first line: another format, or another version's facts (cold.py may change what they
 # say), and the file is not used.
 _HEADER = f"gitops-acp cold facts 1 {__version__}\n".encode()
+_ARCHIVED_HEADER = b"gitops-acp archived phases 1\n"  # blob -> phase: a fact of the content, any version's
 _NONE = "-"  # never a resource name (a DNS-1123 label starts with a letter or digit), nor a number
 
 
@@ -66,6 +78,57 @@ def path_for(lock_dir: Path, branch: str) -> Path:
     from urllib.parse import quote
 
     return lock_dir / f"cold-facts-{quote(branch, safe='')}"
+
+
+def archived_path_for(lock_dir: Path, branch: str) -> Path:
+    """The file of the phases of what was archived from `branch`, in the directory of its ServeLock."""
+    from urllib.parse import quote
+
+    return lock_dir / f"archived-phases-{quote(branch, safe='')}"
+
+
+def append_archived(path: Path, entries: Iterable[tuple[str, str]]) -> None:
+    """Add the (blob sha in hex, phase) of resources just archived to `path` (never fails: logged).
+
+    Appended, never rewritten: one write of a few KB per archive commit, whatever the archive
+    holds. A file of another format is started again; a last line a kill cut short is ended first
+    (and is not used: `archived_phases`).
+    """
+    lines = "".join(f"{blob}\t{phase}\n" for blob, phase in entries).encode()
+    if not lines:
+        return
+    try:
+        with open(path, "ab+") as out:
+            out.seek(0)
+            head = out.read(len(_ARCHIVED_HEADER))
+            if head != _ARCHIVED_HEADER:
+                out.truncate(0)
+                lines = _ARCHIVED_HEADER + lines
+            else:
+                out.seek(-1, os.SEEK_END)
+                if out.read(1) != b"\n":
+                    lines = b"\n" + lines
+            out.write(lines)
+    except OSError as exc:
+        _warn("%s: not written (%s): get --all --phase reads these archived files", path, exc)
+
+
+def archived_phases(path: Path) -> dict[str, str]:
+    """The phase of each archived resource's file by its blob (hex), as `append_archived` kept them;
+    empty if the file is missing or of another format. A line that is not whole is left out."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {}
+    if not data.startswith(_ARCHIVED_HEADER):
+        return {}
+    found: dict[str, str] = {}
+    intern = sys.intern
+    for line in data[len(_ARCHIVED_HEADER) :].decode(errors="replace").split("\n")[:-1]:  # whole lines
+        blob, tab, phase = line.partition("\t")
+        if len(blob) == 40 and tab and phase and "\t" not in phase:
+            found[blob] = intern(phase)
+    return found
 
 
 def load(path: Path) -> dict[bytes, Facts]:
@@ -123,12 +186,14 @@ def phases(path: Path) -> dict[str, str]:
 
 def saved_phases(common_dir: Path, branches: Iterable[str]) -> dict[str, str]:
     """The phases a serve of the repository whose git dir is `common_dir` saved for each of its
-    status `branches` (`phases`), together: a blob's phase is the same on every branch."""
+    status `branches` (`phases`, and `archived_phases`), together: a blob's phase is the same on
+    every branch."""
     from gitops_acp.store.recovery import lock_dir  # here: `get --phase` imports it only if asked
 
     folder = lock_dir(common_dir)
     saved: dict[str, str] = {}
     for branch in branches:
+        saved |= archived_phases(archived_path_for(folder, branch))
         saved |= phases(path_for(folder, branch))
     return saved
 

@@ -319,6 +319,10 @@ class Manager:
             self._state.desired_state = self._owned.mine(self._state.desired_state)
         for name in names:
             self._dependents.unset((Kind.Task, name))
+        archived, self._state.archived_phases = self._state.archived_phases, []
+        if archived and self._cold_facts is not None:  # for `get --all --phase` (coldfacts.py)
+            path = coldfacts.archived_path_for(self._cold_facts.parent, self.options.status_branch)
+            self._git_maintenance.submit(coldfacts.append_archived, path, archived)
 
     def _landed(self, key: Key, old: AnyResource | None, obj: AnyResource | None) -> None:
         """A checkpoint landed: index what the reconciler created, log the move, wake dependents."""

@@ -347,17 +347,13 @@ def _skipped(name: str, sources: list[tuple[str, SortedNames, bool]], skip: Call
 def _with_blobs(
     repo: Reader, kind: Kind, sources: list[tuple[str, SortedNames, bool]], roots: list[tuple[str, str]]
 ) -> list[tuple[str, SortedNames, bool]]:
-    """`sources` with each live one's names and blobs (listed again, one `git ls-tree` each, where
+    """`sources` with each one's names and blobs (listed again, one `git ls-tree` each, where
     they came as names only: the HTTP API keeps names only, for its memory, and a list that skips
-    files by blob holds the blobs for as long as it runs). The archive's stay as they are: what
-    the reconciler saved is of the tip's files."""
+    files by blob holds the blobs for as long as it runs). The archive's too: the reconciler keeps
+    the phases of what it archived (reactor/coldfacts.py)."""
     index = StatusNames(blobs=True)
     return [
-        (
-            tip,
-            held if held.blobs is not None or in_archive else index.at(repo, branch, tip, kind, root=root),
-            in_archive,
-        )
+        (tip, held if held.blobs is not None else index.at(repo, branch, tip, kind, root=root), in_archive)
         for (tip, held, in_archive), (branch, root) in zip(sources, roots, strict=True)
     ]
 

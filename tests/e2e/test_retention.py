@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
+from gitops_acp.cli.commands import get
 from gitops_acp.faults import POINTS
 from gitops_acp.resources.meta import Kind, status_path
+from gitops_acp.store.git import ReadOnlyRepo
 from tests.conftest import git
 from tests.e2e.conftest import (
     AcpRepo,
@@ -179,6 +181,37 @@ def test_readers_still_find_it(run: Run) -> None:
     assert sorted(items) == sorted(["chain", "kept", *(n for n in items if n.startswith("delegate-"))])
     assert len(items) == 3
     assert items["chain"]["status"]["phase"] == "FinalAnswer"
+
+
+def test_the_phases_of_what_it_archived_are_kept_for_lists_by_phase(run: Run) -> None:
+    """The reconciler appends each archived file's blob and phase beside its lock (coldfacts.py):
+    `get --all --phase` then reads no archived file of another phase, and shows the same."""
+    kept = (run.repo.path / ".git" / "gitops-acp" / "archived-phases-acp%2Fstatus").read_text().splitlines()
+    assert kept[0] == "gitops-acp archived phases 1"
+    archived = dict(
+        line.split()[::-1]
+        for line in git(
+            run.repo.path, "ls-tree", "-r", "--format=%(path) %(objectname)", "acp/status", "archive/"
+        ).splitlines()
+    )
+    assert len(archived) == 4  # the task, its child and the two tool calls
+    phases = dict(line.split("\t") for line in kept[1:])
+    assert set(phases) == set(archived)
+    for blob, path in archived.items():
+        shown = git(run.repo.path, "show", f"acp/status:{path}")
+        assert f"phase: {phases[blob]}" in shown, (path, phases[blob])
+    with ReadOnlyRepo.open(run.repo.path) as repo:
+        unread = get.Page(phase="Failed").unread(repo, Kind.Task)
+        assert unread is not None
+        assert all(unread(blob) for blob in archived)
+    import json
+
+    for phase, shown_names in [("Failed", []), ("FinalAnswer", ["chain", "kept"])]:
+        listed = cli("--repo", str(run.repo.path), "get", "tasks", "--all", "--phase", phase, "-o", "json")
+        assert listed.returncode == 0, listed.stderr
+        names = [item["metadata"]["name"] for item in json.loads(listed.stdout)["items"]]
+        assert [name for name in names if not name.startswith("delegate-")] == shown_names
+        assert len(names) == len(shown_names) + (phase == "FinalAnswer")  # and the child task
 
 
 def _conversations(stub: Stub) -> int:

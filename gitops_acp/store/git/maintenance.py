@@ -16,7 +16,14 @@ from pathlib import Path
 from gitops_acp.store.git import process
 from gitops_acp.store.git.objects import PackLedger, pack_ledger
 
-__all__ = ["BLOOM_ENV", "YOUNG_PACK_SECONDS", "delete_merged", "geometric_split", "maintain", "write_commit_graph"]
+__all__ = [
+    "BLOOM_ENV",
+    "YOUNG_PACK_SECONDS",
+    "delete_merged",
+    "geometric_split",
+    "maintain",
+    "write_commit_graph",
+]
 
 #: A pack another process wrote this recently may still be rolled up and deleted by its writer
 #: (`objects.PackLedger`): maintenance leaves it for a later run.
