@@ -15,8 +15,10 @@ machine was meanwhile (1.00: both cores, so some of the batch waited for a CPU).
 reconciler idle, the parent times what a person runs, through the real CLI: `get task NAME`,
 `describe task NAME`, `history task NAME -n 20` (three times each, in turn: the figure is the median,
 the runs are in `--json`) and `get tasks --limit 100` (each a new process, as
-from a shell: Python's start-up and imports, ~0.07 s for these, are in every figure; bytecode is
-written and used even where PYTHONDONTWRITEBYTECODE is set, as an installed package has it), and the
+from a shell: the `gitops-acp` script `pip install` made, beside this Python, else `python -m
+gitops_acp`, which also imports runpy, ~3-5 ms more; Python's start-up and imports are in every
+figure; bytecode is written and used even where PYTHONDONTWRITEBYTECODE is set, as an installed
+package has it), and the
 object store's size as `git count-objects` counts it, and its packs (past 50, a person's `git commit`
 starts `git gc --auto`, which repacks all of it). Before each batch the parent also times a fixed
 piece of pure Python (`probe ms`, the fastest of 7: `machine_probe_ms`) and `python -c pass` (`python
@@ -85,7 +87,14 @@ from bench_tasks import (
     write_task,
 )
 
-CLI = [sys.executable, "-m", "gitops_acp"]
+def _cli() -> list[str]:
+    """The command a person types: the `gitops-acp` script of this Python's environment (until
+    2026-12-07 the figures were of `python -m gitops_acp`, which runs runpy first)."""
+    script = Path(sys.executable).with_name("gitops-acp")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "gitops_acp"]
+
+
+CLI = _cli()
 
 
 def child(repo: Path, secrets: Path, retain: str) -> None:

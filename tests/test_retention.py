@@ -137,6 +137,7 @@ def test_an_archived_resource_leaves_memory_and_a_late_write_of_it_is_refused() 
     import asyncio
     from collections.abc import Sequence
 
+    from gitops_acp.controllers.cold import Facts
     from gitops_acp.controllers.state import State
     from gitops_acp.errors import StaleError
     from gitops_acp.store.status import Change
@@ -147,19 +148,28 @@ def test_an_archived_resource_leaves_memory_and_a_late_write_of_it_is_refused() 
         committed.append(list(changes))
         return "c0ffee"
 
+    told: list[list[tuple[str, str]]] = []
+
     async def scenario() -> None:
-        state = State(commit, clock=lambda: NOW)
+        state = State(commit, clock=lambda: NOW, on_archived=told.append, read_blob=lambda blob: b"")
         done = task("t", "FinalAnswer", done=NOW - 100)
         state.load(done)
         state.load(toolcall("t-1", "t", "Succeeded"))
+        # One held cold by the blob of its file (as start-up holds one whose facts were saved).
+        state.load_cold((Kind.Task, "cold"), "ab" * 20, Facts("Failed", True, None, None, NOW - 100, True))
         assert (
-            await state.archive([(Kind.Task, "t"), (Kind.ToolCall, "t-1"), (Kind.Task, "unknown")])
+            await state.archive(
+                [(Kind.Task, "t"), (Kind.ToolCall, "t-1"), (Kind.Task, "cold"), (Kind.Task, "unknown")]
+            )
             == "c0ffee"
         )
         assert [(c.key, c.archive, c.new_phase) for c in committed[0]] == [
             ((Kind.Task, "t"), True, "Archived"),
             ((Kind.ToolCall, "t-1"), True, "Archived"),
+            ((Kind.Task, "cold"), True, "Archived"),
         ]
+        # What it knows the blob of is told, with its phase (read from no file: coldfacts.py keeps it).
+        assert told == [[("ab" * 20, "Failed")]]
         assert state.observed(Kind.Task, "t") is None
         with pytest.raises(StaleError, match="archived"):
             await state.checkpoint(done)  # a reconcile that read it before: not written back

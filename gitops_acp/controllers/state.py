@@ -83,11 +83,14 @@ class State:
         on_landed: Landed = lambda key, old, new: None,
         clock: Callable[[], float] = time.time,
         read_blob: Callable[[str], bytes] | None = None,
+        on_archived: Callable[[list[tuple[str, str]]], None] = lambda files: None,
     ) -> None:
         """A state that commits through `commit`; `wake` asks the reactor for another reconcile;
         `read_blob` reads a status file back from the repository (without it, finished resources
-        are kept cold as JSON: cold.py)."""
+        are kept cold as JSON: cold.py); `on_archived` is told the (blob, phase) of the Task and
+        ToolCall files each archive commit moved, once it landed (reactor/coldfacts.py keeps them)."""
         self._commit_changes = commit
+        self._on_archived = on_archived
         self._clock = clock
         self._read_blob = read_blob
         self._wake = wake
@@ -111,9 +114,6 @@ class State:
         # Archived lately (key -> until when): a reconcile that read the resource before it was
         # archived must not write it back as new. Forgotten after ARCHIVE_TOMBSTONE seconds.
         self._archived: dict[Key, float] = {}
-        # (blob, phase) of the status files archived lately, for the reactor to keep on disk for
-        # readers (reactor/coldfacts.py `append_archived`), which takes them.
-        self.archived_phases: list[tuple[str, str]] = []
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -346,7 +346,8 @@ class State:
         if not changes:
             return None
         sha = await asyncio.shield(self._commit_changes(changes, ""))
-        self.archived_phases += blobs
+        if blobs:
+            self._on_archived(blobs)
         now = self._clock()
         for key, until in list(self._archived.items()):
             if until < now:

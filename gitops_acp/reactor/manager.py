@@ -162,6 +162,7 @@ class Manager:
             on_landed=self._landed,
             clock=clock,
             read_blob=self._read_status_blob,
+            on_archived=self._keep_archived_phases,
         )
         # Every commit of the status branch, as events, to live readers (GET /v1/events).
         self.events = EventHub(options.repo, options.status_branch)
@@ -319,10 +320,14 @@ class Manager:
             self._state.desired_state = self._owned.mine(self._state.desired_state)
         for name in names:
             self._dependents.unset((Kind.Task, name))
-        archived, self._state.archived_phases = self._state.archived_phases, []
-        if archived and self._cold_facts is not None:  # for `get --all --phase` (coldfacts.py)
+
+    def _keep_archived_phases(self, files: list[tuple[str, str]]) -> None:
+        """Archived files' (blob, phase), for `get --all --phase` and the API (coldfacts.py): appended
+        on the maintenance thread (a few KB an archive commit; a failure is logged there)."""
+        if self._cold_facts is not None:  # set once start-up read the tip: archiving comes later
             path = coldfacts.archived_path_for(self._cold_facts.parent, self.options.status_branch)
-            self._git_maintenance.submit(coldfacts.append_archived, path, archived)
+            with contextlib.suppress(RuntimeError):  # stopped already: those files are read instead
+                self._git_maintenance.submit(coldfacts.append_archived, path, files)
 
     def _landed(self, key: Key, old: AnyResource | None, obj: AnyResource | None) -> None:
         """A checkpoint landed: index what the reconciler created, log the move, wake dependents."""
