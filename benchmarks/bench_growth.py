@@ -87,6 +87,7 @@ from bench_tasks import (
     write_task,
 )
 
+
 def _cli() -> list[str]:
     """The command a person types: the `gitops-acp` script of this Python's environment (until
     2026-12-07 the figures were of `python -m gitops_acp`, which runs runpy first)."""
