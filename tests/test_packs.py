@@ -19,7 +19,7 @@ import pytest
 
 from gitops_acp.store.git import GitRepo
 from gitops_acp.store.git.maintenance import YOUNG_PACK_SECONDS, geometric_split
-from gitops_acp.store.git.objects import ROLL_UP_AFTER, pack_ledger
+from gitops_acp.store.git.objects import RETIRE_SECONDS, ROLL_UP_AFTER, pack_ledger
 from tests.conftest import git
 
 
@@ -67,13 +67,18 @@ def test_the_writer_rolls_its_packs_into_one_and_every_object_stays_readable(rep
         # Rolled up, not deleted yet: a reader that listed the folder before the roll-up's index
         # was renamed in still finds every object where it looks next (PackLedger.retired).
         assert small <= _packs(repo)
-        assert ledger.retired >= small
+        assert set(ledger.retired) == small
+        r.delete_retired_packs(older_than=60.0)  # not yet their time: kept
+        assert small <= _packs(repo)
+        time.sleep(RETIRE_SECONDS)
         more: list[str] = []
-        for n in range(ROLL_UP_AFTER, 2 * ROLL_UP_AFTER):
-            assert small <= _packs(repo) if n < ROLL_UP_AFTER * 3 // 2 else not (small & _packs(repo))
+        parent, shas = _commit(r, parent, ROLL_UP_AFTER, shared=b"the same in every pack\n")
+        more += shas
+        assert not (small & _packs(repo))  # deleted by the next group commit once their time came
+        assert not ledger.retired
+        for n in range(ROLL_UP_AFTER + 1, 2 * ROLL_UP_AFTER):
             parent, shas = _commit(r, parent, n, shared=b"the same in every pack\n")
             more += shas
-        assert not (ledger.retired & small)  # deleted half-way to the next roll-up
         assert r.roll_up_packs()
         assert len(_packs(repo) - before) == ROLL_UP_AFTER + 2  # two roll-ups and the packs of the second
         # The running cat-file had the deleted packs open or finds the roll-up: every object reads.
@@ -121,8 +126,8 @@ print("not killed", flush=True)
         os.utime(path, (time.time() - 2 * YOUNG_PACK_SECONDS,) * 2)
     with GitRepo.open(repo) as r:
         r.maintain(shared=True)
-        assert len(_packs(repo)) == ROLL_UP_AFTER + 2  # merged; what it merged goes at the next run
-        r.maintain(shared=True)
+        assert len(_packs(repo)) == ROLL_UP_AFTER + 2  # merged; what it merged goes a while later
+        r.delete_retired_packs(older_than=0.0)
     assert len(_packs(repo)) == 1
     subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)
     for sha in written:
@@ -147,10 +152,10 @@ def test_maintenance_leaves_a_writer_s_packs_and_another_process_s_young_packs_a
         taken = {path.stem for path in others[:2]}
         with GitRepo.open(repo) as maintenance:
             maintenance.maintain(shared=True)
-            assert pack_ledger(folder.parent).retired == taken  # merged; deleted a while later
-            maintenance.delete_merged_packs(older_than=60.0)  # the background's look: too soon
+            assert set(pack_ledger(folder.parent).retired) == taken  # merged; deleted a while later
+            maintenance.delete_retired_packs(older_than=60.0)  # the background's look: too soon
             assert taken <= _packs(repo)
-            maintenance.delete_merged_packs(older_than=0.0)
+            maintenance.delete_retired_packs(older_than=0.0)
         left = _packs(repo)
         assert owned <= left  # not one of the writer's was read or deleted
         assert others[2].stem in left  # young and not ours: left for its writer
@@ -160,7 +165,7 @@ def test_maintenance_leaves_a_writer_s_packs_and_another_process_s_young_packs_a
         os.utime(path, (time.time() - 2 * YOUNG_PACK_SECONDS,) * 2)
     with GitRepo.open(repo) as maintenance:
         maintenance.maintain(shared=True)
-        maintenance.maintain(shared=True)
+        maintenance.delete_retired_packs(older_than=0.0)
     assert len(_packs(repo)) == 1
     subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, check=True, capture_output=True)
 

@@ -73,8 +73,8 @@ async def maintain(
         if opened is None:
             continue
         if not due:
-            # What the last run merged goes a second or more later (`PackLedger.retired`).
-            opened.delete_merged_packs(older_than=CHECK_EVERY)
+            # Packs replaced by a roll-up or a merge go once their time came, checkpoints or not.
+            opened.delete_retired_packs()
             continue
         done, last = commits, time.monotonic()
         try:

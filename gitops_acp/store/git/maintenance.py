@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 from gitops_acp.store.git import process
-from gitops_acp.store.git.objects import PackLedger, pack_ledger
+from gitops_acp.store.git.objects import RETIRE_SECONDS, PackLedger, pack_ledger
 
 __all__ = [
     "BLOOM_ENV",
     "YOUNG_PACK_SECONDS",
-    "delete_merged",
+    "delete_retired",
     "geometric_split",
     "maintain",
     "write_commit_graph",
@@ -106,10 +106,10 @@ def geometric_split(sizes: list[int], factor: int = 2) -> int:
 def _merge_packs(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
     """Merge the small packs nobody else will delete, and the loose objects, into one pack."""
     folder = objects / "pack"
-    delete_merged(objects)  # what the last run merged (a run is a second or more after the last)
+    ledger.sweep(folder)  # what was retired long enough ago (the background's looks do it too)
     with ledger.lock:  # a pack a writer of ours will delete is owned before its files appear
         names = _pack_names(folder)
-        skipped = ledger.owned | ledger.retired
+        skipped = ledger.owned | ledger.retired.keys()
         handed = set(ledger.handed)
     now = time.time()
     weighed: list[tuple[int, str]] = []  # (objects, name)
@@ -144,10 +144,8 @@ def _merge_packs(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
             background=True,
         )
         # Their objects are in the new pack, in place; `repack -d` would delete them now, and a
-        # reader could miss an object in both (`PackLedger.retired`): the next run does.
+        # reader could miss an object in both (`PackLedger.retired`): deleted a while later.
         ledger.retire(merged)
-        with ledger.lock:
-            ledger.merged.update(dict.fromkeys(merged, time.monotonic()))
         if loose:
             _drop_packed(objects, loose, folder, made.stdout.decode("ascii", "replace").split())
     present = set(_pack_names(folder))
@@ -155,21 +153,10 @@ def _merge_packs(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
         ledger.handed.intersection_update(present)
 
 
-def delete_merged(objects: Path, *, older_than: float = 0.0) -> None:
-    """Delete the packs maintenance merged at least `older_than` seconds ago (`PackLedger.retired`).
-
-    At the start of every run, and from the background's loop between runs: a merge is left in
-    place for a while, not until the next run, which may be 10 minutes away once checkpoints stop.
-    """
-    ledger = pack_ledger(objects)
-    if not ledger.merged:
-        return
-    until = time.monotonic() - older_than
-    with ledger.lock:
-        due = [name for name, when in ledger.merged.items() if when <= until]
-        for name in due:
-            del ledger.merged[name]
-    ledger.delete(objects / "pack", due)
+def delete_retired(objects: Path, *, older_than: float = RETIRE_SECONDS) -> None:
+    """Delete the packs of `objects` retired at least `older_than` seconds ago (`PackLedger.sweep`):
+    from the background's loop between runs, so that none waits for the next commit or run."""
+    pack_ledger(objects).sweep(objects / "pack", older_than=older_than)
 
 
 def _object_count(idx: Path) -> int:

@@ -39,6 +39,10 @@ __all__ = ["ObjectWriter", "PackLedger", "blob_sha", "commit_data", "pack_ledger
 #: by their index, which must never name a missing pack).
 _PACK_FILES = (".idx", ".pack", ".rev", ".bitmap", ".mtimes")
 
+#: Seconds a pack stays after its objects were written into a newer one (`PackLedger.retired`):
+#: thousands of times what a reader takes from listing the folder to opening what it listed.
+RETIRE_SECONDS = 0.25
+
 _PACK_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}  # object type codes in pack entries
 # The status writer's thread packs every object of every commit while the reconciler's thread
 # wants the GIL: each release handed it over, and taking it back waited for that thread's switch
@@ -111,37 +115,51 @@ class PackLedger:
     `handed`: the roll-ups this process wrote, maintenance's at once, however young (a pack of
     another process is left alone while it is young: its writer may still roll it up).
 
-    `retired`: packs whose objects are in place in a newer pack, left for a while before they are
-    deleted (by the writer 8 commits later, or maintenance's next run) and never merged again. git
-    finds packs by listing the folder, then looks at each `.pack` it listed: a reader whose
-    listing was taken just before a roll-up's index was renamed in, and who looked for the rolled
-    packs just after they were deleted, found the objects in neither (a test's reader, once in CI).
+    `retired`: packs whose objects are in place in a newer pack (a roll-up's, or maintenance's
+    merge), never merged again, and deleted once they have been retired `RETIRE_SECONDS` (`sweep`:
+    at the writer's next group commit, at maintenance's next run, at the background's next look
+    a second later). Not at once: git finds packs by listing the folder, then looks at each
+    `.pack` it listed, and lists again only once per missing object; a reader whose listing was
+    taken just before a roll-up's index was renamed in, and who looked for the rolled packs just
+    after they were deleted, found an object in neither (a test's reader, once in CI).
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.owned: set[str] = set()  # pack names (pack-<sha>) a writer here will roll up and delete
         self.handed: set[str] = set()  # roll-ups written here (maintenance forgets them once gone)
-        self.retired: set[str] = set()  # rolled up or merged already; deleted later, by whoever retired them
-        self.merged: dict[str, float] = {}  # what maintenance retired (when, monotonic), for it to delete
+        # In a newer pack already -> (when, time.monotonic; who retired it: a writer, or None)
+        self.retired: dict[str, tuple[float, object]] = {}
 
-    def retire(self, names: Iterable[str]) -> None:
-        """`names` are in a newer pack now: nobody merges them again; they are deleted later."""
+    def retire(self, names: Iterable[str], by: object = None) -> None:
+        """`names` are in a newer pack now: nobody merges them again; `sweep` deletes them later."""
+        now = time.monotonic()
         names = list(names)
         with self.lock:
-            self.retired.update(names)
+            self.retired.update(dict.fromkeys(names, (now, by)))
             self.owned.difference_update(names)
 
-    def delete(self, folder: str | Path, names: Iterable[str]) -> None:
-        """Delete the retired packs `names` from the pack folder `folder` (the index of each first)."""
-        names = list(names)
-        for name in names:
+    def sweep(self, folder: str | Path, *, older_than: float = RETIRE_SECONDS, by: object = None) -> None:
+        """Delete from the pack folder `folder` the packs retired at least `older_than` seconds ago,
+        or, given `by`, all that `by` retired (the index of each first: git finds packs by their
+        index). A few file calls, or none."""
+        if not self.retired:
+            return
+        until = time.monotonic() - older_than
+        with self.lock:
+            due = [
+                name
+                for name, (when, who) in self.retired.items()
+                if (who is by if by is not None else when <= until)
+            ]
+        for name in due:
             for suffix in _PACK_FILES:
-                # Gone already (a person's `git gc` took it) or not removable: a later run's then.
+                # Gone already (a person's `git gc` took it) or not removable: git's then.
                 with contextlib.suppress(OSError):
                     os.unlink(f"{folder}/{name}{suffix}")
-        with self.lock:
-            self.retired.difference_update(names)
+        with self.lock:  # still retired until gone: maintenance never lists one as its own
+            for name in due:
+                self.retired.pop(name, None)
 
 
 _LEDGERS: dict[str, PackLedger] = {}
@@ -230,17 +248,16 @@ class ObjectWriter:
         self._pack: dict[str, tuple[int, bytes]] | None = None  # objects of an open `one_pack()`
         self._ledger = pack_ledger(self._objects_dir)
         self._recent: list[_Pack] = []  # packs written and not yet rolled up
-        self._retired: list[str] = []  # packs the last roll-up took, deleted 8 commits later
 
     def close(self) -> None:
         """The packs not rolled up are this writer's no more: maintenance merges them (`PackLedger`).
 
-        The packs its last roll-up took are deleted now: a reader in another process could miss
+        The packs its roll-ups retired are deleted now, however recent: a reader in another process could miss
         an object there once, as it could with `git repack -d`; left in place, they would stay
         until another process's maintenance merged them again.
         """
         self._hand_over()
-        self._delete_retired()
+        self._ledger.sweep(f"{self._objects_dir}/pack", by=self)
 
     def _hand_over(self) -> None:
         """Give the packs not rolled up to maintenance, however young (`PackLedger.handed`)."""
@@ -344,11 +361,10 @@ class ObjectWriter:
         entries = bytes(body)
         name = self._land([entries], rows, owned=True)
         self._recent.append(_Pack(name, entries, rows))
-        if self._retired and len(self._recent) >= ROLL_UP_AFTER // 2:
-            self._delete_retired()
+        self._ledger.sweep(f"{self._objects_dir}/pack")  # the retired packs whose time has come
 
     def roll_up(self, *, at_least: int = ROLL_UP_AFTER) -> bool:
-        """Write the objects of this writer's recent packs as one pack; delete them 8 commits later.
+        """Write the objects of this writer's recent packs as one pack; retire them (deleted later).
 
         Only once there are `at_least` of them; True if it rolled them up. A failure raises
         `StoreError` with every pack still in place and still this writer's (tried again next time).
@@ -392,20 +408,11 @@ class ObjectWriter:
         rolled = self._land(parts, rows, owned=False, hold_gil=False)
         self._recent = []
         faults.reached("packs-rolled-up")
-        self._delete_retired()  # the last roll-up's, if `at_least` was smaller than half the usual
         # A roll-up of one pack's objects in the same order is that same pack: never deleted.
-        self._retired = [pack.name for pack in packs if pack.name != rolled]
-        self._ledger.retire(pack.name for pack in packs)
+        self._ledger.retire((pack.name for pack in packs if pack.name != rolled), by=self)
+        with self._ledger.lock:
+            self._ledger.owned.difference_update(pack.name for pack in packs)
         return True
-
-    def _delete_retired(self) -> None:
-        """Delete the packs the last roll-up took (`PackLedger.retired`).
-
-        Not at once: half-way to the next roll-up (8 group commits later, ~0.2 s at full load, and
-        longer when fewer checkpoints come), so they add at most 8 packs to the folder's usual 16.
-        """
-        retired, self._retired = self._retired, []
-        self._ledger.delete(f"{self._objects_dir}/pack", retired)
 
     def _land(
         self,

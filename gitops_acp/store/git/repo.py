@@ -27,6 +27,7 @@ from gitops_acp.errors import StoreError
 from gitops_acp.store.git import maintenance, process, transfer
 from gitops_acp.store.git.objectreader import ObjectReader
 from gitops_acp.store.git.objects import (
+    RETIRE_SECONDS,
     ROLL_UP_AFTER,
     ObjectWriter,
     commit_data,
@@ -391,6 +392,7 @@ class GitRepo:
         """
         maintenance.maintain(self._git_dir, self._common_dir / "objects", shared=shared)
 
-    def delete_merged_packs(self, *, older_than: float) -> None:
-        """Delete the packs `maintain` merged at least `older_than` seconds ago (a few file calls)."""
-        maintenance.delete_merged(self._common_dir / "objects", older_than=older_than)
+    def delete_retired_packs(self, *, older_than: float = RETIRE_SECONDS) -> None:
+        """Delete the packs a roll-up or `maintain` replaced at least `older_than` seconds ago (a few
+        file calls; `objects.PackLedger`). Safe from any thread."""
+        maintenance.delete_retired(self._common_dir / "objects", older_than=older_than)
