@@ -143,11 +143,16 @@ def _merge_packs(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
             stdin="".join(f"{name}.pack\n" for name in merged).encode(),
             background=True,
         )
+        written = made.stdout.decode("ascii", "replace").split()  # the new pack's name (its sha)
+        new = {f"pack-{name}" for name in written}
         # Their objects are in the new pack, in place; `repack -d` would delete them now, and a
-        # reader could miss an object in both (`PackLedger.retired`): deleted a while later.
-        ledger.retire(merged)
+        # reader could miss an object in both (`PackLedger.retired`): deleted a while later. (One
+        # that is the new pack itself, the same objects written again, stays.)
+        ledger.retire(name for name in merged if name not in new)
+        with ledger.lock:  # ours: the next run may merge it at once, not 10 s later (YOUNG_PACK_SECONDS)
+            ledger.handed.update(new)
         if loose:
-            _drop_packed(objects, loose, folder, made.stdout.decode("ascii", "replace").split())
+            _drop_packed(objects, loose, folder, written)
     present = set(_pack_names(folder))
     with ledger.lock:  # roll-ups gone (merged here, or by a person's `git gc`): forgotten
         ledger.handed.intersection_update(present)

@@ -40,8 +40,11 @@ __all__ = ["ObjectWriter", "PackLedger", "blob_sha", "commit_data", "pack_ledger
 _PACK_FILES = (".idx", ".pack", ".rev", ".bitmap", ".mtimes")
 
 #: Seconds a pack stays after its objects were written into a newer one (`PackLedger.retired`):
-#: thousands of times what a reader takes from listing the folder to opening what it listed.
-RETIRE_SECONDS = 0.25
+#: thousands of times what a reader takes from listing the folder to opening what it listed (a
+#: reader would have to be held off the CPU that long in between). Not longer: the writer's packs
+#: of those seconds pile up beside them (at 60 group commits a second, 0.25 s held up to 40 packs
+#: in all, near git's `gc.autoPackLimit` of 50; 0.1 s, 31).
+RETIRE_SECONDS = 0.1
 
 _PACK_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}  # object type codes in pack entries
 # The status writer's thread packs every object of every commit while the reconciler's thread
