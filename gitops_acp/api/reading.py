@@ -41,9 +41,7 @@ class Reads:
         self._names = readers.StatusNames()  # the status files' names, brought to each new tip
         # The phases the reconciler saved by blob (reactor/coldfacts.py), with the files' stamps
         # they were read at: read again only when a save changed them.
-        self._phases: tuple[tuple[tuple[str, int, int, int, int, int, int], ...], dict[str, str]] | None = (
-            None
-        )
+        self._phases: tuple[tuple[tuple[str, int, int, int], ...], dict[str, str]] | None = None
 
     async def run(self, fn: Callable[[Reads], T]) -> T:
         """Run `fn(self)` on the read thread."""
@@ -103,14 +101,12 @@ class Reads:
         repo = self.repo()
         branches = [branch.name for branch in statusbranches.status_branches(repo)]
         folder = recovery.lock_dir(repo.common_dir)
-        stamps = tuple(
-            (
-                branch,
-                *_stamp(coldfacts.path_for(folder, branch)),
-                *_stamp(coldfacts.archived_path_for(folder, branch)),
-            )
+        files = [
+            of(folder, branch)
             for branch in branches
-        )
+            for of in (coldfacts.path_for, coldfacts.archived_path_for)
+        ]
+        stamps = tuple((str(path), *_stamp(path)) for path in files)
         if self._phases is None or self._phases[0] != stamps:
             self._phases = (stamps, coldfacts.saved_phases(repo.common_dir, branches))
         return self._phases[1]

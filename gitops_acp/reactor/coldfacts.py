@@ -75,16 +75,18 @@ _NONE = "-"  # never a resource name (a DNS-1123 label starts with a letter or d
 
 def path_for(lock_dir: Path, branch: str) -> Path:
     """The file of `branch`'s facts, in the directory of its ServeLock."""
-    from urllib.parse import quote
-
-    return lock_dir / f"cold-facts-{quote(branch, safe='')}"
+    return _file_for(lock_dir, "cold-facts", branch)
 
 
 def archived_path_for(lock_dir: Path, branch: str) -> Path:
     """The file of the phases of what was archived from `branch`, in the directory of its ServeLock."""
+    return _file_for(lock_dir, "archived-phases", branch)
+
+
+def _file_for(lock_dir: Path, prefix: str, branch: str) -> Path:
     from urllib.parse import quote
 
-    return lock_dir / f"archived-phases-{quote(branch, safe='')}"
+    return lock_dir / f"{prefix}-{quote(branch, safe='')}"
 
 
 def append_archived(path: Path, entries: Iterable[tuple[str, str]]) -> None:

@@ -14,16 +14,9 @@ import time
 from pathlib import Path
 
 from gitops_acp.store.git import process
-from gitops_acp.store.git.objects import RETIRE_SECONDS, PackLedger, pack_ledger
+from gitops_acp.store.git.objects import PackLedger, pack_ledger
 
-__all__ = [
-    "BLOOM_ENV",
-    "YOUNG_PACK_SECONDS",
-    "delete_retired",
-    "geometric_split",
-    "maintain",
-    "write_commit_graph",
-]
+__all__ = ["BLOOM_ENV", "YOUNG_PACK_SECONDS", "geometric_split", "maintain", "write_commit_graph"]
 
 #: A pack another process wrote this recently may still be rolled up and deleted by its writer
 #: (`objects.PackLedger`): maintenance leaves it for a later run.
@@ -156,12 +149,6 @@ def _merge_packs(git_dir: Path, objects: Path, ledger: PackLedger) -> None:
     present = set(_pack_names(folder))
     with ledger.lock:  # roll-ups gone (merged here, or by a person's `git gc`): forgotten
         ledger.handed.intersection_update(present)
-
-
-def delete_retired(objects: Path, *, older_than: float = RETIRE_SECONDS) -> None:
-    """Delete the packs of `objects` retired at least `older_than` seconds ago (`PackLedger.sweep`):
-    from the background's loop between runs, so that none waits for the next commit or run."""
-    pack_ledger(objects).sweep(objects / "pack", older_than=older_than)
 
 
 def _object_count(idx: Path) -> int:

@@ -255,9 +255,9 @@ class ObjectWriter:
     def close(self) -> None:
         """The packs not rolled up are this writer's no more: maintenance merges them (`PackLedger`).
 
-        The packs its roll-ups retired are deleted now, however recent: a reader in another process could miss
-        an object there once, as it could with `git repack -d`; left in place, they would stay
-        until another process's maintenance merged them again.
+        The packs its roll-ups retired are deleted now, however recent: a reader in another
+        process could miss an object there once, as it could with `git repack -d`; left in place,
+        they would stay until another process's maintenance merged them again.
         """
         self._hand_over()
         self._ledger.sweep(f"{self._objects_dir}/pack", by=self)

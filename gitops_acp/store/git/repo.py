@@ -31,6 +31,7 @@ from gitops_acp.store.git.objects import (
     ROLL_UP_AFTER,
     ObjectWriter,
     commit_data,
+    pack_ledger,
     with_signature,
 )
 from gitops_acp.store.git.refs import CommitInfo, Refs
@@ -394,5 +395,7 @@ class GitRepo:
 
     def delete_retired_packs(self, *, older_than: float = RETIRE_SECONDS) -> None:
         """Delete the packs a roll-up or `maintain` replaced at least `older_than` seconds ago (a few
-        file calls; `objects.PackLedger`). Safe from any thread."""
-        maintenance.delete_retired(self._common_dir / "objects", older_than=older_than)
+        file calls; `objects.PackLedger`): from the background's loop between maintenance runs, so
+        that none waits for the next commit. Safe from any thread."""
+        objects = self._common_dir / "objects"
+        pack_ledger(objects).sweep(objects / "pack", older_than=older_than)
