@@ -53,6 +53,13 @@ so a batch's count also holds what the reconciler did after the batch before it 
 the tasks that fell due meanwhile, maintenance, idling while the readers are timed), which its CPU
 time leaves out.
 
+Side by side (`--side-by-side ROUNDS`, default 3): at the end, in turn, a batch on a new repository
+(made as this one was, its own reconciler: its first batch) and one more batch on this one, the
+order swapped every round; the medians are compared. The first batch ran minutes or an hour before
+the last, and this machine's speed drifts by a third within that (`probe ms`, `python ms`); side by
+side, both see the same machine, and what differs is only the tasks run before. With archiving,
+the reconciler here archives all its tasks before each new repository's batch.
+
 Targets (DESIGN §9): the last batch's tasks/s at least 0.8 of the first's, with and without
 archiving; `get task` and `describe` at most 100 ms and `history -n 20` at most 50 ms at 100,000
 tasks (of the command's own work: the start-up is printed beside them); RSS flat.
@@ -71,7 +78,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -459,6 +468,94 @@ READERS = {
 READER_RUNS = 3
 
 
+def commit_batch(
+    repo: Path, names: list[str], *, leaving: Sequence[str] = (), no_auto_gc: bool = False
+) -> None:
+    """Commit `names` as Task files on `repo`'s main, and remove `leaving`'s (a person's commit)."""
+    for name in leaving:
+        (repo / "tasks" / f"{name}.yaml").unlink()
+    for name in names:
+        write_task(repo / "tasks", name)
+    git(repo, "add", "-A")
+    no_gc = ("-c", "gc.auto=0") if no_auto_gc else ()
+    git(repo, *no_gc, "commit", "-q", "-m", f"{len(names)} tasks")
+
+
+def run_batch(server: subprocess.Popen[str], names: list[str]) -> dict[str, Any]:
+    """Tell the reconciler the batch just committed; its figures once every task of it finished."""
+    assert server.stdin is not None
+    assert server.stdout is not None
+    server.stdin.write(" ".join(names) + "\n")
+    server.stdin.flush()
+    figures: dict[str, Any] = json.loads(server.stdout.readline())
+    return figures
+
+
+def drain(server: subprocess.Popen[str]) -> None:
+    """Wait until the reconciler has archived every task (archiving mode only)."""
+    assert server.stdin is not None
+    assert server.stdout is not None
+    server.stdin.write("drain\n")
+    server.stdin.flush()
+    json.loads(server.stdout.readline())
+
+
+def side_by_side(
+    server: subprocess.Popen[str],
+    repo: Path,
+    tmp: Path,
+    url: str,
+    args: argparse.Namespace,
+    *,
+    first: int,
+    previous: list[str],
+    archiving: bool,
+) -> dict[str, Any]:
+    """The first day against today, both now: `args.side_by_side` rounds, each a batch on a new
+    repository (made as this one was, its own reconciler, its first batch) and one more batch on this
+    one, in turn (the order swapped every round). A run of 100,000 tasks lasts long enough for this
+    machine's speed to drift by a third (`probe ms`, `python ms`); batches side by side see the same
+    machine, so what differs between them is the tasks run before. With archiving, this repository's
+    tasks are all archived before a new repository's batch runs (its reconciler idles meanwhile)."""
+    found: dict[str, Any] = {"fresh": [], "grown": [], "fresh_cpu": [], "grown_cpu": []}
+    batch = min(args.batch, args.total)
+    for round_ in range(args.side_by_side):
+        for which in ("fresh", "grown") if round_ % 2 == 0 else ("grown", "fresh"):
+            if which == "fresh":
+                if archiving:
+                    drain(server)
+                new_repo, new_secrets = make_repo(tmp / f"side-{round_}", url, 0)
+                other = start_child(new_repo, new_secrets, args.retain_finished)
+                try:
+                    names = [f"g{i:06d}" for i in range(batch)]
+                    commit_batch(new_repo, names, no_auto_gc=args.no_auto_gc)
+                    figures = run_batch(other, names)
+                finally:
+                    stop_child(other)
+                shutil.rmtree(tmp / f"side-{round_}", ignore_errors=True)
+            else:
+                names = [f"g{first + i:06d}" for i in range(batch)]
+                first += batch
+                leaving = [] if args.keep_main else previous
+                commit_batch(repo, names, leaving=leaving, no_auto_gc=args.no_auto_gc)
+                previous = names
+                figures = run_batch(server, names)
+            found[which].append(batch / figures["seconds"])
+            found[f"{which}_cpu"].append(1000 * figures["cpu_s"] / batch)
+            where = "a new repository" if which == "fresh" else "this one"
+            print(
+                f"  side by side, round {round_ + 1}: {where} {batch / figures['seconds']:.0f} tasks/s, "
+                f"{1000 * figures['cpu_s'] / batch:.2f} CPU ms a task",
+                flush=True,
+            )
+    found["previous"] = previous
+    return found
+
+
+def _listed(values: list[float]) -> str:
+    return ", ".join(f"{value:.0f}" for value in values)
+
+
 def readers(repo: Path, name: str) -> dict[str, object]:
     """The one-object readers on task `name`, each the median of READER_RUNS fresh processes run
     in turn (get, describe, history, get, ...): one run on a shared machine is now and then twice
@@ -519,6 +616,15 @@ def main() -> int:
         help="run the reconciler under valgrind's callgrind and print the instructions it executes "
         "per task in each batch (machine-independent; ~30x slower); its dumps go into DIR",
     )
+    parser.add_argument(
+        "--side-by-side",
+        type=int,
+        default=3,
+        metavar="ROUNDS",
+        help="at the end, ROUNDS times in turn: a batch on a new repository (its first, its own "
+        "reconciler) and a batch on this one, so that both see the machine as it is then (default 3; "
+        "0: none; not with --callgrind)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="make the repository in DIR and keep it")
     parser.add_argument("--child", nargs=3, metavar=("REPO", "SECRETS", "RETAIN"), help=argparse.SUPPRESS)
@@ -538,6 +644,7 @@ def main() -> int:
 
     stub, url = start_stub()
     rows: list[dict[str, float]] = []
+    side: dict[str, Any] = {}
     try:
         with contextlib.ExitStack() as stack:
             if args.keep is not None:
@@ -576,20 +683,12 @@ def main() -> int:
                 while done < args.total:
                     speed, spawn = machine_probe_ms(), python_start_ms()
                     names = [f"g{done + i:06d}" for i in range(min(args.batch, args.total - done))]
-                    if not args.keep_main:
-                        for name in previous:
-                            (repo / "tasks" / f"{name}.yaml").unlink()
+                    leaving = [] if args.keep_main else previous
                     previous = names
-                    for name in names:
-                        write_task(repo / "tasks", name)
-                    git(repo, "add", "-A")
-                    no_gc = ("-c", "gc.auto=0") if args.no_auto_gc else ()
-                    git(repo, *no_gc, "commit", "-q", "-m", f"{len(names)} tasks")
+                    commit_batch(repo, names, leaving=leaving, no_auto_gc=args.no_auto_gc)
                     if args.callgrind is not None and not rows:
                         count_instructions(server.pid, args.callgrind, None)
-                    server.stdin.write(" ".join(names) + "\n")
-                    server.stdin.flush()
-                    figures = json.loads(server.stdout.readline())
+                    figures = run_batch(server, names)
                     if args.callgrind is not None:
                         label = f"batch {len(rows) + 1}"
                         figures["instructions"] = count_instructions(server.pid, args.callgrind, label)
@@ -623,10 +722,20 @@ def main() -> int:
                         + (f" {row['instructions'] / len(names) / 1e6:12.2f}" if args.callgrind else ""),
                         flush=True,
                     )
+                if args.side_by_side and args.callgrind is None:
+                    side = side_by_side(
+                        server,
+                        repo,
+                        Path(tmp),
+                        url,
+                        args,
+                        first=done,
+                        previous=previous,
+                        archiving=archiving,
+                    )
+                    previous = side["previous"]
                 if archiving:
-                    server.stdin.write("drain\n")
-                    server.stdin.flush()
-                    json.loads(server.stdout.readline())
+                    drain(server)
                 stop_child(server)
                 if before is not None and baseline is not None:
                     report_startup(repo, secrets, baseline, before, previous)
@@ -664,6 +773,14 @@ def main() -> int:
             f"{min(medians):.0f}-{max(medians):.0f} ms (median {statistics.median(medians):.0f}), within "
             f"the target in {sum(m <= target for m in medians)} of {len(medians)} batches; single runs "
             f"{min(singles):.0f}-{max(singles):.0f} ms, {sum(r <= target for r in singles)} of {len(singles)}"
+        )
+    if side:
+        grown, fresh = statistics.median(side["grown"]), statistics.median(side["fresh"])
+        print(
+            f"side by side at the end, {args.side_by_side} rounds taken alternately: a new repository's "
+            f"first batch {fresh:.0f} tasks/s (median; {_listed(side['fresh'])}), this repository's next "
+            f"batch {grown:.0f} ({_listed(side['grown'])}): {grown / fresh:.2f} (target >= 0.8); CPU ms a "
+            f"task {statistics.median(side['fresh_cpu']):.2f} and {statistics.median(side['grown_cpu']):.2f}"
         )
     if args.callgrind is not None:  # batches are equal: instructions per task, last / first
         counts = [row["instructions"] for row in rows]
