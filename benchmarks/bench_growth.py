@@ -55,7 +55,8 @@ time leaves out.
 
 Side by side (`--side-by-side ROUNDS`, default 3): at the end, in turn, a batch on a new repository
 (made as this one was, its own reconciler: its first batch) and one more batch on this one, the
-order swapped every round; the medians are compared. The first batch ran minutes or an hour before
+order swapped every round, each followed by the readers on a task of that repository's first
+batch; the medians are compared. The first batch ran minutes or an hour before
 the last, and this machine's speed drifts by a third within that (`probe ms`, `python ms`); side by
 side, both see the same machine, and what differs is only the tasks run before. With archiving,
 the reconciler here archives all its tasks before each new repository's batch.
@@ -478,7 +479,8 @@ def commit_batch(
         write_task(repo / "tasks", name)
     git(repo, "add", "-A")
     no_gc = ("-c", "gc.auto=0") if no_auto_gc else ()
-    git(repo, *no_gc, "commit", "-q", "-m", f"{len(names)} tasks")
+    message = f"{len(names)} tasks" if names else f"{len(leaving)} tasks leave main"
+    git(repo, *no_gc, "commit", "-q", "-m", message)
 
 
 def run_batch(server: subprocess.Popen[str], names: list[str]) -> dict[str, Any]:
@@ -519,6 +521,7 @@ def side_by_side(
     tasks are all archived before a new repository's batch runs (its reconciler idles meanwhile)."""
     found: dict[str, Any] = {"fresh": [], "grown": [], "fresh_cpu": [], "grown_cpu": []}
     batch = min(args.batch, args.total)
+    probe = f"g{batch // 2:06d}"  # a task of each repository's first batch, as between batches
     for round_ in range(args.side_by_side):
         for which in ("fresh", "grown") if round_ % 2 == 0 else ("grown", "fresh"):
             if which == "fresh":
@@ -530,6 +533,10 @@ def side_by_side(
                     names = [f"g{i:06d}" for i in range(batch)]
                     commit_batch(new_repo, names, no_auto_gc=args.no_auto_gc)
                     figures = run_batch(other, names)
+                    if not args.keep_main:  # as here, where a batch's Task files left with the next
+                        commit_batch(new_repo, [], leaving=names, no_auto_gc=args.no_auto_gc)
+                        time.sleep(2.0)  # its reconciler reads that commit before the readers run
+                    read = readers(new_repo, probe)
                 finally:
                     stop_child(other)
                 shutil.rmtree(tmp / f"side-{round_}", ignore_errors=True)
@@ -540,12 +547,17 @@ def side_by_side(
                 commit_batch(repo, names, leaving=leaving, no_auto_gc=args.no_auto_gc)
                 previous = names
                 figures = run_batch(server, names)
+                read = readers(repo, probe)
             found[which].append(batch / figures["seconds"])
             found[f"{which}_cpu"].append(1000 * figures["cpu_s"] / batch)
+            for figure in READERS:
+                found.setdefault(f"{which}_{figure}", []).append(read[figure])
             where = "a new repository" if which == "fresh" else "this one"
             print(
                 f"  side by side, round {round_ + 1}: {where} {batch / figures['seconds']:.0f} tasks/s, "
-                f"{1000 * figures['cpu_s'] / batch:.2f} CPU ms a task",
+                f"{1000 * figures['cpu_s'] / batch:.2f} CPU ms a task; get task, describe, history -n 20 "
+                + ", ".join(f"{read[figure]:.0f}" for figure in READERS)
+                + " ms",
                 flush=True,
             )
     found["previous"] = previous
@@ -781,6 +793,15 @@ def main() -> int:
             f"first batch {fresh:.0f} tasks/s (median; {_listed(side['fresh'])}), this repository's next "
             f"batch {grown:.0f} ({_listed(side['grown'])}): {grown / fresh:.2f} (target >= 0.8); CPU ms a "
             f"task {statistics.median(side['fresh_cpu']):.2f} and {statistics.median(side['grown_cpu']):.2f}"
+        )
+        print(
+            "the readers on a task of each one's first batch, side by side (medians of the rounds), "
+            "a new repository against this one: "
+            + "; ".join(
+                f"{' '.join(READERS[figure][:2])} {statistics.median(side[f'fresh_{figure}']):.0f} and "
+                f"{statistics.median(side[f'grown_{figure}']):.0f} ms"
+                for figure in READERS
+            )
         )
     if args.callgrind is not None:  # batches are equal: instructions per task, last / first
         counts = [row["instructions"] for row in rows]
