@@ -131,13 +131,9 @@ def test_tricky_values_read_as_pyyaml_reads_them(value: str) -> None:
         },
     }
     data = yamlio.dump(doc)
-    # What the writer writes is read without PyYAML, but two: a literal block with a line ending in
-    # a blank, and an escaped surrogate pair (an emoji beside a control character), which libyaml
-    # refuses: `yamlio.load` cannot read that file either.
-    assert _agrees(data) == (value not in DECLINED), data
-
-
-DECLINED = {"trailing space \non a line"}
+    # What the writer writes is read without PyYAML, every value (a line ending in a blank is
+    # quoted, not put in a literal block, which this reader declines: `yamlio._block`).
+    assert _agrees(data), data
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -152,8 +148,12 @@ def test_random_documents_agree_with_pyyaml(seed: int) -> None:
             if rnd.random() < 0.7:
                 status[field] = rnd.choice([_text(rnd), f"{_text(rnd)}\n{_text(rnd)}", _value(rnd)])
         doc["status"] = status
-        answered += _agrees(yamlio.dump(doc))
-    assert answered > 1000  # most are answered without PyYAML
+        strings = all(isinstance(status.get(field, ""), str) for field in ("statusDetail", "error"))
+        # Answered without PyYAML whenever the fields asked for are strings: what the emitter
+        # writes, this reader reads (a number or a list there is PyYAML's to say).
+        assert _agrees(yamlio.dump(doc)) == strings, doc
+        answered += strings
+    assert answered > 1000
 
 
 MUTATIONS = [
@@ -353,10 +353,10 @@ def test_random_documents_are_read_whole_as_pyyaml_reads_them(seed: int) -> None
         doc[rnd.choice(["status", "spec", "x"])] = {_text(rnd): _value(rnd) for _ in range(3)}
         doc["numbers"] = [rnd.randint(-(10**6), 10**6), rnd.random() * 10 ** rnd.randint(-300, 300), -0.0]
         data = yamlio.dump(doc)
-        if _whole_agrees(data):
-            answered += 1
-            assert _same(statusfields.document(data), doc)  # what was written, read back
-    assert answered > 1000
+        assert _whole_agrees(data), data  # what the emitter writes, this reader reads
+        answered += 1
+        assert _same(statusfields.document(data), doc)  # what was written, read back
+    assert answered == 2000
 
 
 @pytest.mark.parametrize("value", TRICKY)
@@ -367,7 +367,7 @@ def test_tricky_values_are_read_whole_as_pyyaml_reads_them(value: str) -> None:
         "status": {"phase": "Failed", "n": 3, "x": 0.25, "ok": True, "none": None, "empty": [], "map": {}},
     }
     # and a line starting with `...` (a key `...`: a document's end marker at the start of a line)
-    assert _whole_agrees(yamlio.dump(doc)) == (value not in DECLINED and value != "...")
+    assert _whole_agrees(yamlio.dump(doc)) == (value != "...")
 
 
 EDITS = [*MUTATIONS, "1", "0", "true", "null", "1.5", "-", "e+5"]
@@ -507,3 +507,48 @@ def _pyyaml_document(data: bytes) -> object:
         return yaml.load(data, Loader=yaml.CSafeLoader)
     except yaml.YAMLError:
         return None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a line ending in a blank \nand the next",
+        "a tab at the end\t\nof a line",
+        "the last line ends in a blank\n ok ",
+        "0b",  # a string PyYAML reads as one, that this reader would not be sure of plain
+        "0x1g",
+        "-0b1",
+        "63 ,-",
+        "1234-",
+    ],
+)
+def test_what_the_emitter_writes_is_read_without_pyyaml(value: str) -> None:
+    """Found 2026-12-08: a multi-line string with a line ending in a blank went into a literal
+    block, and a plain string beginning like a date or a binary number was written plain; this
+    reader declines both, so `history` and `describe` of such a status loaded PyYAML (slower, and a
+    flaky check in tests/e2e/test_readers.py). The emitter now quotes them."""
+    data = yamlio.dump({"status": {"statusDetail": value, "error": value}})
+    assert statusfields.strings(data, ("status", "statusDetail"), ("status", "error")) == [value, value]
+    assert statusfields.document(data) == {"status": {"statusDetail": value, "error": value}}
+
+
+@pytest.mark.parametrize(
+    ("text", "uncertain"),
+    [
+        ("2026-13-45", True),  # matches the timestamp pattern, and is no date: PyYAML fails
+        ("2026-12-08", True),
+        ("1234-", True),
+        ("1.0e-07", False),  # a float: no date begins so
+        ("12a4-5", False),
+        ("0b", True),
+        ("-0x", True),
+        ("=", True),
+        ("0", False),
+        ("b0", False),
+    ],
+)
+def test_uncertain_plain_scalars(text: str, uncertain: bool) -> None:
+    assert statusfields.uncertain_plain(text) is uncertain
+    if uncertain:  # declined when met plain in a file
+        assert statusfields.document(f"x: {text}\n".encode()) is None
+    assert statusfields.document(yamlio.dump({"x": text})) == {"x": text}  # written so that it is read

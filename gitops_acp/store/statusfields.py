@@ -37,7 +37,7 @@ TYPE_CHECKING = False  # not `typing`'s: a command reading one object does witho
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["RESOLVERS", "document", "plain_tag", "strings"]
+__all__ = ["RESOLVERS", "document", "plain_tag", "strings", "uncertain_plain"]
 
 # Characters YAML allows raw in a document (yamlio's `_RAW_OK`: no control characters but tab and
 # newline, no NEL or line separators, no BOM): anything else may make PyYAML refuse the file.
@@ -169,6 +169,21 @@ def plain_tag(text: str) -> str:
             _TAGS.clear()
         tag = _TAGS[text] = _resolve(text)
     return tag
+
+
+def uncertain_plain(text: str) -> bool:
+    """Whether a plain scalar of the emitter's character set is one this reader declines.
+
+    Of the tags such a scalar can resolve to, PyYAML fails to build only these (a superset is
+    declined): `=` (no constructor), a date or a time (`2026-13-45` is not one: anything that
+    begins like one), an integer in base 2 or 16 without digits (`0b_`). Strings, nulls,
+    booleans, floats and other integers always build. `yamlio`'s emitter quotes such a string
+    (`1234-5`, `0b1`), so that what it writes is always read here.
+    """
+    unsigned = text[1:] if text[:1] in ("+", "-") else text
+    # Both forms of `_TIMESTAMP` begin with four digits and a dash (`1.0e-07` is a float).
+    date_like = text[4:5] == "-" and text[:4].isascii() and text[:4].isdigit()
+    return text == "=" or unsigned[:2] in ("0b", "0x") or date_like
 
 
 def _resolve(text: str) -> str:
@@ -433,14 +448,7 @@ class _Parser:
             return _Leaf(text)
         if text in _PLAIN_VALUES:
             return _Leaf(text)
-        if not _PLAIN_VALUE.fullmatch(text):
-            raise _Uncertain
-        # Of the tags a plain scalar in this character set can resolve to, PyYAML fails to build
-        # only these (a superset is declined): `=` (no constructor), a date or a time (`2026-13-45`
-        # is not one), an integer in base 2 or 16 without digits (`0b_`). Strings, nulls,
-        # booleans, floats and other integers always build.
-        unsigned = text[1:] if text[0] in "+-" else text
-        if text == "=" or unsigned[:2] in ("0b", "0x") or (text[0] in "0123456789" and text[4:5] == "-"):
+        if not _PLAIN_VALUE.fullmatch(text) or uncertain_plain(text):
             raise _Uncertain
         if len(_PLAIN_VALUES) >= _REMEMBERED:
             _PLAIN_VALUES.clear()

@@ -121,7 +121,8 @@ _MAX_CACHED_LENGTH = 256
 def _is_plain(text: str) -> bool:
     if not _PLAIN.fullmatch(text) or _NEEDS_QUOTES.search(text):
         return False
-    return statusfields.plain_tag(text) == "str"
+    # A string PyYAML reads as one, and that `statusfields` (the readers without PyYAML) reads too.
+    return statusfields.plain_tag(text) == "str" and not statusfields.uncertain_plain(text)
 
 
 def _raw_ok(text: str) -> bool:
@@ -200,10 +201,14 @@ def _key(head: str, key: str) -> str:
 
 
 def _block(text: str, indent: int) -> list[str] | None:
-    """A literal block for multi-line text, or None when one cannot hold it exactly."""
+    """A literal block for multi-line text, or None when one cannot hold it exactly or a line of it
+    ends in a blank: PyYAML's emitter quotes those (and so does this one), and `statusfields`,
+    which reads status files without PyYAML, does not read them from a block."""
     if "\r" in text or text[:1] in (" ", "\t", "\n") or not _raw_ok(text):
         return None
     body = text.rstrip("\n")
+    if " \n" in body or "\t\n" in body or body.endswith((" ", "\t")):
+        return None
     trailing = len(text) - len(body)
     chomp = "-" if trailing == 0 else ("" if trailing == 1 else "+")
     pad = " " * (indent + 2)
