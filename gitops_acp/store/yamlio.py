@@ -119,7 +119,9 @@ _MAX_CACHED_LENGTH = 256
 
 
 def _is_plain(text: str) -> bool:
-    if not _PLAIN.fullmatch(text) or _NEEDS_QUOTES.search(text):
+    # `...` begins no plain scalar: `statusfields` declines a key line that does (a document end
+    # marker looks so at the start of a line).
+    if not _PLAIN.fullmatch(text) or _NEEDS_QUOTES.search(text) or text.startswith("..."):
         return False
     # A string PyYAML reads as one, and that `statusfields` (the readers without PyYAML) reads too.
     return statusfields.plain_tag(text) == "str" and not statusfields.uncertain_plain(text)
