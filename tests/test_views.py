@@ -886,6 +886,7 @@ def test_history_of_a_resource_is_the_same_bounded_by_its_first_checkpoint(repo:
     from gitops_acp.resources.meta import ANNOTATION_FIRST_CHECKPOINT
     from gitops_acp.resources.models import from_document
     from gitops_acp.store import history
+    from gitops_acp.store.statustree import read_status_file
 
     commit_files(
         repo, {"llms/gpt.yaml": LLM, "agents/helper.yaml": AGENT, "tasks/late.yaml": task("late", "hi")}
@@ -928,7 +929,9 @@ def test_history_of_a_resource_is_the_same_bounded_by_its_first_checkpoint(repo:
             c.sha for c in opened.log("refs/heads/acp/status", path=status_path(Kind.Task, "late"), n=20)
         ]
         # The bound really is applied: the old task's commits are older than it.
-        since = history._first_checkpoint(opened, "refs/heads/acp/status", Kind.Task, "late")
+        tip = opened.resolve("refs/heads/acp/status")
+        assert tip is not None
+        since = history._first_checkpoint(read_status_file(opened, tip, Kind.Task, "late"))
         assert since is not None
         early = status_path(Kind.Task, "early")
         assert not opened.log("refs/heads/acp/status", path=early, n=20, since=since)

@@ -30,14 +30,14 @@ from gitops_acp.errors import UserError
 from gitops_acp.resources.lifecycle import Key
 from gitops_acp.resources.meta import ARCHIVE_ROOT, STATUS_ROOT, Kind, parse_duration, status_path
 from gitops_acp.resources.models import AnyResource, Task
-from gitops_acp.store.status import BLOOM_MAX_PATHS, changed_paths
+from gitops_acp.store.status import BATCH_MAX_PATHS, changed_paths
 
 __all__ = ["Group", "Retention", "due_groups", "parse_retain"]
 
 log = logging.getLogger(__name__)
 
 NEVER = "never"
-#: Resources moved by one `archive:` commit at most; and at most BLOOM_MAX_PATHS paths changed
+#: Resources moved by one `archive:` commit at most; and at most BATCH_MAX_PATHS paths changed
 #: (each file leaves `status/` for `archive/`: ~80 resources a commit), so that git keeps the
 #: commit's changed-path filter and a task's `history` need not diff it (store/status.py).
 MAX_ARCHIVE_BATCH = 2000
@@ -221,7 +221,7 @@ class Retention:
             adds = changed_paths(_moved_paths(group.keys), paths) if group is not None else set()
             if group is not None and (
                 not batch
-                or (size + len(group.keys) <= MAX_ARCHIVE_BATCH and len(paths) + len(adds) <= BLOOM_MAX_PATHS)
+                or (size + len(group.keys) <= MAX_ARCHIVE_BATCH and len(paths) + len(adds) <= BATCH_MAX_PATHS)
             ):
                 batch.append(group)
                 size += len(group.keys)

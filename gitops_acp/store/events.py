@@ -403,7 +403,7 @@ def _tree(repo: ReadOnlyRepo, sha: str | None) -> dict[str, tuple[str, str]]:
     found = repo.cat(sha)
     if found is None or found[1] != "tree":
         raise StoreError(f"no tree {sha} in {repo.git_dir}")
-    from gitops_acp.store.git.trees import parse_tree  # serve's path: GitPython is loaded there anyway
+    from gitops_acp.store.git.objectreader import parse_tree
 
     return parse_tree(found[2])
 

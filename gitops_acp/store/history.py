@@ -11,6 +11,7 @@ from __future__ import annotations
 from gitops_acp.errors import StoreError
 from gitops_acp.resources.meta import (
     ANNOTATION_FIRST_CHECKPOINT,
+    ARCHIVE_ROOT,
     FANNED_OUT,
     Kind,
     legacy_status_path,
@@ -18,7 +19,13 @@ from gitops_acp.resources.meta import (
     status_path,
 )
 from gitops_acp.store import statusfields
-from gitops_acp.store.statustree import DEFAULT_BRANCH, read_status_file, read_status_files
+from gitops_acp.store.statustree import (
+    BOOKMARKS_ROOT,
+    DEFAULT_BRANCH,
+    bookmark_path,
+    read_status_file,
+    read_status_files,
+)
 
 TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
 if TYPE_CHECKING:
@@ -54,12 +61,19 @@ def events(repo: Reader, *, branch: str = DEFAULT_BRANCH, kind: str, name: str, 
     old takes ~5 ms instead of ~100 (docs/growth.md). The flat path is looked up only where it
     can have history: before the commit that moved the file into the fan-out (its parent still
     has the flat file), or when the fan-out path has none at all (a branch never migrated). The
-    files of every commit are read in one round trip to git.
+    files of every commit are read in one round trip to git. An archived resource's walk starts
+    at the first hour's bookmark that holds its archived file (`_archived_start`), not at the
+    tip: it then covers the resource's life and retention, not every commit made since.
     """
     resource = Kind(kind)
     ref = branch if branch.startswith("refs/") else f"refs/heads/{branch}"
-    since = _first_checkpoint(repo, ref, resource, name)
-    commits = repo.log(ref, path=status_path(resource, name), n=n, since=since, trailers=False)
+    tip = repo.resolve(ref)
+    at_tip = read_status_file(repo, tip, resource, name) if tip is not None else None
+    since = _first_checkpoint(at_tip)
+    start = ref
+    if at_tip is not None and at_tip.archived and tip is not None:
+        start = _archived_start(repo, tip, resource, name, at_tip.data, since) or ref
+    commits = repo.log(start, path=status_path(resource, name), n=n, since=since, trailers=False)
     if resource in FANNED_OUT and len(commits) < n:
         flat = legacy_status_path(resource, name)
         before = f"{commits[-1].sha}^" if commits else ref
@@ -76,15 +90,52 @@ def events(repo: Reader, *, branch: str = DEFAULT_BRANCH, kind: str, name: str, 
     return found
 
 
-def _first_checkpoint(repo: Reader, ref: str, kind: Kind, name: str) -> float | None:
+def _archived_start(
+    repo: Reader, tip: str, kind: Kind, name: str, data: bytes, since: float | None
+) -> str | None:
+    """Where a walk of an archived resource's history may start: the first bookmark whose commit
+    holds its archived file as the tip does (None: none does yet, or no bookmarks; start at the tip).
+
+    Bookmarks (statustree.py) are the last commits of past hours, in time order. From the first
+    holding the file, the walk covers the resource's life and its retention, not every commit
+    since. It is exact whatever the bookmarks say: that commit is an ancestor of the tip (its
+    tree records it), it already holds the archive commit, and after its archive commit nothing
+    writes a resource's `status/` file again (an archived Task never runs again, DESIGN §9). A
+    second life would be archived as a new file, which earlier bookmarks do not hold.
+    """
+    months = repo.read_tree(tip, BOOKMARKS_ROOT)
+    if not months:
+        return None
+    first = bookmark_path(since).split("/", 1)[1] if since is not None else ""
+    marks: list[str] = []  # the bookmarks' blobs, oldest first, from the resource's first hour on
+    for month in sorted(months):
+        if month < first[:7] or months[month][0] != "40000":
+            continue
+        hours = repo.read_tree(tip, f"{BOOKMARKS_ROOT}/{month}") or {}
+        marks += [hours[h][1] for h in sorted(hours) if f"{month}/{h}" >= first]
+    path = status_path(kind, name, root=ARCHIVE_ROOT)
+    start, low, high = None, 0, len(marks) - 1
+    while low <= high:  # holding the file is monotone in time: the archive only grows
+        middle = (low + high) // 2
+        try:
+            commit = repo.read_blob(marks[middle]).decode("ascii").strip()
+            holds = len(commit) == 40 and repo.read_file(commit, path) == data
+        except (StoreError, UnicodeDecodeError):
+            return None  # a bookmark that is not one: walk from the tip, as without any
+        if holds:
+            start, high = commit, middle - 1
+        else:
+            low = middle + 1
+    return start
+
+
+def _first_checkpoint(found: Found | None) -> float | None:
     """When the resource's history began, from its status file at the tip (None: walk it all).
 
     A minute earlier than recorded: commit times are whole seconds from the same clock, and the
     minute absorbs a clock stepped back a little. Without the annotation (status files written
     before it existed, a resource deleted from the tip) the whole history is walked, as before.
     """
-    tip = repo.resolve(ref)
-    found = read_status_file(repo, tip, kind, name) if tip is not None else None
     if found is None:
         return None
     fast = statusfields.strings(found.data, ("metadata", "annotations", ANNOTATION_FIRST_CHECKPOINT))

@@ -56,12 +56,14 @@ from gitops_acp.store.statustree import (
     FILE_MODE,
     STATUS_DIR,
     StatusTree,
+    bookmark_path,
     branch_ref,
     read_tip,
 )
 from gitops_acp.telemetry import metrics
 
 __all__ = [
+    "BATCH_MAX_PATHS",
     "BLOOM_MAX_PATHS",
     "DEFAULT_BRANCH",
     "DEFAULT_IDENTITY",
@@ -104,6 +106,9 @@ _MAX_CACHED_PATHS = 8192
 #: every history diffed"). So a group commit stops short of this many, and so does an archive
 #: commit (`reactor/retention.py`); whatever git writes the commit-graph, a person's included.
 BLOOM_MAX_PATHS = 512
+#: What a batch may change itself: an hour's first commit also writes its bookmark, three paths
+#: (`bookmarks`, `bookmarks/<month>`, the file; statustree.py).
+BATCH_MAX_PATHS = BLOOM_MAX_PATHS - 3
 
 
 def changed_paths(paths: Sequence[str], into: set[str] | None = None) -> set[str]:
@@ -378,7 +383,7 @@ class StatusWriter:
             if batch and (len(keys) + len(item.keys) > self.max_batch or item.archive or batch[0].archive):
                 full = True
             adds = set() if full else changed_paths([prepared.path for prepared in item.changes], paths)
-            if batch and len(paths) + len(adds) > BLOOM_MAX_PATHS:
+            if batch and len(paths) + len(adds) > BATCH_MAX_PATHS:
                 full = True
             if full or item.keys & keys or item.keys & blocked:
                 blocked |= item.keys
@@ -582,8 +587,13 @@ class StatusWriter:
         lines: list[str] = []
         resources: list[str] = []
         spec_commits: list[str] = []
+        now = self.clock()
+        # The first commit of an hour bookmarks the tip, the last commit of an earlier one (statustree.py).
+        bookmark = None
+        if tree.tip is not None and tree.tip_time is not None and now // 3600 > tree.tip_time // 3600:
+            bookmark = bookmark_path(tree.tip_time)
         # The directories this batch touches, read many at a time (an archive commit's thousands).
-        directories: set[str] = set()
+        directories: set[str] = {bookmark.rpartition("/")[0]} if bookmark is not None else set()
         for item in batch:
             for prepared in item.changes:
                 directories.add(prepared.path.rpartition("/")[0])
@@ -619,6 +629,12 @@ class StatusWriter:
                     spec_commits.append(item.spec_commit)
             if not lines:
                 return None, landed, 0
+            if bookmark is not None:
+                assert tree.tip is not None
+                data = f"{tree.tip}\n".encode()
+                marked = blob_sha(data)
+                repo.write_blob(data, marked)
+                edit.set(bookmark, FILE_MODE, marked)
             root = edit.write(repo.write_tree) or EMPTY_TREE
             archive = batch[0].archive
             sha = repo.write_commit(
@@ -629,10 +645,10 @@ class StatusWriter:
                 ),
                 author=self.identity,
                 committer=self.identity,
-                timestamp=self.clock(),
+                timestamp=now,
             )
         repo.update_ref(self.branch, sha, tree.tip, message=f"gitops-acp: {lines[0]}")
-        tree.tip = sha
+        tree.tip, tree.tip_time = sha, now
         if batch[0].archive:
             tree.tree.unload(ARCHIVE_ROOT)  # it only grows: read the few levels each archive needs
         try:  # the last group commits' packs into one, now and then (GitRepo.roll_up_packs)
@@ -656,6 +672,7 @@ class StatusWriter:
         for kind, name, mode, sha in legacy:
             tree.tree.remove(legacy_status_path(kind, name))
             tree.tree.set(status_path(kind, name), mode, sha)
+        now = self.clock()
         with repo.one_pack():
             root = tree.tree.write(repo.write_tree) or EMPTY_TREE
             assert tree.tip is not None
@@ -667,10 +684,10 @@ class StatusWriter:
                 "three hex digits of sha256(<name>); the same for status/toolcalls/.\n",
                 author=self.identity,
                 committer=self.identity,
-                timestamp=self.clock(),
+                timestamp=now,
             )
         repo.update_ref(self.branch, sha, tree.tip, message="gitops-acp: status files fanned out")
-        tree.tip = sha
+        tree.tip, tree.tip_time = sha, now
         log.info("moved %d status files of %s into the fan-out (DESIGN §9)", len(legacy), self.branch)
 
 

@@ -2,12 +2,19 @@
 
     <tip> ── root ─┬─ status/ ── llms/ ── <name>.yaml                   (DESIGN §1, §9)
                    │          └─ tasks/ ── a/ ── b/ ── c/ ── <name>.yaml  (a, b, c: sha256(name))
-                   └─ archive/ ── tasks/ ── a/ ── b/ ── c/ ── <name>.yaml (archived: the last copy)
+                   ├─ archive/ ── tasks/ ── a/ ── b/ ── c/ ── <name>.yaml (archived: the last copy)
+                   └─ bookmarks/ ── 2026-12/ ── 07T20                  (the last commit of that hour)
 
 Tasks and tool calls are fanned out (`meta.fanout`) so a commit rewrites a handful of small trees
 whatever the tip holds. Archived resources (`archive/`, written by `archive:` commits) keep their
 last status file, so `get task NAME` still finds one; the writer and start-up never read them,
 only the trees on a path being changed.
+
+Bookmarks let a reader start a walk of the history near a resource instead of at the tip: the
+first commit of each hour (UTC, by commit time) records the commit before it, the last one of an
+earlier hour, as `bookmarks/<YYYY-MM>/<DD>T<HH>` (its sha and a newline). `history` of an
+archived resource starts at the first bookmark holding its archived file, so its walk covers the
+resource's life and retention, not everything committed since (docs/growth.md).
 
 The writer (store/status.py) holds the tip as a `TreeEditor`; `read_tip` is the same model read
 once, for the command line. Before the fan-out, tasks and tool calls sat flat in
@@ -41,12 +48,14 @@ else:
     from gitops_acp.tuples import NamedTuple
 
 __all__ = [
+    "BOOKMARKS_ROOT",
     "DEFAULT_BRANCH",
     "FILE_MODE",
     "STATUS_DIR",
     "Found",
     "StatusTree",
     "archived_names",
+    "bookmark_path",
     "branch_ref",
     "live_paths",
     "read_status_file",
@@ -58,6 +67,15 @@ __all__ = [
 DEFAULT_BRANCH = "refs/heads/acp/status"
 STATUS_DIR = STATUS_ROOT
 FILE_MODE = "100644"
+BOOKMARKS_ROOT = "bookmarks"
+
+
+def bookmark_path(timestamp: float) -> str:
+    """Where the bookmark of the hour (UTC) holding `timestamp` is: `bookmarks/2026-12/07T20`."""
+    from time import gmtime  # a built-in module: nothing to load
+
+    t = gmtime(timestamp)
+    return f"{BOOKMARKS_ROOT}/{t.tm_year:04d}-{t.tm_mon:02d}/{t.tm_mday:02d}T{t.tm_hour:02d}"
 
 
 def branch_ref(branch: str) -> str:
@@ -72,17 +90,19 @@ class StatusTree:
     `dataclasses` would cost it ~6 ms (docs/growth.md).
     """
 
-    def __init__(self, tip: str | None, tree: TreeEditor) -> None:
+    def __init__(self, tip: str | None, tree: TreeEditor, tip_time: float | None = None) -> None:
         self.tip = tip
         self.tree = tree
+        self.tip_time = tip_time  # the tip's committer time: its hour is the next bookmark's
 
     @classmethod
     def load(cls, repo: GitRepo, tip: str | None) -> StatusTree:
         """The tip `tip` (None: an empty branch); its levels are read when first used."""
         from gitops_acp.store.git import TreeEditor  # here: see the imports
 
-        root = repo.tree_of(tip) if tip is not None else None
-        return cls(tip, TreeEditor(repo.read_tree, root))
+        if tip is None:
+            return cls(None, TreeEditor(repo.read_tree, None))
+        return cls(tip, TreeEditor(repo.read_tree, repo.tree_of(tip)), repo.commit_time(tip))
 
     def documents(
         self,

@@ -43,7 +43,8 @@ def _first_user(chat: dict[str, Any]) -> str:
 
 def _assert_consistent(repo: AcpRepo) -> None:
     """Every status file at the tip parses as a full object, and the object database is sound."""
-    files = git(repo.path, "ls-tree", "-r", "--name-only", STATUS_BRANCH).splitlines()
+    listed = git(repo.path, "ls-tree", "-r", "--name-only", STATUS_BRANCH, "--", "status", "archive")
+    files = listed.splitlines()
     assert files
     for path in files:
         plural, name = path.split("/")[1], path.rsplit("/", 1)[1].removesuffix(".yaml")

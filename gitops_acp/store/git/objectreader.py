@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import process
 
-__all__ = ["ObjectReader"]  # and `CatFile`, a type alias
+__all__ = ["ObjectReader", "parse_tree"]  # and `CatFile`, a type alias
 
 _BATCH_READ_MIN = 16  # fewer blobs than this are read through the persistent cat-file
 _BATCH_READ_CHUNK = 5000  # blobs per `cat-file --batch` run (bounds what is held at once)
@@ -25,6 +25,19 @@ CatFile = Callable[[str], "tuple[str, str, bytes] | None"]
 #: The same for several names in one round trip: every name written at once, then every answer
 #: read, in order (a `ReadOnlyRepo`'s; a `GitRepo` asks GitPython's process one name at a time).
 CatMany = Callable[[Sequence[str]], "list[tuple[str, str, bytes] | None]"]
+
+
+def parse_tree(data: bytes) -> dict[str, tuple[str, str]]:
+    """Parse a raw tree object into name -> (mode, sha)."""
+    entries: dict[str, tuple[str, str]] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        space = data.index(b" ", pos)
+        nul = data.index(b"\0", space)
+        name = data[space + 1 : nul].decode("utf-8", "surrogateescape")
+        entries[name] = (data[pos:space].decode("ascii"), data[nul + 1 : nul + 21].hex())
+        pos = nul + 21
+    return entries
 
 
 class ObjectReader:

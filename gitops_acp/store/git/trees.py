@@ -14,9 +14,9 @@ from pathlib import Path
 
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import process
-from gitops_acp.store.git.objectreader import ObjectReader
+from gitops_acp.store.git.objectreader import ObjectReader, parse_tree
 
-__all__ = ["EMPTY_TREE", "TREE_MODE", "TreeBuilder", "TreeEditor", "TreeReader", "parse_tree"]
+__all__ = ["EMPTY_TREE", "TREE_MODE", "TreeBuilder", "TreeEditor", "TreeReader"]
 
 # The well-known id of the empty tree (git knows it without storing it).
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -25,19 +25,6 @@ _VALID_MODES = frozenset({"100644", "100755", "120000", TREE_MODE, "160000"})
 _RESERVED_NAMES = frozenset({".", "..", ".git"})
 # Above this many directories one `git ls-tree -r` beats walking trees via cat-file (list_tree).
 _WALK_MAX_TREES = 16
-
-
-def parse_tree(data: bytes) -> dict[str, tuple[str, str]]:
-    """Parse a raw tree object into name -> (mode, sha)."""
-    entries: dict[str, tuple[str, str]] = {}
-    pos, end = 0, len(data)
-    while pos < end:
-        space = data.index(b" ", pos)
-        nul = data.index(b"\0", space)
-        name = data[space + 1 : nul].decode("utf-8", "surrogateescape")
-        entries[name] = (data[pos:space].decode("ascii"), data[nul + 1 : nul + 21].hex())
-        pos = nul + 21
-    return entries
 
 
 def _entry(record: bytes) -> tuple[str, str]:
