@@ -872,6 +872,13 @@ def test_one_pack_writes_a_pack_git_reads_and_nothing_when_the_block_fails(repo:
 
 def test_maintenance_of_a_mirror_also_runs_gc(repo: Path) -> None:
     """A mirror is the reconciler's alone: `gc --auto` may pack refs and prune there."""
+    # A history, for the commit-graph's chain below: 40 commits on a branch of their own.
+    stream = "".join(
+        f"commit refs/heads/history\ncommitter a <a@example.com> {1_700_000_000 + i} +0000\ndata 1\nx\n"
+        f"M 100644 inline history.txt\ndata {len(str(i)) + 1}\n{i}\n\n"
+        for i in range(40)
+    )
+    subprocess.run(["git", "fast-import", "--quiet"], input=stream.encode(), cwd=repo, check=True)
     mirror = repo.parent / "mirror.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(mirror)], check=True)
     subprocess.run(["git", "config", "gc.auto", "1"], cwd=mirror, check=True)
@@ -879,8 +886,21 @@ def test_maintenance_of_a_mirror_also_runs_gc(repo: Path) -> None:
         for i in range(3):
             r.write_blob(f"loose {i}\n".encode())
         r.maintain(shared=False)
-    assert (mirror / "objects" / "info" / "commit-graph").exists()
     assert (mirror / "packed-refs").exists()
+    # The commit-graph a chain here too: gc's single file became its base, and the next run
+    # adds a layer of the new commits instead of rewriting every commit of the history.
+    chain = mirror / "objects" / "info" / "commit-graphs" / "commit-graph-chain"
+    base = chain.read_text().split()[0]
+    for i in range(5):
+        commit_files(repo, {f"f{i}.txt": f"{i}\n"})
+    subprocess.run(["git", "fetch", "-q", str(repo), "+refs/heads/*:refs/heads/*"], cwd=mirror, check=True)
+    with GitRepo.open(mirror) as r:
+        r.maintain(shared=False)
+    layers = chain.read_text().split()
+    assert layers[0] == base
+    assert len(layers) >= 2
+    assert not (mirror / "objects" / "info" / "commit-graph").exists()
+    git(mirror, "commit-graph", "verify")
 
 
 def test_maintenance_rolls_up_packs_and_loose_objects_and_writes_the_commit_graph(repo: Path) -> None:

@@ -34,13 +34,18 @@ YOUNG_PACK_SECONDS = 10.0
 BLOOM_ENV = {"GIT_TEST_BLOOM_SETTINGS_MAX_CHANGED_PATHS": str(2**31 - 1)}
 
 
-def write_commit_graph(git_dir: Path, *, split: bool = False) -> None:
+def write_commit_graph(git_dir: Path) -> None:
     """Refresh the commit-graph with changed-path Bloom filters (path-limited logs get ~8x faster).
 
-    Slow on big histories: run it in the background, never on the checkpoint path. `split`: add
-    to a chain of graph files instead of rewriting one (see `maintain`).
+    Always as a split chain (`--split`: a new layer of the commits since the last write, layers
+    merged when one grows to half the one below it, so a write costs what was committed since,
+    not the history): a single file is rewritten whole, every commit of the history, and with
+    300,000 commits that took ~3 s each time maintenance ran (every 32 group commits), against
+    13 to 23 ms for the same 100 new commits as a layer (docs/growth.md). A single file already
+    there (a person's `git commit-graph write`, `git gc`) becomes the chain's base. Run it in the
+    background, never on the checkpoint path.
     """
-    graph = ("commit-graph", "write", "--reachable", "--changed-paths", *(["--split"] if split else []))
+    graph = ("commit-graph", "write", "--reachable", "--changed-paths", "--split")
     process.in_repo(git_dir, *graph, background=True, extra_env=BLOOM_ENV)
 
 
@@ -56,10 +61,10 @@ def maintain(git_dir: Path, objects: Path, *, shared: bool) -> None:
 
     `shared`: people work in this repository too (a local repository served in place). Then
     nothing here may take a lock their git commands need: no `gc --auto` (its `pack-refs` and
-    `reflog expire` lock each ref, and `git commit` fails on such a lock), and the commit-graph
-    is written as a split chain (`git gc` fails on the `commit-graph.lock` a full write holds,
-    not on the chain's). Pruning and ref packing are left to their own `git gc` / `git
-    maintenance`. A mirror in the cache directory is the reconciler's alone: `gc --auto` (in
+    `reflog expire` lock each ref, and `git commit` fails on such a lock); the commit-graph is
+    a split chain in both (`write_commit_graph`; `git gc` fails on the `commit-graph.lock` a full
+    write holds, not on the chain's). Pruning and ref packing are left to their own `git gc` /
+    `git maintenance`. A mirror in the cache directory is the reconciler's alone: `gc --auto` (in
     the foreground: we are on a background thread already) keeps it pruned; packs are left to
     `_merge_packs` there too (`gc.autoPackLimit=0`: a `repack -A` would read the writer's packs).
     `objects`: the repository's object folder (a worktree's is its common dir's).
@@ -68,7 +73,7 @@ def maintain(git_dir: Path, objects: Path, *, shared: bool) -> None:
     if not shared:
         auto = ("-c", "gc.autoDetach=false", "-c", "gc.autoPackLimit=0", "gc", "--auto", "--quiet")
         process.in_repo(git_dir, *_ONE_THREAD, *auto, background=True, extra_env=BLOOM_ENV)
-    write_commit_graph(git_dir, split=shared)
+    write_commit_graph(git_dir)
 
 
 # One thread of delta search, niced: the reconciler keeps a core and the CPU it asks for (with
