@@ -251,10 +251,16 @@ def test_tree_builder_edits_match_git_mktree(repo: Path) -> None:
         assert parsed.entries() == builder.entries()
         assert parsed.data() == builder.data()
         fresh = TreeBuilder(builder.entries())
-        for edited in (parsed, fresh):
+        unsplit = TreeBuilder.raw(r.read_trees([stored])[stored])  # edited as git's bytes
+        for edited in (parsed, fresh, unsplit):
             edited.set("a", "100644", blob)  # the directory becomes a file again: it moves back
             edited.set("a-", "040000", sub)
             edited.remove("n9.yaml")
+        assert unsplit._raw is not None  # still bytes: three edits
+        assert unsplit.data() == fresh.data()
+        assert unsplit.get("a") == ("100644", blob)
+        assert unsplit.get("n9.yaml") is None
+        assert unsplit.get("zz") is None
         assert parsed.entries() == fresh.entries()
         assert parsed.data() == fresh.data()
         assert r.write_tree(parsed) == r.write_tree(fresh.entries())
@@ -266,7 +272,39 @@ def test_tree_builder_edits_match_git_mktree(repo: Path) -> None:
         with pytest.raises(StoreError, match="malformed tree"):
             TreeBuilder.parse(b"100644 cut-short")
         with pytest.raises(StoreError, match="malformed tree"):
+            TreeBuilder.raw(b"100644 f\0" + bytes(19)).set("g", "100644", blob)  # found when used
+        with pytest.raises(StoreError, match="malformed tree"):
             TreeBuilder.parse(b"100644 f\0" + bytes(19))
+
+
+def test_a_tree_edited_as_gits_bytes_matches_one_edited_as_entries() -> None:
+    """`TreeBuilder.raw` (a level read for one commit) against the map of entries, in random edits:
+    files and directories of the same names, removals, and past RAW_EDITS (then split)."""
+    import random
+
+    rng = random.Random(12)
+    names = ["a", "a.b", "a-", "a0", "b", "b.yaml", "ab", "a.b.c", "z", "0", "g000001.yaml"]
+    shas = [hashlib.sha1(bytes([i])).hexdigest() for i in range(8)]
+    for _ in range(300):
+        start = {
+            name: ("40000" if rng.random() < 0.3 else "100644", rng.choice(shas))
+            for name in rng.sample(names, rng.randrange(len(names)))
+        }
+        model = TreeBuilder(start)
+        unsplit = TreeBuilder.raw(TreeBuilder(start).data())
+        for _ in range(rng.randrange(1, 2 * TreeBuilder.RAW_EDITS + 2)):
+            name = rng.choice(names)
+            if rng.random() < 0.3:
+                assert unsplit.remove(name) == model.remove(name)
+            else:
+                mode = "040000" if rng.random() < 0.3 else rng.choice(["100644", "100755"])
+                sha = rng.choice(shas)
+                unsplit.set(name, mode, sha)
+                model.set(name, mode, sha)
+            assert unsplit.get(name) == model.get(name)
+            assert bool(unsplit) == bool(model)
+        assert unsplit.data() == model.data()
+        assert unsplit.entries() == model.entries()
 
 
 def test_preloaded_levels_are_read_in_one_call_per_depth_and_edit_alike(repo: Path) -> None:

@@ -600,7 +600,7 @@ class StatusWriter:
                 if prepared.change.archive:
                     moved = status_path(_kind(prepared.change.kind), prepared.change.name, root=ARCHIVE_ROOT)
                     directories.add(moved.rpartition("/")[0])
-        edit.preload(directories, repo.read_trees)
+        edit.preload(directories, repo.read_trees, raw_under=ARCHIVE_ROOT)
         with repo.one_pack():  # the commit's objects in one file (see GitRepo.one_pack)
             for item in batch:
                 changed = False

@@ -58,8 +58,21 @@ class TreeBuilder:
     The status writer rewrites a few levels on every checkpoint with one or two entries changed
     (before the fan-out, all of `status/tasks/`). Checking and encoding every entry again cost
     ~2.5 µs each (1.3 ms per commit at 500 files); keeping the records makes a rewrite one join.
-    Not thread-safe, like everything here.
+
+    A level read as git's bytes (`raw`) stays so until it has been edited `RAW_EDITS` times:
+    an archive commit adds a file or two to each of ~80 directories of `archive/`, read for it
+    and forgotten after (`TreeEditor.unload`), and splitting every record of a directory of the
+    archive cost ~1.2 µs an entry, ~300 µs a directory at 1,000,000 archived files (half of an
+    archive commit's time). An edit of the bytes walks the records up to its place (~0.3 µs each,
+    stopping there) and splices its record in. Only `archive/` is read so (`TreeEditor.preload`):
+    a directory of the tip's `status/` is edited again and again, and there two walks an edit
+    before splitting cost more than splitting at once (`bench_checkpoint.py`, 100,000 in the
+    tip: 0.41 ms a checkpoint against 0.38). Not thread-safe, like everything here.
     """
+
+    #: Edits made on git's bytes before the records are split into the map (a level edited this
+    #: often is a live one: the tip's directories of `status/`, edited at every checkpoint).
+    RAW_EDITS = 4
 
     def __init__(self, entries: Mapping[str, tuple[str, str]] | None = None) -> None:
         """Start from `entries` (name -> (mode, sha)), or empty."""
@@ -67,6 +80,8 @@ class TreeBuilder:
         # else per entry: the status writer holds one for every file of the tip (`_key`).
         self._records: dict[bytes, bytes] = {}
         self._order: list[bytes] | None = None  # sorted keys; None until first needed
+        self._raw: bytes | None = None  # git's bytes, not split yet (`raw`)
+        self._raw_edits = 0
         for name, (mode, sha) in (entries or {}).items():
             self.set(name, mode, sha)
 
@@ -80,7 +95,19 @@ class TreeBuilder:
         Slicing git's records costs ~1 µs, in git's order already.
         """
         builder = cls()
-        records = builder._records
+        builder._split(data)
+        return builder
+
+    @classmethod
+    def raw(cls, data: bytes) -> TreeBuilder:
+        """Start from a raw tree object as git stored it, kept as those bytes until edited often
+        (see the class). A malformed object is found when first used (StoreError)."""
+        builder = cls()
+        builder._raw = data
+        return builder
+
+    def _split(self, data: bytes) -> None:
+        records = self._records
         order: list[bytes] = []
         pos, end = 0, len(data)
         try:
@@ -96,14 +123,56 @@ class TreeBuilder:
                 pos = nul + 21
         except ValueError:
             raise StoreError("malformed tree object") from None
-        builder._order = order
-        return builder
+        self._order = order
+
+    def _expand(self) -> None:
+        """Split git's bytes into the map, if not done yet."""
+        if self._raw is not None:
+            data, self._raw = self._raw, None
+            self._split(data)
+
+    def _locate(self, raw: bytes, key: bytes) -> tuple[int, int, int]:
+        """In git's bytes: where the record named `raw` (a file's or a directory's) starts and
+        ends (-1, -1 if none), and where a record with sort key `key` goes once that one is
+        gone; one walk, which stops past where either could be (~0.3 µs a record)."""
+        data = self._raw
+        assert data is not None
+        last = max(raw + b"/", key)  # a directory named `raw` sorts as this: nothing named so comes later
+        found, found_end, place = -1, -1, -1
+        pos, end = 0, len(data)
+        try:
+            while pos < end:
+                nul = data.index(b"\0", pos)
+                # a directory's mode is "40000" (or old gits' "040000"), a file's six digits from "1"
+                space = pos + 5 if data[pos] == 0x34 else pos + 6
+                if data[space] != 0x20 or nul <= space or nul + 21 > end:
+                    raise ValueError("not a record")
+                name = data[space + 1 : nul]
+                if name == raw:
+                    found, found_end = pos, nul + 21
+                elif place < 0 and (name + b"/" if data[pos] != 0x31 else name) > key:
+                    place = pos
+                if name > last:
+                    break
+                pos = nul + 21
+        except (ValueError, IndexError):
+            raise StoreError("malformed tree object") from None
+        if place < 0:
+            place = pos
+        if found >= 0 and found < place:
+            place -= found_end - found
+        return found, found_end, place
 
     def __len__(self) -> int:
+        self._expand()
         return len(self._records)
 
+    def __bool__(self) -> bool:
+        """Whether it holds any entry (git's bytes left unsplit)."""
+        return bool(self._raw) if self._raw is not None else bool(self._records)
+
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._key(name) is not None
+        return isinstance(name, str) and self.get(name) is not None
 
     def _key(self, name: str) -> bytes | None:
         """The sort key entry `name` is held under (a file's or a directory's), or None."""
@@ -115,11 +184,16 @@ class TreeBuilder:
 
     def get(self, name: str) -> tuple[str, str] | None:
         """Return the (mode, sha) of entry `name`, or None."""
+        if self._raw is not None:
+            raw = name.encode("utf-8", "surrogateescape")
+            start, end, _ = self._locate(raw, raw)
+            return None if start < 0 else _entry(self._raw[start:end])
         key = self._key(name)
         return None if key is None else _entry(self._records[key])
 
     def entries(self) -> dict[str, tuple[str, str]]:
         """Return a copy of the entries as name -> (mode, sha)."""
+        self._expand()
         return {
             key.removesuffix(b"/").decode("utf-8", "surrogateescape"): _entry(record)
             for key, record in self._records.items()
@@ -128,6 +202,15 @@ class TreeBuilder:
     def set(self, name: str, mode: str, sha: str) -> None:
         """Add or replace entry `name`."""
         mode, key, record = _tree_record(name, mode, sha)
+        if self._raw is not None and self._raw_edits < self.RAW_EDITS:
+            self._raw_edits += 1
+            data = self._raw
+            start, end, at = self._locate(name.encode("utf-8", "surrogateescape"), key)
+            if start >= 0:  # replaced, perhaps elsewhere (a file that became a directory)
+                data = data[:start] + data[end:]
+            self._raw = data[:at] + record + data[at:]
+            return
+        self._expand()
         old_key = self._key(name)
         if old_key != key:
             if old_key is not None:
@@ -138,6 +221,15 @@ class TreeBuilder:
 
     def remove(self, name: str) -> bool:
         """Remove entry `name`; return False if there was none."""
+        if self._raw is not None and self._raw_edits < self.RAW_EDITS:
+            raw = name.encode("utf-8", "surrogateescape")
+            start, end, _ = self._locate(raw, raw)
+            if start < 0:
+                return False
+            self._raw_edits += 1
+            self._raw = self._raw[:start] + self._raw[end:]
+            return True
+        self._expand()
         key = self._key(name)
         if key is None:
             return False
@@ -151,6 +243,8 @@ class TreeBuilder:
 
     def data(self) -> bytes:
         """Return the tree object's content, entries in git's order."""
+        if self._raw is not None:
+            return self._raw
         if self._order is None:
             self._order = sorted(self._records)
         return b"".join(map(self._records.__getitem__, self._order))
@@ -270,32 +364,45 @@ class TreeEditor:
                     yield (f"{prefix}/{name}" if prefix else name), mode, sha
             stack.extend(reversed(subdirs))
 
-    def preload(self, paths: Iterable[str], read_many: Callable[[list[str]], Mapping[str, bytes]]) -> None:
+    def preload(
+        self,
+        paths: Iterable[str],
+        read_many: Callable[[list[str]], Mapping[str, bytes]],
+        *,
+        raw_under: str | None = None,
+    ) -> None:
         """Read the levels down to each directory of `paths` not read yet, one `read_many` per depth.
 
-        `read_many` returns raw tree objects by sha (`GitRepo.read_trees`).
+        `read_many` returns raw tree objects by sha (`GitRepo.read_trees`). Levels under the
+        top directory `raw_under` are kept as git's bytes (`TreeBuilder.raw`): the status writer's
+        `archive/`, edited once or twice and forgotten after (`unload`).
 
         What `get`, `set` and `remove` would read one tree at a time: an archive commit of 2,000
         tasks needs ~2,000 directories of `archive/`, read in five calls instead of 2,000 round
         trips. A directory that does not exist is skipped (`set` creates it).
         """
-        level = [(self._root, tuple(part for part in path.split("/") if part)) for path in set(paths)]
+        level = [
+            (self._root, parts, bool(parts) and parts[0] == raw_under)
+            for parts in {tuple(part for part in path.split("/") if part) for path in paths}
+        ]
+        depth = 0
         while level:
-            unread = sorted({node.sha for node, _ in level if node.builder is None and node.sha is not None})
+            unread = sorted({n.sha for n, _, _ in level if n.builder is None and n.sha is not None})
             if unread:
                 trees = read_many(unread)
-                for node, _ in level:
+                for node, _, raw in level:
                     if node.builder is None and node.sha is not None:
                         data = trees.get(node.sha)
                         if data is None:
                             raise StoreError(f"tree {node.sha} is missing")
-                        node.builder = TreeBuilder.parse(data)
-            deeper: dict[tuple[int, tuple[str, ...]], tuple[_Node, tuple[str, ...]]] = {}
-            for node, parts in level:
+                        node.builder = TreeBuilder.raw(data) if raw and depth else TreeBuilder.parse(data)
+            deeper: dict[tuple[int, tuple[str, ...]], tuple[_Node, tuple[str, ...], bool]] = {}
+            for node, parts, raw in level:
                 child = self._child(node, parts[0], create=False) if parts else None
                 if child is not None:
-                    deeper.setdefault((id(child), parts[1:]), (child, parts[1:]))
+                    deeper.setdefault((id(child), parts[1:]), (child, parts[1:], raw))
             level = list(deeper.values())
+            depth += 1
 
     def unload(self, path: str) -> None:
         """Forget what was read under directory `path` (written first): it is read again when needed.
@@ -318,7 +425,7 @@ class TreeEditor:
 
     def _write(self, node: _Node, store: Callable[[TreeBuilder], str]) -> str | None:
         if not node.dirty:
-            return None if node.builder is not None and not len(node.builder) else node.sha
+            return None if node.builder is not None and not node.builder else node.sha
         level = self._level(node)
         for name, child in list(node.children.items()):
             if not child.dirty:
@@ -330,7 +437,7 @@ class TreeEditor:
             else:
                 level.set(name, TREE_MODE, sha)
         node.dirty = False
-        node.sha = store(level) if len(level) else None
+        node.sha = store(level) if level else None
         return node.sha
 
 
