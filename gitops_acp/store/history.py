@@ -38,6 +38,8 @@ else:
 
 __all__ = ["Event", "events"]
 
+_PROBES = 8  # bookmarks looked at in one round trip to git (`_archived_start`)
+
 
 class Event(NamedTuple):
     """One checkpoint of one resource (a named tuple: `dataclasses` costs `history` ~6 ms to import)."""
@@ -107,25 +109,36 @@ def _archived_start(
     if not months:
         return None
     first = bookmark_path(since).split("/", 1)[1] if since is not None else ""
-    marks: list[str] = []  # the bookmarks' blobs, oldest first, from the resource's first hour on
+    marks: list[str] = []  # the bookmarks' paths, oldest first, from the resource's first hour on
     for month in sorted(months):
         if month < first[:7] or months[month][0] != "40000":
             continue
         hours = repo.read_tree(tip, f"{BOOKMARKS_ROOT}/{month}") or {}
-        marks += [hours[h][1] for h in sorted(hours) if f"{month}/{h}" >= first]
+        marks += [f"{BOOKMARKS_ROOT}/{month}/{h}" for h in sorted(hours) if f"{month}/{h}" >= first]
     path = status_path(kind, name, root=ARCHIVE_ROOT)
-    start, low, high = None, 0, len(marks) - 1
-    while low <= high:  # holding the file is monotone in time: the archive only grows
-        middle = (low + high) // 2
-        try:
-            commit = repo.read_blob(marks[middle]).decode("ascii").strip()
-            holds = len(commit) == 40 and repo.read_file(commit, path) == data
-        except (StoreError, UnicodeDecodeError):
-            return None  # a bookmark that is not one: walk from the tip, as without any
-        if holds:
-            start, high = commit, middle - 1
-        else:
-            low = middle + 1
+    # Holding the file is monotone in time (the archive only grows): search for the first that
+    # does, up to _PROBES bookmarks a round and two round trips to git a round (their commits,
+    # then the file at each), ~4 rounds for a year of hours.
+    start, low, high = None, 0, len(marks)  # the first holding it is in [low, high), or none
+    try:
+        while low < high:
+            step = max(1, (high - low) // (_PROBES + 1))
+            probes = list(range(low + step - 1, high, step))[:_PROBES] if high - low > _PROBES else []
+            probes = probes or list(range(low, high))
+            read = repo.read_first_files([(tip, [marks[i]]) for i in probes])
+            commits = [found[1].decode("ascii").strip() if found else "" for found in read]
+            if not all(len(commit) == 40 for commit in commits):
+                return None  # a bookmark that is not one: walk from the tip, as without any
+            held = repo.read_first_files([(commit, [path]) for commit in commits])
+            hits = [j for j, found in enumerate(held) if found is not None and found[1] == data]
+            if not hits:
+                low = probes[-1] + 1
+                continue
+            j = hits[0]
+            start, high = commits[j], probes[j]
+            low = probes[j - 1] + 1 if j else low
+    except (StoreError, UnicodeDecodeError):
+        return None
     return start
 
 
