@@ -100,10 +100,11 @@ def _archived_start(
 
     Bookmarks (statustree.py) are the last commits of past hours, in time order. From the first
     holding the file, the walk covers the resource's life and its retention, not every commit
-    since. It is exact whatever the bookmarks say: that commit is an ancestor of the tip (its
-    tree records it), it already holds the archive commit, and after its archive commit nothing
-    writes a resource's `status/` file again (an archived Task never runs again, DESIGN §9). A
-    second life would be archived as a new file, which earlier bookmarks do not hold.
+    since. It is exact: a bookmark names the parent of the commit that wrote it, so an ancestor
+    of the tip; the first holding the file already holds its archive commit; and after that
+    nothing writes the resource's `status/` file again (an archived Task never runs again, DESIGN
+    §9; a second life would be archived as a new file, which earlier bookmarks do not hold). A
+    bookmark that is not a commit, or no bookmark, and the walk starts at the tip as before.
     """
     months = repo.read_tree(tip, BOOKMARKS_ROOT)
     if not months:
