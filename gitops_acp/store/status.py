@@ -590,8 +590,11 @@ class StatusWriter:
         now = self.clock()
         # The first commit of an hour bookmarks the tip, the last commit of an earlier one (statustree.py).
         bookmark = None
-        if tree.tip is not None and tree.tip_time is not None and now // 3600 > tree.tip_time // 3600:
-            bookmark = bookmark_path(tree.tip_time)
+        if tree.tip is not None:
+            if tree.tip_time is None:  # a tip just loaded: read once, then kept by each commit
+                tree.tip_time = repo.commit_time(tree.tip)
+            if now // 3600 > tree.tip_time // 3600:
+                bookmark = bookmark_path(tree.tip_time)
         # The directories this batch touches, read many at a time (an archive commit's thousands).
         directories: set[str] = {bookmark.rpartition("/")[0]} if bookmark is not None else set()
         for item in batch:

@@ -93,16 +93,15 @@ class StatusTree:
     def __init__(self, tip: str | None, tree: TreeEditor, tip_time: float | None = None) -> None:
         self.tip = tip
         self.tree = tree
-        self.tip_time = tip_time  # the tip's committer time: its hour is the next bookmark's
+        self.tip_time = tip_time  # the tip's commit time (read by the writer): the next bookmark's hour
 
     @classmethod
     def load(cls, repo: GitRepo, tip: str | None) -> StatusTree:
         """The tip `tip` (None: an empty branch); its levels are read when first used."""
         from gitops_acp.store.git import TreeEditor  # here: see the imports
 
-        if tip is None:
-            return cls(None, TreeEditor(repo.read_tree, None))
-        return cls(tip, TreeEditor(repo.read_tree, repo.tree_of(tip)), repo.commit_time(tip))
+        root = repo.tree_of(tip) if tip is not None else None
+        return cls(tip, TreeEditor(repo.read_tree, root))
 
     def documents(
         self,

@@ -168,6 +168,15 @@ class ObjectReader:
                 break
         raise StoreError(f"commit {sha} has no committer line")
 
+    def level(self, treeish: str, path: str = "") -> dict[str, tuple[str, str]] | None:
+        """Return one level of a tree as name -> (mode, sha); None if `path` is not in `treeish`."""
+        found = self.cat(f"{treeish}:{path}") if path else self.cat(f"{treeish}^{{tree}}")
+        if found is None:
+            return None
+        if found[1] != "tree":
+            raise StoreError(f"{path} at {treeish[:12]} is a {found[1]}, not a directory")
+        return parse_tree(found[2])
+
     def tree_of(self, commit: str) -> str:
         """Return the tree sha of `commit`."""
         found = self.cat(commit)

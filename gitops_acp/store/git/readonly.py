@@ -26,7 +26,7 @@ from types import TracebackType
 
 from gitops_acp.errors import StoreError
 from gitops_acp.store.git import process, spawn
-from gitops_acp.store.git.objectreader import ObjectReader, parse_tree
+from gitops_acp.store.git.objectreader import ObjectReader
 from gitops_acp.store.git.refs import CommitInfo, Refs
 
 TYPE_CHECKING = False  # not `typing`'s: a command reading one object does without it (tuples.py)
@@ -365,13 +365,9 @@ class ReadOnlyRepo:
 
     def read_tree(self, treeish: str, path: str = "") -> dict[str, tuple[str, str]] | None:
         """Return one level of a tree as name -> (mode, sha); None if `path` is not in `treeish`.
-        Read here, not by `TreeReader`: `history` of an archived task lists bookmarks with it."""
-        found = self.cat(f"{treeish}:{path}") if path else self.cat(f"{treeish}^{{tree}}")
-        if found is None:
-            return None
-        if found[1] != "tree":
-            raise StoreError(f"{path} at {treeish[:12]} is a {found[1]}, not a directory")
-        return parse_tree(found[2])
+        Not through `TreeReader` (trees.py loads pathlib): `history` of an archived task lists
+        bookmarks with it."""
+        return self._objects.level(treeish, path)
 
     def list_tree(self, commit: str, path: str = "") -> dict[str, str]:
         """Return every file of `commit` (under directory `path`) as path -> blob sha (see

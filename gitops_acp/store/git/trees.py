@@ -452,13 +452,7 @@ class TreeReader:
 
     def read(self, treeish: str, path: str = "") -> dict[str, tuple[str, str]] | None:
         """Return one level of a tree as name -> (mode, sha); None if `path` is not in `treeish`."""
-        cat = self._reader.cat
-        found = cat(f"{treeish}:{path}") if path else cat(f"{treeish}^{{tree}}")
-        if found is None:
-            return None
-        if found[1] != "tree":
-            raise StoreError(f"{path} at {treeish[:12]} is a {found[1]}, not a directory")
-        return parse_tree(found[2])
+        return self._reader.level(treeish, path)
 
     def files(self, commit: str) -> dict[str, str]:
         """Return every file of `commit` as path -> blob sha (recursive; submodules left out).
